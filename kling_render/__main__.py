@@ -1,0 +1,3 @@
+from kling_render.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""The exception tree. The core raises these; only ``cli.py`` turns them into exit codes.
+
+    KlingRenderError                 exit 1 unless said otherwise
+    ├── UsageError                   exit 2: bad command-line arguments
+    ├── ProjectError                 exit 2: the project file is invalid (carries every Issue)
+    ├── BudgetError                  exit 3: the plan or the spend exceeds the budget
+    ├── StateError                   state/lock/cache file trouble
+    │   └── LockedError              another run holds the project's lock
+    ├── ProviderError                the provider failed in a way the runner reports
+    │   ├── AuthError                missing or rejected API key
+    │   ├── TransientError           429/5xx/dropped connection: safe to retry
+    │   ├── SubmitRefusedError       submit answered 429/503: nothing was created, retry
+    │   ├── SubmitUncertainError     submit got no answer or 500/502/504: a task may exist
+    │   ├── TaskFailedError          the task ended failed/cancelled/timeout/deleted
+    │   └── DownloadError            the output could not be fetched or is not a valid clip
+    ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
+    └── StitchError                  the final cut cannot be made
+        └── MissingClipsError        clips not in the cache (names the shots)
+
+httpx errors are mapped to ProviderError subclasses at the provider seam, never above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthError",
+    "BudgetError",
+    "DownloadError",
+    "FFmpegError",
+    "Issue",
+    "KlingRenderError",
+    "LockedError",
+    "MissingClipsError",
+    "ProjectError",
+    "ProviderError",
+    "StateError",
+    "StitchError",
+    "SubmitRefusedError",
+    "SubmitUncertainError",
+    "TaskFailedError",
+    "TransientError",
+    "UsageError",
+]
+
+
+class KlingRenderError(Exception):
+    """Base of every error kling-render reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(KlingRenderError):
+    exit_code = 2
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem in a project file: ``file:line: path: message``."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ProjectError(KlingRenderError):
+    """An invalid project: every problem found, each an Issue."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = sorted(set(issues), key=lambda i: (i.file, i.line, i.path, i.message))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class BudgetError(KlingRenderError):
+    exit_code = 3
+
+
+class StateError(KlingRenderError):
+    pass
+
+
+class LockedError(StateError):
+    pass
+
+
+class ProviderError(KlingRenderError):
+    pass
+
+
+class AuthError(ProviderError):
+    pass
+
+
+class TransientError(ProviderError):
+    """A retryable failure; ``retry_after`` is the server's hint in seconds, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SubmitRefusedError(TransientError):
+    """The submit was refused (429/503): no task was created, so it may be sent again."""
+
+
+class SubmitUncertainError(ProviderError):
+    """The submit may have created a paid task: never re-send it blindly."""
+
+
+class TaskFailedError(ProviderError):
+    pass
+
+
+class DownloadError(ProviderError):
+    pass
+
+
+class FFmpegError(KlingRenderError):
+    def __init__(self, step: str, stderr: str = "") -> None:
+        self.step = step
+        self.stderr_tail = _relevant_lines(stderr)
+        detail = f": {' | '.join(self.stderr_tail)}" if self.stderr_tail else ""
+        super().__init__(f"ffmpeg failed while {step}{detail}")
+
+
+class StitchError(KlingRenderError):
+    pass
+
+
+class MissingClipsError(StitchError):
+    def __init__(self, shot_ids: list[str]) -> None:
+        self.shot_ids = shot_ids
+        super().__init__(
+            "no cached clip for shot(s): " + ", ".join(shot_ids) + " (run `kling-render render` first)"
+        )
+
+
+def _relevant_lines(stderr: str, keep: int = 3) -> list[str]:
+    """The few ffmpeg stderr lines that say what went wrong (errors first, else the last lines)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    markers = ("error", "invalid", "no such", "not found", "failed", "unable", "cannot", "must")
+    hits = [ln for ln in lines if any(m in ln.lower() for m in markers)]
+    return (hits or lines)[-keep:]

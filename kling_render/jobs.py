@@ -1,0 +1,87 @@
+"""The values that cross the provider seam: what to generate, and what a task reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Task states as the provider reports them (SPEC §5).
+RUNNING_STATES = frozenset({"created", "processing", "queued", "pending", "running"})
+TERMINAL_FAILED_STATES = frozenset({"failed", "cancelled", "canceled", "timeout", "deleted"})
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One media input: a local file inside the project (with its sha256) or an https URL."""
+
+    path: Path | None = None
+    url: str | None = None
+    sha256: str | None = None
+
+    @property
+    def key_value(self) -> str:
+        """What stands for this input in a shot's key: content hash for files, the URL otherwise."""
+        if self.path is not None:
+            return f"sha256:{self.sha256}"
+        assert self.url is not None
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else (self.url or "").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One shot to generate.
+
+    ``params`` holds the wire fields of the model (SPEC §4) exactly as the provider's
+    API names them; media fields hold a MediaRef (``image``, ``end_image``,
+    ``last_image``, ``video``) or a list of MediaRef (``images``).
+    """
+
+    shot_id: str
+    model: str  # canonical catalog id without the kwaivgi/ prefix
+    params: Mapping[str, Any]
+    duration: int
+    sound: bool
+    aspect_ratio: str | None  # "16:9" | "9:16" | "1:1" when the model takes one
+    key: str
+    cost_usd: float
+    index: int = 0
+    prompt: str = ""  # the rendered prompt (or the multi_prompt joined), for reports and animatics
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def media(self) -> list[MediaRef]:
+        """Every MediaRef in params, in a stable order."""
+        refs: list[MediaRef] = []
+        for name in sorted(self.params):
+            value = self.params[name]
+            if isinstance(value, MediaRef):
+                refs.append(value)
+            elif isinstance(value, list):
+                refs.extend(v for v in value if isinstance(v, MediaRef))
+        return refs
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A poll answer: status, the output URL when completed, the reason when failed."""
+
+    status: str
+    output_url: str | None = None
+    error: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in TERMINAL_FAILED_STATES
+
+    @property
+    def terminal(self) -> bool:
+        return self.completed or self.failed

@@ -1,0 +1,23 @@
+"""Providers behind one seam (``base.Provider``): ``wavespeed`` (real) and ``local`` (offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kling_render.errors import UsageError
+from kling_render.providers.base import Provider
+
+PROVIDER_NAMES = ("local", "wavespeed")
+
+
+def make_provider(name: str, *, cache_dir: Path) -> Provider:
+    """The provider called ``name``; ``cache_dir`` is the clip cache root (for upload records)."""
+    if name == "local":
+        from kling_render.providers.local import LocalProvider
+
+        return LocalProvider(cache_dir=cache_dir)
+    if name == "wavespeed":
+        from kling_render.providers.wavespeed import WaveSpeedProvider
+
+        return WaveSpeedProvider.from_env(cache_dir=cache_dir)
+    raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")

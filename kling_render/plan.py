@@ -1,0 +1,185 @@
+"""Pure planning: shot keys, jobs, prices, cache status and the diff against the lock file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from kling_render.catalog import usd
+from kling_render.errors import ProjectError, UsageError
+from kling_render.jobs import Job, MediaRef
+from kling_render.project import Project, Shot, cost_of
+
+PLAN_VERSION = 1
+
+
+def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, MediaRef):
+            return v.key_value
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    return {k: value(v) for k, v in params.items()}
+
+
+def shot_key(provider: str, shot: Shot) -> str:
+    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6)."""
+    doc = {"provider": provider, "model": shot.model.id, "params": wire_for_key(shot.params), "take": shot.take}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedShot:
+    shot: Shot
+    job: Job
+    cost: Fraction
+    status: str  # "cached" | "render"
+    change: str  # "unchanged" | "changed" | "added" (against the lock file)
+    changed_fields: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.shot.id
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: Project
+    provider: str
+    shots: list[PlannedShot]
+    removed: list[str]  # shot ids in the lock that the project no longer has
+
+    @property
+    def total_cost(self) -> Fraction:
+        return sum((p.cost for p in self.shots), Fraction(0))
+
+    @property
+    def to_render(self) -> list[PlannedShot]:
+        return [p for p in self.shots if p.status == "render"]
+
+    @property
+    def to_render_cost(self) -> Fraction:
+        return sum((p.cost for p in self.to_render), Fraction(0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "project": self.project.name,
+            "provider": self.provider,
+            "shots": [
+                {
+                    "id": p.id,
+                    "model": p.shot.model.id,
+                    "duration": p.shot.duration,
+                    "sound": p.shot.sound,
+                    "cost_usd": usd(p.cost),
+                    "status": p.status,
+                    "change": p.change,
+                    "changed_fields": list(p.changed_fields),
+                    "key": p.job.key,
+                }
+                for p in self.shots
+            ],
+            "removed": self.removed,
+            "total_cost_usd": usd(self.total_cost),
+            "to_render_cost_usd": usd(self.to_render_cost),
+        }
+
+
+def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
+    """The shots named by ``--only`` (all when None); an unknown id is a usage error."""
+    if not only:
+        return list(project.shots)
+    known = {s.id for s in project.shots}
+    unknown = [i for i in only if i not in known]
+    if unknown:
+        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+    wanted = set(only)
+    return [s for s in project.shots if s.id in wanted]
+
+
+def build_plan(
+    project: Project,
+    provider: str,
+    *,
+    is_cached: Callable[[str], bool],
+    lock: Mapping[str, Mapping[str, Any]] | None = None,
+    only: Sequence[str] | None = None,
+) -> Plan:
+    """Resolve every selected shot into a Job with its key, price, cache status and lock change."""
+    lock = lock or {}
+    planned: list[PlannedShot] = []
+    missing_price = []
+    for shot in select_shots(project, only):
+        cost = cost_of(shot, project.prices)
+        if cost is None:
+            missing_price.append(shot)
+            continue
+        key = shot_key(provider, shot)
+        job = Job(
+            shot_id=shot.id,
+            model=shot.model.id,
+            params=shot.params,
+            duration=shot.duration,
+            sound=shot.sound,
+            aspect_ratio=shot.aspect_ratio,
+            key=key,
+            cost_usd=usd(cost),
+            index=shot.index,
+            prompt=shot.prompt,
+        )
+        entry = lock.get(shot.id)
+        change, fields = _change(entry, key, shot, provider)
+        planned.append(
+            PlannedShot(shot, job, cost, "cached" if is_cached(key) else "render", change, fields)
+        )
+    if missing_price:
+        from kling_render.errors import Issue
+
+        raise ProjectError(
+            [
+                Issue(project.display, s.line, f"shots[{s.index}].model",
+                      f"no price for {s.model.id}: add it under pricing:")
+                for s in missing_price
+            ]
+        )
+    removed = sorted(set(lock) - {s.id for s in project.shots})
+    return Plan(project, provider, planned, removed)
+
+
+def field_digests(shot: Shot) -> dict[str, str]:
+    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
+    out = {}
+    for name, value in sorted(wire_for_key(shot.params).items()):
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    out["take"] = str(shot.take)
+    return out
+
+
+def _change(
+    entry: Mapping[str, Any] | None, key: str, shot: Shot, provider: str
+) -> tuple[str, tuple[str, ...]]:
+    if entry is None:
+        return "added", ()
+    if entry.get("key") == key:
+        return "unchanged", ()
+    fields: list[str] = []
+    if entry.get("model") != shot.model.id:
+        fields.append("model")
+    if entry.get("provider") not in (None, provider):
+        fields.append("provider")
+    old = entry.get("fields")
+    if isinstance(old, Mapping):
+        new = field_digests(shot)
+        fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
+    return "changed", tuple(dict.fromkeys(fields))

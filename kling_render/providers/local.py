@@ -1,0 +1,333 @@
+"""The ``local`` provider: an offline, free ffmpeg animatic of each shot (SPEC §5).
+
+Each job becomes a sequence of stills (the start image, then the end image or the
+reference images in turn), each with a gentle push-in, cross-faded into one another,
+plus a quiet tone bed when sound is on. The clip has exactly ``duration * 24`` frames.
+
+Rendering runs as a background ffmpeg subprocess started by ``submit``. Everything
+``poll`` needs lives on disk under ``<cache_dir>/local-work/``: the finished clip
+``<task id>.mp4`` (written via temp file + rename, so it is always complete) and the
+render recipe ``<task id>.json``. A restarted process can therefore poll a task it never
+submitted: a finished clip is reported at once, and a missing one is rendered again from
+its recipe (it is free and deterministic, so a re-render gives the same clip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+import shutil
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from PIL import Image
+
+from kling_render.errors import DownloadError
+from kling_render.ffmpeg import run_async
+from kling_render.fsutil import atomic_path, atomic_write_json
+from kling_render.jobs import Job, MediaRef, TaskResult
+from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
+
+__all__ = ["Animatic", "LocalProvider", "Still", "ffmpeg_args", "plan_animatic", "task_id_for"]
+
+FPS = 24
+SAMPLE_RATE = 48000
+# 720p frames: the size Kling's std tier delivers, cheap to encode on two cores, and every
+# side a multiple of 16 (whole H.264 macroblocks, even for yuv420p chroma).
+SIZES: dict[str, tuple[int, int]] = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
+DEFAULT_ASPECT = "16:9"  # the reference-to-video default, and the shape of most stills
+PUSH_IN = 0.08  # the camera moves 8 % closer over the whole clip
+MAX_FADE_FRAMES = 36  # 1.5 s at most for a cross-fade between stills
+PLACEHOLDER_COLOR = "0x4a5060"  # a neutral slate for inputs that exist only as URLs
+RECIPE_VERSION = 1
+_TASK_ID = re.compile(r"^local-[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class Still:
+    """One picture of the animatic: a local image, a video's first frame, or a placeholder."""
+
+    path: str | None  # absolute path; None stands for the placeholder frame
+    video: bool = False
+
+
+@dataclass(frozen=True)
+class Animatic:
+    """Everything needed to render one clip; stored as JSON so a restart can re-render it."""
+
+    width: int
+    height: int
+    frames: int
+    sound: bool
+    stills: tuple[Still, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": RECIPE_VERSION,
+            "width": self.width,
+            "height": self.height,
+            "frames": self.frames,
+            "sound": self.sound,
+            "stills": [{"path": s.path, "video": s.video} for s in self.stills],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Animatic:
+        if data.get("version") != RECIPE_VERSION:
+            raise ValueError(f"unsupported recipe version {data.get('version')!r}")
+        stills = tuple(Still(path=s["path"], video=bool(s["video"])) for s in data["stills"])
+        return cls(
+            width=int(data["width"]),
+            height=int(data["height"]),
+            frames=int(data["frames"]),
+            sound=bool(data["sound"]),
+            stills=stills,
+        )
+
+
+def task_id_for(job: Job) -> str:
+    """``local-`` and the first 16 hex digits of the shot key (hashed again if it is not hex)."""
+    key = job.key.lower().removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{16,}", key):
+        key = hashlib.sha256(job.key.encode()).hexdigest()
+    return f"local-{key[:16]}"
+
+
+def _ratio(text: str) -> float | None:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*", text)
+    if not m or float(m.group(1)) <= 0 or float(m.group(2)) <= 0:
+        return None
+    return float(m.group(1)) / float(m.group(2))
+
+
+def _nearest_aspect(ratio: float) -> str:
+    """The supported aspect closest to ``ratio`` (compared on a log scale: 2:1 and 1:2 are symmetric)."""
+    return min(SIZES, key=lambda name: abs(math.log(ratio / (SIZES[name][0] / SIZES[name][1]))))
+
+
+def _image_ratio(ref: MediaRef | None) -> float | None:
+    if ref is None or ref.path is None:
+        return None
+    try:
+        with Image.open(ref.path) as im:
+            width, height = im.size
+    except (OSError, ValueError):
+        return None  # unreadable here; ffmpeg reports the real problem when it renders
+    return width / height if width > 0 and height > 0 else None
+
+
+def _ref(value: object) -> MediaRef | None:
+    return value if isinstance(value, MediaRef) else None
+
+
+def _still(ref: MediaRef, *, video: bool = False) -> Still:
+    # An input known only by URL cannot be fetched offline: it becomes the placeholder.
+    return Still(path=str(ref.path.resolve()) if ref.path is not None else None, video=video)
+
+
+def plan_animatic(job: Job) -> Animatic:
+    """The animatic for ``job``: its size, frame count, stills in order, and sound."""
+    params = job.params
+    start = _ref(params.get("image"))
+    end = _ref(params.get("end_image")) or _ref(params.get("last_image"))
+    refs = [r for r in params.get("images") or [] if isinstance(r, MediaRef)]
+    video = _ref(params.get("video"))
+
+    stills = [_still(r) for r in (start, end) if r is not None] + [_still(r) for r in refs]
+    if not stills and video is not None:
+        stills = [_still(video, video=True)]  # a video-only reference: its first frame
+    if not stills:
+        stills = [Still(path=None)]
+
+    ratio = _ratio(job.aspect_ratio) if job.aspect_ratio else None
+    if ratio is None:
+        ratio = _image_ratio(start or (refs[0] if refs else None))
+    width, height = SIZES[_nearest_aspect(ratio) if ratio else DEFAULT_ASPECT]
+    frames = job.duration * FPS
+    # Every still needs at least two frames of its own around the cross-fades.
+    return Animatic(width, height, frames, job.sound, tuple(stills[: max(1, frames // 2)]))
+
+
+def _segments(frames: int, count: int) -> tuple[list[int], int]:
+    """Frame lengths of ``count`` stills and the cross-fade length so the joined clip has ``frames``."""
+    if count == 1:
+        return [frames], 0
+    fade = max(1, min(MAX_FADE_FRAMES, frames // (2 * count)))
+    total = frames + (count - 1) * fade  # each fade overlaps two stills
+    base, extra = divmod(total, count)
+    return [base + (1 if i < extra else 0) for i in range(count)], fade
+
+
+def ffmpeg_args(anim: Animatic, out: Path) -> list[str]:
+    """The ffmpeg arguments (after the runner's base flags) that render ``anim`` to ``out`` as MP4."""
+    w, h = anim.width, anim.height
+    big_w, big_h = 2 * w, 2 * h  # scaled up once: the push-in then crops on a half-pixel grid
+    lengths, fade = _segments(anim.frames, len(anim.stills))
+    rate = PUSH_IN / max(anim.frames - 1, 1)
+
+    inputs: list[str] = []
+    chains: list[str] = []
+    for i, still in enumerate(anim.stills):
+        cover = (
+            f"scale={big_w}:{big_h}:force_original_aspect_ratio=increase,crop={big_w}:{big_h},"
+            "setsar=1,format=yuv420p"
+        )
+        if still.path is None:
+            head = (
+                f"color=c={PLACEHOLDER_COLOR}:s={big_w}x{big_h}:r={FPS},trim=end_frame=1,format=yuv420p,"
+                f"drawgrid=w=iw/8:h=ih/8:t=4:c=white@0.25"
+            )
+        else:
+            n = inputs.count("-i")
+            if still.video:
+                inputs += ["-t", "1", "-i", "file:" + still.path]
+            else:
+                inputs += ["-f", "image2", "-pattern_type", "none", "-i", "file:" + still.path]
+            head = f"[{n}:v:0]trim=end_frame=1,{cover}"
+        zoom = (
+            f"zoompan=z='1+{rate:.8f}*on':x='iw/2-iw/zoom/2':y='ih/2-ih/zoom/2'"
+            f":d={lengths[i]}:s={w}x{h}:fps={FPS}"
+        )
+        chains.append(f"{head},{zoom}[s{i}]")
+
+    joined = "s0"
+    done = lengths[0]
+    for i in range(1, len(lengths)):
+        offset = (done - fade) / FPS
+        chains.append(
+            f"[{joined}][s{i}]xfade=transition=fade:duration={fade / FPS:.6f}:offset={offset:.6f}[x{i}]"
+        )
+        joined = f"x{i}"
+        done += lengths[i] - fade
+    # Clone the last frame if rounding ever left the join a frame short, then cut exactly.
+    chains.append(f"[{joined}]tpad=stop_mode=clone:stop=2,trim=end_frame={anim.frames},setsar=1[v]")
+    maps = ["-map", "[v]"]
+
+    if anim.sound:
+        samples = anim.frames * SAMPLE_RATE // FPS
+        seconds = anim.frames / FPS
+        swell = "(0.8+0.2*sin(2*PI*0.25*t))"  # a slow swell so the bed is not a flat test tone
+        left = f"{swell}*(0.030*sin(2*PI*220*t)+0.018*sin(2*PI*330*t))"
+        right = f"{swell}*(0.030*sin(2*PI*220*t)+0.018*sin(2*PI*277.18*t))"
+        chains.append(
+            f"aevalsrc=exprs='{left}|{right}':s={SAMPLE_RATE}:c=stereo,"
+            f"apad=whole_len={samples},atrim=end_sample={samples},"
+            f"afade=t=in:d=0.5,afade=t=out:st={max(seconds - 0.5, 0):.6f}:d=0.5[a]"
+        )
+        maps += ["-map", "[a]", "-c:a", "aac", "-b:a", "128k", "-ar", str(SAMPLE_RATE), "-ac", "2"]
+    else:
+        maps += ["-an"]
+
+    return [
+        "-y",
+        *inputs,
+        "-filter_complex",
+        ";".join(chains),
+        *maps,
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+        # A fixed thread count and bit-exact muxing: the same recipe gives the same bytes.
+        "-threads", "2", "-frames:v", str(anim.frames),
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
+        "-movflags", "+faststart",
+        "-f", "mp4", "file:" + str(out),
+    ]  # fmt: skip
+
+
+class LocalProvider(Provider):
+    """Offline animatics: submit starts an ffmpeg render, poll watches it, download copies it."""
+
+    name = "local"
+    default_concurrency = 2  # one ffmpeg per core on a two-core machine
+
+    def __init__(self, *, cache_dir: Path) -> None:
+        self.work_dir = cache_dir / "local-work"
+        self._renders: dict[str, asyncio.Task[None]] = {}
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def clip_path(self, task_id: str) -> Path:
+        return self.work_dir / f"{task_id}.mp4"
+
+    def _recipe_path(self, task_id: str) -> Path:
+        return self.work_dir / f"{task_id}.json"
+
+    async def submit(self, job: Job) -> str:
+        task_id = task_id_for(job)
+        anim = plan_animatic(job)
+        atomic_write_json(self._recipe_path(task_id), anim.to_json())
+        if not self.clip_path(task_id).is_file():
+            self._start(task_id, anim)
+        return task_id
+
+    async def poll(self, task_id: str) -> TaskResult:
+        if not _TASK_ID.fullmatch(task_id):
+            return TaskResult("failed", error=f"not a local task id: {task_id!r}")
+        render = self._renders.get(task_id)
+        if render is not None:
+            if not render.done() and render.get_loop() is asyncio.get_running_loop():
+                return TaskResult("processing")
+            del self._renders[task_id]
+            if render.done() and not render.cancelled() and render.exception() is not None:
+                return TaskResult("failed", error=str(render.exception()))
+        clip = self.clip_path(task_id)
+        if clip.is_file():
+            return TaskResult("completed", output_url=clip.resolve().as_uri())
+        # No clip and no live render: the process restarted (or the file was removed).
+        try:
+            anim = Animatic.from_json(json.loads(self._recipe_path(task_id).read_text("utf-8")))
+        except FileNotFoundError:
+            return TaskResult("failed", error=f"unknown local task {task_id} (no render recipe on disk)")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return TaskResult("failed", error=f"unreadable render recipe for {task_id}: {exc}")
+        self._start(task_id, anim)
+        return TaskResult("processing")
+
+    async def download(self, url: str, dest: Path) -> None:
+        src = self._source_of(url)
+        size = src.stat().st_size
+        if size > MAX_DOWNLOAD_BYTES:
+            raise DownloadError(f"local clip {src.name} is {size} bytes, over the download cap")
+        try:
+            await asyncio.to_thread(shutil.copyfile, src, dest)
+        except OSError as exc:
+            raise DownloadError(f"cannot copy local clip {src.name}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Stop renders still running (their ffmpeg processes are killed)."""
+        running = [t for t in self._renders.values() if not t.done()]
+        self._renders.clear()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    def _start(self, task_id: str, anim: Animatic) -> None:
+        self._renders[task_id] = asyncio.get_running_loop().create_task(self._render(task_id, anim))
+
+    async def _render(self, task_id: str, anim: Animatic) -> None:
+        # One semaphore per event loop: a semaphore may not be shared between loops.
+        loop = asyncio.get_running_loop()
+        slots = self._slots.setdefault(loop, asyncio.Semaphore(self.default_concurrency))
+        async with slots:
+            with atomic_path(self.clip_path(task_id), suffix=".mp4") as tmp:
+                await run_async(ffmpeg_args(anim, tmp), f"rendering the local animatic {task_id}")
+
+    def _source_of(self, url: str) -> Path:
+        """The work-dir file a ``file://`` URL names; DownloadError for anything else."""
+        parsed = urlparse(url)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise DownloadError(f"the local provider only downloads its own file:// clips, not {url!r}")
+        src = Path(url2pathname(parsed.path)).resolve()
+        if not src.is_relative_to(self.work_dir.resolve()) or src.suffix != ".mp4":
+            raise DownloadError(f"{url!r} is not a clip of the local provider")
+        if not src.is_file():
+            raise DownloadError(f"local clip {src.name} is gone (poll the task again to re-render it)")
+        return src

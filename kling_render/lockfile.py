@@ -1,0 +1,134 @@
+"""The project's lock file (``<project stem>.lock`` beside it, meant for git): what each shot rendered.
+
+JSON, not YAML: the stdlib writes it deterministically (sorted keys, two-space indent,
+one field a line, trailing newline), so a re-render changes exactly the lines of the shots
+that changed and diffs stay clean; and JSON has no implicit typing (YAML reads a key like
+``1e10`` or a shot id ``no`` as a number or a boolean).
+
+    {"version": 1, "shots": {"<id>": {"key", "model", "provider", "task_id",
+                                       "output_sha256", "duration", "cost_usd"}}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kling_render.errors import StateError
+from kling_render.fsutil import atomic_write_json
+
+LOCK_VERSION = 1
+UNCHANGED, CHANGED, ADDED, REMOVED = "unchanged", "changed", "added", "removed"
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    key: str
+    model: str
+    provider: str
+    task_id: str | None
+    output_sha256: str
+    duration: float
+    cost_usd: float
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["duration"] = round(self.duration, 4)
+        doc["cost_usd"] = round(self.cost_usd, 4)
+        return doc
+
+
+class _Keyed(Protocol):
+    @property
+    def shot_id(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
+def lock_path_for(project_path: Path) -> Path:
+    return project_path.parent / f"{project_path.stem}.lock"
+
+
+def read_lock(path: Path) -> dict[str, LockEntry]:
+    """The entries of the lock file at ``path``; empty when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise StateError(f"cannot read lock file {path}: {exc}") from exc
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
+            raise ValueError("not an object with a version")
+        if doc["version"] > LOCK_VERSION:
+            raise ValueError(f"version {doc['version']} is newer than this kling-render understands")
+        shots = doc.get("shots", {})
+        if not isinstance(shots, dict):
+            raise ValueError("'shots' is not an object")
+        return {
+            sid: LockEntry(
+                key=str(e["key"]),
+                model=str(e["model"]),
+                provider=str(e["provider"]),
+                task_id=None if e.get("task_id") is None else str(e["task_id"]),
+                output_sha256=str(e["output_sha256"]),
+                duration=float(e["duration"]),
+                cost_usd=float(e.get("cost_usd", 0.0)),
+            )
+            for sid, e in shots.items()
+        }
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StateError(f"lock file {path} is not valid ({exc}); fix it or restore it from git") from exc
+
+
+def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:
+    doc = {"version": LOCK_VERSION, "shots": {sid: e.to_json() for sid, e in sorted(entries.items())}}
+    atomic_write_json(path, doc)
+
+
+def update_lock(path: Path, updates: Mapping[str, LockEntry]) -> dict[str, LockEntry]:
+    """Merge ``updates`` into the lock file; entries of other shots are kept. Writes only on change."""
+    entries = read_lock(path)
+    merged = {**entries, **updates}
+    if merged != entries or not path.exists():
+        write_lock(path, merged)
+    return merged
+
+
+def compare(lock_entries: Mapping[str, LockEntry], jobs: Iterable[_Keyed]) -> dict[str, str]:
+    """Per shot id: ``unchanged``, ``changed`` (other key), ``added`` (not locked) or ``removed``.
+
+    Jobs come first in their order, then removed shots sorted by id.
+    """
+    result: dict[str, str] = {}
+    for job in jobs:
+        entry = lock_entries.get(job.shot_id)
+        if entry is None:
+            result[job.shot_id] = ADDED
+        else:
+            result[job.shot_id] = UNCHANGED if entry.key == job.key else CHANGED
+    for sid in sorted(set(lock_entries) - set(result)):
+        result[sid] = REMOVED
+    return result
+
+
+class LockFile:
+    """The lock file of one project, as the runner records into it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_project(cls, project_path: Path) -> LockFile:
+        return cls(lock_path_for(project_path))
+
+    def read(self) -> dict[str, LockEntry]:
+        return read_lock(self.path)
+
+    def record(self, shot_id: str, entry: LockEntry) -> None:
+        update_lock(self.path, {shot_id: entry})

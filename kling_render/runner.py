@@ -1,0 +1,540 @@
+"""The async scheduler of a render (SPEC §6): submit, poll, download, verify, cache; retries and budget.
+
+Every shot goes ``pending → submitting → submitted(task id) → done | failed | unknown``, and
+each transition is flushed to the state file before the next step, so a run killed at any
+point resumes without paying twice:
+
+- a shot whose key is cached is never generated (done, $0 this run);
+- a ``submitted`` shot is polled again, never re-submitted;
+- a ``submitting``/``unknown`` shot (the POST may have created a paid task) is skipped unless
+  ``resubmit_unknown``;
+- a task that fails is replaced by a new one up to ``max_task_attempts`` tasks a run;
+- a poll or download that fails for good fails the shot *this run* but keeps its task id,
+  so the next run polls and downloads it again.
+
+Money: a task is paid when it is submitted. The budget caps what *this run* submits (an
+``unknown`` submit counts against it); it is checked before the run (the cost of every shot
+to submit) and before each submit (spent + this shot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kling_render.cache import ClipCache, ClipMeta
+from kling_render.errors import (
+    BudgetError,
+    DownloadError,
+    FFmpegError,
+    ProviderError,
+    SubmitUncertainError,
+    TransientError,
+)
+from kling_render.fsutil import sha256_file
+from kling_render.jobs import Job
+from kling_render.lockfile import LockEntry, LockFile
+from kling_render.progress import Event, EventSink, NullSink
+from kling_render.providers.base import Provider
+from kling_render.state import StateStore, now_iso
+
+ClipVerifier = Callable[[Path], float]
+"""Checks a downloaded clip decodes as video; returns its duration; raises FFmpegError otherwise."""
+
+EPSILON = 1e-9
+_UNKNOWN_HINT = (
+    "the submit may have created a paid task; check the provider's dashboard, "
+    "then re-run with --resubmit-unknown to submit it again"
+)
+
+
+def default_verify(path: Path) -> float:
+    from kling_render.stitch.probe import verify_clip
+
+    return float(verify_clip(path).duration)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    budget_usd: float | None = None
+    concurrency: int | None = None  # None: the provider's default
+    poll_interval: float = 5.0
+    max_task_attempts: int = 3  # tasks per shot per run (a failed task is replaced by a new one)
+    resubmit_unknown: bool = False
+    duration_tolerance: float = 0.5  # seconds between a clip's duration and the shot's
+    task_timeout: float | None = 3600.0  # stop polling a task after this long (it stays submitted)
+    download_attempts: int = 2  # fetch+verify tries per completed task
+
+
+OutcomeStatus = Literal["pending", "cached", "done", "failed", "unknown"]
+
+
+@dataclass
+class ShotOutcome:
+    """What happened to one shot in this run; ``cost_usd`` is what this run spent on it."""
+
+    shot_id: str
+    status: OutcomeStatus = "pending"
+    cost_usd: float = 0.0
+    attempts: int = 0  # tasks submitted this run
+    task_id: str | None = None
+    error: str | None = None
+    clip: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.shot_id,
+            "status": self.status,
+            "cost_usd": round(self.cost_usd, 4),
+            "attempts": self.attempts,
+            "task_id": self.task_id,
+            "error": self.error,
+            "clip": None if self.clip is None else str(self.clip),
+        }
+
+
+@dataclass
+class RunReport:
+    outcomes: dict[str, ShotOutcome] = field(default_factory=dict)
+    spent_usd: float = 0.0  # tasks this run submitted
+    uncertain_usd: float = 0.0  # submits that may have created a task (now ``unknown``)
+    budget_usd: float | None = None
+    budget_stopped: bool = False
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted, 3 budget stop, 1 a shot failed or is unknown, else 0 (SPEC §2)."""
+        if self.interrupted:
+            return 130
+        if self.budget_stopped:
+            return 3
+        if any(o.status in ("failed", "unknown", "pending") for o in self.outcomes.values()):
+            return 1
+        return 0
+
+    def by_status(self, status: str) -> list[str]:
+        return [sid for sid, o in self.outcomes.items() if o.status == status]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shots": [o.to_json() for o in self.outcomes.values()],
+            "spent_usd": round(self.spent_usd, 4),
+            "uncertain_usd": round(self.uncertain_usd, 4),
+            "budget_usd": self.budget_usd,
+            "budget_stopped": self.budget_stopped,
+            "interrupted": self.interrupted,
+            "exit_code": self.exit_code,
+        }
+
+
+Action = Literal["cached", "poll", "submit", "unknown", "follow"]
+TaskEnd = Literal["done", "retry", "stop"]
+
+
+class _Run:
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        provider: Provider,
+        *,
+        state: StateStore,
+        cache: ClipCache,
+        options: RunOptions,
+        events: EventSink,
+        lock: LockFile | None,
+        verify: ClipVerifier,
+    ) -> None:
+        ids = [j.shot_id for j in jobs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate shot ids in one run")
+        self.jobs = list(jobs)
+        self.provider = provider
+        self.state = state
+        self.cache = cache
+        self.options = options
+        self.events = events
+        self.lock = lock
+        self.verify = verify
+        self.position = {j.shot_id: n for n, j in enumerate(self.jobs, 1)}
+        self.report = RunReport(
+            outcomes={j.shot_id: ShotOutcome(j.shot_id) for j in self.jobs}, budget_usd=options.budget_usd
+        )
+        self.committed = 0.0  # paid or possibly paid by this run's submits, plus submits in flight
+        self.stop_submitting = False
+
+    # -- events ------------------------------------------------------------------------------
+
+    def emit(self, kind: str, job: Job | None = None, **kw: Any) -> None:
+        if job is None:
+            self.events.emit(Event(kind, total=len(self.jobs), **kw))
+        else:
+            self.events.emit(
+                Event(kind, shot_id=job.shot_id, index=self.position[job.shot_id], total=len(self.jobs), **kw)
+            )
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def classify(self) -> dict[str, Action]:
+        """What to do with each shot, decided from state and cache without writing anything."""
+        actions: dict[str, Action] = {}
+        leaders: set[str] = set()
+        for job in self.jobs:
+            record = self.state.get(job.shot_id)
+            if record is not None and record.key != job.key:
+                record = None  # the shot changed: its old record is reset
+            if self.cache.get(self.provider.name, job.key) is not None:
+                actions[job.shot_id] = "cached"
+            elif job.key in leaders:
+                actions[job.shot_id] = "follow"  # another shot of this run renders the same key
+            elif record is not None and record.status == "submitted" and record.task_id:
+                actions[job.shot_id] = "poll"
+                leaders.add(job.key)
+            elif (
+                record is not None
+                and record.status in ("submitting", "unknown")
+                and not (self.options.resubmit_unknown)
+            ):
+                actions[job.shot_id] = "unknown"
+            else:
+                actions[job.shot_id] = "submit"
+                leaders.add(job.key)
+        return actions
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def main(self) -> RunReport:
+        actions = self.classify()
+        to_submit = sum(j.cost_usd for j in self.jobs if actions[j.shot_id] == "submit")
+        budget = self.options.budget_usd
+        if budget is not None and to_submit > budget + EPSILON:
+            raise BudgetError(
+                f"rendering would cost ${to_submit:.4f}, over the budget of ${budget:.4f}; "
+                "raise it (budget.max_usd or --max-cost) or render fewer shots (--only)"
+            )
+        self.cache.clean_temp()
+        self.emit("start", message=f"{len(self.jobs)} shot(s), ${to_submit:.4f} to submit")
+        tasks: dict[str, asyncio.Task[None]] = {}
+        concurrency = max(1, self.options.concurrency or self.provider.default_concurrency)
+        sem = asyncio.Semaphore(concurrency)
+        for job in self.jobs:
+            self.state.ensure(job.shot_id, job.key)
+            action = actions[job.shot_id]
+            if action == "cached":
+                self.mark_cached(job)
+            elif action == "unknown":
+                self.mark_unknown(job, self.state.ensure(job.shot_id, job.key).error)
+            elif action == "follow":
+                leader = next(t for sid, t in tasks.items() if self._job(sid).key == job.key)
+                tasks[job.shot_id] = asyncio.create_task(self.follow(job, leader))
+            else:
+                tasks[job.shot_id] = asyncio.create_task(self.shot(job, action == "poll", sem))
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
+        finally:
+            self.emit("finish", message=self.summary())
+        return self.report
+
+    def _job(self, shot_id: str) -> Job:
+        return self.jobs[self.position[shot_id] - 1]
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for o in self.report.outcomes.values():
+            counts[o.status] = counts.get(o.status, 0) + 1
+        parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+        return f"{', '.join(parts)}; spent ${self.report.spent_usd:.4f}"
+
+    def mark_cached(self, job: Job) -> None:
+        entry = self.cache.get(self.provider.name, job.key)
+        assert entry is not None
+        record = self.state.ensure(job.shot_id, job.key)
+        if record.status != "done" or record.output_sha256 != entry.sha256:
+            self.state.update(
+                job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()
+            )
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.status, outcome.clip, outcome.task_id = "cached", entry.path, entry.task_id
+        self.record_lock(job, entry.task_id, entry.sha256, entry.duration, only_if_missing=True)
+        self.emit("skipped-cached", job)
+
+    def mark_unknown(self, job: Job, error: str | None) -> None:
+        message = (
+            f"{error}; {_UNKNOWN_HINT}" if error and _UNKNOWN_HINT not in error else error or _UNKNOWN_HINT
+        )
+        self.state.update(job.shot_id, status="unknown", error=message)
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.status, outcome.error = "unknown", message
+        self.emit("unknown", job, message=message)
+
+    def record_lock(
+        self, job: Job, task_id: str | None, sha: str, duration: float, *, only_if_missing: bool = False
+    ) -> None:
+        if self.lock is None:
+            return
+        if only_if_missing:
+            current = self.lock.read().get(job.shot_id)
+            if current is not None and current.key == job.key and current.output_sha256 == sha:
+                return
+        # cost_usd is the clip's price, not this run's spend (retries live in the state file),
+        # so re-rendering the same clip gives the same lock file.
+        entry = LockEntry(job.key, job.model, self.provider.name, task_id, sha, duration, job.cost_usd)
+        self.lock.record(job.shot_id, entry)
+
+    async def follow(self, job: Job, leader: asyncio.Task[None]) -> None:
+        """A shot with the same key as another of this run: wait for that one, then use its clip."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(leader)
+        if self.cache.get(self.provider.name, job.key) is not None:
+            self.mark_cached(job)
+            return
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.error = "waits for another shot with the same inputs, which did not finish"
+        if not self.report.budget_stopped:
+            outcome.status = "failed"
+            self.state.update(job.shot_id, status="failed", error=outcome.error)
+            self.emit("failed", job, message=outcome.error)
+
+    async def shot(self, job: Job, resume: bool, sem: asyncio.Semaphore) -> None:
+        async with sem:
+            record = self.state.get(job.shot_id)
+            task_id = record.task_id if resume and record is not None else None
+            tries = 0
+            try:
+                while True:
+                    if task_id is None:
+                        task_id = await self.submit(job)
+                        if task_id is None:
+                            return
+                    tries += 1
+                    end = await self.await_task(
+                        job, task_id, retry_left=tries < self.options.max_task_attempts
+                    )
+                    if end != "retry":
+                        return
+                    task_id = None
+            except asyncio.CancelledError:
+                record = self.state.get(job.shot_id)
+                if record is not None and record.status == "submitting":
+                    self.state.update(job.shot_id, status="unknown", error="interrupted while submitting")
+                raise
+
+    async def submit(self, job: Job) -> str | None:
+        """Submit a new task for ``job``; None when it was not submitted (budget, refusal, uncertain)."""
+        outcome = self.report.outcomes[job.shot_id]
+        budget = self.options.budget_usd
+        if self.stop_submitting:
+            return None
+        if budget is not None and self.committed + job.cost_usd > budget + EPSILON:
+            self.stop_submitting = self.report.budget_stopped = True
+            self.emit(
+                "budget-stop",
+                job,
+                message=f"${self.committed:.4f} committed + ${job.cost_usd:.4f} would exceed ${budget:.4f}; "
+                "no more submits this run",
+            )
+            return None
+        self.committed += job.cost_usd
+        record = self.state.get(job.shot_id)
+        assert record is not None
+        self.state.update(
+            job.shot_id,
+            status="submitting",
+            attempts=record.attempts + 1,
+            task_id=None,
+            error=None,
+            submitted_at=now_iso(),
+            finished_at=None,
+        )
+        self.emit("submitting", job)
+        try:
+            task_id = await self.provider.submit(job)
+        except SubmitUncertainError as exc:
+            self.report.uncertain_usd += job.cost_usd
+            self.mark_unknown(job, str(exc))
+            return None
+        except ProviderError as exc:  # refused (429/503 after retries), auth, invalid input
+            self.committed -= job.cost_usd
+            self.fail(job, f"submit failed: {exc}")
+            return None
+        except Exception as exc:  # a provider bug: the POST may have gone out, so assume it did
+            self.report.uncertain_usd += job.cost_usd
+            self.mark_unknown(job, f"submit raised {type(exc).__name__}: {exc}")
+            return None
+        self.state.update(
+            job.shot_id, status="submitted", task_id=task_id, cost_usd=record.cost_usd + job.cost_usd
+        )
+        self.report.spent_usd += job.cost_usd
+        outcome.cost_usd += job.cost_usd
+        outcome.attempts += 1
+        outcome.task_id = task_id
+        self.emit("submitted", job, task_id=task_id, cost_usd=job.cost_usd)
+        return task_id
+
+    def fail(self, job: Job, error: str, *, keep_task: bool = False) -> None:
+        """The shot failed this run; with ``keep_task`` it stays ``submitted`` for the next run."""
+        if keep_task:
+            self.state.update(job.shot_id, error=error)
+        else:
+            self.state.update(job.shot_id, status="failed", error=error, finished_at=now_iso())
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.status, outcome.error = "failed", error
+        self.emit("failed", job, message=error)
+
+    async def await_task(self, job: Job, task_id: str, *, retry_left: bool) -> TaskEnd:
+        """Poll ``task_id`` to its end, then download, verify and cache its clip."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.task_timeout
+        deadline = None if timeout is None else loop.time() + timeout
+        last_status: str | None = None
+        while True:
+            try:
+                result = await self.provider.poll(task_id)
+            except ProviderError as exc:
+                self.fail(
+                    job, f"polling task {task_id} failed: {exc}; the next run polls it again", keep_task=True
+                )
+                return "stop"
+            if result.status != last_status:
+                last_status = result.status
+                self.emit("polling", job, task_id=task_id, status=result.status)
+            if result.terminal:
+                break
+            if deadline is not None and loop.time() >= deadline:
+                self.fail(
+                    job,
+                    f"task {task_id} still {result.status} after {timeout:g}s; the next run polls it again",
+                    keep_task=True,
+                )
+                return "stop"
+            await asyncio.sleep(self.options.poll_interval)
+        if result.failed:
+            return self.task_failed(
+                job, f"task {task_id} {result.status}: {result.error or 'no reason given'}", retry_left
+            )
+        if not result.output_url:
+            return self.task_failed(job, f"task {task_id} completed without an output", retry_left)
+        return await self.fetch(job, task_id, result.output_url, retry_left)
+
+    def task_failed(self, job: Job, error: str, retry_left: bool) -> TaskEnd:
+        if retry_left and not self.stop_submitting:
+            self.state.update(job.shot_id, status="pending", error=error)
+            self.emit("retry", job, message=error)
+            return "retry"
+        self.fail(job, error)
+        return "stop"
+
+    async def fetch(self, job: Job, task_id: str, url: str, retry_left: bool) -> TaskEnd:
+        fetch_error: str | None = None
+        bad_clip: str | None = None
+        for _ in range(max(1, self.options.download_attempts)):
+            with self.cache.temp_file() as tmp:
+                try:
+                    await self.provider.download(url, tmp)
+                    if not tmp.is_file() or tmp.stat().st_size == 0:
+                        raise DownloadError("the download is empty")
+                except (DownloadError, TransientError) as exc:
+                    fetch_error, bad_clip = str(exc), None
+                    continue
+                try:
+                    duration = await asyncio.to_thread(self.verify, tmp)
+                except (FFmpegError, DownloadError) as exc:
+                    fetch_error, bad_clip = None, f"not a valid clip: {exc}"
+                    continue
+                if abs(duration - job.duration) > self.options.duration_tolerance:
+                    fetch_error = None
+                    bad_clip = f"the clip lasts {duration:.2f}s, the shot {job.duration}s"
+                    continue
+                digest = await asyncio.to_thread(sha256_file, tmp)
+                entry = self.cache.put(
+                    self.provider.name, job.key, tmp, ClipMeta(duration, job.model, task_id), sha256=digest
+                )
+            self.emit("downloaded", job, task_id=task_id)
+            self.state.update(
+                job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()
+            )
+            self.record_lock(job, task_id, entry.sha256, entry.duration)
+            outcome = self.report.outcomes[job.shot_id]
+            outcome.status, outcome.clip, outcome.error = "done", entry.path, None
+            self.emit("done", job, task_id=task_id, cost_usd=outcome.cost_usd)
+            return "done"
+        if bad_clip is not None:
+            return self.task_failed(job, f"task {task_id}: {bad_clip}", retry_left)
+        self.fail(
+            job,
+            f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again",
+            keep_task=True,
+        )
+        return "stop"
+
+
+async def execute(
+    jobs: Sequence[Job],
+    provider: Provider,
+    *,
+    state: StateStore,
+    cache: ClipCache,
+    options: RunOptions | None = None,
+    events: EventSink | None = None,
+    lock: LockFile | None = None,
+    verify: ClipVerifier = default_verify,
+) -> RunReport:
+    """Render ``jobs`` (state must be open). Raises BudgetError before submitting anything when
+    the shots to submit cost more than the budget. Does not close the provider."""
+    run_ = _Run(
+        jobs,
+        provider,
+        state=state,
+        cache=cache,
+        options=options or RunOptions(),
+        events=events or NullSink(),
+        lock=lock,
+        verify=verify,
+    )
+    return await run_.main()
+
+
+def run(
+    jobs: Sequence[Job],
+    provider: Provider,
+    *,
+    state: StateStore,
+    cache: ClipCache,
+    options: RunOptions | None = None,
+    events: EventSink | None = None,
+    lock: LockFile | None = None,
+    verify: ClipVerifier = default_verify,
+) -> RunReport:
+    """:func:`execute` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
+    transition already flushed and returns the report with ``interrupted`` (exit code 130)."""
+    run_ = _Run(
+        jobs,
+        provider,
+        state=state,
+        cache=cache,
+        options=options or RunOptions(),
+        events=events or NullSink(),
+        lock=lock,
+        verify=verify,
+    )
+
+    async def main() -> RunReport:
+        try:
+            return await run_.main()
+        finally:
+            await provider.aclose()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        run_.report.interrupted = True
+        return run_.report

@@ -1,0 +1,101 @@
+"""Stitching: clips → one final cut (SPEC §7).
+
+``probe`` inspects media, ``graph`` builds the ffmpeg filter graph (pure), ``cut`` runs
+ffmpeg. :func:`stitch` is the one entry point: it checks the clips, picks stream copy or a
+re-encode, writes through a temp file and renames, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+from kling_render.errors import MissingClipsError, StitchError
+from kling_render.fsutil import atomic_path
+from kling_render.stitch.cut import can_stream_copy, copy_cut, encode_cut
+from kling_render.stitch.graph import (
+    TRANSITIONS,
+    AudioSettings,
+    CutClip,
+    OutputSettings,
+    check_clips,
+    max_transition,
+)
+from kling_render.stitch.probe import MediaInfo, probe, verify_clip
+
+__all__ = [
+    "TRANSITIONS",
+    "AudioSettings",
+    "CutClip",
+    "MediaInfo",
+    "OutputSettings",
+    "StitchResult",
+    "max_transition",
+    "probe",
+    "stitch",
+    "verify_clip",
+]
+
+
+@dataclass(frozen=True)
+class StitchResult:
+    path: Path
+    duration: float
+    frames: int
+    stream_copy: bool
+    chapters: list[tuple[str, float, float]]  # (shot_id, start, end) in seconds
+
+
+def _resolve(path: Path, base_dir: Path | None) -> Path:
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def stitch(
+    clips: Sequence[CutClip],
+    output: OutputSettings,
+    audio: AudioSettings | None,
+    dest: Path,
+    *,
+    base_dir: Path | None = None,
+) -> StitchResult:
+    """Cut ``clips`` into ``dest`` (relative paths — clips, music, dest — are under ``base_dir``).
+
+    Raises MissingClipsError for clip files that do not exist, StitchError for clips that
+    cannot be cut as asked (every reason at once), FFmpegError when ffmpeg fails.
+    """
+    clips = [replace(c, path=_resolve(c.path, base_dir)) for c in clips]
+    dest = _resolve(dest, base_dir)
+    missing = [c.shot_id for c in clips if not c.path.is_file()]
+    if missing:
+        raise MissingClipsError(missing)
+    if audio is not None and audio.music is not None:
+        music = _resolve(audio.music, base_dir)
+        if not music.is_file():
+            raise StitchError(f"music file not found: {music}")
+        audio = replace(audio, music=music)
+    problems = check_clips(clips, output)
+    if problems:
+        raise StitchError("cannot stitch:\n  " + "\n  ".join(problems))
+
+    fast = can_stream_copy(clips, output, audio)
+    with (
+        tempfile.TemporaryDirectory(prefix="kling-stitch-") as work_dir,
+        atomic_path(dest, suffix=".mp4") as tmp,
+    ):
+        work = Path(work_dir)
+        if fast:
+            ms = copy_cut(clips, tmp, work)
+            info = probe(tmp)
+            chapters = [(sid, s / 1000, e / 1000) for sid, s, e in ms]
+            duration = info.duration
+            frames = round(duration * output.fps)
+        else:
+            fr = encode_cut(clips, output, audio, tmp, work)
+            fps = Fraction(output.fps)
+            chapters = [(sid, float(s / fps), float(e / fps)) for sid, s, e in fr]
+            frames = fr[-1][2]
+            duration = float(frames / fps)
+    return StitchResult(path=dest, duration=duration, frames=frames, stream_copy=fast, chapters=chapters)

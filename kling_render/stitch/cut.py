@@ -1,0 +1,262 @@
+"""Runs the cut: ffmpeg command lines, the loudness pass, the stream-copy fast path.
+
+All media reach ffmpeg as arguments (``file:`` paths, no shell); the filter graph, the
+chapter list and the concat list are small text files in a private temp directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+from kling_render import ffmpeg
+from kling_render.errors import FFmpegError, StitchError
+from kling_render.stitch.graph import (
+    AudioSettings,
+    CutClip,
+    OutputSettings,
+    build_graph,
+    loudnorm_filter,
+)
+
+__all__ = ["can_stream_copy", "chapters_text", "concat_list_text", "copy_cut", "encode_cut"]
+
+# Pinned so the same clips give the same bytes on any machine (x264 output depends on threads).
+X264_THREADS = "8"
+VIDEO_CODEC = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "medium",
+    "-crf",
+    "18",
+    "-profile:v",
+    "high",
+    "-pix_fmt",
+    "yuv420p",
+    "-threads:v",
+    X264_THREADS,
+]
+AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
+# No timestamps, encoder names or input metadata in the file: re-stitching gives the same bytes.
+BITEXACT = [
+    "-fflags",
+    "+bitexact",
+    "-flags:v",
+    "+bitexact",
+    "-flags:a",
+    "+bitexact",
+    "-movflags",
+    "+faststart",
+]
+MANY_INPUTS = 16  # above this, decoders get 2 threads each so memory stays bounded
+
+
+def _file(path: Path) -> str:
+    return "file:" + str(path)
+
+
+def _meta_escape(text: str) -> str:
+    return re.sub(r"([=;#\\\n])", r"\\\1", text)
+
+
+def chapters_text(chapters: Sequence[tuple[str, int, int]], timebase: Fraction) -> str:
+    """An ffmetadata file with one titled [CHAPTER] per (title, start, end) in ``timebase`` units."""
+    lines = [";FFMETADATA1"]
+    for title, start, end in chapters:
+        lines += [
+            "[CHAPTER]",
+            f"TIMEBASE={timebase.numerator}/{timebase.denominator}",
+            f"START={start}",
+            f"END={end}",
+            f"title={_meta_escape(title)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _ffconcat_quote(path: str) -> str:
+    return "'" + path.replace("'", "'\\''") + "'"
+
+
+def concat_list_text(paths: Sequence[str]) -> str:
+    """An ffconcat list; each name single-quoted with quotes escaped (no newlines allowed)."""
+    return "ffconcat version 1.0\n" + "".join(f"file {_ffconcat_quote(p)}\n" for p in paths)
+
+
+def can_stream_copy(clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings | None) -> bool:
+    """True when no clip needs re-encoding: same codec, size, fps and audio layout; no trims,
+    transitions, music or loudness normalisation."""
+    if not clips:
+        return False
+    if audio is not None and (audio.music is not None or audio.normalize):
+        return False
+    layouts = set()
+    for c in clips:
+        i = c.info
+        if c.trim_start != 0 or c.trim_end is not None:
+            return False
+        if c is not clips[0] and c.transition != "cut" and c.transition_duration > 0:
+            return False
+        if i.video_codec != "h264" or i.pix_fmt != "yuv420p" or i.sar not in (None, "1:1"):
+            return False
+        if (i.width, i.height) != (output.width, output.height) or i.fps != output.fps:
+            return False
+        layouts.add((i.has_audio, i.audio_codec, i.sample_rate, i.channels))
+    return len(layouts) == 1 and next(iter(layouts))[1] in (None, "aac")
+
+
+def _inputs(clips: Sequence[CutClip], music: Path | None) -> list[str]:
+    args: list[str] = []
+    threads = ["-threads", "2"] if len(clips) > MANY_INPUTS else []
+    for c in clips:
+        args += [*threads, "-i", _file(c.path)]
+    if music is not None:
+        args += ["-stream_loop", "-1", "-i", _file(music)]
+    return args
+
+
+_JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}", re.S)
+
+
+def _measure_loudness(
+    clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings, work: Path
+) -> dict[str, str] | None:
+    """Pass 1 of loudnorm over the audio-only graph; None when the mix is silent."""
+    music_input = len(clips) if audio.music is not None else None
+    graph = build_graph(
+        clips, output, audio, music_input=music_input, include_video=False, loudnorm=loudnorm_filter(None)
+    )
+    script = work / "loudness.txt"
+    script.write_text(graph.filter_complex, encoding="utf-8")
+    stderr = ffmpeg.run(
+        [
+            "-loglevel",
+            "info",
+            *_inputs(clips, audio.music),
+            "-/filter_complex",
+            str(script),
+            "-map",
+            graph.audio,
+            "-f",
+            "null",
+            "-",
+        ],
+        "measuring loudness",
+    )
+    found = _JSON.findall(stderr)
+    if not found:
+        raise FFmpegError("measuring loudness", "loudnorm printed no measurement")
+    measured: dict[str, str] = {k: str(v) for k, v in json.loads(found[-1]).items()}
+    try:
+        level = float(measured["input_i"])
+    except (KeyError, ValueError):
+        return None
+    return None if level < -70 else measured
+
+
+def encode_cut(
+    clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings | None, tmp: Path, work: Path
+) -> list[tuple[str, int, int]]:
+    """Re-encode the cut into ``tmp``; return the chapters in output frames."""
+    loudnorm = None
+    if audio is not None and audio.normalize:
+        measured = _measure_loudness(clips, output, audio, work)
+        loudnorm = loudnorm_filter(measured) if measured is not None else None
+    music = audio.music if audio is not None else None
+    music_input = len(clips) if music is not None else None
+    graph = build_graph(clips, output, audio, music_input=music_input, loudnorm=loudnorm)
+    chapters = graph.timeline.chapters([c.shot_id for c in clips])
+    script = work / "graph.txt"
+    script.write_text(graph.filter_complex, encoding="utf-8")
+    meta = work / "chapters.txt"
+    meta.write_text(chapters_text(chapters, Fraction(1, output.fps)), encoding="utf-8")
+    meta_input = len(clips) + (1 if music is not None else 0)
+    assert graph.video is not None
+    ffmpeg.run(
+        [
+            "-y",
+            *_inputs(clips, music),
+            "-f",
+            "ffmetadata",
+            "-i",
+            _file(meta),
+            "-/filter_complex",
+            str(script),
+            "-map",
+            graph.video,
+            "-map",
+            graph.audio,
+            "-map_chapters",
+            str(meta_input),
+            "-map_metadata",
+            str(meta_input),
+            *VIDEO_CODEC,
+            *AUDIO_CODEC,
+            *BITEXACT,
+            "-f",
+            "mp4",
+            _file(tmp),
+        ],
+        f"stitching {len(clips)} clips",
+    )
+    return chapters
+
+
+def copy_cut(clips: Sequence[CutClip], tmp: Path, work: Path) -> list[tuple[str, int, int]]:
+    """Join same-format clips with the concat demuxer and ``-c copy``; chapters in milliseconds."""
+    names: list[str] = []
+    for i, c in enumerate(clips):
+        link = work / f"clip{i:05d}{c.path.suffix if c.path.suffix.isascii() else ''}"
+        try:
+            os.symlink(c.path.resolve(), link)
+            names.append(link.name)  # a plain relative name: no quoting issues, -safe stays on
+        except OSError:
+            if "\n" in str(c.path) or "\r" in str(c.path):
+                raise StitchError(f"{c.shot_id}: clip path contains a newline: {c.path!r}") from None
+            names.append(str(c.path.resolve()))
+    listing = work / "clips.ffconcat"
+    listing.write_text(concat_list_text(names), encoding="utf-8")
+    chapters: list[tuple[str, int, int]] = []
+    at = Fraction(0)
+    for c in clips:
+        end = at + Fraction(repr(c.info.duration))
+        chapters.append((c.shot_id, round(at * 1000), round(end * 1000)))
+        at = end
+    meta = work / "chapters.txt"
+    meta.write_text(chapters_text(chapters, Fraction(1, 1000)), encoding="utf-8")
+    safe = "1" if all(not Path(n).is_absolute() for n in names) else "0"
+    ffmpeg.run(
+        [
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            safe,
+            "-i",
+            _file(listing),
+            "-f",
+            "ffmetadata",
+            "-i",
+            _file(meta),
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a:0?",
+            "-map_chapters",
+            "1",
+            "-map_metadata",
+            "1",
+            "-c",
+            "copy",
+            *BITEXACT,
+            "-f",
+            "mp4",
+            _file(tmp),
+        ],
+        f"joining {len(clips)} clips by stream copy",
+    )
+    return chapters

@@ -1,0 +1,76 @@
+"""probe / verify_clip on real tiny clips made by ffmpeg at test time."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from mediagen import make_audio, make_clip
+
+from kling_render.errors import FFmpegError
+from kling_render.stitch.probe import parse_dump, probe, verify_clip
+
+
+def test_probe_reads_video_and_audio(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "a.mp4", width=320, height=180, fps=25, duration=1.2, channels=1)
+    info = probe(path)
+    assert (info.width, info.height, info.fps) == (320, 180, Fraction(25))
+    assert (info.video_codec, info.pix_fmt, info.sar) == ("h264", "yuv420p", "1:1")
+    assert info.has_audio and info.audio_codec == "aac"
+    assert (info.sample_rate, info.channels) == (44100, 1)
+    assert info.duration == pytest.approx(1.2, abs=0.05)
+
+
+def test_probe_ntsc_rate_and_no_audio(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "odd name 'x'.mp4", fps="30000/1001", duration=0.5, audio=False)
+    info = probe(path)
+    assert info.fps == Fraction(30000, 1001)
+    assert not info.has_audio and info.audio_codec is None and info.sample_rate is None
+
+
+def test_probe_audio_only(tmp_path: Path) -> None:
+    info = probe(make_audio(tmp_path / "bed.m4a", duration=1.0))
+    assert info.width is None and info.fps is None
+    assert info.has_audio and info.duration == pytest.approx(1.0, abs=0.05)
+
+
+def test_verify_measures_duration(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "a.mp4", fps=24, duration=1.5)
+    assert verify_clip(path).duration == pytest.approx(1.5, abs=1 / 24)
+
+
+def test_truncated_clip_fails_verification(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "a.mp4", fps=24, duration=2.0, width=320, height=180)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FFmpegError) as err:
+        verify_clip(cut)
+    assert "cut.mp4" in str(err.value)
+
+
+def test_missing_and_garbage_files_raise(tmp_path: Path) -> None:
+    with pytest.raises(FFmpegError, match="No such file"):
+        probe(tmp_path / "nope.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(FFmpegError):
+        probe(junk)
+
+
+def test_parse_dump_anamorphic_and_surround() -> None:
+    dump = (
+        "Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mov':\n"
+        "  Duration: 00:01:02.50, start: 0.000000, bitrate: 5000 kb/s\n"
+        "  Stream #0:0[0x1](eng): Video: h264 (Main) (avc1 / 0x31637661), "
+        "yuv420p(tv, bt709, progressive), 1440x1080 [SAR 4:3 DAR 16:9], 4000 kb/s, "
+        "23.98 fps, 23.98 tbr, 24k tbn (default)\n"
+        "  Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, 5.1, fltp, "
+        "384 kb/s (default)\n"
+    )
+    info = parse_dump(dump)
+    assert info.duration == 62.5
+    assert (info.width, info.height, info.sar, info.pix_fmt) == (1440, 1080, "4:3", "yuv420p")
+    assert info.fps == Fraction(24000, 1001)
+    assert (info.sample_rate, info.channels) == (48000, 6)

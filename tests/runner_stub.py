@@ -75,6 +75,8 @@ class StubProvider(Provider):
         self.submits: Counter[str] = Counter()  # per shot id
         self.polls: Counter[str] = Counter()  # per task id
         self.gates: dict[str, asyncio.Event] = {}  # shot id -> poll waits until set
+        self.submit_gates: dict[str, asyncio.Event] = {}  # shot id -> submit waits until set
+        self.entered: dict[str, asyncio.Event] = {}  # shot id -> set when a submit or poll waits at a gate
         self.closed = False
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
@@ -105,13 +107,17 @@ class StubProvider(Provider):
 
     async def submit(self, job: Job) -> str:
         await asyncio.sleep(0)
+        gate = self.submit_gates.get(job.shot_id)
+        if gate is not None:
+            self.entered.setdefault(job.shot_id, asyncio.Event()).set()
+            await gate.wait()
         plan = self.script.get(job.shot_id, [])
         behaviour = plan.pop(0) if plan else "ok"
         if behaviour == "refused":
             raise SubmitRefusedError("429 Too Many Requests (stub)")
         self.submits[job.shot_id] += 1
-        n = sum(self.submits.values()) if self.journal is None else len(list(self.journal.glob("*.json")))
-        task_id = f"t{n + 1:03d}-{job.shot_id}-{os.getpid()}"
+        n = sum(self.submits.values()) if self.journal is None else len(list(self.journal.glob("*.json"))) + 1
+        task_id = f"t{n:03d}-{job.shot_id}-{os.getpid()}"
         self.tasks[task_id] = {
             "shot": job.shot_id,
             "behaviour": behaviour,
@@ -129,6 +135,7 @@ class StubProvider(Provider):
         shot = str(task["shot"])
         gate = self.gates.get(shot)
         if gate is not None:
+            self.entered.setdefault(shot, asyncio.Event()).set()
             await gate.wait()
         self._maybe_die("poll", shot)
         self.polls[task_id] += 1

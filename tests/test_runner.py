@@ -1,0 +1,349 @@
+"""The runner against a scripted stub provider: real files, real asyncio, real clips and probe."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from runner_stub import StubProvider, clip_source, make_job
+
+from kling_render.cache import ClipCache
+from kling_render.errors import BudgetError
+from kling_render.jobs import Job
+from kling_render.lockfile import LockFile, read_lock
+from kling_render.progress import Event, JsonLinesSink, ListSink, PlainSink, make_sink
+from kling_render.runner import RunOptions, RunReport, execute, run
+from kling_render.state import ShotState, StateStore, read_state
+
+FAST = RunOptions(poll_interval=0.01)
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sources")
+    for seconds in (1, 3):
+        clip_source(root, seconds)
+    return root
+
+
+class World:
+    """One project directory: its state file, cache and lock file, and a stub provider."""
+
+    def __init__(self, root: Path, sources: Path) -> None:
+        self.project = root / "teaser.yaml"
+        self.cache = ClipCache(root / ".kling-render" / "cache")
+        self.lock = LockFile(root / "teaser.lock")
+        self.state_path = StateStore.for_project(self.project).path
+        self.provider = StubProvider(sources)
+
+    def render(
+        self, jobs: Sequence[Job], options: RunOptions = FAST, sink: ListSink | None = None
+    ) -> RunReport:
+        with StateStore.for_project(self.project) as state:
+            return asyncio.run(
+                execute(jobs, self.provider, state=state, cache=self.cache, options=options,
+                        events=sink or ListSink(), lock=self.lock)
+            )  # fmt: skip
+
+    def state(self) -> dict[str, ShotState]:
+        return read_state(self.state_path)
+
+    def cache_files(self) -> list[str]:
+        return sorted(p.name for p in self.cache.root.rglob("*") if p.is_file() and p.name != ".put.lock")
+
+
+@pytest.fixture
+def world(tmp_path: Path, sources: Path) -> World:
+    return World(tmp_path, sources)
+
+
+JOBS = [make_job("intro", index=0), make_job("pour", index=1), make_job("hero", index=2)]
+
+
+def test_render_then_rerender_submits_nothing_and_costs_nothing(world: World) -> None:
+    sink = ListSink()
+    report = world.render(JOBS, sink=sink)
+    assert report.exit_code == 0
+    assert report.spent_usd == pytest.approx(0.3)
+    assert report.by_status("done") == ["intro", "pour", "hero"]
+    assert dict(world.provider.submits) == {"intro": 1, "pour": 1, "hero": 1}
+    state = world.state()
+    assert all(
+        s.status == "done" and s.output_sha256 and s.task_id and s.cost_usd == 0.1 for s in state.values()
+    )
+    lock = read_lock(world.lock.path)
+    assert set(lock) == {"intro", "pour", "hero"}
+    assert (
+        lock["intro"].output_sha256
+        == state["intro"].output_sha256
+        == world.cache.get("stub", JOBS[0].key).sha256
+    )  # type: ignore[union-attr]
+    assert len(world.cache_files()) == 6 and not list(world.cache.tmp_dir.iterdir())
+    assert sink.kinds("intro") == ["submitting", "submitted", "polling", "downloaded", "done"]
+    assert sink.kinds()[0] == "start" and sink.kinds()[-1] == "finish"
+
+    lock_text = world.lock.path.read_text()
+    sink2 = ListSink()
+    again = world.render(JOBS, sink=sink2)
+    assert again.exit_code == 0 and again.spent_usd == 0
+    assert again.by_status("cached") == ["intro", "pour", "hero"]
+    assert sum(world.provider.submits.values()) == 3
+    assert world.lock.path.read_text() == lock_text
+    assert sink2.kinds("pour") == ["skipped-cached"]
+
+
+def test_every_transition_is_on_disk_before_the_next_step(world: World) -> None:
+    world.provider.gates["pour"] = asyncio.Event()
+    world.provider.submit_gates["intro"] = asyncio.Event()
+    seen: dict[str, ShotState] = {}
+
+    async def scenario() -> RunReport:
+        with StateStore.for_project(world.project) as state:
+            task = asyncio.create_task(
+                execute(JOBS, world.provider, state=state, cache=world.cache, options=FAST, lock=world.lock)
+            )
+            await _wait_for(world.provider, "intro")
+            seen["intro"] = world.state()["intro"]
+            await _wait_for(world.provider, "pour")
+            seen["pour"] = world.state()["pour"]
+            world.provider.submit_gates["intro"].set()
+            world.provider.gates["pour"].set()
+            return await task
+
+    report = asyncio.run(scenario())
+    assert report.exit_code == 0
+    assert (
+        seen["intro"].status == "submitting" and seen["intro"].task_id is None and seen["intro"].attempts == 1
+    )
+    assert seen["pour"].status == "submitted" and seen["pour"].task_id and seen["pour"].cost_usd == 0.1
+    assert not [p for p in world.state_path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+async def _wait_for(provider: StubProvider, shot: str) -> None:
+    for _ in range(500):
+        if shot in provider.entered:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{shot} never reached its gate")
+
+
+def test_a_submitted_shot_is_polled_again_never_resubmitted(world: World) -> None:
+    world.provider.tasks["t-old"] = {"shot": "intro", "behaviour": "ok", "duration": 1, "polls": 0}
+    with StateStore.for_project(world.project) as state:
+        state.set(
+            "intro", ShotState(key=JOBS[0].key, status="submitted", task_id="t-old", attempts=1, cost_usd=0.1)
+        )
+    report = world.render(JOBS[:1])
+    assert report.by_status("done") == ["intro"] and report.spent_usd == 0
+    assert world.provider.submits["intro"] == 0 and world.provider.polls["t-old"] == 1
+    assert world.state()["intro"].cost_usd == 0.1
+    assert read_lock(world.lock.path)["intro"].task_id == "t-old"
+
+
+def test_a_crash_during_submit_makes_the_shot_unknown_until_resubmit_is_asked(world: World) -> None:
+    with StateStore.for_project(world.project) as state:
+        state.set("intro", ShotState(key=JOBS[0].key, status="submitting", attempts=1))
+    sink = ListSink()
+    report = world.render(JOBS[:2], sink=sink)
+    assert report.outcomes["intro"].status == "unknown" and report.exit_code == 1
+    assert "--resubmit-unknown" in (report.outcomes["intro"].error or "")
+    assert world.state()["intro"].status == "unknown" and world.provider.submits["intro"] == 0
+    assert report.outcomes["pour"].status == "done"
+    assert world.render(JOBS[:2]).outcomes["intro"].status == "unknown"  # still skipped
+    report = world.render(JOBS[:2], RunOptions(poll_interval=0.01, resubmit_unknown=True))
+    assert report.exit_code == 0 and world.provider.submits["intro"] == 1
+    assert world.state()["intro"].attempts == 2
+
+
+def test_an_uncertain_submit_is_unknown_and_counts_against_the_budget(world: World) -> None:
+    world.provider.script = {"intro": ["uncertain"]}
+    report = world.render(JOBS, RunOptions(poll_interval=0.01, concurrency=1, budget_usd=0.3))
+    assert report.outcomes["intro"].status == "unknown" and report.uncertain_usd == pytest.approx(0.1)
+    assert world.state()["intro"].status == "unknown"
+    assert report.exit_code == 1 and report.spent_usd == pytest.approx(0.2)
+    again = world.render(JOBS)
+    assert again.outcomes["intro"].status == "unknown" and world.provider.submits["intro"] == 1
+
+
+def test_a_refused_submit_fails_this_run_and_the_next_run_renders_it(world: World) -> None:
+    world.provider.script = {"pour": ["refused"]}
+    report = world.render(JOBS)
+    assert report.outcomes["pour"].status == "failed" and report.exit_code == 1
+    assert "429" in (world.state()["pour"].error or "") and world.state()["pour"].status == "failed"
+    assert report.spent_usd == pytest.approx(0.2)
+    again = world.render(JOBS)
+    assert (
+        again.exit_code == 0 and again.by_status("done") == ["pour"] and again.spent_usd == pytest.approx(0.1)
+    )
+
+
+@pytest.mark.parametrize("bad", ["fail", "bad", "wrong-duration"])
+def test_a_failed_task_or_bad_clip_is_retried_as_a_new_task(world: World, bad: str) -> None:
+    world.provider.script = {"intro": [bad, "ok"]}
+    sink = ListSink()
+    report = world.render(JOBS[:1], sink=sink)
+    assert report.exit_code == 0 and world.provider.submits["intro"] == 2
+    assert report.spent_usd == pytest.approx(0.2) and world.state()["intro"].cost_usd == pytest.approx(0.2)
+    assert "retry" in sink.kinds("intro")
+    assert world.state()["intro"].attempts == 2
+    assert not list(world.cache.tmp_dir.iterdir())
+
+
+def test_retries_stop_at_the_limit(world: World) -> None:
+    world.provider.script = {"intro": ["fail"] * 5}
+    report = world.render(JOBS[:1], RunOptions(poll_interval=0.01, max_task_attempts=2))
+    assert report.outcomes["intro"].status == "failed" and world.provider.submits["intro"] == 2
+    record = world.state()["intro"]
+    assert record.status == "failed" and "moderation" in (record.error or "")
+    assert world.cache.get("stub", JOBS[0].key) is None
+
+
+@pytest.mark.parametrize("trouble", ["poll-error", "download-error"])
+def test_poll_or_download_trouble_keeps_the_task_for_the_next_run(world: World, trouble: str) -> None:
+    world.provider.script = {"intro": [trouble]}
+    report = world.render(JOBS[:1])
+    assert report.outcomes["intro"].status == "failed" and report.exit_code == 1
+    record = world.state()["intro"]
+    assert record.status == "submitted" and record.task_id and "next run" in (record.error or "")
+    world.provider.tasks[record.task_id]["behaviour"] = "ok"  # the service recovered
+    again = world.render(JOBS[:1])
+    assert again.exit_code == 0 and world.provider.submits["intro"] == 1 and again.spent_usd == 0
+
+
+def test_budget_refuses_to_start_and_submits_nothing(world: World) -> None:
+    with pytest.raises(BudgetError, match=r"\$0\.3000.*\$0\.2500"):
+        world.render(JOBS, RunOptions(poll_interval=0.01, budget_usd=0.25))
+    assert sum(world.provider.submits.values()) == 0 and world.state() == {}
+    # cached shots cost nothing, so the same budget is enough once two are rendered
+    world.render(JOBS[:2])
+    assert world.render(JOBS, RunOptions(poll_interval=0.01, budget_usd=0.15)).exit_code == 0
+
+
+def test_budget_stops_submitting_when_retries_eat_it(world: World) -> None:
+    world.provider.script = {"intro": ["fail", "ok"]}
+    sink = ListSink()
+    report = world.render(JOBS, RunOptions(poll_interval=0.01, concurrency=1, budget_usd=0.3), sink)
+    assert report.budget_stopped and report.exit_code == 3
+    assert report.spent_usd == pytest.approx(0.3)
+    assert report.outcomes["hero"].status == "pending" and world.state()["hero"].status == "pending"
+    assert "budget-stop" in sink.kinds("hero") and world.provider.submits["hero"] == 0
+    assert world.render(JOBS).by_status("done") == ["hero"]
+
+
+def test_a_partial_run_keeps_other_shots_in_state_and_lock(world: World) -> None:
+    world.render(JOBS)
+    changed = make_job("pour", take=2)
+    report = world.render([changed])
+    assert report.by_status("done") == ["pour"] and world.provider.submits["pour"] == 2
+    assert set(world.state()) == {"intro", "pour", "hero"}
+    lock = read_lock(world.lock.path)
+    assert set(lock) == {"intro", "pour", "hero"} and lock["pour"].key == changed.key
+    assert world.state()["pour"].key == changed.key and world.state()["pour"].cost_usd == 0.1
+
+
+def test_shots_with_the_same_inputs_are_rendered_once(world: World) -> None:
+    twin = make_job("intro")
+    twin = Job(**{**twin.__dict__, "shot_id": "intro-again"})
+    report = world.render([JOBS[0], twin])
+    assert report.exit_code == 0 and sum(world.provider.submits.values()) == 1
+    assert report.outcomes["intro-again"].status == "cached" and report.spent_usd == pytest.approx(0.1)
+
+
+def test_concurrency_is_limited(world: World) -> None:
+    jobs = [make_job(f"s{i}") for i in range(6)]
+    in_flight = peak = 0
+    original = world.provider.poll
+
+    async def counting_poll(task_id: str):  # type: ignore[no-untyped-def]
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return await original(task_id)
+
+    world.provider.poll = counting_poll  # type: ignore[method-assign]
+    assert world.render(jobs, RunOptions(poll_interval=0.01, concurrency=2)).exit_code == 0
+    assert peak == 2
+
+
+def test_cancelling_keeps_task_ids_and_marks_an_interrupted_submit_unknown(world: World) -> None:
+    world.provider.gates["intro"] = asyncio.Event()
+    world.provider.submit_gates["pour"] = asyncio.Event()
+
+    async def scenario() -> None:
+        with StateStore.for_project(world.project) as state:
+            task = asyncio.create_task(
+                execute(JOBS[:2], world.provider, state=state, cache=world.cache, options=FAST)
+            )
+            await _wait_for(world.provider, "intro")
+            await _wait_for(world.provider, "pour")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    state = world.state()
+    assert state["intro"].status == "submitted" and state["intro"].task_id
+    assert state["pour"].status == "unknown"
+    world.provider.gates.clear()
+    report = world.render(JOBS[:2])
+    assert report.outcomes["intro"].status == "done" and world.provider.submits["intro"] == 1
+    assert report.outcomes["pour"].status == "unknown"
+    assert not list(world.cache.tmp_dir.iterdir())
+
+
+def test_run_wrapper_turns_ctrl_c_into_an_interrupted_report(world: World) -> None:
+    world.provider.gates["intro"] = asyncio.Event()
+    original = world.provider.poll
+
+    async def interrupting_poll(task_id: str):  # type: ignore[no-untyped-def]
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGINT)
+        return await original(task_id)
+
+    world.provider.poll = interrupting_poll  # type: ignore[method-assign]
+    with StateStore.for_project(world.project) as state:
+        report = run(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST)
+    assert report.interrupted and report.exit_code == 130 and world.provider.closed
+    assert world.state()["intro"].status == "submitted"
+
+
+def test_run_wrapper_closes_the_provider(world: World) -> None:
+    with StateStore.for_project(world.project) as state:
+        report = run(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST)
+    assert report.exit_code == 0 and world.provider.closed
+
+
+def test_report_as_json(world: World) -> None:
+    doc = world.render(JOBS[:1]).to_json()
+    assert doc["exit_code"] == 0 and doc["shots"][0]["id"] == "intro" and doc["spent_usd"] == 0.1
+    json.dumps(doc)
+
+
+# -- progress sinks -------------------------------------------------------------------------------
+
+
+def test_plain_lines_and_json_lines(world: World) -> None:
+    out = io.StringIO()
+    with StateStore.for_project(world.project) as state:
+        asyncio.run(execute(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST,
+                            events=PlainSink(out)))  # fmt: skip
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("[1/1] intro: submitted (task t001-intro")
+    assert lines[-1].startswith("finish: 1 done; spent $0.1000")
+    stream = io.StringIO()
+    sink = JsonLinesSink(stream)
+    sink.emit(Event("submitted", shot_id="a", index=1, total=2, task_id="t1"))
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["version"] == 1
+    assert second == {"event": "submitted", "shot_id": "a", "index": 1, "total": 2, "task_id": "t1"}
+
+
+def test_make_sink_is_plain_off_a_terminal() -> None:
+    assert isinstance(make_sink(stream=io.StringIO()), PlainSink)
+    assert isinstance(make_sink(json_lines=True, stream=io.StringIO()), JsonLinesSink)

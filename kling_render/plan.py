@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -57,6 +57,12 @@ class Plan:
     provider: str
     shots: list[PlannedShot]
     removed: list[str]  # shot ids in the lock that the project no longer has
+    lock_entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def lock_cost(self) -> Fraction:
+        """What the shots recorded in the lock file cost (for the plan's cost change)."""
+        return sum((Fraction(str(e.get("cost_usd", 0))) for e in self.lock_entries.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
@@ -153,7 +159,7 @@ def build_plan(
             ]
         )
     removed = sorted(set(lock) - {s.id for s in project.shots})
-    return Plan(project, provider, planned, removed)
+    return Plan(project, provider, planned, removed, lock)
 
 
 def field_digests(shot: Shot) -> dict[str, str]:
@@ -183,3 +189,4 @@ def _change(
         new = field_digests(shot)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
+

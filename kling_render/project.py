@@ -402,7 +402,8 @@ class _Resolver:
     def _check_cut(self, shots: list[Shot]) -> None:
         from kling_render.stitch.graph import max_transition
 
-        for prev, shot in zip([None, *shots[:-1]], shots, strict=True):
+        for position, shot in enumerate(shots):
+            prev = shots[position - 1] if position else None
             base: DocPath = ("shots", shot.index)
             if shot.trim.end is not None and shot.trim.end > shot.duration:
                 self.add((*base, "trim", "end"), f"{shot.trim.end:g} is past the clip's end ({shot.duration} s)")

@@ -1,0 +1,162 @@
+"""The command line. Only this module imports click; each command calls one core function."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from kling_render import __version__
+from kling_render.errors import KlingRenderError, ProjectError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INTERRUPTED = 130
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def handle_errors(func: F) -> F:
+    """Turn every library error into one clear line per problem and the exit code of SPEC §2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        try:
+            return func(*args, **kwargs)
+        except ProjectError as exc:
+            for issue in exc.issues:
+                _echo_err(f"error: {issue}")
+            _echo_err(f"{len(exc.issues)} error(s); nothing was written")
+            sys.exit(exc.exit_code)
+        except KlingRenderError as exc:
+            if verbose:
+                traceback.print_exc()
+            _echo_err(f"error: {exc}")
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _echo_err("interrupted: state saved; run the same command again to resume")
+            sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if verbose:
+                traceback.print_exc()
+            _echo_err(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for details)")
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+project_arg = click.argument("project", type=click.Path(path_type=Path, dir_okay=False))
+var_opt = click.option("--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable.")
+provider_opt = click.option("--provider", help="local | wavespeed (default: the project's provider).")
+only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
+
+
+def _only(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def _print_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kling-render")
+@click.option("--verbose", is_flag=True, help="Show tracebacks for errors.")
+def cli(verbose: bool) -> None:
+    """Render AI video from YAML projects kept in git."""
+
+
+@cli.command()
+@project_arg
+@var_opt
+@json_opt
+@handle_errors
+def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
+    """Check the project file: schema, model rules, files, image limits."""
+    from kling_render import commands
+
+    result = commands.validate(project, vars_)
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(f"{project}: valid ({result['shots']} shots)")
+
+
+@cli.command()
+@project_arg
+@var_opt
+@provider_opt
+@only_opt
+@json_opt
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), help="Also save the plan as JSON.")
+@handle_errors
+def plan(project: Path, vars_: tuple[str, ...], provider: str | None, only: str | None, as_json: bool,
+         fmt: str, out: Path | None) -> None:
+    """Show resolved shots, prices, what is cached and what changed since the lock."""
+    from kling_render import commands, report_text
+
+    the_plan = commands.plan(project, vars_, provider, _only(only))
+    if out is not None:
+        commands.save_plan(the_plan, out)
+    if as_json or fmt == "json":
+        _print_json(the_plan.to_json())
+    elif fmt == "markdown":
+        click.echo(report_text.plan_markdown(the_plan))
+    else:
+        click.echo(report_text.plan_table(the_plan))
+
+
+@cli.command()
+@json_opt
+@handle_errors
+def models(as_json: bool) -> None:
+    """The model catalog: inputs, limits and prices."""
+    from kling_render import commands, report_text
+
+    catalog = commands.models()
+    if as_json:
+        _print_json(catalog)
+    else:
+        click.echo(report_text.models_table(catalog))
+
+
+@cli.command()
+@handle_errors
+def schema() -> None:
+    """Print the project JSON Schema."""
+    from kling_render.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@handle_errors
+def init(directory: Path) -> None:
+    """Write a small working project (with images) that renders offline."""
+    from kling_render.initproject import write_init_project
+
+    path = write_init_project(directory)
+    click.echo(f"wrote {path}; try: kling-render render {path}")
+
+
+def main() -> None:
+    cli(prog_name="kling-render")
+
+
+__all__ = ["UsageError", "cli", "main"]

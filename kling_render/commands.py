@@ -1,0 +1,82 @@
+"""Core functions behind the commands: each loads what it needs and returns data (no printing)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kling_render.catalog import load_catalog, usd
+from kling_render.errors import UsageError
+from kling_render.plan import Plan, build_plan
+from kling_render.project import Project, load_project, parse_var_overrides
+from kling_render.providers import PROVIDER_NAMES
+
+
+def load(project_path: Path, vars_: Sequence[str]) -> Project:
+    return load_project(project_path, parse_var_overrides(list(vars_)))
+
+
+def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
+    project = load(project_path, vars_)
+    return {"project": project.name, "valid": True, "shots": len(project.shots)}
+
+
+def pick_provider(project: Project, provider: str | None) -> str:
+    name = provider or project.provider
+    if name not in PROVIDER_NAMES:
+        raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
+    return name
+
+
+def plan_for(project: Project, provider: str | None, only: Sequence[str] | None) -> Plan:
+    """The plan of ``project``: cache status from the clip cache, changes from the lock file."""
+    from kling_render.cache import ClipCache
+    from kling_render.lockfile import read_lock
+
+    name = pick_provider(project, provider)
+    cache = ClipCache.for_project(project.path)
+    lock = {sid: entry.to_json() for sid, entry in read_lock(project.lock_path).items()}
+    return build_plan(project, name, is_cached=lambda key: cache.contains(name, key), lock=lock, only=only)
+
+
+def plan(project_path: Path, vars_: Sequence[str], provider: str | None, only: Sequence[str] | None) -> Plan:
+    return plan_for(load(project_path, vars_), provider, only)
+
+
+def save_plan(the_plan: Plan, out: Path) -> None:
+    from kling_render.fsutil import atomic_write_json
+
+    atomic_write_json(out, the_plan.to_json())
+
+
+def models() -> list[dict[str, Any]]:
+    """The catalog as data: inputs, limits and prices per model."""
+    out = []
+    for model in load_catalog().values():
+        price = model.price
+        out.append(
+            {
+                "id": model.id,
+                "title": model.title,
+                "inputs": list(model.fields),
+                "required": list(model.required),
+                "duration": {
+                    "min": model.duration_min,
+                    "max": model.duration_max,
+                    "default": model.duration_default,
+                    "without_end_image": list(model.durations_without_end_image or []),
+                },
+                "sound": model.takes_sound,
+                "price_per_second_usd": usd(price.per_second) if price else None,
+                "sound_multiplier": (
+                    None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
+                ),
+                "video_price_per_second_usd": (
+                    usd(price.video_per_second) if price and price.video_per_second is not None else None
+                ),
+                "price_date": price.date if price else None,
+                "price_source": price.source if price else None,
+            }
+        )
+    return out

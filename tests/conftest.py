@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny real images and a CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_image(path: Path, width: int, height: int, fmt: str = "PNG", color: tuple[int, int, int] = (40, 90, 120)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), color).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """A project directory with the images the sample projects refer to."""
+    images = tmp_path / "images"
+    make_image(images / "good.png", 640, 360)
+    make_image(images / "small.png", 200, 200)
+    make_image(images / "wide.png", 900, 300)
+    make_image(images / "pic.webp", 640, 360, "WEBP")
+    (images / "fake.png").write_text("this is not an image")
+    (images / "ref.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    return tmp_path

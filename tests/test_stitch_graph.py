@@ -207,3 +207,14 @@ def test_audio_samples_equal_video_time(fps: int) -> None:
     ]
     tl = plan_timeline(clips, fps)
     assert Fraction(tl.total_samples, SAMPLE_RATE) == Fraction(tl.total_frames, fps)
+
+
+def test_transition_frames_are_cumulative_too() -> None:
+    # 0.3 s at 24 fps is 7.2 frames: rounding each of 50 fades alone would lose 10 frames
+    clips = [clip("s0", 2.0)] + [
+        clip(f"s{i}", 2.0, transition="fade", transition_duration=0.3) for i in range(1, 51)
+    ]
+    tl = plan_timeline(clips, 24)
+    assert sum(tl.xfade) == 360  # 50 * 0.3 s = 15 s
+    assert set(tl.xfade[1:]) == {7, 8}
+    assert tl.total_frames == 51 * 48 - 360

@@ -7,8 +7,9 @@ exact option order we want to keep golden-testable.
 
 Timing is done in whole frames. The kept frame count of clip *i* is
 ``round(E_i·fps) − round(E_{i−1}·fps)`` where ``E_i`` is the sum of kept durations so far
-(exact fractions, half rounds up), so rounding never drifts; a transition is a whole number
-of frames; each clip's audio is padded or cut to exactly its frames' worth of 48 kHz samples.
+(exact fractions, half rounds up), so rounding never drifts; transition lengths are whole
+frames rounded the same cumulative way; each clip's audio is padded or cut to exactly its
+frames' worth of 48 kHz samples.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def plan_timeline(clips: Sequence[CutClip], fps: int) -> Timeline:
     elapsed = Fraction(0)
     done_frames = 0
     done_samples = 0
+    overlapped = Fraction(0)
+    done_xfade = 0
     position = 0
     for i, clip in enumerate(clips):
         elapsed += _exact(kept_duration(clip))
@@ -243,7 +246,10 @@ def plan_timeline(clips: Sequence[CutClip], fps: int) -> Timeline:
         frames.append(n)
         t = 0
         if i > 0 and _is_transition(clip):
-            t = min(_round(_exact(clip.transition_duration) * fps), frames[i - 1], n)
+            # cumulative like the clips, so many 0.3 s fades at 24 fps do not each lose 0.2 frame
+            overlapped += _exact(clip.transition_duration)
+            t = min(_round(overlapped * fps) - done_xfade, frames[i - 1], n)
+            done_xfade += t
         xfade.append(t)
         xfade_samples.append(_round(Fraction(t * SAMPLE_RATE, fps)))
         position = 0 if i == 0 else position + frames[i - 1] - t
@@ -374,8 +380,10 @@ def build_graph(
             segs.append(str(members[0]))
             continue
         pads = "".join((f"[v{i}][a{i}]" if include_video else f"[a{i}]") for i in members)
-        outs = f"[v_s{g}][a_s{g}]" if include_video else f"[a_s{g}]"
+        outs = f"[v_c{g}][a_s{g}]" if include_video else f"[a_s{g}]"
         chains.append(f"{pads}concat=n={len(members)}:v={int(include_video)}:a=1{outs}")
+        if include_video:  # concat outputs microsecond timestamps; xfade wants 1/fps on both sides
+            chains.append(f"[v_c{g}]settb=1/{output.fps}[v_s{g}]")
         segs.append(f"_s{g}")
     cur = segs[0]
     for g in range(1, len(groups)):

@@ -1,0 +1,569 @@
+"""A fake WaveSpeed API (SPEC §5) on a real socket, for tests, crash runs and benchmarks.
+
+In a test::
+
+    with FakeWaveSpeed(latency=0.2) as server:      # or the ``fake_wavespeed`` fixture
+        server.faults.add("429", "/api/v3/kwaivgi/", count=2, retry_after=1)
+        ... WaveSpeedProvider(server.api_key, server.base_url, cache_dir) ...
+        assert len(server.submits()) == 1
+
+As a process (the first stdout line is the base URL)::
+
+    python tests/fake_wavespeed.py --port 0 --latency 3 --chaos-seed 7 --chaos-rate 0.2
+
+A separate process is inspected and steered over HTTP: ``GET /_fake/requests``,
+``GET /_fake/stats``, ``POST /_fake/faults`` with ``{"kind", "path_prefix", "count", ...}``.
+
+Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``drop``
+(close without answering), ``hang`` (answer nothing for ``seconds``, then drop), ``fail``
+(the next task submitted ends failed with ``error``), ``slow`` (the next task takes
+``latency`` seconds), ``expired`` (output 404), ``truncate`` (half the body),
+``redirect`` (302 to the same output), ``redirect_file`` (302 to file:). A submit
+answered 500/502/504, dropped or hung still creates its task, as the real service may.
+The 401 message echoes the token it got, so clients must keep keys out of their errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+V3_FIELDS = {"image", "prompt", "multi_prompt", "negative_prompt", "end_image", "duration", "cfg_scale"}
+V3_FIELDS |= {"sound", "element_list", "shot_type"}
+MODELS: dict[str, set[str]] = {
+    "kling-video-o3-std/image-to-video": {"prompt", "image", "end_image", "duration", "sound"},
+    "kling-v3.0-pro/image-to-video": V3_FIELDS,
+    "kling-v3.0-std/image-to-video": V3_FIELDS,
+    "kling-video-o1-std/image-to-video": {"prompt", "image", "last_image", "duration"},
+    "kling-video-o3-std/reference-to-video": {
+        "prompt", "images", "video", "keep_original_sound", "sound", "aspect_ratio", "duration",
+    },
+}  # fmt: skip
+MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
+SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
+CHAOS_KINDS = {
+    "/api/v3/kwaivgi/": ("429", "503", "500", "502", "504", "drop"),
+    "/api/v3/predictions/": ("429", "500", "503", "drop"),
+    "/api/v3/media/uploads": ("429", "503"),
+    "/upload/": ("503",),
+    "/outputs/": ("503", "truncate", "drop"),
+}
+UNCERTAIN = {"500", "502", "504", "drop", "hang"}  # on submit: the task exists, the answer is lost
+TASK_KINDS = {"fail", "slow"}
+OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file"}
+Reply = tuple[int, bytes, dict[str, str]]
+
+
+def validate(model: str, body: Any) -> str | None:
+    """Why the real service would refuse this submit body (400), or None."""
+    if model not in MODELS:
+        return f"unknown model {model!r}"
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    allowed = MODELS[model]
+    for name in sorted(set(body) - allowed):
+        return f"unknown parameter {name!r} for {model}"
+    v3, o1, ref = model.startswith("kling-v3.0"), "o1-std" in model, "reference" in model
+    if v3 and ("prompt" in body) == ("multi_prompt" in body):
+        return "either prompt or multi_prompt must be provided, but not both"
+    if not v3 and not isinstance(body.get("prompt"), str):
+        return "prompt is required"
+    if not ref and "image" not in body:
+        return "image is required"
+    duration = body.get("duration", 5)
+    if not isinstance(duration, int) or isinstance(duration, bool):
+        return "duration must be an integer"
+    if not 3 <= duration <= (10 if o1 else 15):
+        return f"duration {duration} is out of range"
+    if o1 and "last_image" not in body and duration not in (5, 10):
+        return "only 5s or 10s are supported when last_image is not used"
+    for name in ("sound", "keep_original_sound"):
+        if name in body and not isinstance(body[name], bool):
+            return f"{name} must be a boolean"
+    cfg = body.get("cfg_scale", 0.5)
+    if not isinstance(cfg, int | float) or not 0 <= cfg <= 1:
+        return "cfg_scale must be between 0 and 1"
+    if "multi_prompt" in body:
+        shots = body["multi_prompt"]
+        if "end_image" in body:
+            return "multi_shot is not supported with end image"
+        if not isinstance(shots, list) or not shots or not all(isinstance(s, dict) for s in shots):
+            return "multi_prompt must be a non-empty list of {prompt, duration}"
+        if sum(s.get("duration", 0) for s in shots) != duration:
+            return "multi_prompt durations must sum to duration"
+    if ref:
+        images = body.get("images", [])
+        if not isinstance(images, list) or len(images) > (4 if "video" in body else 7):
+            return "images: at most 7 (4 with a video)"
+        if "video" in body and body.get("sound"):
+            return "sound is not supported with a reference video"
+        if body.get("aspect_ratio", "16:9") not in SIZES:
+            return "aspect_ratio must be 16:9, 9:16 or 1:1"
+    return None
+
+
+@dataclass
+class Fault:
+    kind: str
+    path_prefix: str = "/"
+    count: int = 1
+    method: str | None = None
+    retry_after: float | str | None = None
+    error: str = "content moderation: the prompt was flagged"
+    latency: float = 5.0
+    seconds: float = 30.0
+
+
+class Faults:
+    """Faults to inject, matched by kind, path prefix and method; plus an optional seeded chaos mode."""
+
+    def __init__(self, seed: int | None = None, rate: float = 0.0, kinds: set[str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Fault] = []
+        self._rng = random.Random(seed)
+        self.rate, self.kinds = rate, kinds
+
+    def add(self, kind: str, path_prefix: str = "/", count: int = 1, **options: Any) -> Fault:
+        fault = Fault(kind, path_prefix, count, **options)
+        with self._lock:
+            self._items.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def take(self, method: str, path: str, kinds: set[str] | None = None) -> Fault | None:
+        """The next fault of ``kinds`` (default: any but the task kinds, chaos too) for a request."""
+        with self._lock:
+            for fault in self._items:
+                wanted = fault.kind in kinds if kinds else fault.kind not in TASK_KINDS
+                mine = path.startswith(fault.path_prefix) and fault.method in (None, method)
+                if fault.count > 0 and wanted and mine and _applies(fault.kind, method, path):
+                    fault.count -= 1
+                    return fault
+            if kinds or self.rate <= 0:
+                return None
+            for prefix, choices in CHAOS_KINDS.items():
+                allowed = [k for k in choices if self.kinds is None or k in self.kinds]
+                if path.startswith(prefix) and allowed and self._rng.random() < self.rate:
+                    return Fault(self._rng.choice(allowed), prefix, retry_after=1)
+        return None
+
+
+def _applies(kind: str, method: str, path: str) -> bool:
+    if kind in OUTPUT_KINDS:
+        return method == "GET" and path.startswith("/outputs/")
+    if kind in TASK_KINDS:
+        return method == "POST" and path.startswith("/api/v3/kwaivgi/")
+    return True
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, else the byte count
+    status: int = 0  # 0: dropped without an answer
+
+
+@dataclass
+class Task:
+    id: str
+    model: str
+    body: dict[str, Any]
+    created: float
+    latency: float
+    error: str | None = None
+    polls: int = 0
+    downloads: int = 0
+    outputs: list[str] = field(default_factory=list)
+
+
+class FakeWaveSpeed:
+    """The fake service: state, faults and a ThreadingHTTPServer on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.2,
+        api_key: str = "test-key-0123456789",
+        faults: Faults | None = None,
+    ) -> None:
+        self.latency, self.api_key = latency, api_key
+        self.faults = faults or Faults()
+        self.requests: list[Recorded] = []
+        self.tasks: dict[str, Task] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.task_requests: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.fake = self
+        self.base_url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), name="fake-wavespeed", daemon=True
+        )
+
+    def start(self) -> FakeWaveSpeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        with self.lock:
+            conns = list(self._conns)
+        for conn in conns:  # wake handlers blocked on idle keep-alive connections
+            _shut(conn)
+        self.httpd.server_close()  # joins the handler threads
+        self._thread.join()
+
+    def __enter__(self) -> FakeWaveSpeed:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def submits(self, model: str | None = None) -> list[Recorded]:
+        """Every submit POST received (answered or not), optionally for one model."""
+        prefix = "/api/v3/kwaivgi/" + (model or "")
+        return [r for r in self.requests if r.method == "POST" and r.path.startswith(prefix)]
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": len(self.requests),
+                "submits": len(self.submits()),
+                "tasks": {t.id: {"model": t.model, "polls": t.polls, "downloads": t.downloads,
+                                 "requests": self.task_requests[t.id]} for t in self.tasks.values()},
+            }  # fmt: skip
+
+    def status_of(self, task: Task) -> str:
+        elapsed = time.monotonic() - task.created
+        if elapsed >= task.latency:
+            return "failed" if task.error else "completed"
+        return "created" if elapsed < task.latency / 10 else "processing"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close joins them: no socket outlives the server
+    fake: FakeWaveSpeed
+
+
+class _Drop(Exception):
+    """Close the connection without an answer."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    @property
+    def fake(self) -> FakeWaveSpeed:
+        return self.server.fake
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake.lock:
+            self.fake._conns.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests read ``requests`` instead
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self.record: Recorded | None = None
+        length = int(self.headers.get("Content-Length") or 0)
+        self.raw = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/_fake/"):
+            return self._send(self._control(path))
+        try:
+            body: Any = json.loads(self.raw) if self.raw and self.command == "POST" else len(self.raw)
+        except ValueError:
+            body = len(self.raw)
+        self.record = Recorded(self.command, path, dict(self.headers.items()), body)
+        self.record_path = path
+        with self.fake.lock:
+            self.fake.requests.append(self.record)
+        fault = self.fake.faults.take(self.command, path)
+        submit = self.command == "POST" and path.startswith("/api/v3/kwaivgi/")
+        try:
+            if fault is None:
+                return self._send(self._route(path, body))
+            if fault.kind in OUTPUT_KINDS or (submit and fault.kind in UNCERTAIN):
+                reply = self._route(path, body)  # a submit creates its task even if the answer is lost
+                if fault.kind in OUTPUT_KINDS:
+                    return self._send(self._output_fault(fault, path, reply) if reply[0] == 200 else reply)
+            if fault.kind == "hang":
+                self.fake.stopping.wait(fault.seconds)
+            if fault.kind in {"drop", "hang"}:
+                raise _Drop
+            status = int(fault.kind)
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            self._send(_json(status, {"code": status, "message": f"injected {status}"}, headers))
+        except _Drop:
+            self.record.status = 0
+            self.close_connection = True
+            _shut(self.connection)
+
+    def _route(self, path: str, body: Any) -> Reply:
+        if path.startswith("/api/v3/"):
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token != self.fake.api_key:  # echoes the token: clients must keep it out of errors
+                return _json(401, {"code": 401, "message": f"invalid API key {token!r}"})
+        if self.command == "POST" and path == "/api/v3/media/uploads":
+            return self._upload_slot(body)
+        if self.command == "POST" and path.startswith("/api/v3/kwaivgi/"):
+            return self._submit(path.removeprefix("/api/v3/kwaivgi/"), body)
+        poll = re.fullmatch(r"/api/v3/predictions/([\w-]+)/result", path)
+        if self.command == "GET" and poll:
+            return self._poll(poll.group(1))
+        if self.command == "PUT" and path.startswith("/upload/"):
+            return self._put(path.removeprefix("/upload/"))
+        if self.command == "GET" and path.startswith("/media/"):
+            upload = self.fake.uploads.get(path.split("/")[2])
+            if upload and upload["data"] is not None:
+                return 200, upload["data"], {"Content-Type": upload["content_type"]}
+        if self.command == "GET" and path.startswith("/outputs/"):
+            return self._output(path)
+        return _json(404, {"code": 404, "message": f"no route for {self.command} {path}"})
+
+    def _upload_slot(self, body: Any) -> Reply:
+        ok = isinstance(body, dict) and set(body) == {"filename", "size", "content_type"}
+        if not ok or not isinstance(body["size"], int) or body["size"] <= 0 or not body["filename"]:
+            return _json(400, {"code": 400, "message": "need filename, size (>0), content_type"})
+        token = uuid.uuid4().hex
+        with self.fake.lock:
+            self.fake.uploads[token] = {**body, "data": None}
+        headers = {"Content-Type": body["content_type"], "x-fake-upload-token": token}
+        return _ok({
+            "upload": {"method": "PUT", "url": f"{self.fake.base_url}/upload/{token}", "headers": headers},
+            "download_url": f"{self.fake.base_url}/media/{token}/{body['filename']}",
+        })  # fmt: skip
+
+    def _put(self, token: str) -> Reply:
+        upload = self.fake.uploads.get(token)
+        if upload is None:
+            return _json(404, {"message": "no such upload"})
+        if "Authorization" in self.headers:
+            return _json(400, {"message": "the upload URL takes no Authorization header"})
+        if self.headers.get("x-fake-upload-token") != token or (
+            self.headers.get("Content-Type") != upload["content_type"]
+        ):
+            return _json(403, {"message": "signature mismatch: send exactly the announced headers"})
+        if len(self.raw) != upload["size"]:
+            return _json(400, {"message": f"got {len(self.raw)} bytes, announced {upload['size']}"})
+        upload["data"] = self.raw
+        return 200, b"", {}
+
+    def _submit(self, model: str, body: Any) -> Reply:
+        problem = validate(model, body) or self._check_media(body)
+        if problem:
+            return _json(400, {"code": 400, "message": problem})
+        fail = self.fake.faults.take("POST", self.record_path, {"fail"})
+        slow = self.fake.faults.take("POST", self.record_path, {"slow"})
+        latency = slow.latency if slow else self.fake.latency
+        task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
+        with self.fake.lock:
+            self.fake.tasks[task.id] = task
+        return _ok(self._task_view(task))
+
+    def _check_media(self, body: dict[str, Any]) -> str | None:
+        values = [body[n] for n in MEDIA_FIELDS if n in body] + list(body.get("images", []))
+        for value in values:
+            if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+                return f"media inputs must be http(s) URLs, got {value!r}"
+            if value.startswith(self.fake.base_url + "/media/"):
+                upload = self.fake.uploads.get(value.split("/")[4])
+                if upload is None or upload["data"] is None:
+                    return f"{value} was never uploaded"
+        return None
+
+    def _poll(self, task_id: str) -> Reply:
+        task = self.fake.tasks.get(task_id)
+        if task is None:
+            return _json(404, {"code": 404, "message": f"task {task_id} not found"})
+        with self.fake.lock:
+            task.polls += 1
+            self.fake.task_requests[task_id] += 1
+        return _ok(self._task_view(task))
+
+    def _task_view(self, task: Task) -> dict[str, Any]:
+        status = self.fake.status_of(task)
+        outputs = [f"{self.fake.base_url}/outputs/{task.id}.mp4"] if status == "completed" else []
+        return {
+            "id": task.id, "model": f"kwaivgi/{task.model}", "status": status, "outputs": outputs,
+            "error": task.error if status == "failed" else "", "has_nsfw_contents": [],
+            "urls": {"get": f"{self.fake.base_url}/api/v3/predictions/{task.id}/result"},
+            "created_at": "2025-01-01T00:00:00.000Z", "timings": {"inference": int(task.latency * 1000)},
+        }  # fmt: skip
+
+    def _output(self, path: str) -> Reply:
+        task = self.fake.tasks.get(Path(path).stem)
+        if task is None or self.fake.status_of(task) != "completed":
+            return _json(404, {"message": "NoSuchKey: the object expired or does not exist"})
+        with self.fake.lock:
+            task.downloads += 1
+            self.fake.task_requests[task.id] += 1
+        wanted = task.body
+        data = clip_bytes(
+            wanted.get("duration", 5), wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound"))
+        )
+        return 200, data, {"Content-Type": "video/mp4"}
+
+    def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
+        if fault.kind == "expired":
+            return _json(404, {"message": "NoSuchKey: the object expired or does not exist"})
+        if fault.kind in {"redirect", "redirect_file"}:
+            target = "file:///etc/passwd" if fault.kind == "redirect_file" else path
+            return 302, b"", {"Location": target}
+        data = reply[1]  # truncate: announce it all, send half, hang up
+        self._head(200, len(data), reply[2])
+        self.wfile.write(data[: len(data) // 2])
+        raise _Drop
+
+    def _control(self, path: str) -> Reply:
+        if path == "/_fake/requests":
+            with self.fake.lock:
+                return _json(200, [asdict(r) for r in self.fake.requests])
+        if path == "/_fake/stats":
+            return _json(200, self.fake.stats())
+        if path == "/_fake/faults" and self.command == "POST":
+            return _json(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
+        return _json(404, {"message": "unknown control path"})
+
+    def _send(self, reply: Reply) -> None:
+        status, data, headers = reply
+        self._head(status, len(data), headers)
+        self.wfile.write(data)
+
+    def _head(self, status: int, length: int, headers: dict[str, str]) -> None:
+        if self.record is not None:
+            self.record.status = status
+        self.send_response(status)
+        for name, value in {"Content-Length": str(length), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+
+def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
+    return status, json.dumps(value).encode(), {"Content-Type": "application/json", **(headers or {})}
+
+
+def _ok(data: dict[str, Any]) -> Reply:
+    return _json(200, {"code": 200, "message": "success", "data": data})
+
+
+def _shut(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+
+
+_clip_lock = threading.Lock()
+_clips: dict[tuple[int, str, bool], bytes] = {}
+
+
+def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False) -> bytes:
+    """A small real H.264 MP4 of exactly ``duration`` seconds, generated once and cached on disk."""
+    key = (duration, aspect, sound)
+    with _clip_lock:
+        if key not in _clips:
+            width, height = SIZES.get(aspect, SIZES["16:9"])
+            cache = Path(tempfile.gettempdir()) / "kling-render-fake-clips"
+            dest = cache / f"clip-{duration}s-{width}x{height}-{'a' if sound else 'n'}.mp4"
+            if not dest.exists():
+                from kling_render.ffmpeg import run
+
+                cache.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")
+                args = [
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"testsrc=size={width}x{height}:rate=24:duration={duration}",
+                ]
+                if sound:
+                    args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
+                args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+                args += ["-c:a", "aac"] if sound else []
+                run([*args, "-movflags", "+faststart", str(tmp)], "making a fake clip")
+                os.replace(tmp, dest)
+            _clips[key] = dest.read_bytes()
+        return _clips[key]
+
+
+@pytest.fixture
+def fake_wavespeed() -> Iterator[FakeWaveSpeed]:
+    """A running fake with a short latency; faults are added per test via ``.faults.add``."""
+    with FakeWaveSpeed(latency=0.2) as server:
+        yield server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=3.0, help="seconds from submit to completed")
+    parser.add_argument("--api-key", default=os.environ.get("WAVESPEED_API_KEY") or "test-key-0123456789")
+    parser.add_argument("--chaos-seed", type=int, default=None)
+    parser.add_argument("--chaos-rate", type=float, default=0.0)
+    parser.add_argument("--chaos-kinds", default=None, help="comma list restricting chaos faults")
+    parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
+    opts = parser.parse_args(argv)
+    kinds = set(opts.chaos_kinds.split(",")) if opts.chaos_kinds else None
+    faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds)
+    for spec in opts.fault:
+        kind, prefix, count = [*spec.split(":"), "/", "1"][:3]
+        faults.add(kind, prefix or "/", int(count))
+    server = FakeWaveSpeed(host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key)
+    server.faults = faults
+    print(server.base_url, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with server, contextlib.suppress(KeyboardInterrupt):
+        done.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kling_render, when not installed
+    sys.exit(main())

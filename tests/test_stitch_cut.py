@@ -199,6 +199,53 @@ def test_music_is_looped_ducked_and_normalised(media: dict[str, Path], tmp_path:
     print(f"music: {lufs:.2f} LUFS normalised, {elapsed:.2f}s, video {video:.4f}s audio {audio_len:.4f}s")
 
 
+def test_music_loops_past_its_own_length(media: dict[str, Path], tmp_path: Path) -> None:
+    # b25 is silent, so every sound in the 3.6 s cut is the 1.7 s bed (a -44 dBFS tone after the
+    # upmix); at 1.8-2.3 s, after the bed's end and before the 1.2 s fade-out, only a loop can play
+    clips = [cut(media, "b25"), cut(media, "b25", "again"), cut(media, "b25", "third")]
+    result = stitch(clips, OUT, AudioSettings(music=media["music"], music_volume=1.0), tmp_path / "loop.mp4")
+    stderr = ffmpeg.run(
+        [
+            "-loglevel",
+            "info",
+            "-ss",
+            "2.0",
+            "-t",
+            "0.5",
+            "-i",
+            f"file:{result.path}",
+            "-map",
+            "0:a:0",
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ],
+        "volumedetect",
+    )
+    mean = float(re.findall(r"mean_volume: (-?[\d.]+) dB", stderr)[-1])
+    assert mean > -50.0
+    silent = stitch(clips, OUT, None, tmp_path / "silent.mp4")
+    stderr = ffmpeg.run(
+        [
+            "-loglevel",
+            "info",
+            "-i",
+            f"file:{silent.path}",
+            "-map",
+            "0:a:0",
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ],
+        "volumedetect",
+    )
+    assert float(re.findall(r"mean_volume: (-?[\d.]+) dB", stderr)[-1]) < -80.0
+
+
 def test_same_format_cuts_use_stream_copy(media: dict[str, Path], tmp_path: Path) -> None:
     odd = tmp_path / 'it\'s a "clip" $x.mp4'
     odd.write_bytes(media["e24"].read_bytes())

@@ -56,6 +56,17 @@ BITEXACT = [
 MANY_INPUTS = 16  # above this, decoders get 2 threads each so memory stays bounded
 
 
+INLINE_GRAPH_MAX = 64_000  # bigger graphs go through a file (one argv string is capped at 128 KiB)
+
+
+def _graph_args(text: str, script: Path) -> list[str]:
+    """Inline for ordinary cuts (any ffmpeg); ``-/filter_complex FILE`` (ffmpeg >= 7) for huge ones."""
+    if len(text) <= INLINE_GRAPH_MAX:
+        return ["-filter_complex", text]
+    script.write_text(text, encoding="utf-8")
+    return ["-/filter_complex", str(script)]
+
+
 def _file(path: Path) -> str:
     return "file:" + str(path)
 
@@ -130,15 +141,12 @@ def _measure_loudness(
     graph = build_graph(
         clips, output, audio, music_input=music_input, include_video=False, loudnorm=loudnorm_filter(None)
     )
-    script = work / "loudness.txt"
-    script.write_text(graph.filter_complex, encoding="utf-8")
     stderr = ffmpeg.run(
         [
             "-loglevel",
             "info",
             *_inputs(clips, audio.music),
-            "-/filter_complex",
-            str(script),
+            *_graph_args(graph.filter_complex, work / "graph.txt"),
             "-map",
             graph.audio,
             "-f",
@@ -170,8 +178,6 @@ def encode_cut(
     music_input = len(clips) if music is not None else None
     graph = build_graph(clips, output, audio, music_input=music_input, loudnorm=loudnorm)
     chapters = graph.timeline.chapters([c.shot_id for c in clips])
-    script = work / "graph.txt"
-    script.write_text(graph.filter_complex, encoding="utf-8")
     meta = work / "chapters.txt"
     meta.write_text(chapters_text(chapters, Fraction(1, output.fps)), encoding="utf-8")
     meta_input = len(clips) + (1 if music is not None else 0)
@@ -184,8 +190,7 @@ def encode_cut(
             "ffmetadata",
             "-i",
             _file(meta),
-            "-/filter_complex",
-            str(script),
+            *_graph_args(graph.filter_complex, work / "graph.txt"),
             "-map",
             graph.video,
             "-map",

@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,6 @@ class Task:
     error: str | None = None
     polls: int = 0
     downloads: int = 0
-    outputs: list[str] = field(default_factory=list)
 
 
 class FakeWaveSpeed:
@@ -514,13 +513,8 @@ def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False) -> byte
 
                 cache.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")
-                args = [
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    f"testsrc=size={width}x{height}:rate=24:duration={duration}",
-                ]
+                lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}"
+                args = ["-y", "-f", "lavfi", "-i", lavfi]
                 if sound:
                     args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
                 args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]

@@ -33,6 +33,8 @@ from kling_render.retry import RetryPolicy, parse_retry_after
 KEY = "sk-live-SECRET-7f3a9c2e"
 SUBMIT = "/api/v3/kwaivgi/"
 POLL = "/api/v3/predictions/"
+SIMPLE = {"prompt": "x", "image": "https://cdn.example.com/a.png", "duration": 5}
+O3 = "kling-video-o3-std/image-to-video"
 T = TypeVar("T")
 
 
@@ -211,6 +213,12 @@ def test_changed_file_is_not_uploaded_under_its_old_hash(server: FakeWaveSpeed, 
     assert server.submits() == []
 
 
+def test_missing_media_file_is_a_provider_error(server: FakeWaveSpeed, tmp_path: Path) -> None:
+    gone = MediaRef(path=tmp_path / "gone.png", sha256=None)
+    with pytest.raises(ProviderError, match=r"cannot read gone\.png"):
+        run(make(server, tmp_path), lambda p: p.submit(job(O3, {"prompt": "x", "image": gone}, duration=5)))
+
+
 def test_wrong_wire_field_is_the_servers_message(server: FakeWaveSpeed, tmp_path: Path) -> None:
     shot = job("kling-video-o3-std/image-to-video", {"prompt": "x", "image_url": "https://e.com/a.png"})
     with pytest.raises(ProviderError, match=r"rejected \(400\).*unknown parameter 'image_url'"):
@@ -264,9 +272,6 @@ def test_fake_accepts_the_wire_fields_of_each_model() -> None:
 
 
 # -- submit: refused, uncertain, unsent ---------------------------------------------------
-
-SIMPLE = {"prompt": "x", "image": "https://cdn.example.com/a.png", "duration": 5}
-O3 = "kling-video-o3-std/image-to-video"
 
 
 def test_429_retry_after_is_honoured(server: FakeWaveSpeed, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
@@ -37,8 +36,6 @@ from kling_render.fsutil import CHUNK, atomic_write_json, sha256_file
 from kling_render.jobs import Job, MediaRef, TaskResult
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
 from kling_render.retry import RetryPolicy, parse_retry_after
-
-log = logging.getLogger(__name__)
 
 UPLOAD_MAX_AGE = 6 * 24 * 3600.0  # WaveSpeed keeps uploads 7 days; re-upload a day early
 UPLOADS_FILE = "uploads.json"
@@ -147,13 +144,19 @@ class WaveSpeedProvider(Provider):
             assert ref.url is not None
             return ref.url
         path = ref.path
-        digest: str = ref.sha256 if ref.sha256 else await asyncio.to_thread(sha256_file, path)
+        try:
+            digest: str = ref.sha256 if ref.sha256 else await asyncio.to_thread(sha256_file, path)
+        except OSError as exc:
+            raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
         lock = self._upload_locks.setdefault(digest, asyncio.Lock())
         async with lock:  # one upload per content, however many shots share it
             cached = self._cached_upload(digest)
             if cached is not None:
                 return cached
-            data = await asyncio.to_thread(path.read_bytes)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:
+                raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
             actual = await asyncio.to_thread(_sha256_bytes, data)
             if actual != digest:
                 raise ProviderError(f"{path.name} changed since it was planned; run the command again")

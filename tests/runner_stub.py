@@ -22,6 +22,7 @@ from pathlib import Path
 from mediagen import make_clip
 
 from kling_render.errors import DownloadError, SubmitRefusedError, SubmitUncertainError, TransientError
+from kling_render.fsutil import atomic_write_text
 from kling_render.jobs import Job, TaskResult
 from kling_render.providers.base import Provider
 
@@ -47,6 +48,7 @@ def make_job(
 
 
 def clip_source(directory: Path, duration: int = CLIP_DURATION) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"source-{duration}s.mp4"
     if not path.exists():
         make_clip(path, duration=duration, width=64, height=36, audio=False)
@@ -85,7 +87,8 @@ class StubProvider(Provider):
 
     def _save(self, task_id: str) -> None:
         if self.journal is not None:
-            (self.journal / f"{task_id}.json").write_text(json.dumps(self.tasks[task_id]))
+            # atomic, like a real service's database: a killed client never tears a task record
+            atomic_write_text(self.journal / f"{task_id}.json", json.dumps(self.tasks[task_id]))
 
     def _load(self, task_id: str) -> dict[str, object]:
         if task_id not in self.tasks and self.journal is not None:
@@ -99,7 +102,7 @@ class StubProvider(Provider):
     def journal_submits(self) -> Counter[str]:
         assert self.journal is not None
         counts: Counter[str] = Counter()
-        for path in self.journal.glob("*.json"):
+        for path in self.journal.glob("t*.json"):
             counts[str(json.loads(path.read_text())["shot"])] += 1
         return counts
 
@@ -116,7 +119,11 @@ class StubProvider(Provider):
         if behaviour == "refused":
             raise SubmitRefusedError("429 Too Many Requests (stub)")
         self.submits[job.shot_id] += 1
-        n = sum(self.submits.values()) if self.journal is None else len(list(self.journal.glob("*.json"))) + 1
+        n = (
+            sum(self.submits.values())
+            if self.journal is None
+            else len(list(self.journal.glob("t*.json"))) + 1
+        )
         task_id = f"t{n:03d}-{job.shot_id}-{os.getpid()}"
         self.tasks[task_id] = {
             "shot": job.shot_id,

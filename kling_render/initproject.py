@@ -252,6 +252,21 @@ def _project_name(dest: Path) -> str:
     return name[:100] or "my-video"
 
 
+def _extend_gitignore(path: Path) -> None:
+    """Write the ignore rules, or add the missing ones to a .gitignore that is already there."""
+    if not path.exists():
+        atomic_write_text(path, GITIGNORE)
+        return
+    text = path.read_text("utf-8")
+    present = {line.strip() for line in text.splitlines()}
+    missing = [
+        line for line in GITIGNORE.splitlines() if line and not line.startswith("#") and line not in present
+    ]
+    if missing:
+        sep = "" if text.endswith("\n") or not text else "\n"
+        atomic_write_text(path, text + sep + "\n".join(missing) + "\n")
+
+
 def write_init_project(dest: Path) -> Path:
     """Write a small working project into ``dest``; return the project file's path.
 
@@ -268,9 +283,7 @@ def write_init_project(dest: Path) -> Path:
     schema_ref = "./project.schema.json"
     if schema is not None:
         atomic_write_bytes(dest / "project.schema.json", schema)
-    gitignore = dest / ".gitignore"
-    if not gitignore.exists():
-        atomic_write_text(gitignore, GITIGNORE)
+    _extend_gitignore(dest / ".gitignore")
     text = PROJECT_YAML.format(schema=schema_ref, name=_project_name(dest))
     if schema is None:
         text = text.split("\n", 1)[1]  # no schema to point at: leave the comment out

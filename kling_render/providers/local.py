@@ -4,7 +4,8 @@ Each job becomes a sequence of stills (the start image, then the end image or th
 reference images in turn), each with a gentle push-in, cross-faded into one another,
 plus a quiet tone bed when sound is on. The clip has exactly ``duration * 24`` frames.
 
-Rendering runs as a background ffmpeg subprocess started by ``submit``. Everything
+Rendering runs as a background ffmpeg subprocess started by ``submit``; ``poll`` waits up
+to ``long_poll`` seconds for it before answering "processing". Everything
 ``poll`` needs lives on disk under ``<cache_dir>/local-work/``: the finished clip
 ``<task id>.mp4`` (written via temp file + rename, so it is always complete) and the
 render recipe ``<task id>.json``. A restarted process can therefore poll a task it never
@@ -48,6 +49,9 @@ PUSH_IN = 0.08  # the camera moves 8 % closer over the whole clip
 MAX_FADE_FRAMES = 36  # 1.5 s at most for a cross-fade between stills
 PLACEHOLDER_COLOR = "0x4a5060"  # a neutral slate for inputs that exist only as URLs
 RECIPE_VERSION = 1
+# How long ``poll`` waits for a running render before answering "processing": renders take a
+# second or two, so one poll usually sees the clip finished however long the poll interval is.
+LONG_POLL_SECONDS = 20.0
 _TASK_ID = re.compile(r"^local-[0-9a-f]{16}$")
 
 
@@ -247,8 +251,9 @@ class LocalProvider(Provider):
     name = "local"
     default_concurrency = 2  # one ffmpeg per core on a two-core machine
 
-    def __init__(self, *, cache_dir: Path) -> None:
+    def __init__(self, *, cache_dir: Path, long_poll: float = LONG_POLL_SECONDS) -> None:
         self.work_dir = cache_dir / "local-work"
+        self.long_poll = long_poll
         self._renders: dict[str, asyncio.Task[None]] = {}
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
@@ -264,7 +269,8 @@ class LocalProvider(Provider):
         task_id = task_id_for(job)
         anim = plan_animatic(job)
         atomic_write_json(self._recipe_path(task_id), anim.to_json())
-        if not self.clip_path(task_id).is_file():
+        running = self._renders.get(task_id)
+        if not self.clip_path(task_id).is_file() and (running is None or running.done()):
             self._start(task_id, anim)
         return task_id
 
@@ -272,24 +278,31 @@ class LocalProvider(Provider):
         if not _TASK_ID.fullmatch(task_id):
             return TaskResult("failed", error=f"not a local task id: {task_id!r}")
         render = self._renders.get(task_id)
-        if render is not None:
-            if not render.done() and render.get_loop() is asyncio.get_running_loop():
-                return TaskResult("processing")
-            del self._renders[task_id]
-            if render.done() and not render.cancelled() and render.exception() is not None:
-                return TaskResult("failed", error=str(render.exception()))
+        if render is not None and not render.done() and render.get_loop() is not asyncio.get_running_loop():
+            render = None  # started under an event loop that is gone: it will never finish
         clip = self.clip_path(task_id)
+        if render is None and not clip.is_file():
+            # No clip and no live render: the process restarted (or the file was removed).
+            try:
+                anim = Animatic.from_json(json.loads(self._recipe_path(task_id).read_text("utf-8")))
+            except FileNotFoundError:
+                return TaskResult("failed", error=f"unknown local task {task_id} (no render recipe on disk)")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                return TaskResult("failed", error=f"unreadable render recipe for {task_id}: {exc}")
+            render = self._start(task_id, anim)
+        if render is not None:
+            # Wait a little for the render (it never takes long) rather than send the runner to
+            # sleep for a whole poll interval; a timed-out wait leaves the render running.
+            await asyncio.wait({render}, timeout=self.long_poll)
+            if not render.done():
+                return TaskResult("processing")
+            self._renders.pop(task_id, None)
+            error = None if render.cancelled() else render.exception()
+            if error is not None:
+                return TaskResult("failed", error=str(error))
         if clip.is_file():
             return TaskResult("completed", output_url=clip.resolve().as_uri())
-        # No clip and no live render: the process restarted (or the file was removed).
-        try:
-            anim = Animatic.from_json(json.loads(self._recipe_path(task_id).read_text("utf-8")))
-        except FileNotFoundError:
-            return TaskResult("failed", error=f"unknown local task {task_id} (no render recipe on disk)")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return TaskResult("failed", error=f"unreadable render recipe for {task_id}: {exc}")
-        self._start(task_id, anim)
-        return TaskResult("processing")
+        return TaskResult("failed", error=f"the render of {task_id} was stopped before it finished")
 
     async def download(self, url: str, dest: Path) -> None:
         src = self._source_of(url)
@@ -309,8 +322,10 @@ class LocalProvider(Provider):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    def _start(self, task_id: str, anim: Animatic) -> None:
-        self._renders[task_id] = asyncio.get_running_loop().create_task(self._render(task_id, anim))
+    def _start(self, task_id: str, anim: Animatic) -> asyncio.Task[None]:
+        render = asyncio.get_running_loop().create_task(self._render(task_id, anim))
+        self._renders[task_id] = render
+        return render
 
     async def _render(self, task_id: str, anim: Animatic) -> None:
         # One semaphore per event loop: a semaphore may not be shared between loops.

@@ -552,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     server.faults = faults
     print(server.base_url, flush=True)
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with server, contextlib.suppress(KeyboardInterrupt):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    with server:
         done.wait()
     return 0
 

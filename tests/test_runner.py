@@ -347,3 +347,32 @@ def test_plain_lines_and_json_lines(world: World) -> None:
 def test_make_sink_is_plain_off_a_terminal() -> None:
     assert isinstance(make_sink(stream=io.StringIO()), PlainSink)
     assert isinstance(make_sink(json_lines=True, stream=io.StringIO()), JsonLinesSink)
+
+
+def test_with_the_real_local_provider(tmp_path: Path) -> None:
+    from kling_render.providers.local import LocalProvider
+
+    cache = ClipCache(tmp_path / "cache")
+    lock = LockFile(tmp_path / "p.lock")
+    jobs = [make_job("a"), make_job("b")]
+    for attempt in range(2):
+        provider = LocalProvider(cache_dir=cache.root)
+        with StateStore.for_project(tmp_path / "p.yaml") as state:
+            report = run(jobs, provider, state=state, cache=cache, options=FAST, lock=lock)
+        assert report.exit_code == 0, report.to_json()
+        assert report.by_status("cached" if attempt else "done") == ["a", "b"]
+    assert cache.get("local", jobs[0].key) is not None and set(read_lock(lock.path)) == {"a", "b"}
+
+
+def test_rich_sink_runs_without_a_terminal() -> None:
+    from kling_render.progress import RichSink
+
+    out = io.StringIO()
+    sink = RichSink(out)
+    sink.emit(Event("start", total=2))
+    sink.emit(Event("submitted", shot_id="a", index=1, total=2, task_id="t1"))
+    sink.emit(Event("polling", shot_id="a", index=1, total=2, task_id="t1", status="processing"))
+    sink.emit(Event("done", shot_id="a", index=1, total=2, cost_usd=0.5))
+    sink.emit(Event("skipped-cached", shot_id="b", index=2, total=2))
+    sink.close()
+    assert "[1/2] a: done ($0.5000)" in out.getvalue()

@@ -59,7 +59,9 @@ def handle_errors(func: F) -> F:
 
 
 project_arg = click.argument("project", type=click.Path(path_type=Path, dir_okay=False))
-var_opt = click.option("--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable.")
+var_opt = click.option(
+    "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable."
+)
 provider_opt = click.option("--provider", help="local | wavespeed (default: the project's provider).")
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
@@ -103,10 +105,19 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @only_opt
 @json_opt
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
-@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), help="Also save the plan as JSON.")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path, dir_okay=False), help="Also save the plan as JSON."
+)
 @handle_errors
-def plan(project: Path, vars_: tuple[str, ...], provider: str | None, only: str | None, as_json: bool,
-         fmt: str, out: Path | None) -> None:
+def plan(
+    project: Path,
+    vars_: tuple[str, ...],
+    provider: str | None,
+    only: str | None,
+    as_json: bool,
+    fmt: str,
+    out: Path | None,
+) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render import commands, report_text
 
@@ -119,6 +130,120 @@ def plan(project: Path, vars_: tuple[str, ...], provider: str | None, only: str 
         click.echo(report_text.plan_markdown(the_plan))
     else:
         click.echo(report_text.plan_table(the_plan))
+
+
+@cli.command()
+@project_arg
+@var_opt
+@provider_opt
+@only_opt
+@click.option("--max-cost", type=float, metavar="USD", help="Budget for this run (overrides budget.max_usd).")
+@click.option("--concurrency", type=click.IntRange(1, 64), help="Tasks at once (wavespeed default 3).")
+@click.option(
+    "--poll-interval", type=click.FloatRange(0.01, 600), metavar="SECONDS", help="Seconds between polls."
+)
+@click.option(
+    "--resubmit-unknown",
+    is_flag=True,
+    help="Re-submit shots whose submit got no answer (this may pay twice).",
+)
+@click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
+@click.option(
+    "--wait-lock",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait this long for another run of the project to finish.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (JSON lines).")
+@handle_errors
+def render(
+    project: Path,
+    vars_: tuple[str, ...],
+    provider: str | None,
+    only: str | None,
+    max_cost: float | None,
+    concurrency: int | None,
+    poll_interval: float | None,
+    resubmit_unknown: bool,
+    no_stitch: bool,
+    wait_lock: float,
+    as_json: bool,
+) -> None:
+    """Generate every shot that is not cached, then stitch the final cut."""
+    from kling_render import commands, pipeline
+
+    loaded = commands.load(project, vars_)
+    opts = pipeline.RenderOptions(
+        provider=provider,
+        only=_only(only),
+        max_cost=max_cost,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        resubmit_unknown=resubmit_unknown,
+        no_stitch=no_stitch,
+        json_events=as_json,
+        lock_timeout=wait_lock,
+    )
+    result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
+    report = result.report
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "event": "finished",
+                    "exit_code": result.exit_code,
+                    **report,
+                    "final_cut": str(result.final_cut) if result.final_cut else None,
+                }
+            )
+        )
+    else:
+        shots = report.get("shots", [])
+        counts: dict[str, int] = {}
+        for shot in shots:
+            counts[shot["status"]] = counts.get(shot["status"], 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        _echo_err(f"{loaded.name}: {summary}; spent ${report.get('spent_usd', 0):.4f}")
+        for shot in shots:
+            if shot["status"] in ("failed", "unknown") and shot.get("error"):
+                _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")
+        if result.final_cut:
+            _echo_err(f"final cut: {result.final_cut}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@project_arg
+@var_opt
+@provider_opt
+@handle_errors
+def stitch(project: Path, vars_: tuple[str, ...], provider: str | None) -> None:
+    """Stitch the final cut from cached clips only (names the shots that have none)."""
+    from kling_render import commands, pipeline
+
+    path = pipeline.stitch(commands.load(project, vars_), provider)
+    _echo_err(f"final cut: {path}")
+
+
+@cli.command()
+@project_arg
+@var_opt
+@provider_opt
+@json_opt
+@click.option("--check", is_flag=True, help="Exit 1 unless every shot is done (for CI gates).")
+@handle_errors
+def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json: bool, check: bool) -> None:
+    """Per-shot state from the state file: pending, submitted, done, failed, unknown."""
+    from kling_render import commands, pipeline, report_text
+
+    doc = pipeline.status(commands.load(project, vars_), provider)
+    if as_json:
+        _print_json(doc)
+    else:
+        click.echo(report_text.status_table(doc))
+    if check and any(s["status"] != "done" for s in doc["shots"]):
+        sys.exit(1)
 
 
 @cli.command()

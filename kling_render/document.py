@@ -47,9 +47,13 @@ class Document:
             key = key[:-1]
         return self.lines.get((), 1)
 
-    def issue(self, path: Sequence[str | int], message: str, *, line_path: Sequence[str | int] | None = None) -> Issue:
+    def issue(
+        self, path: Sequence[str | int], message: str, *, line_path: Sequence[str | int] | None = None
+    ) -> Issue:
         """An Issue at ``path``; ``line_path`` points the line elsewhere (e.g. at a default)."""
-        return Issue(self.file, self.line(line_path if line_path is not None else path), format_path(path), message)
+        return Issue(
+            self.file, self.line(line_path if line_path is not None else path), format_path(path), message
+        )
 
 
 def load_document(path: Path, display: str | None = None) -> Document:
@@ -70,12 +74,11 @@ def parse_document(text: str, name: str) -> Document:
         node = loader.get_single_node()
         if node is None:
             raise ProjectError([Issue(name, 1, "", "the file is empty (expected a mapping with version: 1)")])
-        doc = Document(name, None)
-        issues: list[Issue] = []
-        _mark(node, (), doc, issues, set())
-        if issues:
-            raise ProjectError(issues)
-        doc.data = loader.construct_document(node)
+        builder = _Builder(loader, Document(name, None))
+        data = builder.build(node, ())
+        if builder.issues:
+            raise ProjectError(builder.issues)
+        builder.doc.data = loader.construct_document(node) if builder.has_merge else data
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -85,28 +88,56 @@ def parse_document(text: str, name: str) -> Document:
         raise ProjectError([Issue(name, 0, "", f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    return doc
+    return builder.doc
 
 
-def _mark(node: yaml.Node, path: DocPath, doc: Document, issues: list[Issue], seen: set[int]) -> None:
-    doc.lines[path] = node.start_mark.line + 1
-    if id(node) in seen:  # an alias: its lines were recorded where it was anchored
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        keys: set[str] = set()
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Builder:
+    """One walk over the node tree: builds the data, records each path's line, finds duplicate keys.
+
+    Strings (nearly every scalar) skip PyYAML's constructor machinery; other scalars use it, so
+    ints, floats, booleans and nulls resolve exactly as ``yaml.safe_load`` would.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader, doc: Document) -> None:
+        self.loader = loader
+        self.doc = doc
+        self.lines = doc.lines
+        self.issues: list[Issue] = []
+        self.has_merge = False
+        self.built: dict[int, Any] = {}
+
+    def build(self, node: yaml.Node, path: DocPath) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            return node.value if node.tag == _STR else self.loader.construct_object(node)
+        done = self.built.get(id(node))
+        if done is not None:  # an alias: its lines were recorded where it was anchored
+            return done
+        if isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            self.built[id(node)] = items
+            items.extend(self.build(item, (*path, i)) for i, item in enumerate(node.value))
+            return items
+        mapping: dict[Any, Any] = {}
+        self.built[id(node)] = mapping
         for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _MERGE:
+                self.has_merge = True
                 continue
-            if key in keys:
-                issues.append(
-                    Issue(doc.file, key_node.start_mark.line + 1, format_path((*path, key)), "duplicate key")
+            key = key_node.value if key_node.tag == _STR else self.loader.construct_object(key_node)
+            try:
+                duplicate = key in mapping
+            except TypeError:  # an unhashable key (a list or mapping): the schema reports it
+                key, duplicate = str(key), False
+            child = (*path, str(key))
+            if duplicate:
+                self.issues.append(
+                    Issue(self.doc.file, key_node.start_mark.line + 1, format_path(child), "duplicate key")
                 )
-            keys.add(key)
-            doc.lines[(*path, key)] = key_node.start_mark.line + 1
-            _mark(value_node, (*path, key), doc, issues, seen)
-            doc.lines[(*path, key)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _mark(item, (*path, i), doc, issues, seen)
+            mapping[key] = self.build(value_node, child)
+            self.lines[child] = key_node.start_mark.line + 1
+        return mapping

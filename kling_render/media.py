@@ -87,9 +87,7 @@ def check_image(info: ImageInfo, path: Path, model: Model) -> list[str]:
     content_exts = _PIL_FORMATS.get(info.format.upper(), (info.format,))
     if ext not in allowed or not any(e in allowed for e in content_exts):
         kind = info.format.upper() or "unknown"
-        problems.append(
-            f"{path.name} is {kind}; {model.id} takes {', '.join(allowed)} images"
-        )
+        problems.append(f"{path.name} is {kind}; {model.id} takes {', '.join(allowed)} images")
     if info.size_bytes > IMAGE_MAX_BYTES:
         problems.append(f"{path.name} is {info.size_bytes / 1e6:.1f} MB; the limit is 10 MB")
     if model.image_min_side and min(info.width, info.height) < model.image_min_side:

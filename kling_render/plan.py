@@ -32,7 +32,12 @@ def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def shot_key(provider: str, shot: Shot) -> str:
     """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6)."""
-    doc = {"provider": provider, "model": shot.model.id, "params": wire_for_key(shot.params), "take": shot.take}
+    doc = {
+        "provider": provider,
+        "model": shot.model.id,
+        "params": wire_for_key(shot.params),
+        "take": shot.take,
+    }
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -145,16 +150,18 @@ def build_plan(
         )
         entry = lock.get(shot.id)
         change, fields = _change(entry, key, shot, provider)
-        planned.append(
-            PlannedShot(shot, job, cost, "cached" if is_cached(key) else "render", change, fields)
-        )
+        planned.append(PlannedShot(shot, job, cost, "cached" if is_cached(key) else "render", change, fields))
     if missing_price:
         from kling_render.errors import Issue
 
         raise ProjectError(
             [
-                Issue(project.display, s.line, f"shots[{s.index}].model",
-                      f"no price for {s.model.id}: add it under pricing:")
+                Issue(
+                    project.display,
+                    s.line,
+                    f"shots[{s.index}].model",
+                    f"no price for {s.model.id}: add it under pricing:",
+                )
                 for s in missing_price
             ]
         )
@@ -189,4 +196,3 @@ def _change(
         new = field_digests(shot)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
-

@@ -164,10 +164,13 @@ class _Resolver:
         self.data: dict[str, Any] = doc.data
         self.issues = issues
         self.media = MediaIndex()
+        self._media_memo: dict[tuple[str, str, bool], tuple[MediaRef | None, list[str]]] = {}
         self.vars: dict[str, Any] = {**self.data.get("vars", {}), **overrides}
         for name in self.vars:
             if name in RESERVED_NAMES:
-                self.add(("vars", name), f"'{name}' is reserved for the template context; rename the variable")
+                self.add(
+                    ("vars", name), f"'{name}' is reserved for the template context; rename the variable"
+                )
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
@@ -181,7 +184,10 @@ class _Resolver:
         for index, raw in enumerate(data["shots"]):
             shot_id = str(raw.get("id", ""))
             if shot_id in seen:
-                self.add(("shots", index, "id"), f"duplicate shot id '{shot_id}' (first used by shots[{seen[shot_id]}])")
+                self.add(
+                    ("shots", index, "id"),
+                    f"duplicate shot id '{shot_id}' (first used by shots[{seen[shot_id]}])",
+                )
             seen.setdefault(shot_id, index)
             if f"shots[{index}]" in skip:
                 continue
@@ -216,11 +222,13 @@ class _Resolver:
                 prices[mid] = Price(
                     per_second=parse_fraction(spec["per_second"]),
                     sound_multiplier=(
-                        parse_fraction(spec["sound_multiplier"]) if "sound_multiplier" in spec
+                        parse_fraction(spec["sound_multiplier"])
+                        if "sound_multiplier" in spec
                         else (base.sound_multiplier if base else None)
                     ),
                     video_per_second=(
-                        parse_fraction(spec["video_per_second"]) if "video_per_second" in spec
+                        parse_fraction(spec["video_per_second"])
+                        if "video_per_second" in spec
                         else (base.video_per_second if base else None)
                     ),
                     date="project",
@@ -232,7 +240,9 @@ class _Resolver:
 
     def _output(self, name: str) -> OutputSpec:
         raw = self.data.get("output", {})
-        out_path = self._local_path(("output", "path"), str(raw.get("path", f"renders/{name}.mp4")), must_exist=False)
+        out_path = self._local_path(
+            ("output", "path"), str(raw.get("path", f"renders/{name}.mp4")), must_exist=False
+        )
         if out_path is not None and out_path.suffix.lower() != ".mp4":
             self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
         return OutputSpec(
@@ -251,7 +261,9 @@ class _Resolver:
         if "music" in raw:
             music = self._local_path(("audio", "music"), str(raw["music"]), must_exist=True)
             if music is not None and music.suffix.lower() not in AUDIO_EXTENSIONS:
-                self.add(("audio", "music"), f"{music.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
+                self.add(
+                    ("audio", "music"), f"{music.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
+                )
         return AudioSpec(
             music=music,
             music_volume=float(raw.get("music_volume", 0.3)),
@@ -314,7 +326,10 @@ class _Resolver:
                     prompt_text = params[key]
             elif key == "multi_prompt":
                 params[key] = [
-                    {"prompt": context.render(str(p["prompt"]), (*path, i, "prompt"), None), "duration": p["duration"]}
+                    {
+                        "prompt": context.render(str(p["prompt"]), (*path, i, "prompt"), None),
+                        "duration": p["duration"],
+                    }
                     for i, p in enumerate(value)
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in params[key])
@@ -353,7 +368,9 @@ class _Resolver:
         tr_raw = merged.get("transition", {"type": "cut"})
         tr_type = str(tr_raw.get("type", "cut"))
         tr_default = 0.0 if tr_type == "cut" else DEFAULT_TRANSITION_SECONDS
-        transition = Transition(tr_type, float(tr_raw.get("duration", tr_default)) if tr_type != "cut" else 0.0)
+        transition = Transition(
+            tr_type, float(tr_raw.get("duration", tr_default)) if tr_type != "cut" else 0.0
+        )
         return Shot(
             id=shot_id,
             index=index,
@@ -375,29 +392,37 @@ class _Resolver:
     ) -> MediaRef | None:
         if is_url(value) and value.lower().startswith("https://"):
             return MediaRef(url=value)
+        memo_key = (value, model.id, wire_key == "video")
+        found = self._media_memo.get(memo_key)
+        if found is None:
+            found = self._media_memo[memo_key] = self._inspect(value, model, wire_key)
+        ref, problems = found
+        for problem in problems:
+            self.add(path, problem, line_path)
+        return ref
+
+    def _inspect(self, value: str, model: Model, wire_key: str) -> tuple[MediaRef | None, list[str]]:
+        """The MediaRef for a media value, or the problems with it (memoised: projects reuse images)."""
+        from kling_render.media import check_image
+
         try:
             resolved = resolve_inside(self.root, value)
         except MediaProblem as exc:
-            self.add(path, str(exc), line_path)
-            return None
+            return None, [str(exc)]
         if not resolved.is_file():
-            self.add(path, f"file not found: {value}", line_path)
-            return None
+            return None, [f"file not found: {value}"]
         if wire_key == "video":
             if resolved.suffix.lower() not in (".mp4", ".mov"):
-                self.add(path, f"{resolved.name}: the reference video must be .mp4 or .mov", line_path)
-                return None
+                return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]
         else:
             try:
                 info = self.media.image(resolved)
             except MediaProblem as exc:
-                self.add(path, str(exc), line_path)
-                return None
-            from kling_render.media import check_image
-
-            for problem in check_image(info, resolved, model):
-                self.add(path, problem, line_path)
-        return MediaRef(path=resolved, sha256=self.media.sha256(resolved))
+                return None, [str(exc)]
+            problems = check_image(info, resolved, model)
+            if problems:
+                return None, problems
+        return MediaRef(path=resolved, sha256=self.media.sha256(resolved)), []
 
     def _check_cut(self, shots: list[Shot]) -> None:
         from kling_render.stitch.graph import max_transition
@@ -406,7 +431,9 @@ class _Resolver:
             prev = shots[position - 1] if position else None
             base: DocPath = ("shots", shot.index)
             if shot.trim.end is not None and shot.trim.end > shot.duration:
-                self.add((*base, "trim", "end"), f"{shot.trim.end:g} is past the clip's end ({shot.duration} s)")
+                self.add(
+                    (*base, "trim", "end"), f"{shot.trim.end:g} is past the clip's end ({shot.duration} s)"
+                )
             if shot.trim.kept(shot.duration) <= 0:
                 self.add((*base, "trim"), "keeps nothing: start must be before end")
             if shot.transition.type == "cut":
@@ -423,7 +450,9 @@ class _Resolver:
                     f"(at most {limit:g} s here)",
                 )
             if shot.transition.duration <= 0:
-                self.add((*base, "transition", "duration"), f"a {shot.transition.type} needs a duration above 0")
+                self.add(
+                    (*base, "transition", "duration"), f"a {shot.transition.type} needs a duration above 0"
+                )
 
 
 class _LazyPrompts(Mapping[str, str]):

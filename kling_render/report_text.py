@@ -28,8 +28,15 @@ def _change_text(p: PlannedShot) -> str:
 
 def plan_table(plan: Plan) -> str:
     rows = [
-        [p.id, p.shot.model.id, f"{p.shot.duration}s", "yes" if p.shot.sound else "no",
-         f"${usd(p.cost):.4f}", p.status, _change_text(p)]
+        [
+            p.id,
+            p.shot.model.id,
+            f"{p.shot.duration}s",
+            "yes" if p.shot.sound else "no",
+            f"${usd(p.cost):.4f}",
+            p.status,
+            _change_text(p),
+        ]
         for p in plan.shots
     ]
     text = _table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
@@ -90,3 +97,22 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
     table = _table(["model", "duration", "price", "sound", "inputs"], rows)
     dates = sorted({m["price_date"] for m in catalog if m["price_date"]})
     return table + f"\n\nprices as of {', '.join(dates)}; `kling-render models --json` shows each source"
+
+
+def status_table(doc: dict[str, Any]) -> str:
+    rows = [
+        [
+            s["id"],
+            s["status"] + (" (changed since)" if s.get("stale") else ""),
+            "yes" if s["cached"] else "no",
+            s["task_id"] or "-",
+            str(s["attempts"]),
+            f"${s['cost_usd']:.4f}",
+            s["error"] or "",
+        ]
+        for s in doc["shots"]
+    ]
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(doc["counts"].items()))
+    table = _table(["shot", "status", "cached", "task", "tries", "spent", "error"], rows, right=(4, 5))
+    cut = doc["final_cut"] or "not stitched yet"
+    return f"{doc['project']} ({doc['provider']}): {counts}\n\n{table}\n\nfinal cut: {cut}"

@@ -93,9 +93,12 @@ def _duration(ctx: ShotContext, present: set[str]) -> Iterator[tuple[str, str]]:
     if "multi_prompt" in present:
         parts = [p.get("duration", 0) for p in m["multi_prompt"]]
         if sum(parts) != duration:
-            yield "multi_prompt", (
-                f"durations sum to {sum(parts)} ({' + '.join(str(p) for p in parts)}) "
-                f"but the shot lasts {duration} s"
+            yield (
+                "multi_prompt",
+                (
+                    f"durations sum to {sum(parts)} ({' + '.join(str(p) for p in parts)}) "
+                    f"but the shot lasts {duration} s"
+                ),
             )
     if not model.duration_min <= duration <= model.duration_max:
         yield "duration", f"{duration} is not allowed for {model.id} ({model.duration_rule()})"

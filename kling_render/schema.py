@@ -38,7 +38,8 @@ def _to_issues(doc: Document, error: ValidationError) -> list[Issue]:
     path = list(error.absolute_path)
     validator = error.validator
     if validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+        schema: Any = error.schema
+        allowed = sorted(schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
         return [doc.issue([*path, str(k)], _unknown_key(str(k), allowed)) for k in extra]
     if validator == "propertyNames":
@@ -52,8 +53,15 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown key '{key}'{hint}"
 
 
-_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-               "object": "a mapping", "array": "a list", "null": "empty"}
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "empty",
+}
 
 
 def _describe(value: Any) -> str:
@@ -71,13 +79,15 @@ def _describe(value: Any) -> str:
 
 
 def _message(error: ValidationError) -> str:
-    v, inst, arg = error.validator, error.instance, error.validator_value
+    v: Any = error.validator
+    inst: Any = error.instance
+    arg: Any = error.validator_value
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]
-        return f"expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wanted)}, got {_describe(inst)}"
+        return f"expected {' or '.join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)}, got {_describe(inst)}"
     if v == "enum":
         options = [o for o in arg if not str(o).startswith("kwaivgi/")]
         if len(options) > 12:
@@ -90,8 +100,12 @@ def _message(error: ValidationError) -> str:
     if v == "pattern":
         return f"{_describe(inst)} does not match the pattern {arg}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        words = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
-                 "exclusiveMaximum": "less than"}[str(v)]
+        words = {
+            "minimum": "at least",
+            "maximum": "at most",
+            "exclusiveMinimum": "more than",
+            "exclusiveMaximum": "less than",
+        }[str(v)]
         return f"{_describe(inst)} must be {words} {arg}"
     if v == "minItems":
         return f"needs at least {arg} item(s)"
@@ -100,7 +114,7 @@ def _message(error: ValidationError) -> str:
     if v == "multipleOf":
         return f"{_describe(inst)} must be a multiple of {arg}"
     if v == "anyOf":
-        return f"{_describe(inst)} is not a valid value (expected a number or a fraction like \"4/3\")"
+        return f'{_describe(inst)} is not a valid value (expected a number or a fraction like "4/3")'
     return _short(error.message)
 
 

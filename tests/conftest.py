@@ -11,7 +11,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_image(path: Path, width: int, height: int, fmt: str = "PNG", color: tuple[int, int, int] = (40, 90, 120)) -> Path:
+def make_image(
+    path: Path, width: int, height: int, fmt: str = "PNG", color: tuple[int, int, int] = (40, 90, 120)
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (width, height), color).save(path, fmt)
     return path

@@ -134,8 +134,13 @@ def test_lock_diff_names_the_changed_field(image_dir: Path) -> None:
     path = _write(image_dir, "vars: {thing: mug}\n" + BASE)
     project = load_project(path)
     lock = {
-        s.id: {"key": shot_key("local", s), "model": s.model.id, "provider": "local", "fields": field_digests(s),
-               "cost_usd": 0.56}
+        s.id: {
+            "key": shot_key("local", s),
+            "model": s.model.id,
+            "provider": "local",
+            "fields": field_digests(s),
+            "cost_usd": 0.56,
+        }
         for s in project.shots
     }
     lock["gone"] = {"key": "0" * 64, "model": "m", "provider": "local", "cost_usd": 1.0}

@@ -37,8 +37,9 @@ def test_there_are_at_least_30_broken_projects() -> None:
 
 @pytest.mark.parametrize("command", ["validate", "plan"])
 @pytest.mark.parametrize("name", CASES)
-def test_broken_project(name: str, command: str, image_dir: Path, runner: CliRunner,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_project(
+    name: str, command: str, image_dir: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = image_dir / f"{name}.yaml"
     shutil.copy(BROKEN / f"{name}.yaml", project)
     before = _listing(image_dir)
@@ -69,7 +70,9 @@ def _located(stderr: str) -> list[tuple[int, str]]:
     return out
 
 
-def test_line_numbers_point_at_the_field(image_dir: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_line_numbers_point_at_the_field(
+    image_dir: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shutil.copy(BROKEN / "o1_duration_rule.yaml", image_dir / "p.yaml")
     monkeypatch.chdir(image_dir)
     result = runner.invoke(cli, ["validate", "p.yaml"])
@@ -78,12 +81,15 @@ def test_line_numbers_point_at_the_field(image_dir: Path, runner: CliRunner, mon
     assert len(located) == 1
     line, rest = located[0]
     assert text[line - 1].strip() == "duration: 7"
-    assert rest == ("shots[0].duration: 7 is not allowed for kling-video-o1-std/image-to-video "
-                    "(5 or 10 without end_image)")
+    assert rest == (
+        "shots[0].duration: 7 is not allowed for kling-video-o1-std/image-to-video "
+        "(5 or 10 without end_image)"
+    )
 
 
-def test_every_error_in_a_file_is_reported(image_dir: Path, runner: CliRunner,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_error_in_a_file_is_reported(
+    image_dir: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (image_dir / "p.yaml").write_text(
         "version: 1\nname: many\nshots:\n"
         "  - id: a\n    model: kling-video-o1-std/image-to-video\n    prompt: x\n"
@@ -95,12 +101,18 @@ def test_every_error_in_a_file_is_reported(image_dir: Path, runner: CliRunner,
     result = runner.invoke(cli, ["validate", "p.yaml"])
     assert result.exit_code == 2
     paths = {rest.split(":")[0] for _, rest in _located(result.stderr)}
-    assert paths == {"shots[0].duration", "shots[0].sound", "shots[1].prompt", "shots[1].image",
-                     "shots[1].cfg_scale"}
+    assert paths == {
+        "shots[0].duration",
+        "shots[0].sound",
+        "shots[1].prompt",
+        "shots[1].image",
+        "shots[1].cfg_scale",
+    }
 
 
-def test_errors_from_defaults_point_at_the_default(image_dir: Path, runner: CliRunner,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_from_defaults_point_at_the_default(
+    image_dir: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (image_dir / "p.yaml").write_text(
         "version: 1\nname: d\ndefaults:\n  model: kling-video-o1-std/image-to-video\n  duration: 7\n"
         "shots:\n  - id: a\n    prompt: x\n    image: images/good.png\n"
@@ -108,14 +120,23 @@ def test_errors_from_defaults_point_at_the_default(image_dir: Path, runner: CliR
     monkeypatch.chdir(image_dir)
     result = runner.invoke(cli, ["validate", "p.yaml"])
     assert _located(result.stderr) == [
-        (5, "shots[0].duration: 7 is not allowed for kling-video-o1-std/image-to-video (5 or 10 without end_image)")
+        (
+            5,
+            "shots[0].duration: 7 is not allowed for kling-video-o1-std/image-to-video "
+            "(5 or 10 without end_image)",
+        )
     ]
 
 
 def test_real_process_prints_no_traceback(image_dir: Path) -> None:
     shutil.copy(BROKEN / "template_internals.yaml", image_dir / "p.yaml")
-    proc = subprocess.run([sys.executable, "-m", "kling_render", "validate", "p.yaml"], cwd=image_dir,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kling_render", "validate", "p.yaml"],
+        cwd=image_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "p.yaml:7: shots[0].prompt: template refused by the sandbox" in proc.stderr

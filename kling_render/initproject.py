@@ -107,6 +107,23 @@ def _cylinder_shading(size: tuple[int, int]) -> Image.Image:
     return row.resize(size, Image.Resampling.BILINEAR)
 
 
+def _blur(mask: Image.Image, radius: float) -> Image.Image:
+    """Gaussian-blur a mask, working only on the region around what is drawn (much cheaper)."""
+    box = mask.getbbox()
+    if box is None:
+        return mask
+    pad = math.ceil(radius * 3)
+    box = (
+        max(0, box[0] - pad),
+        max(0, box[1] - pad),
+        min(mask.width, box[2] + pad),
+        min(mask.height, box[3] + pad),
+    )
+    out = Image.new("L", mask.size, 0)
+    out.paste(mask.crop(box).filter(ImageFilter.GaussianBlur(radius)), box[:2])
+    return out
+
+
 def _draw_table(img: Image.Image, top: int) -> None:
     w, h = img.size
     img.paste(_vertical_gradient((w, h - top), WOOD_BACK, WOOD_FRONT), (0, top))
@@ -141,8 +158,7 @@ def _draw_mug(img: Image.Image, scene: _Scene) -> None:
     ImageDraw.Draw(shadow).ellipse(
         [left - body_w * 0.1, bottom - rim_h * 0.55, right + body_w * 0.35, bottom + rim_h * 0.55], fill=140
     )
-    shadow = shadow.filter(ImageFilter.GaussianBlur(14 * SS))
-    img.paste((40, 24, 14), (0, 0), shadow)
+    img.paste((40, 24, 14), (0, 0), _blur(shadow, 14 * SS))
 
     draw = ImageDraw.Draw(img)
     # Handle: a thick ring half hidden behind the body.
@@ -181,7 +197,7 @@ def _draw_mug(img: Image.Image, scene: _Scene) -> None:
     ImageDraw.Draw(streak).rounded_rectangle(
         [sx, top + body_h * 0.12, sx + body_w * 0.06, bottom - body_h * 0.12], radius=body_w * 0.03, fill=120
     )
-    streak = ImageChops.multiply(streak.filter(ImageFilter.GaussianBlur(5 * SS)), mask)
+    streak = ImageChops.multiply(_blur(streak, 5 * SS), mask)
     img.paste((255, 255, 255), (0, 0), streak)
 
     # Rim and the inside (or the coffee).
@@ -212,18 +228,20 @@ def _draw_steam(img: Image.Image, cx: int, rim_top: int, body_w: int) -> None:
             for t in range(91)
         ]
         draw.line(pts, fill=150, width=round(body_w * 0.035), joint="curve")
-    layer = layer.filter(ImageFilter.GaussianBlur(6 * SS))
-    img.paste((255, 255, 255), (0, 0), layer)
+    img.paste((255, 255, 255), (0, 0), _blur(layer, 6 * SS))
 
 
 def _render(scene: _Scene) -> Image.Image:
     w, h = scene.size[0] * SS, scene.size[1] * SS
     img = _vertical_gradient((w, h), WALL_TOP, WALL_BOTTOM)
     # A soft pool of window light on the wall behind the mug.
-    glow = Image.new("L", (w, h), 0)
-    gx, gy = w * (scene.mug_x - 0.05), h * 0.28
-    ImageDraw.Draw(glow).ellipse([gx - h * 0.55, gy - h * 0.3, gx + h * 0.55, gy + h * 0.3], fill=90)
-    img.paste((252, 246, 234), (0, 0), glow.filter(ImageFilter.GaussianBlur(60 * SS)))
+    # Drawn and blurred at 1/8 scale, then enlarged: the same soft light at a fraction of the cost.
+    gw, gh = w // 8, h // 8
+    glow = Image.new("L", (gw, gh), 0)
+    gx, gy = gw * (scene.mug_x - 0.05), gh * 0.28
+    ImageDraw.Draw(glow).ellipse([gx - gh * 0.55, gy - gh * 0.3, gx + gh * 0.55, gy + gh * 0.3], fill=90)
+    glow = glow.filter(ImageFilter.GaussianBlur(60 * SS / 8)).resize((w, h), Image.Resampling.BILINEAR)
+    img.paste((252, 246, 234), (0, 0), glow)
     _draw_table(img, round(h * scene.table_y))
     _draw_mug(img, scene)
     small = img.resize(scene.size, Image.Resampling.LANCZOS)

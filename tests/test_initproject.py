@@ -15,6 +15,12 @@ EXPECTED_SIZES = {"mug.png": (1280, 720), "mug-side.png": (720, 720), "mug-full.
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def film(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project written by init, shared by the read-only checks (drawing takes a moment)."""
+    return write_init_project(tmp_path_factory.mktemp("init") / "my-film")
+
+
 def _within_v3_limits(path: Path) -> None:
     assert path.stat().st_size < 60 * 1024, f"{path.name} is {path.stat().st_size} bytes"
     with Image.open(path) as im:
@@ -35,10 +41,9 @@ def test_example_images_have_their_sizes_and_pass_the_limits(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(EXPECTED_SIZES)  # no temp files
 
 
-def test_drawing_is_deterministic(tmp_path: Path) -> None:
-    a = write_example_images(tmp_path / "a")
-    b = write_example_images(tmp_path / "b")
-    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+def test_drawing_is_deterministic(tmp_path: Path, film: Path) -> None:
+    again = write_example_images(tmp_path / "again")
+    assert [p.read_bytes() for p in again] == [(film.parent / "images" / p.name).read_bytes() for p in again]
 
 
 def test_committed_example_images_are_small_and_valid() -> None:
@@ -49,9 +54,9 @@ def test_committed_example_images_are_small_and_valid() -> None:
             assert im.size == size
 
 
-def test_init_writes_a_project_with_only_spec_keys(tmp_path: Path) -> None:
-    dest = tmp_path / "my-film"
-    project = write_init_project(dest)
+def test_init_writes_a_project_with_only_spec_keys(film: Path) -> None:
+    dest = film.parent
+    project = film
     assert project == dest / "project.yaml"
     text = project.read_text("utf-8")
     doc = yaml.safe_load(text)
@@ -92,20 +97,20 @@ def test_init_writes_a_project_with_only_spec_keys(tmp_path: Path) -> None:
     assert {".kling-render/", "renders/"} <= set((dest / ".gitignore").read_text().split())
 
 
-def test_init_points_at_a_schema_copied_beside_the_project(tmp_path: Path) -> None:
-    project = write_init_project(tmp_path / "p")
+def test_init_points_at_a_schema_copied_beside_the_project(film: Path) -> None:
+    project = film
     first = project.read_text("utf-8").splitlines()[0]
     packaged = REPO / "kling_render" / "data" / "project.schema.json"
     if not packaged.is_file():
         pytest.skip("the packaged schema is not there yet")
     assert first == "# yaml-language-server: $schema=./project.schema.json"
-    assert (tmp_path / "p" / "project.schema.json").read_bytes() == packaged.read_bytes()
+    assert (film.parent / "project.schema.json").read_bytes() == packaged.read_bytes()
 
 
-def test_init_validates_against_the_schema(tmp_path: Path) -> None:
+def test_init_validates_against_the_schema(film: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    project = write_init_project(tmp_path / "p")
-    schema_file = tmp_path / "p" / "project.schema.json"
+    project = film
+    schema_file = film.parent / "project.schema.json"
     if not schema_file.is_file():
         pytest.skip("the packaged schema is not there yet")
     import json
@@ -135,7 +140,7 @@ def test_init_extends_an_existing_gitignore(tmp_path: Path) -> None:
     assert lines.count("renders/") == 1 and ".kling-render/" in lines
 
 
-def test_init_project_loads(tmp_path: Path) -> None:
+def test_init_project_loads(film: Path) -> None:
     project_module = pytest.importorskip("kling_render.project")
-    project = project_module.load_project(write_init_project(tmp_path / "film"))
+    project = project_module.load_project(film)
     assert [s.id for s in project.shots] == ["intro", "pour", "hero"]

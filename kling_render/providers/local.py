@@ -21,6 +21,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -121,9 +122,11 @@ def _image_ratio(ref: MediaRef | None) -> float | None:
     if ref is None or ref.path is None:
         return None
     try:
-        with Image.open(ref.path) as im:
-            width, height = im.size
-    except (OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+            with Image.open(ref.path) as im:
+                width, height = im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None  # unreadable here; ffmpeg reports the real problem when it renders
     return width / height if width > 0 and height > 0 else None
 
@@ -249,7 +252,7 @@ class LocalProvider(Provider):
     """Offline animatics: submit starts an ffmpeg render, poll watches it, download copies it."""
 
     name = "local"
-    default_concurrency = 2  # one ffmpeg per core on a two-core machine
+    default_concurrency = 2  # two renders keep two cores busy (much of each graph is single-threaded)
 
     def __init__(self, *, cache_dir: Path, long_poll: float = LONG_POLL_SECONDS) -> None:
         self.work_dir = cache_dir / "local-work"

@@ -20,6 +20,8 @@ Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``
 ``latency`` seconds), ``expired`` (output 404), ``truncate`` (half the body),
 ``redirect`` (302 to the same output), ``redirect_file`` (302 to file:). A submit
 answered 500/502/504, dropped or hung still creates its task, as the real service may.
+Chaos mode draws transport faults per endpoint (``CHAOS_KINDS``); ``--chaos-kinds``
+restricts them (``429,503`` are the ones that never create a task) and may add ``fail``.
 The 401 message echoes the token it got, so clients must keep keys out of their errors.
 """
 
@@ -161,8 +163,14 @@ class Faults:
                 if fault.count > 0 and wanted and mine and _applies(fault.kind, method, path):
                     fault.count -= 1
                     return fault
-            if kinds or self.rate <= 0:
-                return None
+            if self.rate <= 0 or (kinds and (kinds != {"fail"} or "fail" not in (self.kinds or ()))):
+                return None  # chaos fails tasks only when --chaos-kinds names "fail"
+            if kinds:
+                return (
+                    Fault("fail", error="chaos: generation failed")
+                    if self._rng.random() < self.rate
+                    else None
+                )
             for prefix, choices in CHAOS_KINDS.items():
                 allowed = [k for k in choices if self.kinds is None or k in self.kinds]
                 if path.startswith(prefix) and allowed and self._rng.random() < self.rate:

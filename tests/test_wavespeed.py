@@ -564,3 +564,10 @@ def test_seeded_chaos_with_safe_faults_still_renders(tmp_path: Path) -> None:
         assert all(r.completed for r in results)
         assert len(chaotic.tasks) == 3  # refusals never created a task
         assert any(r.status in (429, 503) for r in chaotic.requests)
+
+
+def test_chaos_can_fail_tasks_when_asked(tmp_path: Path) -> None:
+    faults = Faults(seed=5, rate=1.0, kinds={"fail"})
+    with FakeWaveSpeed(latency=0.05, api_key=KEY, faults=faults) as chaotic:
+        result = run(make(chaotic, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
+    assert result.failed and result.error == "chaos: generation failed"

@@ -33,9 +33,13 @@ class LockEntry:
     output_sha256: str
     duration: float
     cost_usd: float
+    # A short digest per wire field, so `plan` can say which field of a changed shot changed.
+    fields: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
+        if self.fields is None:
+            del doc["fields"]
         doc["duration"] = round(self.duration, 4)
         doc["cost_usd"] = round(self.cost_usd, 4)
         return doc
@@ -79,11 +83,18 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
                 output_sha256=str(e["output_sha256"]),
                 duration=float(e["duration"]),
                 cost_usd=float(e.get("cost_usd", 0.0)),
+                fields=_fields(e.get("fields")),
             )
             for sid, e in shots.items()
         }
     except (ValueError, TypeError, KeyError) as exc:
         raise StateError(f"lock file {path} is not valid ({exc}); fix it or restore it from git") from exc
+
+
+def _fields(raw: object) -> dict[str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:

@@ -147,6 +147,7 @@ def build_plan(
             cost_usd=usd(cost),
             index=shot.index,
             prompt=shot.prompt,
+            extra={"fields": field_digests(shot)},
         )
         entry = lock.get(shot.id)
         change, fields = _change(entry, key, shot, provider)

@@ -287,7 +287,17 @@ class _Run:
                 return
         # cost_usd is the clip's price, not this run's spend (retries live in the state file),
         # so re-rendering the same clip gives the same lock file.
-        entry = LockEntry(job.key, job.model, self.provider.name, task_id, sha, duration, job.cost_usd)
+        fields = job.extra.get("fields")
+        entry = LockEntry(
+            job.key,
+            job.model,
+            self.provider.name,
+            task_id,
+            sha,
+            duration,
+            job.cost_usd,
+            fields=dict(fields) if isinstance(fields, dict) else None,
+        )
         self.lock.record(job.shot_id, entry)
 
     async def follow(self, job: Job, leader: asyncio.Task[None]) -> None:

@@ -156,6 +156,12 @@ def plan(
     help="Wait this long for another run of the project to finish.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (JSON lines).")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Render exactly this reviewed plan (from `plan --out`); refuse if it is stale.",
+)
 @handle_errors
 def render(
     project: Path,
@@ -169,12 +175,21 @@ def render(
     no_stitch: bool,
     wait_lock: float,
     as_json: bool,
+    plan_file: Path | None,
 ) -> None:
     """Generate every shot that is not cached, then stitch the final cut."""
     from kling_render import commands, pipeline
 
     loaded = commands.load(project, vars_)
+    reviewed = None
+    if plan_file is not None:
+        reviewed = commands.load_saved_plan(plan_file)
+        if provider is not None and provider != reviewed.get("provider"):
+            raise UsageError(f"--provider {provider} differs from the plan's ({reviewed.get('provider')})")
+        provider = str(reviewed.get("provider"))
+        only = ",".join(reviewed["selected"]) if reviewed.get("selected") else only
     opts = pipeline.RenderOptions(
+        reviewed_plan=reviewed,
         provider=provider,
         only=_only(only),
         max_cost=max_cost,

@@ -31,13 +31,34 @@ def pick_provider(project: Project, provider: str | None) -> str:
 
 def plan_for(project: Project, provider: str | None, only: Sequence[str] | None) -> Plan:
     """The plan of ``project``: cache status from the clip cache, changes from the lock file."""
+    from dataclasses import replace
+
     from kling_render.cache import ClipCache
+    from kling_render.fsutil import sha256_file
     from kling_render.lockfile import read_lock
 
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     lock = {sid: entry.to_json() for sid, entry in read_lock(project.lock_path).items()}
-    return build_plan(project, name, is_cached=lambda key: cache.contains(name, key), lock=lock, only=only)
+    the_plan = build_plan(
+        project, name, is_cached=lambda key: cache.contains(name, key), lock=lock, only=only
+    )
+    return replace(the_plan, project_sha256=sha256_file(project.path))
+
+
+def load_saved_plan(path: Path) -> dict[str, Any]:
+    """A plan written by `plan --out`; a missing or unreadable file is a usage error."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--plan {path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--plan {path}: not a plan file ({exc})") from None
+    if not isinstance(doc, dict) or "shots" not in doc:
+        raise UsageError(f"--plan {path}: not a plan file written by `kling-render plan --out`")
+    return doc
 
 
 def plan(project_path: Path, vars_: Sequence[str], provider: str | None, only: Sequence[str] | None) -> Plan:

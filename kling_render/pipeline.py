@@ -30,6 +30,7 @@ class RenderOptions:
     no_stitch: bool = False
     json_events: bool = False
     lock_timeout: float = 0.0
+    reviewed_plan: dict[str, Any] | None = None  # `render --plan`: render exactly this, or refuse
 
 
 @dataclass
@@ -53,6 +54,13 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render.state import StateStore
 
     the_plan = plan_for(project, opts.provider, opts.only)
+    if opts.reviewed_plan is not None:
+        from kling_render.errors import UsageError
+        from kling_render.plan import stale_reasons
+
+        reasons = stale_reasons(opts.reviewed_plan, the_plan)
+        if reasons:
+            raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
     budget = budget_for(project, opts.max_cost)
     cost_to_render = float(the_plan.to_render_cost) if the_plan.provider != "local" else 0.0
     if budget is not None and cost_to_render > budget + 1e-9:

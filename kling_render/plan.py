@@ -63,6 +63,8 @@ class Plan:
     shots: list[PlannedShot]
     removed: list[str]  # shot ids in the lock that the project no longer has
     lock_entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    selected: list[str] | None = None  # the --only selection, None for every shot
+    project_sha256: str = ""  # the project file as planned: `render --plan` checks it
 
     @property
     def lock_cost(self) -> Fraction:
@@ -103,6 +105,9 @@ class Plan:
             "removed": self.removed,
             "total_cost_usd": usd(self.total_cost),
             "to_render_cost_usd": usd(self.to_render_cost),
+            "selected": self.selected,
+            "project_sha256": self.project_sha256,
+            "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
         }
 
 
@@ -167,7 +172,7 @@ def build_plan(
             ]
         )
     removed = sorted(set(lock) - {s.id for s in project.shots})
-    return Plan(project, provider, planned, removed, lock)
+    return Plan(project, provider, planned, removed, lock, list(only) if only else None)
 
 
 def field_digests(shot: Shot) -> dict[str, str]:
@@ -197,3 +202,32 @@ def _change(
         new = field_digests(shot)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
+
+
+def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
+    """Why a saved (reviewed) plan no longer matches what would render now; empty when it does."""
+    reasons = []
+    if saved.get("version") != PLAN_VERSION:
+        reasons.append(f"the plan file has version {saved.get('version')!r}, expected {PLAN_VERSION}")
+    if saved.get("project_sha256") != current.project_sha256:
+        reasons.append(f"{current.project.display} changed since the plan was made")
+    # The lock may have moved only by rendering this plan's own shots (a resumed run); any other
+    # change (a merge, another render) means the reviewed costs and changes no longer hold.
+    planned = {p.id: p.job.key for p in current.shots}
+    then = saved.get("lock_keys") or {}
+    now = {sid: e.get("key") for sid, e in current.lock_entries.items()}
+    moved = sorted(
+        sid
+        for sid in set(then) | set(now)
+        if then.get(sid) != now.get(sid) and now.get(sid) != planned.get(sid)
+    )
+    if moved:
+        reasons.append(
+            f"{current.project.lock_path.name} changed since the plan was made ({', '.join(moved)})"
+        )
+    saved_keys = {str(s.get("id")): s.get("key") for s in saved.get("shots", []) if isinstance(s, Mapping)}
+    now_keys: dict[str, Any] = {p.id: p.job.key for p in current.shots}
+    if saved_keys != now_keys:
+        differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
+        reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
+    return reasons

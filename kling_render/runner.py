@@ -171,11 +171,17 @@ class _Run:
 
     def emit(self, kind: str, job: Job | None = None, **kw: Any) -> None:
         if job is None:
-            self.events.emit(Event(kind, total=len(self.jobs), **kw))
+            event = Event(kind, total=len(self.jobs), **kw)
         else:
-            self.events.emit(
-                Event(kind, shot_id=job.shot_id, index=self.position[job.shot_id], total=len(self.jobs), **kw)
+            event = Event(
+                kind, shot_id=job.shot_id, index=self.position[job.shot_id], total=len(self.jobs), **kw
             )
+        try:
+            self.events.emit(event)
+        except Exception:
+            # Progress is best effort: a closed pipe or a broken terminal must never turn a
+            # submit into an `unknown` shot or stop a paid task from being recorded.
+            self.events = NullSink()
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -197,7 +203,8 @@ class _Run:
             elif (
                 record is not None
                 and record.status in ("submitting", "unknown")
-                and not (self.options.resubmit_unknown)
+                and not self.options.resubmit_unknown
+                and self.provider.charges  # a free provider's lost submit costs nothing to repeat
             ):
                 actions[job.shot_id] = "unknown"
             else:

@@ -87,7 +87,9 @@ def _message(error: ValidationError) -> str:
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]
-        return f"expected {' or '.join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)}, got {_describe(inst)}"
+        return (
+            f"expected {' or '.join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)}, got {_describe(inst)}"
+        )
     if v == "enum":
         options = [o for o in arg if not str(o).startswith("kwaivgi/")]
         if len(options) > 12:

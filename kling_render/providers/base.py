@@ -25,6 +25,7 @@ MAX_DOWNLOAD_BYTES = 2 * 1024**3  # 2 GiB: far above any 15 s clip, low enough t
 class Provider(abc.ABC):
     name: str = ""
     default_concurrency: int = 3
+    charges: bool = True  # False for a free provider: an `unknown` submit is simply sent again
 
     @abc.abstractmethod
     async def submit(self, job: Job) -> str: ...

@@ -252,6 +252,7 @@ class LocalProvider(Provider):
     """Offline animatics: submit starts an ffmpeg render, poll watches it, download copies it."""
 
     name = "local"
+    charges = False
     default_concurrency = 2  # two renders keep two cores busy (much of each graph is single-threaded)
 
     def __init__(self, *, cache_dir: Path, long_poll: float = LONG_POLL_SECONDS) -> None:

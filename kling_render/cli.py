@@ -262,6 +262,25 @@ def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json:
 
 
 @cli.command()
+@project_arg
+@var_opt
+@provider_opt
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the page (default: renders/<stem>-report.html beside the project).",
+)
+@handle_errors
+def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: Path | None) -> None:
+    """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
+    from kling_render import commands, report_html
+
+    path = report_html.write_report(commands.load(project, vars_), provider, out)
+    _echo_err(f"report: {path}")
+
+
+@cli.command()
 @json_opt
 @handle_errors
 def models(as_json: bool) -> None:

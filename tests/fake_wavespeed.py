@@ -18,7 +18,9 @@ Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``
 (close without answering), ``hang`` (answer nothing for ``seconds``, then drop), ``fail``
 (the next task submitted ends failed with ``error``), ``slow`` (the next task takes
 ``latency`` seconds), ``expired`` (output 404), ``truncate`` (half the body),
-``redirect`` (302 to the same output), ``redirect_file`` (302 to file:). A submit
+``redirect`` (302 to the same output), ``redirect_file`` (302 to file:), ``oversize``
+(announce a 3 GiB body, send a little, hang up), ``output_url`` (the next task's
+``outputs[0]`` is ``url``, formatted with ``{base}`` and ``{id}``). A submit
 answered 500/502/504, dropped or hung still creates its task, as the real service may.
 Chaos mode draws transport faults per endpoint (``CHAOS_KINDS``); ``--chaos-kinds``
 restricts them (``429,503`` are the ones that never create a task) and may add ``fail``.
@@ -70,8 +72,8 @@ CHAOS_KINDS = {
     "/outputs/": ("503", "truncate", "drop"),
 }
 UNCERTAIN = {"500", "502", "504", "drop", "hang"}  # on submit: the task exists, the answer is lost
-TASK_KINDS = {"fail", "slow"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file"}
+TASK_KINDS = {"fail", "slow", "output_url"}
+OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize"}
 Reply = tuple[int, bytes, dict[str, str]]
 
 
@@ -133,6 +135,7 @@ class Fault:
     error: str = "content moderation: the prompt was flagged"
     latency: float = 5.0
     seconds: float = 30.0
+    url: str | None = None
 
 
 class Faults:
@@ -143,6 +146,15 @@ class Faults:
         self._items: list[Fault] = []
         self._rng = random.Random(seed)
         self.rate, self.kinds = rate, kinds
+        self.injected: Counter[str] = Counter()  # faults handed out, by kind (chaos ones too)
+
+    def take(self, method: str, path: str, kinds: set[str] | None = None) -> Fault | None:
+        """The next fault of ``kinds`` (default: any but the task kinds, chaos too) for a request."""
+        fault = self._take(method, path, kinds)
+        if fault is not None:
+            with self._lock:
+                self.injected[fault.kind] += 1
+        return fault
 
     def add(self, kind: str, path_prefix: str = "/", count: int = 1, **options: Any) -> Fault:
         fault = Fault(kind, path_prefix, count, **options)
@@ -154,8 +166,7 @@ class Faults:
         with self._lock:
             self._items.clear()
 
-    def take(self, method: str, path: str, kinds: set[str] | None = None) -> Fault | None:
-        """The next fault of ``kinds`` (default: any but the task kinds, chaos too) for a request."""
+    def _take(self, method: str, path: str, kinds: set[str] | None) -> Fault | None:
         with self._lock:
             for fault in self._items:
                 wanted = fault.kind in kinds if kinds else fault.kind not in TASK_KINDS
@@ -166,11 +177,7 @@ class Faults:
             if self.rate <= 0 or (kinds and (kinds != {"fail"} or "fail" not in (self.kinds or ()))):
                 return None  # chaos fails tasks only when --chaos-kinds names "fail"
             if kinds:
-                return (
-                    Fault("fail", error="chaos: generation failed")
-                    if self._rng.random() < self.rate
-                    else None
-                )
+                return Fault("fail", error="chaos: generation failed") if self._rng.random() < self.rate else None
             for prefix, choices in CHAOS_KINDS.items():
                 allowed = [k for k in choices if self.kinds is None or k in self.kinds]
                 if path.startswith(prefix) and allowed and self._rng.random() < self.rate:
@@ -205,6 +212,7 @@ class Task:
     error: str | None = None
     polls: int = 0
     downloads: int = 0
+    output_url: str | None = None
 
 
 class FakeWaveSpeed:
@@ -265,7 +273,9 @@ class FakeWaveSpeed:
             return {
                 "requests": len(self.requests),
                 "submits": len(self.submits()),
+                "faults": dict(self.faults.injected),
                 "tasks": {t.id: {"model": t.model, "polls": t.polls, "downloads": t.downloads,
+                                 "failed": t.error is not None,
                                  "requests": self.task_requests[t.id]} for t in self.tasks.values()},
             }  # fmt: skip
 
@@ -409,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
         slow = self.fake.faults.take("POST", self.record_path, {"slow"})
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
+        custom = self.fake.faults.take("POST", self.record_path, {"output_url"})
+        if custom is not None and custom.url:
+            task.output_url = custom.url.format(base=self.fake.base_url, id=task.id)
         with self.fake.lock:
             self.fake.tasks[task.id] = task
         return _ok(self._task_view(task))
@@ -435,7 +448,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _task_view(self, task: Task) -> dict[str, Any]:
         status = self.fake.status_of(task)
-        outputs = [f"{self.fake.base_url}/outputs/{task.id}.mp4"] if status == "completed" else []
+        output = task.output_url or f"{self.fake.base_url}/outputs/{task.id}.mp4"
+        outputs = [output] if status == "completed" else []
         return {
             "id": task.id, "model": f"kwaivgi/{task.model}", "status": status, "outputs": outputs,
             "error": task.error if status == "failed" else "", "has_nsfw_contents": [],
@@ -451,9 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
             task.downloads += 1
             self.fake.task_requests[task.id] += 1
         wanted = task.body
-        data = clip_bytes(
-            wanted.get("duration", 5), wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound"))
-        )
+        data = clip_bytes(wanted.get("duration", 5), wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound")))
         return 200, data, {"Content-Type": "video/mp4"}
 
     def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
@@ -462,7 +474,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind in {"redirect", "redirect_file"}:
             target = "file:///etc/passwd" if fault.kind == "redirect_file" else path
             return 302, b"", {"Location": target}
-        data = reply[1]  # truncate: announce it all, send half, hang up
+        data = reply[1]
+        if fault.kind == "oversize":  # announce far more than any clip, send a little, hang up
+            self._head(200, 3 * 1024**3, reply[2])
+            self.wfile.write(data[:1024])
+            raise _Drop
+        # truncate: announce it all, send half, hang up
         self._head(200, len(data), reply[2])
         self.wfile.write(data[: len(data) // 2])
         raise _Drop

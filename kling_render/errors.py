@@ -138,14 +138,13 @@ class StitchError(KlingRenderError):
 class MissingClipsError(StitchError):
     def __init__(self, shot_ids: list[str]) -> None:
         self.shot_ids = shot_ids
-        super().__init__(
-            "no cached clip for shot(s): " + ", ".join(shot_ids) + " (run `kling-render render` first)"
-        )
+        super().__init__("no cached clip for shot(s): " + ", ".join(shot_ids) + " (run `kling-render render` first)")
 
 
 def _relevant_lines(stderr: str, keep: int = 3) -> list[str]:
     """The few ffmpeg stderr lines that say what went wrong (errors first, else the last lines)."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    noise = ("task finished", "terminating thread", "conversion failed!", "exiting normally")
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.strip().lower().startswith(noise)]
     markers = ("error", "invalid", "no such", "not found", "failed", "unable", "cannot", "must")
     hits = [ln for ln in lines if any(m in ln.lower() for m in markers)]
     return (hits or lines)[-keep:]

@@ -12,16 +12,15 @@ that changed and diffs stay clean; and JSON has no implicit typing (YAML reads a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from kling_render.errors import StateError
 from kling_render.fsutil import atomic_write_json
 
 LOCK_VERSION = 1
-UNCHANGED, CHANGED, ADDED, REMOVED = "unchanged", "changed", "added", "removed"
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,6 @@ class LockEntry:
         doc["duration"] = round(self.duration, 4)
         doc["cost_usd"] = round(self.cost_usd, 4)
         return doc
-
-
-class _Keyed(Protocol):
-    @property
-    def shot_id(self) -> str: ...
-
-    @property
-    def key(self) -> str: ...
 
 
 def lock_path_for(project_path: Path) -> Path:
@@ -109,23 +100,6 @@ def update_lock(path: Path, updates: Mapping[str, LockEntry]) -> dict[str, LockE
     if merged != entries or not path.exists():
         write_lock(path, merged)
     return merged
-
-
-def compare(lock_entries: Mapping[str, LockEntry], jobs: Iterable[_Keyed]) -> dict[str, str]:
-    """Per shot id: ``unchanged``, ``changed`` (other key), ``added`` (not locked) or ``removed``.
-
-    Jobs come first in their order, then removed shots sorted by id.
-    """
-    result: dict[str, str] = {}
-    for job in jobs:
-        entry = lock_entries.get(job.shot_id)
-        if entry is None:
-            result[job.shot_id] = ADDED
-        else:
-            result[job.shot_id] = UNCHANGED if entry.key == job.key else CHANGED
-    for sid in sorted(set(lock_entries) - set(result)):
-        result[sid] = REMOVED
-    return result
 
 
 class LockFile:

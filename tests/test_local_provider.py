@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from mediagen import make_clip
 from PIL import Image
 
 from kling_render import ffmpeg
@@ -17,7 +18,6 @@ from kling_render.errors import DownloadError
 from kling_render.jobs import Job, MediaRef, TaskResult
 from kling_render.providers.local import LocalProvider, ffmpeg_args, plan_animatic, task_id_for
 from kling_render.stitch.probe import MediaInfo, probe
-from tests.mediagen import make_clip
 
 
 def _image(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> MediaRef:

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_stub import make_job
 
 from kling_render.errors import LockedError, StateError
-from kling_render.lockfile import LockEntry, LockFile, compare, read_lock, update_lock, write_lock
+from kling_render.lockfile import LockEntry, LockFile, read_lock, update_lock, write_lock
 from kling_render.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
 
 
@@ -34,9 +33,7 @@ def test_every_change_is_written_with_a_schema_version_and_no_temp_files(tmp_pat
         assert doc["version"] == SCHEMA_VERSION
         assert doc["shots"]["intro"]["task_id"] == "abc"
         assert store.path.read_text().endswith("\n")
-    assert sorted(p.name for p in store.path.parent.iterdir() if not p.name.endswith(".lock")) == [
-        "state.json"
-    ]
+    assert sorted(p.name for p in store.path.parent.iterdir() if not p.name.endswith(".lock")) == ["state.json"]
 
 
 def test_a_changed_key_resets_the_shot_and_other_shots_are_kept(tmp_path: Path) -> None:
@@ -110,9 +107,7 @@ def test_another_process_holding_the_lock_is_named(tmp_path: Path) -> None:
             sys.stdin.readline()
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match=f"pid {proc.pid}"):
@@ -153,9 +148,3 @@ def test_missing_lock_is_empty_and_a_broken_one_is_an_error(tmp_path: Path) -> N
     (tmp_path / "bad.lock").write_text('{"version": 1, "shots": {"a": {"key": "k"}}}')
     with pytest.raises(StateError, match=r"bad\.lock"):
         read_lock(tmp_path / "bad.lock")
-
-
-def test_compare_against_the_lock() -> None:
-    a, b, c = make_job("a"), make_job("b"), make_job("c")
-    lock = {"a": _entry(a.key), "b": _entry("old"), "gone": _entry("kg")}
-    assert compare(lock, [a, b, c]) == {"a": "unchanged", "b": "changed", "c": "added", "gone": "removed"}

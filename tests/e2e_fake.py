@@ -1,0 +1,132 @@
+"""The fake WaveSpeed server as a separate process, for end-to-end tests of the real CLI.
+
+``python tests/e2e_fake.py --port 0 --latency L`` is ``tests/fake_wavespeed.py`` plus one
+output fault, ``trickle``: announce the whole clip, send half of it, wait ``seconds``, then
+send the rest (a slow download, so a test can kill the CLI while a clip is half written).
+
+In a test, ``FakeProcess`` starts it, reads the base URL from its first stdout line, steers it
+over HTTP (``fault``) and reads what it received (``requests``, ``submits_by_shot``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SUBMIT_PREFIX = "/api/v3/kwaivgi/"
+
+
+class FakeProcess:
+    """``with FakeProcess(api_key, latency=1.0) as fake: fake.base_url ...``; stopped by its own pid."""
+
+    def __init__(self, api_key: str, *, latency: float = 0.3) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    def __enter__(self) -> FakeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+        env["WAVESPEED_API_KEY"] = self.api_key  # the fake's --api-key default: no key in argv
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__)), "--port", "0", "--latency", str(self.latency)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("http://127.0.0.1:"):
+            self.__exit__()
+            raise RuntimeError(f"the fake server did not start (first line {line!r})")
+        self.base_url = line
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    # -- steering and inspecting ----------------------------------------------------------------
+
+    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def fault(self, kind: str, path_prefix: str, count: int = 1, **options: Any) -> None:
+        self._call("/_fake/faults", {"kind": kind, "path_prefix": path_prefix, "count": count, **options})
+
+    def requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("/_fake/requests")
+        return result
+
+    def submits(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["method"] == "POST" and r["path"].startswith(SUBMIT_PREFIX)]
+
+    def submits_by_shot(self) -> Counter[str]:
+        """Submit POSTs per shot, the shot read from the prompt (the e2e projects say ``shot <id>:``)."""
+        counts: Counter[str] = Counter()
+        for record in self.submits():
+            body = record["body"]
+            prompt = body.get("prompt", "") if isinstance(body, dict) else ""
+            match = re.match(r"shot (\w+):", prompt)
+            counts[match.group(1) if match else "?"] += 1
+        return counts
+
+    def gets(self, prefix: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["method"] == "GET" and r["path"].startswith(prefix)]
+
+
+def _install_trickle() -> None:
+    import fake_wavespeed as fw
+
+    fw.OUTPUT_KINDS.add("trickle")
+    plain = fw._Handler._output_fault
+
+    def output_fault(self: Any, fault: Any, path: str, reply: Any) -> Any:
+        if fault.kind != "trickle":
+            return plain(self, fault, path, reply)
+        data = reply[1]
+        self._head(200, len(data), reply[2])
+        half = len(data) // 2
+        self.wfile.write(data[:half])
+        self.wfile.flush()
+        if self.fake.stopping.wait(fault.seconds):
+            raise fw._Drop
+        self.wfile.write(data[half:])
+        return None
+
+    def send(self: Any, reply: Any) -> None:
+        if reply is not None:  # None: the trickle already answered
+            plain_send(self, reply)
+
+    plain_send = fw._Handler._send
+    fw._Handler._output_fault = output_fault  # type: ignore[method-assign]
+    fw._Handler._send = send  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent))
+    _install_trickle()
+    import fake_wavespeed
+
+    sys.exit(fake_wavespeed.main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,25 @@ def test_init_project_loads(film: Path) -> None:
     project_module = pytest.importorskip("kling_render.project")
     project = project_module.load_project(film)
     assert [s.id for s in project.shots] == ["intro", "pour", "hero"]
+
+
+def test_init_command_then_render_offline(tmp_path: Path) -> None:
+    """What a new user types: init, then render with the local provider, then a second render costs nothing."""
+    from click.testing import CliRunner
+
+    from kling_render.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", str(tmp_path / "film")])
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "film" / "project.yaml"
+    assert "kling-render render" in result.stdout
+    again = runner.invoke(cli, ["init", str(tmp_path / "film")])
+    assert again.exit_code == 2 and "project.yaml" in again.stderr
+    rendered = runner.invoke(cli, ["render", str(project), "--no-stitch", "--json"])
+    assert rendered.exit_code == 0, rendered.output
+    shots = yaml.safe_load(project.read_text())["shots"]
+    events = [json.loads(line) for line in rendered.stdout.splitlines()]
+    doc = events[-1]
+    assert doc["event"] == "finished"
+    assert [s["status"] for s in doc["shots"]] == ["done"] * len(shots)

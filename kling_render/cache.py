@@ -116,6 +116,23 @@ class ClipCache:
         entry = self.get(provider, key)
         return entry is not None and sha256_file(entry.path) == entry.sha256
 
+    def prepare(self) -> None:
+        """Make sure clips can be added (root and ``tmp/`` exist and are writable directories).
+
+        Called before a run submits anything: a cache that cannot take the clips would have the
+        run pay for tasks whose outputs it cannot keep.
+        """
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.tmp_dir / f"{os.getpid()}-{secrets.token_hex(6)}.probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StateError(
+                f"the clip cache {self.root} is not a writable directory ({exc.strerror or exc}); "
+                "fix its permissions or point KLING_RENDER_CACHE elsewhere"
+            ) from None
+
     # -- adding ------------------------------------------------------------------------------
 
     def put(
@@ -127,6 +144,16 @@ class ClipCache:
         removed. ``sha256`` saves re-hashing when the caller already has it.
         """
         clip = self.clip_path(provider, key)
+        try:
+            return self._put(provider, key, clip, src, meta, sha256)
+        except OSError as exc:  # disk full, permissions: the run stops with one clear line
+            with contextlib.suppress(OSError):
+                src.unlink()
+            raise StateError(f"cannot add {clip.name} to the clip cache {self.root}: {exc.strerror or exc}") from None
+
+    def _put(
+        self, provider: str, key: str, clip: Path, src: Path, meta: ClipMeta, sha256: str | None
+    ) -> CachedClip:
         clip.parent.mkdir(parents=True, exist_ok=True)
         # One writer at a time across processes sharing this cache (KLING_RENDER_CACHE).
         with filelock.FileLock(str(self.root / ".put.lock"), timeout=60):

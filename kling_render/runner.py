@@ -223,6 +223,7 @@ class _Run:
                 f"rendering would cost ${to_submit:.4f}, over the budget of ${budget:.4f}; "
                 "raise it (budget.max_usd or --max-cost) or render fewer shots (--only)"
             )
+        self.cache.prepare()  # before any submit: a cache that cannot keep clips stops the run here
         self.cache.clean_temp()
         self.emit("start", message=f"{len(self.jobs)} shot(s), ${to_submit:.4f} to submit")
         tasks: dict[str, asyncio.Task[None]] = {}

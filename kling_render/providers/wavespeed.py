@@ -227,7 +227,10 @@ class WaveSpeedProvider(Provider):
         async with self._record_lock:  # re-read and merge: other shots record theirs too
             records = self._load_uploads()
             records[digest] = {"download_url": url, "uploaded_at": stamp}
-            await asyncio.to_thread(atomic_write_json, self.cache_dir / UPLOADS_FILE, records)
+            try:
+                await asyncio.to_thread(atomic_write_json, self.cache_dir / UPLOADS_FILE, records)
+            except OSError as exc:  # before the POST: the shot fails, it is not ``unknown``
+                raise ProviderError(f"cannot record the upload in {UPLOADS_FILE}: {exc.strerror or exc}") from None
 
     # -- poll ---------------------------------------------------------------------------
 
@@ -330,6 +333,8 @@ class WaveSpeedProvider(Provider):
                     fh.write(chunk)
         except httpx.HTTPError as exc:  # dropped or truncated mid-body: fetch again
             raise TransientError(f"download interrupted after {received} bytes ({_describe(exc)})") from exc
+        except OSError as exc:  # disk full, file too large: the task stays, the next run fetches again
+            raise DownloadError(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
         if declared is not None and received != declared:
             raise TransientError(f"download truncated: {received} of {declared} bytes")
         if received == 0:

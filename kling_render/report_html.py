@@ -34,6 +34,8 @@ __all__ = [
     "ShotCard",
     "VideoSource",
     "default_report_path",
+    "extract_frames",
+    "extract_poster",
     "render_html",
     "video_source",
     "write_report",
@@ -102,6 +104,7 @@ class ReportData:
     shots: Sequence[ShotCard]
     final_cut: VideoSource | None
     final_cut_name: str
+    poster: bytes | None = None  # the cut's first frame (JPEG), shown before it plays
 
 
 # -- pure: data -> HTML ------------------------------------------------------------------------
@@ -214,9 +217,10 @@ def _final_cut_html(data: ReportData) -> str:
         else f"linked, not embedded (over {EMBED_VIDEO_MAX_BYTES // (1024 * 1024)} MB): "
         "keep the report beside the renders"
     )
+    poster = f' poster="{_data_uri(data.poster)}"' if data.poster else ""
     return (
         '<section class="cut"><h2>Final cut</h2>'
-        f'<video controls preload="metadata" src="{escape(data.final_cut.src)}"></video>'
+        f'<video controls preload="metadata"{poster} src="{escape(data.final_cut.src)}"></video>'
         f'<p class="muted">{name} · {size_mb:.1f} MB · {escape(how)}</p></section>'
     )
 
@@ -316,6 +320,20 @@ def render_html(data: ReportData) -> str:
 def default_report_path(project: Project) -> Path:
     """``<project dir>/renders/<project stem>-report.html``."""
     return project.root / "renders" / f"{project.stem}-report.html"
+
+
+def extract_poster(video: Path, width: int = 2 * THUMB_WIDTH) -> bytes | None:
+    """The first frame of ``video`` as a JPEG, or None when ffmpeg cannot read it."""
+    from kling_render import ffmpeg
+
+    with tempfile.TemporaryDirectory(prefix="kling-report-") as tmp:
+        poster = Path(tmp) / "poster.jpg"
+        args = ["-i", "file:" + str(video), "-frames:v", "1", "-vf", f"scale={width}:-2", "-q:v", "4"]
+        try:
+            ffmpeg.run([*args, "file:" + str(poster)], f"reading the first frame of {video.name}", timeout=120)
+        except FFmpegError:
+            return None
+        return poster.read_bytes() if poster.is_file() else None
 
 
 def extract_frames(clip: Path, width: int = THUMB_WIDTH) -> Frames:
@@ -426,10 +444,12 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
             frames[sid] = extract_frames(clip.path)
     out = project.output
     final: VideoSource | None = None
+    poster = None
     if out.path.is_file():
         size = out.path.stat().st_size
         data = out.path.read_bytes() if size < EMBED_VIDEO_MAX_BYTES else None
         final = video_source(data, out.path, report_dir, size=size)
+        poster = extract_poster(out.path)
     return ReportData(
         project=project.name,
         project_file=project.display,
@@ -439,6 +459,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
         shots=build_cards(project, {p.id: p.cost for p in plan.shots}, docs, timings, spent, frames),
         final_cut=final,
         final_cut_name=os.path.relpath(out.path, project.root),
+        poster=poster,
     )
 
 

@@ -100,6 +100,7 @@ def test_report_is_self_contained_and_shows_every_shot(report_page: Path) -> Non
     text = report_page.read_text(encoding="utf-8")
     page = _parse(text)
     assert page.refs, "the page references nothing: no frames, no video"
+    assert ("video", "poster") in {(tag, attr) for tag, attr, _ in page.refs}
     for tag, attr, value in page.refs:
         assert not value.lower().startswith(("http:", "https:", "//")), (tag, attr, value)
         assert value.startswith("data:"), f"<{tag} {attr}> is not embedded: {value[:80]}"
@@ -118,7 +119,7 @@ def test_report_is_self_contained_and_shows_every_shot(report_page: Path) -> Non
     assert len(images) == 4  # first and last frame of both shots
     for uri in images:
         assert _data_image(uri).width == 320
-    videos = [value for tag, _, value in page.refs if tag == "video"]
+    videos = [value for tag, attr, value in page.refs if (tag, attr) == ("video", "src")]
     assert len(videos) == 1 and videos[0].startswith("data:video/mp4;base64,")
     embedded = base64.b64decode(videos[0].split(",", 1)[1])
     assert embedded == (report_page.parent / "final.mp4").read_bytes()

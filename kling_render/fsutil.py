@@ -39,14 +39,43 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_temps(dest: Path) -> None:
+    """Remove ``dest``'s temp files left by processes that died (kill -9) before renaming them."""
+    prefix = f".{dest.name}."
+    with contextlib.suppress(OSError), os.scandir(dest.parent) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            pid = entry.name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path beside ``dest``; on success fsync it and rename it over ``dest``.
 
-    On any exception the temp file is removed and ``dest`` is untouched.
+    On any exception the temp file is removed and ``dest`` is untouched. The temp file's name
+    carries this pid, so a later write removes the ones of dead processes.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    _remove_dead_temps(dest)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=dest.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file (lock goes to git)

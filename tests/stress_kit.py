@@ -97,7 +97,7 @@ class FakeProcess:
 def fake_process(*args: str) -> Iterator[FakeProcess]:
     """``tests/fake_wavespeed.py`` in its own process on 127.0.0.1; stopped with SIGTERM."""
     cmd = [sys.executable, str(FAKE), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY, *args]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
         try:
             assert proc.stdout is not None
             base = proc.stdout.readline().strip()

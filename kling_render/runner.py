@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from kling_render.errors import (
     TransientError,
 )
 from kling_render.fsutil import sha256_file
-from kling_render.jobs import Job
+from kling_render.jobs import Job, TaskResult
 from kling_render.lockfile import LockEntry, LockFile
 from kling_render.progress import Event, EventSink, NullSink
 from kling_render.providers.base import Provider
@@ -323,28 +324,44 @@ class _Run:
             self.emit("failed", job, message=outcome.error)
 
     async def shot(self, job: Job, resume: bool, sem: asyncio.Semaphore) -> None:
-        async with sem:
-            record = self.state.get(job.shot_id)
-            task_id = record.task_id if resume and record is not None else None
-            tries = 0
-            try:
-                while True:
-                    if task_id is None:
-                        task_id = await self.submit(job)
+        # A slot is a task at the provider: held from submit until the task ends (a failed task's
+        # replacement keeps it), not while the clip downloads and is verified, so the next shot's
+        # task starts meanwhile.
+        record = self.state.get(job.shot_id)
+        task_id = record.task_id if resume and record is not None else None
+        tries = 0
+        try:
+            while True:
+                async with sem:
+                    while True:
+                        fresh = task_id is None
                         if task_id is None:
+                            task_id = await self.submit(job)
+                            if task_id is None:
+                                return
+                        tries += 1
+                        retry_left = tries < self.options.max_task_attempts
+                        result = await self.wait_for(job, task_id, fresh=fresh)
+                        if result is None:
                             return
-                    tries += 1
-                    end = await self.await_task(
-                        job, task_id, retry_left=tries < self.options.max_task_attempts
-                    )
-                    if end != "retry":
-                        return
-                    task_id = None
-            except asyncio.CancelledError:
-                record = self.state.get(job.shot_id)
-                if record is not None and record.status == "submitting":
-                    self.state.update(job.shot_id, status="unknown", error="interrupted while submitting")
-                raise
+                        if not result.failed and result.output_url:
+                            break
+                        problem = (
+                            f"task {task_id} {result.status}: {result.error or 'no reason given'}"
+                            if result.failed
+                            else f"task {task_id} completed without an output"
+                        )
+                        if self.task_failed(job, problem, retry_left) != "retry":
+                            return
+                        task_id = None
+                if await self.fetch(job, task_id, result.output_url, retry_left) != "retry":
+                    return
+                task_id = None
+        except asyncio.CancelledError:
+            record = self.state.get(job.shot_id)
+            if record is not None and record.status == "submitting":
+                self.state.update(job.shot_id, status="unknown", error="interrupted while submitting")
+            raise
 
     async def submit(self, job: Job) -> str | None:
         """Submit a new task for ``job``; None when it was not submitted (budget, refusal, uncertain)."""
@@ -408,40 +425,44 @@ class _Run:
         outcome.status, outcome.error = "failed", error
         self.emit("failed", job, message=error)
 
-    async def await_task(self, job: Job, task_id: str, *, retry_left: bool) -> TaskEnd:
-        """Poll ``task_id`` to its end, then download, verify and cache its clip."""
+    async def wait_for(self, job: Job, task_id: str, *, fresh: bool) -> TaskResult | None:
+        """Poll ``task_id`` until it ends; None when the shot stops here (poll failed, timed out).
+
+        Polls fall on a fixed grid from the start (no drift from the time each poll takes); a task
+        just submitted is first polled one interval later, a resumed one at once.
+        """
         loop = asyncio.get_running_loop()
+        interval = self.options.poll_interval
+        start = loop.time()
         timeout = self.options.task_timeout
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else start + timeout
         last_status: str | None = None
+        n = 1 if fresh else 0
         while True:
+            delay = start + n * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            n += 1
             try:
                 result = await self.provider.poll(task_id)
             except ProviderError as exc:
                 self.fail(
                     job, f"polling task {task_id} failed: {exc}; the next run polls it again", keep_task=True
                 )
-                return "stop"
+                return None
             if result.status != last_status:
                 last_status = result.status
                 self.emit("polling", job, task_id=task_id, status=result.status)
             if result.terminal:
-                break
+                return result
             if deadline is not None and loop.time() >= deadline:
                 self.fail(
                     job,
                     f"task {task_id} still {result.status} after {timeout:g}s; the next run polls it again",
                     keep_task=True,
                 )
-                return "stop"
-            await asyncio.sleep(self.options.poll_interval)
-        if result.failed:
-            return self.task_failed(
-                job, f"task {task_id} {result.status}: {result.error or 'no reason given'}", retry_left
-            )
-        if not result.output_url:
-            return self.task_failed(job, f"task {task_id} completed without an output", retry_left)
-        return await self.fetch(job, task_id, result.output_url, retry_left)
+                return None
+            n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
 
     def task_failed(self, job: Job, error: str, retry_left: bool) -> TaskEnd:
         if retry_left and not self.stop_submitting:

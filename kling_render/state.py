@@ -24,7 +24,7 @@ from typing import Any
 import filelock
 
 from kling_render.errors import LockedError, StateError
-from kling_render.fsutil import atomic_write_json
+from kling_render.fsutil import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "submitting", "submitted", "done", "failed", "unknown")
@@ -116,6 +116,9 @@ class StateStore:
         self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
         self._shots: dict[str, ShotState] = {}
+        # Each record as it appears in the file, kept while the (frozen) record is the same object:
+        # a flush then encodes one changed shot, not all of them (a run flushes ~5 times per shot).
+        self._encoded: dict[str, tuple[ShotState, str]] = {}
         self._open = False
 
     @classmethod
@@ -197,12 +200,19 @@ class StateStore:
     def flush(self) -> None:
         if not self._open:
             raise StateError(f"state file {self.path} written without holding its lock")
-        doc = {
-            "version": SCHEMA_VERSION,
-            "updated": now_iso(),
-            "shots": {sid: s.to_json() for sid, s in sorted(self._shots.items())},
-        }
-        atomic_write_json(self.path, doc)
+        # The same bytes as json.dumps({"version", "updated", "shots"}, indent=2, sort_keys=True).
+        parts = []
+        for sid, shot in sorted(self._shots.items()):
+            hit = self._encoded.get(sid)
+            if hit is None or hit[0] is not shot:
+                text = json.dumps(shot.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+                hit = self._encoded[sid] = (shot, text)
+            parts.append(f"    {json.dumps(sid)}: {hit[1]}")
+        shots = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
+        updated = json.dumps(now_iso())
+        atomic_write_text(
+            self.path, f'{{\n  "shots": {shots},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+        )
 
 
 @contextlib.contextmanager

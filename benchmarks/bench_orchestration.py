@@ -1,0 +1,243 @@
+"""Orchestration: N shots through the real engine against the fake WaveSpeed server (own process).
+
+Measures, for N shots (default 200), task latency L (default 3 s), concurrency C (default 20)
+and poll interval P (default 0.5 s):
+
+- engine: ``runner.run`` with the real WaveSpeedProvider, state file, clip cache and clip
+  verification (ffmpeg decodes every downloaded clip) — wall time vs the ideal ceil(N/C)·L;
+- HTTP requests per task (submit + polls + download), from the fake's per-task counters;
+- clip verification alone (serial and C at a time), to show what part of the wall time it is;
+- the CLI once (``kling-render render --provider wavespeed --concurrency C --no-stitch``),
+  including interpreter start-up, to show its overhead;
+- the baseline a user would write from the provider docs: one shot at a time, POST, poll
+  every P s until completed, download. It is exactly linear in N, so by default it runs on
+  ``--baseline-shots`` shots and is extrapolated to N (``--baseline-shots N`` runs it all).
+
+Targets: engine wall time <= 1.05 x ceil(N/C)·L; requests per task <= 2 + L/P.
+
+    python benchmarks/bench_orchestration.py [--shots 200] [--latency 3] [--concurrency 20]
+        [--poll-interval 0.5] [--repeat 2] [--baseline-shots 20] [--no-cli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key-0123456789"
+MODEL = "kling-v3.0-std/image-to-video"
+
+
+def write_project(root: Path, n: int) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (640, 360), (30, 60, 90)).save(root / "images" / "a.png")
+    parts = ["version: 1\nname: bench\ndefaults: {duration: 5}\nshots:\n"]
+    for i in range(n):  # distinct prompts: distinct keys, so every shot is its own task
+        parts.append(f"  - id: s{i:04d}\n    model: {MODEL}\n    image: images/a.png\n")
+        parts.append(f'    prompt: "a mug on a table, take {i}"\n')
+    path = root / "project.yaml"
+    path.write_text("".join(parts))
+    return path
+
+
+class FakeServer:
+    """``tests/fake_wavespeed.py`` in its own process, so its CPU is not the engine's."""
+
+    def __init__(self, latency: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "fake_wavespeed.py"), "--port", "0",
+             "--latency", str(latency), "--api-key", API_KEY],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url.startswith("http"):
+            raise RuntimeError("the fake server did not start")
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.base_url}/_fake/stats", timeout=30).json()
+        return result
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def warm_fake_clip(base_url: str) -> None:
+    """One task end to end, so the fake has made its MP4 before anything is timed."""
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        body = {"prompt": "warm-up", "image": "https://example.com/a.png", "duration": 5}
+        task_id = client.post(f"/api/v3/kwaivgi/{MODEL}", json=body).json()["data"]["id"]
+        while True:
+            data = client.get(f"/api/v3/predictions/{task_id}/result").json()["data"]
+            if data["status"] == "completed":
+                break
+            time.sleep(0.2)
+        client.get(data["outputs"][0])
+
+
+def engine_run(project_path: Path, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One full render of the project with a fresh state file and clip cache."""
+    from kling_render.cache import ClipCache
+    from kling_render.commands import plan_for
+    from kling_render.project import load_project
+    from kling_render.providers.wavespeed import WaveSpeedProvider
+    from kling_render.runner import RunOptions, run
+    from kling_render.state import StateStore
+
+    work = Path(tempfile.mkdtemp(dir=project_path.parent))
+    cache = ClipCache(work / "cache")
+    project = load_project(project_path)
+    jobs = [p.job for p in plan_for(project, "wavespeed", None).shots]
+    provider = WaveSpeedProvider(API_KEY, base_url, cache.root)
+    options = RunOptions(concurrency=args.concurrency, poll_interval=args.poll_interval)
+    with StateStore(work / "state.json") as state:
+        t0 = time.perf_counter()
+        report = run(jobs, provider, state=state, cache=cache, options=options)
+        wall = time.perf_counter() - t0
+    statuses = {o.status for o in report.outcomes.values()}
+    if statuses != {"done"}:
+        raise RuntimeError(f"the engine run did not finish every shot: {report.to_json()}")
+    task_ids = [o.task_id for o in report.outcomes.values() if o.task_id]
+    return {"wall": wall, "task_ids": task_ids}
+
+
+def requests_per_task(stats: dict[str, Any], task_ids: list[str]) -> tuple[float, float, float, int]:
+    """Mean polls, downloads and total requests (submit + polls + downloads) per task; the max."""
+    tasks = [stats["tasks"][t] for t in task_ids]
+    polls = statistics.mean(t["polls"] for t in tasks)
+    downloads = statistics.mean(t["downloads"] for t in tasks)
+    worst = max(1 + t["polls"] + t["downloads"] for t in tasks)
+    return polls, downloads, 1 + polls + downloads, worst
+
+
+def measure_verify(clip: Path, n: int, concurrency: int) -> tuple[float, float]:
+    """Seconds to verify ``n`` clips one at a time (per clip) and ``concurrency`` at a time (total)."""
+    from kling_render.runner import default_verify
+
+    t0 = time.perf_counter()
+    for _ in range(min(n, 20)):
+        default_verify(clip)
+    serial = (time.perf_counter() - t0) / min(n, 20)
+    with ThreadPoolExecutor(concurrency) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(default_verify, [clip] * n))
+        parallel = time.perf_counter() - t0
+    return serial, parallel
+
+
+def baseline(base_url: str, n: int, poll_interval: float, dest: Path) -> float:
+    """The docs' loop, one shot after another: POST, poll every P s until completed, download."""
+    dest.mkdir(parents=True, exist_ok=True)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    t0 = time.perf_counter()
+    with httpx.Client(headers=headers, timeout=60) as client:
+        for i in range(n):
+            body = {"prompt": f"baseline take {i}", "image": "https://example.com/a.png", "duration": 5}
+            answer = client.post(f"{base_url}/api/v3/kwaivgi/{MODEL}", json=body)
+            task_id = answer.json()["data"]["id"]
+            while True:
+                data = client.get(f"{base_url}/api/v3/predictions/{task_id}/result").json()["data"]
+                if data["status"] == "completed":
+                    break
+                if data["status"] == "failed":
+                    raise RuntimeError(data["error"])
+                time.sleep(poll_interval)
+            (dest / f"{task_id}.mp4").write_bytes(client.get(data["outputs"][0]).content)
+    return time.perf_counter() - t0
+
+
+def cli_run(project_path: Path, base_url: str, args: argparse.Namespace) -> float:
+    work = Path(tempfile.mkdtemp(dir=project_path.parent))
+    env = {**os.environ, "WAVESPEED_API_KEY": API_KEY, "WAVESPEED_BASE_URL": base_url,
+           "KLING_RENDER_CACHE": str(work / "cache")}  # fmt: skip
+    cmd = [sys.executable, "-m", "kling_render", "render", str(project_path), "--provider", "wavespeed",
+           "--concurrency", str(args.concurrency), "--poll-interval", str(args.poll_interval),
+           "--no-stitch"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the CLI failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shots", type=int, default=200)
+    parser.add_argument("--latency", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument("--repeat", type=int, default=2, help="engine runs (best and median are printed)")
+    parser.add_argument("--baseline-shots", type=int, default=20, help="0 skips the baseline")
+    parser.add_argument("--no-cli", action="store_true", help="skip the CLI run")
+    args = parser.parse_args()
+    n, c, lat, p = args.shots, args.concurrency, args.latency, args.poll_interval
+    ideal = math.ceil(n / c) * lat
+    request_target = 2 + lat / p
+
+    server = FakeServer(lat)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            project_path = write_project(Path(tmp) / "project", n)
+            warm_fake_clip(server.base_url)
+            from tests.fake_wavespeed import clip_bytes
+
+            clip = Path(tmp) / "clip.mp4"
+            clip.write_bytes(clip_bytes(5))
+            verify_one, verify_wave = measure_verify(clip, c, c)
+
+            runs = []
+            for _ in range(args.repeat):
+                result = engine_run(project_path, server.base_url, args)
+                runs.append((result["wall"], requests_per_task(server.stats(), result["task_ids"])))
+            walls = sorted(w for w, _ in runs)
+            best_wall, median_wall = walls[0], statistics.median(walls)
+            polls, downloads, per_task, worst = runs[0][1]
+
+            cli_wall = None if args.no_cli else cli_run(project_path, server.base_url, args)
+            base_n = min(args.baseline_shots, n)
+            base_wall = baseline(server.base_url, base_n, p, Path(tmp) / "baseline") if base_n else None
+    finally:
+        server.close()
+
+    print(f"N={n} shots, latency L={lat:g} s, concurrency C={c}, poll interval P={p:g} s; "
+          f"fake server in its own process; {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'what':<44} {'seconds':>9} {'x ideal':>8}")
+    print(f"{'ideal ceil(N/C)*L':<44} {ideal:>9.2f} {1:>8.2f}")
+    print(f"{f'engine runner.run, best of {len(walls)}':<44} {best_wall:>9.2f} {best_wall / ideal:>8.3f}")
+    print(f"{'engine runner.run, median':<44} {median_wall:>9.2f} {median_wall / ideal:>8.3f}")
+    if cli_wall is not None:
+        print(f"{'CLI render --no-stitch (incl. start-up)':<44} {cli_wall:>9.2f} {cli_wall / ideal:>8.3f}")
+    if base_wall is not None:
+        label = "docs loop, sequential" + (f" ({base_n} run, x{n / base_n:g})" if base_n < n else "")
+        full = base_wall * n / base_n
+        print(f"{label:<44} {full:>9.2f} {full / ideal:>8.3f}")
+    print(f"{'verify one clip (probe + full decode)':<44} {verify_one:>9.3f}")
+    print(f"{f'verify {c} clips at once (one wave)':<44} {verify_wave:>9.3f}")
+    print(f"requests per task: {per_task:.2f} (1 submit + {polls:.2f} polls + {downloads:.2f} downloads; "
+          f"worst task {worst}); uploads are shared by all tasks")  # fmt: skip
+    if base_wall is not None:
+        print(f"engine speed-up over the sequential docs loop: {base_wall * n / base_n / best_wall:.1f}x")
+    print(f"target wall <= 1.05 x ideal ({1.05 * ideal:.2f} s): {best_wall:.2f} s (median {median_wall:.2f}) "
+          f"{'OK' if best_wall <= 1.05 * ideal else 'MISSED'}")  # fmt: skip
+    print(f"target requests per task <= 2 + L/P = {request_target:g}: {per_task:.2f} "
+          f"{'OK' if per_task <= request_target + 1e-9 else 'MISSED'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # tests.fake_wavespeed
+    main()

@@ -187,7 +187,7 @@ def _card_html(card: ShotCard) -> str:
             _clock(card.finished_at)
             + (f" ({took})" if (took := _elapsed(card.submitted_at, card.finished_at)) else ""),
         ),
-        _row("into next", card.transition),
+        _row("transition in", card.transition),
     ]
     negative = ""
     if card.negative_prompt:

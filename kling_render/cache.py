@@ -111,6 +111,23 @@ class ClipCache:
     def contains(self, provider: str, key: str) -> bool:
         return self.get(provider, key) is not None
 
+    def listed_keys(self, provider: str) -> set[str]:
+        """Keys that have a clip file (complete or not): one directory walk, not a stat per key.
+
+        A superset of the complete entries, so ``key in listed and contains(key)`` is ``contains``.
+        """
+        if not _NAME_RE.match(provider):
+            raise ValueError(f"bad provider name {provider!r}")
+        keys: set[str] = set()
+        try:
+            shards = [e.path for e in os.scandir(self.root / provider) if e.is_dir()]
+        except OSError:
+            return keys
+        for shard in shards:
+            with contextlib.suppress(OSError), os.scandir(shard) as entries:
+                keys.update(e.name[:-4] for e in entries if e.name.endswith(".mp4"))
+        return keys
+
     def verify(self, provider: str, key: str) -> bool:
         """Re-hash the entry's clip against its sidecar (slow: reads the whole clip)."""
         entry = self.get(provider, key)

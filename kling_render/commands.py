@@ -9,7 +9,7 @@ from typing import Any
 from kling_render.catalog import load_catalog, usd
 from kling_render.errors import UsageError
 from kling_render.plan import Plan, build_plan
-from kling_render.project import Project, load_project, parse_var_overrides
+from kling_render.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
 
 
@@ -40,9 +40,11 @@ def plan_for(project: Project, provider: str | None, only: Sequence[str] | None)
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     lock = {sid: entry.to_json() for sid, entry in read_lock(project.lock_path).items()}
-    the_plan = build_plan(
-        project, name, is_cached=lambda key: cache.contains(name, key), lock=lock, only=only
-    )
+    listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
+    with paused_gc():
+        the_plan = build_plan(
+            project, name, is_cached=lambda key: key in listed and cache.contains(name, key), lock=lock, only=only
+        )
     return replace(the_plan, project_sha256=sha256_file(project.path))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -136,8 +138,30 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a block that builds large, acyclic trees.
+
+    Loading or planning 10,000 shots allocates millions of objects; the collector's repeated passes
+    over them took about half the time and made it grow faster than linearly. Refcounting still frees
+    everything; the collector runs again (if it was on) when the block ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_project(path: Path, var_overrides: Mapping[str, str] | None = None) -> Project:
     """Load, validate and resolve a project file; raise ProjectError listing every problem."""
+    with paused_gc():
+        return _load_project(path, var_overrides)
+
+
+def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Project:
     from kling_render.schema import schema_issues  # jsonschema import is the slow part of start-up
 
     path = Path(os.path.abspath(path))

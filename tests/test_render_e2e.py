@@ -135,8 +135,8 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     lock = json.loads((ws.root / "project.lock").read_text())["shots"]
     assert {sid: e["cost_usd"] for sid, e in lock.items()} == SMALL_COST
 
-    # 2. nothing changed: nothing submitted, $0
-    second = ws.render()
+    # 2. nothing changed: nothing submitted, $0 (the cut is only checked at steps 1 and 4)
+    second = ws.render("--no-stitch")
     assert second.returncode == 0, second.stderr
     assert stderr_spent(second) == "$0.0000"
     assert len(fake.submits()) == 3
@@ -150,7 +150,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
         "gamma": ("cached", "unchanged"),
     }
     assert plan["to_render_cost_usd"] == pytest.approx(SMALL_COST["beta"])
-    third = ws.render()
+    third = ws.render("--no-stitch")
     assert third.returncode == 0, third.stderr
     assert stderr_spent(third) == "$0.5400"
     assert fake.submits_by_shot() == Counter(alpha=1, beta=2, gamma=1)
@@ -184,7 +184,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     assert "budget" in broke.stderr and "Traceback" not in broke.stderr
     assert len(fake.submits()) == 5 and ws.state_path.read_bytes() == before
 
-    rest = ws.render()
+    rest = ws.render("--no-stitch")
     assert rest.returncode == 0, rest.stderr
     assert fake.submits_by_shot() == Counter(alpha=2, beta=2, gamma=2)
     status = ws.status()
@@ -298,3 +298,17 @@ def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> No
     assert any(SECRET in json.dumps(r["headers"]) for r in fake.requests())
     for secret in (SECRET, wrong):
         assert ws.assert_no_secret(secret) > 10
+
+
+def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake: FakeProcess) -> None:
+    ws = small_workspace(tmp_path / "small", base_env(WAVESPEED_BASE_URL=fake.base_url))
+    before = sorted(ws.root.rglob("*"))
+    missing = ws.render(verbose=True)
+    assert missing.returncode == 1
+    assert "WAVESPEED_API_KEY is not set" in missing.stderr and "--provider local" in missing.stderr
+    assert sorted(ws.root.rglob("*")) == before  # nothing written
+    bad = "sk-test-SECRET-12345\x01678"
+    malformed = ws.render(env=ws_env(fake.base_url, bad), verbose=True)
+    assert malformed.returncode == 1 and "WAVESPEED_API_KEY" in malformed.stderr
+    assert "sk-test-SECRET-12345" not in malformed.stderr + malformed.stdout
+    assert fake.requests() == []

@@ -225,6 +225,8 @@ def render(
                 _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")
         if result.final_cut:
             _echo_err(f"final cut: {result.final_cut}")
+        if result.exit_code == EXIT_INTERRUPTED:
+            _echo_err("interrupted: state saved; run the same command again to resume")
     sys.exit(result.exit_code)
 
 
@@ -314,7 +316,15 @@ def init(directory: Path) -> None:
     click.echo(f"wrote {path}; try: kling-render render {path}")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # CI cancels with SIGTERM: stop the way Ctrl-C does, so state is flushed and the exit code is 130.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="kling-render")
 
 

@@ -108,6 +108,10 @@ def test_kill_while_tasks_are_processing(ws: Workspace, fake: FakeProcess) -> No
     assert {rec["status"] for rec in ws.state().values()} == {"submitted"}
     assert fake.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     assert ws.clips() == []
+    # finishing paid tasks costs nothing: a budget of $0 must not refuse the resume
+    resumed = ws.render("--max-cost", "0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "spent $0.0000" in resumed.stderr
     finish(ws)
     assert assert_converged(ws, fake, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
 

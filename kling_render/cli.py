@@ -219,7 +219,10 @@ def render(
         for shot in shots:
             counts[shot["status"]] = counts.get(shot["status"], 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        _echo_err(f"{loaded.name}: {summary}; spent ${report.get('spent_usd', 0):.4f}")
+        spent = f"spent ${report.get('spent_usd', 0):.4f}"
+        if report.get("uncertain_usd"):
+            spent += f" (and up to ${report['uncertain_usd']:.4f} on submits that got no answer)"
+        _echo_err(f"{loaded.name}: {summary}; {spent}")
         for shot in shots:
             if shot["status"] in ("failed", "unknown") and shot.get("error"):
                 _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")

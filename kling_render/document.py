@@ -60,11 +60,16 @@ def load_document(path: Path, display: str | None = None) -> Document:
     """Parse ``path``; YAML errors, duplicate keys and an empty file are ProjectErrors."""
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ProjectError([Issue(name, 0, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProjectError([Issue(name, 0, "", f"cannot read file: {exc}")]) from None
+    except OSError as exc:
+        raise ProjectError([Issue(name, 0, "", f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ProjectError([Issue(name, line, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     return parse_document(text, name)
 
 
@@ -84,6 +89,9 @@ def parse_document(text: str, name: str) -> Document:
         line = mark.line + 1 if mark else 0
         problem = exc.problem or exc.context or "invalid YAML"
         raise ProjectError([Issue(name, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, only a position
+        line = text[: exc.position].count("\n") + 1
+        raise ProjectError([Issue(name, line, "", f"invalid YAML: {exc.reason}")]) from None
     except yaml.YAMLError as exc:
         raise ProjectError([Issue(name, 0, "", f"invalid YAML: {exc}")]) from None
     finally:

@@ -206,6 +206,8 @@ class _Resolver:
         shots: list[Shot] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(data["shots"]):
+            if not isinstance(raw, dict):  # the schema has reported it (shots: [null] reached here)
+                continue
             shot_id = str(raw.get("id", ""))
             if shot_id in seen:
                 self.add(

@@ -76,12 +76,15 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
             figures.runs += 1
             kill_at = rng.uniform(0.3, 4.0) if figures.kills < max_kills and rng.random() < 0.75 else None
             log = project.parent / f"run-{figures.runs}.log"
-            with log.open("w") as err, subprocess.Popen(
-                render_args(project, *(["--resubmit-unknown"] if resubmit else [])),
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            ) as proc:
+            with (
+                log.open("w") as err,
+                subprocess.Popen(
+                    render_args(project, *(["--resubmit-unknown"] if resubmit else [])),
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                ) as proc,
+            ):
                 try:
                     code = proc.wait(timeout=kill_at or RUN_TIMEOUT)
                 except subprocess.TimeoutExpired:

@@ -130,10 +130,46 @@ def mutated(draw: st.DrawFn) -> str:
 
 YAMLISH = st.lists(
     st.one_of(
-        st.sampled_from(["version: 1\n", "shots:\n", "  - id: a\n", "    prompt: ", "name: x\n", "- ", ": ", "\t",
-                         "{", "}", "[", "]", "&a ", "*a ", "!!python/object:os.system ", "<<: ", "---\n", "...\n",
-                         "? ", "|\n", ">\n", "%YAML 1.2\n", "'", '"', "#", "\n", "  ", "{{ x }}", "!!binary ",
-                         "1e999", "0x1F", "~", "yes", "no", "\ufeff", "\u2028"]),
+        st.sampled_from(
+            [
+                "version: 1\n",
+                "shots:\n",
+                "  - id: a\n",
+                "    prompt: ",
+                "name: x\n",
+                "- ",
+                ": ",
+                "\t",
+                "{",
+                "}",
+                "[",
+                "]",
+                "&a ",
+                "*a ",
+                "!!python/object:os.system ",
+                "<<: ",
+                "---\n",
+                "...\n",
+                "? ",
+                "|\n",
+                ">\n",
+                "%YAML 1.2\n",
+                "'",
+                '"',
+                "#",
+                "\n",
+                "  ",
+                "{{ x }}",
+                "!!binary ",
+                "1e999",
+                "0x1F",
+                "~",
+                "yes",
+                "no",
+                "\ufeff",
+                "\u2028",
+            ]
+        ),
         st.text(max_size=10),
     ),
     max_size=30,
@@ -181,9 +217,6 @@ def test_yamlish_text(text: str) -> None:
 @given(st.one_of(mutated(), YAMLISH, st.text(max_size=400)))
 def test_fuzz_many(text: str) -> None:
     check(text)
-
-
-
 
 
 @FAST

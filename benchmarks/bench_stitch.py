@@ -126,7 +126,10 @@ MEMORY_CHILD = textwrap.dedent(
     clips = [CutClip(f"s{i:03d}", Path(p), probe(Path(p)), transition="fade" if fade and i else "cut",
                      transition_duration=fade if i else 0.0) for i, p in enumerate(paths)]
     stitch(clips, OutputSettings(w, h, 24), None, Path(dest))
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by a
+    # parent that just ran MoviePy would report the parent's ~900 MB as its own.
+    hwm = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:")]
+    me = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"self_mb": me, "children_mb": kids}))
     """

@@ -218,3 +218,14 @@ def test_transition_frames_are_cumulative_too() -> None:
     assert sum(tl.xfade) == 360  # 50 * 0.3 s = 15 s
     assert set(tl.xfade[1:]) == {7, 8}
     assert tl.total_frames == 51 * 48 - 360
+
+
+def test_clips_already_at_the_output_size_are_not_scaled() -> None:
+    out = OutputSettings(1920, 1080, 24)
+    same = CutClip("a", Path("/clips/a.mp4"), info(w=1920, h=1080))
+    other = CutClip("b", Path("/clips/b.mp4"), info(w=1280, h=720), transition="fade", transition_duration=0.5)
+    chains = [c.strip() for c in build_graph([same, other], out, None).filter_complex.split(";")]
+    v0 = next(c for c in chains if c.startswith("[0:v:0]"))
+    v1 = next(c for c in chains if c.startswith("[1:v:0]"))
+    assert "scale=" not in v0 and "pad=" not in v0 and "setsar=1,format=yuv420p[v0]" in v0
+    assert "scale=1920:1080" in v1 and "pad=1920:1080" in v1

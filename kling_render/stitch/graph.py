@@ -274,6 +274,8 @@ def _even(x: float) -> int:
 def _fit_filters(info: MediaInfo, out: OutputSettings) -> str:
     """scale+pad (contain) or scale+crop (cover) to the output size, in square pixels."""
     w, h = info.width or out.width, info.height or out.height
+    if (w, h) == (out.width, out.height) and info.sar in (None, "1:1"):
+        return ""  # already the output size in square pixels: scaling and padding would only copy frames
     sar = Fraction(1)
     if info.sar and ":" in info.sar:
         num, den = info.sar.split(":", 1)
@@ -303,11 +305,12 @@ _AFORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts
 
 def _video_chain(i: int, clip: CutClip, n: int, out: OutputSettings) -> str:
     start = _round(_exact(clip.trim_start) * out.fps)
+    fit = _fit_filters(clip.info, out)
     return (
         f"[{i}:v:0]setpts=PTS-STARTPTS,fps={out.fps},"
         f"trim=start_frame={start}:end_frame={start + n},setpts=PTS-STARTPTS,"
         f"tpad=stop_mode=clone:stop={n},trim=end_frame={n},"
-        f"{_fit_filters(clip.info, out)},setsar=1,format=yuv420p[v{i}]"
+        f"{fit + ',' if fit else ''}setsar=1,format=yuv420p[v{i}]"
     )
 
 

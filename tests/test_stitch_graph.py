@@ -227,5 +227,5 @@ def test_clips_already_at_the_output_size_are_not_scaled() -> None:
     chains = [c.strip() for c in build_graph([same, other], out, None).filter_complex.split(";")]
     v0 = next(c for c in chains if c.startswith("[0:v:0]"))
     v1 = next(c for c in chains if c.startswith("[1:v:0]"))
-    assert "scale=" not in v0 and "pad=" not in v0 and "setsar=1,format=yuv420p[v0]" in v0
-    assert "scale=1920:1080" in v1 and "pad=1920:1080" in v1
+    assert "scale=" not in v0 and ",pad=" not in v0 and "setsar=1,format=yuv420p[v0]" in v0
+    assert "scale=1920:1080" in v1 and ",pad=1920:1080" in v1

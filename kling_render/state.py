@@ -210,9 +210,13 @@ class StateStore:
             parts.append(f"    {json.dumps(sid)}: {hit[1]}")
         shots = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
         updated = json.dumps(now_iso())
-        atomic_write_text(
-            self.path, f'{{\n  "shots": {shots},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
-        )
+        text = f'{{\n  "shots": {shots},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+        try:
+            atomic_write_text(self.path, text)
+        except OSError as exc:
+            # The previous state file is intact (atomic rename); the step it was to record is not
+            # taken: before a submit that means no POST, after one the shot resumes as `unknown`.
+            raise StateError(f"cannot write the state file {self.path}: {exc.strerror or exc}") from exc
 
 
 @contextlib.contextmanager

@@ -148,3 +148,21 @@ def test_missing_lock_is_empty_and_a_broken_one_is_an_error(tmp_path: Path) -> N
     (tmp_path / "bad.lock").write_text('{"version": 1, "shots": {"a": {"key": "k"}}}')
     with pytest.raises(StateError, match=r"bad\.lock"):
         read_lock(tmp_path / "bad.lock")
+
+
+def test_a_state_write_that_fails_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import kling_render.state as state_module
+
+    with StateStore(tmp_path / "state.json") as store:
+        store.ensure("a", "k" * 64)
+        before = (tmp_path / "state.json").read_text()
+
+        def full_disk(path: Path, text: str) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(state_module, "atomic_write_text", full_disk)
+        with pytest.raises(StateError, match=r"cannot write the state file .*No space left on device"):
+            store.update("a", status="submitting")
+    assert (tmp_path / "state.json").read_text() == before

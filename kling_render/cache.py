@@ -23,7 +23,7 @@ import filelock
 
 from kling_render import env
 from kling_render.errors import StateError
-from kling_render.fsutil import atomic_write_json, fsync_dir, sha256_file
+from kling_render.fsutil import atomic_write_json, fsync_dir, pid_alive, sha256_file
 from kling_render.state import STATE_DIR, now_iso
 
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
@@ -222,7 +222,7 @@ class ClipCache:
         for path in entries:
             pid_text = path.name.split("-", 1)[0]
             try:
-                stale = not _pid_alive(int(pid_text)) or _age(path) > STALE_TEMP_SECONDS
+                stale = not pid_alive(int(pid_text)) or _age(path) > STALE_TEMP_SECONDS
             except (ValueError, OSError):
                 stale = True
             if stale:
@@ -230,18 +230,6 @@ class ClipCache:
                     path.unlink()
                     removed += 1
         return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _age(path: Path) -> float:

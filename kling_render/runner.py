@@ -530,15 +530,9 @@ async def execute(
     """Render ``jobs`` (state must be open). Raises BudgetError before submitting anything when
     the shots to submit cost more than the budget. Does not close the provider."""
     run_ = _Run(
-        jobs,
-        provider,
-        state=state,
-        cache=cache,
-        options=options or RunOptions(),
-        events=events or NullSink(),
-        lock=lock,
-        verify=verify,
-    )
+        jobs, provider, state=state, cache=cache, options=options or RunOptions(),
+        events=events or NullSink(), lock=lock, verify=verify,
+    )  # fmt: skip
     return await run_.main()
 
 
@@ -556,15 +550,9 @@ def run(
     """:func:`execute` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
     transition already flushed and returns the report with ``interrupted`` (exit code 130)."""
     run_ = _Run(
-        jobs,
-        provider,
-        state=state,
-        cache=cache,
-        options=options or RunOptions(),
-        events=events or NullSink(),
-        lock=lock,
-        verify=verify,
-    )
+        jobs, provider, state=state, cache=cache, options=options or RunOptions(),
+        events=events or NullSink(), lock=lock, verify=verify,
+    )  # fmt: skip
 
     async def main() -> RunReport:
         try:

@@ -73,14 +73,14 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         if interval is None:
             interval = DEFAULT_POLL_INTERVAL.get(the_plan.provider, 5.0)
         run_opts = RunOptions(
-            # The local provider is free: its animatics cost nothing against the budget.
-            budget_usd=None if the_plan.provider == "local" else budget,
+            # A free provider (local animatics) spends nothing against the budget.
+            budget_usd=budget if provider.charges else None,
             concurrency=opts.concurrency,
             poll_interval=interval,
             resubmit_unknown=opts.resubmit_unknown,
         )
         jobs = [p.job for p in the_plan.shots]
-        if the_plan.provider == "local":  # animatics are free: nothing is spent, whatever the plan's prices
+        if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
             jobs = [replace(job, cost_usd=0.0) for job in jobs]
         with StateStore.for_project(project.path, lock_timeout=opts.lock_timeout) as state:
             report = run(

@@ -183,3 +183,15 @@ def test_models_command_lists_prices(runner: CliRunner) -> None:
     assert all(m["price_source"] and m["price_date"] for m in models.values())
     table = runner.invoke(cli, ["models"]).stdout
     assert "kling-v3.0-pro/image-to-video" in table and "$0.112/s" in table
+
+
+def test_the_readme_example_is_a_valid_project(tmp_path: Path, runner: CliRunner) -> None:
+    import shutil
+
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(REPO / "projects" / "mug-teaser" / "images", tmp_path / "images")
+    shutil.copytree(REPO / "projects" / "mug-teaser" / "audio", tmp_path / "audio")
+    (tmp_path / "project.yaml").write_text(example)
+    result = runner.invoke(cli, ["validate", str(tmp_path / "project.yaml")])
+    assert result.exit_code == 0, result.output

@@ -230,8 +230,8 @@ class _Run:
         tasks: dict[str, asyncio.Task[None]] = {}
         concurrency = max(1, self.options.concurrency or self.provider.default_concurrency)
         sem = asyncio.Semaphore(concurrency)
+        self.state.ensure_all({job.shot_id: job.key for job in self.jobs})
         for job in self.jobs:
-            self.state.ensure(job.shot_id, job.key)
             action = actions[job.shot_id]
             if action == "cached":
                 self.mark_cached(job)

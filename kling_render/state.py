@@ -182,6 +182,17 @@ class StateStore:
             return current
         return self.set(shot_id, ShotState(key=key))
 
+    def ensure_all(self, keys: Mapping[str, str]) -> None:
+        """:meth:`ensure` for many shots with one write (a run starts with every shot at once)."""
+        changed = False
+        for shot_id, key in keys.items():
+            current = self._shots.get(shot_id)
+            if current is None or current.key != key:
+                self._shots[shot_id] = ShotState(key=key)
+                changed = True
+        if changed:
+            self.flush()
+
     def update(self, shot_id: str, **changes: Any) -> ShotState:
         """Apply ``changes`` to the shot's record and flush."""
         current = self._shots.get(shot_id)

@@ -166,3 +166,25 @@ def test_a_state_write_that_fails_is_one_clear_error(tmp_path: Path, monkeypatch
         with pytest.raises(StateError, match=r"cannot write the state file .*No space left on device"):
             store.update("a", status="submitting")
     assert (tmp_path / "state.json").read_text() == before
+
+
+def test_ensure_all_writes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kling_render.state as state_module
+
+    writes: list[str] = []
+    real = state_module.atomic_write_text
+
+    def counting(path: Path, text: str) -> None:
+        writes.append(text)
+        real(path, text)
+
+    with StateStore(tmp_path / "state.json") as store:
+        store.ensure("a", "1" * 64)
+        monkeypatch.setattr(state_module, "atomic_write_text", counting)
+        store.ensure_all({"a": "1" * 64, "b": "2" * 64, "c": "3" * 64})
+        assert len(writes) == 1
+        store.ensure_all({"a": "1" * 64, "b": "2" * 64})  # nothing new: no write
+        assert len(writes) == 1
+    shots = read_state(tmp_path / "state.json")
+    assert {sid: s.key[0] for sid, s in shots.items()} == {"a": "1", "b": "2", "c": "3"}
+    assert {s.status for s in shots.values()} == {"pending"}

@@ -93,27 +93,27 @@ def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:
     atomic_write_json(path, doc)
 
 
-def update_lock(path: Path, updates: Mapping[str, LockEntry]) -> dict[str, LockEntry]:
-    """Merge ``updates`` into the lock file; entries of other shots are kept. Writes only on change."""
-    entries = read_lock(path)
-    merged = {**entries, **updates}
-    if merged != entries or not path.exists():
-        write_lock(path, merged)
-    return merged
-
-
 class LockFile:
     """The lock file of one project, as the runner records into it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._entries: dict[str, LockEntry] | None = None  # read once: the run lock keeps others out
 
     @classmethod
     def for_project(cls, project_path: Path) -> LockFile:
         return cls(lock_path_for(project_path))
 
     def read(self) -> dict[str, LockEntry]:
-        return read_lock(self.path)
+        if self._entries is None:
+            self._entries = read_lock(self.path)
+        return dict(self._entries)
 
     def record(self, shot_id: str, entry: LockEntry) -> None:
-        update_lock(self.path, {shot_id: entry})
+        """Merge one shot's entry; entries of other shots are kept. Writes only on change."""
+        entries = self.read()
+        if entries.get(shot_id) == entry and self.path.exists():
+            return
+        entries[shot_id] = entry
+        write_lock(self.path, entries)
+        self._entries = entries

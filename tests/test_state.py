@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kling_render.errors import LockedError, StateError
-from kling_render.lockfile import LockEntry, LockFile, read_lock, update_lock, write_lock
+from kling_render.lockfile import LockEntry, LockFile, read_lock, write_lock
 from kling_render.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
 
 
@@ -137,9 +137,10 @@ def test_lock_file_is_sorted_json_with_a_trailing_newline(tmp_path: Path) -> Non
     assert text.index('"a"') < text.index('"b"')
     assert read_lock(path) == {"a": _entry("ka"), "b": _entry("kb")}
     before = path.stat().st_mtime_ns
-    update_lock(path, {"a": _entry("ka")})  # no change, no write
+    lock = LockFile(path)
+    lock.record("a", _entry("ka"))  # no change, no write
     assert path.stat().st_mtime_ns == before
-    LockFile(path).record("c", _entry("kc"))
+    lock.record("c", _entry("kc"))
     assert set(read_lock(path)) == {"a", "b", "c"}
 
 

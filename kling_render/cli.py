@@ -45,9 +45,7 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             _echo_err("interrupted: state saved; run the same command again to resume")
             sys.exit(EXIT_INTERRUPTED)
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:
             if verbose:

@@ -97,22 +97,19 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             return result
         if opts.no_stitch:
             return result
-        if opts.only and len(the_plan.shots) != len(project.shots):
-            missing = _missing_clips(project, the_plan.provider, cache)
-            if missing:
-                sink.emit(
-                    Event("stitch-skipped", message=f"not stitched: no clip yet for {', '.join(missing)}")
-                )
-                return result
-        result.final_cut = _stitch(project, the_plan.provider, cache, sink)
+        try:
+            result.final_cut = _stitch(project, the_plan.provider, cache, sink)
+        except MissingClipsError as exc:
+            if not opts.only:
+                raise
+            # A partial render (--only): the other shots have no clip yet, so there is no cut to make.
+            sink.emit(Event("stitch-skipped", message=f"not stitched: no clip yet for {', '.join(exc.shot_ids)}"))
         return result
     finally:
         sink.close()
 
 
-def stitch(
-    project: Project, provider: str | None, *, stream: IO[str] | None = None, json_events: bool = False
-) -> Path:
+def stitch(project: Project, provider: str | None, *, stream: IO[str] | None = None, json_events: bool = False) -> Path:
     """Cut the final video from cached clips only; MissingClipsError names shots without one."""
     from kling_render.commands import pick_provider
 
@@ -129,10 +126,6 @@ def _clip_keys(project: Project, provider: str) -> dict[str, str]:
     from kling_render.plan import shot_key
 
     return {shot.id: shot_key(provider, shot) for shot in project.shots}
-
-
-def _missing_clips(project: Project, provider: str, cache: ClipCache) -> list[str]:
-    return [sid for sid, key in _clip_keys(project, provider).items() if cache.get(provider, key) is None]
 
 
 def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) -> Path:
@@ -162,9 +155,7 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
     audio = None
     if project.audio is not None:
         a = project.audio
-        audio = stitching.AudioSettings(
-            music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize
-        )
+        audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
     sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
     result = stitching.stitch(
         clips,

@@ -126,6 +126,7 @@ class DownloadError(ProviderError):
 class FFmpegError(KlingRenderError):
     def __init__(self, step: str, stderr: str = "") -> None:
         self.step = step
+        self.stderr = stderr
         self.stderr_tail = _relevant_lines(stderr)
         detail = f": {' | '.join(self.stderr_tail)}" if self.stderr_tail else ""
         super().__init__(f"ffmpeg failed while {step}{detail}")

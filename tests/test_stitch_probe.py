@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,3 +75,28 @@ def test_parse_dump_anamorphic_and_surround() -> None:
     assert (info.width, info.height, info.sar, info.pix_fmt) == (1440, 1080, "4:3", "yuv420p")
     assert info.fps == Fraction(24000, 1001)
     assert (info.sample_rate, info.channels) == (48000, 6)
+
+
+def test_verify_reads_the_same_headers_as_probe(tmp_path: Path) -> None:
+    # verify_clip parses the stream dump of its own decode run (one ffmpeg process, not two);
+    # apart from the measured duration it must agree with probe field for field.
+    for path in (
+        make_clip(tmp_path / "a.mp4", width=320, height=180, fps=25, duration=1.2, channels=1),
+        make_clip(tmp_path / "b.mp4", fps="30000/1001", duration=0.5, audio=False),
+        make_audio(tmp_path / "c.m4a", duration=1.0),
+    ):
+        headers = probe(path)
+        verified = verify_clip(path)
+        assert verified == replace(headers, duration=verified.duration)
+        assert verified.duration == pytest.approx(headers.duration, abs=0.05)
+
+
+def test_verify_error_names_the_problem_not_the_stream_dump(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "a.mp4", fps=24, duration=2.0, width=320, height=180)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(FFmpegError) as err:
+        verify_clip(cut)
+    assert "Stream #" not in str(err.value) and "Duration:" not in str(err.value)
+    with pytest.raises(FFmpegError, match="No such file"):
+        verify_clip(tmp_path / "nope.mp4")

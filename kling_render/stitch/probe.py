@@ -177,53 +177,73 @@ def probe(path: Path) -> MediaInfo:
 
 
 _PROGRESS = re.compile(r"^(\w+)=(.*)$")
+# With ``-loglevel level+info`` every log line is "[context @ 0x...] [level] message".
+_LOGGED = re.compile(
+    r"^(?:\[[^\]]* @ 0x[0-9a-fA-F]+\] )?\[(trace|debug|verbose|info|warning|error|fatal|panic)\] ?(.*)$"
+)
+_PROBLEM_LEVELS = ("error", "fatal", "panic")
 
 
 def verify_clip(path: Path) -> MediaInfo:
-    """Probe, then decode the whole file; FFmpegError if any packet is corrupt or missing.
+    """Read the headers and decode the whole file in one ffmpeg run; FFmpegError if any packet
+    is corrupt or missing.
 
-    The returned duration is the measured one (decoded video frames / fps, or the last audio
-    timestamp when that is longer), not the container's claim.
+    One process, not ``probe`` then a decode: starting ffmpeg is most of the cost for a short
+    clip, and a render verifies every clip it downloads. The log is read with its level tags:
+    ``info`` lines carry the stream dump, ``error``/``fatal`` lines are the problems, and the
+    untagged ``key=value`` lines are ``-progress``. The returned duration is the measured one
+    (decoded video frames / fps, or the last audio timestamp when that is longer), not the
+    container's claim.
     """
-    info = probe(path)
     step = f"decoding {path.name}"
-    stderr = ffmpeg.run(
-        [
-            "-xerror",
-            "-i",
-            _input_arg(path),
-            "-map",
-            "0:v:0?",
-            "-map",
-            "0:a:0?",
-            "-f",
-            "null",
-            "-progress",
-            "pipe:2",
-            "-nostats",
-            "-",
-        ],
-        step,
-    )
+    if not path.is_file():
+        raise FFmpegError(step, f"{path}: No such file or directory")
+    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), "-map", "0:v:0?", "-map", "0:a:0?"]
+    args += ["-f", "null", "-progress", "pipe:2", "-nostats", "-"]
+    try:
+        stderr = ffmpeg.run(args, step)
+    except FFmpegError as exc:
+        problems = [text for level, text in _log_lines(exc.stderr) if level in _PROBLEM_LEVELS]
+        raise FFmpegError(step, "\n".join(problems) or exc.stderr) from exc
+    dump: list[str] = []
+    problems = []
     frames = 0
     out_time = 0.0
-    problems: list[str] = []
-    for line in stderr.splitlines():
-        m = _PROGRESS.match(line.strip())
-        if m is None:
-            if line.strip():
-                problems.append(line)
-            continue
-        key, value = m.groups()
-        if key == "frame" and value.strip().isdigit():
-            frames = int(value)
-        elif key == "out_time_us" and value.strip().lstrip("-").isdigit():
-            out_time = max(out_time, int(value) / 1e6)
+    for level, text in _log_lines(stderr):
+        if level == "info":
+            dump.append(text)
+        elif level in _PROBLEM_LEVELS:
+            problems.append(text)
+        elif level == "progress":
+            key, _, value = text.partition("=")
+            if key == "frame" and value.strip().isdigit():
+                frames = int(value)
+            elif key == "out_time_us" and value.strip().lstrip("-").isdigit():
+                out_time = max(out_time, int(value) / 1e6)
     if problems:
         raise FFmpegError(step, "\n".join(problems))
+    try:
+        info = parse_dump("\n".join(dump))
+    except ValueError as exc:
+        raise FFmpegError(step, f"unreadable media: {exc}") from exc
+    if info.width is None and not info.has_audio:
+        raise FFmpegError(step, "no video or audio stream found")
     measured = out_time
     if info.fps and frames:
         measured = max(measured, float(frames / info.fps))
     if measured <= 0:
         raise FFmpegError(step, "no decodable frames")
     return replace(info, duration=measured)
+
+
+def _log_lines(stderr: str) -> list[tuple[str, str]]:
+    """(level, text) for each line of a ``level+info`` log; ``-progress`` lines get "progress"."""
+    out: list[tuple[str, str]] = []
+    for line in stderr.splitlines():
+        m = _LOGGED.match(line)
+        if m is not None:
+            out.append((m.group(1), m.group(2)))
+        elif _PROGRESS.match(line.strip()):
+            out.append(("progress", line.strip()))
+        # Anything else is the tail of a multi-line message; -xerror still fails a bad packet.
+    return out

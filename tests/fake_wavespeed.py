@@ -288,6 +288,7 @@ class FakeWaveSpeed:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close joins them: no socket outlives the server
+    request_queue_size = 128  # socketserver's default listen backlog of 5 drops bursts of connects
     fake: FakeWaveSpeed
 
 
@@ -297,6 +298,9 @@ class _Drop(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as real HTTP servers set it: http.server sends the headers and the body in two
+    # writes, and with Nagle on, the body waits for the client's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
     server: _Server
 
     @property

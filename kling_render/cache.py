@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -38,6 +39,7 @@ class ClipMeta:
     duration: float
     model: str
     task_id: str | None = None
+    media: dict[str, Any] | None = None  # the clip's stream headers (MediaInfo.to_json), if known
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class CachedClip:
     model: str
     task_id: str | None
     created: str
+    media: dict[str, Any] | None = None  # stream headers recorded when the clip was verified
 
 
 def cache_root_for(project_path: Path) -> Path:
@@ -103,6 +106,7 @@ class ClipCache:
                 model=str(raw["model"]),
                 task_id=raw.get("task_id"),
                 created=str(raw["created"]),
+                media=raw.get("media") if isinstance(raw.get("media"), dict) else None,
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -190,6 +194,8 @@ class ClipCache:
                 "task_id": meta.task_id,
                 "created": now_iso(),
             }
+            if meta.media is not None:
+                sidecar["media"] = meta.media
             atomic_write_json(self.meta_path(provider, key), sidecar)
             with src.open("rb+") as fh:
                 os.fsync(fh.fileno())

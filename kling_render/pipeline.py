@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from kling_render.cache import ClipCache
+from kling_render.cache import CachedClip, ClipCache
 from kling_render.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
 from kling_render.plan import Plan
 from kling_render.progress import Event, EventSink, make_sink
 from kling_render.project import Project
+
+if TYPE_CHECKING:
+    from kling_render.stitch.probe import MediaInfo
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
 # a real Kling task takes one to three minutes.
@@ -144,7 +148,7 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
             stitching.CutClip(
                 shot_id=shot.id,
                 path=entry.path,
-                info=stitching.probe(entry.path),
+                info=_media_info(entry),
                 trim_start=shot.trim.start,
                 trim_end=shot.trim.end,
                 transition=shot.transition.type,
@@ -177,6 +181,18 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
         )
     )
     return result.path
+
+
+def _media_info(entry: CachedClip) -> MediaInfo:
+    """The clip's stream headers as recorded in its cache sidecar when it was verified, so a
+    stitch starts no ffmpeg per clip (a probe costs about as much as the whole stream-copy join
+    of that clip); a probe for entries written without them."""
+    from kling_render.stitch.probe import MediaInfo, probe
+
+    if entry.media is not None:
+        with contextlib.suppress(ValueError):
+            return MediaInfo.from_json(entry.media)
+    return probe(entry.path)
 
 
 def status(project: Project, provider: str | None) -> dict[str, Any]:

@@ -43,8 +43,10 @@ from kling_render.progress import Event, EventSink, NullSink
 from kling_render.providers.base import Provider
 from kling_render.state import StateStore, now_iso
 
-ClipVerifier = Callable[[Path], float]
-"""Checks a downloaded clip decodes as video; returns its duration; raises FFmpegError otherwise."""
+ClipVerifier = Callable[[Path], tuple[float, dict[str, Any] | None]]
+"""Checks a downloaded clip decodes as video; returns its measured duration and its stream
+headers as JSON (kept in the cache sidecar, so a stitch needs no probe); raises FFmpegError
+otherwise."""
 
 EPSILON = 1e-9
 _UNKNOWN_HINT = (
@@ -53,10 +55,11 @@ _UNKNOWN_HINT = (
 )
 
 
-def default_verify(path: Path) -> float:
-    from kling_render.stitch.probe import verify_clip
+def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
+    from kling_render.stitch.probe import check_clip
 
-    return float(verify_clip(path).duration)
+    check = check_clip(path)
+    return check.duration, check.headers.to_json()
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,7 @@ class _Run:
                     fetch_error, bad_clip = str(exc), None
                     continue
                 try:
-                    duration = await asyncio.to_thread(self.verify, tmp)
+                    duration, media = await asyncio.to_thread(self.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_clip = None, f"not a valid clip: {exc}"
                     continue
@@ -494,9 +497,8 @@ class _Run:
                     bad_clip = f"the clip lasts {duration:.2f}s, the shot {job.duration}s"
                     continue
                 digest = await asyncio.to_thread(sha256_file, tmp)
-                entry = self.cache.put(
-                    self.provider.name, job.key, tmp, ClipMeta(duration, job.model, task_id), sha256=digest
-                )
+                meta = ClipMeta(duration, job.model, task_id, media)
+                entry = self.cache.put(self.provider.name, job.key, tmp, meta, sha256=digest)
             self.emit("downloaded", job, task_id=task_id)
             self.state.update(
                 job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()

@@ -100,3 +100,20 @@ def test_sidecar_records_what_the_clip_is(tmp_path: Path) -> None:
     meta = json.loads(cache.meta_path("local", KEY).read_text())
     assert meta["sha256"] == entry.sha256 and meta["task_id"] == "t9" and meta["key"] == KEY
     assert set(meta) == {"key", "provider", "sha256", "size", "duration", "model", "task_id", "created"}
+
+
+def test_stream_headers_ride_in_the_sidecar(tmp_path: Path) -> None:
+    cache = ClipCache(tmp_path / "cache")
+    media = {"width": 320, "height": 180, "fps": "24/1"}  # opaque to the cache: kept as given
+    entry = cache.put("local", KEY, _tmp_clip(cache), ClipMeta(5.0, "m", "t1", media))
+    assert entry.media == media and cache.get("local", KEY) == entry
+    sidecar = cache.meta_path("local", KEY)
+    assert json.loads(sidecar.read_text())["media"] == media
+    for damaged in (None, "24 fps", [1, 2]):  # an older sidecar without it, or a damaged one
+        doc = json.loads(sidecar.read_text())
+        doc.pop("media", None)
+        if damaged is not None:
+            doc["media"] = damaged
+        sidecar.write_text(json.dumps(doc))
+        again = cache.get("local", KEY)
+        assert again is not None and again.media is None and again.sha256 == entry.sha256

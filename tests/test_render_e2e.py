@@ -8,6 +8,7 @@ API key kept out of every file and every line the CLI prints.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
@@ -30,6 +31,10 @@ from e2e_cli import (
     ws_env,
 )
 from e2e_fake import FakeProcess
+
+from kling_render import pipeline
+from kling_render.project import load_project
+from kling_render.stitch.probe import MediaInfo, probe
 
 FRAME = 1 / 24
 
@@ -312,3 +317,31 @@ def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake: FakeP
     assert malformed.returncode == 1 and "WAVESPEED_API_KEY" in malformed.stderr
     assert "sk-test-SECRET-12345" not in malformed.stderr + malformed.stdout
     assert fake.requests() == []
+
+
+def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The render records each clip's stream headers in its cache sidecar, so a stitch starts no
+    ffmpeg probe per clip; the cut is byte-identical to one made from probed headers."""
+    monkeypatch.delenv("KLING_RENDER_CACHE", raising=False)
+    ws = small_workspace(tmp_path / "small", base_env(), SMALL_PROJECT_LOCAL)
+    done = ws.cli("render", str(ws.project), "--provider", "local", "--no-stitch")
+    assert done.returncode == 0, done.stderr
+    clips = ws.clips("local")
+    assert len(clips) == 3
+    for clip in clips:
+        recorded = json.loads(clip.with_suffix(".json").read_text())["media"]
+        assert MediaInfo.from_json(recorded) == probe(clip)
+    project = load_project(ws.project)
+    probe_module = importlib.import_module("kling_render.stitch.probe")  # the package re-exports probe()
+    probed: list[Path] = []
+    monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
+    from_sidecars = pipeline.stitch(project, "local").read_bytes()
+    assert probed == []
+    for clip in clips:  # sidecars as an older version wrote them: no headers
+        sidecar = clip.with_suffix(".json")
+        doc = json.loads(sidecar.read_text())
+        del doc["media"]
+        sidecar.write_text(json.dumps(doc))
+    from_probes = pipeline.stitch(project, "local").read_bytes()
+    assert sorted(probed) == clips
+    assert from_sidecars == from_probes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from mediagen import make_audio, make_clip
 
 from kling_render.errors import FFmpegError
-from kling_render.stitch.probe import parse_dump, probe, verify_clip
+from kling_render.stitch.probe import MediaInfo, check_clip, parse_dump, probe, verify_clip
 
 
 def test_probe_reads_video_and_audio(tmp_path: Path) -> None:
@@ -100,3 +101,41 @@ def test_verify_error_names_the_problem_not_the_stream_dump(tmp_path: Path) -> N
     assert "Stream #" not in str(err.value) and "Duration:" not in str(err.value)
     with pytest.raises(FFmpegError, match="No such file"):
         verify_clip(tmp_path / "nope.mp4")
+
+
+def test_check_clip_headers_round_trip_through_json(tmp_path: Path) -> None:
+    # The render keeps check_clip's headers in the cache sidecar; the stitch reads them back
+    # instead of probing, so the round trip must give exactly what probe gives.
+    for path in (
+        make_clip(tmp_path / "a.mp4", fps="30000/1001", duration=0.5, channels=1),
+        make_clip(tmp_path / "b.mp4", fps=25, duration=0.5, audio=False),
+        make_audio(tmp_path / "c.m4a", duration=0.5),
+    ):
+        check = check_clip(path)
+        doc = json.loads(json.dumps(check.headers.to_json()))
+        assert MediaInfo.from_json(doc) == check.headers == probe(path)
+    assert doc["fps"] is None and MediaInfo.from_json(doc).fps is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fps": "0/1"},
+        {"fps": "fast"},
+        {"width": "320"},
+        {"width": True},
+        {"has_audio": 1},
+        {"duration": None},
+        {"extra": 1},
+        {"channels": 2.5},
+    ],
+)
+def test_media_info_from_json_rejects_what_it_did_not_write(tmp_path: Path, change: dict[str, object]) -> None:
+    good = probe(make_clip(tmp_path / "a.mp4", fps=24, duration=0.5)).to_json()
+    assert MediaInfo.from_json({**good, "fps": "24"}).fps == Fraction(24)
+    with pytest.raises(ValueError):
+        MediaInfo.from_json({**good, **change})
+    missing = dict(good)
+    missing.pop("sar")
+    with pytest.raises(ValueError):
+        MediaInfo.from_json(missing)

@@ -1,20 +1,21 @@
 """Media inspection with ffmpeg alone (no ffprobe): parse the ``ffmpeg -i`` stream dump.
 
-``probe`` reads headers only; ``verify_clip`` also decodes every packet, so a truncated
-or corrupt file fails here rather than halfway through a stitch.
+``probe`` reads headers only; ``check_clip`` (and ``verify_clip``) also decodes every packet,
+so a truncated or corrupt file fails here rather than halfway through a stitch.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from kling_render import ffmpeg
 from kling_render.errors import FFmpegError
 
-__all__ = ["MediaInfo", "parse_dump", "probe", "verify_clip"]
+__all__ = ["ClipCheck", "MediaInfo", "check_clip", "parse_dump", "probe", "verify_clip"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,55 @@ class MediaInfo:
     audio_codec: str | None
     sample_rate: int | None
     channels: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values (fps as "num/den"), for the clip cache's sidecar."""
+        doc = asdict(self)
+        doc["fps"] = None if self.fps is None else f"{self.fps.numerator}/{self.fps.denominator}"
+        return doc
+
+    @classmethod
+    def from_json(cls, raw: object) -> MediaInfo:
+        """The inverse of :meth:`to_json`; ValueError for anything else (a damaged or older sidecar)."""
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+            raise ValueError("not a MediaInfo document")
+        for name, kinds in _JSON_KINDS.items():
+            value = raw[name]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"MediaInfo field {name} has the wrong type")
+        try:
+            fps = None if raw["fps"] is None else Fraction(raw["fps"])
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"bad fps {raw['fps']!r}") from exc
+        if fps is not None and fps <= 0:
+            raise ValueError(f"bad fps {raw['fps']!r}")
+        return cls(**{**raw, "duration": float(raw["duration"]), "fps": fps})
+
+
+_OPT_INT = (int, type(None))
+_OPT_STR = (str, type(None))
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "duration": (int, float),
+    "width": _OPT_INT,
+    "height": _OPT_INT,
+    "fps": _OPT_STR,
+    "video_codec": _OPT_STR,
+    "pix_fmt": _OPT_STR,
+    "sar": _OPT_STR,
+    "has_audio": (bool,),
+    "audio_codec": _OPT_STR,
+    "sample_rate": _OPT_INT,
+    "channels": _OPT_INT,
+}
+
+
+@dataclass(frozen=True)
+class ClipCheck:
+    """What :func:`check_clip` found: the headers exactly as :func:`probe` reads them (the
+    container's duration), and the duration measured by decoding."""
+
+    headers: MediaInfo
+    duration: float
 
 
 _DURATION = re.compile(r"^\s*Duration:\s*(?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)", re.M)
@@ -185,15 +235,20 @@ _PROBLEM_LEVELS = ("error", "fatal", "panic")
 
 
 def verify_clip(path: Path) -> MediaInfo:
+    """:func:`check_clip`, as one MediaInfo whose duration is the measured one."""
+    check = check_clip(path)
+    return replace(check.headers, duration=check.duration)
+
+
+def check_clip(path: Path) -> ClipCheck:
     """Read the headers and decode the whole file in one ffmpeg run; FFmpegError if any packet
     is corrupt or missing.
 
     One process, not ``probe`` then a decode: starting ffmpeg is most of the cost for a short
-    clip, and a render verifies every clip it downloads. The log is read with its level tags:
+    clip, and a render checks every clip it downloads. The log is read with its level tags:
     ``info`` lines carry the stream dump, ``error``/``fatal`` lines are the problems, and the
-    untagged ``key=value`` lines are ``-progress``. The returned duration is the measured one
-    (decoded video frames / fps, or the last audio timestamp when that is longer), not the
-    container's claim.
+    untagged ``key=value`` lines are ``-progress``. The measured duration is decoded video
+    frames / fps, or the last audio timestamp when that is longer.
     """
     step = f"decoding {path.name}"
     if not path.is_file():
@@ -233,7 +288,7 @@ def verify_clip(path: Path) -> MediaInfo:
         measured = max(measured, float(frames / info.fps))
     if measured <= 0:
         raise FFmpegError(step, "no decodable frames")
-    return replace(info, duration=measured)
+    return ClipCheck(info, measured)
 
 
 def _log_lines(stderr: str) -> list[tuple[str, str]]:

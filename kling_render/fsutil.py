@@ -65,11 +65,16 @@ def _remove_dead_temps(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(dest: Path, suffix: str = "", *, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; on success fsync it and rename it over ``dest``.
 
     On any exception the temp file is removed and ``dest`` is untouched. The temp file's name
     carries this pid, so a later write removes the ones of dead processes.
+
+    ``durable=False`` skips the fsyncs, for files that are rebuilt for free from durable ones
+    (the final cut, from the clip cache): the rename alone already means a crash or an
+    interrupt never leaves a half-written ``dest``; the fsync only adds survival of a power
+    loss, at a cost that grows with the file (18 ms for a 63 MB cut here).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(dest)
@@ -81,10 +86,12 @@ def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file (lock goes to git)
     try:
         yield tmp
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

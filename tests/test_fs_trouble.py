@@ -216,3 +216,23 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path: Pa
     assert json.loads(dest.read_text()) == {"ok": True}
     assert not dead.exists() and alive.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, dest.name])
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_path_fsyncs_only_durable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool) -> None:
+    """The final cut (durable=False) skips the fsyncs but keeps the all-or-nothing rename."""
+    from kling_render import fsutil
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(fsutil.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    dest = tmp_path / "final.mp4"
+    dest.write_bytes(b"old cut")
+    with pytest.raises(RuntimeError), fsutil.atomic_path(dest, durable=durable) as tmp:
+        tmp.write_bytes(b"half a ne")
+        raise RuntimeError("killed mid-write")
+    assert dest.read_bytes() == b"old cut" and [p.name for p in tmp_path.iterdir()] == ["final.mp4"]
+    with fsutil.atomic_path(dest, durable=durable) as tmp:
+        tmp.write_bytes(b"new cut")
+    assert dest.read_bytes() == b"new cut" and [p.name for p in tmp_path.iterdir()] == ["final.mp4"]
+    assert (len(synced) == 2) if durable else (synced == [])  # the file and its directory

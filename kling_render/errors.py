@@ -12,7 +12,9 @@
     │   ├── SubmitRefusedError       submit answered 429/503: nothing was created, retry
     │   ├── SubmitUncertainError     submit got no answer or 500/502/504: a task may exist
     │   ├── TaskFailedError          the task ended failed/cancelled/timeout/deleted
+    │   ├── TaskGoneError            poll answered 404: the provider no longer knows the task
     │   └── DownloadError            the output could not be fetched or is not a valid clip
+    │       └── OutputGoneError      the output URL answered 404/410 (expired or never there)
     ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
     └── StitchError                  the final cut cannot be made
         └── MissingClipsError        clips not in the cache (names the shots)
@@ -33,6 +35,7 @@ __all__ = [
     "KlingRenderError",
     "LockedError",
     "MissingClipsError",
+    "OutputGoneError",
     "ProjectError",
     "ProviderError",
     "StateError",
@@ -40,6 +43,7 @@ __all__ = [
     "SubmitRefusedError",
     "SubmitUncertainError",
     "TaskFailedError",
+    "TaskGoneError",
     "TransientError",
     "UsageError",
 ]
@@ -121,6 +125,14 @@ class TaskFailedError(ProviderError):
 
 class DownloadError(ProviderError):
     pass
+
+
+class OutputGoneError(DownloadError):
+    """The output URL answered 404/410: expired (WaveSpeed keeps outputs 7 days) or never there."""
+
+
+class TaskGoneError(ProviderError):
+    """The provider does not know the task id (404 on poll): expired with its output, or never there."""
 
 
 class FFmpegError(KlingRenderError):

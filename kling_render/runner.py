@@ -10,7 +10,9 @@ point resumes without paying twice:
   ``resubmit_unknown``;
 - a task that fails is replaced by a new one up to ``max_task_attempts`` tasks a run;
 - a poll or download that fails for good fails the shot *this run* but keeps its task id,
-  so the next run polls and downloads it again.
+  so the next run polls and downloads it again; unless the provider answers "not found" for
+  a task submitted longer ago than it keeps tasks (WaveSpeed: 7 days): that task is given up
+  and the next run submits a new one.
 
 Money: a task is paid when it is submitted. The budget caps what *this run* submits (an
 ``unknown`` submit counts against it); it is checked before the run (the cost of every shot
@@ -22,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,8 +36,10 @@ from kling_render.errors import (
     BudgetError,
     DownloadError,
     FFmpegError,
+    OutputGoneError,
     ProviderError,
     SubmitUncertainError,
+    TaskGoneError,
     TransientError,
 )
 from kling_render.fsutil import sha256_file
@@ -449,9 +455,9 @@ class _Run:
             try:
                 result = await self.provider.poll(task_id)
             except ProviderError as exc:
-                self.fail(
-                    job, f"polling task {task_id} failed: {exc}; the next run polls it again", keep_task=True
-                )
+                if not (isinstance(exc, TaskGoneError) and self.gone_for_good(job, task_id, str(exc))):
+                    problem = f"polling task {task_id} failed: {exc}; the next run polls it again"
+                    self.fail(job, problem, keep_task=True)
                 return None
             if result.status != last_status:
                 last_status = result.status
@@ -467,6 +473,29 @@ class _Run:
                 return None
             n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
 
+    def gone_for_good(self, job: Job, task_id: str, problem: str) -> bool:
+        """A task or output the provider answers "not found" for, submitted longer ago than the
+        provider keeps them: nothing will bring it back, so the shot fails *with* its task given
+        up, and the next run submits a new one (it is paid again, and the plan and the budget
+        count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
+        keep = self.provider.output_retention
+        record = self.state.get(job.shot_id)
+        if keep is None or record is None or not record.submitted_at:
+            return False
+        try:
+            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
+        except ValueError:
+            return False
+        if age <= keep:
+            return False
+        self.fail(
+            job,
+            f"task {task_id} is gone ({problem}): it was submitted {age / 86400:.1f} days ago and "
+            f"{self.provider.name} keeps tasks {keep / 86400:g} days; the next run submits a new task "
+            f"(${job.cost_usd:.4f})",
+        )
+        return True
+
     def task_failed(self, job: Job, error: str, retry_left: bool) -> TaskEnd:
         if retry_left and not self.stop_submitting:
             self.state.update(job.shot_id, status="pending", error=error)
@@ -478,6 +507,7 @@ class _Run:
     async def fetch(self, job: Job, task_id: str, url: str, retry_left: bool) -> TaskEnd:
         fetch_error: str | None = None
         bad_clip: str | None = None
+        gone = False
         for _ in range(max(1, self.options.download_attempts)):
             with self.cache.temp_file() as tmp:
                 try:
@@ -485,7 +515,7 @@ class _Run:
                     if not tmp.is_file() or tmp.stat().st_size == 0:
                         raise DownloadError("the download is empty")
                 except (DownloadError, TransientError) as exc:
-                    fetch_error, bad_clip = str(exc), None
+                    fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
                     continue
                 try:
                     duration, media = await asyncio.to_thread(self.verify, tmp)
@@ -510,6 +540,8 @@ class _Run:
             return "done"
         if bad_clip is not None:
             return self.task_failed(job, f"task {task_id}: {bad_clip}", retry_left)
+        if gone and self.gone_for_good(job, task_id, f"its output: {fetch_error}"):
+            return "stop"
         self.fail(
             job,
             f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again",

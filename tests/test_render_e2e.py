@@ -14,6 +14,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,59 @@ def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: p
     from_probes = pipeline.stitch(project, "local").read_bytes()
     assert sorted(probed) == clips
     assert from_sidecars == from_probes
+
+
+def _submitted_days_ago(ws: Workspace, shot: str, days: float, **changes: str) -> None:
+    """Move a shot's submit time back (what a week-old state file in CI looks like)."""
+    doc = json.loads(ws.state_path.read_text())
+    when = datetime.now(UTC) - timedelta(days=days)
+    doc["shots"][shot].update(submitted_at=when.isoformat(timespec="seconds"), **changes)
+    ws.state_path.write_text(json.dumps(doc))
+
+
+def test_an_output_past_the_retention_is_given_up_and_the_next_run_resubmits(
+    ws: Workspace, fake: FakeProcess
+) -> None:
+    assert ws.render("--only", "alpha", "--no-stitch").returncode == 0
+    ws.edit("on a table", "on a shelf")
+    fake.fault("expired", "/outputs/", count=2)
+    failed = ws.render("--only", "alpha")
+    assert failed.returncode == 1 and ws.state()["alpha"]["status"] == "submitted"  # a young 404 may pass
+    task = ws.state()["alpha"]["task_id"]
+
+    _submitted_days_ago(ws, "alpha", 8)  # WaveSpeed keeps outputs 7 days
+    fake.fault("expired", "/outputs/", count=2)
+    gone = ws.render("--only", "alpha")
+    assert gone.returncode == 1
+    assert f"task {task} is gone" in gone.stderr and "submitted 8.0 days ago" in gone.stderr
+    assert "the next run submits a new task ($0.2520)" in gone.stderr
+    assert ws.state()["alpha"]["status"] == "failed"
+    assert fake.submits_by_shot() == Counter(alpha=2)  # given up, not re-submitted behind the user's back
+
+    again = ws.render("--only", "alpha")
+    assert again.returncode == 0, again.stderr
+    assert fake.submits_by_shot() == Counter(alpha=3)
+    assert ws.state()["alpha"]["status"] == "done" and ws.state()["alpha"]["task_id"] != task
+    ws.assert_no_secret()
+
+
+def test_a_task_the_provider_forgot_is_polled_again_until_past_the_retention(
+    ws: Workspace, fake: FakeProcess
+) -> None:
+    assert ws.render("--only", "alpha", "--no-stitch").returncode == 0
+    ws.edit("on a table", "on a shelf")
+    forgotten = "f" * 32  # a task id the server does not know: its poll answers 404
+    cost = ws.state()["alpha"]["cost_usd"]
+    key = {s["id"]: s["key"] for s in ws.plan()["shots"]}["alpha"]  # the edited shot's new key
+    for days, status in ((1, "submitted"), (8, "failed")):
+        state = json.loads(ws.state_path.read_text())
+        state["shots"]["alpha"].update(key=key, status="submitted", task_id=forgotten, cost_usd=cost)
+        ws.state_path.write_text(json.dumps(state))
+        _submitted_days_ago(ws, "alpha", days)
+        done = ws.render("--only", "alpha")
+        assert done.returncode == 1 and "not found (404)" in done.stderr
+        assert ws.state()["alpha"]["status"] == status
+        assert fake.submits_by_shot() == Counter(alpha=1)
+    again = ws.render("--only", "alpha")
+    assert again.returncode == 0, again.stderr
+    assert fake.submits_by_shot() == Counter(alpha=2)

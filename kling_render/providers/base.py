@@ -7,8 +7,10 @@ Contract:
   re-sends a POST that may have reached the server.
 - ``poll`` returns a TaskResult; transient failures (429, 5xx, dropped connections)
   are retried inside with backoff honouring Retry-After, then TransientError.
+- ``poll`` raises TaskGoneError when the provider does not know the task (404).
 - ``download`` writes the output to ``dest`` (a temp path chosen by the runner) and
-  raises DownloadError when it cannot (expired URL, not http(s), over the size cap).
+  raises DownloadError when it cannot (not http(s), over the size cap), OutputGoneError
+  when the URL answers 404/410 (expired).
 - Nothing a provider raises or logs contains the API key.
 """
 
@@ -26,6 +28,10 @@ class Provider(abc.ABC):
     name: str = ""
     default_concurrency: int = 3
     charges: bool = True  # False for a free provider: an `unknown` submit is simply sent again
+    # Seconds the provider keeps a task and its output; None: for as long as the task is known.
+    # Past it, a task or output that answers "not found" is given up and the shot re-submitted
+    # by the next run, instead of being polled again forever.
+    output_retention: float | None = None
 
     @abc.abstractmethod
     async def submit(self, job: Job) -> str: ...

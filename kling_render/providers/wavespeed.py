@@ -27,9 +27,11 @@ from kling_render import env
 from kling_render.errors import (
     AuthError,
     DownloadError,
+    OutputGoneError,
     ProviderError,
     SubmitRefusedError,
     SubmitUncertainError,
+    TaskGoneError,
     TransientError,
 )
 from kling_render.fsutil import CHUNK, atomic_write_json, sha256_file
@@ -51,6 +53,7 @@ class WaveSpeedProvider(Provider):
 
     name = "wavespeed"
     default_concurrency = 3
+    output_retention = 7 * 24 * 3600.0  # SPEC §5: outputs (and uploads) expire after 7 days
 
     def __init__(
         self,
@@ -237,7 +240,7 @@ class WaveSpeedProvider(Provider):
     async def poll(self, task_id: str) -> TaskResult:
         what = f"poll of task {task_id}"
         url = f"{self.base_url}/api/v3/predictions/{task_id}/result"
-        answer = await self.retry.call(lambda: self._api_call("GET", url, what), what=what)
+        answer = await self.retry.call(lambda: self._api_call("GET", url, what, not_found=TaskGoneError), what=what)
         data = _data(answer)
         status = str(data.get("status") or "").lower()
         if not status:
@@ -255,7 +258,9 @@ class WaveSpeedProvider(Provider):
             error=self._redact(str(error)) if error else None,
         )
 
-    async def _api_call(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    async def _api_call(
+        self, method: str, url: str, what: str, *, not_found: type[ProviderError] = ProviderError, **kwargs: Any
+    ) -> httpx.Response:
         """One idempotent call to the API (poll, upload slot): 429/5xx/dropped → TransientError."""
         try:
             response = await self._client.request(method, url, headers=self._auth(), **kwargs)
@@ -272,7 +277,7 @@ class WaveSpeedProvider(Provider):
                 retry_after=self._retry_after(response),
             )
         if status >= 300:
-            self._raise_client_error(response, what)
+            self._raise_client_error(response, what, not_found)
         try:
             response.json()
         except ValueError as exc:
@@ -315,7 +320,7 @@ class WaveSpeedProvider(Provider):
     async def _save(self, response: httpx.Response, dest: Path) -> None:
         status = response.status_code
         if status in (404, 410):
-            raise DownloadError(f"output URL expired or gone ({status})")
+            raise OutputGoneError(f"output URL expired or gone ({status})")
         if status == 429 or status >= 500:
             raise TransientError(f"download: server answered {status}", self._retry_after(response))
         if status != 200:
@@ -363,11 +368,15 @@ class WaveSpeedProvider(Provider):
                     return self._redact(candidate[:300])
         return self._redact(_snippet(response))
 
-    def _raise_client_error(self, response: httpx.Response, what: str) -> NoReturn:
+    def _raise_client_error(
+        self, response: httpx.Response, what: str, not_found: type[ProviderError] = ProviderError
+    ) -> NoReturn:
         status = response.status_code
         message = self._message(response)
         if status in (401, 403):
             raise AuthError(f"{what}: the API key was rejected ({status}): {message}")
+        if status == 404:
+            raise not_found(f"{what}: not found (404): {message}")
         raise ProviderError(f"{what}: rejected ({status}): {message}")
 
 

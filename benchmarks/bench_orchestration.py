@@ -226,7 +226,7 @@ def main() -> None:
         label = "docs loop, sequential" + (f" ({base_n} run, x{n / base_n:g})" if base_n < n else "")
         full = base_wall * n / base_n
         print(f"{label:<44} {full:>9.2f} {full / ideal:>8.3f}")
-    print(f"{'verify one clip (probe + full decode)':<44} {verify_one:>9.3f}")
+    print(f"{'verify one clip (headers + full decode)':<44} {verify_one:>9.3f}")
     print(f"{f'verify {c} clips at once (one wave)':<44} {verify_wave:>9.3f}")
     print(f"requests per task: {per_task:.2f} (1 submit + {polls:.2f} polls + {downloads:.2f} downloads; "
           f"worst task {worst}); uploads are shared by all tasks")  # fmt: skip

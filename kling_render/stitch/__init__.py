@@ -84,7 +84,8 @@ def stitch(
     with (
         tempfile.TemporaryDirectory(prefix="kling-stitch-") as work_dir,
         # Not fsynced: the cut is rebuilt from the (fsynced) clip cache by the next stitch or
-        # render, so only the atomic rename matters; the fsync was 8 % of a stream-copy join.
+        # render (render always re-stitches; a future "skip when up to date" must verify the
+        # cut first), so only the atomic rename matters; the fsync was 8 % of a stream-copy join.
         atomic_path(dest, suffix=".mp4", durable=False) as tmp,
     ):
         work = Path(work_dir)

@@ -217,8 +217,13 @@ def probe(path: Path) -> MediaInfo:
         ],
         step,
     )
+    return _headers(stderr, step)
+
+
+def _headers(dump: str, step: str) -> MediaInfo:
+    """The MediaInfo of an ``ffmpeg -i`` stream dump; FFmpegError when it has no usable stream."""
     try:
-        info = parse_dump(stderr)
+        info = parse_dump(dump)
     except ValueError as exc:
         raise FFmpegError(step, f"unreadable media: {exc}") from exc
     if info.width is None and not info.has_audio:
@@ -277,12 +282,7 @@ def check_clip(path: Path) -> ClipCheck:
                 out_time = max(out_time, int(value) / 1e6)
     if problems:
         raise FFmpegError(step, "\n".join(problems))
-    try:
-        info = parse_dump("\n".join(dump))
-    except ValueError as exc:
-        raise FFmpegError(step, f"unreadable media: {exc}") from exc
-    if info.width is None and not info.has_audio:
-        raise FFmpegError(step, "no video or audio stream found")
+    info = _headers("\n".join(dump), step)
     measured = out_time
     if info.fps and frames:
         measured = max(measured, float(frames / info.fps))

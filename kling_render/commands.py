@@ -73,33 +73,71 @@ def save_plan(the_plan: Plan, out: Path) -> None:
     atomic_write_json(out, the_plan.to_json())
 
 
-def models() -> list[dict[str, Any]]:
-    """The catalog as data: inputs, limits and prices per model."""
-    out = []
-    for model in load_catalog().values():
-        price = model.price
-        out.append(
-            {
-                "id": model.id,
-                "title": model.title,
-                "inputs": list(model.fields),
-                "required": list(model.required),
-                "duration": {
-                    "min": model.duration_min,
-                    "max": model.duration_max,
-                    "default": model.duration_default,
-                    "without_end_image": list(model.durations_without_end_image or []),
-                },
-                "sound": model.takes_sound,
-                "price_per_second_usd": usd(price.per_second) if price else None,
-                "sound_multiplier": (
-                    None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
-                ),
-                "video_price_per_second_usd": (
-                    usd(price.video_per_second) if price and price.video_per_second is not None else None
-                ),
-                "price_date": price.date if price else None,
-                "price_source": price.source if price else None,
-            }
-        )
-    return out
+def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The catalog as data: endpoint, fields, limits and prices per model (with a project's declared models)."""
+    from kling_render.catalog import Model
+
+    catalog: dict[str, Model] = dict(load_catalog())
+    prices = {mid: m.price for mid, m in catalog.items()}
+    if project_path is not None:
+        project = load(project_path, vars_)
+        catalog.update(project.models)
+        prices = {mid: project.prices.get(mid) for mid in catalog}
+    return [model_json(model, prices.get(model.id)) for model in catalog.values()]
+
+
+def model_json(model: Any, price: Any) -> dict[str, Any]:
+    """One catalog entry as plain data (``models --json``)."""
+    d = model.duration
+    fields = {}
+    for spec in model.fields:
+        entry: dict[str, Any] = {"type": spec.type}
+        if spec.wire != spec.name:
+            entry["wire"] = spec.wire
+        if spec.has_default:
+            entry["default"] = spec.default
+        for key, value in (
+            ("min", spec.minimum),
+            ("max", spec.maximum),
+            ("enum", list(spec.enum) if spec.enum is not None else None),
+            ("max_items", spec.max_items),
+            ("max_items_with_video", spec.max_items_with_video),
+            ("only_with", spec.only_with),
+        ):
+            if value is not None:
+                entry[key] = value
+        fields[spec.name] = entry
+    return {
+        "id": model.id,
+        "title": model.title,
+        "endpoint": model.endpoint,
+        "declared_in_project": not model.builtin,
+        "inputs": [spec.name for spec in model.fields],
+        "fields": fields,
+        "required": list(model.required),
+        "one_of": [list(g.fields) for g in model.one_of],
+        "any_of": [list(g.fields) for g in model.any_of],
+        "conflicts": [list(g.fields) for g in model.conflicts],
+        "duration": {
+            "min": d.min,
+            "max": d.max,
+            "default": d.default,
+            "values": list(d.values or []),
+            "without_end_image": list(d.without_end_image or []),
+        },
+        "sound": model.takes_sound,
+        "image_limits": {
+            "formats": list(model.image_limits.formats),
+            "min_side": model.image_limits.min_side,
+            "max_aspect": model.image_limits.max_aspect,
+        },
+        "price_per_second_usd": usd(price.per_second) if price else None,
+        "sound_multiplier": (
+            None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
+        ),
+        "video_price_per_second_usd": (
+            usd(price.video_per_second) if price and price.video_per_second is not None else None
+        ),
+        "price_date": price.date if price else None,
+        "price_source": price.source if price else None,
+    }

@@ -53,6 +53,12 @@ class Job:
     index: int = 0
     prompt: str = ""  # the rendered prompt (or the multi_prompt joined), for reports and animatics
     extra: Mapping[str, Any] = field(default_factory=dict)
+    endpoint: str = ""  # the provider's model path (WaveSpeed: kwaivgi/<model>); empty: from ``model``
+
+    @property
+    def wire_model(self) -> str:
+        """Where the job is sent: its endpoint, else ``kwaivgi/<model>`` as for every built-in model."""
+        return self.endpoint or f"kwaivgi/{self.model}"
 
     def media(self) -> list[MediaRef]:
         """Every MediaRef in params, in a stable order."""

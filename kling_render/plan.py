@@ -12,7 +12,7 @@ from typing import Any
 from kling_render.catalog import usd
 from kling_render.errors import ProjectError, UsageError
 from kling_render.jobs import Job, MediaRef
-from kling_render.project import Project, Shot, cost_of
+from kling_render.project import Project, Shot, cost_of, missing_price
 
 PLAN_VERSION = 1
 
@@ -31,13 +31,20 @@ def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def shot_key(provider: str, shot: Shot) -> str:
-    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6)."""
-    doc = {
+    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
+
+    A model the project declares adds its endpoint: its id alone does not fix where the shot is
+    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
+    always means the same endpoint, so built-in keys stay as they were.)
+    """
+    doc: dict[str, Any] = {
         "provider": provider,
         "model": shot.model.id,
         "params": wire_for_key(shot.params),
         "take": shot.take,
     }
+    if not shot.model.builtin:
+        doc["endpoint"] = shot.model.endpoint
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -134,16 +141,17 @@ def build_plan(
     """Resolve every selected shot into a Job with its key, price, cache status and lock change."""
     lock = lock or {}
     planned: list[PlannedShot] = []
-    missing_price = []
+    unpriced: list[Shot] = []
     for shot in select_shots(project, only):
         cost = cost_of(shot, project.prices)
         if cost is None:
-            missing_price.append(shot)
+            unpriced.append(shot)
             continue
         key = shot_key(provider, shot)
         job = Job(
             shot_id=shot.id,
             model=shot.model.id,
+            endpoint=shot.model.endpoint,
             params=shot.params,
             duration=shot.duration,
             sound=shot.sound,
@@ -157,7 +165,7 @@ def build_plan(
         entry = lock.get(shot.id)
         change, fields = _change(entry, key, shot, provider)
         planned.append(PlannedShot(shot, job, cost, "cached" if is_cached(key) else "render", change, fields))
-    if missing_price:
+    if unpriced:
         from kling_render.errors import Issue
 
         raise ProjectError(
@@ -166,9 +174,9 @@ def build_plan(
                     project.display,
                     s.line,
                     f"shots[{s.index}].model",
-                    f"no price for {s.model.id}: add it under pricing:",
+                    missing_price(s, project.prices) or f"no price for {s.model.id}",
                 )
-                for s in missing_price
+                for s in unpriced
             ]
         )
     removed = sorted(set(lock) - {s.id for s in project.shots})

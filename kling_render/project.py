@@ -6,14 +6,14 @@ import contextlib
 import gc
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from kling_render import rules
-from kling_render.catalog import Model, Price, find_model, parse_fraction
+from kling_render.catalog import Model, Price, find_model, parse_price
 from kling_render.document import DocPath, Document, load_document
 from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import MediaRef
@@ -91,6 +91,7 @@ class Project:
     audio: AudioSpec | None
     prices: dict[str, Price]
     vars: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
 
     @property
     def root(self) -> Path:
@@ -162,18 +163,19 @@ def load_project(path: Path, var_overrides: Mapping[str, str] | None = None) -> 
 
 
 def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Project:
+    from kling_render.project_models import declared_models
     from kling_render.schema import schema_issues  # jsonschema import is the slow part of start-up
 
     path = Path(os.path.abspath(path))
     doc = load_document(path, display_path(path))
     if not isinstance(doc.data, dict):
         raise ProjectError([doc.issue((), "the project must be a mapping with version: 1, name and shots")])
-    issues = schema_issues(doc)
+    declared, issues = declared_models(doc, schema_issues(doc))
     bad_shots = {i.path.split("]")[0] for i in issues if i.path.startswith("shots[")}
     top_broken = any(not i.path.startswith("shots[") for i in issues)
     if top_broken:
         raise ProjectError(issues)
-    resolver = _Resolver(path, doc, dict(var_overrides or {}), issues)
+    resolver = _Resolver(path, doc, dict(var_overrides or {}), issues, declared)
     project = resolver.resolve(skip={s + "]" for s in bad_shots})
     if issues:
         raise ProjectError(issues)
@@ -181,8 +183,16 @@ def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Projec
 
 
 class _Resolver:
-    def __init__(self, path: Path, doc: Document, overrides: dict[str, str], issues: list[Issue]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        doc: Document,
+        overrides: dict[str, str],
+        issues: list[Issue],
+        declared: dict[str, Model] | None = None,
+    ) -> None:
         self.path = path
+        self.models = declared or {}
         self.root = path.parent
         self.doc = doc
         self.data: dict[str, Any] = doc.data
@@ -233,6 +243,7 @@ class _Resolver:
             audio=self._audio(),
             prices=prices,
             vars=self.vars,
+            models=self.models,
         )
 
     # -- prices, output, audio ---------------------------------------------------------------
@@ -240,25 +251,14 @@ class _Resolver:
     def _prices(self) -> dict[str, Price]:
         from kling_render.catalog import canonical_model_id, load_catalog
 
-        prices = {mid: m.price for mid, m in load_catalog().items() if m.price is not None}
+        prices = {
+            mid: m.price for mid, m in {**load_catalog(), **self.models}.items() if m.price is not None
+        }
         for raw_id, spec in self.data.get("pricing", {}).items():
             mid = canonical_model_id(raw_id)
-            base = prices.get(mid)
             try:
-                prices[mid] = Price(
-                    per_second=parse_fraction(spec["per_second"]),
-                    sound_multiplier=(
-                        parse_fraction(spec["sound_multiplier"])
-                        if "sound_multiplier" in spec
-                        else (base.sound_multiplier if base else None)
-                    ),
-                    video_per_second=(
-                        parse_fraction(spec["video_per_second"])
-                        if "video_per_second" in spec
-                        else (base.video_per_second if base else None)
-                    ),
-                    date="project",
-                    source=f"{self.doc.file} pricing",
+                prices[mid] = parse_price(
+                    spec, base=prices.get(mid), date="project", source=f"{self.doc.file} pricing"
                 )
             except (ValueError, ZeroDivisionError) as exc:
                 self.add(("pricing", raw_id), f"invalid price: {exc}")
@@ -324,7 +324,7 @@ class _Resolver:
         if model_id is None:
             self.add((*base, "model"), "missing model (set it on the shot or under defaults)")
             return None
-        model = find_model(str(model_id))
+        model = find_model(str(model_id), self.models)
         if model is None:  # the schema's enum reports it already
             return None
         shot_id = str(raw["id"])
@@ -336,57 +336,15 @@ class _Resolver:
             self.add((*base, key), message, line_path=None if key in own or key not in merged else where(key))
 
         duration = rules.effective_duration(model, merged)
-        sound = bool(merged.get("sound", False)) if model.takes_sound else False
-        params: dict[str, Any] = {}
-        prompt_text = ""
-        for key in model.fields:
-            source_key = "end_image" if key == model.end_image_field else key
-            if source_key not in merged:
-                continue
-            value = merged[source_key]
-            path = (*base, source_key)
-            line_path = where(source_key)
-            if key in ("prompt", "negative_prompt"):
-                params[key] = context.render(str(value), path, line_path)
-                if key == "prompt":
-                    prompt_text = params[key]
-            elif key == "multi_prompt":
-                params[key] = [
-                    {
-                        "prompt": context.render(str(p["prompt"]), (*path, i, "prompt"), None),
-                        "duration": p["duration"],
-                    }
-                    for i, p in enumerate(value)
-                ]
-                prompt_text = " | ".join(p["prompt"] for p in params[key])
-            elif key in ("image", "end_image", "last_image", "video"):
-                ref = self._media(context.render(str(value), path, line_path), path, line_path, model, key)
-                if ref is not None:
-                    params[key] = ref
-            elif key == "images":
-                refs = [
-                    self._media(context.render(str(v), (*path, i), None), (*path, i), None, model, key)
-                    for i, v in enumerate(value)
-                ]
-                params[key] = [r for r in refs if r is not None]
-            else:
-                params[key] = value
-        # Defaults the model documents are sent explicitly, so adding them by hand never changes a key.
+        params, prompt_text = self._params(model, merged, base, where, context)
+        # Every field the model gives a default is sent, so writing the default by hand never
+        # changes the shot's key; the duration is always sent.
         params["duration"] = duration
-        if model.takes_sound:
-            params["sound"] = sound
-        if model.cfg_scale is not None and "cfg_scale" in params:
-            params["cfg_scale"] = float(params["cfg_scale"])
-        elif model.cfg_scale is not None:
-            params["cfg_scale"] = model.cfg_scale[2]
-        if model.aspect_ratio_default is not None:
-            params.setdefault("aspect_ratio", model.aspect_ratio_default)
-        with_video = "video" in merged and "video" in model.fields
-        if "keep_original_sound" in model.fields:
-            if with_video:
-                params.setdefault("keep_original_sound", True)
-            else:
-                params.pop("keep_original_sound", None)
+        sound_spec = model.field("sound")
+        sound = bool(params.get(sound_spec.wire, False)) if sound_spec is not None else False
+        aspect = model.field("aspect_ratio")
+        aspect_ratio = params.get(aspect.wire) if aspect is not None else None
+        with_video = rules.given(model, merged, "video")
         if len(self.issues) > n_before:
             return None
         trim_raw = raw.get("trim", {})
@@ -403,7 +361,7 @@ class _Resolver:
             model=model,
             duration=duration,
             sound=sound,
-            aspect_ratio=params.get("aspect_ratio"),
+            aspect_ratio=aspect_ratio,
             params=params,
             prompt=prompt_text,
             take=int(raw.get("take", 1)),
@@ -413,21 +371,76 @@ class _Resolver:
             line=self.doc.line(base),
         )
 
+    def _params(
+        self,
+        model: Model,
+        merged: dict[str, Any],
+        base: DocPath,
+        where: Callable[[str], DocPath | None],
+        context: _TemplateContext,
+    ) -> tuple[dict[str, Any], str]:
+        """The wire body (media as MediaRef) and the prompt text, from the model's field specs."""
+        params: dict[str, Any] = {}
+        prompt_text = ""
+        for spec in model.fields:
+            if spec.only_with is not None and not rules.given(model, merged, spec.only_with):
+                continue
+            if spec.name in merged:
+                value = merged[spec.name]
+            elif spec.has_default:
+                value = spec.default
+            else:
+                continue
+            path = (*base, spec.name)
+            line_path = where(spec.name)
+            kind = spec.type
+            if kind == "text":
+                value = context.render(str(value), path, line_path)
+                if spec.name == "prompt":
+                    prompt_text = value
+            elif kind == "multi_prompt":
+                value = [
+                    {
+                        "prompt": context.render(str(p["prompt"]), (*path, i, "prompt"), None),
+                        "duration": p["duration"],
+                    }
+                    for i, p in enumerate(value)
+                ]
+                prompt_text = " | ".join(p["prompt"] for p in value)
+            elif kind in ("image", "video"):
+                value = self._media(context.render(str(value), path, line_path), path, line_path, model, kind)
+                if value is None:
+                    continue
+            elif kind == "images":
+                refs = [
+                    self._media(context.render(str(v), (*path, i), None), (*path, i), None, model, "image")
+                    for i, v in enumerate(value)
+                ]
+                value = [r for r in refs if r is not None]
+            elif kind == "number":
+                value = float(value)
+            elif kind == "integer":
+                value = int(value)
+            elif kind == "boolean":
+                value = bool(value)
+            params[spec.wire] = value
+        return params, prompt_text
+
     def _media(
-        self, value: str, path: DocPath, line_path: DocPath | None, model: Model, wire_key: str
+        self, value: str, path: DocPath, line_path: DocPath | None, model: Model, kind: str
     ) -> MediaRef | None:
         if is_url(value) and value.lower().startswith("https://"):
             return MediaRef(url=value)
-        memo_key = (value, model.id, wire_key == "video")
+        memo_key = (value, model.id, kind == "video")
         found = self._media_memo.get(memo_key)
         if found is None:
-            found = self._media_memo[memo_key] = self._inspect(value, model, wire_key)
+            found = self._media_memo[memo_key] = self._inspect(value, model, kind)
         ref, problems = found
         for problem in problems:
             self.add(path, problem, line_path)
         return ref
 
-    def _inspect(self, value: str, model: Model, wire_key: str) -> tuple[MediaRef | None, list[str]]:
+    def _inspect(self, value: str, model: Model, kind: str) -> tuple[MediaRef | None, list[str]]:
         """The MediaRef for a media value, or the problems with it (memoised: projects reuse images)."""
         from kling_render.media import check_image
 
@@ -437,7 +450,7 @@ class _Resolver:
             return None, [str(exc)]
         if not resolved.is_file():
             return None, [f"file not found: {value}"]
-        if wire_key == "video":
+        if kind == "video":
             if resolved.suffix.lower() not in (".mp4", ".mov"):
                 return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]
         else:
@@ -533,10 +546,19 @@ class _TemplateContext:
 
 
 def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:
-    """Exact price of a shot, or None when the catalog (and the project) lack one."""
+    """Exact price of a shot, or None when the catalog (and the project) lack one (see missing_price)."""
     from kling_render.catalog import shot_cost
 
+    if missing_price(shot, prices) is not None:
+        return None
+    return shot_cost(prices[shot.model.id], shot.duration, sound=shot.sound, with_video=shot.with_video)
+
+
+def missing_price(shot: Shot, prices: Mapping[str, Price]) -> str | None:
+    """Why the shot has no price (what to add under ``pricing:``), or None when it has one."""
     price = prices.get(shot.model.id)
     if price is None:
-        return None
-    return shot_cost(price, shot.duration, sound=shot.sound, with_video=shot.with_video)
+        return f"no price for {shot.model.id}: add it under pricing:"
+    if shot.sound and price.sound_multiplier is None:
+        return f"no sound-on price for {shot.model.id}: add its sound_multiplier under pricing:"
+    return None

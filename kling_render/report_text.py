@@ -83,20 +83,76 @@ def plan_markdown(plan: Plan) -> str:
 
 
 def models_table(catalog: list[dict[str, Any]]) -> str:
+    """The catalog at a glance, then each model's endpoint and fields."""
     rows = []
     for m in catalog:
         d = m["duration"]
-        dur = f"{d['min']}-{d['max']}s"
+        dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
         if d["without_end_image"]:
             dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
         price = f"${m['price_per_second_usd']}/s" if m["price_per_second_usd"] is not None else "-"
         if m["video_price_per_second_usd"] is not None:
             price += f" (${m['video_price_per_second_usd']}/s with video)"
-        sound = f"x{m['sound_multiplier']}" if m["sound"] else "no"
-        rows.append([m["id"], dur, price, sound, ", ".join(m["inputs"])])
+        if not m["sound"]:
+            sound = "no"
+        else:
+            sound = f"x{m['sound_multiplier']}" if m["sound_multiplier"] is not None else "price unknown"
+        name = m["id"] + (" (project)" if m["declared_in_project"] else "")
+        rows.append([name, dur, price, sound, ", ".join(m["inputs"])])
     table = _table(["model", "duration", "price", "sound", "inputs"], rows)
+    blocks = [table, *(_model_details(m) for m in catalog)]
     dates = sorted({m["price_date"] for m in catalog if m["price_date"]})
-    return table + f"\n\nprices as of {', '.join(dates)}; `kling-render models --json` shows each source"
+    footer = f"prices as of {', '.join(dates)}; `kling-render models --json` shows each source"
+    return "\n\n".join([*blocks, footer])
+
+
+def _model_details(m: dict[str, Any]) -> str:
+    d = m["duration"]
+    lines = [f"{m['id']}: {m['title']}", f"  endpoint  POST /api/v3/{m['endpoint']}"]
+    duration = f"  duration  {d['min']}-{d['max']} s, default {d['default']}"
+    if d["values"]:
+        duration += f", only {'/'.join(str(x) for x in d['values'])}"
+    if d["without_end_image"]:
+        duration += f", only {'/'.join(str(x) for x in d['without_end_image'])} without end_image"
+    lines.append(duration)
+    required = set(m["required"])
+    width = max(len(name) for name in m["fields"]) + 1
+    for i, (name, spec) in enumerate(m["fields"].items()):
+        label = "fields" if i == 0 else ""
+        mark = "*" if name in required else " "
+        lines.append(f"  {label:<8}  {name + mark:<{width}}  {_field_text(spec)}")
+    for word, groups in (("one of", m["one_of"]), ("any of", m["any_of"]), ("not together", m["conflicts"])):
+        for group in groups:
+            lines.append(f"  {word}: {', '.join(group)}")
+    limits = m["image_limits"]
+    if any(spec["type"] in ("image", "images") for spec in m["fields"].values()):
+        text = f"  images    {', '.join(limits['formats'])}, at most 10 MB"
+        if limits["min_side"]:
+            text += f", at least {limits['min_side']} px a side"
+        if limits["max_aspect"]:
+            text += f", aspect within 1:{limits['max_aspect']:g} and {limits['max_aspect']:g}:1"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _field_text(spec: dict[str, Any]) -> str:
+    text = str(spec["type"])
+    if "enum" in spec:
+        text += " " + "|".join(str(v) for v in spec["enum"])
+    if "min" in spec or "max" in spec:
+        text += f" {spec.get('min', '')}–{spec.get('max', '')}"
+    if "max_items" in spec:
+        text += f", at most {spec['max_items']}"
+        if "max_items_with_video" in spec:
+            text += f" ({spec['max_items_with_video']} with video)"
+    if "default" in spec:
+        value = spec["default"]
+        text += f", default {str(value).lower() if isinstance(value, bool) else value}"
+    if "wire" in spec:
+        text += f", sent as {spec['wire']}"
+    if "only_with" in spec:
+        text += f", only with {spec['only_with']}"
+    return text
 
 
 def status_table(doc: dict[str, Any]) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import json
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -20,18 +22,86 @@ def schema_text() -> str:
 
 
 @functools.cache
-def _validator() -> Draft202012Validator:
-    schema = json.loads(schema_text())
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text())
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return schema
 
 
-def schema_issues(doc: Document) -> list[Issue]:
-    """Every schema violation in ``doc``, one Issue each, with file:line and document path."""
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(_schema())
+
+
+@functools.cache
+def _catalog_validator() -> Draft202012Validator:
+    return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": "#/$defs/catalog"})
+
+
+def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | None = None) -> list[Issue]:
+    """Every schema violation in ``doc``, one Issue each, with file:line and document path.
+
+    ``declared`` maps the ids of the models a project declares to their field types: shots may
+    then name those models and give their fields (see :func:`_with_models`).
+    """
+    validator = _validator() if not declared else Draft202012Validator(_with_models(_schema(), declared))
     issues: list[Issue] = []
-    for error in _validator().iter_errors(doc.data):
+    for error in validator.iter_errors(doc.data):
         issues.extend(_to_issues(doc, error))
     return issues
+
+
+@functools.cache
+def _model_validator() -> Draft202012Validator:
+    return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": "#/$defs/model"})
+
+
+def model_spec_valid(spec: Any) -> bool:
+    """Whether one ``models:`` entry passes ``$defs/model`` (its errors are reported with the project's)."""
+    return bool(_model_validator().is_valid(spec))
+
+
+def catalog_issues(doc: Document) -> list[Issue]:
+    """Schema violations in the built-in catalog file: the same ``$defs/models`` as a project's ``models:``."""
+    issues: list[Issue] = []
+    for error in _catalog_validator().iter_errors(doc.data):
+        issues.extend(_to_issues(doc, error))
+    return issues
+
+
+# JSON Schema of a declared field's value in a shot, by field type. Limits that differ between
+# models (min/max/enum, item counts) are checked by the model rules, which know the shot's model.
+_FIELD_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "text": {"type": "string"},
+    "string": {"type": "string"},
+    "integer": {"type": "integer"},
+    "number": {"type": "number"},
+    "boolean": {"type": "boolean"},
+    "list": {"type": "array"},
+    "image": {"type": "string", "minLength": 1},
+    "images": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    "video": {"type": "string", "minLength": 1},
+}
+_DEFAULTABLE = frozenset({"string", "integer", "number", "boolean", "list"})
+
+
+def _with_models(base: Mapping[str, Any], declared: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The project schema with the declared models' ids and fields added where shots may use them."""
+    schema = copy.deepcopy(dict(base))
+    shot = schema["$defs"]["shot"]["properties"]
+    defaults = schema["properties"]["defaults"]["properties"]
+    ids = sorted(declared)
+    shot["model"]["enum"] = [*shot["model"]["enum"], *ids]
+    pricing = schema["properties"]["pricing"]["propertyNames"]
+    pricing["enum"] = [*pricing["enum"], *ids]
+    for fields in declared.values():
+        for name, kind in fields.items():
+            if name in shot or kind not in _FIELD_VALUE_SCHEMAS:
+                continue  # a shot key of the base schema keeps its (same) type
+            shot[name] = dict(_FIELD_VALUE_SCHEMAS[kind])
+            if kind in _DEFAULTABLE:
+                defaults[name] = dict(_FIELD_VALUE_SCHEMAS[kind])
+    return schema
 
 
 def _to_issues(doc: Document, error: ValidationError) -> list[Issue]:
@@ -97,6 +167,8 @@ def _message(error: ValidationError) -> str:
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             return f"{_describe(inst)} is not allowed{hint}"
         return f"{_describe(inst)} is not one of: {', '.join(str(o) for o in options)}"
+    if v == "not" and isinstance(arg, dict) and "required" in arg:
+        return f"give only one of {' or '.join(arg['required'])}"
     if v == "const":
         return f"must be {arg!r}, got {_describe(inst)}"
     if v == "pattern":

@@ -159,11 +159,13 @@ def test_only_selects_shots_and_rejects_unknown(image_dir: Path, runner: CliRunn
     assert result.exit_code == 2 and "no shot named zzz" in result.stderr
 
 
-def test_example_project_uses_all_five_models(runner: CliRunner) -> None:
+def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     doc = _plan_json(runner, REPO / "projects" / "mug-teaser" / "project.yaml")
     from kling_render.catalog import load_catalog
 
-    assert {s["model"] for s in doc["shots"]} == set(load_catalog())
+    with_images = {mid for mid, m in load_catalog().items() if m.takes("image") or m.takes("images")}
+    assert len(with_images) == 5
+    assert {s["model"] for s in doc["shots"]} == with_images
 
 
 def test_schema_command_prints_the_published_schema(runner: CliRunner) -> None:

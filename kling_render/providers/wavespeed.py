@@ -103,7 +103,7 @@ class WaveSpeedProvider(Provider):
             raise SubmitRefusedError(f"shot {job.shot_id!r}: {exc}", exc.retry_after) from exc
         body = {name: _wire(value, urls) for name, value in job.params.items()}
         model = job.model.removeprefix(_MODEL_PREFIX)
-        url = f"{self.base_url}/api/v3/kwaivgi/{model}"
+        url = f"{self.base_url}/api/v3/{job.wire_model}"
         what = f"submit of shot {job.shot_id!r} ({model})"
         response = await self.retry.call(lambda: self._post_submit(url, body, what), what=what)
         task_id = _data(response).get("id")

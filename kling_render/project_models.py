@@ -1,0 +1,60 @@
+"""Models a project declares under ``models:``: checked and read exactly as the built-in catalog.
+
+A declared model may not reuse a built-in id (with or without ``kwaivgi/``): a shot's key names
+its model, and the same id meaning two endpoints would let one model's cached clip stand in for
+the other's, and a price differ from the one `models` shows. Built-in prices are changed
+under ``pricing:`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kling_render.catalog import Model, load_catalog, parse_models
+from kling_render.document import Document
+from kling_render.errors import Issue
+
+
+def declared_models(doc: Document, issues: list[Issue]) -> tuple[dict[str, Model], list[Issue]]:
+    """The project's declared models and the issues of the whole file with them known.
+
+    ``issues`` are the schema issues of ``doc`` against the plain project schema. When the
+    project declares models, the rest of the file is validated again with their ids and
+    fields added (shots may name them and give their fields), and the problems the schema
+    cannot see in ``models:`` (unknown field references, defaults out of range, a built-in
+    id) are added at their lines.
+    """
+    from kling_render.schema import model_spec_valid, schema_issues
+
+    raw = doc.data.get("models") if isinstance(doc.data, dict) else None
+    if not isinstance(raw, dict) or not raw:
+        return {}, issues
+    valid = {k: v for k, v in raw.items() if isinstance(k, str) and model_spec_valid(v)}
+    builtin = frozenset(load_catalog())
+    models, problems = parse_models(valid, builtin=False, source=f"{doc.file} models", reserved=builtin)
+    found = [doc.issue(("models", mid, *path), message) for mid, path, message in problems]
+    # Every declared id is known to the schema, even one whose entry is broken: its shots are
+    # then skipped quietly instead of each reporting an unknown model.
+    types = {str(mid): _field_types(spec) for mid, spec in raw.items() if isinstance(mid, str)}
+    again = schema_issues(doc, declared=types)
+    return models, [*_models_part(issues), *found, *(i for i in again if not _in_models(i))]
+
+
+def _field_types(spec: Any) -> dict[str, str]:
+    fields = spec.get("fields") if isinstance(spec, Mapping) else None
+    if not isinstance(fields, Mapping):
+        return {}
+    return {
+        str(name): f["type"]
+        for name, f in fields.items()
+        if isinstance(f, Mapping) and isinstance(f.get("type"), str)
+    }
+
+
+def _in_models(issue: Issue) -> bool:
+    return issue.path == "models" or issue.path.startswith("models.")
+
+
+def _models_part(issues: list[Issue]) -> list[Issue]:
+    return [i for i in issues if _in_models(i)]

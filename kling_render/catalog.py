@@ -9,6 +9,7 @@ new Kling endpoint needs data, not code.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 from collections.abc import Iterator, Mapping
@@ -344,7 +345,9 @@ def _model_problems(model_id: str, spec: Mapping[str, Any], reserved: frozenset[
 
     def known(path: tuple[str | int, ...], name: str) -> Iterator[Problem]:
         if name not in fields:
-            yield path, f"'{name}' is not a field of this model (fields: {', '.join(fields)})"
+            near = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"fields: {', '.join(fields)}"
+            yield path, f"'{name}' is not a field of this model ({hint})"
 
     for i, name in enumerate(spec.get("required", ())):
         yield from known(("required", i), name)

@@ -284,17 +284,34 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: Pat
 
 
 @cli.command()
+@click.argument("project", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@var_opt
 @json_opt
+@click.option(
+    "--check-prices",
+    is_flag=True,
+    help="Ask WaveSpeed's pricing endpoint for each model's price at its defaults (needs WAVESPEED_API_KEY); "
+    "exit 1 when one differs from the catalog.",
+)
 @handle_errors
-def models(as_json: bool) -> None:
-    """The model catalog: inputs, limits and prices."""
+def models(project: Path | None, vars_: tuple[str, ...], as_json: bool, check_prices: bool) -> None:
+    """The model catalog: endpoints, fields, limits and prices (with PROJECT: its declared models too)."""
     from kling_render import commands, report_text
 
-    catalog = commands.models()
+    if not check_prices:
+        catalog = commands.models(project, vars_)
+        if as_json:
+            _print_json(catalog)
+        else:
+            click.echo(report_text.models_table(catalog))
+        return
+    checks = commands.check_prices(project, vars_)
     if as_json:
-        _print_json(catalog)
+        _print_json([c.to_json() for c in checks])
     else:
-        click.echo(report_text.models_table(catalog))
+        click.echo(report_text.price_checks_table(checks))
+    if any(c.status in ("differs", "error") for c in checks):
+        sys.exit(1)
 
 
 @cli.command()

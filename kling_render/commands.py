@@ -86,6 +86,20 @@ def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[
     return [model_json(model, prices.get(model.id)) for model in catalog.values()]
 
 
+def check_prices(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[Any]:
+    """Every model's price (the project's prices, with its declared models) against WaveSpeed's."""
+    from kling_render.catalog import Model, Price
+    from kling_render.pricecheck import check_prices as ask
+
+    catalog: dict[str, Model] = dict(load_catalog())
+    prices: dict[str, Price | None] = {mid: m.price for mid, m in catalog.items()}
+    if project_path is not None:
+        project = load(project_path, vars_)
+        catalog.update(project.models)
+        prices = {mid: project.prices.get(mid) for mid in catalog}
+    return ask(catalog.values(), prices)
+
+
 def model_json(model: Any, price: Any) -> dict[str, Any]:
     """One catalog entry as plain data (``models --json``)."""
     d = model.duration

@@ -25,12 +25,12 @@ def declared_models(doc: Document, issues: list[Issue]) -> tuple[dict[str, Model
     cannot see in ``models:`` (unknown field references, defaults out of range, a built-in
     id) are added at their lines.
     """
-    from kling_render.schema import model_spec_valid, schema_issues
+    from kling_render.schema import model_id_valid, model_spec_valid, schema_issues
 
     raw = doc.data.get("models") if isinstance(doc.data, dict) else None
     if not isinstance(raw, dict) or not raw:
         return {}, issues
-    valid = {k: v for k, v in raw.items() if isinstance(k, str) and model_spec_valid(v)}
+    valid = {k: v for k, v in raw.items() if model_id_valid(k) and model_spec_valid(v)}
     builtin = frozenset(load_catalog())
     models, problems = parse_models(valid, builtin=False, source=f"{doc.file} models", reserved=builtin)
     found = [doc.issue(("models", mid, *path), message) for mid, path, message in problems]

@@ -155,6 +155,26 @@ def _field_text(spec: dict[str, Any]) -> str:
     return text
 
 
+def price_checks_table(checks: Sequence[Any]) -> str:
+    """``models --check-prices``: catalog price against WaveSpeed's, one row per model and case."""
+    rows = []
+    for c in checks:
+        catalog = f"${usd(c.catalog):.4f}" if c.catalog is not None else "unknown"
+        live = f"${c.live:.4f}" if c.live is not None else "-"
+        inputs = ", ".join(f"{k}={_plain(v)}" for k, v in c.inputs.items())
+        rows.append([c.model, c.case, catalog, live, c.status, c.error or inputs])
+    table = _table(["model", "priced", "catalog", "wavespeed", "status", "inputs"], rows, right=(2, 3))
+    counts: dict[str, int] = {}
+    for c in checks:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"{table}\n\n{summary}"
+
+
+def _plain(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def status_table(doc: dict[str, Any]) -> str:
     rows = [
         [

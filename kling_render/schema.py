@@ -56,6 +56,12 @@ def _model_validator() -> Draft202012Validator:
     return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": "#/$defs/model"})
 
 
+def model_id_valid(model_id: Any) -> bool:
+    """Whether ``model_id`` is a valid id for a declared model (``$defs/models`` propertyNames)."""
+    names = Draft202012Validator(_schema()["$defs"]["models"]["propertyNames"])
+    return isinstance(model_id, str) and bool(names.is_valid(model_id))
+
+
 def model_spec_valid(spec: Any) -> bool:
     """Whether one ``models:`` entry passes ``$defs/model`` (its errors are reported with the project's)."""
     return bool(_model_validator().is_valid(spec))
@@ -114,6 +120,16 @@ def _to_issues(doc: Document, error: ValidationError) -> list[Issue]:
         return [doc.issue([*path, str(k)], _unknown_key(str(k), allowed)) for k in extra]
     if validator == "propertyNames":
         return [doc.issue(path, f"invalid key: {_short(error.message)}")]
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        # A key (not a value) breaks the rule: point at the key, say what a key must look like.
+        key_path = [*path, error.instance]
+        if error.validator == "enum":
+            options: Any = error.validator_value
+            names = [str(o) for o in options if not str(o).startswith("kwaivgi/")]
+            return [doc.issue(key_path, _unknown_key(error.instance, names))]
+        schema_of_names: Any = error.schema
+        rule = schema_of_names.get("description") if isinstance(schema_of_names, dict) else None
+        return [doc.issue(key_path, f"invalid name {error.instance!r}: {rule or _message(error)}")]
     return [doc.issue(path, _message(error))]
 
 

@@ -25,6 +25,7 @@ answered 500/502/504, dropped or hung still creates its task, as the real servic
 Chaos mode draws transport faults per endpoint (``CHAOS_KINDS``); ``--chaos-kinds``
 restricts them (``429,503`` are the ones that never create a task) and may add ``fail``.
 The 401 message echoes the token it got, so clients must keep keys out of their errors.
+``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
 
 from __future__ import annotations
@@ -53,15 +54,32 @@ import pytest
 
 V3_FIELDS = {"image", "prompt", "multi_prompt", "negative_prompt", "end_image", "duration", "cfg_scale"}
 V3_FIELDS |= {"sound", "element_list", "shot_type"}
+V3_T2V_FIELDS = V3_FIELDS - {"image", "end_image"} | {"aspect_ratio"}
 MODELS: dict[str, set[str]] = {
-    "kling-video-o3-std/image-to-video": {"prompt", "image", "end_image", "duration", "sound"},
+    "kling-video-o3-std/image-to-video": {
+        "prompt", "multi_prompt", "image", "end_image", "duration", "sound", "shot_type",
+    },
     "kling-v3.0-pro/image-to-video": V3_FIELDS,
     "kling-v3.0-std/image-to-video": V3_FIELDS,
     "kling-video-o1-std/image-to-video": {"prompt", "image", "last_image", "duration"},
     "kling-video-o3-std/reference-to-video": {
         "prompt", "images", "video", "keep_original_sound", "sound", "aspect_ratio", "duration",
     },
+    "kling-v3.0-std/text-to-video": V3_T2V_FIELDS,
+    "kling-v3.0-pro/text-to-video": V3_T2V_FIELDS,
 }  # fmt: skip
+SHOT_TYPES = ("customize", "intelligent")
+# What POST /api/v3/model/pricing answers: USD per second, the sound factor, the rate with a video.
+# The fake's own figures (from WaveSpeed's pages), not the catalog's: a test changes them here.
+PRICES: dict[str, tuple[float, float, float | None]] = {
+    "kling-video-o3-std/image-to-video": (0.18, 4 / 3, None),
+    "kling-v3.0-pro/image-to-video": (0.112, 1.5, None),
+    "kling-v3.0-std/image-to-video": (0.084, 1.5, None),
+    "kling-video-o1-std/image-to-video": (0.084, 1.0, None),
+    "kling-video-o3-std/reference-to-video": (0.084, 1.0, 0.126),
+    "kling-v3.0-std/text-to-video": (0.084, 1.5, None),
+    "kling-v3.0-pro/text-to-video": (0.112, 1.5, None),
+}
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
 CHAOS_KINDS = {
@@ -86,13 +104,15 @@ def validate(model: str, body: Any) -> str | None:
     allowed = MODELS[model]
     for name in sorted(set(body) - allowed):
         return f"unknown parameter {name!r} for {model}"
-    v3, o1, ref = model.startswith("kling-v3.0"), "o1-std" in model, "reference" in model
-    if v3 and ("prompt" in body) == ("multi_prompt" in body):
+    multi, o1, ref = "multi_prompt" in allowed, "o1-std" in model, "reference" in model
+    if multi and ("prompt" in body) == ("multi_prompt" in body):
         return "either prompt or multi_prompt must be provided, but not both"
-    if not v3 and not isinstance(body.get("prompt"), str):
+    if not multi and not isinstance(body.get("prompt"), str):
         return "prompt is required"
-    if not ref and "image" not in body:
+    if "image" in allowed and "image" not in body:
         return "image is required"
+    if "shot_type" in body and body["shot_type"] not in SHOT_TYPES:
+        return f"shot_type must be one of {', '.join(SHOT_TYPES)}"
     duration = body.get("duration", 5)
     if not isinstance(duration, int) or isinstance(duration, bool):
         return "duration must be an integer"
@@ -114,14 +134,14 @@ def validate(model: str, body: Any) -> str | None:
             return "multi_prompt must be a non-empty list of {prompt, duration}"
         if sum(s.get("duration", 0) for s in shots) != duration:
             return "multi_prompt durations must sum to duration"
+    if "aspect_ratio" in allowed and body.get("aspect_ratio", "16:9") not in SIZES:
+        return "aspect_ratio must be 16:9, 9:16 or 1:1"
     if ref:
         images = body.get("images", [])
         if not isinstance(images, list) or len(images) > (4 if "video" in body else 7):
             return "images: at most 7 (4 with a video)"
         if "video" in body and body.get("sound"):
             return "sound is not supported with a reference video"
-        if body.get("aspect_ratio", "16:9") not in SIZES:
-            return "aspect_ratio must be 16:9, 9:16 or 1:1"
     return None
 
 
@@ -233,6 +253,7 @@ class FakeWaveSpeed:
         self.tasks: dict[str, Task] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
         self.task_requests: Counter[str] = Counter()
+        self.prices = dict(PRICES)  # per model, as in PRICES; a test may change one
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -372,6 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return _json(401, {"code": 401, "message": f"invalid API key {token!r}"})
         if self.command == "POST" and path == "/api/v3/media/uploads":
             return self._upload_slot(body)
+        if self.command == "POST" and path == "/api/v3/model/pricing":
+            return self._pricing(body)
         if self.command == "POST" and path.startswith("/api/v3/kwaivgi/"):
             return self._submit(path.removeprefix("/api/v3/kwaivgi/"), body)
         poll = re.fullmatch(r"/api/v3/predictions/([\w-]+)/result", path)
@@ -399,6 +422,21 @@ class _Handler(BaseHTTPRequestHandler):
             "upload": {"method": "PUT", "url": f"{self.fake.base_url}/upload/{token}", "headers": headers},
             "download_url": f"{self.fake.base_url}/media/{token}/{body['filename']}",
         })  # fmt: skip
+
+    def _pricing(self, body: Any) -> Reply:
+        """``{model_id, inputs}`` -> ``data: {model_id, unit_price, currency}``, as WaveSpeed documents it."""
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
+            return _json(400, {"code": 400, "message": "need model_id and inputs"})
+        model_id = str(body.get("model_id", ""))
+        price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
+        if price is None:
+            return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})
+        rate, sound, video_rate = price
+        inputs = body["inputs"]
+        if inputs.get("video") and video_rate is not None:
+            rate = video_rate
+        unit = rate * inputs.get("duration", 5) * (sound if inputs.get("sound") else 1)
+        return _ok({"model_id": model_id, "unit_price": round(unit, 6), "currency": "USD"})
 
     def _put(self, token: str) -> Reply:
         upload = self.fake.uploads.get(token)

@@ -243,9 +243,12 @@ ALIASES = {
         ("v3", {"images": []}, "unknown parameter 'images'"),
         ("pro", {"keep_original_sound": True}, "unknown parameter 'keep_original_sound'"),
         ("o3", {"cfg_scale": 0.5}, "unknown parameter 'cfg_scale'"),
-        ("o3", {"multi_prompt": []}, "unknown parameter 'multi_prompt'"),
+        ("o1", {"multi_prompt": []}, "unknown parameter 'multi_prompt'"),
         ("o1", {"negative_prompt": "x"}, "unknown parameter 'negative_prompt'"),
-        ("o3", {"shot_type": "x"}, "unknown parameter 'shot_type'"),
+        ("o1", {"shot_type": "customize"}, "unknown parameter 'shot_type'"),
+        ("o3", {"shot_type": "x"}, "shot_type must be one of customize, intelligent"),
+        ("v3", {"shot_type": "intelligence"}, "shot_type must be one of"),
+        ("o3", {"multi_prompt": [{"prompt": "a", "duration": 5}]}, "not both"),
         ("o3", {"image_url": "https://e/x"}, "unknown parameter 'image_url'"),
         ("v3", {"duration_seconds": 5}, "unknown parameter 'duration_seconds'"),
         ("pro", {"audio_enabled": True}, "unknown parameter 'audio_enabled'"),
@@ -260,15 +263,23 @@ def test_fake_rejects_what_the_service_rejects(alias: str, body: dict[str, Any],
 
 def test_fake_accepts_the_wire_fields_of_each_model() -> None:
     ok: dict[str, dict[str, Any]] = {
-        "kling-v3.0-std/image-to-video": {"image": "u", "prompt": "p", "shot_type": "x", "element_list": []},
+        "kling-v3.0-std/image-to-video": {"image": "u", "prompt": "p", "shot_type": "customize", "element_list": []},
         "kling-video-o3-std/reference-to-video": {"prompt": "p", "video": "u", "keep_original_sound": False},
-    }
+        "kling-video-o3-std/image-to-video": {
+            "image": "u", "multi_prompt": [{"prompt": "a", "duration": 5}], "shot_type": "customize",
+        },
+        "kling-v3.0-std/text-to-video": {"prompt": "p", "aspect_ratio": "9:16", "shot_type": "intelligent"},
+        "kling-v3.0-pro/text-to-video": {"multi_prompt": [{"prompt": "a", "duration": 5}], "cfg_scale": 0.2},
+    }  # fmt: skip
     for model, body in ok.items():
         assert validate(model, body) is None
     v3 = "kling-v3.0-pro/image-to-video"
     assert "not both" in (validate(v3, {"image": "u", "prompt": "p", "multi_prompt": []}) or "")
     ref = "kling-video-o3-std/reference-to-video"
     assert "sound" in (validate(ref, {"prompt": "p", "video": "u", "sound": True}) or "")
+    t2v = "kling-v3.0-std/text-to-video"
+    assert "unknown parameter 'image'" in (validate(t2v, {"prompt": "p", "image": "u"}) or "")
+    assert "aspect_ratio" in (validate(t2v, {"prompt": "p", "aspect_ratio": "4:3"}) or "")
 
 
 # -- submit: refused, uncertain, unsent ---------------------------------------------------

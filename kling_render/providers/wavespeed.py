@@ -284,6 +284,27 @@ class WaveSpeedProvider(Provider):
             raise TransientError(f"{what}: unreadable answer ({status})") from exc
         return response
 
+    # -- pricing ------------------------------------------------------------------------
+
+    async def unit_price(self, model_path: str, inputs: Mapping[str, Any]) -> float:
+        """WaveSpeed's price in USD of one run of ``model_path`` with ``inputs`` (free: nothing runs).
+
+        ``POST {base}/api/v3/model/pricing`` with ``{model_id, inputs}``; the answer's
+        ``data.unit_price`` (WaveSpeed's Pricing API page). Used by ``models --check-prices``.
+        """
+        what = f"price of {model_path}"
+        url = f"{self.base_url}/api/v3/model/pricing"
+        body = {"model_id": model_path, "inputs": dict(inputs)}
+        answer = await self.retry.call(lambda: self._api_call("POST", url, what, json=body), what=what)
+        envelope = answer.json()
+        code = envelope.get("code") if isinstance(envelope, dict) else None
+        if code not in (None, 200):
+            raise ProviderError(f"{what}: rejected ({code}): {self._message(answer)}")
+        value = _data(answer).get("unit_price")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProviderError(f"{what}: the answer has no unit_price")
+        return float(value)
+
     # -- download -----------------------------------------------------------------------
 
     async def download(self, url: str, dest: Path) -> None:

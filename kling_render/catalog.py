@@ -129,15 +129,16 @@ class Model:
     price: Price | None = None
     builtin: bool = True
 
-    def field(self, name: str) -> FieldSpec | None:
-        for spec in self.fields:
-            if spec.name == name:
-                return spec
-        return None
+    @functools.cached_property
+    def _by_name(self) -> dict[str, FieldSpec]:
+        return {spec.name: spec for spec in self.fields}
 
-    @property
+    def field(self, name: str) -> FieldSpec | None:
+        return self._by_name.get(name)
+
+    @functools.cached_property
     def field_names(self) -> frozenset[str]:
-        return frozenset(spec.name for spec in self.fields)
+        return frozenset(self._by_name)
 
     def takes(self, name: str) -> bool:
         return name == "duration" or self.field(name) is not None

@@ -473,3 +473,14 @@ def test_a_builtin_text_to_video_shot_renders_offline(tmp_path: Path) -> None:
     info = probe(clip)
     assert info.height > info.width and abs(info.duration - 3) < 0.1
     assert EXAMPLE.is_dir()
+
+
+def test_the_readme_declaration_is_valid_and_prices(tmp_path: Path, runner: CliRunner) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Declaring a model", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = write(tmp_path, "version: 1\nname: readme\n" + example)
+    plan = json.loads(runner.invoke(cli, ["plan", str(path), "--json"]).stdout)
+    assert [(s["model"], s["cost_usd"]) for s in plan["shots"]] == [("v3-pro-t2v", 0.56)]
+    broken = write(tmp_path, path.read_text().replace("max: 1, default: 0.5", "max: 1, default: 2"), "b.yaml")
+    assert any("models.v3-pro-t2v.fields.cfg_scale.default: 2 is outside 0–1" in e for e in errors(runner, broken))

@@ -190,6 +190,8 @@ def field_digests(shot: Shot) -> dict[str, str]:
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
         out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     out["take"] = str(shot.take)
+    if not shot.model.builtin:  # part of a declared model's key (see shot_key)
+        out["endpoint"] = shot.model.endpoint
     return out
 
 

@@ -163,14 +163,13 @@ def load_project(path: Path, var_overrides: Mapping[str, str] | None = None) -> 
 
 
 def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Project:
-    from kling_render.project_models import declared_models
-    from kling_render.schema import schema_issues  # jsonschema import is the slow part of start-up
+    from kling_render.project_models import declared_models  # imports jsonschema: slow at start-up
 
     path = Path(os.path.abspath(path))
     doc = load_document(path, display_path(path))
     if not isinstance(doc.data, dict):
         raise ProjectError([doc.issue((), "the project must be a mapping with version: 1, name and shots")])
-    declared, issues = declared_models(doc, schema_issues(doc))
+    declared, issues = declared_models(doc)
     bad_shots = {i.path.split("]")[0] for i in issues if i.path.startswith("shots[")}
     top_broken = any(not i.path.startswith("shots[") for i in issues)
     if top_broken:

@@ -16,29 +16,28 @@ from kling_render.document import Document
 from kling_render.errors import Issue
 
 
-def declared_models(doc: Document, issues: list[Issue]) -> tuple[dict[str, Model], list[Issue]]:
-    """The project's declared models and the issues of the whole file with them known.
+def declared_models(doc: Document) -> tuple[dict[str, Model], list[Issue]]:
+    """The project's declared models, and every schema issue of ``doc`` with them known.
 
-    ``issues`` are the schema issues of ``doc`` against the plain project schema. When the
-    project declares models, the rest of the file is validated again with their ids and
-    fields added (shots may name them and give their fields), and the problems the schema
-    cannot see in ``models:`` (unknown field references, defaults out of range, a built-in
-    id) are added at their lines.
+    Shots may name the declared models and give their fields: the schema is extended with
+    their ids and field types (one validation pass over the file either way). The problems
+    the schema cannot see in ``models:`` (unknown field references, defaults out of range, a
+    built-in id) are added at their lines.
     """
     from kling_render.schema import model_id_valid, model_spec_valid, schema_issues
 
     raw = doc.data.get("models") if isinstance(doc.data, dict) else None
     if not isinstance(raw, dict) or not raw:
-        return {}, issues
+        return {}, schema_issues(doc)
+    # Every declared id is known to the schema, even one whose entry is broken: its shots are
+    # then skipped quietly instead of each reporting an unknown model.
+    types = {mid: _field_types(spec) for mid, spec in raw.items() if isinstance(mid, str)}
+    issues = schema_issues(doc, declared=types)
     valid = {k: v for k, v in raw.items() if model_id_valid(k) and model_spec_valid(v)}
     builtin = frozenset(load_catalog())
     models, problems = parse_models(valid, builtin=False, source=f"{doc.file} models", reserved=builtin)
-    found = [doc.issue(("models", mid, *path), message) for mid, path, message in problems]
-    # Every declared id is known to the schema, even one whose entry is broken: its shots are
-    # then skipped quietly instead of each reporting an unknown model.
-    types = {str(mid): _field_types(spec) for mid, spec in raw.items() if isinstance(mid, str)}
-    again = schema_issues(doc, declared=types)
-    return models, [*_models_part(issues), *found, *(i for i in again if not _in_models(i))]
+    issues += [doc.issue(("models", mid, *path), message) for mid, path, message in problems]
+    return models, issues
 
 
 def _field_types(spec: Any) -> dict[str, str]:
@@ -50,11 +49,3 @@ def _field_types(spec: Any) -> dict[str, str]:
         for name, f in fields.items()
         if isinstance(f, Mapping) and isinstance(f.get("type"), str)
     }
-
-
-def _in_models(issue: Issue) -> bool:
-    return issue.path == "models" or issue.path.startswith("models.")
-
-
-def _models_part(issues: list[Issue]) -> list[Issue]:
-    return [i for i in issues if _in_models(i)]

@@ -445,7 +445,10 @@ def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake: Fak
 
     # Moving the endpoint is a different model: both shots are paid again, at the new path.
     ws.edit("endpoint: kwaivgi/kling-v3.0-pro/text-to-video", "endpoint: kwaivgi/kling-v3.0-std/text-to-video")
-    assert {s["status"] for s in ws.plan()["shots"]} == {"render"}
+    replanned = ws.plan()["shots"]
+    assert {(s["status"], s["change"], tuple(s["changed_fields"])) for s in replanned} == {
+        ("render", "changed", ("endpoint",))
+    }
     moved = ws.render()
     assert moved.returncode == 0, moved.stderr
     paths = [r["path"] for r in fake.submits()]

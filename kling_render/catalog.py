@@ -386,6 +386,10 @@ def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:
         yield (*where, "enum"), f"enum applies to string, integer and number fields, not {kind}"
     if ("max_items" in f or "max_items_with_video" in f) and kind not in ("images", "list"):
         yield where, f"max_items applies to images and list fields, not {kind}"
+    for bound in ("min", "max"):
+        if bound in f and not _has_type(f[bound], "number"):
+            yield (*where, bound), f"{f[bound]} is not a finite number"
+            return
     if "min" in f and "max" in f and f["min"] > f["max"]:
         yield (*where, "min"), f"min {f['min']} is above max {f['max']}"
     if "enum" in f:
@@ -417,7 +421,7 @@ def _has_type(value: Any, kind: str) -> bool:
     return {
         "string": isinstance(value, str),
         "integer": isinstance(value, int),
-        "number": isinstance(value, int | float),
+        "number": isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)),
         "boolean": False,
         "list": isinstance(value, list),
     }.get(kind, False)

@@ -9,6 +9,7 @@ typo'd field never vanishes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,9 @@ def _value(model: Model, spec: FieldSpec, value: Any, *, with_video: bool) -> It
     key = spec.name
     if spec.enum is not None and value not in spec.enum:
         yield key, f"{value!r} is not one of {', '.join(str(v) for v in spec.enum)}"
-    if spec.type in ("integer", "number") and isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, float) and not math.isfinite(value):
+        yield key, f"{value} is not a finite number"
+    elif spec.type in ("integer", "number") and isinstance(value, int | float) and not isinstance(value, bool):
         low, high = spec.minimum, spec.maximum
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"{'' if low is None else f'{low:g}'}–{'' if high is None else f'{high:g}'}"

@@ -42,7 +42,6 @@ SHOT_KEY_TYPES = {
 }
 # Types with one meaning in the rules: only the field of that name may have them.
 SPECIAL_TYPES = {"multi_prompt": "multi_prompt", "images": "images", "video": "video"}
-FIELD_TYPES = ("text", "string", "integer", "number", "boolean", "list", "image", "images", "video", "multi_prompt")
 MEDIA_TYPES = frozenset({"image", "images", "video"})
 _NO_DEFAULT = object()
 
@@ -147,10 +146,6 @@ class Model:
     def takes_sound(self) -> bool:
         return self.field("sound") is not None
 
-    @property
-    def kind(self) -> str:
-        return self.id.rsplit("/", 1)[-1]
-
     # The image limits by their former names (media.py reads these).
     @property
     def image_formats(self) -> tuple[str, ...]:
@@ -163,9 +158,6 @@ class Model:
     @property
     def image_max_aspect(self) -> float | None:
         return self.image_limits.max_aspect
-
-    def duration_rule(self) -> str:
-        return self.duration.rule()
 
 
 def canonical_model_id(model_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,8 @@ from kling_render.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_ur
 from kling_render.templates import RESERVED_NAMES, TemplateProblem, render
 
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A price per second (or a multiplier) above this is a typo, and beyond a float it breaks the sums.
+MAX_PRICE = 1e6
 DEFAULT_TRANSITION_SECONDS = 0.5
 
 
@@ -106,17 +109,37 @@ class Project:
 
     @property
     def state_dir(self) -> Path:
-        return self.work_dir / self.stem
+        """Run lock and per-provider state (state.py): named by the file's full name."""
+        return self.work_dir / self.path.name
 
     @property
     def lock_path(self) -> Path:
-        return self.root / f"{self.stem}.lock"
+        """``<stem>.lock`` for a ``.yaml`` file, ``<file name>.lock`` otherwise (lockfile.py)."""
+        from kling_render.lockfile import lock_path_for
+
+        return lock_path_for(self.path)
+
+    def input_files(self) -> list[tuple[Path, str]]:
+        """Every local file the project reads, with what it is for (outputs must never overwrite one)."""
+        return input_files(self.shots, self.audio)
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
             if s.id == shot_id:
                 return s
         raise KeyError(shot_id)
+
+
+def input_files(shots: list[Shot], audio: AudioSpec | None) -> list[tuple[Path, str]]:
+    found: dict[Path, str] = {}
+    for shot in shots:
+        for name, value in shot.params.items():
+            for ref in value if isinstance(value, list) else [value]:
+                if isinstance(ref, MediaRef) and ref.path is not None:
+                    found.setdefault(ref.path, f"the {name} of shot {shot.id}")
+    if audio is not None and audio.music is not None:
+        found.setdefault(audio.music, "the music")
+    return list(found.items())
 
 
 def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -222,6 +245,7 @@ class _Resolver:
                 shots.append(shot)
         self._check_cut(shots)
         budget = data.get("budget", {}).get("max_usd")
+        audio = self._audio()
         return Project(
             path=self.path,
             display=self.doc.file,
@@ -229,8 +253,8 @@ class _Resolver:
             provider=str(data.get("provider", "local")),
             budget_usd=float(budget) if budget is not None else None,
             shots=shots,
-            output=self._output(name),
-            audio=self._audio(),
+            output=self._output(name, input_files(shots, audio)),
+            audio=audio,
             prices=prices,
             vars=self.vars,
         )
@@ -244,33 +268,40 @@ class _Resolver:
         for raw_id, spec in self.data.get("pricing", {}).items():
             mid = canonical_model_id(raw_id)
             base = prices.get(mid)
-            try:
-                prices[mid] = Price(
-                    per_second=parse_fraction(spec["per_second"]),
-                    sound_multiplier=(
-                        parse_fraction(spec["sound_multiplier"])
-                        if "sound_multiplier" in spec
-                        else (base.sound_multiplier if base else None)
-                    ),
-                    video_per_second=(
-                        parse_fraction(spec["video_per_second"])
-                        if "video_per_second" in spec
-                        else (base.video_per_second if base else None)
-                    ),
-                    date="project",
-                    source=f"{self.doc.file} pricing",
-                )
-            except (ValueError, ZeroDivisionError) as exc:
-                self.add(("pricing", raw_id), f"invalid price: {exc}")
+            parsed: dict[str, Fraction] = {}
+            for key in ("per_second", "sound_multiplier", "video_per_second"):
+                value = _price_value(spec[key]) if key in spec else None
+                if isinstance(value, str):
+                    self.add(("pricing", raw_id, key), f"invalid price: {value}")
+                elif value is not None:
+                    parsed[key] = value
+            if len(parsed) != sum(k in spec for k in ("per_second", "sound_multiplier", "video_per_second")):
+                continue
+            prices[mid] = Price(
+                per_second=parsed["per_second"],
+                sound_multiplier=parsed.get("sound_multiplier", base.sound_multiplier if base else None),
+                video_per_second=parsed.get("video_per_second", base.video_per_second if base else None),
+                date="project",
+                source=f"{self.doc.file} pricing",
+            )
         return prices
 
-    def _output(self, name: str) -> OutputSpec:
+    def _output(self, name: str, inputs: list[tuple[Path, str]]) -> OutputSpec:
+        from kling_render.lockfile import lock_path_for
+        from kling_render.outputs import output_problem, protected_for
+
         raw = self.data.get("output", {})
-        out_path = self._local_path(
-            ("output", "path"), str(raw.get("path", f"renders/{name}.mp4")), must_exist=False
-        )
+        value = str(raw.get("path", f"renders/{name}.mp4"))
+        out_path = self._local_path(("output", "path"), value, must_exist=False)
         if out_path is not None and out_path.suffix.lower() != ".mp4":
             self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
+        elif out_path is not None:
+            # Checked on the path as written (a trailing slash), resolved inside output_problem.
+            problem = output_problem(
+                os.path.join(self.root, value), protected_for(self.path, lock_path_for(self.path), inputs)
+            )
+            if problem is not None:
+                self.add(("output", "path"), f"{value}: {problem}")
         return OutputSpec(
             path=out_path or self.root / "renders" / f"{name}.mp4",
             width=int(raw.get("width", 1920)),
@@ -530,6 +561,24 @@ class _TemplateContext:
         except _SnippetFailed as exc:
             self.resolver.add(path, f"in prompts.{exc.name}: {exc.message}", ("prompts", exc.name))
         return ""
+
+
+def _price_value(raw: Any) -> Fraction | str:
+    """A price or multiplier from ``pricing:``, exact; or why it is unusable (NaN, inf, below 0,
+    a zero denominator, too large to compute a cost with: each would break or switch off the budget)."""
+    try:
+        value = parse_fraction(raw)
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
+        return str(exc) or type(exc).__name__
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float) or as_float > MAX_PRICE:
+        return f"{raw!r:.40} is too large (at most {MAX_PRICE:g})"
+    if value < 0:
+        return f"{raw!r:.40} must be at least 0"
+    return value
 
 
 def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:

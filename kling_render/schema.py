@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from kling_render.document import Document
 from kling_render.errors import Issue
@@ -19,11 +20,37 @@ def schema_text() -> str:
     return resources.files("kling_render").joinpath("data/project.schema.json").read_text(encoding="utf-8")
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number: YAML also has .nan and .inf (and integers too big for a float), which
+    compare false with every bound, so `minimum: 0` alone let `budget.max_usd: .nan` through
+    and switched the budget off."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        return False
+
+
+def _is_number(checker: Any, value: Any) -> bool:
+    return is_finite_number(value)
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not is_finite_number(value)
+
+
+# The JSON meaning of "number" (finite), for every numeric key of the schema at once.
+_FiniteValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_number)
+)
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
     schema = json.loads(schema_text())
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _FiniteValidator(schema)  # type: ignore[no-any-return]
 
 
 def schema_issues(doc: Document) -> list[Issue]:
@@ -75,6 +102,8 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    if isinstance(value, int) and abs(value) > 10**30:
+        return "a huge integer"
     return repr(value)
 
 
@@ -85,6 +114,11 @@ def _message(error: ValidationError) -> str:
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
+    if v in ("type", "anyOf") and _non_finite(inst):
+        what = "is too large" if isinstance(inst, int) else "is not a finite number"
+        return f"{_describe(inst)} {what}" + (
+            ' (expected a number or a fraction like "4/3")' if v == "anyOf" else ""
+        )
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]
         return (
@@ -115,6 +149,8 @@ def _message(error: ValidationError) -> str:
         return "must not be empty"
     if v == "multipleOf":
         return f"{_describe(inst)} must be a multiple of {arg}"
+    if v == "anyOf" and is_finite_number(inst) and inst < 0:
+        return f"{_describe(inst)} must be at least 0"
     if v == "anyOf":
         return f'{_describe(inst)} is not a valid value (expected a number or a fraction like "4/3")'
     return _short(error.message)

@@ -293,15 +293,15 @@ class _Resolver:
         raw = self.data.get("output", {})
         value = str(raw.get("path", f"renders/{name}.mp4"))
         out_path = self._local_path(("output", "path"), value, must_exist=False)
-        if out_path is not None and out_path.suffix.lower() != ".mp4":
-            self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
-        elif out_path is not None:
+        if out_path is not None:
             # Checked on the path as written (a trailing slash), resolved inside output_problem.
             problem = output_problem(
                 os.path.join(self.root, value), protected_for(self.path, lock_path_for(self.path), inputs)
             )
             if problem is not None:
                 self.add(("output", "path"), f"{value}: {problem}")
+            elif out_path.suffix.lower() != ".mp4":
+                self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
         return OutputSpec(
             path=out_path or self.root / "renders" / f"{name}.mp4",
             width=int(raw.get("width", 1920)),

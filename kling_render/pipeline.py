@@ -140,8 +140,9 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
 
     keys = _clip_keys(project, provider)
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
+    already = len(cache.quarantined)  # those the run reported
     entries = {sid: cache.use(provider, key) for sid, key in keys.items()}
-    for moved in cache.quarantined:
+    for moved in cache.quarantined[already:]:
         for sid in (s for s, k in keys.items() if k == moved.key):
             sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
     missing = [sid for sid, entry in entries.items() if entry is None]

@@ -123,7 +123,11 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise StateError(f"cannot read lock file {path}: {exc}") from exc
+        why = exc.strerror or exc
+        raise StateError(f"lock file {path} cannot be read ({why}); fix it or restore it from git") from None
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8: {exc.reason}"
+        raise StateError(f"lock file {path} is not valid ({why}); fix it or restore it from git") from None
     try:
         doc = json.loads(text)
         if not isinstance(doc, dict) or type(doc.get("version")) is not int:

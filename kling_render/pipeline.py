@@ -169,12 +169,20 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
         a = project.audio
         audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
     sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
-    result = stitching.stitch(
-        clips,
-        stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
-        audio,
-        out.path,
-    )
+    try:
+        result = stitching.stitch(
+            clips,
+            stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
+            audio,
+            out.path,
+        )
+    except OSError as exc:  # a read-only or full output folder: the clips are safe in the cache
+        from kling_render.errors import StateError
+
+        raise StateError(
+            f"cannot write the final cut {out.path}: {exc.strerror or exc}; "
+            "the clips are cached: `kling-render stitch` makes the cut once it can be written"
+        ) from None
     how = "stream copy" if result.stream_copy else "re-encoded"
     sink.emit(
         Event(

@@ -146,13 +146,13 @@ def read_state(path: Path) -> dict[str, ShotState]:
     For ``status``: a reader may see the state one transition old, never a torn file.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise StateError(f"cannot read state file {path}: {exc}") from exc
     try:
-        doc = json.loads(text)
+        doc = json.loads(raw.decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         version = doc.get("version")
@@ -167,11 +167,12 @@ def read_state(path: Path) -> dict[str, ShotState]:
         if not isinstance(raw_shots, dict):
             raise ValueError("'shots' is not an object")
         return {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise StateError(
-            f"state file {path} is corrupt ({exc}). It may hold task ids of paid tasks: "
+            f"state file {path} is corrupt ({reason}). It may hold task ids of paid tasks: "
             "repair it, or move it aside to start over (tasks it recorded may then be paid again)"
-        ) from exc
+        ) from None
 
 
 class StateStore:

@@ -146,13 +146,13 @@ def read_state(path: Path) -> dict[str, ShotState]:
     For ``status``: a reader may see the state one transition old, never a torn file.
     """
     try:
-        raw = path.read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise StateError(f"cannot read state file {path}: {exc}") from exc
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         version = doc.get("version")

@@ -4,7 +4,27 @@ An entry is complete when both files exist and the clip has the size the sidecar
 ``put`` writes the sidecar first, then renames the verified clip into place, so a crash
 between the two leaves a sidecar without a clip: not an entry, and overwritten by the next
 ``put``. Downloads go to ``<root>/tmp/`` (same filesystem, so the final rename is atomic);
-temp files of dead processes are removed by ``clean_temp``.
+temp files of dead processes are removed by ``clean_temp`` (only names the cache made).
+
+Two ways to read an entry:
+
+- ``get``: presence and size only (one stat and the sidecar). For ``plan``, which spends nothing.
+- ``use``: also checks the clip against its recorded sha256 before it is stitched, reported or
+  counted as done. A clip that does not match is a miss and is *quarantined*: moved with its
+  sidecar to ``<root>/quarantine/<provider>/`` (never deleted, never reaching a cut), a line
+  appended to ``quarantine/log.jsonl``, and listed in ``quarantined`` for the caller's events.
+  The sidecar's stream headers (``media``) come only with ``use``: they describe the clip that
+  was verified, and a replaced clip must be probed, not trusted.
+
+Re-hashing every clip on every command would cost a no-op render of 20 1080p clips about as
+much as the rest of it (see benchmarks/bench_cache_verify.py), so ``use`` keeps a memo beside
+the sidecar, ``<key>.verified``: the clip's (device, inode, size, mtime_ns, ctime_ns) when it
+last hashed to its sidecar's digest. While all five are unchanged the digest is trusted; any
+write, truncation, replacement, rename-over, copy or restore changes at least one (ctime cannot
+be set from user space), and the clip is hashed again. What the memo cannot see is damage
+below the filesystem (bit rot on the medium, which keeps every stat field): ``verify`` and
+``kling-render`` after a ``rm <key>.verified`` re-hash unconditionally. A lost or unreadable
+memo only costs a re-hash; it is never a reason to trust a clip.
 """
 
 from __future__ import annotations
@@ -16,7 +36,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +44,14 @@ import filelock
 
 from kling_render import env
 from kling_render.errors import StateError
-from kling_render.fsutil import atomic_write_json, fsync_dir, pid_alive, sha256_file
+from kling_render.fsutil import atomic_path, atomic_write_json, fsync_dir, pid_alive, sha256_file
 from kling_render.state import STATE_DIR, now_iso
 
-_KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+# The names temp_file and prepare make: ``<pid>-<12 hex><suffix>``. clean_temp removes nothing else.
+_TEMP_RE = re.compile(r"^([0-9]{1,10})-[0-9a-f]{12}(\.[A-Za-z0-9]{1,16})?\Z")
+MEMO_SUFFIX = ".verified"
 STALE_TEMP_SECONDS = 24 * 3600  # a temp file this old is stale even if its pid was reused
 
 
@@ -56,6 +79,20 @@ class CachedClip:
     media: dict[str, Any] | None = None  # stream headers recorded when the clip was verified
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """A clip that did not match its sidecar, moved aside (``moved_to``) instead of being used."""
+
+    provider: str
+    key: str
+    moved_to: Path
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"cached clip {self.key[:12]} {self.reason}: quarantined to {self.moved_to}; it is rendered again"
+
+
 def cache_root_for(project_path: Path) -> Path:
     """``KLING_RENDER_CACHE`` if set, else ``.kling-render/cache/`` beside the project."""
     override = env.cache_dir_override()
@@ -68,6 +105,8 @@ class ClipCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
+        self.quarantine_dir = root / "quarantine"
+        self.quarantined: list[Quarantined] = []  # by this instance, in order (for events)
 
     @classmethod
     def for_project(cls, project_path: Path) -> ClipCache:
@@ -85,17 +124,60 @@ class ClipCache:
     def meta_path(self, provider: str, key: str) -> Path:
         return self.clip_path(provider, key).with_suffix(".json")
 
+    def memo_path(self, provider: str, key: str) -> Path:
+        return self.clip_path(provider, key).with_suffix(MEMO_SUFFIX)
+
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, provider: str, key: str) -> CachedClip | None:
-        """The complete entry for ``key``, or None (missing, half-added or damaged entries)."""
+        """The complete entry for ``key`` by presence and size, or None (missing, half-added or
+        damaged entries). Its content is not checked, so its stream headers are left out: what
+        stitches, reports or counts a clip as done calls :meth:`use`."""
+        entry = self._sidecar(provider, key)
+        if entry is None:
+            return None
+        try:
+            size = entry.path.stat().st_size
+        except OSError:
+            return None
+        return replace(entry, media=None) if size == entry.size else None
+
+    def use(self, provider: str, key: str) -> CachedClip | None:
+        """The entry for ``key`` when its clip still has the sha256 its sidecar records; else None.
+
+        A clip that does not match (or has no readable sidecar) is quarantined (see the module
+        docstring) and recorded in ``quarantined``. The digest is trusted without re-hashing while
+        the clip's memo matches. A sidecar without a clip is a half-added entry, not damage.
+        """
+        entry = self._sidecar(provider, key)
+        clip = self.clip_path(provider, key)
+        try:
+            stamp = _stamp(clip)
+        except OSError:
+            return None
+        if entry is None:
+            self._quarantine(provider, key, stamp, "has no readable sidecar")
+            return None
+        if stamp[2] != entry.size:
+            self._quarantine(provider, key, stamp, f"has {stamp[2]} bytes, its sidecar records {entry.size}")
+            return None
+        if self._memo_ok(provider, key, entry.sha256, stamp):
+            return entry
+        try:
+            digest = sha256_file(clip)
+        except OSError:
+            return None  # unreadable or gone under us: a miss
+        if digest != entry.sha256:
+            self._quarantine(provider, key, stamp, f"does not match its recorded sha256 (it hashes to {digest[:12]})")
+            return None
+        self._write_memo(provider, key, entry.sha256, stamp)
+        return entry
+
+    def _sidecar(self, provider: str, key: str) -> CachedClip | None:
+        """The entry as its sidecar records it (None when missing or unreadable); the clip unread."""
         clip = self.clip_path(provider, key)
         try:
             raw = json.loads(self.meta_path(provider, key).read_text(encoding="utf-8"))
-            size = clip.stat().st_size
-        except (OSError, ValueError):
-            return None
-        try:
             entry = CachedClip(
                 provider=provider,
                 key=key,
@@ -108,9 +190,9 @@ class ClipCache:
                 created=str(raw["created"]),
                 media=raw.get("media") if isinstance(raw.get("media"), dict) else None,
             )
-        except (KeyError, TypeError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return None
-        return entry if entry.size == size and entry.key == raw.get("key") else None
+        return entry if raw.get("key") == key else None
 
     def contains(self, provider: str, key: str) -> bool:
         return self.get(provider, key) is not None
@@ -133,9 +215,51 @@ class ClipCache:
         return keys
 
     def verify(self, provider: str, key: str) -> bool:
-        """Re-hash the entry's clip against its sidecar (slow: reads the whole clip)."""
+        """Re-hash the entry's clip against its sidecar, memo or not (slow: reads the whole clip)."""
         entry = self.get(provider, key)
         return entry is not None and sha256_file(entry.path) == entry.sha256
+
+    # -- the verification memo and quarantine ------------------------------------------------
+
+    def _memo_ok(self, provider: str, key: str, sha256: str, stamp: list[int]) -> bool:
+        try:
+            memo = json.loads(self.memo_path(provider, key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(memo, dict) and memo.get("sha256") == sha256 and memo.get("stat") == stamp
+
+    def _write_memo(self, provider: str, key: str, sha256: str, stamp: list[int]) -> None:
+        # Not fsynced: losing it costs a re-hash. A read-only shared cache simply keeps re-hashing.
+        with contextlib.suppress(OSError), atomic_path(self.memo_path(provider, key), durable=False) as tmp:
+            tmp.write_text(json.dumps({"sha256": sha256, "stat": stamp}), encoding="utf-8")
+
+    def _quarantine(self, provider: str, key: str, stamp: list[int], reason: str) -> None:
+        """Move the clip (the one stamped ``stamp``) and its sidecar aside, under the put lock so no
+        put races the move; a clip replaced meanwhile by a fresh put is left where it is."""
+        target = self.quarantine_dir / provider
+        stem = f"{key}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+        clip, moved = self.clip_path(provider, key), target / f"{stem}.mp4"
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            with filelock.FileLock(str(self.root / ".put.lock"), timeout=60):
+                try:
+                    if _stamp(clip) != stamp:
+                        return
+                except FileNotFoundError:
+                    return
+                self.memo_path(provider, key).unlink(missing_ok=True)
+                os.replace(clip, moved)  # the clip first: a crash before the sidecar leaves a half entry
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.meta_path(provider, key), target / f"{stem}.json")
+            line = json.dumps({"at": now_iso(), "provider": provider, "key": key, "moved_to": str(moved),
+                               "reason": reason})  # fmt: skip
+            with (self.quarantine_dir / "log.jsonl").open("a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except (OSError, filelock.Timeout) as exc:
+            # Cannot move it (a read-only shared cache): still a miss, and still never used.
+            reason += f"; it could not be moved aside ({getattr(exc, 'strerror', None) or exc})"
+            moved = clip
+        self.quarantined.append(Quarantined(provider, key, moved, reason))
 
     def prepare(self) -> None:
         """Make sure clips can be added (root and ``tmp/`` exist and are writable directories).
@@ -165,6 +289,7 @@ class ClipCache:
         removed. ``sha256`` saves re-hashing when the caller already has it.
         """
         clip = self.clip_path(provider, key)
+        self.use(provider, key)  # a damaged entry is moved aside, not kept in place of this clip
         try:
             return self._put(provider, key, clip, src, meta, sha256)
         except OSError as exc:  # disk full, permissions: the run stops with one clear line
@@ -201,6 +326,7 @@ class ClipCache:
                 os.fsync(fh.fileno())
             os.replace(src, clip)
             fsync_dir(clip.parent)
+            self._write_memo(provider, key, digest, _stamp(clip))  # hashed just now, from the same inode
         entry = self.get(provider, key)
         if entry is None:  # pragma: no cover - only if someone deletes it under us
             raise StateError(f"cache entry {clip} vanished right after it was added")
@@ -219,27 +345,39 @@ class ClipCache:
             path.unlink(missing_ok=True)
 
     def clean_temp(self) -> int:
-        """Remove temp files left by dead processes (or older than a day); return how many."""
+        """Remove temp files left by dead processes (or older than a day); return how many.
+
+        Only regular files named the way this cache names them (``<pid>-<12 hex><suffix>``): a
+        ``tmp/`` shared through ``KLING_RENDER_CACHE`` may hold anything else, and it is left alone.
+        """
         removed = 0
         try:
-            entries = list(self.tmp_dir.iterdir())
+            with os.scandir(self.tmp_dir) as scan:
+                entries = [e for e in scan if _TEMP_RE.match(e.name) and e.is_file(follow_symlinks=False)]
         except OSError:
             return 0
-        for path in entries:
-            pid_text = path.name.split("-", 1)[0]
+        for entry in entries:
+            match = _TEMP_RE.match(entry.name)
+            assert match is not None
             try:
-                stale = not pid_alive(int(pid_text)) or _age(path) > STALE_TEMP_SECONDS
-            except (ValueError, OSError):
-                stale = True
+                stale = not pid_alive(int(match.group(1))) or _age(Path(entry.path)) > STALE_TEMP_SECONDS
+            except (ValueError, OSError, OverflowError):
+                continue
             if stale:
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    os.unlink(entry.path)
                     removed += 1
         return removed
 
 
 def _age(path: Path) -> float:
     return time.time() - path.stat().st_mtime
+
+
+def _stamp(path: Path) -> list[int]:
+    """What any change to a file's content or identity changes: device, inode, size, mtime, ctime."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def meta_from(entry: CachedClip) -> dict[str, object]:

@@ -165,17 +165,31 @@ def canonical_model_id(model_id: str) -> str:
     return model_id[len(KWAIVGI_PREFIX) :] if model_id.startswith(KWAIVGI_PREFIX) else model_id
 
 
+PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier")
+MAX_PRICE = Fraction(10**6)  # a price or multiplier above this is a typo, and would overflow costs
+
+
 def parse_fraction(value: Any) -> Fraction:
-    """A price or multiplier from data: ``0.18``, ``"0.18"`` or ``"4/3"``, kept exact."""
+    """A price or multiplier from data: ``0.18``, ``"0.18"`` or ``"4/3"``, kept exact.
+
+    ValueError (or ZeroDivisionError for ``"1/0"``) for anything that is not a finite number
+    from 0 to MAX_PRICE: NaN, inf or a negative price would break or switch off the budget.
+    """
     if isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
     if isinstance(value, int | str):
-        return Fraction(value)
-    if isinstance(value, float):
+        result = Fraction(value)
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"not a number: {value!r}")
-        return Fraction(str(value))
-    raise ValueError(f"not a number: {value!r}")
+        result = Fraction(str(value))
+    else:
+        raise ValueError(f"not a number: {value!r}")
+    if result < 0:
+        raise ValueError(f"{value!r:.40} must be at least 0")
+    if result > MAX_PRICE:
+        raise ValueError(f"{value!r:.40} is too large (at most {MAX_PRICE})")
+    return result
 
 
 def parse_price(raw: Mapping[str, Any], *, base: Price | None, date: str, source: str) -> Price:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -47,6 +48,14 @@ def handle_errors(func: F) -> F:
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as exc:
+            # File-system trouble the core did not name (a read-only folder, a full disk): one line,
+            # exit 1 like a StateError; the state file is written atomically, so it is intact.
+            if verbose:
+                traceback.print_exc()
+            where = f": {exc.filename}" if exc.filename else ""
+            _echo_err(f"error: {exc.strerror or type(exc).__name__}{where}")
+            sys.exit(1)
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
@@ -63,6 +72,28 @@ var_opt = click.option(
 provider_opt = click.option("--provider", help="local | wavespeed (default: the project's provider).")
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
+
+
+class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2
+    """A float that is finite and within bounds. click's float and FloatRange take "nan" and "inf"
+    (NaN compares false with every bound), which switched `--max-cost nan` off as a budget."""
+
+    name = "float"
+
+    def __init__(self, low: float = 0.0, high: float | None = None) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number < self.low or (self.high is not None and number > self.high):
+            upper = f" and at most {self.high:g}" if self.high is not None else ""
+            self.fail(f"{value!r} must be at least {self.low:g}{upper}", param, ctx)
+        return number
 
 
 def _only(value: str | None) -> list[str] | None:
@@ -103,9 +134,7 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @only_opt
 @json_opt
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
-@click.option(
-    "--out", "out", type=click.Path(path_type=Path, dir_okay=False), help="Also save the plan as JSON."
-)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Also save the plan as JSON.")
 @handle_errors
 def plan(
     project: Path,
@@ -114,14 +143,16 @@ def plan(
     only: str | None,
     as_json: bool,
     fmt: str,
-    out: Path | None,
+    out: str | None,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render import commands, report_text
 
-    the_plan = commands.plan(project, vars_, provider, _only(only))
-    if out is not None:
-        commands.save_plan(the_plan, out)
+    loaded = commands.load(project, vars_)
+    out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
+    the_plan = commands.plan_for(loaded, provider, _only(only))
+    if out_path is not None:
+        commands.save_plan(the_plan, out_path)
     if as_json or fmt == "json":
         _print_json(the_plan.to_json())
     elif fmt == "markdown":
@@ -135,10 +166,15 @@ def plan(
 @var_opt
 @provider_opt
 @only_opt
-@click.option("--max-cost", type=float, metavar="USD", help="Budget for this run (overrides budget.max_usd).")
+@click.option(
+    "--max-cost",
+    type=FiniteFloat(0),
+    metavar="USD",
+    help="Budget for this run (overrides budget.max_usd; 0 spends nothing).",
+)
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Tasks at once (wavespeed default 3).")
 @click.option(
-    "--poll-interval", type=click.FloatRange(0.01, 600), metavar="SECONDS", help="Seconds between polls."
+    "--poll-interval", type=FiniteFloat(0.01, 600), metavar="SECONDS", help="Seconds between polls."
 )
 @click.option(
     "--resubmit-unknown",
@@ -148,7 +184,7 @@ def plan(
 @click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
 @click.option(
     "--wait-lock",
-    type=float,
+    type=FiniteFloat(0),
     default=0.0,
     metavar="SECONDS",
     help="Wait this long for another run of the project to finish.",
@@ -256,6 +292,8 @@ def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json:
     from kling_render import commands, pipeline, report_text
 
     doc = pipeline.status(commands.load(project, vars_), provider)
+    for message in doc.get("quarantined", []):
+        _echo_err(f"warning: {message}")
     if as_json:
         _print_json(doc)
     else:
@@ -271,11 +309,11 @@ def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json:
 @click.option(
     "--out",
     "out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(dir_okay=False),
     help="Where to write the page (default: renders/<stem>-report.html beside the project).",
 )
 @handle_errors
-def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: Path | None) -> None:
+def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: str | None) -> None:
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
     from kling_render import commands, report_html
 

@@ -49,28 +49,83 @@ def plan_for(project: Project, provider: str | None, only: Sequence[str] | None)
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
-    """A plan written by `plan --out`; a missing or unreadable file is a usage error."""
+    """A plan written by `plan --out`; a missing, unreadable or malformed file is a usage error."""
     import json
 
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--plan {path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--plan {path}: not a plan file ({exc})") from None
-    if not isinstance(doc, dict) or "shots" not in doc:
-        raise UsageError(f"--plan {path}: not a plan file written by `kling-render plan --out`")
-    return doc
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise UsageError(f"--plan {path}: not a plan file ({reason or type(exc).__name__})") from None
+    problem = _saved_plan_problem(doc)
+    if problem is not None:
+        raise UsageError(f"--plan {path}: not a plan file written by `kling-render plan --out` ({problem})")
+    return dict(doc)
+
+
+def _saved_plan_problem(doc: Any) -> str | None:
+    """What in a saved plan has the wrong type (render --plan reads these fields), or None."""
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str)
+
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if "shots" not in doc:
+        return "no shots"
+    if type(doc.get("version")) is not int:
+        return "version is not an integer"
+    for name in ("provider", "project_sha256"):
+        if not text(doc.get(name)):
+            return f"{name} is not a string"
+    shots = doc["shots"]
+    if not isinstance(shots, list):
+        return "shots is not a list"
+    for n, shot in enumerate(shots):
+        if not isinstance(shot, dict) or not text(shot.get("id")) or not text(shot.get("key")):
+            return f"shots[{n}] is not an object with a string id and key"
+    selected = doc.get("selected")
+    if selected is not None and not (isinstance(selected, list) and all(text(s) for s in selected)):
+        return "selected is not a list of shot ids"
+    lock_keys = doc.get("lock_keys", {})
+    if not isinstance(lock_keys, dict) or not all(v is None or text(v) for v in lock_keys.values()):
+        return "lock_keys is not an object of keys"
+    return None
 
 
 def plan(project_path: Path, vars_: Sequence[str], provider: str | None, only: Sequence[str] | None) -> Plan:
     return plan_for(load(project_path, vars_), provider, only)
 
 
+def safe_output(project: Project, out: str | Path, option: str) -> Path:
+    """``out`` as a path to write, or a UsageError (exit 2, before anything is written) when it
+    would overwrite something the project reads or keeps, or the final cut (outputs.py)."""
+    import os
+
+    from kling_render.outputs import Protected, output_problem, protected_for
+
+    protected = protected_for(
+        project.path,
+        project.lock_path,
+        project.input_files(),
+        extra=[Protected(project.output.path, "the final cut (output.path)")],
+    )
+    problem = output_problem(out, protected)
+    if problem is not None:
+        raise UsageError(f"{option} {os.fspath(out)}: {problem}")
+    return Path(os.path.abspath(out))
+
+
 def save_plan(the_plan: Plan, out: Path) -> None:
+    from kling_render.errors import StateError
     from kling_render.fsutil import atomic_write_json
 
-    atomic_write_json(out, the_plan.to_json())
+    try:
+        atomic_write_json(out, the_plan.to_json())
+    except OSError as exc:
+        raise StateError(f"cannot write the plan to {out}: {exc.strerror or exc}") from None
 
 
 def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -1,4 +1,15 @@
-"""The project's lock file (``<project stem>.lock`` beside it, meant for git): what each shot rendered.
+"""The project's lock file (beside it, meant for git): what each shot rendered.
+
+Named ``<stem>.lock`` for a ``.yaml`` project file (SPEC §6: ``project.yaml`` -> ``project.lock``)
+and ``<file name>.lock`` for any other (``p.yml`` -> ``p.yml.lock``, ``p.json`` -> ``p.json.lock``),
+so ``p.yaml`` and ``p.yml`` in one folder never share a lock file.
+
+One entry per shot, and whose it is follows one rule: a render records a shot when the lock has
+no entry for it, when the entry is of the same provider, or when the rendering provider charges
+(a paid render replaces a free preview). A free provider (``--provider local``) never replaces a
+paid provider's entry: the lock keeps describing the clip that was paid for (its task id, output
+digest and cost), which is what a reviewer of a pull request needs, and what ``plan`` diffs
+against (a local preview of a wavespeed project shows its shots as changed by ``provider``).
 
 JSON, not YAML: the stdlib writes it deterministically (sorted keys, two-space indent,
 one field a line, trailing newline), so a re-render changes exactly the lines of the shots
@@ -12,6 +23,8 @@ that changed and diffs stay clean; and JSON has no implicit typing (YAML reads a
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,8 +57,63 @@ class LockEntry:
         return doc
 
 
+def project_label(project_path: Path) -> str:
+    """What names the files made for a project file: the stem of a ``.yaml`` file, else the full name."""
+    return project_path.stem if project_path.suffix == ".yaml" else project_path.name
+
+
 def lock_path_for(project_path: Path) -> Path:
-    return project_path.parent / f"{project_path.stem}.lock"
+    return project_path.parent / f"{project_label(project_path)}.lock"
+
+
+def _amount(entry: Mapping[str, Any], name: str, default: float | None = None) -> float:
+    """A finite, non-negative number from a lock entry (NaN or inf would poison every total)."""
+    raw = entry.get(name, default) if default is not None else entry[name]
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError(f"{name} is {_show(raw)}, not a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} is {_show(raw)}, not a finite amount of at least 0")
+    return value
+
+
+def _show(raw: object) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) > 10**30:
+        return "a huge number"
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(entry: Mapping[str, Any], name: str, *, optional: bool = False) -> str | None:
+    raw = entry.get(name) if optional else entry[name]
+    if raw is None and optional:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError(f"{name} is {_show(raw)}, not a string")
+    return raw
+
+
+def _entry(sid: object, raw: object) -> LockEntry:
+    if not isinstance(raw, dict):
+        raise ValueError(f"shot {sid!r}: not an object")
+    try:
+        return LockEntry(
+            key=str(_text(raw, "key")),
+            model=str(_text(raw, "model")),
+            provider=str(_text(raw, "provider")),
+            task_id=_text(raw, "task_id", optional=True),
+            output_sha256=str(_text(raw, "output_sha256")),
+            duration=_amount(raw, "duration"),
+            cost_usd=_amount(raw, "cost_usd", 0.0),
+            fields=_fields(raw.get("fields")),
+        )
+    except KeyError as exc:
+        raise ValueError(f"shot {sid!r}: no {exc.args[0]}") from None
+    except ValueError as exc:
+        raise ValueError(f"shot {sid!r}: {exc}") from None
 
 
 def read_lock(path: Path) -> dict[str, LockEntry]:
@@ -55,31 +123,26 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise StateError(f"cannot read lock file {path}: {exc}") from exc
+        why = exc.strerror or exc
+        raise StateError(f"lock file {path} cannot be read ({why}); fix it or restore it from git") from None
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8: {exc.reason}"
+        raise StateError(f"lock file {path} is not valid ({why}); fix it or restore it from git") from None
     try:
         doc = json.loads(text)
-        if not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
+        if not isinstance(doc, dict) or type(doc.get("version")) is not int:
             raise ValueError("not an object with a version")
         if doc["version"] > LOCK_VERSION:
             raise ValueError(f"version {doc['version']} is newer than this kling-render understands")
         shots = doc.get("shots", {})
         if not isinstance(shots, dict):
             raise ValueError("'shots' is not an object")
-        return {
-            sid: LockEntry(
-                key=str(e["key"]),
-                model=str(e["model"]),
-                provider=str(e["provider"]),
-                task_id=None if e.get("task_id") is None else str(e["task_id"]),
-                output_sha256=str(e["output_sha256"]),
-                duration=float(e["duration"]),
-                cost_usd=float(e.get("cost_usd", 0.0)),
-                fields=_fields(e.get("fields")),
-            )
-            for sid, e in shots.items()
-        }
-    except (ValueError, TypeError, KeyError) as exc:
-        raise StateError(f"lock file {path} is not valid ({exc}); fix it or restore it from git") from exc
+        return {sid: _entry(sid, e) for sid, e in shots.items()}
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        # One line, whatever the damage (a merge conflict, NaN, a hand edit): never a traceback, and
+        # never a number that switches a total off.
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StateError(f"lock file {path} is not valid ({reason}); fix it or restore it from git") from None
 
 
 def _fields(raw: object) -> dict[str, str] | None:
@@ -96,24 +159,49 @@ def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:
 class LockFile:
     """The lock file of one project, as the runner records into it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, paid: bool = True) -> None:
         self.path = path
+        self.paid = paid  # whether the renders recorded here were paid for (see the module's rule)
         self._entries: dict[str, LockEntry] | None = None  # read once: the run lock keeps others out
 
     @classmethod
-    def for_project(cls, project_path: Path) -> LockFile:
-        return cls(lock_path_for(project_path))
+    def for_project(cls, project_path: Path, *, paid: bool = True) -> LockFile:
+        return cls(lock_path_for(project_path), paid=paid)
+
+    def prepare(self) -> None:
+        """Make sure the lock file can be written, before a run pays for anything (a read-only
+        project folder would otherwise surface only after the first paid clip)."""
+        probe = self.path.parent / f".{self.path.name}.{os.getpid()}.probe.tmp"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the lock file {self.path} ({exc.strerror or exc}); "
+                "the project's folder must be writable"
+            ) from None
 
     def read(self) -> dict[str, LockEntry]:
         if self._entries is None:
             self._entries = read_lock(self.path)
         return dict(self._entries)
 
-    def record(self, shot_id: str, entry: LockEntry) -> None:
-        """Merge one shot's entry; entries of other shots are kept. Writes only on change."""
+    def record(self, shot_id: str, entry: LockEntry) -> bool:
+        """Merge one shot's entry; entries of other shots are kept. Writes only on change.
+
+        False (nothing written) when the shot's entry is another provider's and this render is
+        free: a local preview never replaces what a paid render recorded.
+        """
         entries = self.read()
-        if entries.get(shot_id) == entry and self.path.exists():
-            return
+        current = entries.get(shot_id)
+        if current is not None and current.provider != entry.provider and not self.paid:
+            return False
+        if current == entry and self.path.exists():
+            return True
         entries[shot_id] = entry
-        write_lock(self.path, entries)
+        try:
+            write_lock(self.path, entries)
+        except OSError as exc:
+            raise StateError(f"cannot write the lock file {self.path}: {exc.strerror or exc}") from None
         self._entries = entries
+        return True

@@ -86,7 +86,10 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         jobs = [p.job for p in the_plan.shots]
         if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
             jobs = [replace(job, cost_usd=0.0) for job in jobs]
-        with StateStore.for_project(project.path, lock_timeout=opts.lock_timeout) as state:
+        # The provider's own state namespace, under the project file's one run lock (state.py).
+        lock = LockFile(project.lock_path, paid=provider.charges)
+        with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
+            lock.prepare()
             report = run(
                 jobs,
                 provider,
@@ -94,7 +97,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 cache=cache,
                 options=run_opts,
                 events=sink,
-                lock=LockFile(project.lock_path),
+                lock=lock,
             )
         result = RenderResult(report.exit_code, the_plan, report.to_json())
         if result.exit_code != 0:
@@ -136,7 +139,12 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
     from kling_render import stitch as stitching
 
     keys = _clip_keys(project, provider)
-    entries = {sid: cache.get(provider, key) for sid, key in keys.items()}
+    # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
+    already = len(cache.quarantined)  # those the run reported
+    entries = {sid: cache.use(provider, key) for sid, key in keys.items()}
+    for moved in cache.quarantined[already:]:
+        for sid in (s for s, k in keys.items() if k == moved.key):
+            sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
     missing = [sid for sid, entry in entries.items() if entry is None]
     if missing:
         raise MissingClipsError(missing)
@@ -161,12 +169,20 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
         a = project.audio
         audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
     sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
-    result = stitching.stitch(
-        clips,
-        stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
-        audio,
-        out.path,
-    )
+    try:
+        result = stitching.stitch(
+            clips,
+            stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
+            audio,
+            out.path,
+        )
+    except OSError as exc:  # a read-only or full output folder: the clips are safe in the cache
+        from kling_render.errors import StateError
+
+        raise StateError(
+            f"cannot write the final cut {out.path}: {exc.strerror or exc}; "
+            "the clips are cached: `kling-render stitch` makes the cut once it can be written"
+        ) from None
     how = "stream copy" if result.stream_copy else "re-encoded"
     sink.emit(
         Event(
@@ -198,17 +214,17 @@ def _media_info(entry: CachedClip) -> MediaInfo:
 def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
     from kling_render.commands import pick_provider
-    from kling_render.state import StateStore, read_state
+    from kling_render.state import read_project_state
 
     name = pick_provider(project, provider)
     keys = _clip_keys(project, name)
     cache = ClipCache.for_project(project.path)
-    recorded = read_state(StateStore.for_project(project.path).path)
+    recorded = read_project_state(project.path, name)
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
         key = keys[shot.id]
-        cached = cache.get(name, key) is not None
+        cached = cache.use(name, key) is not None
         if rec is None or rec.key != key:
             state = "done" if cached else "pending"
             doc: dict[str, Any] = {
@@ -244,6 +260,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
         "provider": name,
         "shots": shots,
         "counts": counts,
+        "quarantined": [moved.message for moved in cache.quarantined],
         "final_cut": str(project.output.path) if project.output.path.is_file() else None,
     }
 

@@ -14,6 +14,7 @@ from typing import IO, Any, Protocol
 EVENT_KINDS = (
     "start",  # the run begins: total = shots in this run
     "skipped-cached",
+    "quarantined",  # a cached clip did not match its sha256: moved aside, the shot renders again
     "submitting",
     "submitted",
     "polling",  # the provider reported a new task status

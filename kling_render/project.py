@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_render import rules
-from kling_render.catalog import Model, Price, find_model, parse_price
+from kling_render.catalog import PRICE_KEYS, Model, Price, find_model, parse_fraction, parse_price
 from kling_render.document import DocPath, Document, load_document
 from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import MediaRef
@@ -21,6 +21,7 @@ from kling_render.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_ur
 from kling_render.templates import RESERVED_NAMES, TemplateProblem, render
 
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A price per second (or a multiplier) above this is a typo, and beyond a float it breaks the sums.
 DEFAULT_TRANSITION_SECONDS = 0.5
 
 
@@ -107,17 +108,37 @@ class Project:
 
     @property
     def state_dir(self) -> Path:
-        return self.work_dir / self.stem
+        """Run lock and per-provider state (state.py): named by the file's full name."""
+        return self.work_dir / self.path.name
 
     @property
     def lock_path(self) -> Path:
-        return self.root / f"{self.stem}.lock"
+        """``<stem>.lock`` for a ``.yaml`` file, ``<file name>.lock`` otherwise (lockfile.py)."""
+        from kling_render.lockfile import lock_path_for
+
+        return lock_path_for(self.path)
+
+    def input_files(self) -> list[tuple[Path, str]]:
+        """Every local file the project reads, with what it is for (outputs must never overwrite one)."""
+        return input_files(self.shots, self.audio)
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
             if s.id == shot_id:
                 return s
         raise KeyError(shot_id)
+
+
+def input_files(shots: list[Shot], audio: AudioSpec | None) -> list[tuple[Path, str]]:
+    found: dict[Path, str] = {}
+    for shot in shots:
+        for name, value in shot.params.items():
+            for ref in value if isinstance(value, list) else [value]:
+                if isinstance(ref, MediaRef) and ref.path is not None:
+                    found.setdefault(ref.path, f"the {name} of shot {shot.id}")
+    if audio is not None and audio.music is not None:
+        found.setdefault(audio.music, "the music")
+    return list(found.items())
 
 
 def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -231,6 +252,7 @@ class _Resolver:
                 shots.append(shot)
         self._check_cut(shots)
         budget = data.get("budget", {}).get("max_usd")
+        audio = self._audio()
         return Project(
             path=self.path,
             display=self.doc.file,
@@ -238,8 +260,8 @@ class _Resolver:
             provider=str(data.get("provider", "local")),
             budget_usd=float(budget) if budget is not None else None,
             shots=shots,
-            output=self._output(name),
-            audio=self._audio(),
+            output=self._output(name, input_files(shots, audio)),
+            audio=audio,
             prices=prices,
             vars=self.vars,
             models=self.models,
@@ -255,6 +277,16 @@ class _Resolver:
         }
         for raw_id, spec in self.data.get("pricing", {}).items():
             mid = canonical_model_id(raw_id)
+            located = False
+            for key in PRICE_KEYS:
+                if key in spec:
+                    try:
+                        parse_fraction(spec[key])
+                    except (ValueError, ZeroDivisionError) as exc:
+                        self.add(("pricing", raw_id, key), f"invalid price: {exc}")
+                        located = True
+            if located:
+                continue
             try:
                 prices[mid] = parse_price(
                     spec, base=prices.get(mid), date="project", source=f"{self.doc.file} pricing"
@@ -263,13 +295,22 @@ class _Resolver:
                 self.add(("pricing", raw_id), f"invalid price: {exc}")
         return prices
 
-    def _output(self, name: str) -> OutputSpec:
+    def _output(self, name: str, inputs: list[tuple[Path, str]]) -> OutputSpec:
+        from kling_render.lockfile import lock_path_for
+        from kling_render.outputs import output_problem, protected_for
+
         raw = self.data.get("output", {})
-        out_path = self._local_path(
-            ("output", "path"), str(raw.get("path", f"renders/{name}.mp4")), must_exist=False
-        )
-        if out_path is not None and out_path.suffix.lower() != ".mp4":
-            self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
+        value = str(raw.get("path", f"renders/{name}.mp4"))
+        out_path = self._local_path(("output", "path"), value, must_exist=False)
+        if out_path is not None:
+            # Checked on the path as written (a trailing slash), resolved inside output_problem.
+            problem = output_problem(
+                os.path.join(self.root, value), protected_for(self.path, lock_path_for(self.path), inputs)
+            )
+            if problem is not None:
+                self.add(("output", "path"), f"{value}: {problem}")
+            elif out_path.suffix.lower() != ".mp4":
+                self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
         return OutputSpec(
             path=out_path or self.root / "renders" / f"{name}.mp4",
             width=int(raw.get("width", 1920)),

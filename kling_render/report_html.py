@@ -318,8 +318,11 @@ def render_html(data: ReportData) -> str:
 
 
 def default_report_path(project: Project) -> Path:
-    """``<project dir>/renders/<project stem>-report.html``."""
-    return project.root / "renders" / f"{project.stem}-report.html"
+    """``<project dir>/renders/<label>-report.html``, the label as the lock file's (the stem of a
+    ``.yaml`` file, else its full name: ``p.yaml`` and ``p.yml`` get a report each)."""
+    from kling_render.lockfile import project_label
+
+    return project.root / "renders" / f"{project_label(project.path)}-report.html"
 
 
 def extract_poster(video: Path, width: int = 2 * THUMB_WIDTH) -> bytes | None:
@@ -417,12 +420,12 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
     from kling_render.cache import ClipCache
     from kling_render.commands import plan_for
     from kling_render.lockfile import read_lock
-    from kling_render.state import StateStore, read_state
+    from kling_render.state import read_project_state
 
     plan = plan_for(project, provider, None)
     status = pipeline.status(project, plan.provider)
     docs = {doc["id"]: doc for doc in status["shots"]}
-    recorded = read_state(StateStore.for_project(project.path).path)
+    recorded = read_project_state(project.path, plan.provider)
     lock = read_lock(project.lock_path)
     cache = ClipCache.for_project(project.path)
     timings: dict[str, tuple[str | None, str | None]] = {}
@@ -439,7 +442,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
             spent[sid] = max(spent.get(sid, 0.0), entry.cost_usd)
             if entry.task_id and not docs.get(sid, {}).get("task_id"):
                 docs[sid] = {**docs.get(sid, {}), "task_id": entry.task_id}
-        clip = cache.get(plan.provider, key)
+        clip = cache.use(plan.provider, key)  # only a clip that matches its sha256 is shown
         if clip is not None:
             frames[sid] = extract_frames(clip.path)
     out = project.output
@@ -463,7 +466,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
     )
 
 
-def write_report(project: Project, provider: str | None, dest: Path | None = None) -> Path:
+def write_report(project: Project, provider: str | None, dest: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of ``project`` and return its path.
 
     ``dest`` defaults to ``<project dir>/renders/<stem>-report.html``; the write is atomic.
@@ -472,9 +475,15 @@ def write_report(project: Project, provider: str | None, dest: Path | None = Non
     when under ``EMBED_VIDEO_MAX_BYTES`` (50 MB), else referenced by its path relative to the
     report, so a large cut plays only while the report stays where it was written.
     """
+    from kling_render.commands import safe_output
+    from kling_render.errors import StateError
     from kling_render.fsutil import atomic_write_text
 
-    target = (dest if dest is not None else default_report_path(project)).resolve()
+    option = "--out" if dest is not None else "the default report path"
+    target = safe_output(project, dest if dest is not None else default_report_path(project), option).resolve()
     data = collect(project, provider, target.parent)
-    atomic_write_text(target, render_html(data))
+    try:
+        atomic_write_text(target, render_html(data))
+    except OSError as exc:
+        raise StateError(f"cannot write the report {target}: {exc.strerror or exc}") from None
     return target

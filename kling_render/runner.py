@@ -196,14 +196,18 @@ class _Run:
     # -- planning ----------------------------------------------------------------------------
 
     def classify(self) -> dict[str, Action]:
-        """What to do with each shot, decided from state and cache without writing anything."""
+        """What to do with each shot, decided from state and cache without writing state.
+
+        A cached clip counts only when it still matches its recorded sha256 (``cache.use``); one
+        that does not is quarantined by the cache and its shot rendered again.
+        """
         actions: dict[str, Action] = {}
         leaders: set[str] = set()
         for job in self.jobs:
             record = self.state.get(job.shot_id)
             if record is not None and record.key != job.key:
                 record = None  # the shot changed: its old record is reset
-            if self.cache.get(self.provider.name, job.key) is not None:
+            if self.cache.use(self.provider.name, job.key) is not None:
                 actions[job.shot_id] = "cached"
             elif job.key in leaders:
                 actions[job.shot_id] = "follow"  # another shot of this run renders the same key
@@ -226,6 +230,10 @@ class _Run:
 
     async def main(self) -> RunReport:
         actions = self.classify()
+        for moved in self.cache.quarantined:
+            for job in self.jobs:
+                if job.key == moved.key:
+                    self.emit("quarantined", job, message=moved.message)
         to_submit = sum(j.cost_usd for j in self.jobs if actions[j.shot_id] == "submit")
         budget = self.options.budget_usd
         if budget is not None and to_submit > budget + EPSILON:

@@ -6,11 +6,12 @@ import copy
 import difflib
 import functools
 import json
+import math
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from kling_render.document import Document
 from kling_render.errors import Issue
@@ -21,6 +22,32 @@ def schema_text() -> str:
     return resources.files("kling_render").joinpath("data/project.schema.json").read_text(encoding="utf-8")
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number: YAML also has .nan and .inf (and integers too big for a float), which
+    compare false with every bound, so `minimum: 0` alone let `budget.max_usd: .nan` through
+    and switched the budget off."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        return False
+
+
+def _is_number(checker: Any, value: Any) -> bool:
+    return is_finite_number(value)
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not is_finite_number(value)
+
+
+# The JSON meaning of "number" (finite), for every numeric key of the schema at once.
+_FiniteValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_number)
+)
+
+
 @functools.cache
 def _schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(schema_text())
@@ -28,14 +55,18 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+def _finite(schema: dict[str, Any]) -> Draft202012Validator:
+    return _FiniteValidator(schema)  # type: ignore[no-any-return]
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(_schema())
+    return _finite(_schema())
 
 
 @functools.cache
 def _catalog_validator() -> Draft202012Validator:
-    return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": "#/$defs/catalog"})
+    return _finite({"$defs": _schema()["$defs"], "$ref": "#/$defs/catalog"})
 
 
 def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | None = None) -> list[Issue]:
@@ -44,7 +75,7 @@ def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | Non
     ``declared`` maps the ids of the models a project declares to their field types: shots may
     then name those models and give their fields (see :func:`_with_models`).
     """
-    validator = _validator() if not declared else Draft202012Validator(_with_models(_schema(), declared))
+    validator = _validator() if not declared else _finite(_with_models(_schema(), declared))
     issues: list[Issue] = []
     for error in validator.iter_errors(doc.data):
         issues.extend(_to_issues(doc, error))
@@ -53,7 +84,7 @@ def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | Non
 
 @functools.cache
 def _model_validator() -> Draft202012Validator:
-    return Draft202012Validator({"$defs": _schema()["$defs"], "$ref": "#/$defs/model"})
+    return _finite({"$defs": _schema()["$defs"], "$ref": "#/$defs/model"})
 
 
 def model_id_valid(model_id: Any) -> bool:
@@ -161,6 +192,8 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    if isinstance(value, int) and abs(value) > 10**30:
+        return "a huge integer"
     return repr(value)
 
 
@@ -171,6 +204,11 @@ def _message(error: ValidationError) -> str:
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
+    if v in ("type", "anyOf") and _non_finite(inst):
+        what = "is too large" if isinstance(inst, int) else "is not a finite number"
+        return f"{_describe(inst)} {what}" + (
+            ' (expected a number or a fraction like "4/3")' if v == "anyOf" else ""
+        )
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]
         return (
@@ -203,6 +241,8 @@ def _message(error: ValidationError) -> str:
         return "must not be empty"
     if v == "multipleOf":
         return f"{_describe(inst)} must be a multiple of {arg}"
+    if v == "anyOf" and is_finite_number(inst) and inst < 0:
+        return f"{_describe(inst)} must be at least 0"
     if v == "anyOf":
         return f'{_describe(inst)} is not a valid value (expected a number or a fraction like "4/3")'
     return _short(error.message)

@@ -1,7 +1,14 @@
 """The per-project run state: what each shot's task is doing, written atomically on every transition.
 
-``.kling-render/<project stem>/state.json`` beside the project. One run of a project at a
-time: the store holds ``run.lock`` (an OS file lock) for as long as it is open.
+Namespaced by the project file's full name and by provider (SPEC §6)::
+
+    .kling-render/<project file name>/run.lock             one run of the project file at a time
+    .kling-render/<project file name>/<provider>/state.json
+
+so ``p.yaml`` and ``p.yml`` in one folder never share records, and a ``--provider local``
+run never reads, rewrites or resets a wavespeed record (its task id is what keeps the next
+wavespeed run from paying again). The run lock is one per project file, whatever the provider:
+two runs of one project never interleave (they share the lock file and the final cut).
 
 A corrupt or unreadable state file is an error, never silently replaced: it may hold the
 task id of a paid task, and forgetting it means paying again. There is no ``.bak``
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
@@ -29,6 +37,8 @@ from kling_render.fsutil import atomic_write_json, atomic_write_text
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "submitting", "submitted", "done", "failed", "unknown")
 STATE_DIR = ".kling-render"
+_PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+LOCAL_TASK_PREFIX = "local-"  # the local provider's task ids (providers/local.py)
 
 
 def now_iso() -> str:
@@ -63,9 +73,71 @@ class ShotState:
         return shot
 
 
+def work_dir_for(project_path: Path) -> Path:
+    """``.kling-render/`` beside the project file."""
+    return project_path.resolve().parent / STATE_DIR
+
+
 def state_dir_for(project_path: Path) -> Path:
-    """``.kling-render/<project stem>/`` beside the project file."""
-    return project_path.resolve().parent / STATE_DIR / project_path.stem
+    """``.kling-render/<project file name>/``: the run lock and one state directory per provider."""
+    return work_dir_for(project_path) / project_path.name
+
+
+def state_path_for(project_path: Path, provider: str) -> Path:
+    """``.kling-render/<project file name>/<provider>/state.json``."""
+    if not _PROVIDER_RE.match(provider):
+        raise ValueError(f"bad provider name {provider!r}")
+    return state_dir_for(project_path) / provider / "state.json"
+
+
+def legacy_state_path_for(project_path: Path) -> Path:
+    """Where state lived before it was namespaced: ``.kling-render/<project stem>/state.json``,
+    shared by every provider and by ``p.yaml``/``p.yml``."""
+    return work_dir_for(project_path) / project_path.stem / "state.json"
+
+
+def legacy_provider_of(shot: ShotState) -> str | None:
+    """Which provider's namespace a legacy record moves to; None when it carries nothing to keep.
+
+    A task id says it: ``local-<hex>`` is the local provider's, any other is wavespeed's (the
+    only paid provider the legacy layout knew). A record without a task id moves only when it is
+    ``submitting``/``unknown``: that submit may have created a paid task, and forgetting it would
+    let the next run pay again (a free local submit lost that way costs nothing to repeat). The
+    rest (pending, done from the cache, failed before any task) is rebuilt for free.
+    """
+    if shot.task_id:
+        return "local" if shot.task_id.startswith(LOCAL_TASK_PREFIX) else "wavespeed"
+    if shot.status in ("submitting", "unknown"):
+        return "wavespeed"
+    return None
+
+
+def legacy_records(project_path: Path, provider: str) -> dict[str, ShotState]:
+    """The legacy file's records that belong to ``provider`` (see :func:`legacy_provider_of`)."""
+    return {
+        sid: shot
+        for sid, shot in read_state(legacy_state_path_for(project_path)).items()
+        if legacy_provider_of(shot) == provider
+    }
+
+
+def _migrated(state_dir: Path) -> bool:
+    """Whether the namespace has state of any provider (then the legacy file is never read)."""
+    with contextlib.suppress(OSError), os.scandir(state_dir) as entries:
+        return any(e.is_dir() and os.path.isfile(os.path.join(e.path, "state.json")) for e in entries)
+    return False
+
+
+def read_project_state(project_path: Path, provider: str) -> dict[str, ShotState]:
+    """``provider``'s records for the project, without taking the lock (for ``status``/``report``).
+
+    Before the first run in the namespaced layout this is what that run will migrate from the
+    legacy file, so ``status`` shows a paid task id the moment kling-render is upgraded.
+    """
+    path = state_path_for(project_path, provider)
+    if _migrated(path.parent.parent):
+        return read_state(path)
+    return legacy_records(project_path, provider)
 
 
 def read_state(path: Path) -> dict[str, ShotState]:
@@ -74,13 +146,13 @@ def read_state(path: Path) -> dict[str, ShotState]:
     For ``status``: a reader may see the state one transition old, never a torn file.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise StateError(f"cannot read state file {path}: {exc}") from exc
     try:
-        doc = json.loads(text)
+        doc = json.loads(data.decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         version = doc.get("version")
@@ -95,11 +167,12 @@ def read_state(path: Path) -> dict[str, ShotState]:
         if not isinstance(raw_shots, dict):
             raise ValueError("'shots' is not an object")
         return {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise StateError(
-            f"state file {path} is corrupt ({exc}). It may hold task ids of paid tasks: "
+            f"state file {path} is corrupt ({reason}). It may hold task ids of paid tasks: "
             "repair it, or move it aside to start over (tasks it recorded may then be paid again)"
-        ) from exc
+        ) from None
 
 
 class StateStore:
@@ -109,11 +182,19 @@ class StateStore:
     for another run to finish before raising LockedError (0: fail at once).
     """
 
-    def __init__(self, path: Path, *, lock_timeout: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_path: Path | None = None,
+        lock_timeout: float = 0.0,
+        legacy_from: Path | None = None,
+    ) -> None:
         self.path = path
-        self.lock_path = path.with_name("run.lock")
-        self.owner_path = path.with_name("run.owner")
+        self.lock_path = lock_path or path.with_name("run.lock")
+        self.owner_path = self.lock_path.with_name("run.owner")
         self.lock_timeout = lock_timeout
+        self.legacy_from = legacy_from  # the project file whose legacy state to migrate on open
         self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
         self._shots: dict[str, ShotState] = {}
         # Each record as it appears in the file, kept while the (frozen) record is the same object:
@@ -122,25 +203,69 @@ class StateStore:
         self._open = False
 
     @classmethod
-    def for_project(cls, project_path: Path, *, lock_timeout: float = 0.0) -> StateStore:
-        return cls(state_dir_for(project_path) / "state.json", lock_timeout=lock_timeout)
+    def for_project(cls, project_path: Path, provider: str, *, lock_timeout: float = 0.0) -> StateStore:
+        """``provider``'s state of the project file, under the project file's one run lock."""
+        return cls(
+            state_path_for(project_path, provider),
+            lock_path=state_dir_for(project_path) / "run.lock",
+            lock_timeout=lock_timeout,
+            legacy_from=project_path,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> StateStore:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {self.path.parent}: {_why(exc)}") from None
         try:
             self._lock.acquire(timeout=self.lock_timeout)
         except filelock.Timeout:
             raise LockedError(self._locked_message()) from None
+        except OSError as exc:  # the lock path is a directory, the folder is read-only, ...
+            raise StateError(
+                f"cannot take the run lock {self.lock_path}: {_why(exc)}; "
+                "it must be a regular file in a writable directory (remove whatever is in its place)"
+            ) from None
         try:
+            if self.legacy_from is not None:
+                self._migrate_legacy(self.legacy_from)
             self._shots = read_state(self.path)
             atomic_write_json(self.owner_path, {"pid": os.getpid(), "since": now_iso()})
+        except OSError as exc:
+            self._lock.release()
+            raise StateError(f"cannot write beside the state file {self.path}: {_why(exc)}") from None
         except BaseException:
             self._lock.release()
             raise
         self._open = True
         return self
+
+    def _migrate_legacy(self, project_path: Path) -> None:
+        """Split the legacy ``.kling-render/<stem>/state.json`` into the provider namespaces, once.
+
+        Runs under the project file's run lock, before the first namespaced state exists. Every
+        provider's state file is written (empty ones too): their presence is the mark that the
+        project file has migrated, so the legacy file is never read for it again. The legacy
+        file itself is left untouched, not renamed: ``p.yaml`` and ``p.yml`` shared it, and the
+        sibling migrates its own copy on its first run (a copied record whose key is not the
+        sibling's shot's is reset there, as any changed shot's is). Delete it when you like.
+        """
+        namespace = self.path.parent.parent
+        legacy = legacy_state_path_for(project_path)
+        if _migrated(namespace) or not legacy.is_file():
+            return
+        records = read_state(legacy)  # a corrupt legacy file stops here, never silently dropped
+        routed: dict[str, dict[str, ShotState]] = {"local": {}, "wavespeed": {}}
+        for sid, shot in records.items():
+            provider = legacy_provider_of(shot)
+            if provider is not None:
+                routed[provider][sid] = shot
+        for provider, shots in routed.items():
+            target = namespace / provider / "state.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, encode_state(shots))
 
     def close(self) -> None:
         if self._open:
@@ -211,17 +336,7 @@ class StateStore:
     def flush(self) -> None:
         if not self._open:
             raise StateError(f"state file {self.path} written without holding its lock")
-        # The same bytes as json.dumps({"version", "updated", "shots"}, indent=2, sort_keys=True).
-        parts = []
-        for sid, shot in sorted(self._shots.items()):
-            hit = self._encoded.get(sid)
-            if hit is None or hit[0] is not shot:
-                text = json.dumps(shot.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
-                hit = self._encoded[sid] = (shot, text)
-            parts.append(f"    {json.dumps(sid)}: {hit[1]}")
-        shots = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
-        updated = json.dumps(now_iso())
-        text = f'{{\n  "shots": {shots},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+        text = encode_state(self._shots, self._encoded)
         try:
             atomic_write_text(self.path, text)
         except OSError as exc:
@@ -230,8 +345,31 @@ class StateStore:
             raise StateError(f"cannot write the state file {self.path}: {exc.strerror or exc}") from exc
 
 
+def encode_state(
+    shots: Mapping[str, ShotState], memo: dict[str, tuple[ShotState, str]] | None = None
+) -> str:
+    """The state file's text: the same bytes as json.dumps({"version", "updated", "shots"},
+    indent=2, sort_keys=True). ``memo`` keeps each record's text while the (frozen) record is the
+    same object, so a flush encodes the one changed shot, not all of them."""
+    memo = {} if memo is None else memo
+    parts = []
+    for sid, shot in sorted(shots.items()):
+        hit = memo.get(sid)
+        if hit is None or hit[0] is not shot:
+            text = json.dumps(shot.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+            hit = memo[sid] = (shot, text)
+        parts.append(f"    {json.dumps(sid)}: {hit[1]}")
+    body = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
+    updated = json.dumps(now_iso())
+    return f'{{\n  "shots": {body},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 @contextlib.contextmanager
-def open_state(project_path: Path, *, lock_timeout: float = 0.0) -> Iterator[StateStore]:
-    """Open (and lock) the project's state for the duration of the block."""
-    with StateStore.for_project(project_path, lock_timeout=lock_timeout) as store:
+def open_state(project_path: Path, provider: str, *, lock_timeout: float = 0.0) -> Iterator[StateStore]:
+    """Open (and lock) ``provider``'s state of the project for the duration of the block."""
+    with StateStore.for_project(project_path, provider, lock_timeout=lock_timeout) as store:
         yield store

@@ -65,7 +65,10 @@ class Workspace:
 
     @property
     def state_path(self) -> Path:
-        return self.root / ".kling-render" / "project" / "state.json"
+        return self.state_path_of("wavespeed")
+
+    def state_path_of(self, provider: str) -> Path:
+        return self.root / ".kling-render" / self.project.name / provider / "state.json"
 
     @property
     def cache_dir(self) -> Path:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                             kill_at=args.kill_at)  # fmt: skip
     jobs = [make_job(shot, index=n) for n, shot in enumerate(SHOTS)]
     options = RunOptions(poll_interval=0.02, concurrency=2, resubmit_unknown=args.resubmit_unknown)
-    with StateStore.for_project(project, lock_timeout=10) as state:
+    with StateStore.for_project(project, "stub", lock_timeout=10) as state:
         report = run(jobs, provider, state=state, cache=ClipCache(root / "cache"), options=options,
                      lock=LockFile.for_project(project))  # fmt: skip
     sys.stdout.write(json.dumps(report.to_json()) + "\n")

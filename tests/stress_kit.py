@@ -130,7 +130,7 @@ def render_args(project: Path, *extra: str, concurrency: int = 10) -> list[str]:
 
 
 def state_of(project: Path) -> dict[str, ShotState]:
-    return read_state(StateStore.for_project(project).path)
+    return read_state(StateStore.for_project(project, "wavespeed").path)
 
 
 def submits_by_shot(requests: Sequence[dict[str, Any]], *, created_only: bool = True) -> Counter[str]:

@@ -38,7 +38,7 @@ def server_submits(root: Path) -> Counter[str]:
 
 
 def state_of(root: Path) -> dict[str, ShotState]:
-    return read_state(StateStore.for_project(root / "teaser.yaml").path)
+    return read_state(StateStore.for_project(root / "teaser.yaml", "stub").path)
 
 
 def assert_cache_sound(root: Path) -> None:
@@ -104,7 +104,7 @@ def test_kill_during_submit_leaves_an_unknown_shot_resubmitted_only_when_asked(r
 @pytest.mark.parametrize("delay", [0.0, 0.1, 0.25])
 def test_external_kill_while_tasks_are_in_flight_converges(root: Path, delay: float) -> None:
     """SIGKILL from outside once a task is submitted (plus ``delay``), then let it finish."""
-    state_path = StateStore.for_project(root / "teaser.yaml").path
+    state_path = StateStore.for_project(root / "teaser.yaml", "stub").path
     cmd = [sys.executable, str(HARNESS), str(root), "--polls", "10"]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         deadline = time.monotonic() + 30

@@ -86,7 +86,7 @@ def test_second_run_exits_with_a_clear_lock_message(fake: FakeWaveSpeed, tmp_pat
     fake.latency = 1.5
     project = write_project(tmp_path, SHOTS)
     env = cli_env(fake.base_url)
-    owner = StateStore.for_project(project).owner_path
+    owner = StateStore.for_project(project, "wavespeed").owner_path
     with subprocess.Popen(render_args(project), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
         wait_for(owner.exists)
         second = run(render_args(project), env)
@@ -187,7 +187,7 @@ def test_output_directory_deleted_between_runs_and_mid_run(fake: FakeWaveSpeed, 
     renders.mkdir()
     (renders / "old.txt").write_text("from before")
     args = [a for a in render_args(project) if a != "--no-stitch"]
-    state_path = StateStore.for_project(project).path
+    state_path = StateStore.for_project(project, "wavespeed").path
     with subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         wait_for(lambda: state_path.exists() and '"submitted"' in state_path.read_text())
         shutil.rmtree(renders)  # the output directory and the cache's temp directory vanish mid-run

@@ -38,13 +38,13 @@ class World:
         self.project = root / "teaser.yaml"
         self.cache = ClipCache(root / ".kling-render" / "cache")
         self.lock = LockFile(root / "teaser.lock")
-        self.state_path = StateStore.for_project(self.project).path
+        self.state_path = StateStore.for_project(self.project, "stub").path
         self.provider = StubProvider(sources)
 
     def render(
         self, jobs: Sequence[Job], options: RunOptions = FAST, sink: ListSink | None = None
     ) -> RunReport:
-        with StateStore.for_project(self.project) as state:
+        with StateStore.for_project(self.project, "stub") as state:
             return asyncio.run(
                 execute(jobs, self.provider, state=state, cache=self.cache, options=options,
                         events=sink or ListSink(), lock=self.lock)
@@ -54,7 +54,9 @@ class World:
         return read_state(self.state_path)
 
     def cache_files(self) -> list[str]:
-        return sorted(p.name for p in self.cache.root.rglob("*") if p.is_file() and p.name != ".put.lock")
+        return sorted(
+            p.name for p in self.cache.root.rglob("*") if p.is_file() and p.suffix in (".mp4", ".json")
+        )  # clips and sidecars (not the put lock, nor the verification memos)
 
 
 @pytest.fixture
@@ -103,7 +105,7 @@ def test_every_transition_is_on_disk_before_the_next_step(world: World) -> None:
     seen: dict[str, ShotState] = {}
 
     async def scenario() -> RunReport:
-        with StateStore.for_project(world.project) as state:
+        with StateStore.for_project(world.project, "stub") as state:
             task = asyncio.create_task(
                 execute(JOBS, world.provider, state=state, cache=world.cache, options=FAST, lock=world.lock)
             )
@@ -134,7 +136,7 @@ async def _wait_for(provider: StubProvider, shot: str) -> None:
 
 def test_a_submitted_shot_is_polled_again_never_resubmitted(world: World) -> None:
     world.provider.tasks["t-old"] = {"shot": "intro", "behaviour": "ok", "duration": 1, "polls": 0}
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         state.set(
             "intro", ShotState(key=JOBS[0].key, status="submitted", task_id="t-old", attempts=1, cost_usd=0.1)
         )
@@ -146,7 +148,7 @@ def test_a_submitted_shot_is_polled_again_never_resubmitted(world: World) -> Non
 
 
 def test_a_crash_during_submit_makes_the_shot_unknown_until_resubmit_is_asked(world: World) -> None:
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         state.set("intro", ShotState(key=JOBS[0].key, status="submitting", attempts=1))
     sink = ListSink()
     report = world.render(JOBS[:2], sink=sink)
@@ -277,7 +279,7 @@ def test_cancelling_keeps_task_ids_and_marks_an_interrupted_submit_unknown(world
     world.provider.submit_gates["pour"] = asyncio.Event()
 
     async def scenario() -> None:
-        with StateStore.for_project(world.project) as state:
+        with StateStore.for_project(world.project, "stub") as state:
             task = asyncio.create_task(
                 execute(JOBS[:2], world.provider, state=state, cache=world.cache, options=FAST)
             )
@@ -307,14 +309,14 @@ def test_run_wrapper_turns_ctrl_c_into_an_interrupted_report(world: World) -> No
         return await original(task_id)
 
     world.provider.poll = interrupting_poll  # type: ignore[method-assign]
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         report = run(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST)
     assert report.interrupted and report.exit_code == 130 and world.provider.closed
     assert world.state()["intro"].status == "submitted"
 
 
 def test_run_wrapper_closes_the_provider(world: World) -> None:
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         report = run(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST)
     assert report.exit_code == 0 and world.provider.closed
 
@@ -330,7 +332,7 @@ def test_report_as_json(world: World) -> None:
 
 def test_plain_lines_and_json_lines(world: World) -> None:
     out = io.StringIO()
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         asyncio.run(execute(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST,
                             events=PlainSink(out)))  # fmt: skip
     lines = out.getvalue().splitlines()
@@ -357,7 +359,7 @@ def test_with_the_real_local_provider(tmp_path: Path) -> None:
     jobs = [make_job("a"), make_job("b")]
     for attempt in range(2):
         provider = LocalProvider(cache_dir=cache.root)
-        with StateStore.for_project(tmp_path / "p.yaml") as state:
+        with StateStore.for_project(tmp_path / "p.yaml", "local") as state:
             report = run(jobs, provider, state=state, cache=cache, options=FAST, lock=lock)
         assert report.exit_code == 0, report.to_json()
         assert report.by_status("cached" if attempt else "done") == ["a", "b"]

@@ -16,10 +16,16 @@ from kling_render.lockfile import LockEntry, LockFile, read_lock, write_lock
 from kling_render.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
 
 
-def test_state_path_is_beside_the_project(tmp_path: Path) -> None:
-    store = StateStore.for_project(tmp_path / "teaser.yaml")
-    assert store.path == tmp_path / ".kling-render" / "teaser" / "state.json"
-    assert state_dir_for(tmp_path / "teaser.yaml") == store.path.parent
+def test_state_path_is_beside_the_project_by_file_name_and_provider(tmp_path: Path) -> None:
+    store = StateStore.for_project(tmp_path / "teaser.yaml", "wavespeed")
+    assert store.path == tmp_path / ".kling-render" / "teaser.yaml" / "wavespeed" / "state.json"
+    assert store.lock_path == tmp_path / ".kling-render" / "teaser.yaml" / "run.lock"
+    assert state_dir_for(tmp_path / "teaser.yaml") == store.path.parent.parent
+    # one run lock per project file, whatever the provider; p.yml is another project file
+    assert StateStore.for_project(tmp_path / "teaser.yaml", "local").lock_path == store.lock_path
+    assert StateStore.for_project(tmp_path / "teaser.yml", "wavespeed").lock_path != store.lock_path
+    with pytest.raises(ValueError):
+        StateStore.for_project(tmp_path / "teaser.yaml", "../x")
 
 
 def test_every_change_is_written_with_a_schema_version_and_no_temp_files(tmp_path: Path) -> None:

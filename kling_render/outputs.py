@@ -1,0 +1,112 @@
+"""Where kling-render may write a file it makes (final cut, report, saved plan): never over what it
+reads or keeps (SPEC §8).
+
+A target is refused when it is, or lies inside, something protected: the project file, its lock
+file, any input the project reads (images, video, music), the state directory ``.kling-render/``
+and the clip cache (wherever ``KLING_RENDER_CACHE`` points). Also when it names a directory
+(trailing slash, or an existing directory) or sits under a regular file.
+
+One file has many names, so names are not compared as typed: each side is resolved
+(``os.path.realpath``: symlinks and ``..``), and existing files are compared by device and inode
+(hard links, and case on case-insensitive filesystems). Paths that do not exist yet (a lock file
+before the first render) are compared by their resolved, case-folded text, so ``PROJECT.LOCK``
+is refused beside ``project.lock`` even where the filesystem would keep them apart: a false
+refusal costs a rename, a false acceptance costs the project.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Protected:
+    """A path no output may be or lie inside; ``what`` names it in messages."""
+
+    path: Path
+    what: str
+    tree: bool = False  # a directory whose whole content is protected
+
+
+def protected_for(
+    project_path: Path,
+    lock_path: Path,
+    inputs: Iterable[tuple[Path, str]],
+    *,
+    extra: Iterable[Protected] = (),
+) -> list[Protected]:
+    """Everything a project reads or keeps: its file, lock, inputs, state directory and clip cache."""
+    from kling_render.cache import cache_root_for
+    from kling_render.state import work_dir_for
+
+    found = [
+        Protected(project_path, "the project file"),
+        Protected(lock_path, "the project's lock file"),
+        Protected(work_dir_for(project_path), "kling-render's state directory", tree=True),
+        Protected(cache_root_for(project_path), "the clip cache", tree=True),
+    ]
+    found += [Protected(path, what) for path, what in inputs]
+    found += list(extra)
+    return found
+
+
+def _real(path: Path | str) -> str:
+    return os.path.realpath(path)
+
+
+def _ident(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _folded(path: str) -> str:
+    return os.path.normcase(path).casefold()
+
+
+def _inside(child: str, parent: str) -> bool:
+    a, b = _folded(child), _folded(parent)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def _ancestors(path: str) -> list[str]:
+    """``path`` and each directory above it, nearest first."""
+    out = [path]
+    while True:
+        parent = os.path.dirname(out[-1])
+        if parent == out[-1]:
+            return out
+        out.append(parent)
+
+
+def output_problem(raw: str | Path, protected: Iterable[Protected]) -> str | None:
+    """Why writing a file at ``raw`` (as given) is refused, or None when it is safe."""
+    text = os.fspath(raw)
+    if not text or text.endswith(("/", os.sep)) or os.path.basename(text) in ("", ".", ".."):
+        return "names a directory, not a file"
+    real = _real(text)
+    chain = _ancestors(real)
+    idents = {p: _ident(p) for p in chain}
+    if os.path.isdir(real):
+        return "is an existing directory, not a file"
+    for above in chain[1:]:
+        if idents[above] is not None and not os.path.isdir(above):
+            return f"lies under {above}, which is a file, not a directory"
+    for guard in protected:
+        guard_real = _real(guard.path)
+        guard_id = _ident(guard_real)
+        if guard.tree:
+            hit = _inside(real, guard_real) or (
+                guard_id is not None and any(idents[p] == guard_id for p in chain)
+            )
+        else:
+            hit = _folded(real) == _folded(guard_real) or (guard_id is not None and idents[real] == guard_id)
+        if hit:
+            where = "inside " if guard.tree else ""
+            return f"is {where}{guard.what} ({guard.path}); choose another path"
+    return None

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import json
+import math
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
-from kling_render.document import Document
+from kling_render.document import Document, format_path
 from kling_render.errors import Issue
+
+# Patterns end in (?![\s\S]) rather than $: jsonschema uses re.search, where $ also matches before a
+# trailing newline ("intro\n" would pass); the lookahead means "end of text" in Python and ECMA-262.
+_END = "(?![\\s\\S])"
 
 
 def schema_text() -> str:
@@ -19,18 +25,34 @@ def schema_text() -> str:
     return resources.files("kling_render").joinpath("data/project.schema.json").read_text(encoding="utf-8")
 
 
+def _finite_number(checker: Any, instance: object) -> bool:
+    """JSON has no NaN or infinity; YAML's .nan and .inf are not numbers here (they would switch
+    off range checks, since every comparison with NaN is false)."""
+    if isinstance(instance, float):
+        return math.isfinite(instance)
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
     schema = json.loads(schema_text())
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
+    cls = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+    return cls(schema)  # type: ignore[no-any-return]
 
 
 def schema_issues(doc: Document) -> list[Issue]:
-    """Every schema violation in ``doc``, one Issue each, with file:line and document path."""
+    """Every schema violation in ``doc``, one Issue each, with file:line and document path; and
+    every number that is not finite, wherever it is (untyped lists such as element_list too)."""
     issues: list[Issue] = []
     for error in _validator().iter_errors(doc.data):
         issues.extend(_to_issues(doc, error))
+    if doc.non_finite:
+        reported = {i.path for i in issues}
+        for path, value in doc.non_finite:
+            if format_path(path) not in reported:
+                issues.append(doc.issue(path, f"{_describe(value)} is not a finite number"))
     return issues
 
 
@@ -75,7 +97,13 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
-    return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()})"
+    return "a value of another kind"
 
 
 def _message(error: ValidationError) -> str:
@@ -85,6 +113,8 @@ def _message(error: ValidationError) -> str:
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
+    if v == "type" and isinstance(inst, float) and not math.isfinite(inst):
+        return f"{_describe(inst)} is not a finite number"
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]
         return (
@@ -100,7 +130,10 @@ def _message(error: ValidationError) -> str:
     if v == "const":
         return f"must be {arg!r}, got {_describe(inst)}"
     if v == "pattern":
-        return f"{_describe(inst)} does not match the pattern {arg}"
+        shown = str(arg).removeprefix("^").removesuffix(_END)
+        if isinstance(inst, str) and ("\n" in inst or "\r" in inst):
+            return f"{_describe(inst)} contains a line break (expected {shown})"
+        return f"{_describe(inst)} does not match {shown}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {
             "minimum": "at least",

@@ -24,7 +24,7 @@ WORK = Path(tempfile.mkdtemp(prefix="kling-fuzz-"))
 (WORK / "images").mkdir()
 Image.new("RGB", (640, 360), (10, 20, 30)).save(WORK / "images" / "a.png")
 PROJECT = WORK / "project.yaml"
-ERROR_LINE = re.compile(r"^error: \S*project\.yaml:\d+: ")
+ERROR_LINE = re.compile(r"^error: \S*project\.yaml:\d+(?::\d+)?: ")  # line, and the column for YAML syntax
 FUZZED = {"count": 0}
 
 VALID: dict[str, Any] = {

@@ -125,7 +125,8 @@ def test_environment_variables_never_reach_templates(workdir: Path) -> None:
         assert code == 2 and marker not in output, output
     # what the context does hold renders, and holds no environment values
     path = workdir / "project.yaml"
-    path.write_text(project_text("{{ shot }} {{ project }} {{ prompts }} {{ vars_product }}"), encoding="utf-8")
+    everything = "{{ shot.id }} {{ shot.index }} {{ project.name }} {{ prompts|join(',') }} {{ vars_product }}"
+    path.write_text(project_text(everything), encoding="utf-8")
     result = CliRunner().invoke(
         cli, ["plan", str(path), "--json"], env={"KLING_SANDBOX_MARKER": marker, "HOME": f"/home/{marker}"}
     )

@@ -68,13 +68,9 @@ class Document:
             key = key[:-1]
         return self.lines.get((), 1)
 
-    def issue(
-        self, path: Sequence[str | int], message: str, *, line_path: Sequence[str | int] | None = None
-    ) -> Issue:
+    def issue(self, path: Sequence[str | int], message: str, *, line_path: Sequence[str | int] | None = None) -> Issue:
         """An Issue at ``path``; ``line_path`` points the line elsewhere (e.g. at a default)."""
-        return Issue(
-            self.file, self.line(line_path if line_path is not None else path), format_path(path), message
-        )
+        return Issue(self.file, self.line(line_path if line_path is not None else path), format_path(path), message)
 
 
 def load_document(path: Path, display: str | None = None) -> Document:
@@ -181,9 +177,15 @@ def _yaml_issue(name: str, text: str, exc: yaml.MarkedYAMLError) -> Issue:
     start = exc.context_mark or exc.problem_mark
     found = exc.problem_mark
     message = f"invalid YAML: {exc.problem or exc.context or 'syntax error'}"
-    if exc.context and start is not None and found is not None and (found.line, found.column) != (
-        start.line,
-        start.column,
+    if (
+        exc.context
+        and start is not None
+        and found is not None
+        and (found.line, found.column)
+        != (
+            start.line,
+            start.column,
+        )
     ):
         message += f" at line {found.line + 1}, column {found.column + 1} ({exc.context} that starts here)"
     lines = text.splitlines()
@@ -307,8 +309,7 @@ class _Builder:
                 return ""
             return node.value
         if tag == _INT and len(node.value) > _MAX_INT_TEXT:
-            self.fail(node, path, f"an integer of {len(node.value)} characters is too large (at most 64 bits)")
-            return 0
+            return self._too_large(node, path)
         if tag == _TIMESTAMP:  # YAML 1.1 dates: keep the text, as YAML 1.2 and JSON would
             return node.value
         if tag == _BINARY:
@@ -316,8 +317,12 @@ class _Builder:
             return None
         value = self.loader.construct_object(node)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-            self.fail(node, path, f"{node.value} is too large an integer (at most 64 bits)")
-            return 0
+            return self._too_large(node, path)
         if isinstance(value, float) and not math.isfinite(value):
             self.doc.non_finite.append((path, value))
         return value
+
+    def _too_large(self, node: yaml.ScalarNode, path: DocPath) -> int:
+        text = node.value if len(node.value) <= 24 else f"{node.value[:20]}... ({len(node.value):,} characters)"
+        self.fail(node, path, f"{text} is too large an integer (at most 64 bits)")
+        return 0

@@ -138,8 +138,8 @@ def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
     near = difflib.get_close_matches(name, list(known), n=1)
     if near:
-        return f" did you mean '{near[0]}'?"
-    return f" the project declares {', '.join(known)}" if known else " the project declares no variables"
+        return f"did you mean '{near[0]}'?"
+    return f"the project declares {', '.join(known)}" if known else "the project declares no variables"
 
 
 def display_path(path: Path) -> str:
@@ -210,7 +210,7 @@ class _Resolver:
                 )
         for name in overrides:  # a typo'd --var must not be silently ignored
             if name not in declared:
-                self.add(("vars",), f"--var {name}: not declared under vars:{_did_you_mean(name, declared)}")
+                self.add(("vars",), f"--var {name} is not declared under vars ({_did_you_mean(name, declared)})")
         self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:

@@ -113,7 +113,7 @@ def _message(error: ValidationError) -> str:
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
-    if v == "type" and isinstance(inst, float) and not math.isfinite(inst):
+    if isinstance(inst, float) and not math.isfinite(inst):  # whatever the rule, this is the problem
         return f"{_describe(inst)} is not a finite number"
     if v == "type":
         wanted = arg if isinstance(arg, list) else [arg]

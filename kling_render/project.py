@@ -212,6 +212,7 @@ class _Resolver:
             if name not in declared:
                 self.add(("vars",), f"--var {name} is not declared under vars ({_did_you_mean(name, declared)})")
         self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
+        self._budget_spent = False
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
@@ -220,6 +221,10 @@ class _Resolver:
         try:
             return context.render(source)
         except TemplateProblem as exc:
+            if exc.project_wide:  # said once, at the field where the budget ran out
+                if self._budget_spent:
+                    return ""
+                self._budget_spent = True
             if exc.snippet is None:
                 self.add(path, exc.message, line_path)
             else:

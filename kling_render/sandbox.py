@@ -138,9 +138,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
         except TypeError:
             raise TemplateRefused(f"cannot loop over {kind(iterable)}") from None
 
+    def kr_read(self, value: Any) -> Any:
+        return _read(value) if isinstance(value, str | list | tuple) else value
+
     def kr_operand(self, value: Any) -> Any:
         if isinstance(value, list | tuple | dict):
             weigh(value)
+        elif isinstance(value, str) and len(value) > 64:  # `x in text` scans it
+            _read(value)
         return value
 
     # -- Jinja's sandbox hooks ---------------------------------------------------------------
@@ -179,6 +184,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and isinstance(__obj, types.BuiltinMethodType):
             args = _check_str_method(owner, __obj.__name__, args, kwargs)
+            _read(owner)  # every text method reads (or copies) the whole text
         if not is_macro or meter is None:
             return __context.call(__obj, *args, **kwargs)
         meter.depth += 1
@@ -192,7 +198,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         if isinstance(argument, list | tuple | dict):
             weigh(argument)
-        return super().getitem(obj, argument)
+        value = super().getitem(obj, argument)
+        if isinstance(argument, slice) and isinstance(value, str | list | tuple):
+            _read(value)  # a slice is a copy
+        return value
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         message = f"access to {attribute!r} is not allowed in a template"
@@ -211,7 +220,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         def bounded(*args: Any, **kwargs: Any) -> str:
             check_args((*args, *kwargs.values()))
             check_format(fmt, [*args, *kwargs.values()], "format")
-            return wrapped(*args, **kwargs)
+            return str(_read(wrapped(*args, **kwargs)))
 
         return bounded
 
@@ -245,6 +254,14 @@ def _check_times(left: Any, right: Any) -> None:
                 raise too_big("*", len(seq) * times)
             return
     raise TemplateRefused(f"cannot multiply {kind(left)} and {kind(right)}")
+
+
+def _read(value: Any) -> Any:
+    """Charge the characters (or items) an operation reads or copies; returns ``value``."""
+    meter = ACTIVE.get()
+    if meter is not None:
+        meter.spend_chars(len(value))
+    return value
 
 
 _STR_METHODS_REFUSED = frozenset({"translate", "maketrans", "encode"})
@@ -285,8 +302,13 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         meter = ACTIVE.get()
         if meter is not None:
             meter.tick(1 + (len(value) if itemwise and isinstance(value, Sized) else 0))
-        if text_input and not isinstance(value, Undefined):
-            text_of(value, f"the value given to |{name}")
+        if text_input:  # the value and every argument end up in the text: no reprs
+            if not isinstance(value, Undefined):
+                text_of(value, f"the value given to |{name}")
+            if name != "format":  # its arguments are checked with the format string
+                for arg in (*extra, *kwargs.values()):
+                    if arg is not None and not isinstance(arg, Undefined):
+                        text_of(arg, f"an argument of |{name}")
         check_args((*extra, *kwargs.values()))
         size_check = _FILTER_SIZES.get(name)
         if size_check is not None and isinstance(value, str):
@@ -298,6 +320,8 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             kwargs.pop("attribute", None)
         elif name in ("tojson", "sort", "unique", "dictsort", "groupby", "min", "max", "sum"):
             weigh(value, text=name == "tojson")
+        if isinstance(value, str):
+            _read(value)
         if name in ("int", "float") and isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT:
             raise TemplateRefused(f"|{name}: text of {len(value):,} characters is too long for a number")
         result = func(*args, **kwargs)
@@ -322,8 +346,8 @@ def _join_items(env_or_ctx: Any, value: Any, extra: tuple[Any, ...], kwargs: dic
         getter = make_attrgetter(environment, attribute)
         items = [getter(item) for item in items]
     texts = [text_of(item, "an item given to |join") for item in items]
-    sep = kwargs.get("d", extra[0] if extra else "")
-    size = sum(len(t) for t in texts) + len(str(sep)) * max(len(texts) - 1, 0)
+    sep = text_of(kwargs.get("d", extra[0] if extra else ""), "the separator given to |join")
+    size = sum(len(t) for t in texts) + len(sep) * max(len(texts) - 1, 0)
     if size > MAX_SIZE:
         raise too_big("|join", size)
     return texts

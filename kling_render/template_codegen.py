@@ -9,6 +9,7 @@ sandbox (``sandbox.Sandbox``) sees what it must check:
 * ``for x in it``           -> ``for x in environment.kr_iter(it)`` (one step per item);
   ``recursive`` loops are refused (their inner iterables would escape the count)
 * comparison operands and literal dict keys -> ``environment.kr_operand(x)`` (weighed)
+* ``x[a:b]``                -> ``environment.kr_read(x[a:b])`` (the copy is counted)
 
 Constant folding is off (it would evaluate ``'a' ~ [1]`` or a filter at compile time, unchecked):
 only literal text and plain constants are folded.
@@ -108,6 +109,16 @@ class Codegen(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write(f"), {tuple(source_of(n) for n in node.nodes)!r})")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.kr_read(")  # Jinja compiles slices to plain Python: count the copy
+        self.visit(node.node, frame)
+        self.write("[")
+        self.visit(node.arg, frame)
+        self.write("])")
 
     def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
         self.write("(environment.kr_operand(")

@@ -48,15 +48,19 @@ class TemplateRefused(SecurityError):
     """A template broke a bound or a determinism rule; the message is one readable line."""
 
 
+class ProjectBudgetSpent(TemplateRefused):
+    """The project's templates together used up its budget (reported once, not per field)."""
+
+
 class Budget:
     """What the templates of one project may still spend, all fields together."""
 
     # A step costs at most a few microseconds, so 500,000 steps stay within about a second even
     # when every field of a large project spends its whole allowance.
     def __init__(self, steps: int = 500_000, chars: int = 50_000_000, seconds: float = 10.0) -> None:
-        self.steps = steps
-        self.chars = chars
-        self.seconds = seconds
+        self.steps = self.total_steps = steps
+        self.chars = self.total_chars = chars
+        self.seconds = self.total_seconds = seconds
 
 
 class Meter:
@@ -66,8 +70,8 @@ class Meter:
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
-        self.steps_given = self.steps = min(FIELD_STEPS, budget.steps)
-        self.chars_given = self.chars = min(FIELD_CHARS, budget.chars)
+        self.steps_given = self.steps = max(0, min(FIELD_STEPS, budget.steps))
+        self.chars_given = self.chars = max(0, min(FIELD_CHARS, budget.chars))
         self.check_at = self.steps - _CHECK_EVERY
         self.started = 0.0  # the clock is read only once a field has run _CHECK_EVERY steps
         self.deadline = 0.0
@@ -80,23 +84,33 @@ class Meter:
 
     def _check(self) -> None:
         if self.steps < 0:
-            whose = "the field" if self.steps_given == FIELD_STEPS else "the project's templates together"
-            raise TemplateRefused(
-                f"{whose} would take more than {self.steps_given:,} steps (loop items, calls, filters)"
-            )
+            if self.steps_given < FIELD_STEPS:
+                raise ProjectBudgetSpent(
+                    f"the project's templates together would take more than {self.budget.total_steps:,} steps "
+                    "(loop items, calls, filters)"
+                )
+            raise TemplateRefused(f"the field would take more than {FIELD_STEPS:,} steps (loop items, calls, filters)")
         now = time.process_time()
         if not self.started:
             self.started = now
-            self.deadline = now + min(FIELD_SECONDS, self.budget.seconds)
+            self.deadline = now + max(0.0, min(FIELD_SECONDS, self.budget.seconds))
         elif now > self.deadline:
+            if self.budget.seconds < FIELD_SECONDS:
+                raise ProjectBudgetSpent(
+                    f"the project's templates together took more than {self.budget.total_seconds:g} s of CPU time"
+                )
             raise TemplateRefused(f"rendering took more than {FIELD_SECONDS:g} s of CPU time")
         self.check_at = self.steps - _CHECK_EVERY
 
     def spend_chars(self, n: int) -> None:
         self.chars -= n
         if self.chars < 0:
-            whose = "the field" if self.chars_given == FIELD_CHARS else "the project's templates together"
-            raise TemplateRefused(f"{whose} would print or build more than {self.chars_given:,} characters")
+            if self.chars_given < FIELD_CHARS:
+                raise ProjectBudgetSpent(
+                    f"the project's templates together would print or build more than "
+                    f"{self.budget.total_chars:,} characters"
+                )
+            raise TemplateRefused(f"the field would print or build more than {FIELD_CHARS:,} characters")
 
     def settle(self) -> None:
         """Charge what this field used to the project."""

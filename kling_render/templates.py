@@ -17,7 +17,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from kling_render.sandbox import DROPPED, environment
-from kling_render.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter
+from kling_render.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter, ProjectBudgetSpent
 
 RESERVED_NAMES = frozenset({"prompts", "project", "shot"})
 
@@ -26,10 +26,11 @@ class TemplateProblem(Exception):
     """A template failed to compile or render; ``message`` is one readable line, ``snippet`` the
     ``prompts.<name>`` it failed in (None when it failed in the field itself)."""
 
-    def __init__(self, message: str, snippet: str | None = None) -> None:
+    def __init__(self, message: str, snippet: str | None = None, *, project_wide: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.snippet = snippet
+        self.project_wide = project_wide  # the project's budget is spent: worth saying once
 
 
 def is_template(text: str) -> bool:
@@ -81,7 +82,8 @@ def _render(source: str, context: Mapping[str, Any]) -> str:
     except jinja2.UndefinedError as exc:
         raise TemplateProblem(f"template error: {exc.message}") from None
     except SecurityError as exc:
-        raise TemplateProblem(f"template refused by the sandbox: {exc}") from None
+        spent = isinstance(exc, ProjectBudgetSpent)
+        raise TemplateProblem(f"template refused by the sandbox: {exc}", project_wide=spent) from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {_unavailable(exc.message or '')}") from None
     except jinja2.TemplateError as exc:

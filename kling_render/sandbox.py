@@ -110,13 +110,17 @@ class Sandbox(ImmutableSandboxedEnvironment):
         text = value if type(value) is str else text_of(value, what)
         meter = ACTIVE.get()
         if meter is not None:
-            meter.spend_chars(len(text))
+            meter.chars -= len(text)
+            if meter.chars < 0:
+                meter.spend_chars(0)  # raises
         return text
 
     def kr_data(self, text: str) -> str:
         meter = ACTIVE.get()
         if meter is not None:
-            meter.spend_chars(len(text))
+            meter.chars -= len(text)
+            if meter.chars < 0:
+                meter.spend_chars(0)  # raises
         return text
 
     def kr_concat(self, values: tuple[Any, ...], sources: tuple[str, ...]) -> str:

@@ -70,8 +70,9 @@ class Meter:
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
-        self.steps_given = self.steps = max(0, min(FIELD_STEPS, budget.steps))
-        self.chars_given = self.chars = max(0, min(FIELD_CHARS, budget.chars))
+        steps, chars = budget.steps, budget.chars  # (no min/max: this runs for every templated field)
+        self.steps_given = self.steps = FIELD_STEPS if steps >= FIELD_STEPS else steps if steps > 0 else 0
+        self.chars_given = self.chars = FIELD_CHARS if chars >= FIELD_CHARS else chars if chars > 0 else 0
         self.check_at = self.steps - _CHECK_EVERY
         self.started = 0.0  # the clock is read only once a field has run _CHECK_EVERY steps
         self.deadline = 0.0
@@ -114,8 +115,8 @@ class Meter:
 
     def settle(self) -> None:
         """Charge what this field used to the project."""
-        self.budget.steps -= self.steps_given - max(self.steps, 0)
-        self.budget.chars -= self.chars_given - max(self.chars, 0)
+        self.budget.steps -= self.steps_given - (self.steps if self.steps > 0 else 0)
+        self.budget.chars -= self.chars_given - (self.chars if self.chars > 0 else 0)
         if self.started:
             self.budget.seconds -= time.process_time() - self.started
 

@@ -250,7 +250,12 @@ class _Builder:
                 self.fail(node, path, f"aliases expand to more than {MAX_NODES:,} values", stop=True)
             return value
         if len(path) > MAX_DEPTH:
-            self.fail(node, path, f"nested more than {MAX_DEPTH} levels deep", stop=True)
+            mark = node.start_mark
+            where = format_path(path[:6]) + "..."
+            self.issues.append(
+                Issue(self.doc.file, mark.line + 1, where, f"nested more than {MAX_DEPTH} levels deep", column=mark.column + 1)
+            )
+            raise _Stop
         before = self.count
         self.count += 1
         if self.count > MAX_NODES:
@@ -264,13 +269,19 @@ class _Builder:
         assert isinstance(node, yaml.MappingNode)
         mapping: dict[Any, Any] = {}
         self.built[id(node)] = (mapping, _BUILDING)
-        if node.flow_style and self.text.startswith(("{{", "{%"), node.start_mark.index):
-            snippet = self.text[node.start_mark.index : node.end_mark.index].split("\n", 1)[0][:40]
-            self.fail(node, path, f"{snippet} reads as a YAML mapping: {_JINJA_HINT}")
-        else:
+        if not self._jinja_like(node, path):
             self._fill(mapping, node, path)
         self.built[id(node)] = (mapping, self.count - before)
         return mapping
+
+    def _jinja_like(self, node: yaml.Node, path: DocPath) -> bool:
+        """An unquoted ``{{ x }}`` is a flow mapping holding a flow mapping: say so, with the fix."""
+        start, end = node.start_mark.index, node.end_mark.index
+        if not (isinstance(node, yaml.MappingNode) and node.flow_style and self.text.startswith("{{", start)):
+            return False
+        snippet = self.text[start:end].split("\n", 1)[0][:40]
+        self.fail(node, path, f"{snippet} reads as a YAML mapping: {_JINJA_HINT}")
+        return True
 
     def _fill(self, mapping: dict[Any, Any], node: yaml.MappingNode, path: DocPath) -> None:
         merges: list[tuple[yaml.Node, Any]] = []
@@ -279,7 +290,8 @@ class _Builder:
                 merges.append((key_node, self.build(value_node, (*path, "<<"))))
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                self.fail(key_node, path, "a list or mapping cannot be a key")
+                if not self._jinja_like(key_node, path):
+                    self.fail(key_node, path, "a list or mapping cannot be a key")
                 continue
             key = key_node.value if key_node.tag == _STR else self.scalar(key_node, path)
             child = (*path, str(key))

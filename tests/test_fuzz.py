@@ -70,7 +70,9 @@ VALID: dict[str, Any] = {
 
 JINJA = st.sampled_from(
     ["{{", "}}", "{%", "%}", "{#", "#}", "|", "(", ")", ".", "__class__", "attr", "range", "lipsum", "x", " ",
-     "'", '"', "for", "endfor", "if", "set", "=", "*", "**", "%", "10**9", "product", "prompts", "shot", "self"]
+     "'", '"', "for", "endfor", "if", "set", "=", "*", "**", "%", "10**9", "product", "prompts", "shot", "self",
+     "~", "[", "]", "'x'*99999", "|join", "|replace('x','yy')", "namespace()", "cycler", "|list", "none", "loop",
+     "macro", "endmacro", "recursive", "in", "|random", "range(9)", "1e308*10", "'\\ud800'", "(1,)"]
 )  # fmt: skip
 SCALARS = st.one_of(
     st.none(),
@@ -168,6 +170,14 @@ YAMLISH = st.lists(
                 "no",
                 "\ufeff",
                 "\u2028",
+                "&r [*r]",
+                ".nan",
+                "-.inf",
+                "9" * 30,
+                "!!binary aGk=",
+                "2024-01-01",
+                "<<: *a",
+                "[[[[[[[[",
             ]
         ),
         st.text(max_size=10),

@@ -250,11 +250,9 @@ class _Builder:
                 self.fail(node, path, f"aliases expand to more than {MAX_NODES:,} values", stop=True)
             return value
         if len(path) > MAX_DEPTH:
-            mark = node.start_mark
-            where = format_path(path[:6]) + "..."
-            self.issues.append(
-                Issue(self.doc.file, mark.line + 1, where, f"nested more than {MAX_DEPTH} levels deep", column=mark.column + 1)
-            )
+            mark, where = node.start_mark, format_path(path[:6]) + "..."
+            too_deep = f"nested more than {MAX_DEPTH} levels deep"
+            self.issues.append(Issue(self.doc.file, mark.line + 1, where, too_deep, column=mark.column + 1))
             raise _Stop
         before = self.count
         self.count += 1

@@ -2,7 +2,7 @@
 
 Every attack is a prompt of an otherwise valid project; ``validate`` must refuse it with exit 2
 and one located line (``error: project.yaml:<line>: shots[0].prompt: ...``), in well under a
-second (the resource bounds of ``templates._Sandbox``).
+second (the bounds of ``sandbox.Sandbox`` and ``template_limits``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ drawn from the project's ``Budget``:
   ``FIELD_CHARS``, per project ``Budget.chars``;
 * one value: at most ``MAX_SIZE`` characters or items, predicted before it is built; integers
   at most ``MAX_INT_BITS``; one field's text at most ``MAX_OUTPUT``;
+* compiling: at most ``MAX_TAGS`` tags in one template, ``Budget.tags`` per project;
 * CPU time: ``FIELD_SECONDS`` per field, ``Budget.seconds`` per project, read every
   ``_CHECK_EVERY`` steps (the backstop: the counts above stop every known attack first).
 
@@ -36,6 +37,7 @@ MAX_INT_BITS = 4096  # about 1,230 digits
 FIELD_STEPS = 100_000
 FIELD_CHARS = 1_000_000
 FIELD_SECONDS = 2.0
+MAX_TAGS = 1_000  # {{ }} and {% %} in one template: compiling costs about 70 us a tag
 MACRO_STEPS = 20  # a macro call costs about as much as twenty loop items
 MAX_MACRO_DEPTH = 50
 _CHECK_EVERY = 2048  # steps between two reads of the CPU clock
@@ -57,10 +59,14 @@ class Budget:
 
     # A step costs at most a few microseconds, so 500,000 steps stay within about a second even
     # when every field of a large project spends its whole allowance.
-    def __init__(self, steps: int = 500_000, chars: int = 50_000_000, seconds: float = 10.0) -> None:
+    def __init__(
+        self, steps: int = 500_000, chars: int = 50_000_000, seconds: float = 10.0, tags: int = 30_000
+    ) -> None:
         self.steps = self.total_steps = steps
         self.chars = self.total_chars = chars
         self.seconds = self.total_seconds = seconds
+        # {{ }} and {% %} compiled, about 70-100 us each; a template used by many shots compiles once
+        self.tags = self.total_tags = tags
 
 
 class Meter:
@@ -119,6 +125,20 @@ class Meter:
         self.budget.chars -= self.chars_given - (self.chars if self.chars > 0 else 0)
         if self.started:
             self.budget.seconds -= time.process_time() - self.started
+
+
+def charge_compile(source: str) -> None:
+    """Compiling is paid per tag: at most ``MAX_TAGS`` in one template, ``Budget.tags`` in all."""
+    tags = source.count("{{") + source.count("{%")
+    if tags > MAX_TAGS:
+        raise TemplateRefused(f"the template has {tags:,} tags (at most {MAX_TAGS:,})")
+    meter = ACTIVE.get()
+    if meter is not None:
+        meter.budget.tags -= tags
+        if meter.budget.tags < 0:
+            raise ProjectBudgetSpent(
+                f"the project's templates together have more than {meter.budget.total_tags:,} tags to compile"
+            )
 
 
 ACTIVE: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("kling_render_template_meter", default=None)

@@ -17,7 +17,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from kling_render.sandbox import DROPPED, environment
-from kling_render.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter, ProjectBudgetSpent
+from kling_render.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter, ProjectBudgetSpent, charge_compile
 
 RESERVED_NAMES = frozenset({"prompts", "project", "shot"})
 
@@ -39,6 +39,7 @@ def is_template(text: str) -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def _compile(source: str) -> jinja2.Template:
+    charge_compile(source)  # only on a cache miss: a template compiled once is paid once
     return environment().from_string(source)
 
 

@@ -113,6 +113,7 @@ RESOURCES = [
     "{% set big = 'x' * 100000 %}{% for i in range(50000) %}{% set y = big[1:] %}{% endfor %}",
     "{% set big = ['x'] * 100000 %}{% for i in range(50000) %}{% set y = big[1:] %}{% endfor %}",
     "{% set big = 'x ' * 50000 %}{% for i in range(50000) %}{% set y = big|wordcount %}{% endfor %}",
+    "{{ x }}" * 1001,
 ]
 # Issue 12: anything printed must be text or a number, never a repr (which can hold an address).
 NOT_TEXT = [
@@ -297,6 +298,22 @@ def test_the_project_budget_stops_many_heavy_fields(workdir: Path) -> None:
     assert "shots[5].prompt: template refused by the sandbox: the project's templates together would take " in errors[0]
     assert "more than 500,000 steps" in errors[0]
     assert time.monotonic() - started < 30
+
+
+def test_the_project_budget_bounds_compiling(workdir: Path) -> None:
+    """Compiling costs about 70 us a tag: many distinct dense templates are refused, once."""
+    shots = "".join(
+        f"  - id: s{i}\n    model: kling-video-o3-std/image-to-video\n"
+        f"    prompt: {json.dumps(f'{i} ' + '{{ vars_product }}' * 999)}\n    image: images/a.png\n"
+        for i in range(40)
+    )
+    path = workdir / "project.yaml"
+    path.write_text(f"version: 1\nname: t\nprovider: local\nvars: {{vars_product: x}}\nshots:\n{shots}")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "shots[30].prompt: " in errors[0], errors
+    assert "the project's templates together have more than 30,000 tags to compile" in errors[0]
 
 
 def test_a_snippet_that_uses_itself(workdir: Path) -> None:

@@ -61,15 +61,19 @@ class UsageError(KlingRenderError):
 
 @dataclass(frozen=True, order=True)
 class Issue:
-    """One problem in a project file: ``file:line: path: message``."""
+    """One problem in a project file: ``file:line: path: message`` (``file:line:column:`` when the
+    column matters, as for YAML syntax errors)."""
 
     file: str
     line: int
     path: str
     message: str
+    column: int = 0
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.line and self.column:
+            where += f":{self.column}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

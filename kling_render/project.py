@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import os
 import re
@@ -18,10 +19,9 @@ from kling_render.document import DocPath, Document, load_document
 from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import MediaRef
 from kling_render.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
-from kling_render.templates import RESERVED_NAMES, TemplateProblem, render
+from kling_render.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
 
-VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# A price per second (or a multiplier) above this is a typo, and beyond a float it breaks the sums.
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would accept a trailing newline
 DEFAULT_TRANSITION_SECONDS = 0.5
 
 
@@ -148,8 +148,19 @@ def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not VAR_NAME.match(key):
             raise UsageError(f"--var {pair!r}: expected KEY=VALUE with KEY a name like product_name")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that were not UTF-8 arrive as lone surrogates
+            raise UsageError(f"--var {key}: the value is not valid UTF-8 text") from None
         out[key] = value
     return out
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    near = difflib.get_close_matches(name, list(known), n=1)
+    if near:
+        return f"did you mean '{near[0]}'?"
+    return f"the project declares {', '.join(known)}" if known else "the project declares no variables"
 
 
 def display_path(path: Path) -> str:
@@ -219,15 +230,37 @@ class _Resolver:
         self.issues = issues
         self.media = MediaIndex()
         self._media_memo: dict[tuple[str, str, bool], tuple[MediaRef | None, list[str]]] = {}
-        self.vars: dict[str, Any] = {**self.data.get("vars", {}), **overrides}
+        declared_vars: dict[str, Any] = self.data.get("vars", {})
+        self.vars: dict[str, Any] = {**declared_vars, **overrides}
         for name in self.vars:
             if name in RESERVED_NAMES:
                 self.add(
                     ("vars", name), f"'{name}' is reserved for the template context; rename the variable"
                 )
+        for name in overrides:  # a typo'd --var must not be silently ignored
+            if name not in declared_vars:
+                self.add(
+                    ("vars",), f"--var {name} is not declared under vars ({_did_you_mean(name, declared_vars)})"
+                )
+        self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
+        self._budget_spent = False
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
+
+    def _render(self, context: ShotTemplates, source: str, path: DocPath, line_path: DocPath | None) -> str:
+        try:
+            return context.render(source)
+        except TemplateProblem as exc:
+            if exc.project_wide:  # said once, at the field where the budget ran out
+                if self._budget_spent:
+                    return ""
+                self._budget_spent = True
+            if exc.snippet is None:
+                self.add(path, exc.message, line_path)
+            else:
+                self.add(path, f"in prompts.{exc.snippet}: {exc.message}", ("prompts", exc.snippet))
+        return ""
 
     def resolve(self, skip: set[str]) -> Project:
         data = self.data
@@ -250,9 +283,10 @@ class _Resolver:
             shot = self._shot(index, raw, name)
             if shot is not None:
                 shots.append(shot)
-        self._check_cut(shots)
-        budget = data.get("budget", {}).get("max_usd")
         audio = self._audio()
+        output = self._output(name, input_files(shots, audio))
+        self._check_cut(shots, output.fps)
+        budget = data.get("budget", {}).get("max_usd")
         return Project(
             path=self.path,
             display=self.doc.file,
@@ -260,7 +294,7 @@ class _Resolver:
             provider=str(data.get("provider", "local")),
             budget_usd=float(budget) if budget is not None else None,
             shots=shots,
-            output=self._output(name, input_files(shots, audio)),
+            output=output,
             audio=audio,
             prices=prices,
             vars=self.vars,
@@ -330,6 +364,11 @@ class _Resolver:
                 self.add(
                     ("audio", "music"), f"{music.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
                 )
+            elif music is not None:
+                try:
+                    self.media.check_media(music, "audio")
+                except MediaProblem as exc:
+                    self.add(("audio", "music"), str(exc))
         return AudioSpec(
             music=music,
             music_volume=float(raw.get("music_volume", 0.3)),
@@ -368,7 +407,7 @@ class _Resolver:
         if model is None:  # the schema's enum reports it already
             return None
         shot_id = str(raw["id"])
-        context = _TemplateContext(self, shot_id, index, project_name)
+        context = self.templates.for_shot(shot_id, index)
 
         n_before = len(self.issues)
         ctx = rules.ShotContext(model=model, merged=merged, own=own)
@@ -417,7 +456,7 @@ class _Resolver:
         merged: dict[str, Any],
         base: DocPath,
         where: Callable[[str], DocPath | None],
-        context: _TemplateContext,
+        context: ShotTemplates,
     ) -> tuple[dict[str, Any], str]:
         """The wire body (media as MediaRef) and the prompt text, from the model's field specs."""
         params: dict[str, Any] = {}
@@ -435,25 +474,25 @@ class _Resolver:
             line_path = where(spec.name)
             kind = spec.type
             if kind == "text":
-                value = context.render(str(value), path, line_path)
+                value = self._render(context, str(value), path, line_path)
                 if spec.name == "prompt":
                     prompt_text = value
             elif kind == "multi_prompt":
                 value = [
                     {
-                        "prompt": context.render(str(p["prompt"]), (*path, i, "prompt"), None),
+                        "prompt": self._render(context, str(p["prompt"]), (*path, i, "prompt"), None),
                         "duration": p["duration"],
                     }
                     for i, p in enumerate(value)
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in value)
             elif kind in ("image", "video"):
-                value = self._media(context.render(str(value), path, line_path), path, line_path, model, kind)
+                value = self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
                 if value is None:
                     continue
             elif kind == "images":
                 refs = [
-                    self._media(context.render(str(v), (*path, i), None), (*path, i), None, model, "image")
+                    self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
                     for i, v in enumerate(value)
                 ]
                 value = [r for r in refs if r is not None]
@@ -493,6 +532,10 @@ class _Resolver:
         if kind == "video":
             if resolved.suffix.lower() not in (".mp4", ".mov"):
                 return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]
+            try:
+                self.media.check_media(resolved, "video")
+            except MediaProblem as exc:
+                return None, [str(exc)]
         else:
             try:
                 info = self.media.image(resolved)
@@ -503,86 +546,46 @@ class _Resolver:
                 return None, problems
         return MediaRef(path=resolved, sha256=self.media.sha256(resolved)), []
 
-    def _check_cut(self, shots: list[Shot]) -> None:
+    def _check_cut(self, shots: list[Shot], fps: int) -> None:
+        """Trims and transitions, checked before anything is paid for (the stitch would refuse them).
+
+        A transition is checked against the shot just before it in the file; when that shot is
+        itself broken (already reported), its kept length is unknown and the check waits.
+        """
         from kling_render.stitch.graph import max_transition
 
-        for position, shot in enumerate(shots):
-            prev = shots[position - 1] if position else None
+        by_index = {shot.index: shot for shot in shots}
+        frame = 1 / fps
+        for shot in shots:
             base: DocPath = ("shots", shot.index)
+            kept = shot.kept_duration
             if shot.trim.end is not None and shot.trim.end > shot.duration:
                 self.add(
                     (*base, "trim", "end"), f"{shot.trim.end:g} is past the clip's end ({shot.duration} s)"
                 )
-            if shot.trim.kept(shot.duration) <= 0:
+            if kept <= 0:
                 self.add((*base, "trim"), "keeps nothing: start must be before end")
+            elif kept < frame:
+                self.add((*base, "trim"), f"keeps {kept:g} s, less than one frame at {fps} fps")
             if shot.transition.type == "cut":
                 continue
-            if prev is None:
-                if "transition" in self.data["shots"][shot.index]:
+            if shot.index == 0:
+                if "transition" in self.data["shots"][0]:
                     self.add((*base, "transition"), "the first shot has no previous shot to transition from")
                 continue
-            limit = max_transition(prev.kept_duration, shot.kept_duration)
-            if shot.transition.duration > limit + 1e-9:
-                self.add(
-                    (*base, "transition", "duration"),
-                    f"{shot.transition.duration:g} s is longer than half the shorter neighbour "
-                    f"(at most {limit:g} s here)",
-                )
+            prev = by_index.get(shot.index - 1)
             if shot.transition.duration <= 0:
                 self.add(
                     (*base, "transition", "duration"), f"a {shot.transition.type} needs a duration above 0"
                 )
-
-
-class _LazyPrompts(Mapping[str, str]):
-    """``prompts.<name>``: snippets rendered on first use with the shot's context."""
-
-    def __init__(self, ctx: _TemplateContext) -> None:
-        self._ctx = ctx
-        self._raw: dict[str, str] = ctx.resolver.data.get("prompts", {})
-        self._done: dict[str, str] = {}
-
-    def __getitem__(self, key: str) -> str:
-        if key not in self._done:
-            source = self._raw[key]
-            try:
-                self._done[key] = render(source, self._ctx.values)
-            except TemplateProblem as exc:
-                raise _SnippetFailed(key, str(exc)) from None
-        return self._done[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-
-class _SnippetFailed(Exception):
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.message = message
-
-
-class _TemplateContext:
-    def __init__(self, resolver: _Resolver, shot_id: str, index: int, project_name: str) -> None:
-        self.resolver = resolver
-        self.values: dict[str, Any] = {
-            **resolver.vars,
-            "project": {"name": project_name},
-            "shot": {"id": shot_id, "index": index},
-        }
-        self.values["prompts"] = _LazyPrompts(self)
-
-    def render(self, source: str, path: DocPath, line_path: DocPath | None) -> str:
-        try:
-            return render(source, self.values)
-        except TemplateProblem as exc:
-            self.resolver.add(path, str(exc), line_path)
-        except _SnippetFailed as exc:
-            self.resolver.add(path, f"in prompts.{exc.name}: {exc.message}", ("prompts", exc.name))
-        return ""
+            elif prev is not None:
+                limit = max_transition(prev.kept_duration, kept)
+                if shot.transition.duration > limit + 1e-9:
+                    self.add(
+                        (*base, "transition", "duration"),
+                        f"{shot.transition.duration:g} s is longer than half the shorter neighbour "
+                        f"(at most {limit:g} s here)",
+                    )
 
 
 def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import functools
 import json
@@ -13,8 +14,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-from kling_render.document import Document
+from kling_render.document import Document, format_path
 from kling_render.errors import Issue
+
+# Patterns end in (?![\s\S]) rather than $: jsonschema uses re.search, where $ also matches before a
+# trailing newline ("intro\n" would pass); the lookahead means "end of text" in Python and ECMA-262.
+_END = "(?![\\s\\S])"
 
 
 def schema_text() -> str:
@@ -79,6 +84,11 @@ def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | Non
     issues: list[Issue] = []
     for error in validator.iter_errors(doc.data):
         issues.extend(_to_issues(doc, error))
+    if doc.non_finite:
+        reported = {i.path for i in issues}
+        for path, value in doc.non_finite:
+            if format_path(path) not in reported:
+                issues.append(doc.issue(path, f"{_describe(value)} is not a finite number"))
     return issues
 
 
@@ -194,7 +204,13 @@ def _describe(value: Any) -> str:
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
     if isinstance(value, int) and abs(value) > 10**30:
         return "a huge integer"
-    return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()})"
+    return "a value of another kind"
 
 
 def _message(error: ValidationError) -> str:
@@ -204,7 +220,7 @@ def _message(error: ValidationError) -> str:
     if v == "required":
         missing = [k for k in arg if isinstance(inst, dict) and k not in inst]
         return f"missing required key '{missing[0]}'" if missing else _short(error.message)
-    if v in ("type", "anyOf") and _non_finite(inst):
+    if _non_finite(inst):  # whatever the rule, this is the problem
         what = "is too large" if isinstance(inst, int) else "is not a finite number"
         return f"{_describe(inst)} {what}" + (
             ' (expected a number or a fraction like "4/3")' if v == "anyOf" else ""
@@ -226,7 +242,10 @@ def _message(error: ValidationError) -> str:
     if v == "const":
         return f"must be {arg!r}, got {_describe(inst)}"
     if v == "pattern":
-        return f"{_describe(inst)} does not match the pattern {arg}"
+        shown = str(arg).removeprefix("^").removesuffix(_END)
+        if isinstance(inst, str) and ("\n" in inst or "\r" in inst):
+            return f"{_describe(inst)} contains a line break (expected {shown})"
+        return f"{_describe(inst)} does not match {shown}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {
             "minimum": "at least",

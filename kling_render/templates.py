@@ -1,134 +1,214 @@
-"""The one sandboxed Jinja environment: undefined variables are errors, no Python internals."""
+"""Templated fields: the context of SPEC §3 and the one entry point, ``render``.
+
+The environment itself (sandboxed, deterministic, bounded) is in ``sandbox.py``; its bounds in
+``template_limits.py``. The context is the project's ``vars`` (after ``--var``) as top-level
+names, ``prompts.<name>`` (snippets rendered on first use with the same context), ``project.name``
+and ``shot.id`` / ``shot.index``. No environment variables or secrets reach templates.
+"""
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+
+from kling_render.sandbox import DROPPED, environment
+from kling_render.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter, ProjectBudgetSpent, charge_compile
 
 RESERVED_NAMES = frozenset({"prompts", "project", "shot"})
-# A prompt is a few hundred characters. These bounds stop a template from eating the memory or
-# the CPU of the machine that renders it (a CI runner): huge repeats, powers, widths, ranges.
-MAX_SIZE = 100_000  # characters/items one operation may build; also the largest int argument
-MAX_RANGE_ITEMS = 100_000  # range() items per template render, nested loops included
-_BIG_WIDTH = re.compile(r"(%[-+ #0]*|\{[^{}]*:[^{}]*?)\d{6,}")
-_range_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("range_budget")
-
-
-def _bounded_range(*args: int) -> range:
-    rng = safe_range(*args)
-    budget = _range_budget.get(None)
-    if budget is not None:
-        budget[0] -= len(rng)
-        if budget[0] < 0:
-            raise SecurityError(f"the template iterates over more than {MAX_RANGE_ITEMS} range() items")
-    return rng
-
-
-def _size(value: Any) -> int | None:
-    return len(value) if isinstance(value, str | bytes | list | tuple) else None
-
-
-def _check_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
-            raise SecurityError(f"argument {value} is too large for a template (at most {MAX_SIZE})")
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus bounds on what one expression may allocate or compute."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                size = _size(seq)
-                if size is not None and isinstance(times, int) and size * times > MAX_SIZE:
-                    raise SecurityError(f"the template would build a value of more than {MAX_SIZE} items")
-        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
-            if right * max(1, abs(left).bit_length()) > 4 * MAX_SIZE:
-                raise SecurityError("the template computes a power too large")
-        elif operator == "%" and isinstance(left, str) and _BIG_WIDTH.search(left):
-            raise SecurityError("a format width that large is not allowed in a template")
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_args(args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None and _BIG_WIDTH.search(str(getattr(value, "__self__", ""))):
-            raise SecurityError("a format width that large is not allowed in a template")
-        return wrapped
 
 
 class TemplateProblem(Exception):
-    """A template failed to compile or render; the message is one readable line."""
+    """A template failed to compile or render; ``message`` is one readable line, ``snippet`` the
+    ``prompts.<name>`` it failed in (None when it failed in the field itself)."""
 
-
-@functools.cache
-def environment() -> ImmutableSandboxedEnvironment:
-    # Immutable sandbox: no attribute walks to __class__/__globals__, no mutation of the context.
-    # Only the default filters; nothing reaches the file system or the environment variables.
-    env = _Sandbox(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-        cache_size=4096,
-    )
-    env.globals["range"] = _bounded_range
-    for name, func in list(env.filters.items()):  # filters with a size argument: center, indent, wordwrap...
-        env.filters[name] = _bounded_filter(func)
-    return env
-
-
-def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    skip = 2 if hasattr(func, "jinja_pass_arg") else 1
-
-    @functools.wraps(func)
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        _check_args(args[skip:], kwargs)  # not the value being filtered (nor the context)
-        if func.__name__ == "do_format" and args and isinstance(args[0], str) and _BIG_WIDTH.search(args[0]):
-            raise SecurityError("a format width that large is not allowed in a template")
-        return func(*args, **kwargs)
-
-    return bounded
-
-
-@functools.lru_cache(maxsize=8192)
-def _compile(source: str) -> jinja2.Template:
-    return environment().from_string(source)
+    def __init__(self, message: str, snippet: str | None = None, *, project_wide: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.snippet = snippet
+        self.project_wide = project_wide  # the project's budget is spent: worth saying once
 
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
-    """Render ``source`` with ``context``; plain strings skip Jinja entirely (fast path)."""
+@functools.lru_cache(maxsize=8192)
+def _compile(source: str) -> jinja2.Template:
+    charge_compile(source)  # only on a cache miss: a template compiled once is paid once
+    return environment().from_string(source)
+
+
+def render(source: str, context: Mapping[str, Any], budget: Budget | None = None) -> str:
+    """Render ``source`` with ``context``, charging ``budget`` (the project's; a fresh one when
+    None). Plain strings skip Jinja entirely (the fast path). Nested renders (``prompts.x``)
+    share the field's meter."""
     if not is_template(source):
         return source
-    token = _range_budget.set([MAX_RANGE_ITEMS])
+    if len(source) > MAX_OUTPUT:
+        raise TemplateProblem(f"the template is {len(source):,} characters (at most {MAX_OUTPUT:,})")
+    meter = ACTIVE.get()
+    token = None
+    if meter is None:
+        meter = Meter(budget if budget is not None else Budget())
+        token = ACTIVE.set(meter)
+    try:
+        text = _render(source, context)
+    finally:
+        if token is not None:
+            ACTIVE.reset(token)
+            meter.settle()
+    if len(text) > MAX_OUTPUT:
+        raise TemplateProblem(
+            f"template refused by the sandbox: the text is {len(text):,} characters (at most {MAX_OUTPUT:,})"
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = f"U+{ord(text[exc.start]):04X}"
+            raise TemplateProblem(f"template error: the text has a lone surrogate ({bad}) and cannot be sent") from None
+    return text
+
+
+def _render(source: str, context: Mapping[str, Any]) -> str:
     try:
         return _compile(source).render(context)
+    except TemplateProblem:
+        raise
     except jinja2.UndefinedError as exc:
         raise TemplateProblem(f"template error: {exc.message}") from None
     except SecurityError as exc:
-        raise TemplateProblem(f"template refused by the sandbox: {exc}") from None
+        spent = isinstance(exc, ProjectBudgetSpent)
+        raise TemplateProblem(f"template refused by the sandbox: {exc}", project_wide=spent) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateProblem(f"template syntax error: {exc.message}") from None
+        raise TemplateProblem(f"template syntax error: {_unavailable(exc.message or '')}") from None
     except jinja2.TemplateError as exc:
-        raise TemplateProblem(f"template error: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, RecursionError) as exc:
-        raise TemplateProblem(f"template error: {type(exc).__name__}: {exc}") from None
-    finally:
-        _range_budget.reset(token)
+        raise TemplateProblem(f"template error: {_plain(str(exc))}") from None
+    except RecursionError:
+        raise TemplateProblem("template error: nested too deeply") from None
+    except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, MemoryError) as exc:
+        raise TemplateProblem(f"template error: {_plain(str(exc))}") from None
+
+
+_NO_SUCH = re.compile(r"^No (filter|test) named '(\w+)'")
+
+
+def _unavailable(message: str) -> str:
+    m = _NO_SUCH.match(message)
+    if m and m.group(2) in DROPPED:
+        return f"the {m.group(2)} {m.group(1)} is not available in templates: {DROPPED[m.group(2)]}"
+    return message
+
+
+_TYPE_WORDS = {
+    "str": "text",
+    "int": "a number",
+    "float": "a number",
+    "bool": "true/false",
+    "list": "a list",
+    "tuple": "a list",
+    "dict": "a mapping",
+    "NoneType": "none",
+    "range": "a range",
+    "function": "a function",
+    "generator": "a sequence",
+}
+_QUOTED_TYPE = re.compile(r"'(\w+)'( object)?|\btype (\w+)\b")
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _plain(message: str) -> str:
+    """A Python error message in a user's words: type names as words, no reprs or private names."""
+
+    def word(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        if name in _TYPE_WORDS:
+            return _TYPE_WORDS[name]
+        if name.startswith("_") or m.group(2) or m.group(3):
+            return "an object"
+        return m.group(0)
+
+    return _REPR.sub("an object", _QUOTED_TYPE.sub(word, message.splitlines()[0] if message else "failed"))
+
+
+# -- the context ------------------------------------------------------------------------------
+
+
+class Labelled(dict[str, Any]):
+    """A mapping in the template context that messages call by its name (``shot``, ``project``)."""
+
+    __slots__ = ("_template_label",)
+
+    def __init__(self, label: str, **values: Any) -> None:
+        super().__init__(values)
+        self._template_label = label
+
+
+class _Prompts(Mapping[str, str]):
+    """``prompts.<name>``: snippets rendered on first use with the shot's context."""
+
+    _template_label = "prompts"
+
+    def __init__(self, shot: ShotTemplates) -> None:
+        self._shot = shot
+        self._raw = shot.project.snippets
+        self._done: dict[str, str] = {}
+        self._rendering: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        done = self._done.get(key)
+        if done is not None:
+            return done
+        source = self._raw[key]
+        if key in self._rendering:
+            raise TemplateProblem(f"template error: prompts.{key} uses itself", snippet=key)
+        self._rendering.add(key)
+        try:
+            text = self._done[key] = render(source, self._shot.values, self._shot.project.budget)
+        except TemplateProblem as exc:
+            if exc.snippet is None:
+                exc.snippet = key
+            raise
+        finally:
+            self._rendering.discard(key)
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+class ProjectTemplates:
+    """The templates of one project: its variables, snippets, and one budget for all its fields."""
+
+    def __init__(self, variables: Mapping[str, Any], snippets: Mapping[str, str], project_name: str) -> None:
+        self.variables = dict(variables)
+        self.snippets = dict(snippets)
+        self.project = Labelled("project", name=project_name)
+        self.budget = Budget()
+
+    def for_shot(self, shot_id: str, index: int) -> ShotTemplates:
+        return ShotTemplates(self, shot_id, index)
+
+
+class ShotTemplates:
+    """The context of one shot's fields; ``render`` raises TemplateProblem."""
+
+    def __init__(self, project: ProjectTemplates, shot_id: str, index: int) -> None:
+        self.project = project
+        self.values: dict[str, Any] = {
+            **project.variables,
+            "project": project.project,
+            "shot": Labelled("shot", id=shot_id, index=index),
+        }
+        self.values["prompts"] = _Prompts(self)
+
+    def render(self, source: str) -> str:
+        return render(source, self.values, self.project.budget)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,5 +36,13 @@ def image_dir(tmp_path: Path) -> Path:
     make_image(images / "wide.png", 900, 300)
     make_image(images / "pic.webp", 640, 360, "WEBP")
     (images / "fake.png").write_text("this is not an image")
-    (images / "ref.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    shutil.copy(_reference_clip(), images / "ref.mp4")
     return tmp_path
+
+
+@functools.cache
+def _reference_clip() -> Path:
+    """One real, tiny MP4 per test session (a reference video must be readable media)."""
+    from mediagen import make_clip
+
+    return make_clip(Path(tempfile.mkdtemp(prefix="kling-ref-")) / "ref.mp4", duration=0.5, width=64, height=36)

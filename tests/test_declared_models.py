@@ -201,9 +201,9 @@ def test_the_good_declaration_of_the_bad_cases_is_valid(tmp_path: Path, runner: 
         ("kling-v3.0-std/image-to-video", "kwaivgi/x/y", "models.kling-v3.0-std/image-to-video", "is a built-in model"),
         ("kwaivgi/my-model", "kwaivgi/x/y", "models.kwaivgi/my-model", "without the kwaivgi/ prefix"),
         ("My Model", "kwaivgi/x/y", "models.My Model", "invalid name 'My Model'"),
-        ("m", "/api/v3/kwaivgi/x", "models.m.endpoint", "does not match the pattern"),
-        ("m", "kwaivgi/../admin", "models.m.endpoint", "does not match the pattern"),
-        ("m", "https://evil.example/x", "models.m.endpoint", "does not match the pattern"),
+        ("m", "/api/v3/kwaivgi/x", "models.m.endpoint", "does not match"),
+        ("m", "kwaivgi/../admin", "models.m.endpoint", "does not match"),
+        ("m", "https://evil.example/x", "models.m.endpoint", "does not match"),
     ],
 )  # fmt: skip
 def test_ids_and_endpoints_are_checked(

@@ -24,7 +24,7 @@ WORK = Path(tempfile.mkdtemp(prefix="kling-fuzz-"))
 (WORK / "images").mkdir()
 Image.new("RGB", (640, 360), (10, 20, 30)).save(WORK / "images" / "a.png")
 PROJECT = WORK / "project.yaml"
-ERROR_LINE = re.compile(r"^error: \S*project\.yaml:\d+: ")
+ERROR_LINE = re.compile(r"^error: \S*project\.yaml:\d+(?::\d+)?: ")  # line, and the column for YAML syntax
 FUZZED = {"count": 0}
 
 VALID: dict[str, Any] = {
@@ -70,7 +70,9 @@ VALID: dict[str, Any] = {
 
 JINJA = st.sampled_from(
     ["{{", "}}", "{%", "%}", "{#", "#}", "|", "(", ")", ".", "__class__", "attr", "range", "lipsum", "x", " ",
-     "'", '"', "for", "endfor", "if", "set", "=", "*", "**", "%", "10**9", "product", "prompts", "shot", "self"]
+     "'", '"', "for", "endfor", "if", "set", "=", "*", "**", "%", "10**9", "product", "prompts", "shot", "self",
+     "~", "[", "]", "'x'*99999", "|join", "|replace('x','yy')", "namespace()", "cycler", "|list", "none", "loop",
+     "macro", "endmacro", "recursive", "in", "|random", "range(9)", "1e308*10", "'\\ud800'", "(1,)"]
 )  # fmt: skip
 SCALARS = st.one_of(
     st.none(),
@@ -168,6 +170,14 @@ YAMLISH = st.lists(
                 "no",
                 "\ufeff",
                 "\u2028",
+                "&r [*r]",
+                ".nan",
+                "-.inf",
+                "9" * 30,
+                "!!binary aGk=",
+                "2024-01-01",
+                "<<: *a",
+                "[[[[[[[[",
             ]
         ),
         st.text(max_size=10),

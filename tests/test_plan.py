@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def _plan_json(runner: CliRunner, project: Path, *extra: str) -> dict:  # type: 
 
 def test_prices_match_the_catalog_exactly(image_dir: Path, runner: CliRunner) -> None:
     (image_dir / "clips").mkdir()
-    (image_dir / "clips" / "ref.mp4").write_bytes(b"x")
+    shutil.copy(image_dir / "images" / "ref.mp4", image_dir / "clips" / "ref.mp4")
     doc = _plan_json(runner, _write(image_dir, PRICED))
     costs = {s["id"]: s["cost_usd"] for s in doc["shots"]}
     assert costs == {"o3": 1.2, "pro": 0.504, "o1": 0.84, "ref": 0.504, "std": 1.26}

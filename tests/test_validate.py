@@ -15,7 +15,7 @@ from kling_render.cli import cli
 
 BROKEN = Path(__file__).parent / "broken"
 CASES = sorted(p.stem for p in BROKEN.glob("*.yaml"))
-ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+\.yaml):(?P<line>\d+): (?P<rest>.+)$")
+ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+\.yaml):(?P<line>\d+)(?::\d+)?: (?P<rest>.+)$")
 
 
 def _expectation(name: str) -> str:

@@ -3,9 +3,10 @@
 Clips: ``--clips`` (default 20) × ``--seconds`` (5) at 1920x1080, 24 fps, H.264 + AAC, made once
 with ffmpeg lavfi into a cache directory. Measures:
 
-(a) cuts only: the engine's whole stitch of a project (``pipeline.stitch``: load the project,
-    find each shot's clip in the cache, take its stream headers from the cache sidecar,
-    stream-copy join, fsync, rename) vs ``ffmpeg -f concat -c copy`` — target <= 1.2x; beside it
+(a) cuts only: the engine's whole stitch of a project (``pipeline.stitch`` with ``force``: load
+    the project, find each shot's clip in the cache, take its stream headers from the cache
+    sidecar, stream-copy join, rename, hash the cut for the stitch manifest) vs
+    ``ffmpeg -f concat -c copy`` — target <= 1.2x; beside it
     the same with sidecars that lack the headers (a probe per clip, as before they were kept);
 (b) cross-fades (``--fade`` s between each pair): stitch() vs one hand-written
     xfade + acrossfade command with the engine's own encoder flags (libx264, its preset and
@@ -107,9 +108,10 @@ def drop_headers(project: Project) -> None:
 
 
 def engine_stitch(project: Project) -> bool:
-    """``kling-render stitch`` minus interpreter start-up; True when it took the stream-copy path."""
+    """``kling-render stitch --force`` minus interpreter start-up (the whole stitch, the cut's
+    sha256 for the stitch manifest included); True when it took the stream-copy path."""
     events = io.StringIO()
-    pipeline.stitch(project, "local", stream=events, json_events=True)
+    pipeline.stitch(project, "local", stream=events, json_events=True, force=True)
     return any(json.loads(line).get("stream_copy") for line in events.getvalue().splitlines())
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "current",
     "inspect",
     "needed_filters",
+    "needed_transitions",
     "parse_encoders",
     "parse_filters",
     "parse_release",
@@ -243,6 +244,13 @@ def reset() -> None:
 
 
 # -- what a project needs ---------------------------------------------------------------------------
+
+
+def needed_transitions() -> frozenset[str]:
+    """Every xfade transition a project may name (the schema's list, without the plain ``cut``)."""
+    from kling_render.stitch.graph import TRANSITIONS
+
+    return TRANSITIONS - {"cut"}
 
 
 def needed_filters(project: Project) -> frozenset[str]:

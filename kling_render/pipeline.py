@@ -247,7 +247,11 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
         prepared = prepare_cut(project, provider, cache)
     except MissingClipsError as exc:
         recorded = manifest.read(manifest_file(project))
-        return manifest.Freshness(False, [f"no clip yet for {', '.join(exc.shot_ids)}"], recorded)
+        reasons = [f"no {provider} clip yet for {', '.join(exc.shot_ids)}"]
+        made_from = recorded.inputs.get("provider") if recorded is not None else None
+        if made_from is not None and made_from != provider:
+            reasons.insert(0, f"it was made from {made_from} clips, not {provider}")
+        return manifest.Freshness(False, reasons, recorded)
     return manifest.check(manifest_file(project), prepared.inputs, project.output.path, hash_cut=hash_cut)
 
 

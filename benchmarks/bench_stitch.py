@@ -74,14 +74,16 @@ def cut_clips(paths: list[Path], fade: float) -> list[CutClip]:
     ]  # fmt: skip
 
 
-def cached_project(root: Path, paths: list[Path], width: int, height: int) -> Project:
+def cached_project(root: Path, paths: list[Path], width: int, height: int, *, fade: float = 0.0) -> Project:
     """A project of one shot per clip whose clips are already in its cache, put there the way a
-    render puts them (checked, headers in the sidecar): what ``kling-render stitch`` starts from."""
+    render puts them (checked, headers in the sidecar): what ``kling-render stitch`` starts from.
+    With ``fade``, every shot after the first fades in from the previous one."""
     from PIL import Image
 
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (width, height), (30, 60, 90)).save(root / "images" / "a.png")
-    shots = "".join(f"  - {{id: s{i:03d}, prompt: take {i}}}\n" for i in range(len(paths)))
+    fades = [f", transition: {{type: fade, duration: {fade:g}}}" if fade and i else "" for i in range(len(paths))]
+    shots = "".join(f"  - {{id: s{i:03d}, prompt: take {i}{fades[i]}}}\n" for i in range(len(paths)))
     (root / "project.yaml").write_text(
         "version: 1\nname: bench\nprovider: local\n"
         "defaults: {model: kling-v3.0-std/image-to-video, image: images/a.png, duration: 5}\n"

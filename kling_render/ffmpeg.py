@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -41,9 +43,15 @@ ProgressFn = Callable[[Progress], None]
 
 @functools.cache
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary to use: ``KLING_RENDER_FFMPEG``, else the bundled one."""
+    """Path of the ffmpeg binary to use: ``KLING_RENDER_FFMPEG``, else the bundled one.
+
+    A bare name in ``KLING_RENDER_FFMPEG`` (``ffmpeg``) is looked up on PATH, as the user asked;
+    nothing else ever is."""
     override = env.ffmpeg_override()
     if override:
+        override = os.path.expanduser(override)
+        if os.sep not in override:
+            return shutil.which(override) or override
         return override
     return bundled_exe()
 

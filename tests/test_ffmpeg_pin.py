@@ -150,6 +150,11 @@ def test_version_names_the_ffmpeg_in_use(tmp_path: Path) -> None:
     assert f"ffmpeg 5.1.2 ({shim}, from KLING_RENDER_FFMPEG)" in done.stdout
     missing = ws.cli("--version", env=base_env(KLING_RENDER_FFMPEG=str(tmp_path / "nope")))
     assert missing.returncode == 2 and "cannot be used" in missing.stdout
+    # A bare name is what the user asked for: looked up on PATH (and only then).
+    env = base_env(KLING_RENDER_FFMPEG="old-ffmpeg")
+    env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
+    named = ws.cli("--version", env=env)
+    assert named.returncode == 0 and f"ffmpeg 5.1.2 ({shim}, from KLING_RENDER_FFMPEG)" in named.stdout
 
 
 # -- a chosen ffmpeg is checked -------------------------------------------------------------------

@@ -3,9 +3,10 @@
 Clips: ``--clips`` (default 20) × ``--seconds`` (5) at 1920x1080, 24 fps, H.264 + AAC, made once
 with ffmpeg lavfi into a cache directory. Measures:
 
-(a) cuts only: the engine's whole stitch of a project (``pipeline.stitch``: load the project,
-    find each shot's clip in the cache, take its stream headers from the cache sidecar,
-    stream-copy join, fsync, rename) vs ``ffmpeg -f concat -c copy`` — target <= 1.2x; beside it
+(a) cuts only: the engine's whole stitch of a project (``pipeline.stitch`` with ``force``: load
+    the project, find each shot's clip in the cache, take its stream headers from the cache
+    sidecar, stream-copy join, rename, hash the cut for the stitch manifest) vs
+    ``ffmpeg -f concat -c copy`` — target <= 1.2x; beside it
     the same with sidecars that lack the headers (a probe per clip, as before they were kept);
 (b) cross-fades (``--fade`` s between each pair): stitch() vs one hand-written
     xfade + acrossfade command with the engine's own encoder flags (libx264, its preset and
@@ -73,14 +74,16 @@ def cut_clips(paths: list[Path], fade: float) -> list[CutClip]:
     ]  # fmt: skip
 
 
-def cached_project(root: Path, paths: list[Path], width: int, height: int) -> Project:
+def cached_project(root: Path, paths: list[Path], width: int, height: int, *, fade: float = 0.0) -> Project:
     """A project of one shot per clip whose clips are already in its cache, put there the way a
-    render puts them (checked, headers in the sidecar): what ``kling-render stitch`` starts from."""
+    render puts them (checked, headers in the sidecar): what ``kling-render stitch`` starts from.
+    With ``fade``, every shot after the first fades in from the previous one."""
     from PIL import Image
 
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (width, height), (30, 60, 90)).save(root / "images" / "a.png")
-    shots = "".join(f"  - {{id: s{i:03d}, prompt: take {i}}}\n" for i in range(len(paths)))
+    fades = [f", transition: {{type: fade, duration: {fade:g}}}" if fade and i else "" for i in range(len(paths))]
+    shots = "".join(f"  - {{id: s{i:03d}, prompt: take {i}{fades[i]}}}\n" for i in range(len(paths)))
     (root / "project.yaml").write_text(
         "version: 1\nname: bench\nprovider: local\n"
         "defaults: {model: kling-v3.0-std/image-to-video, image: images/a.png, duration: 5}\n"
@@ -107,9 +110,10 @@ def drop_headers(project: Project) -> None:
 
 
 def engine_stitch(project: Project) -> bool:
-    """``kling-render stitch`` minus interpreter start-up; True when it took the stream-copy path."""
+    """``kling-render stitch --force`` minus interpreter start-up (the whole stitch, the cut's
+    sha256 for the stitch manifest included); True when it took the stream-copy path."""
     events = io.StringIO()
-    pipeline.stitch(project, "local", stream=events, json_events=True)
+    pipeline.stitch(project, "local", stream=events, json_events=True, force=True)
     return any(json.loads(line).get("stream_copy") for line in events.getvalue().splitlines())
 
 

@@ -30,7 +30,8 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        root = click.get_current_context().find_root()
+        verbose = bool(root.params.get("verbose") or root.meta.get(_VERBOSE))
         try:
             return func(*args, **kwargs)
         except ProjectError as exc:
@@ -65,11 +66,46 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-project_arg = click.argument("project", type=click.Path(path_type=Path, dir_okay=False))
+_VERBOSE = "kling_render.verbose"
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().meta[_VERBOSE] = True
+
+
+def verbose_opt(func: F) -> F:
+    """``--verbose`` after the subcommand too (``kling-render render p.yaml --verbose``)."""
+    option = click.option(
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_verbose,
+        help="Show tracebacks for errors.",
+    )
+    return option(func)
+
+
+# A directory stands for the project file in it (commands.find_project_file).
+project_arg = click.argument("project", type=click.Path(path_type=Path))
 var_opt = click.option(
     "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable."
 )
-provider_opt = click.option("--provider", help="local | wavespeed (default: the project's provider).")
+
+
+def _provider_names() -> tuple[str, ...]:
+    from kling_render.providers import PROVIDER_NAMES
+
+    return PROVIDER_NAMES
+
+
+provider_opt = click.option(
+    "--provider",
+    type=click.Choice(_provider_names()),
+    help="Provider (and clip cache namespace) to use; default: the project's provider.",
+)
+force_opt = click.option("--force", is_flag=True, help="Stitch again even when the final cut is up to date.")
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
 
@@ -96,6 +132,15 @@ class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in
         return number
 
 
+wait_lock_opt = click.option(
+    "--wait-lock",
+    type=FiniteFloat(0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait this long for another run of the project to finish.",
+)
+
+
 def _only(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
@@ -104,9 +149,38 @@ def _print_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """kling-render's version and the ffmpeg it uses (path and version): both decide a cut's bytes."""
+    if not value or ctx.resilient_parsing:
+        return
+    from kling_render import ffmpeg_caps
+    from kling_render.errors import FFmpegError
+
+    click.echo(f"kling-render {__version__}")
+    try:
+        build = ffmpeg_caps.current()
+    except FFmpegError as exc:
+        from kling_render import ffmpeg
+
+        click.echo(f"ffmpeg: {ffmpeg.ffmpeg_exe()} cannot be used: {exc}")
+        ctx.exit(2)
+    click.echo(build.label)
+    if build.too_old:
+        oldest = ".".join(map(str, ffmpeg_caps.MIN_VERSION))
+        click.echo(f"warning: this ffmpeg is older than {oldest}, the oldest kling-render supports")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kling-render")
-@click.option("--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version of kling-render and of the ffmpeg it uses, and exit.",
+)
+@click.option("--verbose", is_flag=True, help="Show tracebacks for errors (also accepted after the command).")
 def cli(verbose: bool) -> None:
     """Render AI video from YAML projects kept in git."""
 
@@ -115,6 +189,7 @@ def cli(verbose: bool) -> None:
 @project_arg
 @var_opt
 @json_opt
+@verbose_opt
 @handle_errors
 def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
     """Check the project file: schema, model rules, files, image limits."""
@@ -135,6 +210,10 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @json_opt
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Also save the plan as JSON.")
+@click.option(
+    "--max-cost", type=FiniteFloat(0), metavar="USD", help="Budget to check against (overrides budget.max_usd)."
+)
+@verbose_opt
 @handle_errors
 def plan(
     project: Path,
@@ -144,13 +223,14 @@ def plan(
     as_json: bool,
     fmt: str,
     out: str | None,
+    max_cost: float | None,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render import commands, report_text
 
     loaded = commands.load(project, vars_)
     out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
-    the_plan = commands.plan_for(loaded, provider, _only(only))
+    the_plan = commands.plan_for(loaded, provider, _only(only), max_cost=max_cost)
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
     if as_json or fmt == "json":
@@ -182,13 +262,8 @@ def plan(
     help="Re-submit shots whose submit got no answer (this may pay twice).",
 )
 @click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
-@click.option(
-    "--wait-lock",
-    type=FiniteFloat(0),
-    default=0.0,
-    metavar="SECONDS",
-    help="Wait this long for another run of the project to finish.",
-)
+@force_opt
+@wait_lock_opt
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (JSON lines).")
 @click.option(
     "--plan",
@@ -196,6 +271,7 @@ def plan(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Render exactly this reviewed plan (from `plan --out`); refuse if it is stale.",
 )
+@verbose_opt
 @handle_errors
 def render(
     project: Path,
@@ -207,6 +283,7 @@ def render(
     poll_interval: float | None,
     resubmit_unknown: bool,
     no_stitch: bool,
+    force: bool,
     wait_lock: float,
     as_json: bool,
     plan_file: Path | None,
@@ -233,6 +310,7 @@ def render(
         no_stitch=no_stitch,
         json_events=as_json,
         lock_timeout=wait_lock,
+        force=force,
     )
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     report = result.report
@@ -244,6 +322,7 @@ def render(
                     "exit_code": result.exit_code,
                     **report,
                     "final_cut": str(result.final_cut) if result.final_cut else None,
+                    "final_cut_up_to_date": result.up_to_date,
                 }
             )
         )
@@ -261,7 +340,7 @@ def render(
             if shot["status"] in ("failed", "unknown") and shot.get("error"):
                 _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")
         if result.final_cut:
-            _echo_err(f"final cut: {result.final_cut}")
+            _echo_err(f"final cut{' up to date' if result.up_to_date else ''}: {result.final_cut}")
         if result.exit_code == EXIT_INTERRUPTED:
             _echo_err("interrupted: state saved; run the same command again to resume")
     sys.exit(result.exit_code)
@@ -271,13 +350,39 @@ def render(
 @project_arg
 @var_opt
 @provider_opt
+@force_opt
+@wait_lock_opt
+@json_opt
+@verbose_opt
 @handle_errors
-def stitch(project: Path, vars_: tuple[str, ...], provider: str | None) -> None:
-    """Stitch the final cut from cached clips only (names the shots that have none)."""
+def stitch(
+    project: Path, vars_: tuple[str, ...], provider: str | None, force: bool, wait_lock: float, as_json: bool
+) -> None:
+    """Stitch the final cut from cached clips only (names the shots that have none).
+
+    Skipped when the cut is up to date: same clips, cut settings, ffmpeg and kling-render, and the
+    file still has the digest recorded when it was made (--force stitches anyway)."""
     from kling_render import commands, pipeline
 
-    path = pipeline.stitch(commands.load(project, vars_), provider)
-    _echo_err(f"final cut: {path}")
+    loaded = commands.load(project, vars_)
+    outcome = pipeline.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
+    if as_json:
+        cut = outcome.cut
+        _print_json(
+            {
+                "project": loaded.name,
+                "provider": commands.pick_provider(loaded, provider),
+                "final_cut": str(outcome.path),
+                "up_to_date": outcome.up_to_date,
+                "duration": round(cut.duration, 4),
+                "frames": cut.frames,
+                "fps": cut.fps,
+                "stream_copy": cut.stream_copy,
+                "sha256": cut.sha256,
+                "size": cut.size,
+            }
+        )
+    _echo_err(f"final cut{' up to date' if outcome.up_to_date else ''}: {outcome.path}")
 
 
 @cli.command()
@@ -286,6 +391,7 @@ def stitch(project: Path, vars_: tuple[str, ...], provider: str | None) -> None:
 @provider_opt
 @json_opt
 @click.option("--check", is_flag=True, help="Exit 1 unless every shot is done (for CI gates).")
+@verbose_opt
 @handle_errors
 def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json: bool, check: bool) -> None:
     """Per-shot state from the state file: pending, submitted, done, failed, unknown."""
@@ -312,6 +418,7 @@ def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json:
     type=click.Path(dir_okay=False),
     help="Where to write the page (default: renders/<stem>-report.html beside the project).",
 )
+@verbose_opt
 @handle_errors
 def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: str | None) -> None:
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
@@ -331,6 +438,7 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: str
     help="Ask WaveSpeed's pricing endpoint for each model's price at its defaults (needs WAVESPEED_API_KEY); "
     "exit 1 when one differs from the catalog.",
 )
+@verbose_opt
 @handle_errors
 def models(project: Path | None, vars_: tuple[str, ...], as_json: bool, check_prices: bool) -> None:
     """The model catalog: endpoints, fields, limits and prices (with PROJECT: its declared models too)."""
@@ -353,6 +461,7 @@ def models(project: Path | None, vars_: tuple[str, ...], as_json: bool, check_pr
 
 
 @cli.command()
+@verbose_opt
 @handle_errors
 def schema() -> None:
     """Print the project JSON Schema."""
@@ -363,6 +472,7 @@ def schema() -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@verbose_opt
 @handle_errors
 def init(directory: Path) -> None:
     """Write a small working project (with images) that renders offline."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,35 @@ from kling_render.providers import PROVIDER_NAMES
 
 
 def load(project_path: Path, vars_: Sequence[str]) -> Project:
-    return load_project(project_path, parse_var_overrides(list(vars_)))
+    return load_project(find_project_file(project_path), parse_var_overrides(list(vars_)))
+
+
+PROJECT_FILE_NAMES = ("project.yaml", "project.yml")
+_PROJECT_LIKE = re.compile(r"^shots\s*:", re.M)
+
+
+def find_project_file(path: Path) -> Path:
+    """``path`` itself, or for a directory the project file in it: ``project.yaml`` (or ``.yml``),
+    else the one YAML file in it with a top-level ``shots:``. None or several is a usage error."""
+    if not path.is_dir():
+        return path
+    named = [path / n for n in PROJECT_FILE_NAMES if (path / n).is_file()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UsageError(f"{path}: several project files ({', '.join(n.name for n in named)}): name the one to use")
+    candidates = []
+    for child in sorted(path.iterdir()):
+        if child.suffix.lower() in (".yaml", ".yml") and child.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if _PROJECT_LIKE.search(child.read_text(encoding="utf-8")):
+                    candidates.append(child)
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(c.name for c in candidates)
+        raise UsageError(f"{path}: no project.yaml, and several project files ({names}): name the one to use")
+    raise UsageError(f"{path}: no project.yaml in this directory (give the project file's path)")
 
 
 def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
@@ -29,23 +59,47 @@ def pick_provider(project: Project, provider: str | None) -> str:
     return name
 
 
-def plan_for(project: Project, provider: str | None, only: Sequence[str] | None) -> Plan:
+def plan_for(
+    project: Project, provider: str | None, only: Sequence[str] | None, *, max_cost: float | None = None
+) -> Plan:
     """The plan of ``project``: cache status from the clip cache, changes from the lock file."""
     from dataclasses import replace
 
     from kling_render.cache import ClipCache
     from kling_render.fsutil import sha256_file
-    from kling_render.lockfile import read_lock
+    from kling_render.lockfile import read_lock_file
+    from kling_render.providers import provider_charges
+    from kling_render.stitch import manifest
 
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
-    lock = {sid: entry.to_json() for sid, entry in read_lock(project.lock_path).items()}
+    entries, lock_cut = read_lock_file(project.lock_path)
+    lock = {sid: entry.to_json() for sid, entry in entries.items()}
+    cut_now = None
+    if lock_cut is not None:
+        cut_now = {
+            "order": [s.id for s in project.shots],
+            "output": manifest.output_settings(project),
+            "audio": manifest.audio_settings(project),
+        }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
     with paused_gc():
         the_plan = build_plan(
-            project, name, is_cached=lambda key: key in listed and cache.contains(name, key), lock=lock, only=only
+            project,
+            name,
+            is_cached=lambda key: key in listed and cache.contains(name, key),
+            lock=lock,
+            only=only,
+            cut_settings=manifest.shot_cut_settings,
+            lock_cut=lock_cut,
+            cut_now=cut_now,
         )
-    return replace(the_plan, project_sha256=sha256_file(project.path))
+    return replace(
+        the_plan,
+        project_sha256=sha256_file(project.path),
+        budget_usd=max_cost if max_cost is not None else project.budget_usd,
+        charges=provider_charges(name),
+    )
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
@@ -95,8 +149,15 @@ def _saved_plan_problem(doc: Any) -> str | None:
     return None
 
 
-def plan(project_path: Path, vars_: Sequence[str], provider: str | None, only: Sequence[str] | None) -> Plan:
-    return plan_for(load(project_path, vars_), provider, only)
+def plan(
+    project_path: Path,
+    vars_: Sequence[str],
+    provider: str | None,
+    only: Sequence[str] | None,
+    *,
+    max_cost: float | None = None,
+) -> Plan:
+    return plan_for(load(project_path, vars_), provider, only, max_cost=max_cost)
 
 
 def safe_output(project: Project, out: str | Path, option: str) -> Path:

@@ -23,3 +23,20 @@ def cache_dir_override() -> Path | None:
 
 def ffmpeg_override() -> str | None:
     return os.environ.get("KLING_RENDER_FFMPEG") or None
+
+
+def user_cache_dir() -> Path:
+    """Per-user cache of facts about this machine (what an ffmpeg binary can do):
+    ``$XDG_CACHE_HOME/kling-render``, else ``~/.cache/kling-render``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "kling-render"
+
+
+def heartbeat_seconds(default: float = 30.0) -> float:
+    """Seconds between "still working" lines in plain-text logs (``KLING_RENDER_HEARTBEAT``)."""
+    value = os.environ.get("KLING_RENDER_HEARTBEAT")
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default

@@ -16,8 +16,16 @@ one field a line, trailing newline), so a re-render changes exactly the lines of
 that changed and diffs stay clean; and JSON has no implicit typing (YAML reads a key like
 ``1e10`` or a shot id ``no`` as a number or a boolean).
 
-    {"version": 1, "shots": {"<id>": {"key", "model", "provider", "task_id",
-                                       "output_sha256", "duration", "cost_usd"}}}
+    {"version": 1,
+     "shots": {"<id>": {"key", "model", "provider", "task_id", "output_sha256", "duration",
+                        "cost_usd", "fields", "prompt", "trim", "transition"}},
+     "cut": {"order": [ids], "output": {...}, "audio": {...} | null}}
+
+``prompt`` is the rendered prompt (what was sent), so a pull request's diff of the lock reads as
+the prompts that changed, and ``plan`` can show the old text beside the new. ``trim`` and
+``transition`` per shot and the ``cut`` section record the settings of the last final cut
+(written when a stitch succeeds or finds the cut up to date), so ``plan`` can say that an edit
+only re-stitches. Every one of these is optional: older locks read as they are.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +55,18 @@ class LockEntry:
     cost_usd: float
     # A short digest per wire field, so `plan` can say which field of a changed shot changed.
     fields: dict[str, str] | None = None
+    prompt: str | None = None  # the rendered prompt sent for this clip
+    # The shot's cut settings in the last final cut ({"trim": {...}, "transition": {...}}).
+    cut: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        if self.fields is None:
-            del doc["fields"]
+        for name in ("fields", "prompt", "cut"):
+            if doc[name] is None:
+                del doc[name]
+        cut = doc.pop("cut", None)
+        if cut is not None:
+            doc.update(cut)  # "trim" and "transition" sit beside the other fields: plain diffs
         doc["duration"] = round(self.duration, 4)
         doc["cost_usd"] = round(self.cost_usd, 4)
         return doc
@@ -109,6 +124,8 @@ def _entry(sid: object, raw: object) -> LockEntry:
             duration=_amount(raw, "duration"),
             cost_usd=_amount(raw, "cost_usd", 0.0),
             fields=_fields(raw.get("fields")),
+            prompt=raw["prompt"] if isinstance(raw.get("prompt"), str) else None,
+            cut=_cut(raw),
         )
     except KeyError as exc:
         raise ValueError(f"shot {sid!r}: no {exc.args[0]}") from None
@@ -118,10 +135,15 @@ def _entry(sid: object, raw: object) -> LockEntry:
 
 def read_lock(path: Path) -> dict[str, LockEntry]:
     """The entries of the lock file at ``path``; empty when there is none."""
+    return read_lock_file(path)[0]
+
+
+def read_lock_file(path: Path) -> tuple[dict[str, LockEntry], dict[str, Any] | None]:
+    """The entries and the ``cut`` section of the lock file at ``path`` (empty, None when there is none)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return {}, None
     except OSError as exc:
         why = exc.strerror or exc
         raise StateError(f"lock file {path} cannot be read ({why}); fix it or restore it from git") from None
@@ -137,7 +159,9 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
         shots = doc.get("shots", {})
         if not isinstance(shots, dict):
             raise ValueError("'shots' is not an object")
-        return {sid: _entry(sid, e) for sid, e in shots.items()}
+        cut = doc.get("cut")
+        entries = {sid: _entry(sid, e) for sid, e in shots.items()}
+        return entries, cut if isinstance(cut, dict) else None
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         # One line, whatever the damage (a merge conflict, NaN, a hand edit): never a traceback, and
         # never a number that switches a total off.
@@ -151,8 +175,20 @@ def _fields(raw: object) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:
-    doc = {"version": LOCK_VERSION, "shots": {sid: e.to_json() for sid, e in sorted(entries.items())}}
+def _cut(e: Mapping[str, Any]) -> dict[str, Any] | None:
+    trim, transition = e.get("trim"), e.get("transition")
+    if not isinstance(trim, dict) or not isinstance(transition, dict):
+        return None
+    return {"trim": trim, "transition": transition}
+
+
+def write_lock(path: Path, entries: Mapping[str, LockEntry], cut: Mapping[str, Any] | None = None) -> None:
+    doc: dict[str, Any] = {
+        "version": LOCK_VERSION,
+        "shots": {sid: e.to_json() for sid, e in sorted(entries.items())},
+    }
+    if cut is not None:
+        doc["cut"] = dict(cut)
     atomic_write_json(path, doc)
 
 
@@ -163,6 +199,7 @@ class LockFile:
         self.path = path
         self.paid = paid  # whether the renders recorded here were paid for (see the module's rule)
         self._entries: dict[str, LockEntry] | None = None  # read once: the run lock keeps others out
+        self._cut: dict[str, Any] | None = None
 
     @classmethod
     def for_project(cls, project_path: Path, *, paid: bool = True) -> LockFile:
@@ -183,25 +220,55 @@ class LockFile:
 
     def read(self) -> dict[str, LockEntry]:
         if self._entries is None:
-            self._entries = read_lock(self.path)
+            self._entries, self._cut = read_lock_file(self.path)
         return dict(self._entries)
+
+    def _write(self, entries: dict[str, LockEntry], cut: dict[str, Any] | None) -> None:
+        try:
+            write_lock(self.path, entries, cut)
+        except OSError as exc:
+            raise StateError(f"cannot write the lock file {self.path}: {exc.strerror or exc}") from None
+        self._entries, self._cut = entries, cut
 
     def record(self, shot_id: str, entry: LockEntry) -> bool:
         """Merge one shot's entry; entries of other shots are kept. Writes only on change.
 
         False (nothing written) when the shot's entry is another provider's and this render is
-        free: a local preview never replaces what a paid render recorded.
+        free: a local preview never replaces what a paid render recorded. A new clip does not
+        change what the last final cut was made with: when ``entry`` carries no cut settings,
+        the recorded ones are kept (the next stitch records the new ones).
         """
         entries = self.read()
-        current = entries.get(shot_id)
-        if current is not None and current.provider != entry.provider and not self.paid:
+        old = entries.get(shot_id)
+        if old is not None and old.provider != entry.provider and not self.paid:
             return False
-        if current == entry and self.path.exists():
+        if entry.cut is None and old is not None and old.cut is not None:
+            entry = replace(entry, cut=old.cut)
+        if old == entry and self.path.exists():
             return True
         entries[shot_id] = entry
-        try:
-            write_lock(self.path, entries)
-        except OSError as exc:
-            raise StateError(f"cannot write the lock file {self.path}: {exc.strerror or exc}") from None
-        self._entries = entries
+        self._write(entries, self._cut)
         return True
+
+    def record_cut(self, shots: Mapping[str, dict[str, Any]], cut: dict[str, Any]) -> None:
+        """After a final cut: each shot's cut settings and the project's (order, output, audio).
+
+        Shots without an entry (never rendered into this lock) are left out. Writes only on change.
+        """
+        entries = self.read()
+        if not entries:
+            return
+        changed = {sid: replace(e, cut=shots[sid]) for sid, e in entries.items() if sid in shots}
+        merged = {**entries, **changed}
+        if merged == entries and self._cut == cut and self.path.exists():
+            return
+        self._write(merged, cut)
+
+    def prune(self, keep: Iterable[str]) -> list[str]:
+        """Drop the entries of shots not in ``keep`` (after a full render); return their ids."""
+        entries = self.read()
+        wanted = set(keep)
+        gone = sorted(sid for sid in entries if sid not in wanted)
+        if gone:
+            self._write({sid: e for sid, e in entries.items() if sid in wanted}, self._cut)
+        return gone

@@ -14,8 +14,12 @@ from kling_render.errors import KlingRenderError, MissingClipsError
 from kling_render.plan import Plan
 from kling_render.progress import Event, EventSink, make_sink
 from kling_render.project import Project
+from kling_render.stitch import manifest
+from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
+from kling_render.stitch.manifest import CutRecord
 
 if TYPE_CHECKING:
+    from kling_render.lockfile import LockFile
     from kling_render.stitch.probe import MediaInfo
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
@@ -34,6 +38,7 @@ class RenderOptions:
     no_stitch: bool = False
     json_events: bool = False
     lock_timeout: float = 0.0
+    force: bool = False  # stitch even when the final cut is up to date
     reviewed_plan: dict[str, Any] | None = None  # `render --plan`: render exactly this, or refuse
 
 
@@ -43,6 +48,7 @@ class RenderResult:
     plan: Plan
     report: dict[str, Any] = field(default_factory=dict)
     final_cut: Path | None = None
+    up_to_date: bool = False  # the final cut was already up to date: not re-encoded
     message: str = ""
 
 
@@ -86,7 +92,9 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         jobs = [p.job for p in the_plan.shots]
         if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
             jobs = [replace(job, cost_usd=0.0) for job in jobs]
-        # The provider's own state namespace, under the project file's one run lock (state.py).
+        # The provider's own state namespace, under the project file's one run lock (state.py), held
+        # through the stitch too: another render or stitch of this project would write the same
+        # cut, manifest and lock file.
         lock = LockFile(project.lock_path, paid=provider.charges)
         with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
             lock.prepare()
@@ -99,34 +107,155 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 events=sink,
                 lock=lock,
             )
-        result = RenderResult(report.exit_code, the_plan, report.to_json())
-        if result.exit_code != 0:
-            return result
-        if opts.no_stitch:
-            return result
-        try:
-            result.final_cut = _stitch(project, the_plan.provider, cache, sink)
-        except MissingClipsError as exc:
+            result = RenderResult(report.exit_code, the_plan, report.to_json())
+            if result.exit_code != 0:
+                return result
             if not opts.only:
-                raise
-            # A partial render (--only): the other shots have no clip yet, so there is no cut to make.
-            sink.emit(Event("stitch-skipped", message=f"not stitched: no clip yet for {', '.join(exc.shot_ids)}"))
+                # A full render succeeded: shots no longer in the project leave the lock file.
+                gone = lock.prune(s.id for s in project.shots)
+                if gone:
+                    sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
+                                    extra={"removed": gone}))
+            if opts.no_stitch:
+                return result
+            try:
+                outcome = _stitch(project, the_plan.provider, cache, sink, force=opts.force, lock=lock)
+            except MissingClipsError as exc:
+                if not opts.only:
+                    raise
+                # A partial render (--only): the other shots have no clip yet, so there is no cut to make.
+                sink.emit(
+                    Event("stitch-skipped", message=f"not stitched: no clip yet for {', '.join(exc.shot_ids)}")
+                )
+                return result
+            result.final_cut = outcome.path
+            result.up_to_date = outcome.up_to_date
         return result
     finally:
         sink.close()
 
 
-def stitch(project: Project, provider: str | None, *, stream: IO[str] | None = None, json_events: bool = False) -> Path:
-    """Cut the final video from cached clips only; MissingClipsError names shots without one."""
+def stitch(
+    project: Project,
+    provider: str | None,
+    *,
+    stream: IO[str] | None = None,
+    json_events: bool = False,
+    force: bool = False,
+    lock_timeout: float = 0.0,
+) -> StitchOutcome:
+    """Cut the final video from cached clips only; MissingClipsError names shots without one.
+
+    Skipped when the cut is up to date (see :mod:`kling_render.stitch.manifest`) unless ``force``.
+    Holds the project's run lock (waiting up to ``lock_timeout`` seconds for another run)."""
     from kling_render.commands import pick_provider
+    from kling_render.lockfile import LockFile
+    from kling_render.state import StateStore
 
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=json_events, stream=stream)
     try:
-        return _stitch(project, name, cache, sink)
+        with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
+            return _stitch(project, name, cache, sink, force=force, lock=LockFile(project.lock_path))
     finally:
         sink.close()
+
+
+@dataclass(frozen=True)
+class StitchOutcome:
+    path: Path
+    up_to_date: bool  # the existing cut was kept: nothing was encoded
+    cut: CutRecord
+
+
+@dataclass(frozen=True)
+class PreparedCut:
+    """Everything a stitch of the project needs, and the manifest inputs it is recorded under."""
+
+    clips: list[CutClip]
+    output: OutputSettings
+    audio: AudioSettings | None
+    inputs: dict[str, Any]
+    shot_settings: dict[str, dict[str, Any]]  # per shot: its trim and transition (for the lock)
+
+
+def manifest_file(project: Project) -> Path:
+    """Where the project's stitch manifest lives: beside its state."""
+    from kling_render.state import state_dir_for
+
+    return manifest.manifest_path(state_dir_for(project.path))
+
+
+def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCut:
+    """The clips of every shot (from the cache) and the cut's settings; MissingClipsError if any is not cached."""
+    from kling_render import __version__, ffmpeg_caps
+    from kling_render import stitch as stitching
+
+    keys = _clip_keys(project, provider)
+    # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
+    entries = {sid: cache.use(provider, key) for sid, key in keys.items()}
+    missing = [sid for sid, entry in entries.items() if entry is None]
+    if missing:
+        raise MissingClipsError(missing)
+    clips: list[CutClip] = []
+    inputs: list[manifest.ClipInput] = []
+    for shot in project.shots:
+        entry = entries[shot.id]
+        assert entry is not None
+        clip = stitching.CutClip(
+            shot_id=shot.id,
+            path=entry.path,
+            info=_media_info(entry),
+            trim_start=shot.trim.start,
+            trim_end=shot.trim.end,
+            transition=shot.transition.type,
+            transition_duration=shot.transition.duration,
+        )
+        clips.append(clip)
+        inputs.append(
+            manifest.ClipInput(
+                shot.id, entry.sha256, clip.trim_start, clip.trim_end, clip.transition, clip.transition_duration
+            )
+        )
+    out = project.output
+    audio = None
+    if project.audio is not None:
+        a = project.audio
+        audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
+    build = ffmpeg_caps.current()
+    doc = manifest.inputs_doc(
+        clips=inputs,
+        output=manifest.output_settings(project),
+        audio=manifest.audio_settings(project),
+        provider=provider,
+        ffmpeg_version=build.version,
+        ffmpeg_identity=build.identity,
+        version=__version__,
+    )
+    return PreparedCut(
+        clips=clips,
+        output=stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
+        audio=audio,
+        inputs=doc,
+        shot_settings={shot.id: manifest.shot_cut_settings(shot) for shot in project.shots},
+    )
+
+
+def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> manifest.Freshness:
+    """Is the final cut on disk the one the project's current clips and settings make? (for reports;
+    ``hash_cut=False`` compares the recorded inputs and the file's size only)."""
+    cache = ClipCache.for_project(project.path)
+    try:
+        prepared = prepare_cut(project, provider, cache)
+    except MissingClipsError as exc:
+        recorded = manifest.read(manifest_file(project))
+        reasons = [f"no {provider} clip yet for {', '.join(exc.shot_ids)}"]
+        made_from = recorded.inputs.get("provider") if recorded is not None else None
+        if made_from is not None and made_from != provider:
+            reasons.insert(0, f"it was made from {made_from} clips, not {provider}")
+        return manifest.Freshness(False, reasons, recorded)
+    return manifest.check(manifest_file(project), prepared.inputs, project.output.path, hash_cut=hash_cut)
 
 
 def _clip_keys(project: Project, provider: str) -> dict[str, str]:
@@ -135,47 +264,50 @@ def _clip_keys(project: Project, provider: str) -> dict[str, str]:
     return {shot.id: shot_key(provider, shot) for shot in project.shots}
 
 
-def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) -> Path:
+def _stitch(
+    project: Project, provider: str, cache: ClipCache, sink: EventSink, *, force: bool, lock: LockFile
+) -> StitchOutcome:
     from kling_render import stitch as stitching
+    from kling_render.fsutil import sha256_file
+    from kling_render.state import now_iso
 
-    keys = _clip_keys(project, provider)
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
     already = len(cache.quarantined)  # those the run reported
-    entries = {sid: cache.use(provider, key) for sid, key in keys.items()}
-    for moved in cache.quarantined[already:]:
-        for sid in (s for s, k in keys.items() if k == moved.key):
-            sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
-    missing = [sid for sid, entry in entries.items() if entry is None]
-    if missing:
-        raise MissingClipsError(missing)
-    clips = []
-    for shot in project.shots:
-        entry = entries[shot.id]
-        assert entry is not None
-        clips.append(
-            stitching.CutClip(
-                shot_id=shot.id,
-                path=entry.path,
-                info=_media_info(entry),
-                trim_start=shot.trim.start,
-                trim_end=shot.trim.end,
-                transition=shot.transition.type,
-                transition_duration=shot.transition.duration,
-            )
-        )
-    out = project.output
-    audio = None
-    if project.audio is not None:
-        a = project.audio
-        audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
-    sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
     try:
-        result = stitching.stitch(
-            clips,
-            stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),
-            audio,
-            out.path,
-        )
+        prepared = prepare_cut(project, provider, cache)
+    finally:
+        keys = _clip_keys(project, provider)
+        for moved in cache.quarantined[already:]:
+            for sid in (s for s, k in keys.items() if k == moved.key):
+                sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
+    out = project.output
+    where = manifest_file(project)
+    project_cut = {
+        "order": [shot.id for shot in project.shots],
+        "output": prepared.inputs["output"],
+        "audio": prepared.inputs["audio"],
+    }
+    if not force:
+        fresh = manifest.check(where, prepared.inputs, out.path)
+        if fresh.up_to_date and fresh.manifest is not None:
+            cut = fresh.manifest.cut
+            sink.emit(
+                Event(
+                    "stitched",
+                    message=f"{out.path} is up to date ({cut.duration:.2f} s, {cut.frames} frames): not re-encoded",
+                    extra=_cut_extra(out.path, cut, up_to_date=True),
+                )
+            )
+            lock.record_cut(prepared.shot_settings, project_cut)
+            return StitchOutcome(out.path, True, cut)
+    clips = prepared.clips
+    sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
+
+    def progress(step: str, fraction: float) -> None:
+        sink.emit(Event("stitch-progress", message=step, extra={"step": step, "fraction": round(fraction, 4)}))
+
+    try:
+        result = stitching.stitch(clips, prepared.output, prepared.audio, out.path, progress=progress)
     except OSError as exc:  # a read-only or full output folder: the clips are safe in the cache
         from kling_render.errors import StateError
 
@@ -183,20 +315,37 @@ def _stitch(project: Project, provider: str, cache: ClipCache, sink: EventSink) 
             f"cannot write the final cut {out.path}: {exc.strerror or exc}; "
             "the clips are cached: `kling-render stitch` makes the cut once it can be written"
         ) from None
+    stat = result.path.stat()
+    cut = CutRecord(
+        sha256=sha256_file(result.path),
+        size=stat.st_size,
+        frames=result.frames,
+        fps=prepared.output.fps,
+        duration=result.duration,
+        stream_copy=result.stream_copy,
+    )
+    manifest.write(where, prepared.inputs, cut, now_iso())
+    lock.record_cut(prepared.shot_settings, project_cut)
     how = "stream copy" if result.stream_copy else "re-encoded"
     sink.emit(
         Event(
             "stitched",
             message=f"{out.path} ({result.duration:.2f} s, {result.frames} frames, {how})",
-            extra={
-                "path": str(out.path),
-                "duration": round(result.duration, 4),
-                "frames": result.frames,
-                "stream_copy": result.stream_copy,
-            },
+            extra=_cut_extra(out.path, cut, up_to_date=False),
         )
     )
-    return result.path
+    return StitchOutcome(result.path, False, cut)
+
+
+def _cut_extra(path: Path, cut: CutRecord, *, up_to_date: bool) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "duration": round(cut.duration, 4),
+        "frames": cut.frames,
+        "stream_copy": cut.stream_copy,
+        "up_to_date": up_to_date,
+        "sha256": cut.sha256,
+    }
 
 
 def _media_info(entry: CachedClip) -> MediaInfo:
@@ -265,4 +414,15 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     }
 
 
-__all__ = ["KlingRenderError", "RenderOptions", "RenderResult", "render", "status", "stitch"]
+__all__ = [
+    "KlingRenderError",
+    "PreparedCut",
+    "RenderOptions",
+    "RenderResult",
+    "StitchOutcome",
+    "cut_freshness",
+    "prepare_cut",
+    "render",
+    "status",
+    "stitch",
+]

@@ -49,18 +49,38 @@ def shot_key(provider: str, shot: Shot) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
+
+
 @dataclass(frozen=True)
 class PlannedShot:
     shot: Shot
     job: Job
     cost: Fraction
     status: str  # "cached" | "render"
-    change: str  # "unchanged" | "changed" | "added" (against the lock file)
-    changed_fields: tuple[str, ...] = ()
+    change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
+    changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
+    old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
 
     @property
     def id(self) -> str:
         return self.shot.id
+
+    @property
+    def change_label(self) -> str:
+        """``changed (prompt)``, ``re-stitch: trim``, ``added``: the plan's "vs lock" column."""
+        if self.change == "changed" and self.changed_fields:
+            return f"changed ({', '.join(self.changed_fields)})"
+        if self.change == "re-stitch" and self.changed_fields:
+            return f"re-stitch: {', '.join(self.changed_fields)}"
+        return self.change
+
+    @property
+    def prompt_change(self) -> tuple[str, str] | None:
+        """(old, new) rendered prompt when it changed since the lock."""
+        if self.old_prompt is None or self.old_prompt == self.shot.prompt:
+            return None
+        return self.old_prompt, self.shot.prompt
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,22 @@ class Plan:
     lock_entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     selected: list[str] | None = None  # the --only selection, None for every shot
     project_sha256: str = ""  # the project file as planned: `render --plan` checks it
+    restitch: list[str] = field(default_factory=list)  # project-wide cut edits: "order", "output", "audio"
+    budget_usd: float | None = None
+    charges: bool = True  # False for a free provider (local): the budget does not apply
+
+    @property
+    def over_budget(self) -> bool:
+        """True when `render` would refuse to start: what is to render costs more than the budget."""
+        return self.charges and self.budget_usd is not None and self.to_render_cost > _exact_usd(self.budget_usd)
+
+    def change_counts(self) -> dict[str, int]:
+        """Shots per change kind (the same words as each row's "vs lock" column), removed included."""
+        counts = {kind: 0 for kind in (*CHANGE_KINDS, "removed")}
+        for p in self.shots:
+            counts[p.change] += 1
+        counts["removed"] = len(self.removed)
+        return counts
 
     @property
     def lock_cost(self) -> Fraction:
@@ -106,12 +142,18 @@ class Plan:
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
                     "key": p.job.key,
+                    **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
+                       if (pc := p.prompt_change) else {}),
                 }
                 for p in self.shots
             ],
             "removed": self.removed,
+            "restitch": self.restitch,
+            "counts": self.change_counts(),
             "total_cost_usd": usd(self.total_cost),
             "to_render_cost_usd": usd(self.to_render_cost),
+            "budget_usd": self.budget_usd,
+            "over_budget": self.over_budget,
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
@@ -137,8 +179,15 @@ def build_plan(
     is_cached: Callable[[str], bool],
     lock: Mapping[str, Mapping[str, Any]] | None = None,
     only: Sequence[str] | None = None,
+    cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
+    lock_cut: Mapping[str, Any] | None = None,
+    cut_now: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Resolve every selected shot into a Job with its key, price, cache status and lock change."""
+    """Resolve every selected shot into a Job with its key, price, cache status and lock change.
+
+    ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
+    lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
+    re-stitch are told apart from unchanged shots."""
     lock = lock or {}
     planned: list[PlannedShot] = []
     unpriced: list[Shot] = []
@@ -164,7 +213,16 @@ def build_plan(
         )
         entry = lock.get(shot.id)
         change, fields = _change(entry, key, shot, provider)
-        planned.append(PlannedShot(shot, job, cost, "cached" if is_cached(key) else "render", change, fields))
+        if change == "unchanged" and entry is not None and cut_settings is not None:
+            fields = _cut_change(entry, cut_settings(shot))
+            change = "re-stitch" if fields else change
+        old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+        planned.append(
+            PlannedShot(
+                shot, job, cost, "cached" if is_cached(key) else "render", change, fields,
+                old_prompt if isinstance(old_prompt, str) else None,
+            )
+        )  # fmt: skip
     if unpriced:
         from kling_render.errors import Issue
 
@@ -180,7 +238,29 @@ def build_plan(
             ]
         )
     removed = sorted(set(lock) - {s.id for s in project.shots})
-    return Plan(project, provider, planned, removed, lock, list(only) if only else None)
+    restitch = _project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
+    return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+
+
+def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cut settings (trim, transition) that differ from the last cut's; none when it recorded none."""
+    return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
+
+
+def _project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Project-wide cut edits since the last cut: shots reordered, output or audio settings."""
+    changed = []
+    old_order, new_order = then.get("order"), now.get("order")
+    if isinstance(old_order, list) and isinstance(new_order, list):
+        common = set(old_order) & set(new_order)
+        if [s for s in old_order if s in common] != [s for s in new_order if s in common]:
+            changed.append("order")
+    changed += [k for k in ("output", "audio") if k in then and then.get(k) != now.get(k)]
+    return changed
+
+
+def _exact_usd(value: float) -> Fraction:
+    return Fraction(repr(float(value)))
 
 
 def field_digests(shot: Shot) -> dict[str, str]:

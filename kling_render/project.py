@@ -208,6 +208,9 @@ def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Projec
         raise ProjectError(issues)
     resolver = _Resolver(path, doc, dict(var_overrides or {}), issues, declared)
     project = resolver.resolve(skip={s + "]" for s in bad_shots})
+    from kling_render.ffmpeg_caps import project_issues  # what the ffmpeg in use lacks for this project
+
+    issues.extend(project_issues(project, doc))
     if issues:
         raise ProjectError(issues)
     return project

@@ -5,43 +5,50 @@ frame a base64 JPEG ``data:`` URI. The final cut is embedded the same way when i
 than ``EMBED_VIDEO_MAX_BYTES``; a larger one is referenced by its path relative to the report,
 so it plays only while the report stays beside the project's renders.
 
-``build_report`` and ``render_html`` are pure (data in, data out); ``collect`` and
-``write_report`` do the reading, the ffmpeg frame grabs and the writing.
+Each shot's clip is playable in its card (embedded while small, else linked from the clip
+cache), and the final cut carries a check against its stitch manifest: a cut that no longer
+matches the project's clips and settings, or that was made from another provider's clips, is
+flagged, and the totals give the cut's real length (frames / fps from the stitch).
+
+This module is pure (data in, HTML out); ``report_collect`` does the reading, the ffmpeg frame
+grabs and the checks, and ``write_report`` writes the page.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from fractions import Fraction
+from datetime import datetime
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from kling_render.catalog import usd
-from kling_render.errors import FFmpegError
-from kling_render.project import Project
+if TYPE_CHECKING:
+    from kling_render.project import Project
 
 __all__ = [
+    "EMBED_CLIPS_TOTAL_BYTES",
+    "EMBED_CLIP_MAX_BYTES",
     "EMBED_VIDEO_MAX_BYTES",
     "THUMB_WIDTH",
+    "CutCheck",
     "Frames",
     "ReportData",
     "ShotCard",
     "VideoSource",
-    "default_report_path",
-    "extract_frames",
-    "extract_poster",
     "render_html",
     "video_source",
     "write_report",
 ]
 
 EMBED_VIDEO_MAX_BYTES = 50 * 1024 * 1024
+# Each shot's clip is embedded too when it is small (local animatics, short clips), up to a total,
+# so the page stays a reasonable size; bigger ones are linked by their path in the clip cache.
+EMBED_CLIP_MAX_BYTES = 8 * 1024 * 1024
+EMBED_CLIPS_TOTAL_BYTES = 64 * 1024 * 1024
 THUMB_WIDTH = 320
 STATUS_LABELS = {
     "done": "done",
@@ -83,6 +90,9 @@ class ShotCard:
     transition: str
     trim: str | None
     frames: Frames | None  # None: no clip in the cache yet
+    clip: VideoSource | None = None  # the shot's own clip, playable in the card
+    # Inputs the local provider could not fetch (URLs), drawn as a grey slate in its animatic.
+    placeholders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,19 @@ class VideoSource:
     src: str
     embedded: bool
     size: int
+
+
+@dataclass(frozen=True)
+class CutCheck:
+    """Whether the final cut is the one the project makes now, and its real length."""
+
+    state: str  # "current" | "stale" | "unverified" (no stitch record for this file)
+    reasons: tuple[str, ...] = ()
+    frames: int | None = None
+    fps: float | None = None
+    duration: float | None = None
+    measured: bool = False  # the length was probed from the file, not taken from the stitch record
+    stitched_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,7 @@ class ReportData:
     final_cut: VideoSource | None
     final_cut_name: str
     poster: bytes | None = None  # the cut's first frame (JPEG), shown before it plays
+    cut_check: CutCheck | None = None
 
 
 # -- pure: data -> HTML ------------------------------------------------------------------------
@@ -193,12 +217,25 @@ def _card_html(card: ShotCard) -> str:
     if card.negative_prompt:
         negative = f'<p class="neg"><span>negative</span> {escape(card.negative_prompt)}</p>'
     error = f'<p class="err">{escape(card.error)}</p>' if card.error else ""
+    if card.placeholders:
+        inputs = ", ".join(card.placeholders)
+        error += (
+            f'<p class="warn">placeholder: {escape(inputs)} is a URL, which the local provider does not '
+            "fetch: its animatic shows a grey slate there, not the picture</p>"
+        )
+    clip = ""
+    if card.clip is not None:
+        how = "" if card.clip.embedded else " (linked from the clip cache)"
+        clip = (
+            f'<details class="clip"><summary>play clip{escape(how)}</summary>'
+            f'<video controls preload="none" src="{escape(card.clip.src)}"></video></details>'
+        )
     return (
         f'<article class="card" id="shot-{escape(card.id)}" data-shot="{escape(card.id)}" '
         f'data-status="{status}">'
         f'<header><span class="num">{card.index + 1:02d}</span>'
         f'<h2>{escape(card.id)}</h2><span class="pill s-{status}">{status}</span></header>'
-        f"{_frames_html(card)}"
+        f"{_frames_html(card)}{clip}"
         f'<blockquote class="prompt">{escape(card.prompt) or "<em>no prompt</em>"}</blockquote>'
         f"{negative}{error}"
         f'<dl>{"".join(rows)}</dl>'
@@ -220,19 +257,48 @@ def _final_cut_html(data: ReportData) -> str:
     poster = f' poster="{_data_uri(data.poster)}"' if data.poster else ""
     return (
         '<section class="cut"><h2>Final cut</h2>'
+        f"{_check_html(data.cut_check)}"
         f'<video controls preload="metadata"{poster} src="{escape(data.final_cut.src)}"></video>'
         f'<p class="muted">{name} · {size_mb:.1f} MB · {escape(how)}</p></section>'
     )
 
 
-def _totals(shots: Sequence[ShotCard]) -> list[tuple[str, str]]:
+def _check_html(check: CutCheck | None) -> str:
+    if check is None:
+        return ""
+    if check.state == "current":
+        when = f" (stitched {_clock(check.stitched_at)} UTC)" if check.stitched_at else ""
+        return f'<p class="ok" data-cut="current">up to date: made from the clips and settings shown below{when}</p>'
+    if check.state == "stale":
+        items = "".join(f"<li>{escape(r)}</li>" for r in check.reasons)
+        return (
+            '<div class="stale" data-cut="stale"><b>Stale: this cut is not the one the project makes now.</b>'
+            f"<ul>{items}</ul>Run <code>kling-render stitch</code> to make it again.</div>"
+        )
+    return (
+        '<div class="stale" data-cut="unverified"><b>Unverified: no stitch record matches this file</b> '
+        "(made by hand, by an older kling-render, or changed since); it may not match the shots below.</div>"
+    )
+
+
+def _cut_length(check: CutCheck | None) -> str:
+    if check is None or check.duration is None:
+        return "not stitched"
+    text = f"{check.duration:.2f} s"
+    if check.frames is not None and check.fps:
+        text += f" · {check.frames} frames @ {check.fps:g} fps"
+    return text + (" (probed)" if check.measured else "")
+
+
+def _totals(shots: Sequence[ShotCard], check: CutCheck | None = None) -> list[tuple[str, str]]:
     counts: dict[str, int] = {}
     for card in shots:
         counts[card.status] = counts.get(card.status, 0) + 1
     return [
         ("shots", str(len(shots))),
         ("status", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"),
-        ("seconds", f"{sum(c.duration for c in shots)} s"),
+        ("final cut", _cut_length(check)),
+        ("generated", f"{sum(c.duration for c in shots)} s of clips"),
         ("list price", _money(sum(c.price_usd for c in shots))),
         ("spent", _money(sum(c.spent_usd for c in shots))),
     ]
@@ -280,6 +346,13 @@ main{padding:24px 32px 40px;max-width:1800px}
 .neg{margin:0 0 8px;font-size:12.5px;color:var(--muted)}
 .neg span{font-weight:600;text-transform:uppercase;font-size:10.5px;letter-spacing:.06em}
 .err{margin:6px 0;color:#b42318;font-size:12.5px;overflow-wrap:anywhere}
+.warn{margin:6px 0;color:#b54708;background:#fffaeb;border-radius:6px;padding:4px 8px;font-size:12.5px}
+.ok{margin:0 0 10px;color:#067647;font-size:13px}
+.stale{margin:0 0 10px;padding:10px 14px;border-radius:8px;background:#fef3f2;border:1px solid #fda29b;
+ color:#b42318;font-size:13px}
+.stale ul{margin:6px 0;padding-left:20px}
+.clip{margin:8px 0 0;font-size:12.5px;color:var(--muted)}
+.clip video{display:block;width:100%;margin-top:6px;border-radius:6px;background:#000}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 12px;margin:8px 0 0;font-size:12.5px}
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
 .mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
@@ -290,7 +363,9 @@ footer{color:var(--muted);font-size:12px;padding:0 32px 28px}
 def render_html(data: ReportData) -> str:
     """The whole page as one string; every user-supplied text is escaped."""
     width, height = data.aspect
-    totals = "".join(f"<div><b>{escape(v)}</b><span>{escape(k)}</span></div>" for k, v in _totals(data.shots))
+    totals = "".join(
+        f"<div><b>{escape(v)}</b><span>{escape(k)}</span></div>" for k, v in _totals(data.shots, data.cut_check)
+    )
     cards = "".join(_card_html(card) for card in data.shots)
     note = ""
     if data.provider == "local":
@@ -314,170 +389,20 @@ def render_html(data: ReportData) -> str:
     )
 
 
-# -- I/O: collecting the data ------------------------------------------------------------------
-
-
-def default_report_path(project: Project) -> Path:
-    """``<project dir>/renders/<label>-report.html``, the label as the lock file's (the stem of a
-    ``.yaml`` file, else its full name: ``p.yaml`` and ``p.yml`` get a report each)."""
-    from kling_render.lockfile import project_label
-
-    return project.root / "renders" / f"{project_label(project.path)}-report.html"
-
-
-def extract_poster(video: Path, width: int = 2 * THUMB_WIDTH) -> bytes | None:
-    """The first frame of ``video`` as a JPEG, or None when ffmpeg cannot read it."""
-    from kling_render import ffmpeg
-
-    with tempfile.TemporaryDirectory(prefix="kling-report-") as tmp:
-        poster = Path(tmp) / "poster.jpg"
-        args = ["-i", "file:" + str(video), "-frames:v", "1", "-vf", f"scale={width}:-2", "-q:v", "4"]
-        try:
-            ffmpeg.run([*args, "file:" + str(poster)], f"reading the first frame of {video.name}", timeout=120)
-        except FFmpegError:
-            return None
-        return poster.read_bytes() if poster.is_file() else None
-
-
-def extract_frames(clip: Path, width: int = THUMB_WIDTH) -> Frames:
-    """First and last frame of ``clip`` as small JPEGs, with one ffmpeg run."""
-    from kling_render import ffmpeg
-
-    source = "file:" + str(clip)
-    scale = f"scale={width}:-2"
-    with tempfile.TemporaryDirectory(prefix="kling-report-") as tmp:
-        first, last = Path(tmp) / "first.jpg", Path(tmp) / "last.jpg"
-        args = [
-            "-i", source,
-            # Seek to half a second before the end; -update keeps overwriting, leaving the last frame.
-            "-sseof", "-0.5", "-i", source,
-            "-map", "0:v:0", "-frames:v", "1", "-vf", scale, "-q:v", "4", "file:" + str(first),
-            "-map", "1:v:0", "-update", "1", "-vf", scale, "-q:v", "4", "file:" + str(last),
-        ]  # fmt: skip
-        try:
-            ffmpeg.run(args, f"reading frames of {clip.name}", timeout=120)
-        except FFmpegError as exc:
-            return Frames(None, None, str(exc).strip().splitlines()[-1] if str(exc).strip() else "ffmpeg failed")
-        return Frames(
-            first.read_bytes() if first.is_file() else None,
-            last.read_bytes() if last.is_file() else None,
-        )
-
-
-def _trim_text(start: float, end: float | None) -> str | None:
-    if start == 0 and end is None:
-        return None
-    return f"{start:g}–{end:g} s" if end is not None else f"from {start:g} s"
-
-
-def build_cards(
-    project: Project,
-    prices: Mapping[str, Fraction],
-    status_docs: Mapping[str, Mapping[str, object]],
-    timings: Mapping[str, tuple[str | None, str | None]],
-    spent: Mapping[str, float],
-    frames: Mapping[str, Frames],
-) -> list[ShotCard]:
-    """One card per shot, in project order, from data already read."""
-    cards = []
-    for shot in project.shots:
-        doc = status_docs.get(shot.id, {})
-        negative = shot.params.get("negative_prompt")
-        submitted, finished = timings.get(shot.id, (None, None))
-        task = doc.get("task_id")
-        error = doc.get("error")
-        cards.append(
-            ShotCard(
-                id=shot.id,
-                index=shot.index,
-                model=shot.model.id,
-                duration=shot.duration,
-                sound=shot.sound,
-                prompt=shot.prompt,
-                negative_prompt=negative if isinstance(negative, str) else None,
-                price_usd=usd(prices.get(shot.id, Fraction(0))),
-                spent_usd=spent.get(shot.id, 0.0),
-                status=str(doc.get("status", "pending")),
-                task_id=task if isinstance(task, str) else None,
-                submitted_at=submitted,
-                finished_at=finished,
-                error=error if isinstance(error, str) else None,
-                transition=(
-                    shot.transition.type
-                    if shot.transition.type == "cut"
-                    else f"{shot.transition.type} {shot.transition.duration:g} s"
-                ),
-                trim=_trim_text(shot.trim.start, shot.trim.end),
-                frames=frames.get(shot.id),
-            )
-        )
-    return cards
-
-
-def collect(project: Project, provider: str | None, report_dir: Path) -> ReportData:
-    """Read the plan, state, lock and cache of ``project`` and grab every cached clip's frames."""
-    from kling_render import pipeline
-    from kling_render.cache import ClipCache
-    from kling_render.commands import plan_for
-    from kling_render.lockfile import read_lock
-    from kling_render.state import read_project_state
-
-    plan = plan_for(project, provider, None)
-    status = pipeline.status(project, plan.provider)
-    docs = {doc["id"]: doc for doc in status["shots"]}
-    recorded = read_project_state(project.path, plan.provider)
-    lock = read_lock(project.lock_path)
-    cache = ClipCache.for_project(project.path)
-    timings: dict[str, tuple[str | None, str | None]] = {}
-    spent: dict[str, float] = {}
-    frames: dict[str, Frames] = {}
-    for planned in plan.shots:
-        sid, key = planned.id, planned.job.key
-        rec = recorded.get(sid)
-        if rec is not None and rec.key == key:
-            timings[sid] = (rec.submitted_at, rec.finished_at)
-            spent[sid] = rec.cost_usd
-        entry = lock.get(sid)
-        if entry is not None and entry.key == key:
-            spent[sid] = max(spent.get(sid, 0.0), entry.cost_usd)
-            if entry.task_id and not docs.get(sid, {}).get("task_id"):
-                docs[sid] = {**docs.get(sid, {}), "task_id": entry.task_id}
-        clip = cache.use(plan.provider, key)  # only a clip that matches its sha256 is shown
-        if clip is not None:
-            frames[sid] = extract_frames(clip.path)
-    out = project.output
-    final: VideoSource | None = None
-    poster = None
-    if out.path.is_file():
-        size = out.path.stat().st_size
-        data = out.path.read_bytes() if size < EMBED_VIDEO_MAX_BYTES else None
-        final = video_source(data, out.path, report_dir, size=size)
-        poster = extract_poster(out.path)
-    return ReportData(
-        project=project.name,
-        project_file=project.display,
-        provider=plan.provider,
-        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        aspect=(out.width, out.height),
-        shots=build_cards(project, {p.id: p.cost for p in plan.shots}, docs, timings, spent, frames),
-        final_cut=final,
-        final_cut_name=os.path.relpath(out.path, project.root),
-        poster=poster,
-    )
-
-
 def write_report(project: Project, provider: str | None, dest: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of ``project`` and return its path.
 
     ``dest`` defaults to ``<project dir>/renders/<stem>-report.html``; the write is atomic.
-    Each shot's first and last frame are embedded as JPEG data: URIs; shots without a cached
-    clip are pending placeholders. The final cut (``output.path``) is embedded as a data: URI
-    when under ``EMBED_VIDEO_MAX_BYTES`` (50 MB), else referenced by its path relative to the
-    report, so a large cut plays only while the report stays where it was written.
+    Each shot's first and last frame are embedded as JPEG data: URIs, and its clip when small;
+    shots without a cached clip are pending placeholders. The final cut (``output.path``) is
+    embedded as a data: URI when under ``EMBED_VIDEO_MAX_BYTES`` (50 MB), else referenced by its
+    path relative to the report, so a large cut plays only while the report stays where it was
+    written. The cut is checked against its stitch manifest: a stale one is flagged.
     """
     from kling_render.commands import safe_output
     from kling_render.errors import StateError
     from kling_render.fsutil import atomic_write_text
+    from kling_render.report_collect import collect, default_report_path
 
     option = "--out" if dest is not None else "the default report path"
     target = safe_output(project, dest if dest is not None else default_report_path(project), option).resolve()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kling_render.catalog import usd
-from kling_render.plan import Plan, PlannedShot
+from kling_render.plan import Plan
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
@@ -20,10 +20,35 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequenc
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _change_text(p: PlannedShot) -> str:
-    if p.change == "changed" and p.changed_fields:
-        return f"changed ({', '.join(p.changed_fields)})"
-    return p.change
+def _budget_line(plan: Plan) -> str | None:
+    if plan.budget_usd is None or not plan.charges:
+        return None
+    if plan.over_budget:
+        return (
+            f"OVER BUDGET: to render ${usd(plan.to_render_cost):.4f} > budget ${plan.budget_usd:.4f}; "
+            "render would refuse to start (exit 3)"
+        )
+    return f"budget ${plan.budget_usd:.4f}: to render ${usd(plan.to_render_cost):.4f} fits"
+
+
+def _counts_text(plan: Plan) -> str:
+    """Every non-zero change kind, in the words the "vs lock" column uses."""
+    counts = plan.change_counts()
+    return " · ".join(f"{kind} {n}" for kind, n in counts.items() if n) or "no shots"
+
+
+def _prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
+    lines: list[str] = []
+    for p in plan.shots:
+        change = p.prompt_change
+        if change is None:
+            continue
+        old, new = change
+        if markdown:
+            lines += [f"`{p.id}` prompt:", "```diff", f"- {old}", f"+ {new}", "```"]
+        else:
+            lines += [f"{p.id}: prompt changed", f"  - {old}", f"  + {new}"]
+    return lines
 
 
 def plan_table(plan: Plan) -> str:
@@ -35,7 +60,7 @@ def plan_table(plan: Plan) -> str:
             "yes" if p.shot.sound else "no",
             f"${usd(p.cost):.4f}",
             p.status,
-            _change_text(p),
+            p.change_label,
         ]
         for p in plan.shots
     ]
@@ -43,41 +68,66 @@ def plan_table(plan: Plan) -> str:
     lines = [f"{plan.project.name} ({plan.provider}): {len(plan.shots)} shot(s)", "", text, ""]
     for shot_id in plan.removed:
         lines.append(f"removed since the lock: {shot_id}")
+    if plan.restitch:
+        lines.append(f"final cut: re-stitch ({', '.join(plan.restitch)} changed since the last cut)")
+    prompts = _prompt_lines(plan, markdown=False)
+    if prompts:
+        lines += [*prompts, ""]
     cached = len(plan.shots) - len(plan.to_render)
     lines.append(
         f"total ${usd(plan.total_cost):.4f}; to render {len(plan.to_render)} shot(s) "
         f"${usd(plan.to_render_cost):.4f}; cached {cached}"
     )
+    lines.append(f"vs lock: {_counts_text(plan)}")
+    budget = _budget_line(plan)
+    if budget:
+        lines.append(budget)
     if plan.provider == "local":
         lines.append("(local provider: animatics are free; prices show what wavespeed would charge)")
     return "\n".join(lines)
 
 
 def plan_markdown(plan: Plan) -> str:
-    """A pull-request comment: what is added, changed, removed and cached, and what it costs."""
+    """A pull-request comment: what is added, changed, re-stitched, removed and cached, and what it costs."""
     rows = []
     for p in plan.shots:
         rows.append(
             f"| `{p.id}` | {p.shot.model.id} | {p.shot.duration}s | {'yes' if p.shot.sound else 'no'} "
-            f"| ${usd(p.cost):.4f} | {p.status} | {_change_text(p)} |"
+            f"| ${usd(p.cost):.4f} | {p.status} | {p.change_label} |"
         )
     rows.extend(f"| `{sid}` | | | | | | removed |" for sid in plan.removed)
     before = usd(plan.lock_cost)
     delta = usd(plan.total_cost) - before
-    counts = {k: sum(1 for p in plan.shots if p.change == k) for k in ("added", "changed", "unchanged")}
+    budget = _budget_line(plan)
+    head = [
+        f"### kling-render plan: `{plan.project.name}` ({plan.provider})",
+        "",
+    ]
+    if plan.over_budget and budget:
+        head += [f"> **{budget}**", ""]
+    summary = [
+        f"**To render:** {len(plan.to_render)} shot(s), **${usd(plan.to_render_cost):.4f}** · "
+        f"cached {len(plan.shots) - len(plan.to_render)}",
+        "",
+        f"**vs lock:** {_counts_text(plan)}",
+        "",
+        f"**Project cost:** ${usd(plan.total_cost):.4f} (lock: ${before:.4f}, change {delta:+.4f})",
+    ]
+    if budget and not plan.over_budget:
+        summary += ["", f"**Budget:** {budget}"]
+    if plan.restitch:
+        summary += ["", f"**Final cut:** re-stitch ({', '.join(plan.restitch)} changed since the last cut)"]
+    prompts = _prompt_lines(plan, markdown=True)
     return "\n".join(
         [
-            f"### kling-render plan: `{plan.project.name}` ({plan.provider})",
-            "",
-            f"**To render:** {len(plan.to_render)} shot(s), **${usd(plan.to_render_cost):.4f}** · "
-            f"cached {len(plan.shots) - len(plan.to_render)} · added {counts['added']} · "
-            f"changed {counts['changed']} · removed {len(plan.removed)}",
-            f"**Project cost:** ${usd(plan.total_cost):.4f} (lock: ${before:.4f}, change {delta:+.4f})",
+            *head,
+            *summary,
             "",
             "| shot | model | duration | sound | cost | status | vs lock |",
             "|---|---|---:|---|---:|---|---|",
             *rows,
             "",
+            *([*prompts, ""] if prompts else []),
         ]
     )
 

@@ -309,7 +309,12 @@ class _Run:
             return
         if only_if_missing:
             current = self.lock.read().get(job.shot_id)
-            if current is not None and current.key == job.key and current.output_sha256 == sha:
+            if (
+                current is not None
+                and current.key == job.key
+                and current.output_sha256 == sha
+                and current.prompt == (job.prompt or None)  # a lock from before prompts were kept
+            ):
                 return
         # cost_usd is the clip's price, not this run's spend (retries live in the state file),
         # so re-rendering the same clip gives the same lock file.
@@ -323,6 +328,7 @@ class _Run:
             duration,
             job.cost_usd,
             fields=dict(fields) if isinstance(fields, dict) else None,
+            prompt=job.prompt or None,
         )
         self.lock.record(job.shot_id, entry)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ def make_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (width, height), color).save(path, fmt)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What kling-render learns about ffmpeg binaries goes to a per-session directory, not ~/.cache
+    (CLI subprocesses inherit it through the environment)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    patch.delenv("KLING_RENDER_FFMPEG", raising=False)
+    yield
+    patch.undo()
 
 
 @pytest.fixture

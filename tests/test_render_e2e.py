@@ -166,11 +166,17 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     ws.edit("{type: fade, duration: 0.5}", "{type: fade, duration: 1.0}")
     plan = ws.plan()
     assert {s["status"] for s in plan["shots"]} == {"cached"} and plan["to_render_cost_usd"] == 0
-    assert {s["change"] for s in plan["shots"]} == {"unchanged"}
+    # The plan tells the truth: those two shots re-stitch (the lock recorded the last cut's settings).
+    assert {s["id"]: (s["change"], s["changed_fields"]) for s in plan["shots"]} == {
+        "alpha": ("unchanged", []),
+        "beta": ("re-stitch", ["transition"]),
+        "gamma": ("re-stitch", ["trim"]),
+    }
     fourth = ws.render()
     assert fourth.returncode == 0, fourth.stderr
     assert stderr_spent(fourth) == "$0.0000" and len(fake.submits()) == 4
     assert decodes(ws.final_cut).duration == pytest.approx(SMALL_CUT_SECONDS - 1.0, abs=2 * FRAME)
+    assert {s["change"] for s in ws.plan()["shots"]} == {"unchanged"}  # the new cut is recorded
 
     # 5. --only: two shots edited, one rendered; no cut while a clip is missing
     ws.edit("on a table", "on a desk")
@@ -336,14 +342,14 @@ def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: p
     probe_module = importlib.import_module("kling_render.stitch.probe")  # the package re-exports probe()
     probed: list[Path] = []
     monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
-    from_sidecars = pipeline.stitch(project, "local").read_bytes()
+    from_sidecars = pipeline.stitch(project, "local").path.read_bytes()
     assert probed == []
     for clip in clips:  # sidecars as an older version wrote them: no headers
         sidecar = clip.with_suffix(".json")
         doc = json.loads(sidecar.read_text())
         del doc["media"]
         sidecar.write_text(json.dumps(doc))
-    from_probes = pipeline.stitch(project, "local").read_bytes()
+    from_probes = pipeline.stitch(project, "local", force=True).path.read_bytes()
     assert sorted(probed) == clips
     assert from_sidecars == from_probes
 

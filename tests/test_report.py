@@ -120,9 +120,16 @@ def test_report_is_self_contained_and_shows_every_shot(report_page: Path) -> Non
     for uri in images:
         assert _data_image(uri).width == 320
     videos = [value for tag, attr, value in page.refs if (tag, attr) == ("video", "src")]
-    assert len(videos) == 1 and videos[0].startswith("data:video/mp4;base64,")
-    embedded = base64.b64decode(videos[0].split(",", 1)[1])
-    assert embedded == (report_page.parent / "final.mp4").read_bytes()
+    assert len(videos) == 3 and all(v.startswith("data:video/mp4;base64,") for v in videos)
+    embedded = [base64.b64decode(v.split(",", 1)[1]) for v in videos]
+    assert embedded[0] == (report_page.parent / "final.mp4").read_bytes()
+    # Then each shot's own clip, byte for byte the one in the clip cache, in project order.
+    cache = report_page.parent.parent / ".kling-render" / "cache" / "local"
+    cached = {p.read_bytes() for p in cache.rglob("*.mp4")}
+    assert len(cached) == 2 and set(embedded[1:]) == cached
+    assert embedded[1] != embedded[2]
+    # The cut's length is the stitch's own: 3 + 3 s minus the 0.5 s fade, 132 frames at 24 fps.
+    assert "5.50 s · 132 frames @ 24 fps" in text and 'data-cut="current"' in text
 
     # The closing shot ends on its end image (coffee in the mug): its last frame is another picture.
     first, last = (_data_image(u) for u in images[2:4])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import signal
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -336,14 +339,41 @@ def test_plain_lines_and_json_lines(world: World) -> None:
         asyncio.run(execute(JOBS[:1], world.provider, state=state, cache=world.cache, options=FAST,
                             events=PlainSink(out)))  # fmt: skip
     lines = out.getvalue().splitlines()
-    assert lines[1].startswith("[1/1] intro: submitted (task t001-intro")
-    assert lines[-1].startswith("finish: 1 done; spent $0.1000")
+    # Clock time, then the count of shots finished so far (in order), then the event.
+    assert re.fullmatch(r"\d\d:\d\d:\d\d \[0/1\] intro: submitted \(task t001-intro-\w+\)", lines[1]), lines
+    done = next(line for line in lines if " intro: done" in line)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d \[1/1\] intro: done \(\$0\.1000\) · spent \$0\.1000", done), done
+    assert lines[-1].endswith("finish: 1 done; spent $0.1000")
     stream = io.StringIO()
     sink = JsonLinesSink(stream)
-    sink.emit(Event("submitted", shot_id="a", index=1, total=2, task_id="t1"))
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    sink.emit(Event("submitted", shot_id="a", index=1, total=2, task_id="t1", cost_usd=0.25))
+    sink.emit(Event("done", shot_id="a", index=1, total=2, cost_usd=0.25))
+    sink.close()
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["version"] == 1
-    assert second == {"event": "submitted", "shot_id": "a", "index": 1, "total": 2, "task_id": "t1"}
+    # The fields a consumer already reads are unchanged; the running figures come beside them.
+    expected = {"event": "submitted", "shot_id": "a", "index": 1, "total": 2, "task_id": "t1", "cost_usd": 0.25}
+    assert {k: second[k] for k in expected} == expected
+    assert datetime.fromisoformat(second["ts"]).tzinfo is not None
+    assert (second["finished"], second["spent_usd"]) == (0, 0.25)
+    assert (third["event"], third["finished"], third["spent_usd"]) == ("done", 1, 0.25)
+
+
+def test_plain_heartbeat_during_a_long_poll(world: World) -> None:
+    """A task that stays "processing" for a while: the plain log gets "still working" lines naming it."""
+    out = io.StringIO()
+    world.provider.polls_to_complete = 8  # polls before the task completes (every 0.05 s here)
+    sink = PlainSink(out, heartbeat=0.1)
+    try:
+        with StateStore.for_project(world.project, "stub") as state:
+            asyncio.run(execute(JOBS[:1], world.provider, state=state, cache=world.cache,
+                                options=replace(FAST, poll_interval=0.05), events=sink))  # fmt: skip
+    finally:
+        sink.close()
+    beats = [line for line in out.getvalue().splitlines() if "still working" in line]
+    assert beats, out.getvalue()
+    pattern = r"\d\d:\d\d:\d\d still working: 1 in flight \(intro: \w+ for \d+s\) · 0/1 finished.*"
+    assert any(re.fullmatch(pattern, beat) for beat in beats), beats  # (a beat may come before the submit)
 
 
 def test_make_sink_is_plain_off_a_terminal() -> None:

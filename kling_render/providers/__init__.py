@@ -21,3 +21,12 @@ def make_provider(name: str, *, cache_dir: Path) -> Provider:
 
         return WaveSpeedProvider.from_env(cache_dir=cache_dir)
     raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
+
+
+def provider_charges(name: str) -> bool:
+    """Whether the provider called ``name`` charges for tasks (the budget applies), without making one."""
+    if name == "local":
+        from kling_render.providers.local import LocalProvider
+
+        return LocalProvider.charges
+    return True

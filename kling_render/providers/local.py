@@ -240,8 +240,11 @@ def ffmpeg_args(anim: Animatic, out: Path) -> list[str]:
         ";".join(chains),
         *maps,
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
-        # A fixed thread count and bit-exact muxing: the same recipe gives the same bytes.
-        "-threads", "2", "-frames:v", str(anim.frames),
+        # A fixed thread count and bit-exact muxing: the same recipe gives the same bytes. No
+        # -frames:v: the graph already trims to the exact frame count, and ffmpeg 5.1 closes the
+        # whole file when that limit is reached, cutting the audio's last AAC frames (2.944 s of
+        # sound in a 3 s clip).
+        "-threads", "2",
         "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
         "-movflags", "+faststart",
         "-f", "mp4", "file:" + str(out),

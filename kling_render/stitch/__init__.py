@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kling_render.errors import MissingClipsError, StitchError
 from kling_render.fsutil import atomic_path
-from kling_render.stitch.cut import can_stream_copy, copy_cut, encode_cut
+from kling_render.stitch.cut import StitchProgress, can_stream_copy, copy_cut, encode_cut
 from kling_render.stitch.graph import (
     TRANSITIONS,
     AudioSettings,
@@ -32,6 +32,7 @@ __all__ = [
     "CutClip",
     "MediaInfo",
     "OutputSettings",
+    "StitchProgress",
     "StitchResult",
     "max_transition",
     "probe",
@@ -60,6 +61,7 @@ def stitch(
     dest: Path,
     *,
     base_dir: Path | None = None,
+    progress: StitchProgress | None = None,
 ) -> StitchResult:
     """Cut ``clips`` into ``dest`` (relative paths — clips, music, dest — are under ``base_dir``).
 
@@ -84,19 +86,20 @@ def stitch(
     with (
         tempfile.TemporaryDirectory(prefix="kling-stitch-") as work_dir,
         # Not fsynced: the cut is rebuilt from the (fsynced) clip cache by the next stitch or
-        # render (render always re-stitches; a future "skip when up to date" must verify the
-        # cut first), so only the atomic rename matters; the fsync was 8 % of a stream-copy join.
+        # render, which skips the encode only when the cut still matches the sha256 recorded in
+        # the stitch manifest (stitch/manifest.py): a cut damaged by a crash is made again. Only
+        # the atomic rename matters here; the fsync was 8 % of a stream-copy join.
         atomic_path(dest, suffix=".mp4", durable=False) as tmp,
     ):
         work = Path(work_dir)
         if fast:
-            ms = copy_cut(clips, tmp, work)
+            ms = copy_cut(clips, tmp, work, progress)
             # The chapters already say where the joined clips end: no second probe of the result.
             chapters = [(sid, s / 1000, e / 1000) for sid, s, e in ms]
             duration = ms[-1][2] / 1000
             frames = round(duration * output.fps)
         else:
-            fr = encode_cut(clips, output, audio, tmp, work)
+            fr = encode_cut(clips, output, audio, tmp, work, progress)
             fps = Fraction(output.fps)
             chapters = [(sid, float(s / fps), float(e / fps)) for sid, s, e in fr]
             frames = fr[-1][2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,7 +23,26 @@ from kling_render.stitch.graph import (
     loudnorm_filter,
 )
 
-__all__ = ["can_stream_copy", "chapters_text", "concat_list_text", "copy_cut", "encode_cut"]
+__all__ = ["StitchProgress", "can_stream_copy", "chapters_text", "concat_list_text", "copy_cut", "encode_cut"]
+
+# Called with the step ("measuring loudness", "encoding", "joining") and the fraction of it done.
+StitchProgress = Callable[[str, float], None]
+
+
+def _reporter(progress: StitchProgress | None, step: str, total: float) -> ffmpeg.ProgressFn | None:
+    """An ffmpeg progress callback that reports ``step`` as a fraction of ``total`` seconds."""
+    if progress is None:
+        return None
+
+    furthest = 0.0  # never backwards: the +faststart pass reports no output time at all
+
+    def report(p: ffmpeg.Progress) -> None:
+        nonlocal furthest
+        fraction = 1.0 if p.done else min(1.0, p.out_seconds / total) if total > 0 else 0.0
+        furthest = max(furthest, fraction)
+        progress(step, furthest)
+
+    return report
 
 # Pinned so the same clips give the same bytes on any machine (x264 output depends on threads).
 X264_THREADS = "8"
@@ -65,10 +84,16 @@ INLINE_GRAPH_MAX = 64_000  # bigger graphs go through a file (one argv string is
 
 
 def _graph_args(text: str, script: Path) -> list[str]:
-    """Inline for ordinary cuts (any ffmpeg); ``-/filter_complex FILE`` (ffmpeg >= 7) for huge ones."""
+    """Inline for ordinary cuts (any ffmpeg); from a file for huge ones: ``-/filter_complex FILE``
+    (ffmpeg >= 7), or ``-filter_complex_script FILE`` on older builds, which lack the former."""
     if len(text) <= INLINE_GRAPH_MAX:
         return ["-filter_complex", text]
+    from kling_render.ffmpeg_caps import current
+
     script.write_text(text, encoding="utf-8")
+    release = current().release
+    if release is not None and release < (7, 0):
+        return ["-filter_complex_script", str(script)]
     return ["-/filter_complex", str(script)]
 
 
@@ -139,7 +164,11 @@ _JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}", re.S)
 
 
 def _measure_loudness(
-    clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings, work: Path
+    clips: Sequence[CutClip],
+    output: OutputSettings,
+    audio: AudioSettings,
+    work: Path,
+    progress: StitchProgress | None = None,
 ) -> dict[str, str] | None:
     """Pass 1 of loudnorm over the audio-only graph; None when the mix is silent."""
     music_input = len(clips) if audio.music is not None else None
@@ -159,6 +188,7 @@ def _measure_loudness(
             "-",
         ],
         "measuring loudness",
+        progress=_reporter(progress, "measuring loudness", float(graph.timeline.duration)),
     )
     found = _JSON.findall(stderr)
     if not found:
@@ -172,12 +202,17 @@ def _measure_loudness(
 
 
 def encode_cut(
-    clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings | None, tmp: Path, work: Path
+    clips: Sequence[CutClip],
+    output: OutputSettings,
+    audio: AudioSettings | None,
+    tmp: Path,
+    work: Path,
+    progress: StitchProgress | None = None,
 ) -> list[tuple[str, int, int]]:
     """Re-encode the cut into ``tmp``; return the chapters in output frames."""
     loudnorm = None
     if audio is not None and audio.normalize:
-        measured = _measure_loudness(clips, output, audio, work)
+        measured = _measure_loudness(clips, output, audio, work, progress)
         loudnorm = loudnorm_filter(measured) if measured is not None else None
     music = audio.music if audio is not None else None
     music_input = len(clips) if music is not None else None
@@ -212,11 +247,14 @@ def encode_cut(
             _file(tmp),
         ],
         f"stitching {len(clips)} clips",
+        progress=_reporter(progress, "encoding", float(graph.timeline.duration)),
     )
     return chapters
 
 
-def copy_cut(clips: Sequence[CutClip], tmp: Path, work: Path) -> list[tuple[str, int, int]]:
+def copy_cut(
+    clips: Sequence[CutClip], tmp: Path, work: Path, progress: StitchProgress | None = None
+) -> list[tuple[str, int, int]]:
     """Join same-format clips with the concat demuxer and ``-c copy``; chapters in milliseconds."""
     names: list[str] = []
     for i, c in enumerate(clips):
@@ -268,5 +306,6 @@ def copy_cut(clips: Sequence[CutClip], tmp: Path, work: Path) -> list[tuple[str,
             _file(tmp),
         ],
         f"joining {len(clips)} clips by stream copy",
+        progress=_reporter(progress, "joining", float(at)),
     )
     return chapters

@@ -418,9 +418,16 @@ def build_graph(
         )
         music = "[music]"
         if audio.duck:
+            # sidechaincompress ends its output as soon as either input ends, dropping what it holds
+            # of the other: which samples survive then depends on thread timing, and the cut's bytes
+            # changed from one stitch to the next. Both inputs are padded without end and the result
+            # is cut to length, so it never sees an end of stream.
             chains.append(f"{mix}asplit=2[clipmix][duckkey]")
+            chains.append("[music]apad[music_open]")
+            chains.append("[duckkey]apad[duckkey_open]")
             chains.append(
-                "[music][duckkey]sidechaincompress=threshold=0.02:ratio=8:attack=20:release=400[ducked]"
+                "[music_open][duckkey_open]sidechaincompress=threshold=0.02:ratio=8:attack=20:release=400,"
+                f"atrim=end_sample={total}[ducked]"
             )
             mix, music = "[clipmix]", "[ducked]"
         chains.append(f"{mix}{music}amix=inputs=2:duration=first:dropout_transition=0:normalize=0[mixed]")

@@ -111,7 +111,7 @@ def test_force_and_a_damaged_cut_stitch_again(ws: Workspace) -> None:
     assert sha(ws.final_cut) == reference
     ws.final_cut.write_bytes(ws.final_cut.read_bytes()[:1000])  # truncated
     assert "up to date" not in ws.render().stderr and sha(ws.final_cut) == reference
-    (ws.root / ".kling-render" / "project" / "stitch.json").unlink()  # no record: no skip
+    (ws.root / ".kling-render" / "project.yaml" / "stitch.json").unlink()  # no record: no skip
     assert "up to date" not in ws.render().stderr and sha(ws.final_cut) == reference
     assert "final cut up to date" in ws.render().stderr
 
@@ -260,7 +260,7 @@ def test_report_flags_a_cut_from_another_provider(ws: Workspace) -> None:
 
 
 def test_report_of_an_unrecorded_cut_probes_its_length(ws: Workspace) -> None:
-    (ws.root / ".kling-render" / "project" / "stitch.json").unlink()
+    (ws.root / ".kling-render" / "project.yaml" / "stitch.json").unlink()
     page = report_text(ws)
     assert 'data-cut="unverified"' in page and "5.25 s · 126 frames @ 24 fps (probed)" in page
 

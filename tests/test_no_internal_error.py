@@ -94,7 +94,8 @@ def test_read_only_project_folder(read_only: Workspace, fake: FakeWaveSpeed) -> 
         (("render", str(ws.project), "--provider", "local"), "cannot create the state directory"),
         (("plan", str(ws.project), "--out", str(ws.root / "plan.json")), "cannot write the plan"),
         (("report", str(ws.project)), "cannot write the report"),
-        (("stitch", str(ws.project)), "no cached clip"),
+        # stitch takes the project's run lock first (it writes the cut, the manifest and the lock).
+        (("stitch", str(ws.project)), "cannot create the state directory"),
     ):
         done = cli_obeying_permissions(ws, *args)
         assert done.returncode == 1, (args, done.stderr)

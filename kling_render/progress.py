@@ -23,9 +23,10 @@ EVENT_KINDS = (
     "failed",
     "unknown",
     "budget-stop",
+    "account-stop",  # the account cannot run tasks (key rejected, no balance): no more submits
     "finish",  # the run ends: message = summary
 )
-TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop"})
+TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop", "account-stop"})
 JSON_EVENTS_VERSION = 1
 
 

@@ -25,8 +25,10 @@ import filelock
 
 from kling_render.errors import LockedError, StateError
 from kling_render.fsutil import atomic_write_json, atomic_write_text
+from kling_render.jobs import shown_id, valid_task_id
+from kling_render.ledger import KeyLedger, TaskEntry, seed_from_records, task_ids
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the task ledger (per shot key, all runs); 1 is read and upgraded
 STATUSES = ("pending", "submitting", "submitted", "done", "failed", "unknown")
 STATE_DIR = ".kling-render"
 
@@ -37,7 +39,8 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class ShotState:
-    """One shot's record. ``cost_usd`` is what its tasks cost in total (a submitted task is paid)."""
+    """One shot's record (for its current key). ``cost_usd`` is what its tasks cost when they were
+    submitted (a submitted task is paid); ``refunded_usd`` the part refunded for failed tasks."""
 
     key: str
     status: str = "pending"
@@ -48,6 +51,11 @@ class ShotState:
     cost_usd: float = 0.0
     error: str | None = None
     output_sha256: str | None = None
+    error_code: str | None = None  # the provider's code for the last failure (rejected submit, failed task)
+    refunded_usd: float = 0.0
+    # sha256 of each field of the body the current submit sent, recorded before the POST, so a task
+    # whose answer was lost can be recognised in the provider's task list (also by a later process)
+    wire: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +68,18 @@ class ShotState:
         shot = cls(**{k: v for k, v in raw.items() if k in known})
         if shot.status not in STATUSES:
             raise ValueError(f"shot {shot_id!r}: unknown status {shot.status!r}")
+        if shot.wire is not None and not (
+            isinstance(shot.wire, dict) and all(isinstance(v, str) for v in shot.wire.values())
+        ):
+            shot = replace(shot, wire=None)
+        if shot.task_id is not None and not valid_task_id(shot.task_id):
+            # Never into a URL or a file. A task may exist behind it: the shot is unknown, and the
+            # provider's task list is asked which task it was.
+            problem = f"the state file held an unusable task id {shown_id(shot.task_id)}"
+            if shot.status in ("submitting", "submitted", "unknown"):
+                shot = replace(shot, status="unknown", task_id=None, error=f"{problem}; a paid task may exist")
+            else:
+                shot = replace(shot, task_id=None)
         return shot
 
 
@@ -73,10 +93,20 @@ def read_state(path: Path) -> dict[str, ShotState]:
 
     For ``status``: a reader may see the state one transition old, never a torn file.
     """
+    return read_state_file(path)[0]
+
+
+def read_ledger(path: Path) -> dict[str, KeyLedger]:
+    """The task ledger recorded in ``path``, by shot key (see ``ledger``)."""
+    return read_state_file(path)[1]
+
+
+def read_state_file(path: Path) -> tuple[dict[str, ShotState], dict[str, KeyLedger]]:
+    """Shots and ledger recorded in ``path`` (both empty when it does not exist)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return {}, {}
     except OSError as exc:
         raise StateError(f"cannot read state file {path}: {exc}") from exc
     try:
@@ -94,7 +124,13 @@ def read_state(path: Path) -> dict[str, ShotState]:
         raw_shots = doc.get("shots", {})
         if not isinstance(raw_shots, dict):
             raise ValueError("'shots' is not an object")
-        return {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
+        shots = {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
+        if version < 2:
+            return shots, seed_from_records(shots)
+        raw_ledger = doc.get("ledger", {})
+        if not isinstance(raw_ledger, dict):
+            raise ValueError("'ledger' is not an object")
+        return shots, {key: KeyLedger.from_json(raw) for key, raw in raw_ledger.items()}
     except (ValueError, TypeError) as exc:
         raise StateError(
             f"state file {path} is corrupt ({exc}). It may hold task ids of paid tasks: "
@@ -116,9 +152,12 @@ class StateStore:
         self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
         self._shots: dict[str, ShotState] = {}
+        self._ledger: dict[str, KeyLedger] = {}
+        self._known_ids: set[str] = set()
         # Each record as it appears in the file, kept while the (frozen) record is the same object:
         # a flush then encodes one changed shot, not all of them (a run flushes ~5 times per shot).
         self._encoded: dict[str, tuple[ShotState, str]] = {}
+        self._encoded_ledger: dict[str, tuple[KeyLedger, str]] = {}
         self._open = False
 
     @classmethod
@@ -134,7 +173,8 @@ class StateStore:
         except filelock.Timeout:
             raise LockedError(self._locked_message()) from None
         try:
-            self._shots = read_state(self.path)
+            self._shots, self._ledger = read_state_file(self.path)
+            self._known_ids = task_ids(self._ledger.values())
             atomic_write_json(self.owner_path, {"pid": os.getpid(), "since": now_iso()})
         except BaseException:
             self._lock.release()
@@ -208,10 +248,36 @@ class StateStore:
         self.flush()
         return shot
 
+    # -- the task ledger (by shot key, all runs) --------------------------------------------------
+
+    def ledger(self, key: str) -> KeyLedger:
+        return self._ledger.get(key, KeyLedger())
+
+    def known_task_ids(self) -> frozenset[str]:
+        """Every task id this project's state has ever recorded (any shot, any key)."""
+        return frozenset(self._known_ids)
+
+    def add_task(self, key: str, entry: TaskEntry, *, flush: bool = True) -> int:
+        """Append ``entry`` to the key's ledger; its index."""
+        ledger = self.ledger(key).with_entry(entry)
+        self._put_ledger(key, ledger, flush)
+        return len(ledger.tasks) - 1
+
+    def change_task(self, key: str, index: int, *, flush: bool = True, **changes: Any) -> TaskEntry:
+        ledger = self.ledger(key).with_change(index, **changes)
+        self._put_ledger(key, ledger, flush)
+        return ledger.tasks[index]
+
+    def _put_ledger(self, key: str, ledger: KeyLedger, flush: bool) -> None:
+        self._ledger[key] = ledger
+        self._known_ids |= task_ids([ledger])
+        if flush:
+            self.flush()
+
     def flush(self) -> None:
         if not self._open:
             raise StateError(f"state file {self.path} written without holding its lock")
-        # The same bytes as json.dumps({"version", "updated", "shots"}, indent=2, sort_keys=True).
+        # The same bytes as json.dumps({"ledger", "shots", "updated", "version"}, indent=2, sort_keys=True).
         parts = []
         for sid, shot in sorted(self._shots.items()):
             hit = self._encoded.get(sid)
@@ -220,8 +286,19 @@ class StateStore:
                 hit = self._encoded[sid] = (shot, text)
             parts.append(f"    {json.dumps(sid)}: {hit[1]}")
         shots = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
+        entries = []
+        for key, kl in sorted(self._ledger.items()):
+            cached = self._encoded_ledger.get(key)
+            if cached is None or cached[0] is not kl:
+                encoded = json.dumps(kl.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+                cached = self._encoded_ledger[key] = (kl, encoded)
+            entries.append(f"    {json.dumps(key)}: {cached[1]}")
+        ledger = "{\n" + ",\n".join(entries) + "\n  }" if entries else "{}"
         updated = json.dumps(now_iso())
-        text = f'{{\n  "shots": {shots},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+        text = (
+            f'{{\n  "ledger": {ledger},\n  "shots": {shots},\n  "updated": {updated},\n'
+            f'  "version": {SCHEMA_VERSION}\n}}\n'
+        )
         try:
             atomic_write_text(self.path, text)
         except OSError as exc:

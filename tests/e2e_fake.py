@@ -74,6 +74,13 @@ class FakeProcess:
     def fault(self, kind: str, path_prefix: str, count: int = 1, **options: Any) -> None:
         self._call("/_fake/faults", {"kind": kind, "path_prefix": path_prefix, "count": count, **options})
 
+    def clear_faults(self) -> None:
+        self._call("/_fake/clear", {})
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("/_fake/stats")
+        return result
+
     def requests(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("/_fake/requests")
         return result

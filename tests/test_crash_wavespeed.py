@@ -45,7 +45,9 @@ def recorded_state(ws: Workspace) -> dict[str, dict[str, object]]:
 
 def kill_render_when(ws: Workspace, ready: Callable[[], bool], *, timeout: float = 30) -> None:
     """Start ``render`` and SIGKILL it as soon as ``ready()`` holds (fails if it never does)."""
-    cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--poll-interval", "0.05"]
+    # three tasks at once (the default is 2, the entry tier's): every shot is in flight at the kill points
+    cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--poll-interval", "0.05",
+           "--concurrency", "3"]  # fmt: skip
     with subprocess.Popen(
         cmd, env=ws.env, cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:

@@ -1,0 +1,238 @@
+"""Issue 11 through the real CLI against the stand-in as its own process: every path that can
+spend money, each counting the tasks the stand-in created (SPEC §5, §6)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_cli import SECRET, SMALL_CUT_SECONDS, SMALL_SHOTS, Workspace, base_env, decodes, small_workspace, ws_env
+from e2e_fake import FakeProcess
+from stress_kit import write_project
+
+SUBMIT = "/api/v3/kwaivgi/"
+O3 = SUBMIT + "kling-video-o3-std/image-to-video"  # beta's model
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProcess]:
+    with FakeProcess(SECRET, latency=0.3) as server:
+        yield server
+
+
+@pytest.fixture
+def ws(tmp_path: Path, fake: FakeProcess) -> Workspace:
+    return small_workspace(tmp_path / "small", ws_env(fake.base_url))
+
+
+def tasks(fake: FakeProcess) -> dict[str, dict[str, object]]:
+    """The tasks the stand-in created (each is paid at submit)."""
+    stats: dict[str, dict[str, object]] = fake.stats()["tasks"]
+    return stats
+
+
+def created_by_shot(fake: FakeProcess) -> Counter[str]:
+    """Tasks created per shot (every project here names its shot in its prompts: ``shot <id>``)."""
+    counts: Counter[str] = Counter()
+    for task in tasks(fake).values():
+        body = task["body"]
+        prompt = body.get("prompt", "") if isinstance(body, dict) else ""
+        match = re.match(r"shot (\w+)", str(prompt))
+        counts[match.group(1) if match else "?"] += 1
+    return counts
+
+
+def eight_shots(tmp_path: Path, fake: FakeProcess) -> Workspace:
+    """Eight 3-second o3 shots ($0.54 each), prompts ``shot s000`` ... ``shot s007``."""
+    project = write_project(tmp_path / "eight", 8)
+    return Workspace(project.parent, ws_env(fake.base_url))
+
+
+# -- rejected and account problems ------------------------------------------------------------
+
+
+def test_an_error_envelope_reaches_the_user_and_the_shot_is_not_unknown(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("envelope", O3, code=400, message="end_image aspect ratio differs from image")
+    done = ws.render("--no-stitch")
+    assert done.returncode == 1
+    assert "beta: failed: submit failed:" in done.stderr
+    assert "rejected (code 400): end_image aspect ratio differs from image" in done.stderr
+    assert ws.statuses()["beta"] == "failed" and ws.state()["beta"]["error_code"] == "400"
+    assert created_by_shot(fake) == Counter(alpha=1, gamma=1)  # the rejected submit created nothing
+    assert "up to $" not in done.stderr  # nothing is counted as possibly spent
+
+    again = ws.render()  # a rejection costs nothing: the next run simply asks again
+    assert again.returncode == 0, again.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    ws.assert_no_secret()
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "words"),
+    [
+        ("balance", {}, "cannot pay (code 400): Insufficient balance, please top up your account"),
+        ("402", {}, "cannot pay (402): Insufficient balance"),
+        ("401", {}, "the API key was rejected (401)"),
+    ],
+)
+def test_an_account_problem_stops_every_further_submit(
+    ws: Workspace, fake: FakeProcess, kind: str, options: dict[str, object], words: str
+) -> None:
+    """Two tasks at a time: alpha and beta are submitted together, beta's answer says the account
+    cannot pay; gamma is never submitted, alpha (already running) is still polled to the end."""
+    fake.fault(kind, O3, **options)
+    done = ws.render("--no-stitch", "--concurrency", "2")
+    assert done.returncode == 1
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]  # one clear line
+    assert words in line and line.endswith("(no more submits this run)")
+    assert "internal error" not in done.stderr
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits()) == {"shot alpha": 1, "shot beta": 1}
+    assert created_by_shot(fake) == Counter(alpha=1)
+    assert ws.statuses() == {"alpha": "done", "beta": "pending", "gamma": "pending"}
+
+    again = ws.render()
+    assert again.returncode == 0, again.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    ws.assert_no_secret()
+
+
+def test_a_key_rejected_while_tasks_run_keeps_their_ids(ws: Workspace, fake: FakeProcess) -> None:
+    """The key stops working between submit and poll: no task id is lost, nothing is paid twice."""
+    fake.fault("401", "/api/v3/predictions/", count=1000)
+    done = ws.render("--no-stitch", "--concurrency", "3")
+    assert done.returncode == 1 and "the API key was rejected (401)" in done.stderr
+    state = ws.state()
+    assert {sid: rec["status"] for sid, rec in state.items()} == dict.fromkeys(SMALL_SHOTS, "submitted")
+    assert all(rec["task_id"] in tasks(fake) for rec in state.values())
+    fake.clear_faults()  # the key works again
+    again = ws.render()
+    assert again.returncode == 0, again.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # polled, not paid again
+
+
+# -- the base URL -----------------------------------------------------------------------------
+
+
+def test_a_plain_http_base_url_exits_2_before_any_request(tmp_path: Path, fake: FakeProcess) -> None:
+    """The stand-in is also the HTTP proxy: a request to http://example.invalid would reach it."""
+    env = base_env(
+        WAVESPEED_BASE_URL="http://example.invalid",
+        WAVESPEED_API_KEY=SECRET,
+        HTTP_PROXY=fake.base_url,
+        HTTPS_PROXY=fake.base_url,
+        ALL_PROXY=fake.base_url,
+    )
+    env.pop("NO_PROXY"), env.pop("no_proxy")
+    ws = small_workspace(tmp_path / "small", env)
+    before = sorted(ws.root.rglob("*"))
+    done = ws.render()
+    assert done.returncode == 2, done.stderr
+    assert "WAVESPEED_BASE_URL 'http://example.invalid' is plain http to a host that is not loopback" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert fake.requests() == []
+    assert sorted(ws.root.rglob("*")) == before  # nothing written
+    ws.assert_no_secret()
+    status = ws.cli("status", str(ws.project), "--json")  # status needs no network: it still works
+    assert status.returncode == 0 and json.loads(status.stdout)["provider"] == "wavespeed"
+
+
+# -- failed tasks by cause, refunds and the lifetime cap ----------------------------------------
+
+
+def test_every_fourth_task_failing_by_moderation_is_paid_once_and_never_again(
+    tmp_path: Path, fake: FakeProcess
+) -> None:
+    ws = eight_shots(tmp_path, fake)
+    fake.fault("fail", SUBMIT, count=100, every=4, code=1200, error="the prompt was flagged by moderation")
+    first = ws.render("--no-stitch", "--concurrency", "2")
+    assert first.returncode == 1
+    created = created_by_shot(fake)
+    assert len(created) == 8 and set(created.values()) == {1}  # one task per shot, 0 retries
+    failed = sorted(sid for sid, status in ws.statuses().items() if status == "failed")
+    assert len(failed) == 2
+    summary = [ln for ln in first.stderr.splitlines() if ln.startswith("  ")]  # the lines after the run
+    assert len(summary) == 2
+    for sid, line in zip(failed, summary, strict=True):
+        assert line.startswith(f"  {sid}: failed: task ")
+        assert "(code 1200): the prompt was flagged by moderation; refunded" in line
+    assert "spent $3.2400 ($1.0800 of failed tasks refunded)" in first.stderr
+
+    second = ws.render("--no-stitch")  # and the next run: 0 new tasks
+    assert second.returncode == 1 and sum(created_by_shot(fake).values()) == 8
+    assert second.stderr.count("failed for good (code 1200)") == 4 and "spent $0.0000" in second.stderr
+    doc = json.loads(ws.cli("status", str(ws.project), "--json").stdout)
+    for shot in doc["shots"]:
+        if shot["id"] in failed:
+            assert shot["error_code"] == "1200" and shot["refunded_usd"] == pytest.approx(0.54)
+            assert shot["ledger"] == {"tasks": 1, "paid_usd": 0.0, "refunded_usd": 0.54, "failed_for_good": True}
+        else:
+            assert shot["ledger"] == {"tasks": 1, "paid_usd": 0.54, "refunded_usd": 0.0, "failed_for_good": False}
+
+    forced = ws.render("--no-stitch", "--retry-failed")  # the user asks: each gets a new task
+    assert sum(created_by_shot(fake).values()) == 10
+    assert forced.returncode == (0 if all(ws.statuses()[sid] == "done" for sid in failed) else 1)
+
+
+def test_every_fourth_task_failing_transiently_still_finishes(tmp_path: Path, fake: FakeProcess) -> None:
+    ws = eight_shots(tmp_path, fake)
+    fake.fault("fail", SUBMIT, count=100, every=4, code=5000, error="internal error")
+    done = ws.render("--no-stitch", "--concurrency", "2")
+    assert done.returncode == 0, done.stderr
+    created = created_by_shot(fake)
+    assert sum(created.values()) == 10 and max(created.values()) == 2  # tasks 4 and 8 replaced
+    assert "spent $4.3200 ($1.0800 of failed tasks refunded)" in done.stderr
+    assert set(ws.statuses().values()) == {"done"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("no_outputs", {}), ("output_url", {"url": ""}), ("output_url", {"url": "{base}/pages/error.html"})],
+    ids=["no outputs", "empty URL", "a web page"],
+)
+def test_a_completed_but_unusable_result_is_paid_counted_and_replaced(
+    ws: Workspace, fake: FakeProcess, kind: str, options: dict[str, object]
+) -> None:
+    fake.fault(kind, O3, **options)
+    done = ws.render("--no-stitch")
+    assert done.returncode == 0, done.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=2, gamma=1)
+    assert "beta: retry (task " in done.stderr and "(paid)" in done.stderr and "refunded" not in done.stderr
+    assert "spent $1.5840" in done.stderr  # beta's unusable task is paid: 0.252 + 2 x 0.54 + 0.252
+
+
+def test_the_lifetime_cap_holds_across_runs(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("no_outputs", O3, count=100)
+    first = ws.render("--no-stitch")
+    assert first.returncode == 1 and created_by_shot(fake)["beta"] == 3
+    assert "beta: failed:" in first.stderr and "the cap of 3" in first.stderr
+    again = ws.render("--no-stitch")
+    assert again.returncode == 1 and created_by_shot(fake)["beta"] == 3  # nothing more, ever
+    assert "spent $0.0000" in again.stderr
+    fake.clear_faults()
+    forced = ws.render("--retry-failed")
+    assert forced.returncode == 0, forced.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=4, gamma=1)
+
+
+def test_a_clip_of_the_wrong_length_is_kept_and_a_trim_past_its_end_is_a_clear_error(
+    ws: Workspace, fake: FakeProcess
+) -> None:
+    fake.fault("length", SUBMIT + "kling-v3.0-std", seconds=2)  # alpha asks 3 s, gets 2 s
+    done = ws.render()
+    assert done.returncode == 0, done.stderr
+    assert "alpha: warning: the clip lasts 2.00s, the shot 3s: kept" in done.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # not paid again
+    assert decodes(ws.final_cut).duration == pytest.approx(SMALL_CUT_SECONDS - 1, abs=2 / 24)  # its real length
+    lock = json.loads((ws.root / "project.lock").read_text())["shots"]
+    assert lock["alpha"]["duration"] == pytest.approx(2.0, abs=0.05)
+
+    ws.edit("    image: images/mug.png\n  - id: beta", "    image: images/mug.png\n    trim: {end: 2.8}\n  - id: beta")
+    cut = ws.cli("stitch", str(ws.project))
+    assert cut.returncode == 1
+    assert "alpha: trim end 2.8 is past the clip's end (2.000s)" in cut.stderr
+    assert "Traceback" not in cut.stderr and "internal error" not in cut.stderr
+    assert ws.render().returncode == 1 and created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)

@@ -23,3 +23,17 @@ def cache_dir_override() -> Path | None:
 
 def ffmpeg_override() -> str | None:
     return os.environ.get("KLING_RENDER_FFMPEG") or None
+
+
+def reconcile_grace_override() -> float | None:
+    """``KLING_RENDER_RECONCILE_GRACE``: seconds after a submit before the provider's task list may
+    prove it created nothing (default 60). For tests: a shorter grace risks paying twice when the
+    service lists new tasks late. Not a number, or negative: ignored."""
+    value = os.environ.get("KLING_RENDER_RECONCILE_GRACE")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None

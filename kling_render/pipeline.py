@@ -53,8 +53,10 @@ def budget_for(project: Project, max_cost: float | None) -> float | None:
 
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
+    from kling_render import env
     from kling_render.lockfile import LockFile
     from kling_render.providers import make_provider
+    from kling_render.run_report import RECONCILE_GRACE
     from kling_render.runner import RunOptions, run
     from kling_render.state import StateStore
 
@@ -77,7 +79,9 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         interval = opts.poll_interval
         if interval is None:
             interval = DEFAULT_POLL_INTERVAL.get(the_plan.provider, 5.0)
+        grace = env.reconcile_grace_override()
         run_opts = RunOptions(
+            reconcile_grace=RECONCILE_GRACE if grace is None else grace,
             # A free provider (local animatics) spends nothing against the budget.
             budget_usd=budget if provider.charges else None,
             concurrency=opts.concurrency,

@@ -19,6 +19,7 @@ EVENT_KINDS = (
     "polling",  # the provider reported a new task status
     "downloaded",
     "retry",  # a task failed and is submitted again
+    "reconciled",  # an unknown submit was found in the provider's task list (adopted), or proved absent
     "done",
     "failed",
     "unknown",

@@ -6,8 +6,11 @@ point resumes without paying twice:
 
 - a shot whose key is cached is never generated (done, $0 this run);
 - a ``submitted`` shot is polled again, never re-submitted;
-- a ``submitting``/``unknown`` shot (the POST may have created a paid task) is skipped unless
-  ``resubmit_unknown``;
+- a ``submitting``/``unknown`` shot (the POST may have created a paid task) is looked up in the
+  provider's task list (reconcile.py), at the start of every run and shortly after a submit
+  ends unknown: a task whose inputs match is adopted and polled, a submit the list proves absent
+  (asked at least ``reconcile_grace`` seconds after it) may be sent again; anything else stays
+  ``unknown`` unless ``resubmit_unknown``;
 - a shot key creates at most ``max_task_attempts`` tasks over its whole life (the ledger in the
   state file, kept by key over all runs): a task that failed transiently, or completed with an
   unusable result, is replaced within that cap; one that failed for good (a permanent code) is
@@ -31,35 +34,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kling_render.cache import ClipCache, ClipMeta
+from kling_render.cache import ClipCache
 from kling_render.errors import (
     AccountError,
     BudgetError,
-    DownloadError,
-    FFmpegError,
-    OutputGoneError,
     ProviderError,
     SubmitRejectedError,
     SubmitUncertainError,
     TaskGoneError,
-    TransientError,
 )
-from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult, shown_id, valid_task_id
 from kling_render.ledger import TaskEntry
 from kling_render.lockfile import LockEntry, LockFile
 from kling_render.progress import Event, EventSink, NullSink
 from kling_render.providers.base import Provider
-from kling_render.reconcile import fingerprint
+from kling_render.reconcile import Reconciler, fingerprint
 from kling_render.run_report import OutcomeStatus, RunOptions, RunReport, ShotOutcome
 from kling_render.state import StateStore, now_iso
+from kling_render.task_end import ASK_AGAIN, TaskEnds
 
 __all__ = ["OutcomeStatus", "RunOptions", "RunReport", "ShotOutcome", "default_verify", "execute", "run"]
 
@@ -73,7 +71,6 @@ _UNKNOWN_HINT = (
     "the submit may have created a paid task; check the provider's dashboard, "
     "then re-run with --resubmit-unknown to submit it again"
 )
-_ASK_AGAIN = "change the shot's inputs, bump its `take`, or render with --retry-failed"
 
 
 def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
@@ -83,8 +80,8 @@ def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
     return check.duration, check.headers.to_json()
 
 
-Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked"]
-TaskEnd = Literal["done", "retry", "stop"]
+Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked", "reconcile"]
+Step = Literal["submit", "poll", "reconcile"]
 
 
 class _Run:
@@ -119,6 +116,9 @@ class _Run:
         self.stop_submitting = False
         self.run_tasks: Counter[str] = Counter()  # tasks created this run, by shot key
         self.blocked: dict[str, str] = {}  # shot id -> why no task may be submitted for it
+        self.unknown_this_run: set[str] = set()  # shots whose submit this run ended unknown
+        self.reconciler = Reconciler(self)
+        self.ends = TaskEnds(self)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -138,10 +138,12 @@ class _Run:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def classify(self) -> dict[str, Action]:
-        """What to do with each shot, decided from state, ledger and cache without writing anything."""
+    def classify(self, *, resubmit: bool) -> dict[str, Action]:
+        """What to do with each shot, decided from state, ledger and cache without writing anything.
+        ``resubmit``: an ``unknown`` shot is submitted again (the --resubmit-unknown override)."""
         actions: dict[str, Action] = {}
         leaders: set[str] = set()
+        self.blocked.clear()
         for job in self.jobs:
             record = self.state.get(job.shot_id)
             if record is not None and record.key != job.key:
@@ -156,7 +158,7 @@ class _Run:
             elif (
                 record is not None
                 and record.status in ("submitting", "unknown")
-                and not self.options.resubmit_unknown
+                and not resubmit
                 and self.provider.charges  # a free provider's lost submit costs nothing to repeat
             ):
                 actions[job.shot_id] = "unknown"
@@ -181,19 +183,29 @@ class _Run:
             code = f" (code {blocked.code})" if blocked.code else ""
             return (
                 f"its task {blocked.task_id} failed for good{code}: {blocked.error or 'no reason given'}; "
-                f"the same inputs fail the same way, so none is submitted again: {_ASK_AGAIN}"
+                f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
             )
         if ledger.created >= cap:
             return (
                 f"these inputs have created {ledger.created} tasks over all runs, the cap of {cap} "
-                f"(failed and unusable ones count): {_ASK_AGAIN} to allow more"
+                f"(failed and unusable ones count): {ASK_AGAIN} to allow more"
             )
         return None
 
     # -- the run -----------------------------------------------------------------------------
 
     async def main(self) -> RunReport:
-        actions = self.classify()
+        reconciles = self.provider.lists_tasks and self.provider.charges
+        actions = self.classify(resubmit=self.options.resubmit_unknown and not reconciles)
+        unknown = [job for job in self.jobs if actions[job.shot_id] == "unknown"]
+        if unknown and reconciles:
+            # The task list first: an unknown submit's task is adopted, a proven absence submitted
+            # again; only what it cannot settle is left to the --resubmit-unknown override.
+            later = await self.reconciler.at_start(unknown)
+            actions = self.classify(resubmit=self.options.resubmit_unknown)
+            for shot_id in later:
+                if actions[shot_id] == "unknown":
+                    actions[shot_id] = "reconcile"
         to_submit = sum(j.cost_usd for j in self.jobs if actions[j.shot_id] == "submit")
         budget = self.options.budget_usd
         if budget is not None and to_submit > budget + EPSILON:
@@ -213,7 +225,8 @@ class _Run:
             if action == "cached":
                 self.mark_cached(job)
             elif action == "unknown":
-                self.mark_unknown(job, self.state.ensure(job.shot_id, job.key).error)
+                if self.report.outcomes[job.shot_id].status != "unknown":  # not said by the reconciler
+                    self.mark_unknown(job, self.state.ensure(job.shot_id, job.key).error)
             elif action == "blocked":
                 blocked = self.state.ledger(job.key).blocked
                 self.fail(job, self.blocked[job.shot_id], code=blocked.code if blocked else None)
@@ -221,7 +234,8 @@ class _Run:
                 leader = next(t for sid, t in tasks.items() if self._job(sid).key == job.key)
                 tasks[job.shot_id] = asyncio.create_task(self.follow(job, leader))
             else:
-                tasks[job.shot_id] = asyncio.create_task(self.shot(job, action == "poll", sem))
+                step: Step = "poll" if action == "poll" else "reconcile" if action == "reconcile" else "submit"
+                tasks[job.shot_id] = asyncio.create_task(self.shot(job, step, sem))
         try:
             await asyncio.gather(*tasks.values())
         except BaseException:
@@ -304,41 +318,60 @@ class _Run:
             self.state.update(job.shot_id, status="failed", error=outcome.error)
             self.emit("failed", job, message=outcome.error)
 
-    async def shot(self, job: Job, resume: bool, sem: asyncio.Semaphore) -> None:
-        # A slot is a task at the provider: held from submit until the task ends (a failed task's
-        # replacement keeps it), not while the clip downloads and is verified, so the next shot's
+    async def shot(self, job: Job, step: Step, sem: asyncio.Semaphore) -> None:
+        # A slot is a task at the provider: held from submit until the task ends, not while an
+        # unknown submit is looked up or the clip downloads and is verified, so the next shot's
         # task starts meanwhile.
         record = self.state.get(job.shot_id)
-        task_id = record.task_id if resume and record is not None else None
+        task_id = record.task_id if step == "poll" and record is not None else None
+        just_now = False
         try:
             while True:
+                if step == "reconcile":
+                    found = await self.reconciler.in_run(job, just_now=just_now)
+                    if found is None:
+                        return
+                    step, task_id = ("poll", found) if found else ("submit", None)
                 async with sem:
-                    while True:
-                        fresh = task_id is None
+                    if step == "submit":
+                        task_id = await self.submit(job)
                         if task_id is None:
-                            task_id = await self.submit(job)
-                            if task_id is None:
-                                return
-                        result = await self.wait_for(job, task_id, fresh=fresh)
-                        if result is None:
+                            if self.reconciles(job):
+                                step, just_now = "reconcile", True
+                                continue
                             return
-                        if result.completed and result.output_url:
-                            break
+                    assert task_id is not None
+                    result = await self.wait_for(job, task_id, fresh=step == "submit")
+                    if result is None:
+                        return
+                    if not (result.completed and result.output_url):
                         if result.failed:
-                            end = self.task_failed(job, task_id, result)
+                            end = self.ends.failed(job, task_id, result)
                         else:
-                            end = self.task_unusable(job, task_id, result.error or "completed without an output")
+                            end = self.ends.unusable(job, task_id, result.error or "completed without an output")
                         if end != "retry":
                             return
-                        task_id = None
-                if await self.fetch(job, task_id, result.output_url) != "retry":
+                        step = "submit"
+                        continue
+                if await self.ends.fetch(job, task_id, result.output_url) != "retry":
                     return
-                task_id = None
+                step = "submit"
         except asyncio.CancelledError:
             record = self.state.get(job.shot_id)
             if record is not None and record.status == "submitting":
                 self.state.update(job.shot_id, status="unknown", error="interrupted while submitting")
             raise
+
+    def reconciles(self, job: Job) -> bool:
+        """Whether ``job``'s submit just ended unknown and the task list can tell what it created."""
+        record = self.state.get(job.shot_id)
+        return (
+            record is not None
+            and record.status == "unknown"
+            and job.shot_id in self.unknown_this_run
+            and self.provider.lists_tasks
+            and self.provider.charges
+        )
 
     async def submit(self, job: Job) -> str | None:
         """Submit a new task for ``job``; None when it was not submitted (budget, cap, refusal, uncertain)."""
@@ -372,7 +405,7 @@ class _Run:
             return None
         # The submit is in the ledger before the POST: if this process dies mid-POST, the task it may
         # have created still counts against the key's cap, and its inputs can be found again.
-        now = now_iso()
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")  # the reconciliation's clock
         ledger = self.state.ledger(job.key)
         open_index = ledger.open_index(job.shot_id)
         if open_index is not None:  # an unknown submit given up on (--resubmit-unknown): still counted
@@ -397,6 +430,7 @@ class _Run:
             task_id = await self.provider.send(job, body)
         except SubmitUncertainError as exc:
             self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
             self.mark_unknown(job, str(exc))
             return None
         except AccountError as exc:  # nothing was created, and no other submit would be either
@@ -413,10 +447,12 @@ class _Run:
             return None
         except Exception as exc:  # a provider bug: the POST may have gone out, so assume it did
             self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
             self.mark_unknown(job, f"submit raised {type(exc).__name__}: {exc}")
             return None
         if not valid_task_id(task_id):  # a provider bug: never into a URL or a file
             self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
             self.mark_unknown(job, f"the provider answered an unusable task id {shown_id(task_id)}")
             return None
         self.state.change_task(job.key, index, flush=False, task_id=task_id, outcome="submitted")
@@ -485,7 +521,7 @@ class _Run:
                 if isinstance(exc, AccountError):  # the key no longer works: nothing else will either
                     self.stop_submitting = True
                     self.report.account_stopped = self.report.account_stopped or str(exc)
-                if not (isinstance(exc, TaskGoneError) and self.gone_for_good(job, task_id, str(exc))):
+                if not (isinstance(exc, TaskGoneError) and self.ends.gone_for_good(job, task_id, str(exc))):
                     problem = f"polling task {task_id} failed: {exc}; the next run polls it again"
                     self.fail(job, problem, keep_task=True)
                 return None
@@ -502,137 +538,6 @@ class _Run:
                 )
                 return None
             n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
-
-    def ledger_index(self, job: Job, task_id: str) -> int:
-        """The ledger entry of ``task_id`` (one is added when the state file lacks it)."""
-        tasks = self.state.ledger(job.key).tasks
-        for index in range(len(tasks) - 1, -1, -1):
-            if tasks[index].task_id == task_id:
-                return index
-        record = self.state.get(job.shot_id)
-        entry = TaskEntry(job.shot_id, record.submitted_at if record else None, 0.0, task_id, "submitted")
-        return self.state.add_task(job.key, entry, flush=False)
-
-    def gone_for_good(self, job: Job, task_id: str, problem: str) -> bool:
-        """A task or output the provider answers "not found" for, submitted longer ago than the
-        provider keeps them: nothing will bring it back, so the shot fails *with* its task given
-        up, and the next run submits a new one (it is paid again, and the plan and the budget
-        count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
-        keep = self.provider.output_retention
-        record = self.state.get(job.shot_id)
-        if keep is None or record is None or not record.submitted_at:
-            return False
-        try:
-            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
-        except ValueError:
-            return False
-        if age <= keep:
-            return False
-        self.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="gone")
-        self.fail(
-            job,
-            f"task {task_id} is gone ({problem}): it was submitted {age / 86400:.1f} days ago and "
-            f"{self.provider.name} keeps tasks {keep / 86400:g} days; the next run submits a new task "
-            f"(${job.cost_usd:.4f})",
-        )
-        return True
-
-    def task_failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
-        """A failed task is refunded; replaced within the cap unless its code says the inputs are at fault."""
-        code = f" (code {result.code})" if result.code else ""
-        problem = f"task {task_id} {result.status}{code}: {result.error or 'no reason given'}"
-        self.state.change_task(
-            job.key,
-            self.ledger_index(job, task_id),
-            flush=False,
-            outcome="failed",
-            code=result.code,
-            cause=result.cause,
-            error=result.error,
-        )
-        self.committed -= job.cost_usd  # refunded: it no longer weighs on the budget
-        self.report.refunded_usd += job.cost_usd
-        outcome = self.report.outcomes[job.shot_id]
-        outcome.refunded_usd += job.cost_usd
-        outcome.error_code = result.code
-        record = self.state.get(job.shot_id)
-        assert record is not None
-        self.state.update(job.shot_id, refunded_usd=record.refunded_usd + job.cost_usd, error_code=result.code)
-        if result.cause == "permanent" and self.provider.charges:
-            self.fail(
-                job,
-                f"{problem}; refunded. The same inputs fail the same way, so none is submitted again: {_ASK_AGAIN}",
-                code=result.code,
-            )
-            return "stop"
-        return self.replace_task(job, f"{problem} (refunded)", code=result.code)
-
-    def task_unusable(self, job: Job, task_id: str, problem: str) -> TaskEnd:
-        """A task completed (and was paid) without a usable clip: it counts against the key's cap."""
-        self.state.change_task(
-            job.key, self.ledger_index(job, task_id), flush=False, outcome="unusable", error=problem
-        )
-        return self.replace_task(job, f"task {task_id} {problem} (paid)")
-
-    def replace_task(self, job: Job, problem: str, *, code: str | None = None) -> TaskEnd:
-        """Submit a new task for ``job`` when the cap (and the run) allows, else fail the shot."""
-        reason = None if self.stop_submitting else self.submit_refusal(job)
-        if self.stop_submitting or reason is not None:
-            self.fail(job, f"{problem}; {reason}" if reason else problem, code=code)
-            return "stop"
-        self.state.update(job.shot_id, status="pending", error=problem)
-        self.emit("retry", job, message=problem)
-        return "retry"
-
-    async def fetch(self, job: Job, task_id: str, url: str) -> TaskEnd:
-        fetch_error: str | None = None
-        bad_clip: str | None = None
-        gone = False
-        for _ in range(max(1, self.options.download_attempts)):
-            with self.cache.temp_file() as tmp:
-                try:
-                    await self.provider.download(url, tmp)
-                    if not tmp.is_file() or tmp.stat().st_size == 0:
-                        raise DownloadError("the download is empty")
-                except (DownloadError, TransientError) as exc:
-                    fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
-                    continue
-                try:
-                    duration, media = await asyncio.to_thread(self.verify, tmp)
-                except (FFmpegError, DownloadError) as exc:
-                    fetch_error, bad_clip = None, f"not a valid clip: {exc}"
-                    continue
-                warning = None
-                if abs(duration - job.duration) > self.options.duration_tolerance:
-                    # Paid, and a new task would cost again: kept, and the cut uses its real length.
-                    warning = (
-                        f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
-                        "uses its real length"
-                    )
-                digest = await asyncio.to_thread(sha256_file, tmp)
-                meta = ClipMeta(duration, job.model, task_id, media)
-                entry = self.cache.put(self.provider.name, job.key, tmp, meta, sha256=digest)
-            self.emit("downloaded", job, task_id=task_id)
-            self.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="done")
-            self.state.update(
-                job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()
-            )
-            self.record_lock(job, task_id, entry.sha256, entry.duration)
-            outcome = self.report.outcomes[job.shot_id]
-            outcome.status, outcome.clip, outcome.error, outcome.warning = "done", entry.path, None, warning
-            self.emit("done", job, task_id=task_id, cost_usd=outcome.cost_usd - outcome.refunded_usd, message=warning)
-            return "done"
-        if bad_clip is not None:
-            return self.task_unusable(job, task_id, f"gave an unusable result: {bad_clip}")
-        if gone and self.gone_for_good(job, task_id, f"its output: {fetch_error}"):
-            return "stop"
-        self.fail(
-            job,
-            f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again",
-            keep_task=True,
-        )
-        return "stop"
-
 
 async def execute(
     jobs: Sequence[Job],

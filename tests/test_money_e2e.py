@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +240,78 @@ def test_a_clip_of_the_wrong_length_is_kept_and_a_trim_past_its_end_is_a_clear_e
     assert "alpha: trim end 2.8 is past the clip's end (2.000s)" in cut.stderr
     assert "Traceback" not in cut.stderr and "internal error" not in cut.stderr
     assert ws.render().returncode == 1 and created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+
+
+# -- lost answers: reconciliation through the task list ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("503", {}), ("500", {}), ("502", {}), ("504", {}), ("drop", {}), ("hang", {"seconds": 1})],
+)
+def test_every_third_answer_lost_after_creation_pays_each_shot_once(
+    tmp_path: Path, fake: FakeProcess, kind: str, options: dict[str, object]
+) -> None:
+    """The stand-in creates the task, then answers ``kind``: the runner finds each in the task list."""
+    ws = eight_shots(tmp_path, fake)
+    fake.fault(kind, SUBMIT, count=100, every=3, **options)
+    runs = []
+    for _ in range(3):
+        runs.append(ws.render("--no-stitch", "--concurrency", "2"))
+        if runs[-1].returncode == 0:
+            break
+    assert runs[-1].returncode == 0, runs[-1].stderr
+    created = created_by_shot(fake)
+    assert len(created) == 8 and set(created.values()) == {1}  # no shot has two tasks
+    lost = sum(1 for r in fake.submits() if r["status"] != 200)
+    assert lost >= 2 and sum(r.stderr.count(": reconciled (") for r in runs) == lost
+    assert "spent $4.3200" in runs[0].stderr and "up to $" not in runs[-1].stderr
+    assert set(ws.statuses().values()) == {"done"}
+    ws.assert_no_secret()
+
+
+def test_a_submit_that_created_nothing_is_sent_again_after_the_grace(tmp_path: Path, fake: FakeProcess) -> None:
+    ws = small_workspace(tmp_path / "small", ws_env(fake.base_url) | {"KLING_RENDER_RECONCILE_GRACE": "1"})
+    fake.fault("500", O3, create=False)
+    done = ws.render("--no-stitch")
+    assert done.returncode == 0, done.stderr
+    assert "beta: reconciled (the provider's task list, asked 1s after the submit, has no task" in done.stderr
+    assert "the submit created nothing; it may be submitted again" in done.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits())["shot beta"] == 2
+    assert "spent $1.0440" in done.stderr
+
+
+def test_the_product_waits_the_full_grace_before_paying_again(tmp_path: Path, fake: FakeProcess) -> None:
+    """Without the test knob, a submit seconds old is not proven absent: the run keeps waiting (and
+    is stopped here with SIGTERM after 4 s) instead of paying a second time."""
+    ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
+    fake.fault("500", O3, create=False)
+    cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--no-stitch", "--poll-interval", "0.05"]
+    with subprocess.Popen(cmd, env=ws.env, cwd=ws.root, stderr=subprocess.PIPE, text=True) as proc:
+        time.sleep(4)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "beta: unknown" in err and "beta: reconciled" not in err
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits())["shot beta"] == 1
+    assert len([r for r in fake.requests() if r["path"] == "/api/v3/predictions"]) >= 1  # it did ask
+    assert ws.state()["beta"]["status"] == "unknown"
+
+
+def test_ambiguous_lost_answers_stay_unknown_and_say_how_many(tmp_path: Path) -> None:
+    with FakeProcess(SECRET, latency=0.3, args=("--no-list-inputs",)) as fake:
+        ws = eight_shots(tmp_path, fake)
+        fake.fault("503", SUBMIT, count=2)  # the first two submits lose their answers
+        first = ws.render("--no-stitch", "--concurrency", "2")
+        assert first.returncode == 1
+        unknown = sorted(sid for sid, st in ws.statuses().items() if st == "unknown")
+        assert len(unknown) == 2
+        for sid in unknown:
+            assert re.search(rf"{sid}: unknown: .*not resolved: \d+ tasks in the provider's task list", first.stderr)
+        again = ws.render("--no-stitch")  # the other tasks are known now: exactly two candidates
+        assert again.returncode == 1 and again.stderr.count("not resolved: 2 tasks in the provider's task list") >= 2
+        assert sum(created_by_shot(fake).values()) == 8
+        forced = ws.render("--no-stitch", "--resubmit-unknown")
+        assert forced.returncode == 0, forced.stderr
+        assert sum(created_by_shot(fake).values()) == 10  # the override pays for the two again

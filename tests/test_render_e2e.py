@@ -218,25 +218,14 @@ def test_refused_submits_are_retried_and_end_done(ws: Workspace, fake: FakeProce
     ws.assert_no_secret()
 
 
-def test_submit_500_is_unknown_until_resubmit_unknown(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
+def test_submit_500_is_found_in_the_task_list_not_paid_twice(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)  # the task exists, its answer is lost
     first = ws.render()
-    assert first.returncode == 1
-    assert fake.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)
-    assert ws.statuses() == {"alpha": "unknown", "beta": "done", "gamma": "done"}
-    assert "--resubmit-unknown" in first.stderr and "Traceback" not in first.stderr
-    assert not ws.final_cut.exists()
-
-    again = ws.render()
-    assert again.returncode == 1
-    assert fake.submits_by_shot()["alpha"] == 1  # never re-sent blindly
-    assert "alpha: unknown" in again.stderr and "--resubmit-unknown" in again.stderr
-    assert ws.statuses()["alpha"] == "unknown"
-
-    forced = ws.render("--resubmit-unknown")
-    assert forced.returncode == 0, forced.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2, beta=1, gamma=1)
+    assert first.returncode == 0, first.stderr
+    assert fake.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)  # never re-sent
+    assert "alpha: unknown" in first.stderr and "alpha: reconciled (found task" in first.stderr
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
+    assert stderr_spent(first) == "$1.0440"
     decodes(ws.final_cut)
     ws.assert_no_secret()
 
@@ -294,8 +283,9 @@ def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> No
     fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
     fake.fault("drop", "/api/v3/predictions/", count=2, method="GET")
     fake.fault("truncate", "/outputs/", count=1)
+    fake.fault("envelope", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", code=400, message="bad request")
     first = ws.render(verbose=True)
-    assert first.returncode == 1
+    assert first.returncode == 1  # beta rejected
     forced = ws.render("--resubmit-unknown", "--json", verbose=True)
     assert forced.returncode == 0, forced.stderr
     for args in (("status", str(ws.project)), ("status", str(ws.project), "--json")):

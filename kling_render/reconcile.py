@@ -147,6 +147,8 @@ class Reconciler:
         for job in jobs:
             record = run.state.get(job.shot_id)
             submitted = epoch(record.submitted_at) if record else None
+            if self.from_ledger(job, in_run=False):
+                continue
             if submitted is None:
                 self.keep_unknown(job, "no submit time was recorded, so its task cannot be looked for")
             elif self.expired(job, submitted):
@@ -176,6 +178,9 @@ class Reconciler:
         run = self.run
         if just_now:
             await asyncio.sleep(run.options.poll_interval)
+        in_run = job.shot_id in run.unknown_this_run
+        if (found := self.from_ledger(job, in_run=in_run)) is not None:
+            return found
         for _ in range(3):
             record = run.state.get(job.shot_id)
             submitted = epoch(record.submitted_at) if record else None
@@ -191,7 +196,7 @@ class Reconciler:
                 self.keep_unknown(job, f"the provider's task list could not be read ({exc})")
                 return None
             decision = self.decide(job, tasks, submitted, asked)
-            kind = self.apply(job, decision, in_run=job.shot_id in run.unknown_this_run)
+            kind = self.apply(job, decision, in_run=in_run)
             if kind == "adopt":
                 return decision.task_id
             if kind == "absent":
@@ -202,6 +207,18 @@ class Reconciler:
             await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - time.time()) + 0.05)
         self.keep_unknown(job, "the provider's task list never answered in time")  # pragma: no cover
         return None
+
+    def from_ledger(self, job: Job, *, in_run: bool) -> str | None:
+        """The task id the ledger still holds for the shot's open submit (the shot's own record lost
+        it, e.g. an unusable id written over it): adopted without asking the list."""
+        ledger = self.run.state.ledger(job.key)
+        index = ledger.open_index(job.shot_id)
+        task_id = None if index is None else ledger.tasks[index].task_id
+        if task_id is None:
+            return None
+        message = f"the state's task ledger still holds its task {task_id}"
+        self.apply(job, Decision("adopt", task_id, message), in_run=in_run)
+        return task_id
 
     def decide(self, job: Job, tasks: Sequence[ListedTask], submitted: float, asked: float) -> Decision:
         run = self.run

@@ -19,7 +19,8 @@ Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``
 (``message``), ``envelope`` (an HTTP 200 whose body is ``{"code": code, "message": message}``),
 ``balance`` (an envelope saying the balance is empty: its code is not documented, so ``code``
 defaults to 400), ``drop`` (close without answering), ``hang`` (answer nothing for ``seconds``,
-then drop), ``huge`` (a JSON answer of ``size`` bytes, its length announced when ``announce``),
+then drop), ``huge`` (a JSON answer of ``size`` bytes, its length announced when ``announce``), ``gzip``
+(a small gzip body that inflates to ``size`` bytes),
 ``no_id``/``bad_id`` (a submit answered 200 without a task id, or with ``task_id``), ``fail``
 (the next task submitted ends ``status`` (failed, timeout, cancelled) with ``error`` and
 ``code``), ``slow`` (the next task takes ``latency`` seconds), ``length`` (the next task's clip
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -58,6 +60,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -89,7 +92,7 @@ CHAOS_KINDS = {
     "/outputs/": ("503", "truncate", "drop"),
 }
 # On submit these still create the task: the answer is lost or unusable, the task exists.
-UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "no_id", "bad_id"}
+UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
 TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
 SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
 OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html"}
@@ -420,6 +423,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             if kind == "huge":
                 return self._huge(fault)
+            if kind == "gzip":
+                return self._send(self._gzip_bomb(fault))
             if kind in {"envelope", "balance"}:
                 code = fault.code or 400
                 default = BALANCE_MESSAGE if kind == "balance" else f"injected envelope code {code}"
@@ -592,6 +597,10 @@ class _Handler(BaseHTTPRequestHandler):
             envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
         return _json(200, envelope)
 
+    def _gzip_bomb(self, fault: Fault) -> Reply:
+        """A small gzip body that inflates to a JSON answer of ``fault.size`` bytes."""
+        return 200, _bomb(fault.size), {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
     def _huge(self, fault: Fault) -> None:
         """A valid-looking JSON answer of ``fault.size`` bytes, written in pieces (never held whole)."""
         head = b'{"code": 200, "message": "success", "data": {"status": "processing", "pad": "'
@@ -644,12 +653,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._head(200, len(data), reply[2])
             step = max(1, int(fault.rate / 10))
             sent, started = 0, time.monotonic()
-            while sent < len(data) and time.monotonic() - started < fault.seconds:
-                self.wfile.write(data[sent : sent + step])
-                self.wfile.flush()
-                sent += step
-                if self.fake.stopping.wait(0.1):
-                    break
+            try:
+                while sent < len(data) and time.monotonic() - started < fault.seconds:
+                    self.wfile.write(data[sent : sent + step])
+                    self.wfile.flush()
+                    sent += step
+                    if self.fake.stopping.wait(0.1):
+                        break
+            except OSError:  # the client gave up on the trickle: what a bounded client does
+                pass
             raise _Drop
         if fault.kind == "oversize":  # announce far more than any clip, send a little, hang up
             self._head(200, 3 * 1024**3, reply[2])
@@ -709,6 +721,18 @@ def _list_status(status: str) -> str:
 def _shut(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb(size: int) -> bytes:
+    head = b'{"code": 200, "message": "success", "data": {"status": "processing", "pad": "'
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [packer.compress(head)]
+    piece = b"x" * (1024 * 1024)
+    for _ in range(max(1, size // len(piece))):
+        parts.append(packer.compress(piece))
+    parts += [packer.compress(b'"}}'), packer.flush()]
+    return b"".join(parts)
 
 
 _clip_lock = threading.Lock()

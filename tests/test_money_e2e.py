@@ -315,3 +315,43 @@ def test_ambiguous_lost_answers_stay_unknown_and_say_how_many(tmp_path: Path) ->
         forced = ws.render("--no-stitch", "--resubmit-unknown")
         assert forced.returncode == 0, forced.stderr
         assert sum(created_by_shot(fake).values()) == 10  # the override pays for the two again
+
+
+# -- task ids -------------------------------------------------------------------------------------
+
+
+def test_a_bad_task_id_from_the_server_is_never_used_and_the_task_is_found(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("bad_id", O3, task_id="x" * 70_000)  # the task exists; its answer names it badly
+    done = ws.render("--no-stitch")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "task id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not a usable id" in done.stderr
+    assert "beta: reconciled (found task" in done.stderr and len(done.stderr) < 20_000
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    assert ws.state()["beta"]["task_id"] in tasks(fake)
+
+
+def test_bad_task_ids_in_the_state_file_never_crash_a_run(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("401", "/api/v3/predictions/", count=1000)  # every shot submitted, none polled
+    assert ws.render("--no-stitch", "--concurrency", "3").returncode == 1
+    fake.clear_faults()
+    doc = json.loads(ws.state_path.read_text())
+    doc["shots"]["beta"]["task_id"] = "abc\ndef"  # the ledger still knows beta's task
+    doc["shots"]["gamma"]["task_id"] = "y" * 70_000
+    for entries in doc["ledger"].values():  # gamma's is lost from the ledger too: only the list can tell
+        for entry in entries:
+            if entry["shot"] == "gamma":
+                entry["task_id"] = "../" * 30_000
+    ws.state_path.write_text(json.dumps(doc))
+
+    status = ws.cli("status", str(ws.project), "--json")
+    assert status.returncode == 0, status.stderr
+    shots = {s["id"]: s for s in json.loads(status.stdout)["shots"]}
+    for sid in ("beta", "gamma"):
+        assert shots[sid]["status"] == "unknown" and shots[sid]["task_id"] is None
+        assert "unusable task id" in shots[sid]["error"] and len(shots[sid]["error"]) < 300
+    done = ws.render()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(done.stderr) < 20_000
+    assert "beta: reconciled (the state's task ledger still holds its task" in done.stderr
+    assert "gamma: reconciled (found task" in done.stderr  # found again by its inputs
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # nothing paid twice

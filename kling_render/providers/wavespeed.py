@@ -259,6 +259,8 @@ class WaveSpeedProvider(Provider):
         download_url = reply.data.get("download_url")
         if not isinstance(upload, dict) or not isinstance(download_url, str) or not _is_http(download_url):
             raise ProviderError(f"{what}: unexpected answer (no upload target or download_url)")
+        if self._redact(download_url) != download_url:  # it would be stored (uploads.json) and sent on
+            raise ProviderError(f"{what}: the answer's download_url carries the API key; refusing it")
         method = str(upload.get("method", "PUT")).upper()
         target = upload.get("url")
         headers = upload.get("headers") or {}

@@ -136,7 +136,11 @@ def plan(
 @provider_opt
 @only_opt
 @click.option("--max-cost", type=float, metavar="USD", help="Budget for this run (overrides budget.max_usd).")
-@click.option("--concurrency", type=click.IntRange(1, 64), help="Tasks at once (wavespeed default 3).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed).",
+)
 @click.option(
     "--poll-interval", type=click.FloatRange(0.01, 600), metavar="SECONDS", help="Seconds between polls."
 )

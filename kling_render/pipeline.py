@@ -84,7 +84,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             reconcile_grace=RECONCILE_GRACE if grace is None else grace,
             # A free provider (local animatics) spends nothing against the budget.
             budget_usd=budget if provider.charges else None,
-            concurrency=opts.concurrency,
+            concurrency=opts.concurrency or project.concurrency_for(the_plan.provider),
             poll_interval=interval,
             resubmit_unknown=opts.resubmit_unknown,
             retry_failed=opts.retry_failed,

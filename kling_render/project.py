@@ -91,6 +91,12 @@ class Project:
     audio: AudioSpec | None
     prices: dict[str, Price]
     vars: dict[str, Any] = field(default_factory=dict)
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider (schema-checked)
+
+    def concurrency_for(self, provider: str) -> int | None:
+        """``provider_options.<provider>.concurrency``, when the project sets it."""
+        value = self.provider_options.get(provider, {}).get("concurrency")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def root(self) -> Path:
@@ -233,6 +239,7 @@ class _Resolver:
             audio=self._audio(),
             prices=prices,
             vars=self.vars,
+            provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
         )
 
     # -- prices, output, audio ---------------------------------------------------------------

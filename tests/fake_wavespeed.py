@@ -288,6 +288,7 @@ class FakeWaveSpeed:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.task_requests: Counter[str] = Counter()
         self.listing_inputs = True  # False: the task list ignores include_inputs
+        self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -334,6 +335,7 @@ class FakeWaveSpeed:
                 "submits": len(self.submits()),
                 "faults": dict(self.faults.injected),
                 "listings": len(self.listings()),
+                "max_running": self.max_running,
                 "tasks": {t.id: {"model": t.model, "polls": t.polls, "downloads": t.downloads,
                                  "failed": t.error is not None, "code": t.code, "body": t.body,
                                  "requests": self.task_requests[t.id]} for t in self.tasks.values()},
@@ -512,6 +514,8 @@ class _Handler(BaseHTTPRequestHandler):
             task.clip_seconds = int(length.seconds)
         with self.fake.lock:
             self.fake.tasks[task.id] = task
+            running = sum(1 for t in self.fake.tasks.values() if self.fake.status_of(t) in ("created", "processing"))
+            self.fake.max_running = max(self.fake.max_running, running)
         return _ok(self._task_view(task))
 
     def _check_media(self, body: dict[str, Any]) -> str | None:

@@ -355,3 +355,38 @@ def test_bad_task_ids_in_the_state_file_never_crash_a_run(ws: Workspace, fake: F
     assert "beta: reconciled (the state's task ledger still holds its task" in done.stderr
     assert "gamma: reconciled (found task" in done.stderr  # found again by its inputs
     assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # nothing paid twice
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(tmp_path: Path) -> None:
+    runs = {}
+    for name, option, flag in (("default", "", ()), ("project", "1", ()), ("flag", "1", ("--concurrency", "3"))):
+        with FakeProcess(SECRET, latency=0.6) as fake:
+            ws = eight_shots(tmp_path / name, fake)
+            if option:
+                setting = f"provider_options: {{wavespeed: {{concurrency: {option}}}}}"
+                ws.edit("provider: wavespeed\n", f"provider: wavespeed\n{setting}\n")
+            cmd = ["render", str(ws.project), "--no-stitch", "--poll-interval", "0.05", *flag]
+            done = ws.cli(*cmd)
+            assert done.returncode == 0, done.stderr
+            runs[name] = fake.stats()["max_running"]
+    assert runs["default"] == 2 and runs["project"] == 1 and 2 <= runs["flag"] <= 3, runs
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ("{wavespeed: {concurrency: 0}}", "provider_options.wavespeed.concurrency"),
+        ("{wavespeed: {concurrency: 1.5}}", "provider_options.wavespeed.concurrency"),
+        ("{wavespeed: {parallel: 2}}", "provider_options.wavespeed"),
+        ("{fal: {concurrency: 2}}", "provider_options"),
+    ],
+)
+def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:
+    ws = small_workspace(tmp_path / "small", base_env())
+    ws.edit("provider: wavespeed\n", f"provider: wavespeed\nprovider_options: {options}\n")
+    done = ws.cli("validate", str(ws.project))
+    assert done.returncode == 2, done.stderr
+    assert re.search(rf"project\.yaml:4: {re.escape(problem)}", done.stderr), done.stderr

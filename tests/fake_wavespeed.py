@@ -439,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.record.status = 0
             self.close_connection = True
             _shut(self.connection)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (a capped answer)
+            self.close_connection = True
 
     def _route(self, path: str, body: Any) -> Reply:
         if path.startswith("/api/v3/"):

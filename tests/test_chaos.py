@@ -48,7 +48,8 @@ class Figures:
     submits: int = 0  # every submit POST the service received
     tasks: int = 0  # submits that created a task
     failed_tasks: int = 0
-    known_doubles: int = 0  # unknown shots re-run with --resubmit-unknown (may pay twice)
+    known_doubles: int = 0  # shots left unknown by a run (killed or not), next run with --resubmit-unknown
+    extra_tasks: int = 0  # tasks beyond one per shot and the failed ones: what lost answers cost
     reconciled: int = 0  # lost submit answers settled by the task list (adopted or proved absent)
     retried_failed: int = 0  # shots re-run with --retry-failed after their cap was used up
     repeated_after_record: int = 0  # must stay 0
@@ -60,7 +61,8 @@ class Figures:
             f"round seed={self.seed}: {self.shots} shots, {self.runs} runs, {self.kills} kills, "
             f"{faults} faults ({kinds}), {self.submits} submits, {self.tasks} tasks, "
             f"{self.failed_tasks} failed tasks, {self.reconciled} reconciled, "
-            f"{self.known_doubles} known possible doubles, {self.retried_failed} retried after the cap, "
+            f"{self.known_doubles} known possible doubles, {self.extra_tasks} extra tasks, "
+            f"{self.retried_failed} retried after the cap, "
             f"{self.repeated_after_record} repeated after record"
         )
 
@@ -133,6 +135,7 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
     assert figures.repeated_after_record == 0, figures.line()
     # Every task beyond one per shot is a failed task or a known possible double submission.
     assert all(created[shot_id(n)] >= 1 for n in range(shots)), created
+    figures.extra_tasks = figures.tasks - shots - figures.failed_tasks
     assert figures.tasks - shots - figures.failed_tasks <= figures.known_doubles, figures.line()
     assert_cache_sound(project, shots)
     stitched = subprocess.run(
@@ -162,6 +165,7 @@ def report(all_figures: list[Figures]) -> None:
         f"{sum(f.failed_tasks for f in all_figures)} failed tasks, "
         f"{sum(f.reconciled for f in all_figures)} reconciled, "
         f"{sum(f.known_doubles for f in all_figures)} known possible doubles, "
+        f"{sum(f.extra_tasks for f in all_figures)} extra tasks, "
         f"{sum(f.retried_failed for f in all_figures)} retried after the cap, "
         f"{sum(f.repeated_after_record for f in all_figures)} repeated after record, 0 shots lost"
     )

@@ -283,3 +283,14 @@ def test_a_listed_task_carries_the_body_as_sent(server: FakeWaveSpeed, tmp_path:
 
     body, tasks = run(make(server, tmp_path), work)
     assert len(tasks) == 1 and inputs_match(fingerprint(body), tasks[0].inputs or {})
+
+
+def test_the_task_list_honours_its_envelope(server: FakeWaveSpeed, tmp_path: Path) -> None:
+    add_tasks(server, 3)
+    now = time.time()
+    server.faults.add("envelope", "/api/v3/predictions", method="POST", code=500)  # retried
+    tasks = run(make(server, tmp_path), lambda p: p.list_tasks(O3, now - 60, now + 60))
+    assert len(tasks) == 3 and [r.status for r in server.listings()] == [200, 200]
+    server.faults.add("envelope", "/api/v3/predictions", method="POST", code=400, message="bad filter")
+    with pytest.raises(ProviderError, match=r"rejected \(code 400\): bad filter"):
+        run(make(server, tmp_path), lambda p: p.list_tasks(O3, now - 60, now + 60))

@@ -27,10 +27,8 @@ import contextlib
 import hashlib
 import json
 import mimetypes
-import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,6 @@ import httpx
 
 from kling_render import env
 from kling_render.errors import (
-    AccountError,
     AuthError,
     DownloadError,
     OutputGoneError,
@@ -53,7 +50,6 @@ from kling_render.errors import (
 from kling_render.fsutil import atomic_write_json, sha256_file
 from kling_render.jobs import (
     TERMINAL_FAILED_STATES,
-    FailureCause,
     Job,
     ListedTask,
     MediaRef,
@@ -63,7 +59,19 @@ from kling_render.jobs import (
 )
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
-from kling_render.providers.transport import Answer, Limits, Redactor, TooLarge, Transfer, TransferError
+from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
+from kling_render.providers.wavespeed_answers import (
+    PERMANENT_CODES,
+    TRANSIENT_CODES,
+    Reply,
+    code_of,
+    failure_cause,
+    first_output,
+    iso,
+    listed_task,
+    raise_account,
+    read_reply,
+)
 from kling_render.retry import RetryPolicy, parse_retry_after
 
 UPLOAD_MAX_AGE = 6 * 24 * 3600.0  # WaveSpeed keeps uploads 7 days; re-upload a day early
@@ -75,43 +83,6 @@ LIST_MAX_PAGES = 20  # 2,000 tasks of one model in one window: more cannot be to
 _MODEL_PREFIX = "kwaivgi/"
 # Connection failures where the request certainly never left this process.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# WaveSpeed's documented task error codes (docs: "Error Codes"); SPEC §5 treats 1400-1405 as one band.
-PERMANENT_CODES = frozenset({1200, 1400, 1401, 1402, 1403, 1404, 1405})
-TRANSIENT_CODES = frozenset({5000, 5003, 5004})
-TRANSIENT_STATES = frozenset({"timeout", "cancelled", "canceled"})
-# The balance error's code is not documented: an error answer whose message speaks of the balance
-# stops the run like a 402.
-_BALANCE = re.compile(
-    r"\b(balance|insufficient (funds|credits?)|top[ -]?up|recharge|out of credits?|payment required)\b", re.I
-)
-_ACCOUNT_HINT = "top up the WaveSpeed balance (or fix WAVESPEED_API_KEY), then run the same command again"
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """An answer read as WaveSpeed's envelope."""
-
-    status: int  # HTTP
-    code: int | None  # the envelope's code; None when absent or not a number
-    message: str  # the server's own words, redacted, one line
-    data: dict[str, Any] = field(default_factory=dict)
-    readable: bool = True  # the body is a JSON object
-    retry_after: float | None = None
-
-    @property
-    def effective(self) -> int:
-        """What the answer means: the HTTP status, or inside a 2xx the envelope's code."""
-        if 200 <= self.status < 300:
-            return self.code if self.code is not None else 200
-        return self.status
-
-    def how(self) -> str:
-        """``(503)`` for an HTTP error, ``(code 400)`` for an error inside an HTTP 200."""
-        if 200 <= self.status < 300 and self.code not in (None, 200):
-            return f"(code {self.code})"
-        return f"({self.status})"
-
-
 class WaveSpeedProvider(Provider):
     """Talks to ``{base}/api/v3``; one AsyncClient for the API, uploads and downloads."""
 
@@ -191,7 +162,7 @@ class WaveSpeedProvider(Provider):
             raise SubmitUncertainError(f"{what}: the answer's task id {shown} is not a usable id; a task may exist")
         return task_id
 
-    async def _post_submit(self, url: str, body: Mapping[str, Any], what: str) -> _Reply:
+    async def _post_submit(self, url: str, body: Mapping[str, Any], what: str) -> Reply:
         """One POST. Only a refusal or an unsent request comes back as a retryable error."""
         try:
             answer = await net.request(self._client, "POST", url, self.limits, headers=self._auth(), json_body=body)
@@ -201,11 +172,11 @@ class WaveSpeedProvider(Provider):
             raise SubmitUncertainError(
                 self._redact(f"{what}: no usable answer ({_describe(exc)}); a paid task may exist")
             ) from exc
-        reply = self._reply(answer)
+        reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         effective = reply.effective
         if effective == 429:
             raise SubmitRefusedError(f"{what}: refused {reply.how()} {reply.message}", reply.retry_after)
-        self._raise_account(reply, what)
+        raise_account(reply, what)
         if 400 <= effective < 500:
             raise SubmitRejectedError(f"{what}: rejected {reply.how()}: {reply.message}", code=effective)
         if 300 <= reply.status < 400:
@@ -332,12 +303,12 @@ class WaveSpeedProvider(Provider):
         if not status:
             raise TransientError(f"{what}: the answer has no status")
         if status == "completed":
-            output = _first_output(data.get("outputs"))
+            output = first_output(data.get("outputs"))
             if output is None:  # paid, and unusable: the runner counts it against the shot's cap
                 return TaskResult("completed", error="completed without an output URL")
             return TaskResult("completed", output_url=output)
         if status in TERMINAL_FAILED_STATES:
-            code = _code(data.get("code"))
+            code = code_of(data.get("code"))
             error = data.get("error")
             return TaskResult(
                 status,
@@ -358,8 +329,8 @@ class WaveSpeedProvider(Provider):
                 "page": page,
                 "page_size": LIST_PAGE_SIZE,
                 "model": wire_model,
-                "created_after": _iso(created_after),
-                "created_before": _iso(created_before),
+                "created_after": iso(created_after),
+                "created_before": iso(created_before),
                 "include_inputs": True,
             }
             reply = await self._list_page(url, body, f"task list of {wire_model} (page {page})")
@@ -368,7 +339,7 @@ class WaveSpeedProvider(Provider):
                 raise ProviderError(f"task list of {wire_model}: the answer has no item list")
             oldest = None
             for item in items:
-                task = self._listed(item, wire_model)
+                task = listed_task(item, wire_model)
                 if task is None:
                     continue
                 if task.created_at is not None:
@@ -383,21 +354,8 @@ class WaveSpeedProvider(Provider):
             "cannot tell which one a shot created"
         )
 
-    async def _list_page(self, url: str, body: dict[str, Any], what: str) -> _Reply:
+    async def _list_page(self, url: str, body: dict[str, Any], what: str) -> Reply:
         return await self.retry.call(lambda: self._api_call("POST", url, what, json_body=body), what=what)
-
-    def _listed(self, item: object, wire_model: str) -> ListedTask | None:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            return None
-        if isinstance(item.get("model"), str) and item["model"] != wire_model:
-            return None
-        inputs = item.get("inputs")
-        return ListedTask(
-            id=item["id"],
-            status=str(item.get("status") or ""),
-            created_at=_timestamp(item.get("created_at")),
-            inputs=inputs if isinstance(inputs, dict) else None,
-        )
 
     async def _api_call(
         self,
@@ -407,7 +365,7 @@ class WaveSpeedProvider(Provider):
         *,
         json_body: Any = None,
         not_found: type[ProviderError] = ProviderError,
-    ) -> _Reply:
+    ) -> Reply:
         """One idempotent call to the API (poll, list, upload slot): 429/5xx/dropped → TransientError."""
         try:
             answer = await net.request(
@@ -423,11 +381,11 @@ class WaveSpeedProvider(Provider):
             raise TransientError(f"{what}: {exc}") from exc
         except (httpx.HTTPError, TransferError) as exc:  # over the size cap, undecodable: not retried
             raise ProviderError(self._redact(f"{what}: {_describe(exc)}")) from exc
-        reply = self._reply(answer)
+        reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         effective = reply.effective
         if effective == 429 or effective >= 500:
             raise TransientError(f"{what}: server answered {reply.how()[1:-1]} {reply.message}", reply.retry_after)
-        self._raise_account(reply, what)
+        raise_account(reply, what)
         if effective == 404:
             raise not_found(f"{what}: not found {reply.how()}: {reply.message}")
         if 300 <= reply.status < 400 or effective >= 400:
@@ -504,79 +462,10 @@ class WaveSpeedProvider(Provider):
     def _retry_after(self, headers: httpx.Headers) -> float | None:
         return parse_retry_after(headers.get("Retry-After"), now=self._wall_clock())
 
-    def _reply(self, answer: Answer) -> _Reply:
-        """The envelope of ``answer``: code, the server's message (redacted), data."""
-        retry_after = self._retry_after(answer.headers)
-        try:
-            body = answer.json()
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            text = self._redact.line(answer.snippet(), 200)
-            return _Reply(answer.status, None, text, readable=False, retry_after=retry_after)
-        data = body.get("data")
-        data = data if isinstance(data, dict) else {}
-        message = ""
-        for candidate in (body.get("message"), body.get("error"), data.get("error")):
-            if isinstance(candidate, str) and candidate.strip():
-                message = self._redact.line(candidate)
-                break
-        return _Reply(answer.status, _code(body.get("code")), message, data, True, retry_after)
-
-    def _raise_account(self, reply: _Reply, what: str) -> None:
-        """AuthError / AccountError when the answer says the account cannot run tasks."""
-        codes = {reply.status, reply.effective}
-        if codes & {401, 403}:
-            status = 401 if 401 in codes else 403
-            raise AuthError(f"{what}: the API key was rejected ({status}): {reply.message}; {_ACCOUNT_HINT}")
-        if 402 in codes or (reply.effective != 200 and _BALANCE.search(reply.message)):
-            raise AccountError(f"{what}: the account cannot pay {reply.how()}: {reply.message}; {_ACCOUNT_HINT}")
-
-
-def failure_cause(status: str, code: int | None) -> FailureCause:
-    """Why a task failed, from its code (docs: "Error Codes") and status (SPEC §5)."""
-    if code in PERMANENT_CODES:
-        return "permanent"
-    if code in TRANSIENT_CODES or status in TRANSIENT_STATES:
-        return "transient"
-    return "unclassified"
 
 
 def _check_base_url(url: str) -> str:
     return net.check_base_url(url, variable="WAVESPEED_BASE_URL")
-
-
-def _first_output(outputs: object) -> str | None:
-    output = outputs[0] if isinstance(outputs, list) and outputs else None
-    if isinstance(output, dict):  # tolerate [{"url": ...}]
-        output = output.get("url")
-    return output if isinstance(output, str) and output.strip() else None
-
-
-def _code(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def _iso(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
 
 
 def _wire(value: Any, urls: Mapping[MediaRef, str]) -> Any:

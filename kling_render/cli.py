@@ -252,7 +252,11 @@ def plan(
     metavar="USD",
     help="Budget for this run (overrides budget.max_usd; 0 spends nothing).",
 )
-@click.option("--concurrency", type=click.IntRange(1, 64), help="Tasks at once (wavespeed default 3).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed).",
+)
 @click.option(
     "--poll-interval", type=FiniteFloat(0.01, 600), metavar="SECONDS", help="Seconds between polls."
 )
@@ -260,6 +264,11 @@ def plan(
     "--resubmit-unknown",
     is_flag=True,
     help="Re-submit shots whose submit got no answer (this may pay twice).",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Submit shots that failed for good or used their cap of paid tasks again (this pays again).",
 )
 @click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
 @force_opt
@@ -282,6 +291,7 @@ def render(
     concurrency: int | None,
     poll_interval: float | None,
     resubmit_unknown: bool,
+    retry_failed: bool,
     no_stitch: bool,
     force: bool,
     wait_lock: float,
@@ -307,6 +317,7 @@ def render(
         concurrency=concurrency,
         poll_interval=poll_interval,
         resubmit_unknown=resubmit_unknown,
+        retry_failed=retry_failed,
         no_stitch=no_stitch,
         json_events=as_json,
         lock_timeout=wait_lock,
@@ -333,12 +344,18 @@ def render(
             counts[shot["status"]] = counts.get(shot["status"], 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         spent = f"spent ${report.get('spent_usd', 0):.4f}"
+        if report.get("refunded_usd"):
+            spent += f" (${report['refunded_usd']:.4f} of failed tasks refunded)"
         if report.get("uncertain_usd"):
             spent += f" (and up to ${report['uncertain_usd']:.4f} on submits that got no answer)"
         _echo_err(f"{loaded.name}: {summary}; {spent}")
+        if report.get("account_stopped"):
+            _echo_err(f"error: {report['account_stopped']} (no more submits this run)")
         for shot in shots:
             if shot["status"] in ("failed", "unknown") and shot.get("error"):
                 _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")
+            if shot.get("warning"):
+                _echo_err(f"  {shot['id']}: warning: {shot['warning']}")
         if result.final_cut:
             _echo_err(f"final cut{' up to date' if result.up_to_date else ''}: {result.final_cut}")
         if result.exit_code == EXIT_INTERRUPTED:

@@ -40,3 +40,17 @@ def heartbeat_seconds(default: float = 30.0) -> float:
     except ValueError:
         return default
     return seconds if seconds > 0 else default
+
+
+def reconcile_grace_override() -> float | None:
+    """``KLING_RENDER_RECONCILE_GRACE``: seconds after a submit before the provider's task list may
+    prove it created nothing (default 60). For tests: a shorter grace risks paying twice when the
+    service lists new tasks late. Not a number, or negative: ignored."""
+    value = os.environ.get("KLING_RENDER_RECONCILE_GRACE")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None

@@ -7,10 +7,12 @@
     ├── StateError                   state/lock/cache file trouble
     │   └── LockedError              another run holds the project's lock
     ├── ProviderError                the provider failed in a way the runner reports
-    │   ├── AuthError                missing or rejected API key
-    │   ├── TransientError           429/5xx/dropped connection: safe to retry
-    │   ├── SubmitRefusedError       submit answered 429/503: nothing was created, retry
-    │   ├── SubmitUncertainError     submit got no answer or 500/502/504: a task may exist
+    │   ├── AccountError             the account cannot run tasks (402, balance): stop the run
+    │   │   └── AuthError            missing or rejected API key (401/403)
+    │   ├── TransientError           429/5xx/dropped connection on an idempotent call: safe to retry
+    │   │   └── SubmitRefusedError   submit answered 429, or was never sent: nothing was created, retry
+    │   ├── SubmitRejectedError      submit answered 4xx (or an envelope with a 4xx code): nothing created
+    │   ├── SubmitUncertainError     submit got 5xx, no answer, or no usable task id: a task may exist
     │   ├── TaskFailedError          the task ended failed/cancelled/timeout/deleted
     │   ├── TaskGoneError            poll answered 404: the provider no longer knows the task
     │   └── DownloadError            the output could not be fetched or is not a valid clip
@@ -27,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AccountError",
     "AuthError",
     "BudgetError",
     "DownloadError",
@@ -41,6 +44,7 @@ __all__ = [
     "StateError",
     "StitchError",
     "SubmitRefusedError",
+    "SubmitRejectedError",
     "SubmitUncertainError",
     "TaskFailedError",
     "TaskGoneError",
@@ -103,8 +107,13 @@ class ProviderError(KlingRenderError):
     pass
 
 
-class AuthError(ProviderError):
-    pass
+class AccountError(ProviderError):
+    """The account cannot run tasks (no balance, key refused): every further submit would fail too,
+    so the run stops submitting at once (tasks already running are still polled)."""
+
+
+class AuthError(AccountError):
+    """The API key is missing, malformed, or rejected (401/403)."""
 
 
 class TransientError(ProviderError):
@@ -116,11 +125,22 @@ class TransientError(ProviderError):
 
 
 class SubmitRefusedError(TransientError):
-    """The submit was refused (429/503): no task was created, so it may be sent again."""
+    """The submit was refused (429) or never left this machine: no task was created, so it may be
+    sent again."""
+
+
+class SubmitRejectedError(ProviderError):
+    """The server refused this submit (4xx, or an envelope with a 4xx code): nothing was created.
+    ``code`` is the server's own code, shown to the user verbatim."""
+
+    def __init__(self, message: str, code: int | str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SubmitUncertainError(ProviderError):
-    """The submit may have created a paid task: never re-send it blindly."""
+    """The submit may have created a paid task (5xx, no answer, no usable task id): never re-send it
+    blindly; the runner reconciles it through the provider's task list."""
 
 
 class TaskFailedError(ProviderError):

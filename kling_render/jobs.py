@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Task states as the provider reports them (SPEC §5).
 RUNNING_STATES = frozenset({"created", "processing", "queued", "pending", "running"})
 TERMINAL_FAILED_STATES = frozenset({"failed", "cancelled", "canceled", "timeout", "deleted"})
+
+# A task id goes into URLs and files: only ids of this shape are used, whatever a server or a state
+# file says (a newline or 64 KB of id would otherwise break every later run).
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+FailureCause = Literal["permanent", "transient", "unclassified"]
+"""Why a task failed, as the provider classifies its failure code: ``permanent`` fails the same way
+again for the same inputs (never re-paid), ``transient`` may pass next time, ``unclassified`` is a
+code (or no code) the provider does not document: retried like transient, within the lifetime cap."""
+
+
+def valid_task_id(value: object) -> bool:
+    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None
+
+
+def shown_id(value: object) -> str:
+    """A task id (valid or not) as a message may show it: one short line."""
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text[:40] + "..." if len(text) > 40 else text)
 
 
 @dataclass(frozen=True)
@@ -74,11 +94,15 @@ class Job:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """A poll answer: status, the output URL when completed, the reason when failed."""
+    """A poll answer: status, the output URL when completed, the reason, code and cause when failed.
+
+    A ``completed`` result without an ``output_url`` is a paid task whose result is unusable."""
 
     status: str
     output_url: str | None = None
     error: str | None = None
+    code: str | None = None
+    cause: FailureCause | None = None
 
     @property
     def completed(self) -> bool:
@@ -91,3 +115,13 @@ class TaskResult:
     @property
     def terminal(self) -> bool:
         return self.completed or self.failed
+
+
+@dataclass(frozen=True)
+class ListedTask:
+    """One task from the provider's task list (for reconciling a submit whose answer was lost)."""
+
+    id: str
+    status: str
+    created_at: float | None  # epoch seconds, as the provider recorded it
+    inputs: Mapping[str, Any] | None  # the request body as the provider recorded it, when it says

@@ -35,6 +35,7 @@ class RenderOptions:
     concurrency: int | None = None
     poll_interval: float | None = None
     resubmit_unknown: bool = False
+    retry_failed: bool = False
     no_stitch: bool = False
     json_events: bool = False
     lock_timeout: float = 0.0
@@ -58,8 +59,10 @@ def budget_for(project: Project, max_cost: float | None) -> float | None:
 
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
+    from kling_render import env
     from kling_render.lockfile import LockFile
     from kling_render.providers import make_provider
+    from kling_render.run_report import RECONCILE_GRACE
     from kling_render.runner import RunOptions, run
     from kling_render.state import StateStore
 
@@ -82,12 +85,15 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         interval = opts.poll_interval
         if interval is None:
             interval = DEFAULT_POLL_INTERVAL.get(the_plan.provider, 5.0)
+        grace = env.reconcile_grace_override()
         run_opts = RunOptions(
+            reconcile_grace=RECONCILE_GRACE if grace is None else grace,
             # A free provider (local animatics) spends nothing against the budget.
             budget_usd=budget if provider.charges else None,
-            concurrency=opts.concurrency,
+            concurrency=opts.concurrency or project.concurrency_for(the_plan.provider),
             poll_interval=interval,
             resubmit_unknown=opts.resubmit_unknown,
+            retry_failed=opts.retry_failed,
         )
         jobs = [p.job for p in the_plan.shots]
         if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
@@ -363,17 +369,26 @@ def _media_info(entry: CachedClip) -> MediaInfo:
 def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
     from kling_render.commands import pick_provider
-    from kling_render.state import read_project_state
+    from kling_render.ledger import KeyLedger
+    from kling_render.state import read_project_state_file
 
     name = pick_provider(project, provider)
     keys = _clip_keys(project, name)
     cache = ClipCache.for_project(project.path)
-    recorded = read_project_state(project.path, name)
+    recorded, ledgers = read_project_state_file(project.path, name)
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
         key = keys[shot.id]
         cached = cache.use(name, key) is not None
+        ledger = ledgers.get(key, KeyLedger())
+        # the key's tasks over all runs: how many count against its cap, paid and refunded apart
+        history = {
+            "tasks": ledger.created,
+            "paid_usd": round(ledger.paid_usd, 4),
+            "refunded_usd": round(ledger.refunded_usd, 4),
+            "failed_for_good": ledger.blocked is not None,
+        }
         if rec is None or rec.key != key:
             state = "done" if cached else "pending"
             doc: dict[str, Any] = {
@@ -383,8 +398,11 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
                 "task_id": None,
                 "attempts": 0,
                 "cost_usd": 0.0,
+                "refunded_usd": 0.0,
                 "error": None,
+                "error_code": None,
                 "stale": rec is not None and rec.key != key,
+                "ledger": history,
             }
         else:
             state = "done" if cached and rec.status in ("pending", "done") else rec.status
@@ -397,8 +415,11 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
                 "task_id": rec.task_id,
                 "attempts": rec.attempts,
                 "cost_usd": rec.cost_usd,
+                "refunded_usd": rec.refunded_usd,
                 "error": rec.error,
+                "error_code": rec.error_code,
                 "stale": False,
+                "ledger": history,
             }
         shots.append(doc)
     counts: dict[str, int] = {}

@@ -29,10 +29,12 @@ EVENT_KINDS = (
     "polling",  # the provider reported a new task status
     "downloaded",
     "retry",  # a task failed and is submitted again
+    "reconciled",  # an unknown submit was found in the provider's task list (adopted), or proved absent
     "done",
     "failed",
     "unknown",
     "budget-stop",
+    "account-stop",  # the account cannot run tasks (key rejected, no balance): no more submits
     "finish",  # the run ends: message = summary
     "lock-pruned",  # a full render dropped shots no longer in the project from the lock file
     "stitching",  # the final cut is being made
@@ -41,7 +43,7 @@ EVENT_KINDS = (
     "stitch-skipped",  # a partial render: some shots have no clip yet
     "heartbeat",  # nothing else happened for a while: what is still going on
 )
-TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop"})
+TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop", "account-stop"})
 JSON_EVENTS_VERSION = 1
 
 

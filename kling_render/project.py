@@ -93,6 +93,12 @@ class Project:
     prices: dict[str, Price]
     vars: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider (schema-checked)
+
+    def concurrency_for(self, provider: str) -> int | None:
+        """``provider_options.<provider>.concurrency``, when the project sets it."""
+        value = self.provider_options.get(provider, {}).get("concurrency")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def root(self) -> Path:
@@ -302,6 +308,7 @@ class _Resolver:
             prices=prices,
             vars=self.vars,
             models=self.models,
+            provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
         )
 
     # -- prices, output, audio ---------------------------------------------------------------

@@ -176,7 +176,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
         rec = recorded.get(sid)
         if rec is not None and rec.key == key:
             timings[sid] = (rec.submitted_at, rec.finished_at)
-            spent[sid] = rec.cost_usd
+            spent[sid] = rec.cost_usd - rec.refunded_usd  # failed tasks are refunded
         entry = lock.get(sid)
         if entry is not None and entry.key == key:
             spent[sid] = max(spent.get(sid, 0.0), entry.cost_usd)

@@ -233,7 +233,7 @@ def status_table(doc: dict[str, Any]) -> str:
             "yes" if s["cached"] else "no",
             s["task_id"] or "-",
             str(s["attempts"]),
-            f"${s['cost_usd']:.4f}",
+            f"${s['cost_usd'] - s.get('refunded_usd', 0.0):.4f}",
             s["error"] or "",
         ]
         for s in doc["shots"]

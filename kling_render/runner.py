@@ -1,4 +1,4 @@
-"""The async scheduler of a render (SPEC §6): submit, poll, download, verify, cache; retries and budget.
+"""The async scheduler of a render (SPEC §6): submit, poll, download, verify, cache; caps and budget.
 
 Every shot goes ``pending → submitting → submitted(task id) → done | failed | unknown``, and
 each transition is flushed to the state file before the next step, so a run killed at any
@@ -6,17 +6,27 @@ point resumes without paying twice:
 
 - a shot whose key is cached is never generated (done, $0 this run);
 - a ``submitted`` shot is polled again, never re-submitted;
-- a ``submitting``/``unknown`` shot (the POST may have created a paid task) is skipped unless
-  ``resubmit_unknown``;
-- a task that fails is replaced by a new one up to ``max_task_attempts`` tasks a run;
+- a ``submitting``/``unknown`` shot (the POST may have created a paid task) is looked up in the
+  provider's task list (reconcile.py), at the start of every run and shortly after a submit
+  ends unknown: a task whose inputs match is adopted and polled, a submit the list proves absent
+  (asked at least ``reconcile_grace`` seconds after it) may be sent again; anything else stays
+  ``unknown`` unless ``resubmit_unknown``;
+- a shot key creates at most ``max_task_attempts`` tasks over its whole life (the ledger in the
+  state file, kept by key over all runs): a task that failed transiently, or completed with an
+  unusable result, is replaced within that cap; one that failed for good (a permanent code) is
+  not replaced while the key is unchanged, unless ``retry_failed``;
+- a clip whose length differs from the shot's is kept with a warning (the cut uses its real
+  length): it was paid, and a new task would cost again;
 - a poll or download that fails for good fails the shot *this run* but keeps its task id,
   so the next run polls and downloads it again; unless the provider answers "not found" for
   a task submitted longer ago than it keeps tasks (WaveSpeed: 7 days): that task is given up
-  and the next run submits a new one.
+  and the next run submits a new one;
+- when the account cannot run tasks (key rejected, no balance) no shot is submitted again this
+  run; tasks already running are still polled and recorded.
 
-Money: a task is paid when it is submitted. The budget caps what *this run* submits (an
-``unknown`` submit counts against it); it is checked before the run (the cost of every shot
-to submit) and before each submit (spent + this shot).
+Money: a task is paid when it is submitted and refunded when it fails. The budget caps what
+*this run* commits (submitted, less refunded; an ``unknown`` submit counts against it); it is
+checked before the run (the cost of every shot to submit) and before each submit.
 """
 
 from __future__ import annotations
@@ -24,30 +34,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kling_render.cache import ClipCache, ClipMeta
+from kling_render.cache import ClipCache
 from kling_render.errors import (
+    AccountError,
     BudgetError,
-    DownloadError,
-    FFmpegError,
-    OutputGoneError,
     ProviderError,
+    SubmitRejectedError,
     SubmitUncertainError,
     TaskGoneError,
-    TransientError,
 )
-from kling_render.fsutil import sha256_file
-from kling_render.jobs import Job, TaskResult
+from kling_render.jobs import Job, TaskResult, shown_id, valid_task_id
+from kling_render.ledger import TaskEntry
 from kling_render.lockfile import LockEntry, LockFile
 from kling_render.progress import Event, EventSink, NullSink
 from kling_render.providers.base import Provider
+from kling_render.reconcile import Reconciler, fingerprint
+from kling_render.run_report import OutcomeStatus, RunOptions, RunReport, ShotOutcome
 from kling_render.state import StateStore, now_iso
+from kling_render.task_end import ASK_AGAIN, TaskEnds
+
+__all__ = ["OutcomeStatus", "RunOptions", "RunReport", "ShotOutcome", "default_verify", "execute", "run"]
 
 ClipVerifier = Callable[[Path], tuple[float, dict[str, Any] | None]]
 """Checks a downloaded clip decodes as video; returns its measured duration and its stream
@@ -68,82 +80,8 @@ def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
     return check.duration, check.headers.to_json()
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    budget_usd: float | None = None
-    concurrency: int | None = None  # None: the provider's default
-    poll_interval: float = 5.0
-    max_task_attempts: int = 3  # tasks per shot per run (a failed task is replaced by a new one)
-    resubmit_unknown: bool = False
-    duration_tolerance: float = 0.5  # seconds between a clip's duration and the shot's
-    task_timeout: float | None = 3600.0  # stop polling a task after this long (it stays submitted)
-    download_attempts: int = 2  # fetch+verify tries per completed task
-
-
-OutcomeStatus = Literal["pending", "cached", "done", "failed", "unknown"]
-
-
-@dataclass
-class ShotOutcome:
-    """What happened to one shot in this run; ``cost_usd`` is what this run spent on it."""
-
-    shot_id: str
-    status: OutcomeStatus = "pending"
-    cost_usd: float = 0.0
-    attempts: int = 0  # tasks submitted this run
-    task_id: str | None = None
-    error: str | None = None
-    clip: Path | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.shot_id,
-            "status": self.status,
-            "cost_usd": round(self.cost_usd, 4),
-            "attempts": self.attempts,
-            "task_id": self.task_id,
-            "error": self.error,
-            "clip": None if self.clip is None else str(self.clip),
-        }
-
-
-@dataclass
-class RunReport:
-    outcomes: dict[str, ShotOutcome] = field(default_factory=dict)
-    spent_usd: float = 0.0  # tasks this run submitted
-    uncertain_usd: float = 0.0  # submits that may have created a task (now ``unknown``)
-    budget_usd: float | None = None
-    budget_stopped: bool = False
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """130 interrupted, 3 budget stop, 1 a shot failed or is unknown, else 0 (SPEC §2)."""
-        if self.interrupted:
-            return 130
-        if self.budget_stopped:
-            return 3
-        if any(o.status in ("failed", "unknown", "pending") for o in self.outcomes.values()):
-            return 1
-        return 0
-
-    def by_status(self, status: str) -> list[str]:
-        return [sid for sid, o in self.outcomes.items() if o.status == status]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "shots": [o.to_json() for o in self.outcomes.values()],
-            "spent_usd": round(self.spent_usd, 4),
-            "uncertain_usd": round(self.uncertain_usd, 4),
-            "budget_usd": self.budget_usd,
-            "budget_stopped": self.budget_stopped,
-            "interrupted": self.interrupted,
-            "exit_code": self.exit_code,
-        }
-
-
-Action = Literal["cached", "poll", "submit", "unknown", "follow"]
-TaskEnd = Literal["done", "retry", "stop"]
+Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked", "reconcile"]
+Step = Literal["submit", "poll", "reconcile"]
 
 
 class _Run:
@@ -174,8 +112,13 @@ class _Run:
         self.report = RunReport(
             outcomes={j.shot_id: ShotOutcome(j.shot_id) for j in self.jobs}, budget_usd=options.budget_usd
         )
-        self.committed = 0.0  # paid or possibly paid by this run's submits, plus submits in flight
+        self.committed = 0.0  # paid or possibly paid by this run's submits (less refunds), plus submits in flight
         self.stop_submitting = False
+        self.run_tasks: Counter[str] = Counter()  # tasks created this run, by shot key
+        self.blocked: dict[str, str] = {}  # shot id -> why no task may be submitted for it
+        self.unknown_this_run: set[str] = set()  # shots whose submit this run ended unknown
+        self.reconciler = Reconciler(self)
+        self.ends = TaskEnds(self)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -195,18 +138,20 @@ class _Run:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def classify(self) -> dict[str, Action]:
-        """What to do with each shot, decided from state and cache without writing state.
+    def classify(self, *, resubmit: bool) -> dict[str, Action]:
+        """What to do with each shot, decided from state, ledger and cache without writing state.
+        ``resubmit``: an ``unknown`` shot is submitted again (the --resubmit-unknown override).
 
         A cached clip counts only when it still matches its recorded sha256 (``cache.use``); one
         that does not is quarantined by the cache and its shot rendered again.
         """
         actions: dict[str, Action] = {}
         leaders: set[str] = set()
+        self.blocked.clear()
         for job in self.jobs:
             record = self.state.get(job.shot_id)
             if record is not None and record.key != job.key:
-                record = None  # the shot changed: its old record is reset
+                record = None  # the shot changed: its old record is reset (the ledger is kept by key)
             if self.cache.use(self.provider.name, job.key) is not None:
                 actions[job.shot_id] = "cached"
             elif job.key in leaders:
@@ -217,19 +162,54 @@ class _Run:
             elif (
                 record is not None
                 and record.status in ("submitting", "unknown")
-                and not self.options.resubmit_unknown
+                and not resubmit
                 and self.provider.charges  # a free provider's lost submit costs nothing to repeat
             ):
                 actions[job.shot_id] = "unknown"
+            elif (reason := self.submit_refusal(job)) is not None:
+                self.blocked[job.shot_id] = reason
+                actions[job.shot_id] = "blocked"
             else:
                 actions[job.shot_id] = "submit"
                 leaders.add(job.key)
         return actions
 
+    def submit_refusal(self, job: Job) -> str | None:
+        """Why no new task may be submitted for ``job``, or None (the lifetime cap, a permanent failure)."""
+        cap = self.options.max_task_attempts
+        if self.options.retry_failed or not self.provider.charges:
+            if self.run_tasks[job.key] >= cap:
+                return f"{self.run_tasks[job.key]} tasks submitted for it this run (at most {cap})"
+            return None
+        ledger = self.state.ledger(job.key)
+        blocked = ledger.blocked
+        if blocked is not None:
+            code = f" (code {blocked.code})" if blocked.code else ""
+            return (
+                f"its task {blocked.task_id} failed for good{code}: {blocked.error or 'no reason given'}; "
+                f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
+            )
+        if ledger.created >= cap:
+            return (
+                f"these inputs have created {ledger.created} tasks over all runs, the cap of {cap} "
+                f"(failed and unusable ones count): {ASK_AGAIN} to allow more"
+            )
+        return None
+
     # -- the run -----------------------------------------------------------------------------
 
     async def main(self) -> RunReport:
-        actions = self.classify()
+        reconciles = self.provider.lists_tasks and self.provider.charges
+        actions = self.classify(resubmit=self.options.resubmit_unknown and not reconciles)
+        unknown = [job for job in self.jobs if actions[job.shot_id] == "unknown"]
+        if unknown and reconciles:
+            # The task list first: an unknown submit's task is adopted, a proven absence submitted
+            # again; only what it cannot settle is left to the --resubmit-unknown override.
+            later = await self.reconciler.at_start(unknown)
+            actions = self.classify(resubmit=self.options.resubmit_unknown)
+            for shot_id in later:
+                if actions[shot_id] == "unknown":
+                    actions[shot_id] = "reconcile"
         for moved in self.cache.quarantined:
             for job in self.jobs:
                 if job.key == moved.key:
@@ -253,12 +233,17 @@ class _Run:
             if action == "cached":
                 self.mark_cached(job)
             elif action == "unknown":
-                self.mark_unknown(job, self.state.ensure(job.shot_id, job.key).error)
+                if self.report.outcomes[job.shot_id].status != "unknown":  # not said by the reconciler
+                    self.mark_unknown(job, self.state.ensure(job.shot_id, job.key).error)
+            elif action == "blocked":
+                blocked = self.state.ledger(job.key).blocked
+                self.fail(job, self.blocked[job.shot_id], code=blocked.code if blocked else None)
             elif action == "follow":
                 leader = next(t for sid, t in tasks.items() if self._job(sid).key == job.key)
                 tasks[job.shot_id] = asyncio.create_task(self.follow(job, leader))
             else:
-                tasks[job.shot_id] = asyncio.create_task(self.shot(job, action == "poll", sem))
+                step: Step = "poll" if action == "poll" else "reconcile" if action == "reconcile" else "submit"
+                tasks[job.shot_id] = asyncio.create_task(self.shot(job, step, sem))
         try:
             await asyncio.gather(*tasks.values())
         except BaseException:
@@ -278,7 +263,8 @@ class _Run:
         for o in self.report.outcomes.values():
             counts[o.status] = counts.get(o.status, 0) + 1
         parts = [f"{n} {s}" for s, n in sorted(counts.items())]
-        return f"{', '.join(parts)}; spent ${self.report.spent_usd:.4f}"
+        refunded = f" (${self.report.refunded_usd:.4f} refunded)" if self.report.refunded_usd else ""
+        return f"{', '.join(parts)}; spent ${self.report.spent_usd:.4f}{refunded}"
 
     def mark_cached(self, job: Job) -> None:
         entry = self.cache.get(self.provider.name, job.key)
@@ -346,51 +332,70 @@ class _Run:
             self.state.update(job.shot_id, status="failed", error=outcome.error)
             self.emit("failed", job, message=outcome.error)
 
-    async def shot(self, job: Job, resume: bool, sem: asyncio.Semaphore) -> None:
-        # A slot is a task at the provider: held from submit until the task ends (a failed task's
-        # replacement keeps it), not while the clip downloads and is verified, so the next shot's
+    async def shot(self, job: Job, step: Step, sem: asyncio.Semaphore) -> None:
+        # A slot is a task at the provider: held from submit until the task ends, not while an
+        # unknown submit is looked up or the clip downloads and is verified, so the next shot's
         # task starts meanwhile.
         record = self.state.get(job.shot_id)
-        task_id = record.task_id if resume and record is not None else None
-        tries = 0
+        task_id = record.task_id if step == "poll" and record is not None else None
+        just_now = False
         try:
             while True:
+                if step == "reconcile":
+                    found = await self.reconciler.in_run(job, just_now=just_now)
+                    if found is None:
+                        return
+                    step, task_id = ("poll", found) if found else ("submit", None)
                 async with sem:
-                    while True:
-                        fresh = task_id is None
+                    if step == "submit":
+                        task_id = await self.submit(job)
                         if task_id is None:
-                            task_id = await self.submit(job)
-                            if task_id is None:
-                                return
-                        tries += 1
-                        retry_left = tries < self.options.max_task_attempts
-                        result = await self.wait_for(job, task_id, fresh=fresh)
-                        if result is None:
+                            if self.reconciles(job):
+                                step, just_now = "reconcile", True
+                                continue
                             return
-                        if not result.failed and result.output_url:
-                            break
-                        problem = (
-                            f"task {task_id} {result.status}: {result.error or 'no reason given'}"
-                            if result.failed
-                            else f"task {task_id} completed without an output"
-                        )
-                        if self.task_failed(job, problem, retry_left) != "retry":
+                    assert task_id is not None
+                    result = await self.wait_for(job, task_id, fresh=step == "submit")
+                    if result is None:
+                        return
+                    if not (result.completed and result.output_url):
+                        if result.failed:
+                            end = self.ends.failed(job, task_id, result)
+                        else:
+                            end = self.ends.unusable(job, task_id, result.error or "completed without an output")
+                        if end != "retry":
                             return
-                        task_id = None
-                if await self.fetch(job, task_id, result.output_url, retry_left) != "retry":
+                        step = "submit"
+                        continue
+                if await self.ends.fetch(job, task_id, result.output_url) != "retry":
                     return
-                task_id = None
+                step = "submit"
         except asyncio.CancelledError:
             record = self.state.get(job.shot_id)
             if record is not None and record.status == "submitting":
                 self.state.update(job.shot_id, status="unknown", error="interrupted while submitting")
             raise
 
+    def reconciles(self, job: Job) -> bool:
+        """Whether ``job``'s submit just ended unknown and the task list can tell what it created."""
+        record = self.state.get(job.shot_id)
+        return (
+            record is not None
+            and record.status == "unknown"
+            and job.shot_id in self.unknown_this_run
+            and self.provider.lists_tasks
+            and self.provider.charges
+        )
+
     async def submit(self, job: Job) -> str | None:
-        """Submit a new task for ``job``; None when it was not submitted (budget, refusal, uncertain)."""
+        """Submit a new task for ``job``; None when it was not submitted (budget, cap, refusal, uncertain)."""
         outcome = self.report.outcomes[job.shot_id]
         budget = self.options.budget_usd
         if self.stop_submitting:
+            return None
+        reason = self.submit_refusal(job)
+        if reason is not None:
+            self.fail(job, reason)
             return None
         if budget is not None and self.committed + job.cost_usd > budget + EPSILON:
             self.stop_submitting = self.report.budget_stopped = True
@@ -402,6 +407,25 @@ class _Run:
             )
             return None
         self.committed += job.cost_usd
+        try:
+            body = await self.provider.prepare(job)  # uploads: nothing can be created yet
+        except AccountError as exc:
+            self.committed -= job.cost_usd
+            self.account_stop(job, str(exc))
+            return None
+        except Exception as exc:  # refused uploads, unreadable files, a provider bug: no POST was made
+            self.committed -= job.cost_usd
+            self.fail(job, f"submit failed: {exc}")
+            return None
+        # The submit is in the ledger before the POST: if this process dies mid-POST, the task it may
+        # have created still counts against the key's cap, and its inputs can be found again.
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")  # the reconciliation's clock
+        ledger = self.state.ledger(job.key)
+        open_index = ledger.open_index(job.shot_id)
+        if open_index is not None:  # an unknown submit given up on (--resubmit-unknown): still counted
+            self.state.change_task(job.key, open_index, flush=False, outcome="abandoned")
+        index = self.state.add_task(job.key, TaskEntry(job.shot_id, now, job.cost_usd), flush=False)
+        self.run_tasks[job.key] += 1
         record = self.state.get(job.shot_id)
         assert record is not None
         self.state.update(
@@ -410,42 +434,81 @@ class _Run:
             attempts=record.attempts + 1,
             task_id=None,
             error=None,
-            submitted_at=now_iso(),
+            error_code=None,
+            submitted_at=now,
             finished_at=None,
+            wire=fingerprint(body),
         )
         self.emit("submitting", job)
         try:
-            task_id = await self.provider.submit(job)
+            task_id = await self.provider.send(job, body)
         except SubmitUncertainError as exc:
             self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
             self.mark_unknown(job, str(exc))
             return None
-        except ProviderError as exc:  # refused (429/503 after retries), auth, invalid input
-            self.committed -= job.cost_usd
+        except AccountError as exc:  # nothing was created, and no other submit would be either
+            self.nothing_created(job, index)
+            self.account_stop(job, str(exc))
+            return None
+        except SubmitRejectedError as exc:  # the server refused these inputs: nothing was created
+            self.nothing_created(job, index)
+            self.fail(job, f"submit failed: {exc}", code=exc.code)
+            return None
+        except ProviderError as exc:  # refused (429 after retries), never sent
+            self.nothing_created(job, index)
             self.fail(job, f"submit failed: {exc}")
             return None
         except Exception as exc:  # a provider bug: the POST may have gone out, so assume it did
             self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
             self.mark_unknown(job, f"submit raised {type(exc).__name__}: {exc}")
             return None
+        if not valid_task_id(task_id):  # a provider bug: never into a URL or a file
+            self.report.uncertain_usd += job.cost_usd
+            self.unknown_this_run.add(job.shot_id)
+            self.mark_unknown(job, f"the provider answered an unusable task id {shown_id(task_id)}")
+            return None
+        self.state.change_task(job.key, index, flush=False, task_id=task_id, outcome="submitted")
         self.state.update(
             job.shot_id, status="submitted", task_id=task_id, cost_usd=record.cost_usd + job.cost_usd
         )
-        self.report.spent_usd += job.cost_usd
+        self.report.submitted_usd += job.cost_usd
         outcome.cost_usd += job.cost_usd
         outcome.attempts += 1
         outcome.task_id = task_id
         self.emit("submitted", job, task_id=task_id, cost_usd=job.cost_usd)
         return task_id
 
-    def fail(self, job: Job, error: str, *, keep_task: bool = False) -> None:
+    def nothing_created(self, job: Job, index: int) -> None:
+        """The submit at ledger ``index`` certainly created no task: it does not count or cost."""
+        self.committed -= job.cost_usd
+        self.run_tasks[job.key] -= 1
+        self.state.change_task(job.key, index, flush=False, outcome="absent")
+
+    def account_stop(self, job: Job, error: str) -> None:
+        """The account cannot run tasks: this shot goes back to pending, and no shot submits again
+        this run (tasks already running are still polled and recorded)."""
+        self.stop_submitting = True
+        self.state.update(job.shot_id, status="pending", error=error, submitted_at=None)
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.status, outcome.error = "pending", error
+        if self.report.account_stopped is None:
+            self.report.account_stopped = error
+            self.emit("account-stop", job, message=error)
+
+    def fail(self, job: Job, error: str, *, keep_task: bool = False, code: str | int | None = None) -> None:
         """The shot failed this run; with ``keep_task`` it stays ``submitted`` for the next run."""
+        error_code = None if code is None else str(code)
         if keep_task:
             self.state.update(job.shot_id, error=error)
         else:
-            self.state.update(job.shot_id, status="failed", error=error, finished_at=now_iso())
+            self.state.update(
+                job.shot_id, status="failed", error=error, error_code=error_code, finished_at=now_iso()
+            )
         outcome = self.report.outcomes[job.shot_id]
         outcome.status, outcome.error = "failed", error
+        outcome.error_code = error_code or outcome.error_code
         self.emit("failed", job, message=error)
 
     async def wait_for(self, job: Job, task_id: str, *, fresh: bool) -> TaskResult | None:
@@ -469,7 +532,10 @@ class _Run:
             try:
                 result = await self.provider.poll(task_id)
             except ProviderError as exc:
-                if not (isinstance(exc, TaskGoneError) and self.gone_for_good(job, task_id, str(exc))):
+                if isinstance(exc, AccountError):  # the key no longer works: nothing else will either
+                    self.stop_submitting = True
+                    self.report.account_stopped = self.report.account_stopped or str(exc)
+                if not (isinstance(exc, TaskGoneError) and self.ends.gone_for_good(job, task_id, str(exc))):
                     problem = f"polling task {task_id} failed: {exc}; the next run polls it again"
                     self.fail(job, problem, keep_task=True)
                 return None
@@ -486,83 +552,6 @@ class _Run:
                 )
                 return None
             n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
-
-    def gone_for_good(self, job: Job, task_id: str, problem: str) -> bool:
-        """A task or output the provider answers "not found" for, submitted longer ago than the
-        provider keeps them: nothing will bring it back, so the shot fails *with* its task given
-        up, and the next run submits a new one (it is paid again, and the plan and the budget
-        count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
-        keep = self.provider.output_retention
-        record = self.state.get(job.shot_id)
-        if keep is None or record is None or not record.submitted_at:
-            return False
-        try:
-            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
-        except ValueError:
-            return False
-        if age <= keep:
-            return False
-        self.fail(
-            job,
-            f"task {task_id} is gone ({problem}): it was submitted {age / 86400:.1f} days ago and "
-            f"{self.provider.name} keeps tasks {keep / 86400:g} days; the next run submits a new task "
-            f"(${job.cost_usd:.4f})",
-        )
-        return True
-
-    def task_failed(self, job: Job, error: str, retry_left: bool) -> TaskEnd:
-        if retry_left and not self.stop_submitting:
-            self.state.update(job.shot_id, status="pending", error=error)
-            self.emit("retry", job, message=error)
-            return "retry"
-        self.fail(job, error)
-        return "stop"
-
-    async def fetch(self, job: Job, task_id: str, url: str, retry_left: bool) -> TaskEnd:
-        fetch_error: str | None = None
-        bad_clip: str | None = None
-        gone = False
-        for _ in range(max(1, self.options.download_attempts)):
-            with self.cache.temp_file() as tmp:
-                try:
-                    await self.provider.download(url, tmp)
-                    if not tmp.is_file() or tmp.stat().st_size == 0:
-                        raise DownloadError("the download is empty")
-                except (DownloadError, TransientError) as exc:
-                    fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
-                    continue
-                try:
-                    duration, media = await asyncio.to_thread(self.verify, tmp)
-                except (FFmpegError, DownloadError) as exc:
-                    fetch_error, bad_clip = None, f"not a valid clip: {exc}"
-                    continue
-                if abs(duration - job.duration) > self.options.duration_tolerance:
-                    fetch_error = None
-                    bad_clip = f"the clip lasts {duration:.2f}s, the shot {job.duration}s"
-                    continue
-                digest = await asyncio.to_thread(sha256_file, tmp)
-                meta = ClipMeta(duration, job.model, task_id, media)
-                entry = self.cache.put(self.provider.name, job.key, tmp, meta, sha256=digest)
-            self.emit("downloaded", job, task_id=task_id)
-            self.state.update(
-                job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()
-            )
-            self.record_lock(job, task_id, entry.sha256, entry.duration)
-            outcome = self.report.outcomes[job.shot_id]
-            outcome.status, outcome.clip, outcome.error = "done", entry.path, None
-            self.emit("done", job, task_id=task_id, cost_usd=outcome.cost_usd)
-            return "done"
-        if bad_clip is not None:
-            return self.task_failed(job, f"task {task_id}: {bad_clip}", retry_left)
-        if gone and self.gone_for_good(job, task_id, f"its output: {fetch_error}"):
-            return "stop"
-        self.fail(
-            job,
-            f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again",
-            keep_task=True,
-        )
-        return "stop"
-
 
 async def execute(
     jobs: Sequence[Job],

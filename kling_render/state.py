@@ -33,8 +33,10 @@ import filelock
 
 from kling_render.errors import LockedError, StateError
 from kling_render.fsutil import atomic_write_json, atomic_write_text
+from kling_render.jobs import shown_id, valid_task_id
+from kling_render.ledger import KeyLedger, TaskEntry, seed_from_records, task_ids
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the task ledger (per shot key, all runs); 1 is read and upgraded
 STATUSES = ("pending", "submitting", "submitted", "done", "failed", "unknown")
 STATE_DIR = ".kling-render"
 _PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -47,7 +49,8 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class ShotState:
-    """One shot's record. ``cost_usd`` is what its tasks cost in total (a submitted task is paid)."""
+    """One shot's record (for its current key). ``cost_usd`` is what its tasks cost when they were
+    submitted (a submitted task is paid); ``refunded_usd`` the part refunded for failed tasks."""
 
     key: str
     status: str = "pending"
@@ -58,6 +61,11 @@ class ShotState:
     cost_usd: float = 0.0
     error: str | None = None
     output_sha256: str | None = None
+    error_code: str | None = None  # the provider's code for the last failure (rejected submit, failed task)
+    refunded_usd: float = 0.0
+    # sha256 of each field of the body the current submit sent, recorded before the POST, so a task
+    # whose answer was lost can be recognised in the provider's task list (also by a later process)
+    wire: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +78,18 @@ class ShotState:
         shot = cls(**{k: v for k, v in raw.items() if k in known})
         if shot.status not in STATUSES:
             raise ValueError(f"shot {shot_id!r}: unknown status {shot.status!r}")
+        if shot.wire is not None and not (
+            isinstance(shot.wire, dict) and all(isinstance(v, str) for v in shot.wire.values())
+        ):
+            shot = replace(shot, wire=None)
+        if shot.task_id is not None and not valid_task_id(shot.task_id):
+            # Never into a URL or a file. A task may exist behind it: the shot is unknown, and the
+            # provider's task list is asked which task it was.
+            problem = f"the state file held an unusable task id {shown_id(shot.task_id)}"
+            if shot.status in ("submitting", "submitted", "unknown"):
+                shot = replace(shot, status="unknown", task_id=None, error=f"{problem}; a paid task may exist")
+            else:
+                shot = replace(shot, task_id=None)
         return shot
 
 
@@ -129,15 +149,21 @@ def _migrated(state_dir: Path) -> bool:
 
 
 def read_project_state(project_path: Path, provider: str) -> dict[str, ShotState]:
-    """``provider``'s records for the project, without taking the lock (for ``status``/``report``).
+    """``provider``'s records for the project, without taking the lock (for ``status``/``report``)."""
+    return read_project_state_file(project_path, provider)[0]
+
+
+def read_project_state_file(project_path: Path, provider: str) -> tuple[dict[str, ShotState], dict[str, KeyLedger]]:
+    """``provider``'s records and task ledger for the project, without taking the lock.
 
     Before the first run in the namespaced layout this is what that run will migrate from the
     legacy file, so ``status`` shows a paid task id the moment kling-render is upgraded.
     """
     path = state_path_for(project_path, provider)
     if _migrated(path.parent.parent):
-        return read_state(path)
-    return legacy_records(project_path, provider)
+        return read_state_file(path)
+    shots = legacy_records(project_path, provider)
+    return shots, seed_from_records(shots)
 
 
 def read_state(path: Path) -> dict[str, ShotState]:
@@ -145,10 +171,20 @@ def read_state(path: Path) -> dict[str, ShotState]:
 
     For ``status``: a reader may see the state one transition old, never a torn file.
     """
+    return read_state_file(path)[0]
+
+
+def read_ledger(path: Path) -> dict[str, KeyLedger]:
+    """The task ledger recorded in ``path``, by shot key (see ``ledger``)."""
+    return read_state_file(path)[1]
+
+
+def read_state_file(path: Path) -> tuple[dict[str, ShotState], dict[str, KeyLedger]]:
+    """Shots and ledger recorded in ``path`` (both empty when it does not exist)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return {}, {}
     except OSError as exc:
         raise StateError(f"cannot read state file {path}: {exc}") from exc
     try:
@@ -166,7 +202,13 @@ def read_state(path: Path) -> dict[str, ShotState]:
         raw_shots = doc.get("shots", {})
         if not isinstance(raw_shots, dict):
             raise ValueError("'shots' is not an object")
-        return {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
+        shots = {sid: ShotState.from_json(sid, raw) for sid, raw in raw_shots.items()}
+        if version < 2:
+            return shots, seed_from_records(shots)
+        raw_ledger = doc.get("ledger", {})
+        if not isinstance(raw_ledger, dict):
+            raise ValueError("'ledger' is not an object")
+        return shots, {key: KeyLedger.from_json(raw) for key, raw in raw_ledger.items()}
     except (ValueError, TypeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise StateError(
@@ -197,9 +239,12 @@ class StateStore:
         self.legacy_from = legacy_from  # the project file whose legacy state to migrate on open
         self._lock = filelock.FileLock(str(self.lock_path), timeout=lock_timeout)
         self._shots: dict[str, ShotState] = {}
+        self._ledger: dict[str, KeyLedger] = {}
+        self._known_ids: set[str] = set()
         # Each record as it appears in the file, kept while the (frozen) record is the same object:
         # a flush then encodes one changed shot, not all of them (a run flushes ~5 times per shot).
         self._encoded: dict[str, tuple[ShotState, str]] = {}
+        self._encoded_ledger: dict[str, tuple[KeyLedger, str]] = {}
         self._open = False
 
     @classmethod
@@ -231,7 +276,8 @@ class StateStore:
         try:
             if self.legacy_from is not None:
                 self._migrate_legacy(self.legacy_from)
-            self._shots = read_state(self.path)
+            self._shots, self._ledger = read_state_file(self.path)
+            self._known_ids = task_ids(self._ledger.values())
             atomic_write_json(self.owner_path, {"pid": os.getpid(), "since": now_iso()})
         except OSError as exc:
             self._lock.release()
@@ -265,7 +311,7 @@ class StateStore:
         for provider, shots in routed.items():
             target = namespace / provider / "state.json"
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(target, encode_state(shots))
+            atomic_write_text(target, encode_state(shots, ledger=seed_from_records(shots)))
 
     def close(self) -> None:
         if self._open:
@@ -333,10 +379,36 @@ class StateStore:
         self.flush()
         return shot
 
+    # -- the task ledger (by shot key, all runs) --------------------------------------------------
+
+    def ledger(self, key: str) -> KeyLedger:
+        return self._ledger.get(key, KeyLedger())
+
+    def known_task_ids(self) -> frozenset[str]:
+        """Every task id this project's state has ever recorded (any shot, any key)."""
+        return frozenset(self._known_ids)
+
+    def add_task(self, key: str, entry: TaskEntry, *, flush: bool = True) -> int:
+        """Append ``entry`` to the key's ledger; its index."""
+        ledger = self.ledger(key).with_entry(entry)
+        self._put_ledger(key, ledger, flush)
+        return len(ledger.tasks) - 1
+
+    def change_task(self, key: str, index: int, *, flush: bool = True, **changes: Any) -> TaskEntry:
+        ledger = self.ledger(key).with_change(index, **changes)
+        self._put_ledger(key, ledger, flush)
+        return ledger.tasks[index]
+
+    def _put_ledger(self, key: str, ledger: KeyLedger, flush: bool) -> None:
+        self._ledger[key] = ledger
+        self._known_ids |= task_ids([ledger])
+        if flush:
+            self.flush()
+
     def flush(self) -> None:
         if not self._open:
             raise StateError(f"state file {self.path} written without holding its lock")
-        text = encode_state(self._shots, self._encoded)
+        text = encode_state(self._shots, self._encoded, self._ledger, self._encoded_ledger)
         try:
             atomic_write_text(self.path, text)
         except OSError as exc:
@@ -346,22 +418,32 @@ class StateStore:
 
 
 def encode_state(
-    shots: Mapping[str, ShotState], memo: dict[str, tuple[ShotState, str]] | None = None
+    shots: Mapping[str, ShotState],
+    memo: dict[str, tuple[ShotState, str]] | None = None,
+    ledger: Mapping[str, KeyLedger] | None = None,
+    ledger_memo: dict[str, tuple[KeyLedger, str]] | None = None,
 ) -> str:
-    """The state file's text: the same bytes as json.dumps({"version", "updated", "shots"},
-    indent=2, sort_keys=True). ``memo`` keeps each record's text while the (frozen) record is the
-    same object, so a flush encodes the one changed shot, not all of them."""
-    memo = {} if memo is None else memo
-    parts = []
-    for sid, shot in sorted(shots.items()):
-        hit = memo.get(sid)
-        if hit is None or hit[0] is not shot:
-            text = json.dumps(shot.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
-            hit = memo[sid] = (shot, text)
-        parts.append(f"    {json.dumps(sid)}: {hit[1]}")
-    body = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
+    """The state file's text: the same bytes as json.dumps({"ledger", "shots", "updated",
+    "version"}, indent=2, sort_keys=True). The memos keep each record's text while the (frozen)
+    record is the same object, so a flush encodes the one changed shot, not all of them."""
+    body = _encode_map(shots, {} if memo is None else memo)
+    book = _encode_map(ledger or {}, {} if ledger_memo is None else ledger_memo)
     updated = json.dumps(now_iso())
-    return f'{{\n  "shots": {body},\n  "updated": {updated},\n  "version": {SCHEMA_VERSION}\n}}\n'
+    return (
+        f'{{\n  "ledger": {book},\n  "shots": {body},\n  "updated": {updated},\n'
+        f'  "version": {SCHEMA_VERSION}\n}}\n'
+    )
+
+
+def _encode_map(records: Mapping[str, Any], memo: dict[str, Any]) -> str:
+    parts = []
+    for name, record in sorted(records.items()):
+        hit = memo.get(name)
+        if hit is None or hit[0] is not record:
+            text = json.dumps(record.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+            hit = memo[name] = (record, text)
+        parts.append(f"    {json.dumps(name)}: {hit[1]}")
+    return "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
 
 
 def _why(exc: OSError) -> str:

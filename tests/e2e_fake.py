@@ -28,9 +28,10 @@ SUBMIT_PREFIX = "/api/v3/kwaivgi/"
 class FakeProcess:
     """``with FakeProcess(api_key, latency=1.0) as fake: fake.base_url ...``; stopped by its own pid."""
 
-    def __init__(self, api_key: str, *, latency: float = 0.3) -> None:
+    def __init__(self, api_key: str, *, latency: float = 0.3, args: tuple[str, ...] = ()) -> None:
         self.api_key = api_key
         self.latency = latency
+        self.args = args  # more options of tests/fake_wavespeed.py (``--no-list-inputs``, ...)
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
 
@@ -38,7 +39,7 @@ class FakeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
         env["WAVESPEED_API_KEY"] = self.api_key  # the fake's --api-key default: no key in argv
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), "--port", "0", "--latency", str(self.latency)],
+            [sys.executable, str(Path(__file__)), "--port", "0", "--latency", str(self.latency), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -73,6 +74,13 @@ class FakeProcess:
 
     def fault(self, kind: str, path_prefix: str, count: int = 1, **options: Any) -> None:
         self._call("/_fake/faults", {"kind": kind, "path_prefix": path_prefix, "count": count, **options})
+
+    def clear_faults(self) -> None:
+        self._call("/_fake/clear", {})
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("/_fake/stats")
+        return result
 
     def requests(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("/_fake/requests")

@@ -12,19 +12,36 @@ As a process (the first stdout line is the base URL)::
     python tests/fake_wavespeed.py --port 0 --latency 3 --chaos-seed 7 --chaos-rate 0.2
 
 A separate process is inspected and steered over HTTP: ``GET /_fake/requests``,
-``GET /_fake/stats``, ``POST /_fake/faults`` with ``{"kind", "path_prefix", "count", ...}``.
+``GET /_fake/stats``, ``POST /_fake/faults`` with ``{"kind", "path_prefix", "count", ...}``,
+``POST /_fake/clear`` (drop every scripted fault).
 
-Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``drop``
-(close without answering), ``hang`` (answer nothing for ``seconds``, then drop), ``fail``
-(the next task submitted ends failed with ``error``), ``slow`` (the next task takes
-``latency`` seconds), ``expired`` (output 404), ``truncate`` (half the body),
-``redirect`` (302 to the same output), ``redirect_file`` (302 to file:), ``oversize``
-(announce a 3 GiB body, send a little, hang up), ``output_url`` (the next task's
-``outputs[0]`` is ``url``, formatted with ``{base}`` and ``{id}``). A submit
-answered 500/502/504, dropped or hung still creates its task, as the real service may.
-Chaos mode draws transport faults per endpoint (``CHAOS_KINDS``); ``--chaos-kinds``
-restricts them (``429,503`` are the ones that never create a task) and may add ``fail``.
-The 401 message echoes the token it got, so clients must keep keys out of their errors.
+Fault kinds: ``429`` (with ``retry_after``), ``500``/``502``/``503``/``504``, ``401``/``402``/``403``
+(``message``), ``envelope`` (an HTTP 200 whose body is ``{"code": code, "message": message}``),
+``balance`` (an envelope saying the balance is empty: its code is not documented, so ``code``
+defaults to 400), ``drop`` (close without answering), ``hang`` (answer nothing for ``seconds``,
+then drop), ``huge`` (a JSON answer of ``size`` bytes, its length announced when ``announce``), ``gzip``
+(a small gzip body that inflates to ``size`` bytes),
+``no_id``/``bad_id`` (a submit answered 200 without a task id, or with ``task_id``), ``fail``
+(the next task submitted ends ``status`` (failed, timeout, cancelled) with ``error`` and
+``code``), ``slow`` (the next task takes ``latency`` seconds), ``length`` (the next task's clip
+lasts ``seconds`` instead of the asked duration), ``no_outputs`` (the next task completes with
+no output), ``output_url`` (the next task's ``outputs[0]`` is ``url``, formatted
+with ``{base}`` and ``{id}``; ``""`` is an empty URL), ``expired`` (output 404), ``truncate``
+(half the body), ``redirect`` (302 to the same output), ``redirect_file`` (302 to file:),
+``oversize`` (announce a 3 GiB body, send a little, hang up; ``GET /pages/...`` is a web page,
+for ``output_url``), ``stall`` (send the output at
+``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip).
+``every`` N applies a fault to every Nth matching request only (``count`` times).
+
+As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
+with a bad one still creates its task, unless the fault says ``create: false``; 429 and 4xx
+never do. ``POST /api/v3/predictions`` lists tasks of the last 7 days, newest first, with the
+filters ``model``, ``status``, ``created_after``, ``created_before``, ``page`` and ``page_size``
+(1-100) and, with ``include_inputs``, each task's request body (``listing_inputs = False``
+makes it ignore that). Chaos mode draws transport faults per endpoint (``CHAOS_KINDS``);
+``--chaos-kinds`` restricts them (``429`` is the one that never creates a task) and may add
+``fail`` (with ``--chaos-fail-code``). The 401 message echoes the token it got, so clients must
+keep keys out of their errors.
 ``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
 
@@ -32,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -43,9 +61,11 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -89,9 +109,15 @@ CHAOS_KINDS = {
     "/upload/": ("503",),
     "/outputs/": ("503", "truncate", "drop"),
 }
-UNCERTAIN = {"500", "502", "504", "drop", "hang"}  # on submit: the task exists, the answer is lost
-TASK_KINDS = {"fail", "slow", "output_url"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize"}
+# On submit these still create the task: the answer is lost or unusable, the task exists.
+UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
+TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
+SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
+OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html"}
+MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden: this key may not use the model"}
+BALANCE_MESSAGE = "Insufficient balance, please top up your account"
+HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
+RETENTION = 7 * 24 * 3600.0  # the service lists (and keeps) tasks for 7 days
 Reply = tuple[int, bytes, dict[str, str]]
 
 
@@ -156,16 +182,34 @@ class Fault:
     latency: float = 5.0
     seconds: float = 30.0
     url: str | None = None
+    code: int | None = None  # fail: the task's error code; envelope/balance: the envelope's code
+    message: str | None = None  # the answer's message (status and envelope faults)
+    status: str = "failed"  # fail: the task's final status (failed, timeout, cancelled)
+    every: int = 1  # apply to every Nth matching request only
+    create: bool | None = None  # on submit: does the task exist anyway (default: by kind)
+    task_id: str | None = None  # bad_id: the id the answer carries
+    size: int = 256 * 1024 * 1024  # huge: bytes of the answer
+    announce: bool = True  # huge: announce the length (else: read until the connection closes)
+    rate: float = 10.0  # stall: bytes per second
+    seen: int = 0  # matching requests so far (for ``every``)
+
+    def creates(self) -> bool:
+        """On a submit: whether the task is created although the answer is this fault."""
+        if self.create is not None:
+            return self.create
+        return self.kind in UNCERTAIN or (self.kind == "envelope" and (self.code or 400) >= 500)
 
 
 class Faults:
     """Faults to inject, matched by kind, path prefix and method; plus an optional seeded chaos mode."""
 
-    def __init__(self, seed: int | None = None, rate: float = 0.0, kinds: set[str] | None = None) -> None:
+    def __init__(
+        self, seed: int | None = None, rate: float = 0.0, kinds: set[str] | None = None, fail_code: int | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._items: list[Fault] = []
         self._rng = random.Random(seed)
-        self.rate, self.kinds = rate, kinds
+        self.rate, self.kinds, self.fail_code = rate, kinds, fail_code
         self.injected: Counter[str] = Counter()  # faults handed out, by kind (chaos ones too)
 
     def take(self, method: str, path: str, kinds: set[str] | None = None) -> Fault | None:
@@ -192,12 +236,17 @@ class Faults:
                 wanted = fault.kind in kinds if kinds else fault.kind not in TASK_KINDS
                 mine = path.startswith(fault.path_prefix) and fault.method in (None, method)
                 if fault.count > 0 and wanted and mine and _applies(fault.kind, method, path):
+                    fault.seen += 1
+                    if fault.seen % max(1, fault.every):
+                        continue
                     fault.count -= 1
                     return fault
             if self.rate <= 0 or (kinds and (kinds != {"fail"} or "fail" not in (self.kinds or ()))):
                 return None  # chaos fails tasks only when --chaos-kinds names "fail"
             if kinds:
-                return Fault("fail", error="chaos: generation failed") if self._rng.random() < self.rate else None
+                if self._rng.random() >= self.rate:
+                    return None
+                return Fault("fail", error="chaos: generation failed", code=self.fail_code)
             for prefix, choices in CHAOS_KINDS.items():
                 allowed = [k for k in choices if self.kinds is None or k in self.kinds]
                 if path.startswith(prefix) and allowed and self._rng.random() < self.rate:
@@ -208,7 +257,7 @@ class Faults:
 def _applies(kind: str, method: str, path: str) -> bool:
     if kind in OUTPUT_KINDS:
         return method == "GET" and path.startswith("/outputs/")
-    if kind in TASK_KINDS:
+    if kind in TASK_KINDS or kind in SUBMIT_ANSWER_KINDS:
         return method == "POST" and path.startswith("/api/v3/kwaivgi/")
     return True
 
@@ -227,12 +276,17 @@ class Task:
     id: str
     model: str
     body: dict[str, Any]
-    created: float
+    created: float  # monotonic: drives the status
     latency: float
     error: str | None = None
     polls: int = 0
     downloads: int = 0
     output_url: str | None = None
+    created_at: float = 0.0  # wall clock, as listed (tests move it back to age a task)
+    code: int | None = None  # the failure code of a failed task
+    fail_status: str = "failed"
+    no_outputs: bool = False
+    clip_seconds: int | None = None  # the clip's real length, when it differs from the asked one
 
 
 class FakeWaveSpeed:
@@ -254,6 +308,8 @@ class FakeWaveSpeed:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.task_requests: Counter[str] = Counter()
         self.prices = dict(PRICES)  # per model, as in PRICES; a test may change one
+        self.listing_inputs = True  # False: the task list ignores include_inputs
+        self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -289,21 +345,27 @@ class FakeWaveSpeed:
         prefix = "/api/v3/kwaivgi/" + (model or "")
         return [r for r in self.requests if r.method == "POST" and r.path.startswith(prefix)]
 
+    def listings(self) -> list[Recorded]:
+        """Every task-list request received."""
+        return [r for r in self.requests if r.method == "POST" and r.path == "/api/v3/predictions"]
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "requests": len(self.requests),
                 "submits": len(self.submits()),
                 "faults": dict(self.faults.injected),
+                "listings": len(self.listings()),
+                "max_running": self.max_running,
                 "tasks": {t.id: {"model": t.model, "polls": t.polls, "downloads": t.downloads,
-                                 "failed": t.error is not None,
+                                 "failed": t.error is not None, "code": t.code, "body": t.body,
                                  "requests": self.task_requests[t.id]} for t in self.tasks.values()},
             }  # fmt: skip
 
     def status_of(self, task: Task) -> str:
         elapsed = time.monotonic() - task.created
         if elapsed >= task.latency:
-            return "failed" if task.error else "completed"
+            return task.fail_status if task.error else "completed"
         return "created" if elapsed < task.latency / 10 else "processing"
 
 
@@ -370,21 +432,36 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if fault is None:
                 return self._send(self._route(path, body))
-            if fault.kind in OUTPUT_KINDS or (submit and fault.kind in UNCERTAIN):
+            kind = fault.kind
+            if kind in OUTPUT_KINDS:
+                reply = self._route(path, body)
+                return self._send(self._output_fault(fault, path, reply) if reply[0] == 200 else reply)
+            if submit and fault.creates():
                 reply = self._route(path, body)  # a submit creates its task even if the answer is lost
-                if fault.kind in OUTPUT_KINDS:
-                    return self._send(self._output_fault(fault, path, reply) if reply[0] == 200 else reply)
-            if fault.kind == "hang":
+                if kind in SUBMIT_ANSWER_KINDS and reply[0] == 200:
+                    return self._send(self._odd_id(fault, reply))
+            if kind == "hang":
                 self.fake.stopping.wait(fault.seconds)
-            if fault.kind in {"drop", "hang"}:
+            if kind in {"drop", "hang"}:
                 raise _Drop
-            status = int(fault.kind)
+            if kind == "huge":
+                return self._huge(fault)
+            if kind == "gzip":
+                return self._send(self._gzip_bomb(fault))
+            if kind in {"envelope", "balance"}:
+                code = fault.code or 400
+                default = BALANCE_MESSAGE if kind == "balance" else f"injected envelope code {code}"
+                return self._send(_json(200, {"code": code, "message": fault.message or default}))
+            status = int(kind)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            self._send(_json(status, {"code": status, "message": f"injected {status}"}, headers))
+            message = fault.message or MESSAGES.get(status, f"injected {status}")
+            self._send(_json(status, {"code": status, "message": message}, headers))
         except _Drop:
             self.record.status = 0
             self.close_connection = True
             _shut(self.connection)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (a capped answer)
+            self.close_connection = True
 
     def _route(self, path: str, body: Any) -> Reply:
         if path.startswith("/api/v3/"):
@@ -397,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._pricing(body)
         if self.command == "POST" and path.startswith("/api/v3/kwaivgi/"):
             return self._submit(path.removeprefix("/api/v3/kwaivgi/"), body)
+        if self.command == "POST" and path == "/api/v3/predictions":
+            return self._list(body)
         poll = re.fullmatch(r"/api/v3/predictions/([\w-]+)/result", path)
         if self.command == "GET" and poll:
             return self._poll(poll.group(1))
@@ -408,6 +487,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, upload["data"], {"Content-Type": upload["content_type"]}
         if self.command == "GET" and path.startswith("/outputs/"):
             return self._output(path)
+        if self.command == "GET" and path.startswith("/pages/"):  # an output URL that is a web page
+            return 200, HTML_PAGE, {"Content-Type": "text/html"}
         return _json(404, {"code": 404, "message": f"no route for {self.command} {path}"})
 
     def _upload_slot(self, body: Any) -> Reply:
@@ -461,11 +542,20 @@ class _Handler(BaseHTTPRequestHandler):
         slow = self.fake.faults.take("POST", self.record_path, {"slow"})
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
+        task.created_at = time.time()
+        if fail is not None:
+            task.code, task.fail_status = fail.code, fail.status
         custom = self.fake.faults.take("POST", self.record_path, {"output_url"})
-        if custom is not None and custom.url:
+        if custom is not None and custom.url is not None:
             task.output_url = custom.url.format(base=self.fake.base_url, id=task.id)
+        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}) is not None
+        length = self.fake.faults.take("POST", self.record_path, {"length"})
+        if length is not None:
+            task.clip_seconds = int(length.seconds)
         with self.fake.lock:
             self.fake.tasks[task.id] = task
+            running = sum(1 for t in self.fake.tasks.values() if self.fake.status_of(t) in ("created", "processing"))
+            self.fake.max_running = max(self.fake.max_running, running)
         return _ok(self._task_view(task))
 
     def _check_media(self, body: dict[str, Any]) -> str | None:
@@ -490,14 +580,97 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _task_view(self, task: Task) -> dict[str, Any]:
         status = self.fake.status_of(task)
-        output = task.output_url or f"{self.fake.base_url}/outputs/{task.id}.mp4"
-        outputs = [output] if status == "completed" else []
-        return {
+        output = task.output_url if task.output_url is not None else f"{self.fake.base_url}/outputs/{task.id}.mp4"
+        outputs = [output] if status == "completed" and not task.no_outputs else []
+        failed = status == task.fail_status and task.error is not None
+        view = {
             "id": task.id, "model": f"kwaivgi/{task.model}", "status": status, "outputs": outputs,
-            "error": task.error if status == "failed" else "", "has_nsfw_contents": [],
+            "error": task.error if failed else "", "has_nsfw_contents": [],
             "urls": {"get": f"{self.fake.base_url}/api/v3/predictions/{task.id}/result"},
-            "created_at": "2025-01-01T00:00:00.000Z", "timings": {"inference": int(task.latency * 1000)},
+            "created_at": _iso(task.created_at), "timings": {"inference": int(task.latency * 1000)},
         }  # fmt: skip
+        if not failed:
+            view["code"] = 0
+        elif task.code is not None:
+            view["code"] = task.code
+        return view
+
+    def _list(self, body: Any) -> Reply:
+        """``POST /api/v3/predictions``: the tasks of the last 7 days, newest first, filtered and paged."""
+        if not isinstance(body, dict):
+            return _json(400, {"code": 400, "message": "the body must be a JSON object"})
+        page, size = body.get("page"), body.get("page_size")
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            return _json(400, {"code": 400, "message": "page must be an integer >= 1"})
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100:
+            return _json(400, {"code": 400, "message": "page_size must be between 1 and 100"})
+        bounds = []
+        for name in ("created_after", "created_before"):
+            value = body.get(name)
+            try:
+                bounds.append(None if value is None else datetime.fromisoformat(str(value)).timestamp())
+            except ValueError:
+                return _json(400, {"code": 400, "message": f"{name} must be an ISO 8601 date-time"})
+        after, before = bounds
+        model, status = body.get("model"), body.get("status")
+        horizon = time.time() - RETENTION
+        with self.fake.lock:
+            tasks = sorted(self.fake.tasks.values(), key=lambda t: t.created_at, reverse=True)
+        chosen = [
+            t for t in tasks
+            if t.created_at >= horizon
+            and (model is None or model == f"kwaivgi/{t.model}")
+            and (status is None or status == _list_status(self.fake.status_of(t)))
+            and (after is None or t.created_at >= after)
+            and (before is None or t.created_at <= before)
+        ]  # fmt: skip
+        items = []
+        for task in chosen[(page - 1) * size : page * size]:
+            view = self._task_view(task)
+            if body.get("include_inputs") is True and self.fake.listing_inputs:
+                view["inputs"] = task.body
+            items.append(view)
+        return _ok({"page": page, "total": len(chosen), "items": items})
+
+    def _odd_id(self, fault: Fault, reply: Reply) -> Reply:
+        """A submit answer without its task id, or with ``fault.task_id`` instead (the task exists)."""
+        envelope = json.loads(reply[1])
+        if fault.kind == "no_id":
+            envelope["data"].pop("id", None)
+        else:
+            envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
+        return _json(200, envelope)
+
+    def _gzip_bomb(self, fault: Fault) -> Reply:
+        """A small gzip body that inflates to a JSON answer of ``fault.size`` bytes."""
+        return 200, _bomb(fault.size), {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+    def _huge(self, fault: Fault) -> None:
+        """A valid-looking JSON answer of ``fault.size`` bytes, written in pieces (never held whole)."""
+        head = b'{"code": 200, "message": "success", "data": {"status": "processing", "pad": "'
+        tail = b'"}}'
+        pad = max(0, fault.size - len(head) - len(tail))
+        if self.record is not None:
+            self.record.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if fault.announce:
+            self.send_header("Content-Length", str(len(head) + pad + len(tail)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        piece = b"x" * (1024 * 1024)
+        try:
+            self.wfile.write(head)
+            while pad > 0:
+                self.wfile.write(piece[: min(pad, len(piece))])
+                pad -= len(piece)
+            self.wfile.write(tail)
+        except OSError:  # the client stopped reading: what a bounded client does
+            raise _Drop from None
+        if not fault.announce:
+            raise _Drop  # the end of the body is the end of the connection
 
     def _output(self, path: str) -> Reply:
         task = self.fake.tasks.get(Path(path).stem)
@@ -507,7 +680,8 @@ class _Handler(BaseHTTPRequestHandler):
             task.downloads += 1
             self.fake.task_requests[task.id] += 1
         wanted = task.body
-        data = clip_bytes(wanted.get("duration", 5), wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound")))
+        seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
+        data = clip_bytes(seconds, wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound")))
         return 200, data, {"Content-Type": "video/mp4"}
 
     def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
@@ -517,6 +691,22 @@ class _Handler(BaseHTTPRequestHandler):
             target = "file:///etc/passwd" if fault.kind == "redirect_file" else path
             return 302, b"", {"Location": target}
         data = reply[1]
+        if fault.kind == "html":  # a web page where the clip should be (a CDN error page, say)
+            return 200, HTML_PAGE, {"Content-Type": "text/html"}
+        if fault.kind == "stall":  # announce it all, then trickle it at ``rate`` bytes/s, then hang up
+            self._head(200, len(data), reply[2])
+            step = max(1, int(fault.rate / 10))
+            sent, started = 0, time.monotonic()
+            try:
+                while sent < len(data) and time.monotonic() - started < fault.seconds:
+                    self.wfile.write(data[sent : sent + step])
+                    self.wfile.flush()
+                    sent += step
+                    if self.fake.stopping.wait(0.1):
+                        break
+            except OSError:  # the client gave up on the trickle: what a bounded client does
+                pass
+            raise _Drop
         if fault.kind == "oversize":  # announce far more than any clip, send a little, hang up
             self._head(200, 3 * 1024**3, reply[2])
             self.wfile.write(data[:1024])
@@ -534,6 +724,9 @@ class _Handler(BaseHTTPRequestHandler):
             return _json(200, self.fake.stats())
         if path == "/_fake/faults" and self.command == "POST":
             return _json(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
+        if path == "/_fake/clear" and self.command == "POST":
+            self.fake.faults.clear()
+            return _json(200, {"cleared": True})
         return _json(404, {"message": "unknown control path"})
 
     def _send(self, reply: Reply) -> None:
@@ -558,9 +751,32 @@ def _ok(data: dict[str, Any]) -> Reply:
     return _json(200, {"code": 200, "message": "success", "data": data})
 
 
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _list_status(status: str) -> str:
+    """A task's status as the task list filters it: completed, failed or processing."""
+    if status == "completed":
+        return "completed"
+    return "processing" if status in ("created", "processing") else "failed"
+
+
 def _shut(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb(size: int) -> bytes:
+    head = b'{"code": 200, "message": "success", "data": {"status": "processing", "pad": "'
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [packer.compress(head)]
+    piece = b"x" * (1024 * 1024)
+    for _ in range(max(1, size // len(piece))):
+        parts.append(packer.compress(piece))
+    parts += [packer.compress(b'"}}'), packer.flush()]
+    return b"".join(parts)
 
 
 _clip_lock = threading.Lock()
@@ -608,15 +824,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-seed", type=int, default=None)
     parser.add_argument("--chaos-rate", type=float, default=0.0)
     parser.add_argument("--chaos-kinds", default=None, help="comma list restricting chaos faults")
+    parser.add_argument("--chaos-fail-code", type=int, default=None, help="the code of tasks chaos fails")
+    parser.add_argument("--no-list-inputs", action="store_true", help="the task list ignores include_inputs")
     parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
     opts = parser.parse_args(argv)
     kinds = set(opts.chaos_kinds.split(",")) if opts.chaos_kinds else None
-    faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds)
+    faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds, opts.chaos_fail_code)
     for spec in opts.fault:
         kind, prefix, count = [*spec.split(":"), "/", "1"][:3]
         faults.add(kind, prefix or "/", int(count))
     server = FakeWaveSpeed(host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key)
     server.faults = faults
+    server.listing_inputs = not opts.no_list_inputs
     print(server.base_url, flush=True)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

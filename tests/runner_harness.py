@@ -29,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-at", default=None, help="submit|poll|download:<shot>")
     parser.add_argument("--polls", type=int, default=1, help="polls until a task completes")
     parser.add_argument("--resubmit-unknown", action="store_true")
+    parser.add_argument("--no-list", action="store_true", help="the provider cannot list its tasks")
     args = parser.parse_args(argv)
     root: Path = args.root
     project = root / "teaser.yaml"
     provider = StubProvider(root / "sources", polls_to_complete=args.polls, journal=root / "server",
                             kill_at=args.kill_at)  # fmt: skip
+    provider.lists_tasks = not args.no_list
     jobs = [make_job(shot, index=n) for n, shot in enumerate(SHOTS)]
     options = RunOptions(poll_interval=0.02, concurrency=2, resubmit_unknown=args.resubmit_unknown)
     with StateStore.for_project(project, "stub", lock_timeout=10) as state:

@@ -3,9 +3,12 @@
 ``StubProvider`` implements the seam with tasks kept in memory (or, with ``journal``, in a
 directory so that several processes share the same "server": used by the crash harness).
 Per shot, ``script`` lists what each submit does: ``ok``, ``uncertain`` (raise
-SubmitUncertainError after creating a task), ``refused``, ``fail`` (the task ends failed),
-``bad`` (the output is not a video), ``wrong-duration`` (2 s too long), ``poll-error``,
-``download-error``. Unscripted submits are ``ok``.
+SubmitUncertainError after creating a task), ``lost`` (raise it without creating one),
+``refused``, ``fail`` (the task ends failed, no code), ``fail:<code>`` (failed with WaveSpeed's
+code, classified as WaveSpeed classifies it), ``empty`` (completed without an output), ``bad``
+(the output is not a video), ``wrong-duration`` (2 s too long), ``poll-error``,
+``download-error``. Unscripted submits are ``ok``. ``list_tasks`` lists every task with its
+inputs (``list_inputs = False`` leaves them out).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mediagen import make_clip
 
 from kling_render.errors import DownloadError, SubmitRefusedError, SubmitUncertainError, TransientError
 from kling_render.fsutil import atomic_write_text
-from kling_render.jobs import Job, TaskResult
+from kling_render.jobs import Job, ListedTask, TaskResult
 from kling_render.providers.base import Provider
+from kling_render.providers.wavespeed import failure_cause
 
 CLIP_DURATION = 1
 
@@ -58,6 +65,7 @@ def clip_source(directory: Path, duration: int = CLIP_DURATION) -> Path:
 class StubProvider(Provider):
     name = "stub"
     default_concurrency = 3
+    lists_tasks = True
 
     def __init__(
         self,
@@ -80,6 +88,8 @@ class StubProvider(Provider):
         self.submit_gates: dict[str, asyncio.Event] = {}  # shot id -> submit waits until set
         self.entered: dict[str, asyncio.Event] = {}  # shot id -> set when a submit or poll waits at a gate
         self.closed = False
+        self.list_inputs = True
+        self.listings = 0
         if journal is not None:
             journal.mkdir(parents=True, exist_ok=True)
 
@@ -109,6 +119,9 @@ class StubProvider(Provider):
     # -- the seam ----------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> str:
+        return await self.send(job, await self.prepare(job))
+
+    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
         await asyncio.sleep(0)
         gate = self.submit_gates.get(job.shot_id)
         if gate is not None:
@@ -118,6 +131,8 @@ class StubProvider(Provider):
         behaviour = plan.pop(0) if plan else "ok"
         if behaviour == "refused":
             raise SubmitRefusedError("429 Too Many Requests (stub)")
+        if behaviour == "lost":
+            raise SubmitUncertainError("no answer to the submit (stub, nothing created)")
         self.submits[job.shot_id] += 1
         n = (
             sum(self.submits.values())
@@ -130,6 +145,9 @@ class StubProvider(Provider):
             "behaviour": behaviour,
             "duration": job.duration,
             "polls": 0,
+            "model": job.model,
+            "created_at": time.time(),
+            "body": json.loads(json.dumps(dict(body))),
         }
         self._save(task_id)
         self._maybe_die("submit", job.shot_id)  # the task exists, the client never hears of it
@@ -152,9 +170,35 @@ class StubProvider(Provider):
             raise TransientError("502 Bad Gateway (stub, after retries)")
         if int(str(task["polls"])) < self.polls_to_complete:
             return TaskResult("processing")
-        if task["behaviour"] == "fail":
-            return TaskResult("failed", error="content moderation (stub)")
+        behaviour = str(task["behaviour"])
+        if behaviour == "fail" or behaviour.startswith("fail:"):
+            code = int(behaviour.split(":")[1]) if ":" in behaviour else None
+            return TaskResult(
+                "failed",
+                error="content moderation (stub)",
+                code=None if code is None else str(code),
+                cause=failure_cause("failed", code),
+            )
+        if behaviour == "empty":
+            return TaskResult("completed", error="completed without an output URL")
         return TaskResult("completed", output_url=f"stub://{task_id}")
+
+    async def list_tasks(self, model: str, created_after: float, created_before: float) -> list[ListedTask]:
+        self.listings += 1
+        if self.journal is not None:
+            for path in self.journal.glob("t*.json"):
+                self._load(path.stem)
+        found = [
+            ListedTask(
+                task_id,
+                "processing",
+                float(str(task["created_at"])),
+                task["body"] if self.list_inputs else None,  # type: ignore[arg-type]
+            )
+            for task_id, task in self.tasks.items()
+            if task.get("model") == model and created_after <= float(str(task["created_at"])) <= created_before
+        ]
+        return sorted(found, key=lambda t: t.created_at or 0.0, reverse=True)
 
     async def download(self, url: str, dest: Path) -> None:
         task_id = url.removeprefix("stub://")

@@ -134,12 +134,13 @@ def state_of(project: Path) -> dict[str, ShotState]:
 
 
 def submits_by_shot(requests: Sequence[dict[str, Any]], *, created_only: bool = True) -> Counter[str]:
-    """Submit POSTs per shot; ``created_only`` drops the refused ones (429/503/4xx created nothing)."""
+    """Submit POSTs per shot; ``created_only`` drops the refused ones (429/4xx created nothing; the
+    stand-in creates the task behind a 5xx or a dropped answer, as the real service may)."""
     counts: Counter[str] = Counter()
     for r in requests:
         if r["method"] != "POST" or not r["path"].startswith("/api/v3/kwaivgi/"):
             continue
-        if created_only and r["status"] not in (0, 200, 500, 502, 504):
+        if created_only and r["status"] not in (0, 200, 500, 502, 503, 504):
             continue
         body = r["body"]
         sid = shot_of(body.get("prompt")) if isinstance(body, dict) else None

@@ -2,10 +2,13 @@
 seeded random moments, run again until it exits 0.
 
 Per round: every shot ends done; no shot whose task id the state file held (read after every
-run, killed or not) is submitted again unless that task failed; the only other extra tasks are
-the known possible double submissions (shots the state called ``unknown`` and that we re-ran
-with ``--resubmit-unknown``); every cache entry hashes to its sidecar, no temp file is left;
-the final cut decodes end to end. ``pytest -m slow -s tests/test_chaos.py`` prints the figures.
+run, killed or not) is submitted again unless that task failed; a submit whose answer was lost
+(5xx, dropped, killed mid-POST) is found in the task list and paid once; the only other extra
+tasks are failed ones and the known possible double submissions (shots the task list could not
+settle and that we re-ran with ``--resubmit-unknown``); every cache entry hashes to its sidecar,
+no temp file is left; the final cut decodes end to end. Shots whose tasks used up the lifetime
+cap (three failed tasks in a row) are re-run with ``--retry-failed``, as a user would.
+``pytest -m slow -s tests/test_chaos.py`` prints the figures.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class Figures:
     submits: int = 0  # every submit POST the service received
     tasks: int = 0  # submits that created a task
     failed_tasks: int = 0
-    known_doubles: int = 0  # unknown shots re-run with --resubmit-unknown (may pay twice)
+    known_doubles: int = 0  # shots left unknown by a run (killed or not), next run with --resubmit-unknown
+    extra_tasks: int = 0  # tasks beyond one per shot and the failed ones: what lost answers cost
+    reconciled: int = 0  # lost submit answers settled by the task list (adopted or proved absent)
+    retried_failed: int = 0  # shots re-run with --retry-failed after their cap was used up
     repeated_after_record: int = 0  # must stay 0
 
     def line(self) -> str:
@@ -54,7 +60,9 @@ class Figures:
         return (
             f"round seed={self.seed}: {self.shots} shots, {self.runs} runs, {self.kills} kills, "
             f"{faults} faults ({kinds}), {self.submits} submits, {self.tasks} tasks, "
-            f"{self.failed_tasks} failed tasks, {self.known_doubles} known possible doubles, "
+            f"{self.failed_tasks} failed tasks, {self.reconciled} reconciled, "
+            f"{self.known_doubles} known possible doubles, {self.extra_tasks} extra tasks, "
+            f"{self.retried_failed} retried after the cap, "
             f"{self.repeated_after_record} repeated after record"
         )
 
@@ -69,9 +77,10 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
         fake.add_fault("slow", "/api/v3/kwaivgi/", count=rng.randint(1, 4), latency=3.0)
         fake.add_fault("expired", "/outputs/", count=rng.randint(1, 4))
         fake.add_fault("429", "/api/v3/predictions/", count=rng.randint(5, 25), retry_after=0.3)
-        env = cli_env(fake.base_url)
+        # a short grace, so a killed POST that never arrived is proven absent within the round
+        env = cli_env(fake.base_url, KLING_RENDER_RECONCILE_GRACE="1")
         recorded: list[tuple[int, dict[str, str]]] = []  # (requests seen, shot -> task id) after each run
-        resubmit = False
+        flags: list[str] = []
         while figures.runs < max_runs:
             figures.runs += 1
             kill_at = rng.uniform(0.3, 4.0) if figures.kills < max_kills and rng.random() < 0.75 else None
@@ -79,7 +88,7 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
             with (
                 log.open("w") as err,
                 subprocess.Popen(
-                    render_args(project, *(["--resubmit-unknown"] if resubmit else [])),
+                    render_args(project, *flags),
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
@@ -95,6 +104,7 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
                     figures.kills += 1
             text = log.read_text()
             assert "Traceback" not in text and "internal error" not in text, text
+            figures.reconciled += text.count(": reconciled (")
             assert code in (0, 1, -9), (code, text[-2000:])
             state = state_of(project)
             seen = len(fake.requests())
@@ -102,8 +112,10 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
             if code == 0:
                 break
             unknown = [sid for sid, rec in state.items() if rec.status in ("unknown", "submitting")]
-            resubmit = bool(unknown)
+            capped = [sid for sid, rec in state.items() if rec.status == "failed" and "retry-failed" in str(rec.error)]
+            flags = (["--resubmit-unknown"] if unknown else []) + (["--retry-failed"] if capped else [])
             figures.known_doubles += len(unknown)
+            figures.retried_failed += len(capped)
         requests = fake.requests()
         stats = fake.stats()
     assert code == 0, f"round {seed} did not converge in {max_runs} runs:\n{text[-3000:]}"
@@ -123,6 +135,7 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
     assert figures.repeated_after_record == 0, figures.line()
     # Every task beyond one per shot is a failed task or a known possible double submission.
     assert all(created[shot_id(n)] >= 1 for n in range(shots)), created
+    figures.extra_tasks = figures.tasks - shots - figures.failed_tasks
     assert figures.tasks - shots - figures.failed_tasks <= figures.known_doubles, figures.line()
     assert_cache_sound(project, shots)
     stitched = subprocess.run(
@@ -150,7 +163,10 @@ def report(all_figures: list[Figures]) -> None:
         f"{sum(faults.values())} faults injected ({', '.join(f'{k} {n}' for k, n in sorted(faults.items()))}), "
         f"{sum(f.submits for f in all_figures)} submits, {sum(f.tasks for f in all_figures)} tasks, "
         f"{sum(f.failed_tasks for f in all_figures)} failed tasks, "
+        f"{sum(f.reconciled for f in all_figures)} reconciled, "
         f"{sum(f.known_doubles for f in all_figures)} known possible doubles, "
+        f"{sum(f.extra_tasks for f in all_figures)} extra tasks, "
+        f"{sum(f.retried_failed for f in all_figures)} retried after the cap, "
         f"{sum(f.repeated_after_record for f in all_figures)} repeated after record, 0 shots lost"
     )
     print(totals)

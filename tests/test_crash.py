@@ -83,19 +83,31 @@ def test_kill_after_submit_resumes_without_paying_twice(root: Path, point: str) 
         assert not list((root / "cache" / "tmp").iterdir())
 
 
-def test_kill_during_submit_leaves_an_unknown_shot_resubmitted_only_when_asked(root: Path) -> None:
+def test_kill_during_submit_the_next_run_finds_the_task(root: Path) -> None:
     crashed = harness(root, "--kill-at", "submit:pour")
     assert crashed.returncode == -signal.SIGKILL
     assert state_of(root)["pour"].status == "submitting" and state_of(root)["pour"].task_id is None
+    assert state_of(root)["pour"].wire  # what was sent, recorded before the POST
     assert server_submits(root)["pour"] == 1  # the service did create (and bill) a task
 
     again = harness(root)
+    assert again.returncode == 0, again.stderr
+    assert server_submits(root) == Counter(dict.fromkeys(SHOTS, 1))  # found in the task list, not paid again
+    assert all(rec.status == "done" for rec in state_of(root).values())
+    assert_cache_sound(root)
+
+
+def test_kill_during_submit_without_a_task_list_stays_unknown_until_asked(root: Path) -> None:
+    crashed = harness(root, "--kill-at", "submit:pour")
+    assert crashed.returncode == -signal.SIGKILL
+
+    again = harness(root, "--no-list")
     assert again.returncode == 1
     assert state_of(root)["pour"].status == "unknown"
     assert server_submits(root)["pour"] == 1
     assert all(state_of(root)[s].status == "done" for s in SHOTS if s != "pour")
 
-    forced = harness(root, "--resubmit-unknown")
+    forced = harness(root, "--no-list", "--resubmit-unknown")
     assert forced.returncode == 0, forced.stderr
     assert server_submits(root) == Counter({"intro": 1, "pour": 2, "hero": 1, "outro": 1})
     assert_cache_sound(root)

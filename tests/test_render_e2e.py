@@ -210,7 +210,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
 
 def test_refused_submits_are_retried_and_end_done(ws: Workspace, fake: FakeProcess) -> None:
     fake.fault("429", "/api/v3/kwaivgi/kling-v3.0-std", count=2, retry_after=1)
-    fake.fault("503", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", count=1)
+    fake.fault("429", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", count=1)
     started = time.monotonic()
     done = ws.render()
     elapsed = time.monotonic() - started
@@ -218,31 +218,20 @@ def test_refused_submits_are_retried_and_end_done(ws: Workspace, fake: FakeProce
     assert elapsed >= 2.0  # two Retry-After: 1 honoured
     assert fake.submits_by_shot() == Counter(alpha=3, beta=2, gamma=1)
     statuses = [r["status"] for r in fake.submits()]
-    assert sorted(statuses) == [200, 200, 200, 429, 429, 503]
+    assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
     assert stderr_spent(done) == "$1.0440"  # a refused submit is not paid
     ws.assert_no_secret()
 
 
-def test_submit_500_is_unknown_until_resubmit_unknown(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
+def test_submit_500_is_found_in_the_task_list_not_paid_twice(ws: Workspace, fake: FakeProcess) -> None:
+    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)  # the task exists, its answer is lost
     first = ws.render()
-    assert first.returncode == 1
-    assert fake.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)
-    assert ws.statuses() == {"alpha": "unknown", "beta": "done", "gamma": "done"}
-    assert "--resubmit-unknown" in first.stderr and "Traceback" not in first.stderr
-    assert not ws.final_cut.exists()
-
-    again = ws.render()
-    assert again.returncode == 1
-    assert fake.submits_by_shot()["alpha"] == 1  # never re-sent blindly
-    assert "alpha: unknown" in again.stderr and "--resubmit-unknown" in again.stderr
-    assert ws.statuses()["alpha"] == "unknown"
-
-    forced = ws.render("--resubmit-unknown")
-    assert forced.returncode == 0, forced.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2, beta=1, gamma=1)
+    assert first.returncode == 0, first.stderr
+    assert fake.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)  # never re-sent
+    assert "alpha: unknown" in first.stderr and "alpha: reconciled (found task" in first.stderr
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
+    assert stderr_spent(first) == "$1.0440"
     decodes(ws.final_cut)
     ws.assert_no_secret()
 
@@ -258,8 +247,9 @@ def test_failed_task_is_replaced_and_dropped_polls_are_retried(ws: Workspace, fa
     assert len(dropped) == 3
     state = ws.state()
     assert state["alpha"]["attempts"] == 2 and state["alpha"]["status"] == "done"
-    assert state["alpha"]["cost_usd"] == pytest.approx(2 * SMALL_COST["alpha"])  # both tasks are paid
-    assert stderr_spent(done) == "$1.2960"
+    assert state["alpha"]["cost_usd"] == pytest.approx(2 * SMALL_COST["alpha"])  # both tasks were paid ...
+    assert state["alpha"]["refunded_usd"] == pytest.approx(SMALL_COST["alpha"])  # ... and the failed one refunded
+    assert stderr_spent(done) == "$1.0440 ($0.2520 of failed tasks refunded)"
     decodes(ws.final_cut)
     ws.assert_no_secret()
 
@@ -299,8 +289,9 @@ def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> No
     fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
     fake.fault("drop", "/api/v3/predictions/", count=2, method="GET")
     fake.fault("truncate", "/outputs/", count=1)
+    fake.fault("envelope", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", code=400, message="bad request")
     first = ws.render(verbose=True)
-    assert first.returncode == 1
+    assert first.returncode == 1  # beta rejected
     forced = ws.render("--resubmit-unknown", "--json", verbose=True)
     assert forced.returncode == 0, forced.stderr
     for args in (("status", str(ws.project)), ("status", str(ws.project), "--json")):

@@ -1,0 +1,285 @@
+"""Bounded HTTP for providers (SPEC §5, §8): no transfer may hang a run or fill its memory.
+
+- Every transfer has a total deadline, and a body that arrives slower than ``stall_rate``
+  bytes/s over any ``stall_window`` seconds is aborted (a trickle never holds a run).
+- Answers are read streaming and refused past a size cap (a 256 MB JSON answer costs at most
+  the cap in memory); a compressed body is inflated under the same bound.
+- A base URL that will carry the API key is https, or http to a loopback address only.
+- Every string a server sends passes through a ``Redactor`` before it is stored or shown.
+
+The errors here (``TransferError``) are internal: the provider maps them to kling_render
+errors with what the failed request meant (a lost submit answer is not a failed poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from kling_render.errors import UsageError
+from kling_render.providers.base import MAX_DOWNLOAD_BYTES
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of every transfer; tests shrink them, the defaults are the product's."""
+
+    api_deadline: float = 120.0  # seconds for a whole API call: connect, send, answer
+    download_deadline: float = 1800.0  # seconds for a whole output download, redirects included
+    json_max_bytes: int = 8 * 1024 * 1024  # a page of 100 listed tasks with inputs is well under 1 MB
+    download_max_bytes: int = MAX_DOWNLOAD_BYTES
+    stall_rate: float = 1024.0  # bytes/s a body must keep up ...
+    stall_window: float = 30.0  # ... over any window of this many seconds
+
+
+class TransferError(Exception):
+    """A transfer broke a bound; the message says which (no server text, no key)."""
+
+
+class Stalled(TransferError):
+    pass
+
+
+class TimedOut(TransferError):
+    pass
+
+
+class TooLarge(TransferError):
+    pass
+
+
+class BadEncoding(TransferError):
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole (bounded) HTTP answer."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+    def json(self) -> Any:
+        """The parsed body; ValueError when it is not JSON."""
+        return json.loads(self.content)
+
+    def snippet(self) -> str:
+        return self.content[:600].decode("utf-8", "replace")
+
+
+class StallGuard:
+    """Tells when a body falls under ``rate`` bytes/s over a sliding ``window`` seconds.
+
+    Samples are (time, bytes so far). With no further bytes, the body stalls at the time of the
+    first sample whose count exceeds ``total - rate*window``, plus ``window``.
+    """
+
+    def __init__(self, rate: float, window: float, now: float) -> None:
+        self.need = rate * window
+        self.window = window
+        self.total = 0
+        self.samples: deque[tuple[float, int]] = deque([(now, 0)])
+
+    def add(self, n: int, now: float) -> None:
+        self.total += n
+        self.samples.append((now, self.total))
+        while len(self.samples) >= 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()  # keep one sample at or before the window's start: the baseline
+
+    def deadline(self) -> float:
+        threshold = self.total - self.need
+        for when, count in self.samples:
+            if count > threshold:
+                return when + self.window
+        return math.inf  # pragma: no cover - the last sample always counts ``total`` > threshold
+
+
+class Transfer:
+    """One bounded transfer: ``async with Transfer(...)`` around the request, ``read`` for bodies.
+
+    A single asyncio timeout covers the whole transfer; ``read`` moves it earlier whenever the
+    body would stall first. Leaving the block on that timeout raises Stalled or TimedOut.
+    """
+
+    def __init__(self, seconds: float, limits: Limits) -> None:
+        self.limits = limits
+        self.seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self.deadline = self._loop.time() + seconds
+        self._timeout: asyncio.Timeout | None = None
+        self._guard: StallGuard | None = None
+
+    async def __aenter__(self) -> Transfer:
+        self._timeout = asyncio.timeout_at(self.deadline)
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._timeout is not None
+        try:
+            await self._timeout.__aexit__(*exc)
+        except TimeoutError:
+            guard = self._guard
+            if guard is not None and guard.deadline() < self.deadline:
+                rate, window = self.limits.stall_rate, self.limits.stall_window
+                raise Stalled(
+                    f"stalled: under {rate:g} bytes/s for {window:g}s ({guard.total} bytes received)"
+                ) from None
+            raise TimedOut(f"no complete answer within {self.seconds:g}s") from None
+
+    async def read(self, response: httpx.Response, sink: Callable[[bytes], object], max_bytes: int) -> int:
+        """Stream the body into ``sink``, decoded; the decoded byte count. TooLarge past ``max_bytes``."""
+        declared = content_length(response)
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding in ("", "identity") and declared is not None and declared > max_bytes:
+            raise TooLarge(f"the answer announces {declared} bytes, over the {max_bytes}-byte cap")
+        inflate = _inflater(encoding)
+        guard = self._guard = StallGuard(self.limits.stall_rate, self.limits.stall_window, self._loop.time())
+        assert self._timeout is not None
+        self._timeout.reschedule(min(self.deadline, guard.deadline()))
+        received = 0
+        async for chunk in response.aiter_raw():
+            guard.add(len(chunk), self._loop.time())
+            data = inflate(chunk, max_bytes - received + 1)
+            received += len(data)
+            if received > max_bytes:
+                raise TooLarge(f"the answer exceeds the {max_bytes}-byte cap")
+            if data:
+                sink(data)
+            self._timeout.reschedule(min(self.deadline, guard.deadline()))
+        tail = inflate(b"", max_bytes - received + 1)
+        received += len(tail)
+        if received > max_bytes:
+            raise TooLarge(f"the answer exceeds the {max_bytes}-byte cap")
+        if tail:
+            sink(tail)
+        self._timeout.reschedule(self.deadline)
+        return received
+
+
+def _inflater(encoding: str) -> Callable[[bytes, int], bytes]:
+    """A bounded decoder for the body's Content-Encoding (none, gzip or deflate)."""
+    if encoding in ("", "identity"):
+        return lambda chunk, limit: chunk
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise BadEncoding(f"unsupported Content-Encoding {encoding[:20]!r}")
+    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
+
+    def inflate(chunk: bytes, limit: int) -> bytes:
+        try:
+            return decoder.decompress(decoder.unconsumed_tail + chunk, max(1, limit))
+        except zlib.error as exc:
+            raise BadEncoding(f"undecodable {encoding} body") from exc
+
+    return inflate
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str | httpx.URL,
+    limits: Limits,
+    *,
+    headers: dict[str, str],
+    json_body: Any = None,
+    max_bytes: int | None = None,
+) -> Answer:
+    """One bounded request with a small answer read whole (API calls)."""
+    cap = limits.json_max_bytes if max_bytes is None else max_bytes
+    buffer = bytearray()
+    async with (
+        Transfer(limits.api_deadline, limits) as transfer,
+        client.stream(method, url, headers={**headers, "Accept-Encoding": "identity"}, json=json_body) as response,
+    ):
+        await transfer.read(response, buffer.extend, cap)
+    return Answer(response.status_code, response.headers, bytes(buffer))
+
+
+def content_length(response: httpx.Response) -> int | None:
+    try:
+        value = int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+# -- base URL and redaction -----------------------------------------------------------------------
+
+
+def check_base_url(url: str, *, variable: str) -> str:
+    """``url`` without a trailing slash, when it may carry the API key: https, or http to a loopback
+    address (127.0.0.0/8, ::1, localhost). Anything else is a UsageError, raised before any request."""
+    text = url.strip().rstrip("/")
+    problem = _base_url_problem(text)
+    if problem:
+        raise UsageError(f"{variable} {_shown_url(text)} {problem}; the API key is sent only over https")
+    return text
+
+
+def _base_url_problem(text: str) -> str | None:
+    if not text.isprintable() or any(c.isspace() for c in text):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "is not an http(s) URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if parts.query or parts.fragment:
+        return "must not carry a query or fragment"
+    if parts.scheme == "http" and not _loopback(host):
+        return "is plain http to a host that is not loopback"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _shown_url(text: str) -> str:
+    """The URL as an error may show it: scheme and host only (a path could hold anything)."""
+    try:
+        parts = urlsplit(text)
+        if parts.scheme and parts.hostname:
+            return repr(f"{parts.scheme}://{parts.hostname}")
+    except ValueError:
+        pass
+    return "(unparseable)"
+
+
+class Redactor:
+    """Removes a secret (as is and URL-encoded) from text, and makes server text one short line."""
+
+    def __init__(self, secret: str) -> None:
+        self._variants = sorted({secret, quote(secret, safe="")}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for variant in self._variants:
+            text = text.replace(variant, "***")
+        return text
+
+    def line(self, text: object, limit: int = 300) -> str:
+        """Server-provided text as a message may carry it: no secret, printable, one line, short."""
+        clean = self("".join(c if c.isprintable() else " " for c in str(text)))
+        clean = " ".join(clean.split())
+        return clean if len(clean) <= limit else clean[: limit - 3] + "..."

@@ -145,7 +145,7 @@ class StubProvider(Provider):
             "behaviour": behaviour,
             "duration": job.duration,
             "polls": 0,
-            "model": job.model,
+            "model": job.wire_model,  # the path a task is listed under, as WaveSpeed does
             "created_at": time.time(),
             "body": json.loads(json.dumps(dict(body))),
         }

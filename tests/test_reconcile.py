@@ -192,7 +192,7 @@ def test_a_task_list_that_fails_leaves_the_shot_unknown(world: World) -> None:
 
 def test_an_unknown_older_than_the_retention_may_be_submitted_again(world: World) -> None:
     world.provider.output_retention = 3600.0
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         state.ensure("intro", JOBS[0].key)
         state.update("intro", status="unknown", submitted_at="2020-01-01T00:00:00+00:00", attempts=1)
     sink = ListSink()

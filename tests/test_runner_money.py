@@ -122,7 +122,7 @@ def test_the_run_summary_shows_refunds(world: World) -> None:
 
 @pytest.mark.parametrize("bad_id", ["abc\ndef", "x" * 70_000, "../../etc/passwd", 42])
 def test_a_bad_task_id_in_the_state_file_makes_the_shot_unknown(world: World, bad_id: object) -> None:
-    with StateStore.for_project(world.project) as state:
+    with StateStore.for_project(world.project, "stub") as state:
         state.set("intro", ShotState(key=JOBS[0].key, status="submitted", task_id="t-good", attempts=1))
     doc = json.loads(world.state_path.read_text())
     doc["shots"]["intro"]["task_id"] = bad_id

@@ -1,0 +1,76 @@
+"""One side of a race on the remote's claims, run as its own process by the tests.
+
+    python tests/remote_racer.py acquire --keys K1,K2,... --go FILE --tag A
+    python tests/remote_racer.py record  --keys K1,K2,... --go FILE --tag A
+
+The remote comes from the environment (KLING_RENDER_REMOTE and the AWS variables), as in a
+real run. ``record`` reads every claim first, then waits for the go file like ``acquire``, so
+both racers hold the same ETags when they start writing. Prints one JSON line per key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from kling_render.remote import remote_for
+from kling_render.remote.claims import Lost, Owner, Won
+
+
+def wait_for(go: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not go.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no go file")
+        time.sleep(0.001)
+
+
+async def race(mode: str, keys: list[str], go: Path, tag: str) -> None:
+    remote = remote_for(None, owner=Owner.here(run_id=f"racer-{tag}"))
+    assert remote is not None, "KLING_RENDER_REMOTE is not set"
+    claims = {}
+    if mode == "record":
+        for key in keys:
+            claim = await remote.claims.read(key)
+            assert claim is not None, key
+            claims[key] = claim
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    wait_for(go)
+    for key in keys:
+        if mode == "acquire":
+            outcome = await remote.claims.acquire(key, provider="wavespeed", model="m")
+        else:
+            outcome = await remote.claims.record_task(claims[key], f"task-{tag}-{key[:8]}")
+        if isinstance(outcome, Won):
+            doc = {"key": key, "won": True, "run": outcome.claim.record.owner.run_id, "task": outcome.claim.task_id}
+        else:
+            assert isinstance(outcome, Lost)
+            current = outcome.current
+            doc = {
+                "key": key,
+                "won": False,
+                "run": None if current is None else current.record.owner.run_id,
+                "task": None if current is None else current.task_id,
+            }
+        sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("acquire", "record"))
+    parser.add_argument("--keys", required=True)
+    parser.add_argument("--go", required=True, type=Path)
+    parser.add_argument("--tag", required=True)
+    args = parser.parse_args()
+    asyncio.run(race(args.mode, args.keys.split(","), args.go, args.tag))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

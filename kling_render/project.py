@@ -91,6 +91,7 @@ class Project:
     audio: AudioSpec | None
     prices: dict[str, Price]
     vars: dict[str, Any] = field(default_factory=dict)
+    remote: str | None = None  # `remote:` (KLING_RENDER_REMOTE wins; see kling_render.remote)
 
     @property
     def root(self) -> Path:
@@ -233,7 +234,23 @@ class _Resolver:
             audio=self._audio(),
             prices=prices,
             vars=self.vars,
+            remote=self._remote(),
         )
+
+    def _remote(self) -> str | None:
+        """``remote:``, checked here rather than by a schema pattern: a schema message would
+        repeat the value, and a URL with a credential in it must never be printed."""
+        from kling_render.remote.config import parse_remote_url
+
+        value = self.data.get("remote")
+        if not isinstance(value, str):
+            return None
+        try:
+            parse_remote_url(value)
+        except ValueError as exc:
+            self.add(("remote",), str(exc))
+            return None
+        return value
 
     # -- prices, output, audio ---------------------------------------------------------------
 

@@ -5,7 +5,10 @@
 
 The remote comes from the environment (KLING_RENDER_REMOTE and the AWS variables), as in a
 real run. ``record`` reads every claim first, then waits for the go file like ``acquire``, so
-both racers hold the same ETags when they start writing. Prints one JSON line per key.
+both racers hold the same ETags when they start writing. The go file holds a start time; key i
+is written at start + i * STEP by both racers, so their requests for one key meet (a process
+that merely started first would otherwise take every key before the other began). Prints one
+JSON line per key.
 """
 
 from __future__ import annotations
@@ -20,13 +23,19 @@ from pathlib import Path
 from kling_render.remote import remote_for
 from kling_render.remote.claims import Lost, Owner, Won
 
+STEP = 0.03  # seconds between keys
 
-def wait_for(go: Path) -> None:
+
+def wait_for(go: Path) -> float:
+    """The start time (time.time()) written in the go file, once it exists."""
     deadline = time.monotonic() + 60
-    while not go.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no go file")
-        time.sleep(0.001)
+    while True:
+        try:
+            return float(go.read_text())
+        except (OSError, ValueError):  # not there yet, or being written
+            if time.monotonic() > deadline:
+                raise SystemExit("no go file") from None
+            time.sleep(0.001)
 
 
 async def race(mode: str, keys: list[str], go: Path, tag: str) -> None:
@@ -40,8 +49,9 @@ async def race(mode: str, keys: list[str], go: Path, tag: str) -> None:
             claims[key] = claim
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    wait_for(go)
-    for key in keys:
+    start = wait_for(go)
+    for n, key in enumerate(keys):
+        time.sleep(max(0.0, start + n * STEP - time.time()))
         if mode == "acquire":
             outcome = await remote.claims.acquire(key, provider="wavespeed", model="m")
         else:

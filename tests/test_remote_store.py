@@ -14,7 +14,7 @@ from s3_proxy import Rule, S3Proxy
 from kling_render.cache import ClipCache, ClipMeta
 from kling_render.errors import RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
-from kling_render.remote import open_remote, remote_for, resolve_remote_url
+from kling_render.remote import remote_for, resolve_remote_url
 from kling_render.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.remote.config import parse_remote_url, s3_settings
 from kling_render.remote.store import Lost, Written
@@ -394,3 +394,40 @@ def test_credentials_never_appear_in_messages_reprs_logs_or_objects(
         if not key.endswith(".mp4"):
             texts.append(s3.server.get_raw(s3.bucket, key).decode("utf-8"))
     assert_no_secret(*texts)
+
+
+# -- remote: in the project ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (f"s3://{S3_KEY_ID}:{S3_SECRET}@bucket/p", "must not carry credentials"),
+        (f"s3://bucket/p?X-Amz-Security-Token={S3_TOKEN}", "no ?query"),
+        ("s3://Bad_Bucket/p", "is not a valid bucket name"),
+        ("https://bucket/p", "is not a remote URL"),
+        ("''", "must not be empty"),
+    ],
+)
+def test_a_bad_remote_in_the_project_is_a_located_error_that_never_echoes_a_credential(
+    tmp_path: Path, value: str, says: str
+) -> None:
+    from e2e_cli import SMALL_PROJECT, base_env, small_workspace
+
+    text = SMALL_PROJECT.replace("provider: wavespeed\n", f"provider: wavespeed\nremote: {value}\n")
+    ws = small_workspace(tmp_path / "p", base_env(), text)
+    done = ws.cli("validate", str(ws.project))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "project.yaml:4: remote: " in done.stderr and says in done.stderr
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_the_project_remote_is_loaded(tmp_path: Path) -> None:
+    from e2e_cli import SMALL_PROJECT, base_env, small_workspace
+
+    from kling_render.project import load_project
+
+    text = SMALL_PROJECT.replace("provider: wavespeed\n", "provider: wavespeed\nremote: s3://team-bucket/clips\n")
+    ws = small_workspace(tmp_path / "p", base_env(), text)
+    assert load_project(ws.project).remote == "s3://team-bucket/clips"
+    assert str(resolve_remote_url(load_project(ws.project).remote)) == "s3://team-bucket/clips"

@@ -53,7 +53,7 @@ def parse_remote_url(text: str) -> RemoteURL:
         )
     parts = urlsplit(raw)
     if parts.query or parts.fragment:
-        raise ValueError(f"{_shown(raw)!r}: a remote URL takes no ?query or #fragment")
+        raise ValueError("a remote URL takes no ?query or #fragment (it is not shown here: one may hold a token)")
     scheme = scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):

@@ -14,9 +14,9 @@ from s3_proxy import Rule, S3Proxy
 from kling_render.cache import ClipCache, ClipMeta
 from kling_render.errors import RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
-from kling_render.remote import remote_for, resolve_remote_url
 from kling_render.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.remote.config import parse_remote_url, s3_settings
+from kling_render.remote.connect import remote_for, resolve_remote_url
 from kling_render.remote.store import Lost, Written
 
 SECRETS = (S3_KEY_ID, S3_SECRET, S3_TOKEN)
@@ -296,6 +296,11 @@ def test_pushing_the_same_clip_again_is_success_and_a_different_one_loses(s3: S3
     assert isinstance(first, Pushed) and first.created
     again = run(open_env_remote("run-b").clips.push(PROVIDER, KEY, src, META))
     assert isinstance(again, Pushed) and not again.created and again.clip.sha256 == digest
+    blob = f"{s3.prefix}/{blob_path(digest)}"
+    s3.server.delete_raw(s3.bucket, blob)  # lost behind our back: pushing the same clip puts it back
+    again = run(open_env_remote("run-b").clips.push(PROVIDER, KEY, src, META))
+    assert isinstance(again, Pushed) and not again.created
+    assert s3.server.get_raw(s3.bucket, blob) == src.read_bytes()
     other_src, other_digest = _push(tmp_path / "other.mp4", seed=2)
     conflict = run(open_env_remote("run-c").clips.push(PROVIDER, KEY, other_src, META))
     assert isinstance(conflict, PushConflict) and conflict.existing.sha256 == digest != other_digest

@@ -170,13 +170,15 @@ class RemoteClips:
         """Put the verified clip ``src`` on the remote as ``key`` (see the module docstring)."""
         existing = await self.get(provider, key)
         digest = sha256 if sha256 is not None else await asyncio.to_thread(sha256_file, src)
-        if existing is not None:
-            return Pushed(existing, False) if existing.sha256 == digest else PushConflict(existing)
+        if existing is not None and existing.sha256 != digest:
+            return PushConflict(existing)
         size = src.stat().st_size
         blob = blob_path(digest)
         there = await self.store.head(blob)
-        if there is None or there.size != size:
+        if there is None or there.size != size:  # missing, or cut short: we hold the bytes, put them back
             await self.store.upload(blob, src)
+        if existing is not None:
+            return Pushed(existing, False)
         clip = RemoteClip(
             provider=provider,
             key=key,

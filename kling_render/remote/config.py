@@ -7,7 +7,6 @@ is refused without being echoed.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,6 +86,8 @@ def _shown(text: str) -> str:
 
 def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
+    import ipaddress  # only when an endpoint is checked, not on every project load
+
     name = host.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True

@@ -12,7 +12,7 @@ from remote_kit import clip_file, fast_policy, open_env_remote, run
 from s3_proxy import Rule, S3Proxy
 
 from kling_render.cache import ClipCache, ClipMeta
-from kling_render.errors import RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
+from kling_render.errors import FFmpegError, RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
 from kling_render.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.remote.config import parse_remote_url, s3_settings
@@ -436,3 +436,22 @@ def test_the_project_remote_is_loaded(tmp_path: Path) -> None:
     ws = small_workspace(tmp_path / "p", base_env(), text)
     assert load_project(ws.project).remote == "s3://team-bucket/clips"
     assert str(resolve_remote_url(load_project(ws.project).remote)) == "s3://team-bucket/clips"
+
+
+def test_pull_runs_the_callers_check_before_the_cache_takes_the_clip(s3: S3Case, tmp_path: Path) -> None:
+    """The pusher decoded the clip; a puller may check it again (SPEC: decodes, lasts the shot)."""
+    remote = open_env_remote()
+    src, digest = _push(tmp_path / "clip.mp4")
+    assert isinstance(run(remote.clips.push(PROVIDER, KEY, src, META)), Pushed)
+    cache = ClipCache(tmp_path / "b" / "cache")
+    seen: list[str] = []
+
+    def refuse(path: Path) -> None:
+        seen.append(sha256_file(path))
+        raise FFmpegError("checking the clip", "Invalid data found when processing input")
+
+    with pytest.raises(FFmpegError):
+        run(remote.clips.pull(PROVIDER, KEY, cache, verify=refuse))
+    assert seen == [digest] and cache.get(PROVIDER, KEY) is None and list(cache.tmp_dir.iterdir()) == []
+    entry = run(remote.clips.pull(PROVIDER, KEY, cache, verify=lambda path: None))
+    assert entry is not None and entry.sha256 == digest

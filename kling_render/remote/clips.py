@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,16 +200,25 @@ class RemoteClips:
         winner = self._parse(outcome.current.data, provider, key)
         return Pushed(winner, False) if winner.sha256 == digest else PushConflict(winner)
 
-    async def pull(self, provider: str, key: str, cache: ClipCache) -> CachedClip | None:
+    async def pull(
+        self, provider: str, key: str, cache: ClipCache, *, verify: Callable[[Path], object] | None = None
+    ) -> CachedClip | None:
         """Bring ``key``'s clip into the local cache (checked by size and sha256); None if the
-        remote has none. An entry already in the local cache is kept (the cache's put is idempotent)."""
+        remote has none. An entry already in the local cache is kept (the cache's put is idempotent).
+
+        ``verify`` (e.g. the runner's decode-and-measure check) runs on the downloaded file after the
+        sha256 check and before the cache takes it; whatever it raises propagates, nothing is kept."""
         clip = await self.get(provider, key)
         if clip is None:
             return None
-        return await self.fetch(clip, cache)
+        return await self.fetch(clip, cache, verify=verify)
 
-    async def fetch(self, clip: RemoteClip, cache: ClipCache) -> CachedClip:
+    async def fetch(
+        self, clip: RemoteClip, cache: ClipCache, *, verify: Callable[[Path], object] | None = None
+    ) -> CachedClip:
         """Download the clip of a record already read (see :meth:`pull`)."""
         with cache.temp_file() as tmp:
             await self.store.download(blob_path(clip.sha256), tmp, size=clip.size, sha256=clip.sha256)
+            if verify is not None:
+                await asyncio.to_thread(verify, tmp)
             return cache.put(clip.provider, clip.key, tmp, clip.meta, sha256=clip.sha256)

@@ -54,3 +54,27 @@ def reconcile_grace_override() -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+
+
+def remote_url() -> str | None:
+    """``KLING_RENDER_REMOTE``: the shared remote (``s3://bucket/prefix``, ``file:///path``, ...)."""
+    return os.environ.get("KLING_RENDER_REMOTE") or None
+
+
+# The standard AWS variables the S3 remote honours, in the order they take precedence.
+# (obstore also reads other AWS_* variables itself, e.g. AWS_WEB_IDENTITY_TOKEN_FILE; the
+# endpoint, the keys and the region are passed to it explicitly from here.)
+AWS_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+AWS_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def aws_settings() -> dict[str, str]:
+    """The AWS variables that are set and not empty, by name (values may be secrets: never print them)."""
+    names = (
+        *AWS_ENDPOINT_VARS,
+        *AWS_REGION_VARS,
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    )
+    return {name: value for name in names if (value := os.environ.get(name, "").strip())}

@@ -17,11 +17,16 @@
     │   ├── TaskGoneError            poll answered 404: the provider no longer knows the task
     │   └── DownloadError            the output could not be fetched or is not a valid clip
     │       └── OutputGoneError      the output URL answered 404/410 (expired or never there)
+    ├── RemoteError                  the shared remote (object store) failed or refused access
+    │   ├── RemoteTransientError     5xx, timeouts, dropped connections: retried by the one policy first
+    │   └── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
     ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
     └── StitchError                  the final cut cannot be made
         └── MissingClipsError        clips not in the cache (names the shots)
 
-httpx errors are mapped to ProviderError subclasses at the provider seam, never above it.
+httpx errors are mapped to ProviderError subclasses at the provider seam, never above it;
+object-store (obstore) errors to RemoteError subclasses at the remote seam (remote/store.py).
+A lost race on the remote (412/409) is a result there, never an exception.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ __all__ = [
     "OutputGoneError",
     "ProjectError",
     "ProviderError",
+    "RemoteError",
+    "RemoteIntegrityError",
+    "RemoteTransientError",
     "StateError",
     "StitchError",
     "SubmitRefusedError",
@@ -157,6 +165,18 @@ class OutputGoneError(DownloadError):
 
 class TaskGoneError(ProviderError):
     """The provider does not know the task id (404 on poll): expired with its output, or never there."""
+
+
+class RemoteError(KlingRenderError):
+    """The remote (``KLING_RENDER_REMOTE``) failed; the message names the remote, never a credential."""
+
+
+class RemoteTransientError(RemoteError):
+    """A failure worth retrying (5xx, timeout, dropped connection); raised once the retries are spent."""
+
+
+class RemoteIntegrityError(RemoteError):
+    """An object read from the remote is not what its record says (size or sha256): never accepted."""
 
 
 class FFmpegError(KlingRenderError):

@@ -99,6 +99,7 @@ class Project:
         """``provider_options.<provider>.concurrency``, when the project sets it."""
         value = self.provider_options.get(provider, {}).get("concurrency")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
+    remote: str | None = None  # `remote:` (KLING_RENDER_REMOTE wins; see kling_render.remote)
 
     @property
     def root(self) -> Path:
@@ -309,7 +310,23 @@ class _Resolver:
             vars=self.vars,
             models=self.models,
             provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
+            remote=self._remote(),
         )
+
+    def _remote(self) -> str | None:
+        """``remote:``, checked here rather than by a schema pattern: a schema message would
+        repeat the value, and a URL with a credential in it must never be printed."""
+        from kling_render.remote.config import parse_remote_url
+
+        value = self.data.get("remote")
+        if not isinstance(value, str):
+            return None
+        try:
+            parse_remote_url(value)
+        except ValueError as exc:
+            self.add(("remote",), str(exc))
+            return None
+        return value
 
     # -- prices, output, audio ---------------------------------------------------------------
 

@@ -1,0 +1,150 @@
+"""A real S3 API for the remote's tests: moto's server in a child process on 127.0.0.1.
+
+In tests, through the session fixture ``moto_s3`` (conftest.py)::
+
+    bucket = moto_s3.new_bucket()
+    moto_s3.put_raw(bucket, "path/in/bucket", b"...")    # tamper behind kling-render's back
+
+As a process (the first stdout line is the port; it stops when its stdin closes)::
+
+    python tests/moto_s3.py
+
+The child serves until its stdin reaches EOF. The test process holds the only write end of
+that pipe, so the child stops with it however the test process ends: a finished session,
+Ctrl-C, or kill -9 (the kernel closes the pipe). Nothing listens beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve()
+START_TIMEOUT = 60.0  # moto imports a lot; a loaded 2-core machine takes a while
+
+
+class MotoS3:
+    """A running moto server (see the module docstring)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._http = httpx.Client(base_url=self.endpoint, timeout=30.0)
+        self._s3: Any = None
+
+    @classmethod
+    def start(cls, log: Path | None = None) -> MotoS3:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with open(log or os.devnull, "wb") as stderr:  # the child keeps its own copy of the handle
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+            )
+        assert proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        line = b""
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                line = proc.stdout.readline()
+                break
+        if not line.strip().isdigit():
+            _stop(proc)
+            raise RuntimeError(f"moto did not start (exit {proc.poll()}); see {log}")
+        server = cls(proc, int(line))
+        server._wait_ready(deadline)
+        return server
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            try:
+                self._http.get("/")
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def s3(self) -> Any:
+        """A boto3 client of this server (moto's own dependency), for access behind kling-render's back."""
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id="moto-admin",
+                aws_secret_access_key="moto-admin",
+                region_name="us-east-1",
+            )
+        return self._s3
+
+    def new_bucket(self) -> str:
+        name = f"kling-{uuid.uuid4().hex[:12]}"
+        self.s3.create_bucket(Bucket=name)
+        return name
+
+    def put_raw(self, bucket: str, key: str, data: bytes) -> None:
+        """Overwrite an object directly (no conditions, no kling-render): for tampering."""
+        self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def get_raw(self, bucket: str, key: str) -> bytes:
+        data: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+    def delete_raw(self, bucket: str, key: str) -> None:
+        self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def list_raw(self, bucket: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def stop(self) -> None:
+        self._http.close()
+        _stop(self.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()  # EOF: the child shuts its server down and exits
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def main() -> int:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
+    try:
+        while sys.stdin.buffer.read(65536):  # until EOF: the test process is gone
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

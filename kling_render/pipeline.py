@@ -406,6 +406,8 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
             }
         else:
             state = "done" if cached and rec.status in ("pending", "done") else rec.status
+            if state == "done" and not cached:  # its clip is gone or was quarantined: it must be rendered
+                state = "pending"
             if state == "submitting":  # the POST may have created a task: SPEC §6 calls it unknown
                 state = "unknown"
             doc = {

@@ -103,6 +103,7 @@ def test_status_and_report_do_not_show_a_damaged_clip_as_cached(ws: Workspace, f
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)  # stdout stays one JSON document; the warning goes to stderr
     assert {s["id"]: s["cached"] for s in doc["shots"]} == {"alpha": True, "beta": True, "gamma": False}
+    assert {s["id"]: s["status"] for s in doc["shots"]} == {"alpha": "done", "beta": "done", "gamma": "pending"}
     assert len(doc["quarantined"]) == 1 and "warning: cached clip" in status.stderr
     report = ws.cli("report", str(ws.project))
     assert report.returncode == 0, report.stderr

@@ -11,7 +11,7 @@ import re
 
 from kling_render.errors import UsageError
 
-_SHARD_RE = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*$")
+_SHARD_RE = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*\Z")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

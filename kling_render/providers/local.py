@@ -53,7 +53,7 @@ RECIPE_VERSION = 1
 # How long ``poll`` waits for a running render before answering "processing": renders take a
 # second or two, so one poll usually sees the clip finished however long the poll interval is.
 LONG_POLL_SECONDS = 20.0
-_TASK_ID = re.compile(r"^local-[0-9a-f]{16}$")
+_TASK_ID = re.compile(r"^local-[0-9a-f]{16}\Z")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ STATUSES = ("active", "done", "failed", "released")
 # An active claim with no task id older than this has lost its holder: a submit takes seconds
 # (media uploads included, a few minutes at worst), never a quarter of an hour.
 STALE_AFTER = 15 * 60.0
-_KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
+_KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")
 
 Status = Literal["active", "done", "failed", "released"]
 Verdict = Literal["mine", "follow", "wait", "orphaned", "done", "refused", "free"]

@@ -35,9 +35,9 @@ from kling_render.state import now_iso
 
 __all__ = ["PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
 
-_KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")  # as the local cache: a shot key is hex
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")  # as the local cache: a shot key is hex
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def records_prefix(provider: str) -> str:

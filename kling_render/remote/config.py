@@ -17,8 +17,8 @@ from kling_render.env import AWS_ENDPOINT_VARS, AWS_REGION_VARS
 from kling_render.errors import UsageError
 
 SCHEMES = ("s3", "gs", "az", "file")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*\Z")
 
 
 @dataclass(frozen=True)

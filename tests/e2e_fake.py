@@ -94,7 +94,10 @@ class FakeProcess:
         counts: Counter[str] = Counter()
         for record in self.submits():
             body = record["body"]
-            prompt = body.get("prompt", "") if isinstance(body, dict) else ""
+            if not isinstance(body, dict):
+                # A body cut short by a kill mid-POST: not JSON, refused with a 400, no task created.
+                continue
+            prompt = body.get("prompt", "")
             match = re.match(r"shot (\w+):", prompt)
             counts[match.group(1) if match else "?"] += 1
         return counts

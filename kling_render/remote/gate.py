@@ -377,6 +377,8 @@ class RemoteGate:
                 await self.use_remote_clip(job, clip)
                 return False
             end = await run.ends.fetch(job, task_id, result.output_url)
+            if end == "done" and job.key in self.on_remote:
+                await self._close_followed(job, claim)
             if end != "retry":
                 return False
             ended[task_id] = None
@@ -391,6 +393,13 @@ class RemoteGate:
             error=result.error,
         )
         return None
+
+    async def _close_followed(self, job: Job, claim: Claim) -> None:
+        """The followed task's clip is on the remote now: its claim is done (if the holder has not
+        said so already; a lost race here only means it has)."""
+        record = self.run.state.get(job.shot_id)
+        if claim.record.owner.run_id != self.owner.run_id and record is not None:
+            await self.remote.claims.finish(claim, "done", output_sha256=record.output_sha256)
 
     async def _failed_for_good(self, job: Job, claim: Claim, task_id: str, result: TaskResult) -> bool:
         """The task of a gone holder failed for a permanent cause: say so in the claim, fail the shot."""

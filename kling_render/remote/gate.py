@@ -72,6 +72,7 @@ class RemoteGate:
         self.handoffs: dict[str, int] = {}  # shot id -> times its submit found another run's claim
         self.handed: set[str] = set()  # shots whose last claim found another run's: see handed_off
         self.told: dict[str, str] = {}  # shot id -> the last following/waiting event, said once
+        self.warnings: dict[str, list[str]] = {}  # shot id -> remote problems that did not stop it
 
     @property
     def owner(self) -> Owner:
@@ -530,6 +531,8 @@ class RemoteGate:
 
     async def settle(self, job: Job) -> None:
         """Close the claim this run holds for ``job``'s key by how the shot ended (module docstring)."""
+        for text in self.warnings.pop(job.shot_id, []):  # the task-end rules rewrite the outcome's warning
+            self.warn(job, text, keep=False)
         claim = self.held.get(job.key)
         if claim is None or claim.record.status != "active":
             return
@@ -556,6 +559,10 @@ class RemoteGate:
         if isinstance(finished, Won):
             self.held[job.key] = finished.claim
 
-    def warn(self, job: Job, text: str) -> None:
+    def warn(self, job: Job, text: str, *, keep: bool = True) -> None:
+        """A remote problem that did not stop the shot: shown with it at the end of the run."""
         outcome = self.run.report.outcomes[job.shot_id]
-        outcome.warning = f"{outcome.warning}; {text}" if outcome.warning else text
+        if keep:
+            self.warnings.setdefault(job.shot_id, []).append(text)
+        if text not in (outcome.warning or ""):
+            outcome.warning = f"{outcome.warning}; {text}" if outcome.warning else text

@@ -180,11 +180,13 @@ def stitch(
     sink = make_sink(json_lines=json_events, stream=stream)
     try:
         with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
+            # Clips quarantined from here on (by the pulls' and the lock's checks too) are reported by _stitch.
+            since = len(cache.quarantined)
             if remote is not None:
                 pull_missing(remote, name, _clip_keys(project, name), cache, sink)
             lock = LockFile(project.lock_path, paid=provider_charges(name))
             _record_clips(project, name, cache, lock)
-            return _stitch(project, name, cache, sink, force=force, lock=lock)
+            return _stitch(project, name, cache, sink, force=force, lock=lock, reported=since)
     finally:
         sink.close()
 
@@ -199,7 +201,7 @@ def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockF
 
     for shot in project.shots:
         key = shot_key(provider, shot)
-        entry = cache.use(provider, key)
+        entry = cache.use(provider, key)  # a damaged clip is quarantined (reported by _stitch), never recorded
         if entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
             continue
         price = cost_of(shot, project.prices) if lock.paid else None
@@ -315,14 +317,21 @@ def _clip_keys(project: Project, provider: str) -> dict[str, str]:
 
 
 def _stitch(
-    project: Project, provider: str, cache: ClipCache, sink: EventSink, *, force: bool, lock: LockFile
+    project: Project,
+    provider: str,
+    cache: ClipCache,
+    sink: EventSink,
+    *,
+    force: bool,
+    lock: LockFile,
+    reported: int | None = None,
 ) -> StitchOutcome:
     from kling_render import stitch as stitching
     from kling_render.fsutil import sha256_file
     from kling_render.state import now_iso
 
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
-    already = len(cache.quarantined)  # those the run reported
+    already = len(cache.quarantined) if reported is None else reported  # those already reported
     try:
         prepared = prepare_cut(project, provider, cache)
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3_SECRET, S3Case
+from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case
 from e2e_cli import SECRET, base_env
 from e2e_fake import FakeProcess
 from s3_proxy import Rule, S3Proxy
@@ -49,8 +49,9 @@ def test_two_checkouts_at_once_pay_each_shot_once_and_cut_the_same_bytes(
     assert len(tasks(fake)) == 8
     assert kinds(ev3).count("pulled") == 8 and "claimed" not in kinds(ev3)
     assert three.cut_bytes() == one.cut_bytes()
-    for checkout in (one, two, three):
-        checkout.assert_no_secret()
+    for checkout in (one, two, three):  # no credential in any file or output, the remote's neither
+        for secret in (SECRET, S3_SECRET, S3_TOKEN):
+            checkout.assert_no_secret(secret)
 
 
 def test_shards_on_two_machines_pay_for_the_edits_and_a_third_machine_stitches(
@@ -215,10 +216,16 @@ def test_a_tampered_remote_clip_is_never_used(tmp_path: Path, fake: FakeProcess,
     assert not three.final_cut.exists()
 
 
-def test_409_from_the_store_is_a_lost_race_like_412(tmp_path: Path, fake: FakeProcess, s3: S3Case) -> None:
-    """Some S3-compatible stores answer a lost conditional write 409: two machines still pay once."""
+@pytest.mark.parametrize("answer", [412, 409])
+def test_a_lost_race_answered_412_or_409_never_pays_twice(
+    tmp_path: Path, fake: FakeProcess, s3: S3Case, answer: int
+) -> None:
+    """S3 answers a lost conditional write 412; some S3-compatible stores answer 409: both are a lost
+    race, and two machines still pay once per shot. The proxy passes moto's answers through (412) or
+    rewrites them (409), and counts the lost claim writes on the wire."""
     with S3Proxy(s3.server.endpoint) as proxy:
-        proxy.add(Rule("rewrite-412-to-409", method="PUT"))
+        if answer == 409:
+            proxy.add(Rule("rewrite-412-to-409", method="PUT"))
         one, two = checkouts(tmp_path, team_env(fake, s3.env(proxy.endpoint)), 2, shots=4)
         fake.fault("slow", MODEL_PATH, count=4, latency=3.0)  # claims are held for seconds
         first = one.start_render()
@@ -227,8 +234,11 @@ def test_409_from_the_store_is_a_lost_race_like_412(tmp_path: Path, fake: FakePr
         (rc1, _, err1), (rc2, _, err2) = one.finish(first), two.finish(second)
         assert rc1 == 0, err1
         assert rc2 == 0, err2
-        assert proxy.hits("rewrite-412-to-409") > 0  # races were lost, and answered 409
+        lost = [(m, p) for m, p, status in proxy.requests if status == answer and "/claims/" in p]
+        assert lost and {m for m, _ in lost} == {"PUT"}, proxy.requests  # claim writes lost, with that answer
+        assert answer == 412 or proxy.hits("rewrite-412-to-409") >= len(lost)
     assert paid_by_shot(fake) == Counter({shot_id(n): 1 for n in range(4)})
+    assert len(fake.submits()) == 4  # not even a POST that created nothing
     assert one.cut_bytes() == two.cut_bytes()
 
 
@@ -305,3 +315,51 @@ def test_a_free_provider_shares_clips_through_the_remote_and_takes_no_claims(tmp
     stored = s3.server.list_raw(s3.bucket)
     assert not [k for k in stored if "/claims/" in k]
     assert len([k for k in stored if "/clips/local/" in k]) == 2
+
+
+def set_project_remote(checkout: Checkout, url: str) -> None:
+    text = checkout.project.read_text()
+    checkout.project.write_text(text.replace("provider: wavespeed\n", f"provider: wavespeed\nremote: {url}\n", 1))
+
+
+def test_the_remote_named_in_the_project_is_used_and_the_environment_wins(
+    tmp_path: Path, fake: FakeProcess, s3: S3Case
+) -> None:
+    env = team_env(fake, s3.env())
+    env.pop("KLING_RENDER_REMOTE")
+    one, two, three = checkouts(tmp_path, env, 3, shots=2)
+    for checkout in (one, two):
+        set_project_remote(checkout, s3.url)
+    set_project_remote(three, f"s3://{s3.bucket}/not-this-one")
+
+    first = one.render("--no-stitch")  # the project's remote: claims and clips go there
+    assert first.returncode == 0, first.stderr
+    assert paid_by_shot(fake) == Counter(s000=1, s001=1)
+    rc, events, err = two.finish(two.start_render("--no-stitch"))
+    assert rc == 0, err
+    assert kinds(events).count("pulled") == 2 and len(tasks(fake)) == 2
+
+    three.env["KLING_RENDER_REMOTE"] = s3.url  # wins over the project's remote: line
+    rc, events, err = three.finish(three.start_render("--no-stitch"))
+    assert rc == 0, err
+    assert kinds(events).count("pulled") == 2 and len(tasks(fake)) == 2
+    stored = s3.server.list_raw(s3.bucket)
+    assert stored and all(k.startswith(f"{s3.prefix}/") for k in stored), stored
+
+
+@pytest.mark.parametrize("endpoint", ["http://10.0.0.5:9000", "http://169.254.169.254", "http://127.0.0.1.nip.io:9000"])
+def test_plain_http_to_another_machine_stops_every_command_before_anything(
+    tmp_path: Path, fake: FakeProcess, s3: S3Case, endpoint: str
+) -> None:
+    """Credentials would cross the network unencrypted: exit 2 before any request, task or file."""
+    [checkout] = checkouts(tmp_path, team_env(fake, s3.env(endpoint)), 1, shots=2)
+    before = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))
+    for command in (["render"], ["render", "--shard", "1/2"], ["plan"], ["status"], ["stitch"]):
+        done = checkout.cli(command[0], str(checkout.project), *command[1:])
+        assert done.returncode == 2, (command, done.stderr)
+        [line] = done.stderr.splitlines()
+        assert line.startswith("error: AWS_ENDPOINT_URL=") and "plain http is allowed only to this machine" in line
+    assert len(fake.submits()) == 0
+    assert sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*")) == before  # nothing written
+    for secret in (SECRET, S3_SECRET, S3_TOKEN, S3_KEY_ID):
+        checkout.assert_no_secret(secret)

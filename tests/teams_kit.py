@@ -47,11 +47,17 @@ class Checkout(Workspace):
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """``render`` (or any command given in ``args``) in the background, JSON events on stdout."""
+        """``render`` (or any command given in ``args``) in the background, JSON events on stdout.
+
+        Its stdout and stderr go to files beside the checkout, not pipes: a pipe nobody reads while
+        another machine is waited for fills up, and the process blocks on a write while it holds
+        claims (which the other machine then waits for)."""
         cmd = [sys.executable, "-m", "kling_render", *args]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=self.root
-        )
+        logs = self.root.parent / f"{self.root.name}-logs"
+        logs.mkdir(exist_ok=True)
+        n = len(self.procs)
+        with open(logs / f"{n}.out", "w") as out, open(logs / f"{n}.err", "w") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
         self.procs.append(proc)
         return proc
 
@@ -60,7 +66,10 @@ class Checkout(Workspace):
 
     def finish(self, proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, list[dict[str, Any]], str]:
         """Wait for ``proc``; its exit code, its JSON events and its stderr."""
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        logs = self.root.parent / f"{self.root.name}-logs"
+        n = self.procs.index(proc)
+        out, err = (logs / f"{n}.out").read_text(), (logs / f"{n}.err").read_text()
         self.outputs += [out, err]
         events = [e for line in out.splitlines() if line.startswith("{") and "event" in (e := json.loads(line))]
         return proc.returncode, events, err
@@ -111,4 +120,4 @@ def kinds(events: Sequence[dict[str, Any]], shot: str | None = None) -> list[str
 
 def kill9(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, 9)
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)

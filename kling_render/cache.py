@@ -233,7 +233,17 @@ class ClipCache:
         with contextlib.suppress(OSError), atomic_path(self.memo_path(provider, key), durable=False) as tmp:
             tmp.write_text(json.dumps({"sha256": sha256, "stat": stamp}), encoding="utf-8")
 
-    def _quarantine(self, provider: str, key: str, stamp: list[int], reason: str) -> None:
+    def set_aside(self, provider: str, key: str, reason: str) -> None:
+        """Move a sound entry aside as the quarantine does (not reported as damage), so that another
+        clip can take its key: the shared remote holds a different clip for it, which every
+        machine must cut."""
+        try:
+            stamp = _stamp(self.clip_path(provider, key))
+        except OSError:
+            return
+        self._quarantine(provider, key, stamp, reason, report=False)
+
+    def _quarantine(self, provider: str, key: str, stamp: list[int], reason: str, *, report: bool = True) -> None:
         """Move the clip (the one stamped ``stamp``) and its sidecar aside, under the put lock so no
         put races the move; a clip replaced meanwhile by a fresh put is left where it is."""
         target = self.quarantine_dir / provider
@@ -259,7 +269,8 @@ class ClipCache:
             # Cannot move it (a read-only shared cache): still a miss, and still never used.
             reason += f"; it could not be moved aside ({getattr(exc, 'strerror', None) or exc})"
             moved = clip
-        self.quarantined.append(Quarantined(provider, key, moved, reason))
+        if report:
+            self.quarantined.append(Quarantined(provider, key, moved, reason))
 
     def prepare(self) -> None:
         """Make sure clips can be added (root and ``tmp/`` exist and are writable directories).

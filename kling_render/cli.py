@@ -230,7 +230,7 @@ def plan(
 
     loaded = commands.load(project, vars_)
     out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
-    the_plan = commands.plan_for(loaded, provider, _only(only), max_cost=max_cost)
+    the_plan = commands.plan_for(loaded, provider, _only(only), max_cost=max_cost, remote=True)
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
     if as_json or fmt == "json":
@@ -271,6 +271,12 @@ def plan(
     help="Submit shots that failed for good or used their cap of paid tasks again (this pays again).",
 )
 @click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Render only shard K of N (a stable split of the shots by key, for a CI matrix); needs a remote, "
+    "does not stitch (a later `stitch` pulls every clip).",
+)
 @force_opt
 @wait_lock_opt
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (JSON lines).")
@@ -293,6 +299,7 @@ def render(
     resubmit_unknown: bool,
     retry_failed: bool,
     no_stitch: bool,
+    shard: str | None,
     force: bool,
     wait_lock: float,
     as_json: bool,
@@ -300,6 +307,9 @@ def render(
 ) -> None:
     """Generate every shot that is not cached, then stitch the final cut."""
     from kling_render import commands, pipeline
+    from kling_render.shard import parse_shard
+
+    shard_k_n = parse_shard(shard) if shard is not None else None  # exit 2 before anything is read
 
     loaded = commands.load(project, vars_)
     reviewed = None
@@ -319,6 +329,7 @@ def render(
         resubmit_unknown=resubmit_unknown,
         retry_failed=retry_failed,
         no_stitch=no_stitch,
+        shard=shard_k_n,
         json_events=as_json,
         lock_timeout=wait_lock,
         force=force,

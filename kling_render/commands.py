@@ -60,9 +60,15 @@ def pick_provider(project: Project, provider: str | None) -> str:
 
 
 def plan_for(
-    project: Project, provider: str | None, only: Sequence[str] | None, *, max_cost: float | None = None
+    project: Project,
+    provider: str | None,
+    only: Sequence[str] | None,
+    *,
+    max_cost: float | None = None,
+    remote: bool = False,
 ) -> Plan:
-    """The plan of ``project``: cache status from the clip cache, changes from the lock file."""
+    """The plan of ``project``: cache status from the clip cache (and with ``remote``, from the
+    shared remote: a clip there is cached too; a remote error is exit 1), changes from the lock file."""
     from dataclasses import replace
 
     from kling_render.cache import ClipCache
@@ -83,11 +89,16 @@ def plan_for(
             "audio": manifest.audio_settings(project),
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
+    on_remote: set[str] = set()
+    if remote:
+        from kling_render.remote.sync import remote_keys
+
+        on_remote = remote_keys(project.remote, project.display, name) or set()
     with paused_gc():
         the_plan = build_plan(
             project,
             name,
-            is_cached=lambda key: key in listed and cache.contains(name, key),
+            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
             lock=lock,
             only=only,
             cut_settings=manifest.shot_cut_settings,

@@ -230,6 +230,16 @@ class LockFile:
             raise StateError(f"cannot write the lock file {self.path}: {exc.strerror or exc}") from None
         self._entries, self._cut = entries, cut
 
+    def holds(self, shot_id: str, key: str, sha256: str, prompt: str | None) -> bool:
+        """Whether the shot's entry already records this clip (same key, bytes and prompt)."""
+        current = self.read().get(shot_id)
+        return (
+            current is not None
+            and current.key == key
+            and current.output_sha256 == sha256
+            and current.prompt == prompt  # a lock from before prompts were kept is rewritten
+        )
+
     def record(self, shot_id: str, entry: LockEntry) -> bool:
         """Merge one shot's entry; entries of other shots are kept. Writes only on change.
 

@@ -41,6 +41,7 @@ class RenderOptions:
     lock_timeout: float = 0.0
     force: bool = False  # stitch even when the final cut is up to date
     reviewed_plan: dict[str, Any] | None = None  # `render --plan`: render exactly this, or refuse
+    shard: tuple[int, int] | None = None  # `--shard K/N`: only the shots of shard K of N (shard.py)
 
 
 @dataclass
@@ -62,11 +63,21 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render import env
     from kling_render.lockfile import LockFile
     from kling_render.providers import make_provider
+    from kling_render.remote.sync import open_for
     from kling_render.run_report import RECONCILE_GRACE
     from kling_render.runner import RunOptions, run
+    from kling_render.shard import in_shard
     from kling_render.state import StateStore
 
     the_plan = plan_for(project, opts.provider, opts.only)
+    remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
+    if opts.shard is not None and remote is None:
+        from kling_render.errors import UsageError
+
+        raise UsageError(
+            "--shard needs a remote (KLING_RENDER_REMOTE, or remote: in the project): without one the shards "
+            "share no clips and no later stitch can find them"
+        )
     if opts.reviewed_plan is not None:
         from kling_render.errors import UsageError
         from kling_render.plan import stale_reasons
@@ -95,7 +106,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             resubmit_unknown=opts.resubmit_unknown,
             retry_failed=opts.retry_failed,
         )
-        jobs = [p.job for p in the_plan.shots]
+        jobs = [p.job for p in the_plan.shots if opts.shard is None or in_shard(p.job.key, *opts.shard)]
         if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
             jobs = [replace(job, cost_usd=0.0) for job in jobs]
         # The provider's own state namespace, under the project file's one run lock (state.py), held
@@ -112,17 +123,18 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 options=run_opts,
                 events=sink,
                 lock=lock,
+                remote=remote,
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if result.exit_code != 0:
                 return result
-            if not opts.only:
+            if not opts.only and opts.shard is None:
                 # A full render succeeded: shots no longer in the project leave the lock file.
                 gone = lock.prune(s.id for s in project.shots)
                 if gone:
                     sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                                     extra={"removed": gone}))
-            if opts.no_stitch:
+            if opts.no_stitch or opts.shard is not None:  # a shard's cut is made by a later `stitch`
                 return result
             try:
                 outcome = _stitch(project, the_plan.provider, cache, sink, force=opts.force, lock=lock)
@@ -152,20 +164,54 @@ def stitch(
 ) -> StitchOutcome:
     """Cut the final video from cached clips only; MissingClipsError names shots without one.
 
-    Skipped when the cut is up to date (see :mod:`kling_render.stitch.manifest`) unless ``force``.
-    Holds the project's run lock (waiting up to ``lock_timeout`` seconds for another run)."""
+    With a remote, the clips the local cache lacks are pulled first (sha256-checked), so any
+    machine can make the cut of clips rendered elsewhere (CI's shards), and each clip is recorded
+    in the lock file. Skipped when the cut is up to date (see :mod:`kling_render.stitch.manifest`)
+    unless ``force``. Holds the project's run lock (waiting up to ``lock_timeout`` seconds)."""
     from kling_render.commands import pick_provider
     from kling_render.lockfile import LockFile
+    from kling_render.providers import provider_charges
+    from kling_render.remote.sync import open_for, pull_missing
     from kling_render.state import StateStore
 
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
+    remote = open_for(project.remote, project.display)
     sink = make_sink(json_lines=json_events, stream=stream)
     try:
         with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
-            return _stitch(project, name, cache, sink, force=force, lock=LockFile(project.lock_path))
+            # Clips quarantined from here on (by the pulls' and the lock's checks too) are reported by _stitch.
+            since = len(cache.quarantined)
+            if remote is not None:
+                pull_missing(remote, name, _clip_keys(project, name), cache, sink)
+            lock = LockFile(project.lock_path, paid=provider_charges(name))
+            _record_clips(project, name, cache, lock)
+            return _stitch(project, name, cache, sink, force=force, lock=lock, reported=since)
     finally:
         sink.close()
+
+
+def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
+    """Each shot's cached clip in the lock file, unless already there (a render records its own; this
+    records clips made elsewhere, e.g. by CI's shards, on the machine that makes the cut)."""
+    from kling_render.catalog import usd
+    from kling_render.lockfile import LockEntry
+    from kling_render.plan import field_digests, shot_key
+    from kling_render.project import cost_of
+
+    for shot in project.shots:
+        key = shot_key(provider, shot)
+        entry = cache.use(provider, key)  # a damaged clip is quarantined (reported by _stitch), never recorded
+        if entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
+            continue
+        price = cost_of(shot, project.prices) if lock.paid else None
+        lock.record(
+            shot.id,
+            LockEntry(
+                key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
+                usd(price) if price is not None else 0.0, fields=field_digests(shot), prompt=shot.prompt or None,
+            ),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -271,14 +317,21 @@ def _clip_keys(project: Project, provider: str) -> dict[str, str]:
 
 
 def _stitch(
-    project: Project, provider: str, cache: ClipCache, sink: EventSink, *, force: bool, lock: LockFile
+    project: Project,
+    provider: str,
+    cache: ClipCache,
+    sink: EventSink,
+    *,
+    force: bool,
+    lock: LockFile,
+    reported: int | None = None,
 ) -> StitchOutcome:
     from kling_render import stitch as stitching
     from kling_render.fsutil import sha256_file
     from kling_render.state import now_iso
 
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
-    already = len(cache.quarantined)  # those the run reported
+    already = len(cache.quarantined) if reported is None else reported  # those already reported
     try:
         prepared = prepare_cut(project, provider, cache)
     finally:
@@ -370,17 +423,19 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
     from kling_render.commands import pick_provider
     from kling_render.ledger import KeyLedger
+    from kling_render.remote.sync import remote_keys
     from kling_render.state import read_project_state_file
 
     name = pick_provider(project, provider)
     keys = _clip_keys(project, name)
     cache = ClipCache.for_project(project.path)
     recorded, ledgers = read_project_state_file(project.path, name)
+    on_remote = remote_keys(project.remote, project.display, name) or set()  # a remote error: exit 1
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
         key = keys[shot.id]
-        cached = cache.use(name, key) is not None
+        cached = cache.use(name, key) is not None or key in on_remote
         ledger = ledgers.get(key, KeyLedger())
         # the key's tasks over all runs: how many count against its cap, paid and refunded apart
         history = {

@@ -34,6 +34,13 @@ EVENT_KINDS = (
     "failed",
     "unknown",
     "budget-stop",
+    # the shared remote (KLING_RENDER_REMOTE)
+    "pulled",  # the shot's clip came from the remote (sha256-checked): not generated here
+    "pushed",  # a clip made or cached here went to the remote
+    "push-conflict",  # the remote already held another clip for the key: that one is kept and used
+    "claimed",  # this run holds the shot's claim: it pays for the shot
+    "following",  # another run holds the claim and its task id: that task is polled and its clip used
+    "waiting",  # another run holds the claim and is submitting: wait for its task id or its clip
     "account-stop",  # the account cannot run tasks (key rejected, no balance): no more submits
     "finish",  # the run ends: message = summary
     "lock-pruned",  # a full render dropped shots no longer in the project from the lock file

@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kling_render.cache import ClipCache
 from kling_render.errors import (
@@ -58,6 +58,10 @@ from kling_render.reconcile import Reconciler, fingerprint
 from kling_render.run_report import OutcomeStatus, RunOptions, RunReport, ShotOutcome
 from kling_render.state import StateStore, now_iso
 from kling_render.task_end import ASK_AGAIN, TaskEnds
+
+if TYPE_CHECKING:
+    from kling_render.remote.connect import Remote
+    from kling_render.remote.gate import RemoteGate
 
 __all__ = ["OutcomeStatus", "RunOptions", "RunReport", "ShotOutcome", "default_verify", "execute", "run"]
 
@@ -81,7 +85,7 @@ def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
 
 
 Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked", "reconcile"]
-Step = Literal["submit", "poll", "reconcile"]
+Step = Literal["submit", "poll", "reconcile", "remote"]
 
 
 class _Run:
@@ -96,6 +100,7 @@ class _Run:
         events: EventSink,
         lock: LockFile | None,
         verify: ClipVerifier,
+        remote: Remote | None = None,
     ) -> None:
         ids = [j.shot_id for j in jobs]
         if len(set(ids)) != len(ids):
@@ -119,6 +124,7 @@ class _Run:
         self.unknown_this_run: set[str] = set()  # shots whose submit this run ended unknown
         self.reconciler = Reconciler(self)
         self.ends = TaskEnds(self)
+        self.gate = None if remote is None else _gate(self, remote)  # the shared remote (remote/gate.py)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -176,6 +182,8 @@ class _Run:
 
     def submit_refusal(self, job: Job) -> str | None:
         """Why no new task may be submitted for ``job``, or None (the lifetime cap, a permanent failure)."""
+        if self.gate is not None and job.key in self.gate.refusals:
+            return self.gate.refusals[job.key]
         cap = self.options.max_task_attempts
         if self.options.retry_failed or not self.provider.charges:
             if self.run_tasks[job.key] >= cap:
@@ -199,6 +207,8 @@ class _Run:
     # -- the run -----------------------------------------------------------------------------
 
     async def main(self) -> RunReport:
+        if self.gate is not None:
+            await self.gate.start()  # pull what the remote has, push what only this cache has
         reconciles = self.provider.lists_tasks and self.provider.charges
         actions = self.classify(resubmit=self.options.resubmit_unknown and not reconciles)
         unknown = [job for job in self.jobs if actions[job.shot_id] == "unknown"]
@@ -293,15 +303,8 @@ class _Run:
     ) -> None:
         if self.lock is None:
             return
-        if only_if_missing:
-            current = self.lock.read().get(job.shot_id)
-            if (
-                current is not None
-                and current.key == job.key
-                and current.output_sha256 == sha
-                and current.prompt == (job.prompt or None)  # a lock from before prompts were kept
-            ):
-                return
+        if only_if_missing and self.lock.holds(job.shot_id, job.key, sha, job.prompt or None):
+            return
         # cost_usd is the clip's price, not this run's spend (retries live in the state file),
         # so re-rendering the same clip gives the same lock file.
         fields = job.extra.get("fields")
@@ -333,6 +336,11 @@ class _Run:
             self.emit("failed", job, message=outcome.error)
 
     async def shot(self, job: Job, step: Step, sem: asyncio.Semaphore) -> None:
+        await self._shot(job, step, sem)
+        if self.gate is not None:
+            await self.gate.settle(job)  # the claim says how the shot ended
+
+    async def _shot(self, job: Job, step: Step, sem: asyncio.Semaphore) -> None:
         # A slot is a task at the provider: held from submit until the task ends, not while an
         # unknown submit is looked up or the clip downloads and is verified, so the next shot's
         # task starts meanwhile.
@@ -341,6 +349,13 @@ class _Run:
         just_now = False
         try:
             while True:
+                if step == "remote":  # another run holds the claim: use its task or clip, outside a slot
+                    assert self.gate is not None
+                    if not await self.gate.elsewhere(job):
+                        return
+                    step = "submit"
+                if step == "poll" and self.gate is not None:
+                    await self.gate.own_task(job, task_id)
                 if step == "reconcile":
                     found = await self.reconciler.in_run(job, just_now=just_now)
                     if found is None:
@@ -352,6 +367,9 @@ class _Run:
                         if task_id is None:
                             if self.reconciles(job):
                                 step, just_now = "reconcile", True
+                                continue
+                            if self.gate is not None and self.gate.handed_off(job):
+                                step = "remote"
                                 continue
                             return
                     assert task_id is not None
@@ -417,6 +435,9 @@ class _Run:
             self.committed -= job.cost_usd
             self.fail(job, f"submit failed: {exc}")
             return None
+        if self.gate is not None and await self.gate.claim(job, body) != "go":  # no two machines pay for one shot
+            self.committed -= job.cost_usd
+            return None
         # The submit is in the ledger before the POST: if this process dies mid-POST, the task it may
         # have created still counts against the key's cap, and its inputs can be found again.
         now = datetime.now(UTC).isoformat(timespec="milliseconds")  # the reconciliation's clock
@@ -473,6 +494,8 @@ class _Run:
         self.state.update(
             job.shot_id, status="submitted", task_id=task_id, cost_usd=record.cost_usd + job.cost_usd
         )
+        if self.gate is not None:
+            await self.gate.record(job, task_id)  # others follow this task instead of paying again
         self.report.submitted_usd += job.cost_usd
         outcome.cost_usd += job.cost_usd
         outcome.attempts += 1
@@ -563,12 +586,13 @@ async def execute(
     events: EventSink | None = None,
     lock: LockFile | None = None,
     verify: ClipVerifier = default_verify,
+    remote: Remote | None = None,
 ) -> RunReport:
     """Render ``jobs`` (state must be open). Raises BudgetError before submitting anything when
     the shots to submit cost more than the budget. Does not close the provider."""
     run_ = _Run(
         jobs, provider, state=state, cache=cache, options=options or RunOptions(),
-        events=events or NullSink(), lock=lock, verify=verify,
+        events=events or NullSink(), lock=lock, verify=verify, remote=remote,
     )  # fmt: skip
     return await run_.main()
 
@@ -583,12 +607,13 @@ def run(
     events: EventSink | None = None,
     lock: LockFile | None = None,
     verify: ClipVerifier = default_verify,
+    remote: Remote | None = None,
 ) -> RunReport:
     """:func:`execute` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
     transition already flushed and returns the report with ``interrupted`` (exit code 130)."""
     run_ = _Run(
         jobs, provider, state=state, cache=cache, options=options or RunOptions(),
-        events=events or NullSink(), lock=lock, verify=verify,
+        events=events or NullSink(), lock=lock, verify=verify, remote=remote,
     )  # fmt: skip
 
     async def main() -> RunReport:
@@ -602,3 +627,9 @@ def run(
     except KeyboardInterrupt:
         run_.report.interrupted = True
         return run_.report
+
+
+def _gate(run_: _Run, remote: Remote) -> RemoteGate:
+    from kling_render.remote.gate import RemoteGate
+
+    return RemoteGate(run_, remote)

@@ -143,7 +143,10 @@ class TaskEnds:
                     )
                 digest = await asyncio.to_thread(sha256_file, tmp)
                 meta = ClipMeta(duration, job.model, task_id, media)
-                entry = run.cache.put(run.provider.name, job.key, tmp, meta, sha256=digest)
+                if run.gate is not None:  # to the shared remote first (remote/gate.py), then the cache
+                    entry = await run.gate.keep(job, tmp, meta, digest)
+                else:
+                    entry = run.cache.put(run.provider.name, job.key, tmp, meta, sha256=digest)
             run.emit("downloaded", job, task_id=task_id)
             run.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="done")
             run.state.update(

@@ -5,8 +5,9 @@
     {"key", "provider", "model",
      "owner": {"host", "pid", "run_id"},    the run that holds it
      "status": "active" | "done" | "failed" | "released",
+     "wire",                                per field, the sha256 of the body about to be sent
      "task_id", "submitted_at",             null until the paid task is known
-     "attempts",                            paid tasks recorded on this key, all owners together
+     "attempts", "tasks",                   paid tasks recorded on this key (count and ids), all owners
      "error", "permanent", "output_sha256",
      "previous",                            the claim this one took over, for audit
      "created_at", "updated_at", "version"}
@@ -14,6 +15,11 @@
 A run creates the claim create-only (If-None-Match: *) before it submits anything; every later
 change is a compare-and-swap on the ETag (If-Match), so of two machines exactly one wins each
 step, and the other gets :class:`Lost` with the claim as it now is.
+
+Every claim write that precedes a POST carries the ``wire`` fingerprint of the body about to be
+sent (reconcile.fingerprint), so another machine can recognise that POST's task in the
+provider's task list if the holder dies before recording its task id. Hence: an active claim
+with neither a task id nor a wire was never followed by a POST, and may be taken over at once.
 
 Claims are kept, never deleted, once their shot is done or failed: they are a few hundred bytes,
 they record who paid for what, and obstore has no conditional delete (a plain delete could
@@ -49,6 +55,7 @@ __all__ = [
     "Owner",
     "Verdict",
     "Won",
+    "holder_gone",
     "judge",
     "new_run_id",
 ]
@@ -100,9 +107,13 @@ class ClaimRecord:
     output_sha256: str | None = None
     previous: dict[str, Any] | None = None
     version: int = CLAIM_VERSION
+    wire: dict[str, str] | None = None  # the fingerprint of the body the holder is about to POST
+    tasks: tuple[str, ...] = ()  # every task id recorded on this key, oldest first
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode("utf-8")
+        doc = asdict(self)
+        doc["tasks"] = list(self.tasks)
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClaimRecord:
@@ -131,6 +142,8 @@ class ClaimRecord:
                 output_sha256=_opt_str(raw.get("output_sha256")),
                 previous=raw.get("previous") if isinstance(raw.get("previous"), dict) else None,
                 version=int(raw.get("version", CLAIM_VERSION)),
+                wire=_wire(raw.get("wire")),
+                tasks=tuple(str(t) for t in raw.get("tasks") or () if isinstance(t, str)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"a field is missing or wrong ({exc})") from None
@@ -142,6 +155,12 @@ class ClaimRecord:
 
 def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _wire(value: object) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -206,12 +225,28 @@ def judge(
         return "mine"
     if record.task_id:
         return "follow"
-    age = (time.time() if now is None else now) - datetime.fromisoformat(record.updated_at).timestamp()
-    if age > stale_after:
-        return "orphaned"
-    if record.owner.host == me.host and not alive(record.owner.pid):
+    if holder_gone(claim, me, now=now, stale_after=stale_after, alive=alive):
         return "orphaned"
     return "wait"
+
+
+def holder_gone(
+    claim: Claim,
+    me: Owner,
+    *,
+    now: float | None = None,
+    stale_after: float = STALE_AFTER,
+    alive: Callable[[int], bool] = pid_alive,
+) -> bool:
+    """Whether the run holding ``claim`` is gone: its pid is dead on this host, or the claim has not
+    changed for ``stale_after`` seconds (a submit takes seconds, and a holder records each task)."""
+    record = claim.record
+    if record.owner.run_id == me.run_id:
+        return False
+    age = (time.time() if now is None else now) - datetime.fromisoformat(record.updated_at).timestamp()
+    if age > stale_after:
+        return True
+    return record.owner.host == me.host and not alive(record.owner.pid)
 
 
 @dataclass
@@ -234,23 +269,51 @@ class Claims:
             return None
         return Claim(self._parse(key, stored.data), stored.etag)
 
-    async def acquire(self, key: str, *, provider: str, model: str) -> Won | Lost:
-        """Create the claim for ``key`` (create-only). Lost: someone holds or held it (see :func:`judge`)."""
+    async def acquire(
+        self,
+        key: str,
+        *,
+        provider: str,
+        model: str,
+        wire: dict[str, str] | None = None,
+        task_id: str | None = None,
+    ) -> Won | Lost:
+        """Create the claim for ``key`` (create-only). Lost: someone holds or held it (see :func:`judge`).
+        ``wire``: the fingerprint of the body about to be sent; ``task_id``: a task this run already has."""
         stamp = self.clock()
-        record = ClaimRecord(key, provider, model, self.owner, created_at=stamp, updated_at=stamp)
+        record = ClaimRecord(
+            key, provider, model, self.owner, created_at=stamp, updated_at=stamp, wire=wire,
+            task_id=task_id, submitted_at=stamp if task_id else None, attempts=1 if task_id else 0,
+            tasks=(task_id,) if task_id else (),
+        )  # fmt: skip
         return await self._write(key, record, None)
 
-    async def take_over(self, old: Claim) -> Won | Lost:
+    async def submitting(self, claim: Claim, wire: dict[str, str] | None) -> Won | Lost:
+        """Before this run, which holds ``claim``, submits another task for its key (the last one
+        failed): no task id until the new one is known, and the new body's fingerprint."""
+        stamp = self.clock()
+        new = replace(claim.record, status="active", task_id=None, submitted_at=None, wire=wire, updated_at=stamp)
+        return await self._write(claim.key, new, claim)
+
+    async def take_over(
+        self, old: Claim, *, wire: dict[str, str] | None = None, task_id: str | None = None
+    ) -> Won | Lost:
         """Replace a free, orphaned (once reconciled) or refused-but-retried claim with an active one
-        of this run; the paid-task count carries over and the old claim is kept in ``previous``."""
+        of this run; the paid-task count carries over and the old claim is kept in ``previous``.
+        ``wire``: the fingerprint of the body this run is about to send; ``task_id``: the task this
+        run takes on (found in the provider's task list, or already polled here)."""
         stamp = self.clock()
         prev = old.record
+        new_task = task_id is not None and task_id not in prev.tasks
         record = replace(
             prev,
             owner=self.owner,
             status="active",
-            task_id=None,
-            submitted_at=None,
+            task_id=task_id,
+            submitted_at=stamp if task_id else None,
+            attempts=prev.attempts + (1 if new_task else 0),
+            tasks=(*prev.tasks, task_id) if new_task and task_id else prev.tasks,
+            wire=wire,
             error=None,
             permanent=False,
             output_sha256=None,
@@ -271,12 +334,13 @@ class Claims:
         (taken over as orphaned): the task is paid anyway; keep polling it, and let the clip
         record's create-only write decide whose clip the remote keeps."""
         record = claim.record
-        attempts = record.attempts + (1 if task_id != record.task_id else 0)
+        known = task_id == record.task_id or task_id in record.tasks
         new = replace(
             record,
             task_id=task_id,
             submitted_at=submitted_at or self.clock(),
-            attempts=attempts,
+            attempts=record.attempts + (0 if known else 1),
+            tasks=record.tasks if task_id in record.tasks else (*record.tasks, task_id),
             updated_at=self.clock(),
         )
         return await self._write(claim.key, new, claim)

@@ -51,6 +51,8 @@ READ_CHUNK = 1024 * 1024
 PART_SIZE = 5 * 1024 * 1024  # multipart part size (S3's minimum); memory per upload is about 2 parts
 UPLOAD_CONCURRENCY = 2
 CREATE_TRIES = 3  # a create answered 409 while nothing is there (a conflicting write in flight) is tried again
+# A refusal obstore reports as a generic error (a LIST answered 403 is not mapped to PermissionDenied).
+_DENIED = re.compile(r"status code: 40[13]\b|<Code>(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)</Code>")
 _TRANSIENT = re.compile(r"status code: (5\d\d|429)|HTTP error|SlowDown|InternalError|timed out|connection", re.I)
 
 
@@ -265,7 +267,7 @@ class RemoteStore:
 
         detail = self.redact(_first_lines(str(exc)) or type(exc).__name__)
         where = f"{what} on the remote {self.url}"
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):
             return RemoteError(
                 f"{where} was refused (access denied): check the credentials (AWS_ACCESS_KEY_ID, "
                 f"AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and what they may do on the bucket; {detail}"

@@ -14,7 +14,6 @@ errors with what the failed request meant (a lost submit answer is not a failed 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import math
 import zlib
@@ -27,6 +26,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from kling_render.errors import UsageError
+from kling_render.loopback import is_loopback_host
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES
 
 
@@ -242,18 +242,10 @@ def _base_url_problem(text: str) -> str | None:
         return "must not carry credentials"
     if parts.query or parts.fragment:
         return "must not carry a query or fragment"
-    if parts.scheme == "http" and not _loopback(host):
+    if parts.scheme == "http" and not is_loopback_host(host):
         return "is plain http to a host that is not loopback"
     return None
 
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _shown_url(text: str) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from kling_render.env import AWS_ENDPOINT_VARS, AWS_REGION_VARS
 from kling_render.errors import UsageError
+from kling_render.loopback import is_loopback_host
 
 SCHEMES = ("s3", "gs", "az", "file")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z")
@@ -83,18 +84,6 @@ def _shown(text: str) -> str:
         return "<the remote URL>"
     return text if len(text) <= 200 else text[:200] + "…"
 
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
-    import ipaddress  # only when an endpoint is checked, not on every project load
-
-    name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def check_endpoint(url: str, variable: str) -> bool:

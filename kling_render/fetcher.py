@@ -31,7 +31,8 @@ from typing import TypeVar
 __all__ = ["NICE", "FetchPool", "cores"]
 
 T = TypeVar("T")
-NICE = 10  # how much lower than the run's own priority the checks run (Linux)
+NICE = 5  # how much lower than the run's own priority the checks run (Linux): enough for the
+# event loop to come first, not so much that other work on a shared machine starves the checks
 
 
 def cores() -> int:

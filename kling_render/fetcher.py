@@ -7,9 +7,10 @@ a poll.
   threads, the number of cores: each holds one ffmpeg process or one file, so a wave of clips
   never oversubscribes the CPU, and the event loop (submits, polls, state writes) never waits
   for a disk sync or a lock on the shared cache.
-- On Linux those threads, and the ffmpeg processes they start, run at a lower CPU priority
-  (nice +``NICE``): when cores are short, polling and submitting come first and the decodes
-  take what is left. Elsewhere the priority is left alone (the nice value is per process).
+- The checks keep the normal CPU priority. Running them at nice +5/+10 (threads inherit it on
+  Linux) was tried and measured: on a machine busy with other work the checks then get a fraction
+  of their share and the run ends later (benchmarks/RESULTS.md); the event loop, mostly asleep,
+  is woken promptly by the scheduler anyway.
 
 Money does not depend on any of this: the task id is in the state file before the download, so a
 crash mid-download re-downloads the same task; a clip that fails its check is handled by the
@@ -22,17 +23,13 @@ import asyncio
 import contextlib
 import functools
 import os
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["NICE", "FetchPool", "cores"]
+__all__ = ["FetchPool", "cores"]
 
 T = TypeVar("T")
-NICE = 5  # how much lower than the run's own priority the checks run (Linux): enough for the
-# event loop to come first, not so much that other work on a shared machine starves the checks
 
 
 def cores() -> int:
@@ -40,15 +37,6 @@ def cores() -> int:
     with contextlib.suppress(AttributeError, OSError):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-def _lower_priority() -> None:
-    """Thread initializer: this thread (and what it starts) yields the CPU to the event loop."""
-    if sys.platform != "linux":  # POSIX makes nice per process: lowering it would slow the loop too
-        return
-    with contextlib.suppress(OSError):  # a sandbox may forbid it: then the checks just compete
-        tid = threading.get_native_id()  # Linux (NPTL): the nice value is per thread, inherited on fork
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
 
 
 class FetchPool:
@@ -63,7 +51,7 @@ class FetchPool:
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                self.workers, thread_name_prefix="clip-check", initializer=_lower_priority
+                self.workers, thread_name_prefix="clip-check"
             )
         return self._executor
 

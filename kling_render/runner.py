@@ -49,6 +49,7 @@ from kling_render.errors import (
     SubmitUncertainError,
     TaskGoneError,
 )
+from kling_render.fetcher import FetchPool
 from kling_render.jobs import Job, TaskResult, shown_id, valid_task_id
 from kling_render.ledger import TaskEntry
 from kling_render.lockfile import LockEntry, LockFile
@@ -124,6 +125,7 @@ class _Run:
         self.unknown_this_run: set[str] = set()  # shots whose submit this run ended unknown
         self.reconciler = Reconciler(self)
         self.ends = TaskEnds(self)
+        self.fetcher = FetchPool()  # downloads and clip checks: never hold a slot (fetcher.py)
         self.gate = None if remote is None else _gate(self, remote)  # the shared remote (remote/gate.py)
 
     # -- events ------------------------------------------------------------------------------
@@ -262,6 +264,7 @@ class _Run:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             raise
         finally:
+            self.fetcher.close()
             self.emit("finish", message=self.summary())
         return self.report
 
@@ -342,8 +345,8 @@ class _Run:
 
     async def _shot(self, job: Job, step: Step, sem: asyncio.Semaphore) -> None:
         # A slot is a task at the provider: held from submit until the task ends, not while an
-        # unknown submit is looked up or the clip downloads and is verified, so the next shot's
-        # task starts meanwhile.
+        # unknown submit is looked up or the clip downloads and is verified (in the fetch pool,
+        # fetcher.py), so the next shot's task starts meanwhile.
         record = self.state.get(job.shot_id)
         task_id = record.task_id if step == "poll" and record is not None else None
         just_now = False

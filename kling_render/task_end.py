@@ -4,7 +4,6 @@ one is given up. Each is recorded in the shot's record and in its key's ledger."
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -123,14 +122,15 @@ class TaskEnds:
         for _ in range(max(1, run.options.download_attempts)):
             with run.cache.temp_file() as tmp:
                 try:
-                    await run.provider.download(url, tmp)
+                    async with run.fetcher.download_slot():
+                        await run.provider.download(url, tmp)
                     if not tmp.is_file() or tmp.stat().st_size == 0:
                         raise DownloadError("the download is empty")
                 except (DownloadError, TransientError) as exc:
                     fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
                     continue
                 try:
-                    duration, media = await asyncio.to_thread(run.verify, tmp)
+                    duration, media = await run.fetcher.call(run.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_clip = None, f"not a valid clip: {exc}"
                     continue
@@ -141,12 +141,12 @@ class TaskEnds:
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
                         "uses its real length"
                     )
-                digest = await asyncio.to_thread(sha256_file, tmp)
+                digest = await run.fetcher.call(sha256_file, tmp)
                 meta = ClipMeta(duration, job.model, task_id, media)
                 if run.gate is not None:  # to the shared remote first (remote/gate.py), then the cache
                     entry = await run.gate.keep(job, tmp, meta, digest)
-                else:
-                    entry = run.cache.put(run.provider.name, job.key, tmp, meta, sha256=digest)
+                else:  # in the pool too: the move syncs the disk and may wait for another run's cache lock
+                    entry = await run.fetcher.call(run.cache.put, run.provider.name, job.key, tmp, meta, sha256=digest)
             run.emit("downloaded", job, task_id=task_id)
             run.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="done")
             run.state.update(

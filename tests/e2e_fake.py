@@ -1,8 +1,7 @@
 """The fake WaveSpeed server as a separate process, for end-to-end tests of the real CLI.
 
-``python tests/e2e_fake.py --port 0 --latency L`` is ``tests/fake_wavespeed.py`` plus one
-output fault, ``trickle``: announce the whole clip, send half of it, wait ``seconds``, then
-send the rest (a slow download, so a test can kill the CLI while a clip is half written).
+``python tests/e2e_fake.py --port 0 --latency L`` runs ``tests/fake_wavespeed.py`` (its
+``trickle`` output fault is the slow download a test kills the CLI in the middle of).
 
 In a test, ``FakeProcess`` starts it, reads the base URL from its first stdout line, steers it
 over HTTP (``fault``) and reads what it received (``requests``, ``submits_by_shot``).
@@ -106,38 +105,9 @@ class FakeProcess:
         return [r for r in self.requests() if r["method"] == "GET" and r["path"].startswith(prefix)]
 
 
-def _install_trickle() -> None:
-    import fake_wavespeed as fw
-
-    fw.OUTPUT_KINDS.add("trickle")
-    plain = fw._Handler._output_fault
-
-    def output_fault(self: Any, fault: Any, path: str, reply: Any) -> Any:
-        if fault.kind != "trickle":
-            return plain(self, fault, path, reply)
-        data = reply[1]
-        self._head(200, len(data), reply[2])
-        half = len(data) // 2
-        self.wfile.write(data[:half])
-        self.wfile.flush()
-        if self.fake.stopping.wait(fault.seconds):
-            raise fw._Drop
-        self.wfile.write(data[half:])
-        return None
-
-    def send(self: Any, reply: Any) -> None:
-        if reply is not None:  # None: the trickle already answered
-            plain_send(self, reply)
-
-    plain_send = fw._Handler._send
-    fw._Handler._output_fault = output_fault  # type: ignore[method-assign]
-    fw._Handler._send = send  # type: ignore[method-assign]
-
-
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
-    _install_trickle()
     import fake_wavespeed
 
     sys.exit(fake_wavespeed.main())

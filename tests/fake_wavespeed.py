@@ -30,7 +30,10 @@ with ``{base}`` and ``{id}``; ``""`` is an empty URL), ``expired`` (output 404),
 (half the body), ``redirect`` (302 to the same output), ``redirect_file`` (302 to file:),
 ``oversize`` (announce a 3 GiB body, send a little, hang up; ``GET /pages/...`` is a web page,
 for ``output_url``), ``stall`` (send the output at
-``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip).
+``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
+``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
+threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
+whole clip, its length right, with bytes in the middle of its bitstream flipped).
 ``every`` N applies a fault to every Nth matching request only (``count`` times).
 
 As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
@@ -42,6 +45,10 @@ makes it ignore that). Chaos mode draws transport faults per endpoint (``CHAOS_K
 ``--chaos-kinds`` restricts them (``429`` is the one that never creates a task) and may add
 ``fail`` (with ``--chaos-fail-code``). The 401 message echoes the token it got, so clients must
 keep keys out of their errors.
+
+Media: tiny clips (192×108) by default; ``media="720p"``/``"1080p"`` (``--media``) serves what
+Kling delivers instead: H.264 at 24 fps and a real bitrate (a moving, noisy test pattern,
+``MEDIA``), each size and duration encoded once into ``kling-render-fake-clips`` in the temp dir.
 ``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
 
@@ -102,6 +109,8 @@ PRICES: dict[str, tuple[float, float, float | None]] = {
 }
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
+# media name -> (short side, video bitrate): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips carry
+MEDIA: dict[str, tuple[int, str]] = {"720p": (720, "10M"), "1080p": (1080, "14M")}
 CHAOS_KINDS = {
     "/api/v3/kwaivgi/": ("429", "503", "500", "502", "504", "drop"),
     "/api/v3/predictions/": ("429", "500", "503", "drop"),
@@ -113,7 +122,7 @@ CHAOS_KINDS = {
 UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
 TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
 SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html"}
+OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt"}
 MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden: this key may not use the model"}
 BALANCE_MESSAGE = "Insufficient balance, please top up your account"
 HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
@@ -191,6 +200,7 @@ class Fault:
     size: int = 256 * 1024 * 1024  # huge: bytes of the answer
     announce: bool = True  # huge: announce the length (else: read until the connection closes)
     rate: float = 10.0  # stall: bytes per second
+    release: Any = None  # trickle: a threading.Event that ends the wait early (in-process tests)
     seen: int = 0  # matching requests so far (for ``every``)
 
     def creates(self) -> bool:
@@ -269,6 +279,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any  # parsed JSON, else the byte count
     status: int = 0  # 0: dropped without an answer
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -300,8 +311,11 @@ class FakeWaveSpeed:
         latency: float = 0.2,
         api_key: str = "test-key-0123456789",
         faults: Faults | None = None,
+        media: str = "tiny",
     ) -> None:
-        self.latency, self.api_key = latency, api_key
+        if media != "tiny" and media not in MEDIA:
+            raise ValueError(f"media must be tiny or one of {sorted(MEDIA)}")
+        self.latency, self.api_key, self.media = latency, api_key, media
         self.faults = faults or Faults()
         self.requests: list[Recorded] = []
         self.tasks: dict[str, Task] = {}
@@ -423,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(self.raw) if self.raw and self.command == "POST" else len(self.raw)
         except ValueError:
             body = len(self.raw)
-        self.record = Recorded(self.command, path, dict(self.headers.items()), body)
+        self.record = Recorded(self.command, path, dict(self.headers.items()), body, at=time.monotonic())
         self.record_path = path
         with self.fake.lock:
             self.fake.requests.append(self.record)
@@ -681,7 +695,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.task_requests[task.id] += 1
         wanted = task.body
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
-        data = clip_bytes(seconds, wanted.get("aspect_ratio", "16:9"), bool(wanted.get("sound")))
+        aspect = wanted.get("aspect_ratio", "16:9")
+        data = clip_bytes(seconds, aspect, bool(wanted.get("sound")), self.fake.media)
         return 200, data, {"Content-Type": "video/mp4"}
 
     def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
@@ -693,6 +708,18 @@ class _Handler(BaseHTTPRequestHandler):
         data = reply[1]
         if fault.kind == "html":  # a web page where the clip should be (a CDN error page, say)
             return 200, HTML_PAGE, {"Content-Type": "text/html"}
+        if fault.kind == "corrupt":  # bit rot: right length, right container, a broken bitstream
+            return 200, _corrupt(data), reply[2]
+        if fault.kind == "trickle":  # half now, the rest after ``seconds`` (or ``release``)
+            self._head(200, len(data), reply[2])
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            deadline = time.monotonic() + fault.seconds
+            while time.monotonic() < deadline and not (fault.release is not None and fault.release.is_set()):
+                if self.fake.stopping.wait(0.02):
+                    raise _Drop
+            self.wfile.write(data[len(data) // 2 :])
+            return 0, b"", {}  # answered already
         if fault.kind == "stall":  # announce it all, then trickle it at ``rate`` bytes/s, then hang up
             self._head(200, len(data), reply[2])
             step = max(1, int(fault.rate / 10))
@@ -731,6 +758,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         status, data, headers = reply
+        if status == 0:  # the handler wrote its answer itself (trickle)
+            return
         self._head(status, len(data), headers)
         self.wfile.write(data)
 
@@ -779,28 +808,56 @@ def _bomb(size: int) -> bytes:
     return b"".join(parts)
 
 
+def _corrupt(data: bytes) -> bytes:
+    """``data`` with a run of bytes in its middle flipped (the length, and so the container, intact)."""
+    out = bytearray(data)
+    start = len(out) // 2
+    for i in range(start, min(len(out), start + max(64, len(out) // 50)), 7):
+        out[i] ^= 0x5A
+    return bytes(out)
+
+
 _clip_lock = threading.Lock()
-_clips: dict[tuple[int, str, bool], bytes] = {}
+_clips: dict[tuple[int, str, bool, str], bytes] = {}
 
 
-def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False) -> bytes:
-    """A small real H.264 MP4 of exactly ``duration`` seconds, generated once and cached on disk."""
-    key = (duration, aspect, sound)
+def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
+    """The clip size the fake serves for ``aspect`` at ``media`` (tiny, 720p, 1080p)."""
+    width, height = SIZES.get(aspect, SIZES["16:9"])
+    if media == "tiny":
+        return width, height
+    short = MEDIA[media][0]
+    long = short * 16 // 9
+    return (long, short) if width > height else (short, long) if height > width else (short, short)
+
+
+def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False, media: str = "tiny") -> bytes:
+    """A real H.264 MP4 of exactly ``duration`` seconds, generated once and cached on disk: tiny by
+    default, else at ``media`` size and bitrate (``MEDIA``; a noisy moving pattern, ~1-2 MB/s)."""
+    key = (duration, aspect, sound, media)
     with _clip_lock:
         if key not in _clips:
-            width, height = SIZES.get(aspect, SIZES["16:9"])
+            width, height = media_size(aspect, media)
             cache = Path(tempfile.gettempdir()) / "kling-render-fake-clips"
-            dest = cache / f"clip-{duration}s-{width}x{height}-{'a' if sound else 'n'}.mp4"
+            real = "" if media == "tiny" else f"-{MEDIA[media][1]}"
+            dest = cache / f"clip-{duration}s-{width}x{height}{real}-{'a' if sound else 'n'}.mp4"
             if not dest.exists():
                 from kling_render.ffmpeg import run
 
                 cache.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")
-                lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}"
+                if media == "tiny":
+                    lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}"
+                    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+                else:  # temporal noise keeps every frame expensive, as camera grain does
+                    lavfi = f"testsrc2=size={width}x{height}:rate=24:duration={duration},noise=alls=12:allf=t"
+                    rate = MEDIA[media][1]
+                    encode = ["-c:v", "libx264", "-preset", "veryfast", "-b:v", rate, "-maxrate", rate]
+                    encode += ["-bufsize", rate, "-g", "48", "-pix_fmt", "yuv420p"]
                 args = ["-y", "-f", "lavfi", "-i", lavfi]
                 if sound:
                     args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
-                args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+                args += encode
                 args += ["-c:a", "aac"] if sound else []
                 run([*args, "-movflags", "+faststart", str(tmp)], "making a fake clip")
                 os.replace(tmp, dest)
@@ -827,13 +884,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-fail-code", type=int, default=None, help="the code of tasks chaos fails")
     parser.add_argument("--no-list-inputs", action="store_true", help="the task list ignores include_inputs")
     parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
+    parser.add_argument("--media", choices=["tiny", *MEDIA], default="tiny", help="the size of the clips served")
     opts = parser.parse_args(argv)
     kinds = set(opts.chaos_kinds.split(",")) if opts.chaos_kinds else None
     faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds, opts.chaos_fail_code)
     for spec in opts.fault:
         kind, prefix, count = [*spec.split(":"), "/", "1"][:3]
         faults.add(kind, prefix or "/", int(count))
-    server = FakeWaveSpeed(host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key)
+    server = FakeWaveSpeed(
+        host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key, media=opts.media
+    )
     server.faults = faults
     server.listing_inputs = not opts.no_list_inputs
     print(server.base_url, flush=True)

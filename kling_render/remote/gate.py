@@ -321,20 +321,26 @@ class RemoteGate:
             pushed = await self.remote.clips.push(self.provider, job.key, tmp, meta, sha256=digest)
         except RemoteError as exc:
             self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run pushes it")
-            return run.cache.put(self.provider, job.key, tmp, meta, sha256=digest)
+            return await self.put(tmp, job, meta, digest)
         if isinstance(pushed, PushConflict):
             self.conflict(job, pushed.existing)
             try:
                 entry = await self.remote.clips.fetch(pushed.existing, run.cache)
             except RemoteError as exc:
                 self.warn(job, f"the remote's clip for it could not be pulled ({exc}); this machine's is used")
-                return run.cache.put(self.provider, job.key, tmp, meta, sha256=digest)
+                return await self.put(tmp, job, meta, digest)
             self.on_remote.add(job.key)
             return entry
         self.on_remote.add(job.key)
         if pushed.created:
             run.emit("pushed", job, task_id=meta.task_id, message=f"to {self.remote.url}")
-        return run.cache.put(self.provider, job.key, tmp, meta, sha256=digest)
+        return await self.put(tmp, job, meta, digest)
+
+    async def put(self, tmp: Path, job: Job, meta: ClipMeta, digest: str) -> CachedClip:
+        """Into the local cache, in the run's fetch pool (the move syncs the disk and may wait for
+        another run's cache lock: never on the event loop)."""
+        run = self.run
+        return await run.fetcher.call(run.cache.put, self.provider, job.key, tmp, meta, sha256=digest)
 
     def conflict(self, job: Job, existing: RemoteClip) -> None:
         task = f" (task {existing.task_id})" if existing.task_id else ""

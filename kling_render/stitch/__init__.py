@@ -1,8 +1,10 @@
 """Stitching: clips → one final cut (SPEC §7).
 
-``probe`` inspects media, ``graph`` builds the ffmpeg filter graph (pure), ``cut`` runs
-ffmpeg. :func:`stitch` is the one entry point: it checks the clips, picks stream copy or a
-re-encode, writes through a temp file and renames, so a failure leaves nothing half-written.
+``probe`` inspects media; ``graph`` plans the timeline and the audio graph, ``segments`` the
+video segments (pure); ``encode`` runs the segmented re-encode and the join, ``cut`` the audio
+pass and the stream-copy fast path; ``segstore`` keeps encoded segments in the clip cache.
+:func:`stitch` is the one entry point: it checks the clips, picks stream copy or a re-encode,
+writes through a temp file and renames, so a failure leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from kling_render.errors import MissingClipsError, StitchError
-from kling_render.fsutil import atomic_path
-from kling_render.stitch.cut import StitchProgress, can_stream_copy, copy_cut, encode_cut
+from kling_render.fsutil import atomic_path, sha256_file
+from kling_render.stitch.cut import StitchProgress, can_stream_copy, copy_cut
+from kling_render.stitch.encode import encode_cut
 from kling_render.stitch.graph import (
     TRANSITIONS,
     AudioSettings,
@@ -25,6 +28,7 @@ from kling_render.stitch.graph import (
     max_transition,
 )
 from kling_render.stitch.probe import MediaInfo, probe, verify_clip
+from kling_render.stitch.segstore import SegmentStore
 
 __all__ = [
     "TRANSITIONS",
@@ -32,6 +36,7 @@ __all__ = [
     "CutClip",
     "MediaInfo",
     "OutputSettings",
+    "SegmentStore",
     "StitchProgress",
     "StitchResult",
     "max_transition",
@@ -48,6 +53,8 @@ class StitchResult:
     frames: int
     stream_copy: bool
     chapters: list[tuple[str, float, float]]  # (shot_id, start, end) in seconds
+    segments: tuple[str, ...] = ()  # keys of the encoded segments the cut is made of (none for stream copy)
+    encoded_segments: int = 0  # how many of them this stitch encoded; the others were in the store
 
 
 def _resolve(path: Path, base_dir: Path | None) -> Path:
@@ -62,8 +69,14 @@ def stitch(
     *,
     base_dir: Path | None = None,
     progress: StitchProgress | None = None,
+    segments: SegmentStore | None = None,
+    workers: int | None = None,
 ) -> StitchResult:
     """Cut ``clips`` into ``dest`` (relative paths — clips, music, dest — are under ``base_dir``).
+
+    A re-encode takes the segments it can from ``segments`` and adds the ones it encodes (without
+    a store, they live in a temp directory for this stitch only); ``workers`` ffmpeg jobs run at
+    once (default: the CPU cores). A clip's ``sha256`` is hashed here when the caller left it out.
 
     Raises MissingClipsError for clip files that do not exist, StitchError for clips that
     cannot be cut as asked (every reason at once), FFmpegError when ffmpeg fails.
@@ -99,9 +112,17 @@ def stitch(
             duration = ms[-1][2] / 1000
             frames = round(duration * output.fps)
         else:
-            fr = encode_cut(clips, output, audio, tmp, work, progress)
+            from kling_render.cache import ClipCache
+            from kling_render.workers import cpu_cores
+
+            store = segments if segments is not None else SegmentStore(ClipCache(work / "segments"))
+            digests = [c.sha256 or sha256_file(c.path) for c in clips]
+            done = encode_cut(
+                clips, digests, output, audio, tmp, work, store, progress, workers=workers or cpu_cores()
+            )
             fps = Fraction(output.fps)
-            chapters = [(sid, float(s / fps), float(e / fps)) for sid, s, e in fr]
-            frames = fr[-1][2]
+            chapters = [(sid, float(s / fps), float(e / fps)) for sid, s, e in done.chapters]
+            frames = done.frames
             duration = float(frames / fps)
+            return StitchResult(dest, duration, frames, False, chapters, done.segments, done.encoded)
     return StitchResult(path=dest, duration=duration, frames=frames, stream_copy=fast, chapters=chapters)

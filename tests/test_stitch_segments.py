@@ -269,6 +269,31 @@ def test_an_edit_re_encodes_only_the_segments_it_touches(
         assert sha256_file(second.path) == sha256_file(first.path)
 
 
+def test_the_cut_lasts_the_kept_clips_minus_the_transitions_to_the_frame(four: list[CutClip], tmp_path: Path) -> None:
+    """Frame-exact: kept 1.5 + 1.5 + 1.25 + 1.25 s, three 0.25 s transitions -> 114 frames at 24 fps.
+    The audio is one pass: its packets follow each other with no gap at any segment join, and it
+    lasts exactly as long as the video."""
+    result = stitch(four, OUT, None, tmp_path / "cut.mp4", segments=SegmentStore(ClipCache(tmp_path / "cache")))
+    kept = sum((c.trim_end or c.info.duration) - c.trim_start for c in four)
+    overlaps = sum(c.transition_duration for c in four[1:])
+    expected = round((kept - overlaps) * OUT.fps)
+    assert expected == 114 and result.frames == expected and result.duration == pytest.approx(114 / 24)
+    frames = video_timing(result.path)
+    assert [int(pts) for _, pts, _ in frames] == list(range(expected))  # one frame per tick, none missing
+    media = probe(result.path)
+    assert media.duration == pytest.approx(114 / 24, abs=0.03)
+    # every chapter starts on the frame its shot starts: 0, then each start minus the transition
+    starts = [("s1", 0.0), ("s2", 1.25), ("s3", 2.5), ("s4", 3.5)]
+    assert [(t, float(s)) for t, s, _ in chapters(result.path)] == starts
+    audio = framemd5(result.path, "0:a:0", copy=True)  # stream, dts, pts, duration, size, md5
+    pts = [int(r[2]) for r in audio]
+    durations = [int(r[3]) for r in audio]
+    assert all(a + d == b for a, d, b in zip(pts, durations, pts[1:], strict=False)), "a gap or overlap in the audio"
+    sample_rate = 48000
+    audible = (pts[-1] + durations[-1] - max(pts[0], 0)) / sample_rate
+    assert audible == pytest.approx(114 / 24, abs=1024 / sample_rate)  # within one AAC frame
+
+
 def test_an_audio_only_edit_encodes_no_segment(four: list[CutClip], media: dict[str, Path], tmp_path: Path) -> None:
     store = SegmentStore(ClipCache(tmp_path / "cache"))
     stitch(four, OUT, None, tmp_path / "a.mp4", segments=store)
@@ -321,6 +346,68 @@ def test_a_failing_segment_stops_the_others_and_keeps_what_was_encoded(
     monkeypatch.setattr(ffmpeg, "run", real)
     again = stitch(four, OUT, None, dest, segments=store)
     assert again.encoded_segments == 3
+
+
+def test_an_interrupted_stitch_leaves_the_previous_cut_and_no_half_written_one(
+    four: list[CutClip], tmp_path: Path
+) -> None:
+    store = SegmentStore(ClipCache(tmp_path / "cache"))
+    dest = tmp_path / "out" / "cut.mp4"
+    first = stitch(four, OUT, None, dest, segments=store)
+    before = sha256_file(dest)
+    edited = [*four[:2], replace(four[2], trim_end=1.25), four[3]]
+    for step in ("encoding", "joining"):  # Ctrl-C while segments encode, then during the join
+
+        def interrupt(at: str, fraction: float, step: str = step) -> None:
+            if at == step and fraction > 0:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            stitch(edited, OUT, None, dest, segments=store, progress=interrupt)
+        assert sha256_file(dest) == before == first.sha256
+        assert sorted(p.name for p in dest.parent.iterdir()) == ["cut.mp4"]
+        assert list((store.cache.root / "tmp").iterdir()) == []
+    again = stitch(edited, OUT, None, dest, segments=store)
+    assert again.encoded_segments <= 1 and sha256_file(dest) == again.sha256 != before
+
+
+def test_a_killed_stitch_process_leaves_the_previous_cut(four: list[CutClip], tmp_path: Path) -> None:
+    """kill -9 of the stitching process in the middle of the join (its ffmpeg orphaned, still
+    writing): the cut is the previous one, and the next stitch removes the dead temp file."""
+    import subprocess
+    import sys
+
+    store_root = tmp_path / "cache"
+    dest = tmp_path / "out" / "cut.mp4"
+    stitch(four, OUT, None, dest, segments=SegmentStore(ClipCache(store_root)))
+    before = sha256_file(dest)
+    script = """
+import json, os, signal, sys
+from pathlib import Path
+from kling_render.cache import ClipCache
+from kling_render.stitch import CutClip, OutputSettings, SegmentStore, probe, stitch
+shots, dest, store = json.loads(sys.argv[1])
+clips = [CutClip(sid, Path(p), probe(Path(p)), trim_start=a, trim_end=b, transition=t, transition_duration=d)
+         for sid, p, a, b, t, d in shots]
+def die(step, fraction):
+    if step == "joining":
+        os.kill(os.getpid(), signal.SIGKILL)
+stitch(clips, OutputSettings(160, 90, 24), None, Path(dest), segments=SegmentStore(ClipCache(Path(store))),
+       progress=die)
+"""
+    edited = [*four[:2], replace(four[2], trim_end=1.25), four[3]]
+    shots = [(c.shot_id, str(c.path), c.trim_start, c.trim_end, c.transition, c.transition_duration) for c in edited]
+    arg = json.dumps([shots, str(dest), str(store_root)])
+    proc = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert sha256_file(dest) == before
+    temps = [p for p in dest.parent.iterdir() if p.name != "cut.mp4"]
+    assert all(p.name.startswith(".cut.mp4.") and p.name.endswith(".tmp") for p in temps)
+    store = SegmentStore(ClipCache(store_root))
+    again = stitch(edited, OUT, None, dest, segments=store)
+    assert again.encoded_segments == 0  # the killed stitch had stored its segment whole
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["cut.mp4"]
+    assert sha256_file(dest) == again.sha256 != before
 
 
 # -- the timeline the segments rely on ----------------------------------------------------------------

@@ -331,7 +331,7 @@ def _stitch(
                                                    f"quarantined to {moved.moved_to}; it is encoded again"))
     stat = result.path.stat()
     cut = CutRecord(
-        sha256=sha256_file(result.path),
+        sha256=result.sha256 or sha256_file(result.path),
         size=stat.st_size,
         frames=result.frames,
         fps=prepared.output.fps,

@@ -56,6 +56,7 @@ CAPS_FORMAT = 1  # bump when what is recorded about a build changes
 # animatics (stills with a push-in, cross-faded, with a tone bed).
 STITCH_FILTERS = frozenset(
     {"setpts", "fps", "trim", "tpad", "scale", "pad", "crop", "setsar", "format", "null", "concat", "settb"}
+    | {"setparams", "split"}
     | {"anullsrc", "aformat", "atrim", "apad", "aresample", "asetpts"}
 )
 LOCAL_FILTERS = frozenset({"color", "drawgrid", "zoompan", "xfade", "aevalsrc", "afade"})

@@ -9,17 +9,22 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CHUNK = 1024 * 1024
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks (memory stays flat for large clips)."""
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
+        return sha256_fileobj(fh)
+
+
+def sha256_fileobj(fh: BinaryIO) -> str:
+    """Hex sha256 of an open binary file from its current position, read in chunks."""
+    digest = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -78,9 +83,7 @@ def atomic_path(dest: Path, suffix: str = "", *, durable: bool = True) -> Iterat
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(dest)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=dest.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file (lock goes to git)

@@ -263,6 +263,7 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
             trim_end=shot.trim.end,
             transition=shot.transition.type,
             transition_duration=shot.transition.duration,
+            sha256=entry.sha256,
         )
         clips.append(clip)
         inputs.append(
@@ -365,8 +366,11 @@ def _stitch(
     def progress(step: str, fraction: float) -> None:
         sink.emit(Event("stitch-progress", message=step, extra={"step": step, "fraction": round(fraction, 4)}))
 
+    store = stitching.SegmentStore(cache)
     try:
-        result = stitching.stitch(clips, prepared.output, prepared.audio, out.path, progress=progress)
+        result = stitching.stitch(
+            clips, prepared.output, prepared.audio, out.path, progress=progress, segments=store
+        )
     except OSError as exc:  # a read-only or full output folder: the clips are safe in the cache
         from kling_render.errors import StateError
 
@@ -374,9 +378,13 @@ def _stitch(
             f"cannot write the final cut {out.path}: {exc.strerror or exc}; "
             "the clips are cached: `kling-render stitch` makes the cut once it can be written"
         ) from None
+    finally:
+        for moved in store.quarantined:
+            sink.emit(Event("quarantined", message=f"cached segment {moved.key[:12]} {moved.reason}: "
+                                                   f"quarantined to {moved.moved_to}; it is encoded again"))
     stat = result.path.stat()
     cut = CutRecord(
-        sha256=sha256_file(result.path),
+        sha256=result.sha256 or sha256_file(result.path),
         size=stat.st_size,
         frames=result.frames,
         fps=prepared.output.fps,
@@ -385,12 +393,21 @@ def _stitch(
     )
     manifest.write(where, prepared.inputs, cut, now_iso())
     lock.record_cut(prepared.shot_settings, project_cut)
+    if result.encoded_segments:
+        with contextlib.suppress(OSError):  # clean-up is best effort: never fails a stitch
+            store.sweep(result.segments)
     how = "stream copy" if result.stream_copy else "re-encoded"
+    if result.segments:
+        how += f", {result.encoded_segments} of {len(result.segments)} segments encoded"
     sink.emit(
         Event(
             "stitched",
             message=f"{out.path} ({result.duration:.2f} s, {result.frames} frames, {how})",
-            extra=_cut_extra(out.path, cut, up_to_date=False),
+            extra={
+                **_cut_extra(out.path, cut, up_to_date=False),
+                "segments": len(result.segments),
+                "segments_encoded": result.encoded_segments,
+            },
         )
     )
     return StitchOutcome(result.path, False, cut)

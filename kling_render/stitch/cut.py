@@ -1,4 +1,6 @@
-"""Runs the cut: ffmpeg command lines, the loudness pass, the stream-copy fast path.
+"""ffmpeg command lines of the cut: encoder settings, the audio pass (loudness measured, then
+mixed and encoded once for the whole cut), the stream-copy fast path, concat lists, chapters.
+The segmented video encode and the join are in :mod:`kling_render.stitch.encode`.
 
 All media reach ffmpeg as arguments (``file:`` paths, no shell); the filter graph, the
 chapter list and the concat list are small text files in a private temp directory.
@@ -23,7 +25,15 @@ from kling_render.stitch.graph import (
     loudnorm_filter,
 )
 
-__all__ = ["StitchProgress", "can_stream_copy", "chapters_text", "concat_list_text", "copy_cut", "encode_cut"]
+__all__ = [
+    "StitchProgress",
+    "can_stream_copy",
+    "chapters_text",
+    "concat_list_text",
+    "copy_cut",
+    "encode_audio",
+    "link_for_concat",
+]
 
 # Called with the step ("measuring loudness", "encoding", "joining") and the fraction of it done.
 StitchProgress = Callable[[str, float], None]
@@ -64,6 +74,10 @@ VIDEO_CODEC = [
     "yuv420p",
     "-threads:v",
     X264_THREADS,
+    # Headers that do not depend on the content: the cut is encoded in segments joined by stream
+    # copy, which needs one SPS/PPS for all of them (x264's option for exactly this).
+    "-x264-params",
+    "stitchable=1",
 ]
 AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
 # No timestamps, encoder names or input metadata in the file: re-stitching gives the same bytes.
@@ -77,6 +91,8 @@ BITEXACT = [
     "-movflags",
     "+faststart",
 ]
+# A file the join reads once: no +faststart pass.
+BITEXACT_PART = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
 MANY_INPUTS = 16  # above this, decoders get 2 threads each so memory stays bounded
 
 
@@ -123,9 +139,16 @@ def _ffconcat_quote(path: str) -> str:
     return "'" + path.replace("'", "'\\''") + "'"
 
 
-def concat_list_text(paths: Sequence[str]) -> str:
-    """An ffconcat list; each name single-quoted with quotes escaped (no newlines allowed)."""
-    return "ffconcat version 1.0\n" + "".join(f"file {_ffconcat_quote(p)}\n" for p in paths)
+def concat_list_text(paths: Sequence[str], durations: Sequence[Fraction] | None = None) -> str:
+    """An ffconcat list; each name single-quoted with quotes escaped (no newlines allowed); with
+    ``durations``, each file's exact length, so the join places the next one by it rather than by
+    whatever the container rounds its own duration to."""
+    lines = ["ffconcat version 1.0"]
+    for i, p in enumerate(paths):
+        lines.append(f"file {_ffconcat_quote(p)}")
+        if durations is not None:
+            lines.append(f"duration {float(durations[i]):.9f}")
+    return "\n".join(lines) + "\n"
 
 
 def can_stream_copy(clips: Sequence[CutClip], output: OutputSettings, audio: AudioSettings | None) -> bool:
@@ -201,73 +224,73 @@ def _measure_loudness(
     return None if level < -70 else measured
 
 
-def encode_cut(
+def encode_audio(
     clips: Sequence[CutClip],
     output: OutputSettings,
     audio: AudioSettings | None,
-    tmp: Path,
+    dest: Path,
     work: Path,
     progress: StitchProgress | None = None,
-) -> list[tuple[str, int, int]]:
-    """Re-encode the cut into ``tmp``; return the chapters in output frames."""
+) -> None:
+    """The whole cut's audio, mixed and encoded once into ``dest`` (AAC in MP4): clip sound with
+    its cross-fades, music, ducking and the two-pass loudness normalisation.
+
+    Once for the whole cut, not per video segment: AAC frames do not end on segment boundaries
+    and every AAC stream starts with priming samples, so audio encoded in pieces would have gaps
+    or clicks at the joins. It is cheap (no video is decoded: the clips' video streams are not
+    read) and its memory does not depend on the clips' resolution.
+    """
     loudnorm = None
     if audio is not None and audio.normalize:
         measured = _measure_loudness(clips, output, audio, work, progress)
         loudnorm = loudnorm_filter(measured) if measured is not None else None
     music = audio.music if audio is not None else None
     music_input = len(clips) if music is not None else None
-    graph = build_graph(clips, output, audio, music_input=music_input, loudnorm=loudnorm)
-    chapters = graph.timeline.chapters([c.shot_id for c in clips])
-    meta = work / "chapters.txt"
-    meta.write_text(chapters_text(chapters, Fraction(1, output.fps)), encoding="utf-8")
-    meta_input = len(clips) + (1 if music is not None else 0)
-    assert graph.video is not None
+    graph = build_graph(clips, output, audio, music_input=music_input, include_video=False, loudnorm=loudnorm)
     ffmpeg.run(
         [
             "-y",
             *_inputs(clips, music),
-            "-f",
-            "ffmetadata",
-            "-i",
-            _file(meta),
-            *_graph_args(graph.filter_complex, work / "graph.txt"),
-            "-map",
-            graph.video,
+            *_graph_args(graph.filter_complex, work / "audio-graph.txt"),
             "-map",
             graph.audio,
-            "-map_chapters",
-            str(meta_input),
-            "-map_metadata",
-            str(meta_input),
-            *VIDEO_CODEC,
             *AUDIO_CODEC,
-            *BITEXACT,
+            *BITEXACT_PART,
             "-f",
             "mp4",
-            _file(tmp),
+            _file(dest),
         ],
-        f"stitching {len(clips)} clips",
-        progress=_reporter(progress, "encoding", float(graph.timeline.duration)),
+        f"stitching the audio of {len(clips)} clips",
+        progress=_reporter(progress, "mixing audio", float(graph.timeline.duration)),
     )
-    return chapters
+
+
+def link_for_concat(
+    paths: Sequence[Path], work: Path, what: Sequence[str], durations: Sequence[Fraction] | None = None
+) -> tuple[Path, bool]:
+    """An ffconcat list of ``paths`` in ``work``; returns it and whether it may be read with
+    ``-safe 1``. Each file is reached by a symlink with a plain name (no quoting issues); where a
+    symlink cannot be made, by its absolute path (``what`` names it if that path has a newline)."""
+    names: list[str] = []
+    for i, (path, name) in enumerate(zip(paths, what, strict=True)):
+        link = work / f"part{i:05d}{path.suffix if path.suffix.isascii() else ''}"
+        try:
+            os.symlink(path.resolve(), link)
+            names.append(link.name)
+        except OSError:
+            if "\n" in str(path) or "\r" in str(path):
+                raise StitchError(f"{name}: clip path contains a newline: {path!r}") from None
+            names.append(str(path.resolve()))
+    listing = work / "parts.ffconcat"
+    listing.write_text(concat_list_text(names, durations), encoding="utf-8")
+    return listing, all(not Path(n).is_absolute() for n in names)
 
 
 def copy_cut(
     clips: Sequence[CutClip], tmp: Path, work: Path, progress: StitchProgress | None = None
 ) -> list[tuple[str, int, int]]:
     """Join same-format clips with the concat demuxer and ``-c copy``; chapters in milliseconds."""
-    names: list[str] = []
-    for i, c in enumerate(clips):
-        link = work / f"clip{i:05d}{c.path.suffix if c.path.suffix.isascii() else ''}"
-        try:
-            os.symlink(c.path.resolve(), link)
-            names.append(link.name)  # a plain relative name: no quoting issues, -safe stays on
-        except OSError:
-            if "\n" in str(c.path) or "\r" in str(c.path):
-                raise StitchError(f"{c.shot_id}: clip path contains a newline: {c.path!r}") from None
-            names.append(str(c.path.resolve()))
-    listing = work / "clips.ffconcat"
-    listing.write_text(concat_list_text(names), encoding="utf-8")
+    listing, safe = link_for_concat([c.path for c in clips], work, [c.shot_id for c in clips])
     chapters: list[tuple[str, int, int]] = []
     at = Fraction(0)
     for c in clips:
@@ -276,14 +299,13 @@ def copy_cut(
         at = end
     meta = work / "chapters.txt"
     meta.write_text(chapters_text(chapters, Fraction(1, 1000)), encoding="utf-8")
-    safe = "1" if all(not Path(n).is_absolute() for n in names) else "0"
     ffmpeg.run(
         [
             "-y",
             "-f",
             "concat",
             "-safe",
-            safe,
+            "1" if safe else "0",
             "-i",
             _file(listing),
             "-f",

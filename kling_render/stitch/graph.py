@@ -35,6 +35,7 @@ __all__ = [
     "kept_duration",
     "max_transition",
     "plan_timeline",
+    "video_chain",
 ]
 
 SAMPLE_RATE = 48000
@@ -119,6 +120,7 @@ class CutClip:
     trim_end: float | None = None  # seconds into the clip; None = clip end
     transition: str = "cut"  # into this clip from the previous one; ignored on the first clip
     transition_duration: float = 0.0
+    sha256: str | None = None  # the clip file's digest when the caller knows it (keys cached segments)
 
 
 @dataclass(frozen=True)
@@ -246,9 +248,14 @@ def plan_timeline(clips: Sequence[CutClip], fps: int) -> Timeline:
         frames.append(n)
         t = 0
         if i > 0 and _is_transition(clip):
-            # cumulative like the clips, so many 0.3 s fades at 24 fps do not each lose 0.2 frame
+            # cumulative like the clips, so many 0.3 s fades at 24 fps do not each lose 0.2 frame.
+            # Never into the frames of the previous clip that its own incoming transition uses: a
+            # frame blends at most two clips (two transitions of exactly half a clip can otherwise
+            # round to one frame more than the clip has), so each clip's frames split cleanly into
+            # [incoming blend | own frames | outgoing blend] and the cut can be encoded in segments.
             overlapped += _exact(clip.transition_duration)
-            t = min(_round(overlapped * fps) - done_xfade, frames[i - 1], n)
+            t = min(_round(overlapped * fps) - done_xfade, frames[i - 1] - xfade[i - 1], n)
+            t = max(t, 0)
             done_xfade += t
         xfade.append(t)
         xfade_samples.append(_round(Fraction(t * SAMPLE_RATE, fps)))
@@ -303,14 +310,23 @@ def _num(x: Fraction | float) -> str:
 _AFORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
 
 
-def _video_chain(i: int, clip: CutClip, n: int, out: OutputSettings) -> str:
+def video_chain(i: int, clip: CutClip, n: int, out: OutputSettings, *, first: int = 0, label: str = "") -> str:
+    """Input ``i``'s video as frames ``first``..``n``-1 of its ``n`` kept frames, at the output
+    size, fps and format; labelled ``[v<i>]`` unless ``label`` says otherwise.
+
+    Every part of a clip (the whole, its head, the rest after an incoming transition) is cut from
+    the same stream the same way, so the parts are exactly the frames of the whole: the source is
+    trimmed to its kept frames (the last one cloned if the file runs short), then to the part,
+    and only the part is scaled.
+    """
     start = _round(_exact(clip.trim_start) * out.fps)
     fit = _fit_filters(clip.info, out)
+    part = f"trim=end_frame={n}," if first == 0 else f"trim=start_frame={first}:end_frame={n},setpts=PTS-STARTPTS,"
     return (
         f"[{i}:v:0]setpts=PTS-STARTPTS,fps={out.fps},"
         f"trim=start_frame={start}:end_frame={start + n},setpts=PTS-STARTPTS,"
-        f"tpad=stop_mode=clone:stop={n},trim=end_frame={n},"
-        f"{fit + ',' if fit else ''}setsar=1,format=yuv420p[v{i}]"
+        f"tpad=stop_mode=clone:stop={n},{part}"
+        f"{fit + ',' if fit else ''}setsar=1,format=yuv420p{label or f'[v{i}]'}"
     )
 
 
@@ -364,7 +380,7 @@ def build_graph(
     chains: list[str] = []
     for i, clip in enumerate(clips):
         if include_video:
-            chains.append(_video_chain(i, clip, tl.frames[i], output))
+            chains.append(video_chain(i, clip, tl.frames[i], output))
         chains.append(_audio_chain(i, clip, tl.samples[i]))
 
     # Runs of clips joined by plain cuts become one concat; runs are then chained with xfade.

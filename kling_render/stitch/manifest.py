@@ -3,7 +3,7 @@
 One JSON file per project file, next to its state (:func:`manifest_path`)::
 
     {"version": 1,
-     "inputs": {"kling_render", "ffmpeg": {"version", "identity"}, "provider",
+     "inputs": {"kling_render", "stitch_format", "ffmpeg": {"version", "identity"}, "provider",
                 "output": {"path", "width", "height", "fps", "fit"},
                 "audio": null | {"music", "music_sha256", "music_volume", "duck", "normalize"},
                 "clips": [{"id", "sha256", "trim": {"start", "end"},
@@ -51,6 +51,7 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "stitch.json"
+STITCH_FORMAT = 2
 
 
 def manifest_path(state_dir: Path) -> Path:
@@ -265,6 +266,9 @@ def inputs_doc(
     """The ``inputs`` part of a manifest (pure): everything that decides the cut's bytes."""
     return {
         "kling_render": version,
+        # How the cut is made (2: video segments joined by stream copy, audio mixed once); a cut
+        # recorded by another way of making it is made again.
+        "stitch_format": STITCH_FORMAT,
         "ffmpeg": {"version": ffmpeg_version, "identity": ffmpeg_identity},
         "provider": provider,
         "output": dict(output),

@@ -56,6 +56,17 @@ def reconcile_grace_override() -> float | None:
     return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
 
 
+DEFAULT_STITCH_MEMORY_MB = 1400
+
+
+def stitch_memory_mb() -> int:
+    """``KLING_RENDER_STITCH_MEMORY``: megabytes the stitch's parallel segment encodes may hold
+    together (default 1,400: the whole process tree stays under 1.5 GB). Below 1 or not a whole
+    number: the default. One encode always runs, whatever the budget."""
+    value = os.environ.get("KLING_RENDER_STITCH_MEMORY", "")
+    return int(value) if value.isascii() and value.isdigit() and 0 < int(value) < 10**7 else DEFAULT_STITCH_MEMORY_MB
+
+
 def remote_url() -> str | None:
     """``KLING_RENDER_REMOTE``: the shared remote (``s3://bucket/prefix``, ``file:///path``, ...)."""
     return os.environ.get("KLING_RENDER_REMOTE") or None

@@ -22,28 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["FetchPool", "cores"]
+from kling_render.workers import cpu_cores
+
+__all__ = ["FetchPool"]
 
 T = TypeVar("T")
 
-
-def cores() -> int:
-    """The cores this process may use (its CPU affinity where known)."""
-    with contextlib.suppress(AttributeError, OSError):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 class FetchPool:
     """The bounded pool of one run; ``close`` it when the run ends."""
 
     def __init__(self, workers: int | None = None, downloads: int | None = None) -> None:
-        self.workers = max(1, workers or cores())
+        self.workers = max(1, workers or cpu_cores())
         self.downloads = max(1, downloads or 4 * self.workers)
         self._executor: ThreadPoolExecutor | None = None
         self._download_slots: asyncio.Semaphore | None = None

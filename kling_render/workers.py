@@ -1,24 +1,23 @@
-"""Bounded worker pools sized to the machine.
+"""How much work may run at once on this machine.
 
 ``cpu_cores`` is what this process may run on (the affinity mask, so a container limited to two
-CPUs of a large host counts two). :class:`ClipChecks` runs the render's clip checks — download,
-decode check, hash, cache put — off the scheduler's critical path: a provider slot is free as soon
-as its task completes, and the CPU-bound work runs in its own pool of ``cpu_cores`` threads, so it
-never delays a submit or the detection of the next completed task.
+CPUs of a large host counts two). ``stitch_workers`` is how many segment encodes a stitch runs at
+once: the cores, but never more than the stitch's memory budget allows. One segment encode holds
+two decoders and an x264 with its pinned frame threads (cut.X264_THREADS), about 640 MB at 1080p
+(benchmarks/RESULTS.md), so on an 8-core machine "one per core" alone would need 5 GB: the budget
+keeps the whole process tree flat in the number of clips *and* of cores.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
-__all__ = ["ClipChecks", "cpu_cores"]
+__all__ = ["SEGMENT_MB_BASE", "SEGMENT_MB_PER_MEGAPIXEL", "cpu_cores", "stitch_workers"]
 
-T = TypeVar("T")
+# Resident memory of one segment encode, by output size: measured 640-660 MB at 1920x1080 and
+# 320-340 MB at 1280x720 (peak RSS of the process tree / parallel encodes, bench_stitch.py).
+SEGMENT_MB_BASE = 60
+SEGMENT_MB_PER_MEGAPIXEL = 290
 
 
 def cpu_cores() -> int:
@@ -29,37 +28,12 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class ClipChecks:
-    """Where a render downloads and checks its clips.
+def segment_memory_mb(width: int, height: int) -> int:
+    """Estimated resident memory of one segment encode at ``width`` x ``height``."""
+    return SEGMENT_MB_BASE + round(SEGMENT_MB_PER_MEGAPIXEL * width * height / 1_000_000)
 
-    - ``download``: at most ``downloads`` transfers at once (twice the cores by default), so the
-      first clips of a wave finish early and their checks start while the rest arrive, instead of
-      twenty transfers sharing the link and all ending together.
-    - ``run``: blocking work (ffmpeg's decode check, hashing, the cache put with its fsyncs) in a
-      pool of ``workers`` threads (the cores by default), never on the event loop, which keeps
-      submitting and polling meanwhile.
 
-    Both are bounded: a wave of clips queues here, not on the CPU. ``close`` waits for nothing:
-    a check still running in a thread is abandoned with the run (its ffmpeg ends with it).
-    """
-
-    def __init__(self, *, workers: int | None = None, downloads: int | None = None) -> None:
-        self.workers = workers or cpu_cores()
-        self.downloads = downloads or 2 * self.workers
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="clip-check")
-        self._transfers: asyncio.Semaphore | None = None
-
-    async def download(self, fetch: Callable[[], Awaitable[T]]) -> T:
-        """Await ``fetch()`` (a transfer) within the download bound."""
-        if self._transfers is None:  # created in the running loop
-            self._transfers = asyncio.Semaphore(self.downloads)
-        async with self._transfers:
-            return await fetch()
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` in the check pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+def stitch_workers(width: int, height: int, budget_mb: int, cores: int | None = None) -> int:
+    """Segment encodes to run at once: the cores, within ``budget_mb`` of memory (at least one)."""
+    by_memory = budget_mb // max(1, segment_memory_mb(width, height))
+    return max(1, min(cores or cpu_cores(), by_memory))

@@ -119,13 +119,14 @@ def stitch(
                 frames = round(duration * output.fps)
             else:
                 from kling_render.cache import ClipCache
-                from kling_render.workers import cpu_cores
+                from kling_render.env import stitch_memory_mb
+                from kling_render.workers import stitch_workers
 
                 store = segments if segments is not None else SegmentStore(ClipCache(work / "segments"))
                 digests = [c.sha256 or sha256_file(c.path) for c in clips]
-                done = encode_cut(
-                    clips, digests, output, audio, tmp, work, store, progress, workers=workers or cpu_cores()
-                )
+                # Parallel up to the cores, within the memory budget (workers.py).
+                workers = workers or stitch_workers(output.width, output.height, stitch_memory_mb())
+                done = encode_cut(clips, digests, output, audio, tmp, work, store, progress, workers=workers)
                 fps = Fraction(output.fps)
                 chapters = [(sid, float(s / fps), float(e / fps)) for sid, s, e in done.chapters]
                 frames = done.frames

@@ -51,6 +51,7 @@ class RenderResult:
     final_cut: Path | None = None
     up_to_date: bool = False  # the final cut was already up to date: not re-encoded
     message: str = ""
+    cuts: list[dict[str, Any]] = field(default_factory=list)  # a rows: project: each row's cut (rows_pipeline)
 
 
 def budget_for(project: Project, max_cost: float | None) -> float | None:
@@ -114,6 +115,10 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 lock=lock,
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
+            if project.rows is not None:  # a cut per row, each as soon as its own clips exist
+                from kling_render.rows_pipeline import finish_rows
+
+                return finish_rows(project, opts, result, cache, sink, lock)
             if result.exit_code != 0:
                 return result
             if not opts.only:
@@ -187,10 +192,11 @@ class PreparedCut:
 
 
 def manifest_file(project: Project) -> Path:
-    """Where the project's stitch manifest lives: beside its state."""
+    """Where the project's stitch manifest lives: beside its state (a row's cut: ``rows/<key>/``)."""
     from kling_render.state import state_dir_for
 
-    return manifest.manifest_path(state_dir_for(project.path))
+    where = state_dir_for(project.path)
+    return manifest.manifest_path(where / "rows" / project.row_key if project.row_key else where)
 
 
 def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCut:
@@ -304,7 +310,7 @@ def _stitch(
                     extra=_cut_extra(out.path, cut, up_to_date=True),
                 )
             )
-            lock.record_cut(prepared.shot_settings, project_cut)
+            lock.record_cut(prepared.shot_settings, project_cut, row=project.row_key)
             return StitchOutcome(out.path, True, cut)
     clips = prepared.clips
     sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
@@ -331,7 +337,7 @@ def _stitch(
         stream_copy=result.stream_copy,
     )
     manifest.write(where, prepared.inputs, cut, now_iso())
-    lock.record_cut(prepared.shot_settings, project_cut)
+    lock.record_cut(prepared.shot_settings, project_cut, row=project.row_key)
     how = "stream copy" if result.stream_copy else "re-encoded"
     sink.emit(
         Event(

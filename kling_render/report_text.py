@@ -52,6 +52,10 @@ def _prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
 
 
 def plan_table(plan: Plan) -> str:
+    if plan.rows is not None:
+        from kling_render import report_rows
+
+        return report_rows.plan_table(plan)
     rows = [
         [
             p.id,
@@ -89,6 +93,10 @@ def plan_table(plan: Plan) -> str:
 
 def plan_markdown(plan: Plan) -> str:
     """A pull-request comment: what is added, changed, re-stitched, removed and cached, and what it costs."""
+    if plan.rows is not None:
+        from kling_render import report_rows
+
+        return report_rows.plan_markdown(plan)
     rows = []
     for p in plan.shots:
         rows.append(

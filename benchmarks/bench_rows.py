@@ -67,8 +67,15 @@ def write_project(root: Path, rows: int, *, row_images: bool) -> Path:
         writer = csv.writer(fh)
         writer.writerow(["sku", "name", "tagline", "price", "currency"])
         for n in range(rows):
-            writer.writerow([f"sku-{n:05d}", f"Mug model {n}", f"holds {300 + n % 200} ml, dishwasher safe",
-                             f"{9 + n % 40}.99", "EUR"])  # fmt: skip
+            writer.writerow(
+                [
+                    f"sku-{n:05d}",
+                    f"Mug model {n}",
+                    f"holds {300 + n % 200} ml, dishwasher safe",
+                    f"{9 + n % 40}.99",
+                    "EUR",
+                ]
+            )
     image = "images/{{ row.sku }}.png" if row_images else "images/product.png"
     path = root / "project.yaml"
     path.write_text(PROJECT.replace("IMAGE", f'"{image}"'))
@@ -108,9 +115,14 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.rows.split(",")]
     load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; "
-          f"{'one image per row' if args.row_images else 'images shared by every row'}")  # fmt: skip
-    print(f"{'rows':>6} {'shots':>6} {'clips':>6} {'plan s':>7} {'load s':>7} {'us/shot':>8} {'peak MB':>8} {'imports s':>9}")
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; "
+        f"{'one image per row' if args.row_images else 'images shared by every row'}"
+    )
+    print(
+        f"{'rows':>6} {'shots':>6} {'clips':>6} {'plan s':>7} {'load s':>7} "
+        f"{'us/shot':>8} {'peak MB':>8} {'imports s':>9}"
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -121,7 +133,8 @@ def main() -> None:
             row = json.loads(out.stdout)
             results.append(row)
             print(
-                f"{row['rows']:>6} {row['shots']:>6} {row['clips']:>6} {row['seconds']:>7.3f} {row['load_seconds']:>7.3f} "
+                f"{row['rows']:>6} {row['shots']:>6} {row['clips']:>6} "
+                f"{row['seconds']:>7.3f} {row['load_seconds']:>7.3f} "
                 f"{row['seconds'] / row['shots'] * 1e6:>8.1f} {row['peak_mb']:>8.1f} {row['import_seconds']:>9.3f}"
             )
     by_n = {r["rows"]: r for r in results}

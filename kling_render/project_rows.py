@@ -40,6 +40,7 @@ MAX_ROW_ISSUES = 50  # per-row problems listed before "and N more"
 BUDGET_ROWS = 20
 BUDGET_SECONDS_ROWS = 3
 _UNDEFINED_ROW = re.compile(r"'row\.(.+?)' is undefined")
+_IN_SNIPPET = re.compile(r"in prompts\.([^:]+): ")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,11 @@ def _row_issues(found: list[tuple[Row, list[Issue]]], table: Table, count: int) 
         for issue in issues:
             missing = _UNDEFINED_ROW.search(issue.message)
             at = f"{issue.file}:{issue.line}"
-            used_by = f"used by {issue.path} at {at}" if issue.path else f"used at {at}"
+            snippet = _IN_SNIPPET.match(issue.message)
+            if snippet is not None:
+                used_by = f"used by prompts.{snippet.group(1)} at {at} (in {issue.path})"
+            else:
+                used_by = f"used by {issue.path} at {at}" if issue.path else f"used at {at}"
             if missing is not None and missing.group(1) not in table.columns:
                 column = missing.group(1)
                 if column not in columns:

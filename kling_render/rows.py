@@ -158,7 +158,8 @@ class _Reader:
 
 
 def _known(name: str, names: Sequence[str]) -> str:
-    near = difflib.get_close_matches(name, list(names), n=1)
+    same = [n for n in names if n.casefold() == name.casefold()]  # column names are case-sensitive
+    near = same or difflib.get_close_matches(name, list(names), n=1)
     listed = ", ".join(names) or "none"
     return f"the columns are {listed}" + (f"; did you mean {near[0]!r}?" if near else "")
 

@@ -156,10 +156,16 @@ def test_rows_reordered_and_a_row_added_pay_only_the_new_row(ws: Workspace, fake
     assert created(fake)["hero: Black Mug"] == 1 and created(fake)["intro"] == 1
     assert cut(ws, "mug-05").is_file()
 
-    (ws.root / "data" / "products.csv").write_text(CSV.replace("mug-02,Red Mug,\"tea, with milk\"\n", ""))
+    (ws.root / "data" / "products.csv").write_text(CSV.replace('mug-02,Red Mug,"tea, with milk"\n', ""))
     plan = ws.plan()
-    assert sorted(plan["removed"]) == ["mug-02/hero", "mug-02/intro", "mug-02/outro", "mug-05/hero",
-                                       "mug-05/intro", "mug-05/outro"]  # fmt: skip
+    assert sorted(plan["removed"]) == [
+        "mug-02/hero",
+        "mug-02/intro",
+        "mug-02/outro",
+        "mug-05/hero",
+        "mug-05/intro",
+        "mug-05/outro",
+    ]
     assert ws.render().returncode == 0 and len(fake.submits()) == 11
     lock = json.loads(ws.project.with_suffix(".lock").read_text())
     assert not [sid for sid in lock["shots"] if sid.startswith(("mug-02/", "mug-05/"))]
@@ -235,7 +241,9 @@ def test_row_selection_renders_and_pays_only_those_rows(ws: Workspace, fake: Fak
 
 
 @pytest.mark.parametrize("lost", ["submitted", "unknown"])
-def test_a_shared_shot_in_flight_in_a_later_row_is_never_paid_twice(ws: Workspace, fake: FakeProcess, lost: str) -> None:
+def test_a_shared_shot_in_flight_in_a_later_row_is_never_paid_twice(
+    ws: Workspace, fake: FakeProcess, lost: str
+) -> None:
     """mug-04 renders alone first (its intro's task is recorded under mug-04/intro). As if the
     process had died right after that submit, its record says ``submitted`` (or ``unknown``: the
     answer was lost) and the clip is not cached: a full render must poll (or find in the task
@@ -265,23 +273,37 @@ def test_yaml_and_json_tables_give_the_csv_keys_and_text_as_written(tmp_path: Pa
     keys = {s["id"]: s["key"] for s in csv_ws.plan()["shots"]}
     yaml_rows = "\n".join(
         f"- {{sku: {k}, name: {n}, tagline: {json.dumps(t)}}}"
-        for k, n, t in [("mug-01", "Blue Mug", "morning coffee"), ("mug-02", "Red Mug", "tea, with milk"),
-                        ("mug-03", "Green Mug", "cocoa by the fire"), ("mug-04", "White Mug", "espresso")]
-    )  # fmt: skip
+        for k, n, t in [
+            ("mug-01", "Blue Mug", "morning coffee"),
+            ("mug-02", "Red Mug", "tea, with milk"),
+            ("mug-03", "Green Mug", "cocoa by the fire"),
+            ("mug-04", "White Mug", "espresso"),
+        ]
+    )
     json_rows = json.dumps(
-        [{"sku": k, "name": n, "tagline": t} for k, n, t in
-         [("mug-01", "Blue Mug", "morning coffee"), ("mug-02", "Red Mug", "tea, with milk"),
-          ("mug-03", "Green Mug", "cocoa by the fire"), ("mug-04", "White Mug", "espresso")]],
+        [
+            {"sku": k, "name": n, "tagline": t}
+            for k, n, t in [
+                ("mug-01", "Blue Mug", "morning coffee"),
+                ("mug-02", "Red Mug", "tea, with milk"),
+                ("mug-03", "Green Mug", "cocoa by the fire"),
+                ("mug-04", "White Mug", "espresso"),
+            ]
+        ],
         indent=2,
-    )  # fmt: skip
+    )
     for suffix, text in (("yaml", yaml_rows), ("json", json_rows)):
-        ws = rows_workspace(tmp_path / suffix, ws_env(fake.base_url), project=PROJECT.replace("products.csv", f"products.{suffix}"))
+        ws = rows_workspace(
+            tmp_path / suffix, ws_env(fake.base_url), project=PROJECT.replace("products.csv", f"products.{suffix}")
+        )
         (ws.root / "data" / f"products.{suffix}").write_text(text)
         assert {s["id"]: s["key"] for s in ws.plan()["shots"]} == keys, suffix
 
     # Values are the text written: YAML 1.1 would read NO as false and 1.50 as 1.5.
     ws = rows_workspace(tmp_path / "typed", ws_env(fake.base_url), project=PROJECT.replace("products.csv", "p.yaml"))
-    (ws.root / "data" / "p.yaml").write_text("- {sku: no-1, name: NO, tagline: 1.50}\n- {sku: 2, name: yes, tagline: ~}\n")
+    (ws.root / "data" / "p.yaml").write_text(
+        "- {sku: no-1, name: NO, tagline: 1.50}\n- {sku: 2, name: yes, tagline: ~}\n"
+    )
     shots = {s["id"]: s for s in ws.plan()["shots"]}
     assert len(shots) == 6
     done = ws.render("--no-stitch")
@@ -295,8 +317,11 @@ def test_a_value_is_text_never_a_template(tmp_path: Path, fake: FakeProcess) -> 
     ws = rows_workspace(tmp_path / "t", ws_env(fake.base_url), csv="sku,name,tagline\nm1,{{ 7 * 7 }},{% raw %}\n")
     assert ws.render("--no-stitch").returncode == 0
     prompts = sorted(str(t["body"]["prompt"]) for t in fake.stats()["tasks"].values())
-    assert prompts == ["shot hero: the {{ 7 * 7 }} on a walnut table", "shot intro: our studio in soft light",
-                       "shot outro: {% raw %}"]  # fmt: skip
+    assert prompts == [
+        "shot hero: the {{ 7 * 7 }} on a walnut table",
+        "shot intro: our studio in soft light",
+        "shot outro: {% raw %}",
+    ]
 
 
 def test_keys_and_ids_are_the_same_in_every_process(ws: Workspace) -> None:

@@ -187,36 +187,57 @@ def _output_issues(
                 f"file, so output.path must use the row's key, e.g. renders/{{{{ row.{table.key_column} }}}}.mp4",
             )
         )
-    if len(rows) == 1 and not issues:
-        issues += _single_row_probe(resolver, table)
+    if not issues:
+        issues += _key_probe(resolver, table, texts)
     return issues
 
 
-def _single_row_probe(resolver: _Resolver, table: Table) -> list[Issue]:
-    """With one row there is no other row to differ from: render output.path as if the key were
-    another, and refuse a path that stays the same (the next row would overwrite the cut)."""
-    row = table.rows[0]
-    values = dict(row.values)
-    values[table.key_column] = row.key + "-other"
-    first = resolver.output_text
-    resolver.templates.row = Labelled("row", **values)
+# output.path must follow the whole key: rendered with the key changed at its end and at its
+# start, a row's path must change both times. This refuses a path made only of other columns
+# (even when their values happen to differ today: the next row may repeat one) and one that uses
+# only part of the key (row.sku[:3], truncate). A transform that keeps all of the key but could
+# still merge two keys (replace('-', '')) is caught by the collision check above on the real
+# table, at every validate/plan/render. row.sku|lower is safe: keys differing only in case are
+# already refused as duplicates (rows.py).
+_PROBES = ("{}-zz9", "zz9-{}")
+
+
+def _key_probe(resolver: _Resolver, table: Table, texts: dict[str, str | None]) -> list[Issue]:
+    """Rows whose output.path does not change with their key; one issue naming the first."""
+    raw = str(resolver.data.get("output", {}).get("path", f"renders/{resolver.data['name']}.mp4"))
+    same: list[Row] = []
     before = len(resolver.issues)
     try:
-        resolver._output(str(resolver.data["name"]), None)
-        probe = resolver.output_text
+        for row in table.rows:
+            text = texts.get(row.key)
+            if text is None:
+                continue
+            for probe in _PROBES:
+                values = dict(row.values)
+                values[table.key_column] = probe.format(row.key)
+                resolver.templates.row = Labelled("row", **values)
+                other = resolver._render(resolver.templates.for_cut(), raw, ("output", "path"), None)
+                if other and _same_file(other, text):
+                    same.append(row)
+                    break
     finally:
         del resolver.issues[before:]  # a template that cannot take another key says nothing here
         resolver.templates.row = None
-        resolver.output_text = first
-    if probe is None or probe != first:
+    if not same:
         return []
+    more = f", and {len(same) - 1} more row(s)" if len(same) > 1 else ""
     return [
         resolver.doc.issue(
             ("output", "path"),
-            f"{first} does not change with the row's key: every row's cut needs its own file, so output.path "
-            f"must use it, e.g. renders/{{{{ row.{table.key_column} }}}}.mp4",
+            f"{texts[same[0].key]} does not change with the row's key (row {same[0].key!r}, "
+            f"{table.where(same[0])}{more}): every row's cut needs its own file, so output.path must use all "
+            f"of the key, e.g. renders/{{{{ row.{table.key_column} }}}}.mp4",
         )
     ]
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.normpath(a)).casefold() == os.path.normcase(os.path.normpath(b)).casefold()
 
 
 # -- views and selections --------------------------------------------------------------------

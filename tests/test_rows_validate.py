@@ -306,8 +306,77 @@ def test_output_path_must_differ_per_row(tmp_path: Path) -> None:
     # One row: no other row to differ from, so the key is changed to see whether the path follows.
     refused(
         workspace(tmp_path / "d", "sku,name,tagline\nmug-01,a,b\n", project=constant),
-        "project.yaml:15: output.path: renders/final.mp4 does not change with the row's key: every row's cut "
-        "needs its own file, so output.path must use it, e.g. renders/{{ row.sku }}.mp4",
+        "project.yaml:15: output.path: renders/final.mp4 does not change with the row's key (row 'mug-01', "
+        "data/products.csv:2): every row's cut needs its own file, so output.path must use all of the key, e.g. "
+        "renders/{{ row.sku }}.mp4",
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "csv", "expected"),
+    [
+        # Another column whose values differ today: the next row may repeat one.
+        (
+            '"renders/{{ row.name }}.mp4"',
+            CSV,
+            "renders/Blue Mug.mp4 does not change with the row's key (row 'mug-01', "
+            "data/products.csv:2, and 1 more row(s))",
+        ),
+        # Part of the key: distinct for these rows, but mug-01 and mug-07 would share a file.
+        (
+            '"renders/{{ row.sku[:5] }}.mp4"',
+            "sku,name,tagline\nmug-01,a,b\ncup-02,c,d\n",
+            "renders/mug-0.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more row(s))",
+        ),
+        (
+            "\"renders/{{ row.sku | truncate(6, True, '', 0) }}.mp4\"",
+            CSV,
+            "renders/mug-01.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more row(s))",
+        ),
+        (
+            '"renders/{{ row.sku[-2:] }}.mp4"',
+            "sku,name,tagline\nmug-01,a,b\ncup-02,c,d\n",
+            "renders/01.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more row(s))",
+        ),
+        # Only some rows ignore the key.
+        (
+            "\"renders/{% if row.tagline == 'tea' %}tea{% else %}{{ row.sku }}{% endif %}.mp4\"",
+            CSV,
+            "renders/tea.mp4 does not change with the row's key (row 'mug-02', data/products.csv:3)",
+        ),
+    ],
+)
+def test_output_path_must_follow_all_of_the_key(tmp_path: Path, path: str, csv: str, expected: str) -> None:
+    project = PROJECT.replace('"renders/{{ row.sku }}.mp4"', path)
+    refused(
+        workspace(tmp_path, csv, project=project),
+        f"project.yaml:15: output.path: {expected}: every row's cut needs its own file, so output.path must use all "
+        "of the key, e.g. renders/{{ row.sku }}.mp4",
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        '"renders/{{ row.sku | lower }}.mp4"',  # keys differing only in case are duplicates already
+        "\"renders/{{ row.name | replace(' ', '-') }}-{{ row.sku | upper }}.mp4\"",
+        '"renders/{{ row.tagline }}/{{ row.sku }}.mp4"',
+    ],
+)
+def test_output_paths_using_all_of_the_key_are_accepted(tmp_path: Path, path: str) -> None:
+    ws = workspace(tmp_path, "sku,name,tagline\nMug-01,Blue Mug,coffee\nmug-02,Red Mug,coffee\n",
+                   project=PROJECT.replace('"renders/{{ row.sku }}.mp4"', path))  # fmt: skip
+    done = ws.cli("validate", str(ws.project))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_transform_that_merges_two_keys_is_a_collision(tmp_path: Path) -> None:
+    project = PROJECT.replace('"renders/{{ row.sku }}.mp4"', "\"renders/{{ row.sku | replace('-', '') }}.mp4\"")
+    refused(
+        workspace(tmp_path, "sku,name,tagline\nmug-01,a,b\nmug01,c,d\n", project=project),
+        "project.yaml:15: output.path: renders/mug01.mp4 is the same file for 2 rows: 'mug-01' (data/products.csv:2), "
+        "'mug01' (data/products.csv:3); every row's cut needs its own file, so output.path must use the row's key, "
+        "e.g. renders/{{ row.sku }}.mp4",
     )
 
 

@@ -4,6 +4,7 @@ listed once, priced once; the total is both (report_text renders projects withou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -150,7 +151,7 @@ def plan_markdown(plan: Plan) -> str:
         "|---|---:|---:|---:|---|---|",
         *(
             f"| `{r.key}` | {len(r.own)} | ${usd(r.cost):.4f} | ${usd(r.to_render_cost):.4f} | {_changes(r)} "
-            f"| `{_relative(plan, r)}`{' re-stitch: ' + ', '.join(r.restitch) if r.restitch else ''} |"
+            f"| {_code(_relative(plan, r))}{' re-stitch: ' + ', '.join(r.restitch) if r.restitch else ''} |"
             for r in rows.rows
         ),
         "",
@@ -192,6 +193,16 @@ def plan_markdown(plan: Plan) -> str:
 def _row_list(keys: Sequence[str], most: int = 4) -> str:
     shown = ", ".join(keys[:most])
     return f"{len(keys)}: {shown}" + (", …" if len(keys) > most else "")
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span in a table cell: a path rendered from a row may hold any
+    character, and a ``|`` or a backtick must not end the cell or the span."""
+    text = text.replace("|", "\\|").replace("\n", " ")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def _relative(plan: Plan, row: RowPlan) -> str:

@@ -8,6 +8,7 @@ row-dependent ones name the row's product, so each task says which row and shot 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -123,7 +124,8 @@ def test_four_rows_pay_nine_tasks_make_four_cuts_and_an_edited_row_pays_one(ws: 
     assert len(fake.submits()) == 9
     assert again.stderr.count("(up to date)") == 4
 
-    before = json.loads(ws.project.with_suffix(".lock").read_text())["shots"]
+    before_text = ws.project.with_suffix(".lock").read_text()
+    before = json.loads(before_text)["shots"]
     edit_csv(ws, "Green Mug", "Jade Mug")
     plan = ws.plan()
     changed = [s["id"] for s in plan["shots"] if s["change"] == "changed"]
@@ -136,6 +138,14 @@ def test_four_rows_pay_nine_tasks_make_four_cuts_and_an_edited_row_pays_one(ws: 
     after = json.loads(ws.project.with_suffix(".lock").read_text())["shots"]
     assert [sid for sid in after if after[sid] != before[sid]] == ["mug-03/hero"]
     assert after["mug-03/hero"]["prompt"] == "shot hero: the Jade Mug on a walnut table"
+    # In a pull request the lock's diff is that row's shot and nothing else: the lines that changed
+    # all lie inside its entry ("mug-03/hero": {...}).
+    lines = ws.project.with_suffix(".lock").read_text().splitlines()
+    start = lines.index('    "mug-03/hero": {')
+    end = lines.index("    },", start)
+    matcher = difflib.SequenceMatcher(a=before_text.splitlines(), b=lines, autojunk=False)
+    edits = [(j1, j2) for tag, _, _, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    assert edits and all(start < j1 and j2 <= end for j1, j2 in edits), edits
     # (The stand-in answers every 3 s task with the same bytes, so even mug-03's cut is unchanged.)
     ws.assert_no_secret()
 

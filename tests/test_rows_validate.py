@@ -326,12 +326,14 @@ def test_output_path_must_differ_per_row(tmp_path: Path) -> None:
         (
             '"renders/{{ row.sku[:5] }}.mp4"',
             "sku,name,tagline\nmug-01,a,b\ncup-02,c,d\n",
-            "renders/mug-0.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more row(s))",
+            "renders/mug-0.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more "
+            "row(s))",
         ),
         (
             "\"renders/{{ row.sku | truncate(6, True, '', 0) }}.mp4\"",
             CSV,
-            "renders/mug-01.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more row(s))",
+            "renders/mug-01.mp4 does not change with the row's key (row 'mug-01', data/products.csv:2, and 1 more "
+            "row(s))",
         ),
         (
             '"renders/{{ row.sku[-2:] }}.mp4"',

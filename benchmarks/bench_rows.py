@@ -4,7 +4,8 @@ The project has five shots: one shared by every row (no row value in it), four t
 (name, tagline, price in their prompts; with ``--row-images`` each row also has its own image, so
 every row's image is decoded and hashed). The table is a CSV. Each size runs in a fresh
 subprocess; the time is measured inside it (load_project + plan_for, best of ``--repeat``), so it
-excludes interpreter start-up and imports (printed apart). Target: 1,000 rows x 5 shots under 2 s.
+excludes interpreter start-up and imports (printed apart); its CPU time is printed beside it (on a
+shared machine the wall time includes waiting for a core). Target: 1,000 rows x 5 shots under 2 s.
 
     python benchmarks/bench_rows.py [--rows 100,1000] [--repeat 3] [--row-images]
 """
@@ -90,18 +91,22 @@ CHILD = textwrap.dedent(
     from kling_render.commands import plan_for
     from kling_render.project import load_project
     t_import = time.perf_counter() - t0
-    best = best_load = None
+    best = best_load = best_cpu = None
     for _ in range(int(sys.argv[2])):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         project = load_project(Path(sys.argv[1]))
         loaded = time.perf_counter() - t
         plan = plan_for(project, "local", None)
         elapsed = time.perf_counter() - t
+        cpu = time.process_time() - c
         if best is None or elapsed < best:
             best, best_load = elapsed, loaded
+        if best_cpu is None or cpu < best_cpu:
+            best_cpu = cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"rows": len(project.rows), "shots": len(plan.shots), "clips": plan.rows.clips,
-                      "seconds": best, "load_seconds": best_load, "import_seconds": t_import, "peak_mb": rss,
+                      "seconds": best, "load_seconds": best_load, "cpu_seconds": best_cpu,
+                      "import_seconds": t_import, "peak_mb": rss,
                       "total_usd": float(plan.total_cost), "shared_usd": float(plan.rows.shared_cost)}))
     """
 )
@@ -120,7 +125,7 @@ def main() -> None:
         f"{'one image per row' if args.row_images else 'images shared by every row'}"
     )
     print(
-        f"{'rows':>6} {'shots':>6} {'clips':>6} {'plan s':>7} {'load s':>7} "
+        f"{'rows':>6} {'shots':>6} {'clips':>6} {'plan s':>7} {'cpu s':>7} {'load s':>7} "
         f"{'us/shot':>8} {'peak MB':>8} {'imports s':>9}"
     )
     results = []
@@ -134,7 +139,7 @@ def main() -> None:
             results.append(row)
             print(
                 f"{row['rows']:>6} {row['shots']:>6} {row['clips']:>6} "
-                f"{row['seconds']:>7.3f} {row['load_seconds']:>7.3f} "
+                f"{row['seconds']:>7.3f} {row['cpu_seconds']:>7.3f} {row['load_seconds']:>7.3f} "
                 f"{row['seconds'] / row['shots'] * 1e6:>8.1f} {row['peak_mb']:>8.1f} {row['import_seconds']:>9.3f}"
             )
     by_n = {r["rows"]: r for r in results}
@@ -142,6 +147,10 @@ def main() -> None:
         r = by_n[1000]
         print(f"shared clip priced once: ${r['shared_usd']:.4f} of ${r['total_usd']:.4f} for {r['clips']} clips")
         print(f"target 1,000 rows x 5 shots under 2 s: {r['seconds']:.3f} s {'OK' if r['seconds'] < 2 else 'MISSED'}")
+        # On a machine shared with other work the wall time includes waiting for a core; the
+        # process's own CPU time is what it would take alone.
+        now = os.getloadavg()[0]
+        print(f"(its CPU time: {r['cpu_seconds']:.3f} s; load average {now:.2f} on {os.cpu_count()} cores)")
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

@@ -1,7 +1,8 @@
 """The table behind ``rows: {from: FILE, key: COLUMN}``: one cut of the project per row (SPEC §3).
 
 ``from`` is a CSV file (RFC 4180, read by the ``csv`` module: UTF-8, a header row, every record
-as many fields as the header; a byte-order mark is allowed) or a YAML/JSON list of mappings, inside
+as many fields as the header; a byte-order mark is allowed; blank records and records of empty
+fields only, which spreadsheets write below the data, are skipped) or a YAML/JSON list of mappings, inside
 the project directory. It is read like the project file itself: a regular file of at most
 ``MAX_DATA_BYTES`` (a FIFO or a device is refused from its ``stat``, never opened). Values are
 text, exactly as written: a CSV has nothing else, and in YAML/JSON every scalar is kept as its
@@ -208,11 +209,11 @@ def _read_csv(text: str, path: Path, reader: _Reader) -> Table | None:
     cells = 0
     ok = True
     line = 1
+    end = 0  # the last line of the last record read
     try:
-        end = 0
         for record in records:
             line, end = end + 1, records.line_num  # the record spans lines line..end
-            if not record:  # a blank line
+            if not any(record):  # a blank line, or one of empty fields (",,,": spreadsheets write them)
                 continue
             if header is None:
                 header, header_line = record, line
@@ -234,6 +235,10 @@ def _read_csv(text: str, path: Path, reader: _Reader) -> Table | None:
                 return None
     except csv.Error as exc:
         where = records.line_num or line
+        if "field larger than field limit" in str(exc):  # the csv module stops before MAX_CELL_CHARS can
+            limit = csv.field_size_limit()
+            reader.add(end + 1, "", f"a value is over {limit:,} characters (at most {MAX_CELL_CHARS:,})")
+            return None
         reader.add(where, "", f"invalid CSV: {exc} (RFC 4180: fields with commas, quotes or line breaks are quoted, "
                               'and a quote inside one is doubled: "")')  # fmt: skip
         return None

@@ -464,3 +464,34 @@ def test_render_refuses_before_paying(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "duplicate key" in done.stderr
+
+
+def test_a_value_past_the_csv_modules_own_limit_names_its_line(tmp_path: Path) -> None:
+    refused(
+        workspace(tmp_path, CSV + 'mug-03,"' + "x" * 200_000 + '",y\n'),
+        "data/products.csv:4: a value is over 131,072 characters (at most 100,000)",
+    )
+
+
+def test_records_of_empty_fields_below_the_data_are_skipped(tmp_path: Path) -> None:
+    """Spreadsheets write ",," for formatted empty rows: no data, so no row (and no "empty key")."""
+    ws = workspace(tmp_path, CSV + ",,\n,,\n\n,,\n")
+    done = ws.cli("validate", str(ws.project), "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"rows": 2' in done.stdout
+    refused(workspace(tmp_path / "b", CSV + ",,x\n"), "data/products.csv:4: sku: empty key (every row needs one)")
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("{from: data/products.csv}", "rows: missing required key 'key'"),
+        ('{from: data/products.csv, key: ""}', "rows.key: must not be empty"),
+        ("{key: sku}", "rows: missing required key 'from'"),
+        ("{from: data/products.csv, key: sku, by: x}", "rows.by: unknown key 'by' (allowed: from, key)"),
+        ("[data/products.csv]", "rows: expected a mapping, got a list"),
+    ],
+)
+def test_the_rows_mapping_is_checked_by_the_schema(tmp_path: Path, rows: str, expected: str) -> None:
+    project = PROJECT.replace("rows: {from: data/products.csv, key: sku}", f"rows: {rows}")
+    refused(workspace(tmp_path, project=project), f"project.yaml:3: {expected}")

@@ -5,6 +5,7 @@ line and the column; exit 2; nothing written (no state, no renders, no lock)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -495,3 +496,26 @@ def test_records_of_empty_fields_below_the_data_are_skipped(tmp_path: Path) -> N
 def test_the_rows_mapping_is_checked_by_the_schema(tmp_path: Path, rows: str, expected: str) -> None:
     project = PROJECT.replace("rows: {from: data/products.csv, key: sku}", f"rows: {rows}")
     refused(workspace(tmp_path, project=project), f"project.yaml:3: {expected}")
+
+
+def test_music_and_a_snippet_see_the_row(tmp_path: Path) -> None:
+    """row.<column> in audio.music and in a prompts: snippet: each row's own file and text."""
+    import shutil
+
+    from e2e_cli import EXAMPLE
+
+    project = (
+        PROJECT.replace("defaults:", 'prompts: {tag: "for {{ row.name }}"}\ndefaults:')
+        .replace('"shot intro: the studio"', '"shot intro: the studio {{ prompts.tag }}"')
+        .replace("output:", 'audio: {music: "audio/{{ row.tagline }}.mp3"}\noutput:')
+    )
+    ws = workspace(tmp_path, project=project)
+    (ws.root / "audio").mkdir()
+    shutil.copy(EXAMPLE / "audio" / "bed.mp3", ws.root / "audio" / "coffee.mp3")
+    refused(ws, "project.yaml:16: audio.music: file not found: audio/tea.mp3 (row 'mug-02', data/products.csv:3)")
+    shutil.copy(EXAMPLE / "audio" / "bed.mp3", ws.root / "audio" / "tea.mp3")
+    done = ws.cli("plan", str(ws.project), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["rows"]["clips"] == 6  # the intro names the row's product now: no shot is shared
+    assert doc["rows"]["shared"]["cost_usd"] == 0

@@ -83,13 +83,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def test_second_run_exits_with_a_clear_lock_message(fake: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake.latency = 1.5
+    fake.latency = 3600.0  # the first run's tasks stay running until the second run has been refused
     project = write_project(tmp_path, SHOTS)
     env = cli_env(fake.base_url)
     owner = StateStore.for_project(project, "wavespeed").owner_path
     with subprocess.Popen(render_args(project), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
         wait_for(owner.exists)
         second = run(render_args(project), env)
+        with fake.lock:  # now let the first run finish: its tasks complete at once
+            fake.latency = 0.0
+            for task in fake.tasks.values():
+                task.latency = 0.0
         assert first.wait(timeout=60) == 0
     assert second.returncode == 1
     assert_one_clean_error(second.stderr, "another kling-render run of this project holds", "pid ")

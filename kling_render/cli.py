@@ -107,6 +107,7 @@ provider_opt = click.option(
 )
 force_opt = click.option("--force", is_flag=True, help="Stitch again even when the final cut is up to date.")
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
+row_opt = click.option("--row", "row", metavar="KEY[,KEY]", help="Rows of a rows: project to work on (their keys).")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
 
 
@@ -207,6 +208,7 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @var_opt
 @provider_opt
 @only_opt
+@row_opt
 @json_opt
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Also save the plan as JSON.")
@@ -220,6 +222,7 @@ def plan(
     vars_: tuple[str, ...],
     provider: str | None,
     only: str | None,
+    row: str | None,
     as_json: bool,
     fmt: str,
     out: str | None,
@@ -227,10 +230,13 @@ def plan(
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render import commands, report_text
+    from kling_render.project_rows import only_ids
 
     loaded = commands.load(project, vars_)
     out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
-    the_plan = commands.plan_for(loaded, provider, _only(only), max_cost=max_cost, remote=True)
+    the_plan = commands.plan_for(
+        loaded, provider, only_ids(loaded, _only(row), _only(only)), max_cost=max_cost, remote=True
+    )
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
     if as_json or fmt == "json":
@@ -246,6 +252,7 @@ def plan(
 @var_opt
 @provider_opt
 @only_opt
+@row_opt
 @click.option(
     "--max-cost",
     type=FiniteFloat(0),
@@ -293,6 +300,7 @@ def render(
     vars_: tuple[str, ...],
     provider: str | None,
     only: str | None,
+    row: str | None,
     max_cost: float | None,
     concurrency: int | None,
     poll_interval: float | None,
@@ -310,19 +318,21 @@ def render(
     from kling_render.shard import parse_shard
 
     shard_k_n = parse_shard(shard) if shard is not None else None  # exit 2 before anything is read
+    from kling_render.project_rows import only_ids
 
     loaded = commands.load(project, vars_)
+    selected = only_ids(loaded, _only(row), _only(only))
     reviewed = None
     if plan_file is not None:
         reviewed = commands.load_saved_plan(plan_file)
         if provider is not None and provider != reviewed.get("provider"):
             raise UsageError(f"--provider {provider} differs from the plan's ({reviewed.get('provider')})")
         provider = str(reviewed.get("provider"))
-        only = ",".join(reviewed["selected"]) if reviewed.get("selected") else only
+        selected = list(reviewed["selected"]) if reviewed.get("selected") else selected
     opts = pipeline.RenderOptions(
         reviewed_plan=reviewed,
         provider=provider,
-        only=_only(only),
+        only=selected,
         max_cost=max_cost,
         concurrency=concurrency,
         poll_interval=poll_interval,
@@ -345,6 +355,7 @@ def render(
                     **report,
                     "final_cut": str(result.final_cut) if result.final_cut else None,
                     "final_cut_up_to_date": result.up_to_date,
+                    **({"cuts": result.cuts} if loaded.rows is not None else {}),
                 }
             )
         )
@@ -369,6 +380,13 @@ def render(
                 _echo_err(f"  {shot['id']}: warning: {shot['warning']}")
         if result.final_cut:
             _echo_err(f"final cut{' up to date' if result.up_to_date else ''}: {result.final_cut}")
+        if loaded.rows is not None:
+            from kling_render import report_rows
+
+            for line in report_rows.cut_lines(result.cuts):
+                _echo_err(line)
+        if result.message:
+            _echo_err(f"error: {result.message}")
         if result.exit_code == EXIT_INTERRUPTED:
             _echo_err("interrupted: state saved; run the same command again to resume")
     sys.exit(result.exit_code)
@@ -378,21 +396,33 @@ def render(
 @project_arg
 @var_opt
 @provider_opt
+@row_opt
 @force_opt
 @wait_lock_opt
 @json_opt
 @verbose_opt
 @handle_errors
 def stitch(
-    project: Path, vars_: tuple[str, ...], provider: str | None, force: bool, wait_lock: float, as_json: bool
+    project: Path,
+    vars_: tuple[str, ...],
+    provider: str | None,
+    row: str | None,
+    force: bool,
+    wait_lock: float,
+    as_json: bool,
 ) -> None:
     """Stitch the final cut from cached clips only (names the shots that have none).
 
     Skipped when the cut is up to date: same clips, cut settings, ffmpeg and kling-render, and the
     file still has the digest recorded when it was made (--force stitches anyway)."""
     from kling_render import commands, pipeline
+    from kling_render.project_rows import select_rows
 
     loaded = commands.load(project, vars_)
+    rows = select_rows(loaded, _only(row))
+    if loaded.rows is not None:
+        _stitch_rows(loaded, provider, rows, force=force, wait_lock=wait_lock, as_json=as_json)
+        return
     outcome = pipeline.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
     if as_json:
         cut = outcome.cut
@@ -413,23 +443,50 @@ def stitch(
     _echo_err(f"final cut{' up to date' if outcome.up_to_date else ''}: {outcome.path}")
 
 
+def _stitch_rows(loaded: Any, provider: str | None, rows: Any, *, force: bool, wait_lock: float, as_json: bool) -> None:
+    """``stitch`` of a rows: project: a cut per row; exit 1 naming the rows that could not be cut."""
+    from kling_render import commands, report_rows, rows_pipeline
+
+    cuts = rows_pipeline.stitch_rows(loaded, provider, rows, force=force, lock_timeout=wait_lock)
+    if as_json:
+        _print_json({"project": loaded.name, "provider": commands.pick_provider(loaded, provider),
+                     "cuts": [cut.to_json() for cut in cuts]})  # fmt: skip
+    for line in report_rows.cut_lines([cut.to_json() for cut in cuts]):
+        _echo_err(line)
+    if any(cut.outcome is None for cut in cuts):
+        sys.exit(1)
+
+
 @cli.command()
 @project_arg
 @var_opt
 @provider_opt
+@row_opt
 @json_opt
 @click.option("--check", is_flag=True, help="Exit 1 unless every shot is done (for CI gates).")
 @verbose_opt
 @handle_errors
-def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json: bool, check: bool) -> None:
-    """Per-shot state from the state file: pending, submitted, done, failed, unknown."""
+def status(
+    project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, as_json: bool, check: bool
+) -> None:
+    """Per-shot state from the state file: pending, submitted, done, failed, unknown (by row in a rows: project)."""
     from kling_render import commands, pipeline, report_text
+    from kling_render.project_rows import select_rows
 
-    doc = pipeline.status(commands.load(project, vars_), provider)
+    loaded = commands.load(project, vars_)
+    rows = select_rows(loaded, _only(row))
+    if loaded.rows is not None:
+        from kling_render import report_rows, rows_pipeline
+
+        doc = rows_pipeline.status_rows(loaded, provider, rows)
+    else:
+        doc = pipeline.status(loaded, provider)
     for message in doc.get("quarantined", []):
         _echo_err(f"warning: {message}")
     if as_json:
         _print_json(doc)
+    elif loaded.rows is not None:
+        click.echo(report_rows.status_table(doc))
     else:
         click.echo(report_text.status_table(doc))
     if check and any(s["status"] != "done" for s in doc["shots"]):
@@ -440,19 +497,30 @@ def status(project: Path, vars_: tuple[str, ...], provider: str | None, as_json:
 @project_arg
 @var_opt
 @provider_opt
+@row_opt
 @click.option(
     "--out",
     "out",
     type=click.Path(dir_okay=False),
-    help="Where to write the page (default: renders/<stem>-report.html beside the project).",
+    help="Where to write the page (default: renders/<stem>-report.html beside the project; "
+    "a rows: project's row pages go in renders/<stem>-report/).",
 )
 @verbose_opt
 @handle_errors
-def report(project: Path, vars_: tuple[str, ...], provider: str | None, out: str | None) -> None:
+def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, out: str | None) -> None:
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
     from kling_render import commands, report_html
+    from kling_render.project_rows import select_rows
 
-    path = report_html.write_report(commands.load(project, vars_), provider, out)
+    loaded = commands.load(project, vars_)
+    rows = select_rows(loaded, _only(row))
+    if loaded.rows is not None:
+        from kling_render.report_rows_html import write_row_reports
+
+        for path in write_row_reports(loaded, provider, rows, out, index=not row):
+            _echo_err(f"report: {path}")
+        return
+    path = report_html.write_report(loaded, provider, out)
     _echo_err(f"report: {path}")
 
 

@@ -49,7 +49,13 @@ def find_project_file(path: Path) -> Path:
 
 def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
-    return {"project": project.name, "valid": True, "shots": len(project.shots)}
+    doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
+    if project.rows is not None:
+        from kling_render.plan import shot_key
+
+        doc["rows"] = len(project.rows)
+        doc["clips"] = len({shot_key(project.provider, s) for s in project.shots})
+    return doc
 
 
 def pick_provider(project: Project, provider: str | None) -> str:
@@ -82,7 +88,7 @@ def plan_for(
     entries, lock_cut = read_lock_file(project.lock_path)
     lock = {sid: entry.to_json() for sid, entry in entries.items()}
     cut_now = None
-    if lock_cut is not None:
+    if lock_cut is not None and project.rows is None:  # a rows: project's cuts are compared per row
         cut_now = {
             "order": [s.id for s in project.shots],
             "output": manifest.output_settings(project),
@@ -105,12 +111,17 @@ def plan_for(
             lock_cut=lock_cut,
             cut_now=cut_now,
         )
-    return replace(
+    the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
         budget_usd=max_cost if max_cost is not None else project.budget_usd,
         charges=provider_charges(name),
     )
+    if project.rows is not None:
+        from kling_render.plan_rows import with_rows
+
+        the_plan = with_rows(the_plan, lock_cut)
+    return the_plan
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
@@ -171,20 +182,27 @@ def plan(
     return plan_for(load(project_path, vars_), provider, only, max_cost=max_cost)
 
 
-def safe_output(project: Project, out: str | Path, option: str) -> Path:
+def output_guard(project: Project) -> Any:
+    """What a file kling-render writes for ``project`` must never overwrite (outputs.py): what it
+    reads or keeps, and every final cut (one per row in a rows: project)."""
+    from kling_render.outputs import Guard, Protected, protected_for
+
+    return Guard(
+        protected_for(
+            project.path,
+            project.lock_path,
+            project.input_files(),
+            extra=[Protected(path, "the final cut (output.path)") for path in project.cut_paths()],
+        )
+    )
+
+
+def safe_output(project: Project, out: str | Path, option: str, guard: Any = None) -> Path:
     """``out`` as a path to write, or a UsageError (exit 2, before anything is written) when it
     would overwrite something the project reads or keeps, or the final cut (outputs.py)."""
     import os
 
-    from kling_render.outputs import Protected, output_problem, protected_for
-
-    protected = protected_for(
-        project.path,
-        project.lock_path,
-        project.input_files(),
-        extra=[Protected(project.output.path, "the final cut (output.path)")],
-    )
-    problem = output_problem(out, protected)
+    problem = (guard or output_guard(project)).problem(out)
     if problem is not None:
         raise UsageError(f"{option} {os.fspath(out)}: {problem}")
     return Path(os.path.abspath(out))

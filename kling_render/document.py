@@ -88,8 +88,16 @@ def load_document(path: Path, display: str | None = None) -> Document:
     return parse_document(text, name)
 
 
-def read_bounded(path: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes.
+def read_bounded(
+    path: Path,
+    name: str,
+    limit: int = MAX_FILE_BYTES,
+    *,
+    what: str = "a project file",
+    must_be: str = "a project must be a YAML file",
+) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes (``what`` and
+    ``must_be`` name the kind of file in the messages: a project file, a rows data file).
 
     A FIFO, a device (``/dev/zero`` behind a symlink) or a directory is refused from its
     ``stat`` and never opened; the open is non-blocking and the size is checked again on the
@@ -100,13 +108,13 @@ def read_bounded(path: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
         return ProjectError([Issue(name, 0, "", message)])
 
     try:
-        problem = _not_a_small_file(os.stat(path), limit)
+        problem = _not_a_small_file(os.stat(path), limit, what, must_be)
         if problem:
             raise refuse(problem)
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(path, flags)
         with open(fd, "rb", closefd=True) as fh:
-            problem = _not_a_small_file(os.fstat(fh.fileno()), limit)
+            problem = _not_a_small_file(os.fstat(fh.fileno()), limit, what, must_be)
             if problem:
                 raise refuse(problem)
             data = fh.read(limit + 1)
@@ -115,18 +123,18 @@ def read_bounded(path: Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
     except OSError as exc:
         raise refuse(f"cannot read file: {exc.strerror or exc}") from None
     if len(data) > limit:
-        raise refuse(f"the file is over {limit // (1024 * 1024)} MB; a project file may be at most that")
+        raise refuse(f"the file is over {limit // (1024 * 1024)} MB; {what} may be at most that")
     return data
 
 
-def _not_a_small_file(st: os.stat_result, limit: int) -> str | None:
+def _not_a_small_file(st: os.stat_result, limit: int, what: str, must_be: str) -> str | None:
     mode = st.st_mode
     if stat.S_ISREG(mode):
         if st.st_size > limit:
-            return f"the file is {st.st_size / 1e6:.1f} MB; a project file may be at most {limit // (1024 * 1024)} MB"
+            return f"the file is {st.st_size / 1e6:.1f} MB; {what} may be at most {limit // (1024 * 1024)} MB"
         return None
     kind = next((name for test, name in _KINDS if test(mode)), "this")
-    return f"{kind} is not a regular file: a project must be a YAML file (nothing was read)"
+    return f"{kind} is not a regular file: {must_be} (nothing was read)"
 
 
 _KINDS = (
@@ -138,7 +146,10 @@ _KINDS = (
 )
 
 
-def parse_document(text: str, name: str) -> Document:
+def parse_document(text: str, name: str, *, scalars_as_text: bool = False) -> Document:
+    """Parse YAML ``text`` (``name`` in messages). With ``scalars_as_text`` every scalar is kept as
+    the text written (``yes``, ``1.50`` and ``0x1F`` stay text; a null is ""): for data files,
+    whose values are text, so YAML 1.1's implicit types never turn ``NO`` into false."""
     loader = _Loader(text)
     try:
         try:
@@ -148,7 +159,7 @@ def parse_document(text: str, name: str) -> Document:
             raise ProjectError([Issue(name, 1, "", too_deep)]) from None
         if node is None:
             raise ProjectError([Issue(name, 1, "", "the file is empty (expected a mapping with version: 1)")])
-        builder = _Builder(loader, Document(name, None), text)
+        builder = _Builder(loader, Document(name, None), text, scalars_as_text=scalars_as_text)
         data = None
         with contextlib.suppress(_Stop):  # the issue that stopped the walk is in builder.issues
             data = builder.build(node, ())
@@ -206,6 +217,7 @@ _FLOAT = "tag:yaml.org,2002:float"
 _MERGE = "tag:yaml.org,2002:merge"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _BINARY = "tag:yaml.org,2002:binary"
+_NULL = "tag:yaml.org,2002:null"
 _BUILDING = -1  # size of a collection whose build has not finished: an alias to it is recursive
 
 
@@ -222,8 +234,9 @@ class _Builder:
     the object already built for its anchor (shared, not copied) and counts its full size.
     """
 
-    def __init__(self, loader: yaml.SafeLoader, doc: Document, text: str) -> None:
+    def __init__(self, loader: yaml.SafeLoader, doc: Document, text: str, *, scalars_as_text: bool = False) -> None:
         self.loader = loader
+        self.as_text = scalars_as_text
         self.doc = doc
         self.text = text
         self.lines = doc.lines
@@ -241,7 +254,9 @@ class _Builder:
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.ScalarNode):
             self.count += 1
-            return node.value if node.tag == _STR and node.value.isascii() else self.scalar(node, path)
+            if node.tag == _STR and node.value.isascii():
+                return node.value
+            return self.text_scalar(node, path) if self.as_text else self.scalar(node, path)
         done = self.built.get(id(node))
         if done is not None:  # an alias: its lines were recorded where it was anchored
             value, size = done
@@ -293,7 +308,10 @@ class _Builder:
                 if not self._jinja_like(key_node, path):
                     self.fail(key_node, path, "a list or mapping cannot be a key")
                 continue
-            key = key_node.value if key_node.tag == _STR else self.scalar(key_node, path)
+            if key_node.tag == _STR:
+                key = key_node.value
+            else:
+                key = self.text_scalar(key_node, path) if self.as_text else self.scalar(key_node, path)
             child = (*path, str(key))
             if key in mapping:
                 self.fail(key_node, child, "duplicate key")
@@ -309,6 +327,21 @@ class _Builder:
                     if key not in mapping:
                         mapping[key] = value
                         self.lines.setdefault((*path, str(key)), key_node.start_mark.line + 1)
+
+    def text_scalar(self, node: yaml.ScalarNode, path: DocPath) -> str:
+        """A scalar as the text written: a null is "", anything else its source text (checked encodable)."""
+        if node.tag == _NULL:
+            return ""
+        if node.tag == _BINARY:
+            self.fail(node, path, "binary data (!!binary) is not supported")
+            return ""
+        try:
+            node.value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = node.value[exc.start]
+            self.fail(node, path, f"text with a lone surrogate (U+{ord(bad):04X}) cannot be encoded; remove it")
+            return ""
+        return str(node.value)
 
     def scalar(self, node: yaml.ScalarNode, path: DocPath) -> Any:
         tag = node.tag

@@ -260,25 +260,36 @@ class LockFile:
         self._write(entries, self._cut)
         return True
 
-    def record_cut(self, shots: Mapping[str, dict[str, Any]], cut: dict[str, Any]) -> None:
+    def record_cut(self, shots: Mapping[str, dict[str, Any]], cut: dict[str, Any], *, row: str | None = None) -> None:
         """After a final cut: each shot's cut settings and the project's (order, output, audio).
 
-        Shots without an entry (never rendered into this lock) are left out. Writes only on change.
+        In a rows: project each row's cut is recorded under its key (``cut.rows.<key>``), beside
+        the other rows'. Shots without an entry (never rendered into this lock) are left out.
+        Writes only on change.
         """
         entries = self.read()
         if not entries:
             return
         changed = {sid: replace(e, cut=shots[sid]) for sid, e in entries.items() if sid in shots}
         merged = {**entries, **changed}
+        if row is not None:
+            rows = self._cut.get("rows") if self._cut is not None else None
+            cut = {"rows": {**(rows if isinstance(rows, dict) else {}), row: cut}}
         if merged == entries and self._cut == cut and self.path.exists():
             return
         self._write(merged, cut)
 
-    def prune(self, keep: Iterable[str]) -> list[str]:
-        """Drop the entries of shots not in ``keep`` (after a full render); return their ids."""
+    def prune(self, keep: Iterable[str], *, rows: Iterable[str] | None = None) -> list[str]:
+        """Drop the entries of shots not in ``keep`` (after a full render), and with ``rows`` the
+        recorded cuts of rows no longer in the table; return the shot ids dropped."""
         entries = self.read()
         wanted = set(keep)
         gone = sorted(sid for sid in entries if sid not in wanted)
-        if gone:
-            self._write({sid: e for sid, e in entries.items() if sid in wanted}, self._cut)
+        cut = self._cut
+        recorded = cut.get("rows") if cut is not None else None
+        if rows is not None and isinstance(recorded, dict):
+            kept = set(rows)
+            cut = {**cut, "rows": {k: v for k, v in recorded.items() if k in kept}} if cut is not None else None
+        if gone or cut != self._cut:
+            self._write({sid: e for sid, e in entries.items() if sid in wanted}, cut)
         return gone

@@ -86,27 +86,52 @@ def _ancestors(path: str) -> list[str]:
 
 def output_problem(raw: str | Path, protected: Iterable[Protected]) -> str | None:
     """Why writing a file at ``raw`` (as given) is refused, or None when it is safe."""
-    text = os.fspath(raw)
-    if not text or text.endswith(("/", os.sep)) or os.path.basename(text) in ("", ".", ".."):
-        return "names a directory, not a file"
-    real = _real(text)
-    chain = _ancestors(real)
-    idents = {p: _ident(p) for p in chain}
-    if os.path.isdir(real):
-        return "is an existing directory, not a file"
-    for above in chain[1:]:
-        if idents[above] is not None and not os.path.isdir(above):
-            return f"lies under {above}, which is a file, not a directory"
-    for guard in protected:
-        guard_real = _real(guard.path)
-        guard_id = _ident(guard_real)
-        if guard.tree:
-            hit = _inside(real, guard_real) or (
-                guard_id is not None and any(idents[p] == guard_id for p in chain)
-            )
-        else:
-            hit = _folded(real) == _folded(guard_real) or (guard_id is not None and idents[real] == guard_id)
-        if hit:
-            where = "inside " if guard.tree else ""
-            return f"is {where}{guard.what} ({guard.path}); choose another path"
-    return None
+    return Guard(protected).problem(raw)
+
+
+class Guard:
+    """``protected`` resolved once, to check many targets (a rows: project has a cut per row, and
+    each must be checked against every row's inputs): a lookup per target, not a scan."""
+
+    def __init__(self, protected: Iterable[Protected]) -> None:
+        self.trees: list[tuple[int, Protected, str, tuple[int, int] | None]] = []
+        self.by_text: dict[str, tuple[int, Protected]] = {}
+        self.by_ident: dict[tuple[int, int], tuple[int, Protected]] = {}
+        for n, guard in enumerate(protected):
+            real = _real(guard.path)
+            ident = _ident(real)
+            if guard.tree:
+                self.trees.append((n, guard, real, ident))
+                continue
+            self.by_text.setdefault(_folded(real), (n, guard))
+            if ident is not None:
+                self.by_ident.setdefault(ident, (n, guard))
+
+    def problem(self, raw: str | Path) -> str | None:
+        """Why writing a file at ``raw`` (as given) is refused, or None when it is safe."""
+        text = os.fspath(raw)
+        if not text or text.endswith(("/", os.sep)) or os.path.basename(text) in ("", ".", ".."):
+            return "names a directory, not a file"
+        real = _real(text)
+        chain = _ancestors(real)
+        idents = {p: _ident(p) for p in chain}
+        if os.path.isdir(real):
+            return "is an existing directory, not a file"
+        for above in chain[1:]:
+            if idents[above] is not None and not os.path.isdir(above):
+                return f"lies under {above}, which is a file, not a directory"
+        hits: list[tuple[int, Protected]] = []
+        for n, guard, guard_real, guard_id in self.trees:
+            if _inside(real, guard_real) or (guard_id is not None and any(idents[p] == guard_id for p in chain)):
+                hits.append((n, guard))
+        same = self.by_text.get(_folded(real))
+        if same is not None:
+            hits.append(same)
+        ident = idents[real]
+        if ident is not None and ident in self.by_ident:
+            hits.append(self.by_ident[ident])
+        if not hits:
+            return None
+        _, guard = min(hits, key=lambda hit: hit[0])  # the first protected path that matches, as listed
+        where = "inside " if guard.tree else ""
+        return f"is {where}{guard.what} ({guard.path}); choose another path"

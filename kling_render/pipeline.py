@@ -20,6 +20,7 @@ from kling_render.stitch.manifest import CutRecord
 
 if TYPE_CHECKING:
     from kling_render.lockfile import LockFile
+    from kling_render.remote.connect import Remote
     from kling_render.stitch.probe import MediaInfo
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
@@ -52,6 +53,7 @@ class RenderResult:
     final_cut: Path | None = None
     up_to_date: bool = False  # the final cut was already up to date: not re-encoded
     message: str = ""
+    cuts: list[dict[str, Any]] = field(default_factory=list)  # a rows: project: each row's cut (rows_pipeline)
 
 
 def budget_for(project: Project, max_cost: float | None) -> float | None:
@@ -126,6 +128,10 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 remote=remote,
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
+            if project.rows is not None:  # a cut per row, each as soon as its own clips exist
+                from kling_render.rows_pipeline import finish_rows
+
+                return finish_rows(project, opts, result, cache, sink, lock)
             if result.exit_code != 0:
                 return result
             if not opts.only and opts.shard is None:
@@ -169,9 +175,7 @@ def stitch(
     in the lock file. Skipped when the cut is up to date (see :mod:`kling_render.stitch.manifest`)
     unless ``force``. Holds the project's run lock (waiting up to ``lock_timeout`` seconds)."""
     from kling_render.commands import pick_provider
-    from kling_render.lockfile import LockFile
-    from kling_render.providers import provider_charges
-    from kling_render.remote.sync import open_for, pull_missing
+    from kling_render.remote.sync import open_for
     from kling_render.state import StateStore
 
     name = pick_provider(project, provider)
@@ -182,13 +186,24 @@ def stitch(
         with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
             # Clips quarantined from here on (by the pulls' and the lock's checks too) are reported by _stitch.
             since = len(cache.quarantined)
-            if remote is not None:
-                pull_missing(remote, name, _clip_keys(project, name), cache, sink)
-            lock = LockFile(project.lock_path, paid=provider_charges(name))
-            _record_clips(project, name, cache, lock)
+            lock = gather_clips(project, name, cache, sink, remote)
             return _stitch(project, name, cache, sink, force=force, lock=lock, reported=since)
     finally:
         sink.close()
+
+
+def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None) -> LockFile:
+    """Before a `stitch` (the caller holds the run lock): the clips the local cache lacks pulled from
+    the remote (sha256-checked), and each shot's cached clip recorded in the lock file."""
+    from kling_render.lockfile import LockFile
+    from kling_render.providers import provider_charges
+    from kling_render.remote.sync import pull_missing
+
+    if remote is not None:
+        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink)
+    lock = LockFile(project.lock_path, paid=provider_charges(provider))
+    _record_clips(project, provider, cache, lock)
+    return lock
 
 
 def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
@@ -233,10 +248,11 @@ class PreparedCut:
 
 
 def manifest_file(project: Project) -> Path:
-    """Where the project's stitch manifest lives: beside its state."""
+    """Where the project's stitch manifest lives: beside its state (a row's cut: ``rows/<key>/``)."""
     from kling_render.state import state_dir_for
 
-    return manifest.manifest_path(state_dir_for(project.path))
+    where = state_dir_for(project.path)
+    return manifest.manifest_path(where / "rows" / project.row_key if project.row_key else where)
 
 
 def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCut:
@@ -358,7 +374,7 @@ def _stitch(
                     extra=_cut_extra(out.path, cut, up_to_date=True),
                 )
             )
-            lock.record_cut(prepared.shot_settings, project_cut)
+            lock.record_cut(prepared.shot_settings, project_cut, row=project.row_key)
             return StitchOutcome(out.path, True, cut)
     clips = prepared.clips
     sink.emit(Event("stitching", message=f"{len(clips)} clips -> {out.path}"))
@@ -392,7 +408,7 @@ def _stitch(
         stream_copy=result.stream_copy,
     )
     manifest.write(where, prepared.inputs, cut, now_iso())
-    lock.record_cut(prepared.shot_settings, project_cut)
+    lock.record_cut(prepared.shot_settings, project_cut, row=project.row_key)
     if result.encoded_segments:
         with contextlib.suppress(OSError):  # clean-up is best effort: never fails a stitch
             store.sweep(result.segments)

@@ -7,12 +7,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog import usd
 from kling_render.errors import ProjectError, UsageError
 from kling_render.jobs import Job, MediaRef
 from kling_render.project import Project, Shot, cost_of, missing_price
+
+if TYPE_CHECKING:
+    from kling_render.plan_rows import RowsPlan
 
 PLAN_VERSION = 1
 
@@ -95,6 +98,7 @@ class Plan:
     restitch: list[str] = field(default_factory=list)  # project-wide cut edits: "order", "output", "audio"
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
+    rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
 
     @property
     def over_budget(self) -> bool:
@@ -111,12 +115,15 @@ class Plan:
 
     @property
     def lock_cost(self) -> Fraction:
-        """What the shots recorded in the lock file cost (for the plan's cost change)."""
-        return sum((Fraction(str(e.get("cost_usd", 0))) for e in self.lock_entries.values()), Fraction(0))
+        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
+        by_key = {e.get("key"): e for e in self.lock_entries.values()}
+        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
-        return sum((p.cost for p in self.shots), Fraction(0))
+        """What every shot costs, each distinct clip once: shots with one key (the shared shots of a
+        rows: project, identical shots) are generated once and used by each."""
+        return sum((p.cost for p in _distinct(self.shots)), Fraction(0))
 
     @property
     def to_render(self) -> list[PlannedShot]:
@@ -124,7 +131,7 @@ class Plan:
 
     @property
     def to_render_cost(self) -> Fraction:
-        return sum((p.cost for p in self.to_render), Fraction(0))
+        return sum((p.cost for p in _distinct(self.to_render)), Fraction(0))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +149,7 @@ class Plan:
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
                     "key": p.job.key,
+                    **({"row": p.shot.row, "shot": p.shot.name} if p.shot.row is not None else {}),
                     **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
                        if (pc := p.prompt_change) else {}),
                 }
@@ -157,7 +165,13 @@ class Plan:
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            **({"rows": self.rows.to_json()} if self.rows is not None else {}),
         }
+
+
+def _distinct(shots: Sequence[PlannedShot]) -> list[PlannedShot]:
+    """The first shot of each key."""
+    return list({p.job.key: p for p in reversed(shots)}.values())
 
 
 def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
@@ -238,7 +252,7 @@ def build_plan(
             ]
         )
     removed = sorted(set(lock) - {s.id for s in project.shots})
-    restitch = _project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
+    restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
     return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
 
 
@@ -247,7 +261,7 @@ def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, 
     return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
 
 
-def _project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """Project-wide cut edits since the last cut: shots reordered, output or audio settings."""
     changed = []
     old_order, new_order = then.get("order"), now.get("order")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render import rules
 from kling_render.catalog import PRICE_KEYS, Model, Price, find_model, parse_fraction, parse_price
@@ -20,6 +20,10 @@ from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import MediaRef
 from kling_render.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
 from kling_render.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
+
+if TYPE_CHECKING:
+    from kling_render.project_rows import ProjectRow
+    from kling_render.rows import Table
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would accept a trailing newline
 DEFAULT_TRANSITION_SECONDS = 0.5
@@ -57,10 +61,16 @@ class Shot:
     transition: Transition
     with_video: bool
     line: int
+    row: str | None = None  # the row's key in a rows: project (then ``id`` is ``<row>/<shot id>``)
 
     @property
     def kept_duration(self) -> float:
         return self.trim.kept(self.duration)
+
+    @property
+    def name(self) -> str:
+        """The shot's id in the project file (``id`` without the row)."""
+        return self.id if self.row is None else self.id[len(self.row) + 1 :]
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,12 @@ class Project:
         value = self.provider_options.get(provider, {}).get("concurrency")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
     remote: str | None = None  # `remote:` (KLING_RENDER_REMOTE wins; see kling_render.remote)
+    # A rows: project (project_rows.py): ``shots`` holds every row's shots (ids ``<key>/<shot id>``),
+    # ``rows`` each row's shots, output and audio, and ``output`` is the first row's. A row's own
+    # view (``project_rows.row_view``) has ``row_key`` set and ``rows`` None.
+    rows: list[ProjectRow] | None = None
+    table: Table | None = None
+    row_key: str | None = None
 
     @property
     def root(self) -> Path:
@@ -126,8 +142,19 @@ class Project:
         return lock_path_for(self.path)
 
     def input_files(self) -> list[tuple[Path, str]]:
-        """Every local file the project reads, with what it is for (outputs must never overwrite one)."""
-        return input_files(self.shots, self.audio)
+        """Every local file the project reads, with what it is for (outputs must never overwrite one):
+        every row's media and music, and the rows data file, in a rows: project."""
+        found = input_files(self.shots, self.audio)
+        for row in self.rows or ():
+            if row.audio is not None and row.audio.music is not None:
+                found.append((row.audio.music, f"the music of row {row.key}"))
+        if self.table is not None:
+            found.append((self.table.path, "the rows data file (rows.from)"))
+        return found
+
+    def cut_paths(self) -> list[Path]:
+        """Every final cut the project makes: one per row in a rows: project."""
+        return [row.output.path for row in self.rows] if self.rows is not None else [self.output.path]
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -254,6 +281,7 @@ class _Resolver:
                 )
         self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
         self._budget_spent = False
+        self.output_text: str | None = None  # output.path as the last cut rendered it (None: unusable)
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
@@ -276,6 +304,38 @@ class _Resolver:
         data = self.data
         name = str(data["name"])
         prices = self._prices()
+        rows = table = None
+        if "rows" in data:
+            from kling_render.project_rows import expand_rows
+
+            shots, output, audio, rows, table = expand_rows(self, skip, name)
+        else:
+            shots, output, audio = self.cut(skip, name)
+        budget = data.get("budget", {}).get("max_usd")
+        return Project(
+            path=self.path,
+            display=self.doc.file,
+            name=name,
+            provider=str(data.get("provider", "local")),
+            budget_usd=float(budget) if budget is not None else None,
+            shots=shots,
+            output=output,
+            audio=audio,
+            prices=prices,
+            vars=self.vars,
+            models=self.models,
+            provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
+            remote=self._remote(),
+            rows=rows,
+            table=table,
+        )
+
+    def cut(
+        self, skip: set[str], name: str, *, check_output: bool = True
+    ) -> tuple[list[Shot], OutputSpec, AudioSpec | None]:
+        """The shots, output and audio of one cut, with the current template context (a row's, in
+        a rows: project, whose expansion checks the outputs of all rows together instead)."""
+        data = self.data
         shots: list[Shot] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(data["shots"]):
@@ -294,24 +354,9 @@ class _Resolver:
             if shot is not None:
                 shots.append(shot)
         audio = self._audio()
-        output = self._output(name, input_files(shots, audio))
+        output = self._output(name, input_files(shots, audio) if check_output else None)
         self._check_cut(shots, output.fps)
-        budget = data.get("budget", {}).get("max_usd")
-        return Project(
-            path=self.path,
-            display=self.doc.file,
-            name=name,
-            provider=str(data.get("provider", "local")),
-            budget_usd=float(budget) if budget is not None else None,
-            shots=shots,
-            output=output,
-            audio=audio,
-            prices=prices,
-            vars=self.vars,
-            models=self.models,
-            provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
-            remote=self._remote(),
-        )
+        return shots, output, audio
 
     def _remote(self) -> str | None:
         """``remote:``, checked here rather than by a schema pattern: a schema message would
@@ -356,22 +401,28 @@ class _Resolver:
                 self.add(("pricing", raw_id), f"invalid price: {exc}")
         return prices
 
-    def _output(self, name: str, inputs: list[tuple[Path, str]]) -> OutputSpec:
+    def _output(self, name: str, inputs: list[tuple[Path, str]] | None) -> OutputSpec:
+        """``output``, its path rendered as a template; checked against ``inputs`` and what the
+        project keeps (outputs.py) unless ``inputs`` is None (the caller checks it)."""
         from kling_render.lockfile import lock_path_for
         from kling_render.outputs import output_problem, protected_for
 
         raw = self.data.get("output", {})
-        value = str(raw.get("path", f"renders/{name}.mp4"))
-        out_path = self._local_path(("output", "path"), value, must_exist=False)
+        value = self._render(self.templates.for_cut(), str(raw.get("path", f"renders/{name}.mp4")),
+                             ("output", "path"), None)  # fmt: skip
+        out_path = self._local_path(("output", "path"), value, must_exist=False) if value else None
+        self.output_text = value if out_path is not None else None  # as written: the rows check uses it
         if out_path is not None:
             # Checked on the path as written (a trailing slash), resolved inside output_problem.
-            problem = output_problem(
-                os.path.join(self.root, value), protected_for(self.path, lock_path_for(self.path), inputs)
-            )
+            problem = None
+            if inputs is not None:
+                protected = protected_for(self.path, lock_path_for(self.path), inputs)
+                problem = output_problem(os.path.join(self.root, value), protected)
             if problem is not None:
                 self.add(("output", "path"), f"{value}: {problem}")
             elif out_path.suffix.lower() != ".mp4":
-                self.add(("output", "path"), "the final cut is an MP4: the path must end in .mp4")
+                self.add(("output", "path"), f"{value}: the final cut is an MP4: the path must end in .mp4")
+                self.output_text = None
         return OutputSpec(
             path=out_path or self.root / "renders" / f"{name}.mp4",
             width=int(raw.get("width", 1920)),
@@ -385,8 +436,11 @@ class _Resolver:
         if raw is None:
             return None
         music = None
+        value = ""
         if "music" in raw:
-            music = self._local_path(("audio", "music"), str(raw["music"]), must_exist=True)
+            value = self._render(self.templates.for_cut(), str(raw["music"]), ("audio", "music"), None)
+        if value:
+            music = self._local_path(("audio", "music"), value, must_exist=True)
             if music is not None and music.suffix.lower() not in AUDIO_EXTENSIONS:
                 self.add(
                     ("audio", "music"), f"{music.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"

@@ -111,7 +111,7 @@ def build_cards(
         error = doc.get("error")
         cards.append(
             ShotCard(
-                id=shot.id,
+                id=shot.name,  # a row's page names its shots as the project file does
                 index=shot.index,
                 model=shot.model.id,
                 duration=shot.duration,

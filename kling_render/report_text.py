@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,13 +46,25 @@ def _prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
             continue
         old, new = change
         if markdown:
-            lines += [f"`{p.id}` prompt:", "```diff", f"- {old}", f"+ {new}", "```"]
+            # A prompt is user text (a rows: table's cell, say): every line keeps its -/+ mark and
+            # the fence is longer than any run of backticks in it, so it cannot close the block.
+            longest = max((len(run) for run in re.findall(r"`+", old + new)), default=0)
+            fence = "`" * max(3, longest + 1)
+            lines += [f"`{p.id}` prompt:", f"{fence}diff", *_marked("- ", old), *_marked("+ ", new), fence]
         else:
-            lines += [f"{p.id}: prompt changed", f"  - {old}", f"  + {new}"]
+            lines += [f"{p.id}: prompt changed", *_marked("  - ", old), *_marked("  + ", new)]
     return lines
 
 
+def _marked(mark: str, text: str) -> list[str]:
+    return [mark + line for line in text.splitlines() or [""]]
+
+
 def plan_table(plan: Plan) -> str:
+    if plan.rows is not None:
+        from kling_render import report_rows
+
+        return report_rows.plan_table(plan)
     rows = [
         [
             p.id,
@@ -89,6 +102,10 @@ def plan_table(plan: Plan) -> str:
 
 def plan_markdown(plan: Plan) -> str:
     """A pull-request comment: what is added, changed, re-stitched, removed and cached, and what it costs."""
+    if plan.rows is not None:
+        from kling_render import report_rows
+
+        return report_rows.plan_markdown(plan)
     rows = []
     for p in plan.shots:
         rows.append(

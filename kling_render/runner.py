@@ -156,13 +156,14 @@ class _Run:
         actions: dict[str, Action] = {}
         leaders: set[str] = set()
         self.blocked.clear()
+        carriers = self.carriers()
         for job in self.jobs:
             record = self.state.get(job.shot_id)
             if record is not None and record.key != job.key:
                 record = None  # the shot changed: its old record is reset (the ledger is kept by key)
             if self.cache.use(self.provider.name, job.key) is not None:
                 actions[job.shot_id] = "cached"
-            elif job.key in leaders:
+            elif job.key in leaders or carriers.get(job.key, job.shot_id) != job.shot_id:
                 actions[job.shot_id] = "follow"  # another shot of this run renders the same key
             elif record is not None and record.status == "submitted" and record.task_id:
                 actions[job.shot_id] = "poll"
@@ -181,6 +182,26 @@ class _Run:
                 actions[job.shot_id] = "submit"
                 leaders.add(job.key)
         return actions
+
+    def carriers(self) -> dict[str, str]:
+        """Per key, the shot whose record has its task in flight (a task to poll, else a submit whose
+        outcome is unknown): that shot carries the key, and every other shot with the key follows it,
+        wherever it stands in the run. (Rows of a rows: project share every shot that does not use
+        the row; a second submit for a key whose task is running, or may be, would pay twice.)"""
+        best: dict[str, tuple[int, str]] = {}
+        for job in self.jobs:
+            record = self.state.get(job.shot_id)
+            if record is None or record.key != job.key:
+                continue
+            if record.status == "submitted" and record.task_id:
+                rank = 0
+            elif record.status in ("submitting", "unknown"):
+                rank = 1
+            else:
+                continue
+            if job.key not in best or rank < best[job.key][0]:
+                best[job.key] = (rank, job.shot_id)
+        return {key: shot_id for key, (_, shot_id) in best.items()}
 
     def submit_refusal(self, job: Job) -> str | None:
         """Why no new task may be submitted for ``job``, or None (the lifetime cap, a permanent failure)."""
@@ -240,6 +261,7 @@ class _Run:
         concurrency = max(1, self.options.concurrency or self.provider.default_concurrency)
         sem = asyncio.Semaphore(concurrency)
         self.state.ensure_all({job.shot_id: job.key for job in self.jobs})
+        followers: list[Job] = []
         for job in self.jobs:
             action = actions[job.shot_id]
             if action == "cached":
@@ -251,11 +273,16 @@ class _Run:
                 blocked = self.state.ledger(job.key).blocked
                 self.fail(job, self.blocked[job.shot_id], code=blocked.code if blocked else None)
             elif action == "follow":
-                leader = next(t for sid, t in tasks.items() if self._job(sid).key == job.key)
-                tasks[job.shot_id] = asyncio.create_task(self.follow(job, leader))
+                followers.append(job)  # once every leader's task exists (a leader may come later)
             else:
                 step: Step = "poll" if action == "poll" else "reconcile" if action == "reconcile" else "submit"
                 tasks[job.shot_id] = asyncio.create_task(self.shot(job, step, sem))
+        for job in followers:
+            leader = next((t for sid, t in tasks.items() if self._job(sid).key == job.key), None)
+            if leader is not None:
+                tasks[job.shot_id] = asyncio.create_task(self.follow(job, leader))
+            else:  # its key's shot is unknown or blocked: nothing renders it this run
+                self.follow_nothing(job, actions)
         try:
             await asyncio.gather(*tasks.values())
         except BaseException:
@@ -323,6 +350,17 @@ class _Run:
             prompt=job.prompt or None,
         )
         self.lock.record(job.shot_id, entry)
+
+    def follow_nothing(self, job: Job, actions: dict[str, Action]) -> None:
+        """A shot whose key's task is not run this run (the shot carrying it is unknown or blocked)."""
+        carrier = next((j for j in self.jobs if j.key == job.key and actions[j.shot_id] != "follow"), None)
+        why = self.report.outcomes[carrier.shot_id].status if carrier is not None else "not rendered"
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.status = "failed"
+        leader = carrier.shot_id if carrier else "another shot"
+        outcome.error = f"waits for {leader} with the same inputs, which is {why}"
+        self.state.update(job.shot_id, status="failed", error=outcome.error)
+        self.emit("failed", job, message=outcome.error)
 
     async def follow(self, job: Job, leader: asyncio.Task[None]) -> None:
         """A shot with the same key as another of this run: wait for that one, then use its clip."""

@@ -2,8 +2,9 @@
 
 The environment itself (sandboxed, deterministic, bounded) is in ``sandbox.py``; its bounds in
 ``template_limits.py``. The context is the project's ``vars`` (after ``--var``) as top-level
-names, ``prompts.<name>`` (snippets rendered on first use with the same context), ``project.name``
-and ``shot.id`` / ``shot.index``. No environment variables or secrets reach templates.
+names, ``prompts.<name>`` (snippets rendered on first use with the same context), ``project.name``,
+``shot.id`` / ``shot.index``, and in a ``rows:`` project ``row.<column>``. No environment variables
+or secrets reach templates.
 """
 
 from __future__ import annotations
@@ -186,28 +187,36 @@ class _Prompts(Mapping[str, str]):
 
 
 class ProjectTemplates:
-    """The templates of one project: its variables, snippets, and one budget for all its fields."""
+    """The templates of one project: its variables, snippets, and one budget for all its fields.
+
+    ``row`` is the row being rendered in a ``rows:`` project (``row.<column>``, text values),
+    set by the row expansion before each row's fields are rendered; None otherwise."""
 
     def __init__(self, variables: Mapping[str, Any], snippets: Mapping[str, str], project_name: str) -> None:
         self.variables = dict(variables)
         self.snippets = dict(snippets)
         self.project = Labelled("project", name=project_name)
         self.budget = Budget()
+        self.row: Labelled | None = None
 
     def for_shot(self, shot_id: str, index: int) -> ShotTemplates:
         return ShotTemplates(self, shot_id, index)
+
+    def for_cut(self) -> ShotTemplates:
+        """The context of the project's own paths (``output.path``, ``audio.music``): no ``shot``."""
+        return ShotTemplates(self, None, None)
 
 
 class ShotTemplates:
     """The context of one shot's fields; ``render`` raises TemplateProblem."""
 
-    def __init__(self, project: ProjectTemplates, shot_id: str, index: int) -> None:
+    def __init__(self, project: ProjectTemplates, shot_id: str | None, index: int | None) -> None:
         self.project = project
-        self.values: dict[str, Any] = {
-            **project.variables,
-            "project": project.project,
-            "shot": Labelled("shot", id=shot_id, index=index),
-        }
+        self.values: dict[str, Any] = {**project.variables, "project": project.project}
+        if shot_id is not None:
+            self.values["shot"] = Labelled("shot", id=shot_id, index=index)
+        if project.row is not None:
+            self.values["row"] = project.row
         self.values["prompts"] = _Prompts(self)
 
     def render(self, source: str) -> str:

@@ -34,7 +34,8 @@ for ``output_url``), ``stall`` (send the output at
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
 whole clip, its length right, with bytes in the middle of its bitstream flipped).
-``every`` N applies a fault to every Nth matching request only (``count`` times).
+``every`` N applies a fault to every Nth matching request only (``count`` times); a task fault with
+``body_contains`` applies only to a submit whose JSON body contains that text (one row's shot, say).
 
 As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
 with a bad one still creates its task, unless the fault says ``create: false``; 429 and 4xx
@@ -202,6 +203,7 @@ class Fault:
     rate: float = 10.0  # stall: bytes per second
     release: Any = None  # trickle: a threading.Event that ends the wait early (in-process tests)
     seen: int = 0  # matching requests so far (for ``every``)
+    body_contains: str | None = None  # task faults: only a submit whose JSON body contains this text
 
     def creates(self) -> bool:
         """On a submit: whether the task is created although the answer is this fault."""
@@ -222,9 +224,10 @@ class Faults:
         self.rate, self.kinds, self.fail_code = rate, kinds, fail_code
         self.injected: Counter[str] = Counter()  # faults handed out, by kind (chaos ones too)
 
-    def take(self, method: str, path: str, kinds: set[str] | None = None) -> Fault | None:
-        """The next fault of ``kinds`` (default: any but the task kinds, chaos too) for a request."""
-        fault = self._take(method, path, kinds)
+    def take(self, method: str, path: str, kinds: set[str] | None = None, body: str = "") -> Fault | None:
+        """The next fault of ``kinds`` (default: any but the task kinds, chaos too) for a request
+        (``body``: a submit's JSON body, for faults with ``body_contains``)."""
+        fault = self._take(method, path, kinds, body)
         if fault is not None:
             with self._lock:
                 self.injected[fault.kind] += 1
@@ -240,11 +243,12 @@ class Faults:
         with self._lock:
             self._items.clear()
 
-    def _take(self, method: str, path: str, kinds: set[str] | None) -> Fault | None:
+    def _take(self, method: str, path: str, kinds: set[str] | None, body: str = "") -> Fault | None:
         with self._lock:
             for fault in self._items:
                 wanted = fault.kind in kinds if kinds else fault.kind not in TASK_KINDS
                 mine = path.startswith(fault.path_prefix) and fault.method in (None, method)
+                mine = mine and (fault.body_contains is None or fault.body_contains in body)
                 if fault.count > 0 and wanted and mine and _applies(fault.kind, method, path):
                     fault.seen += 1
                     if fault.seen % max(1, fault.every):
@@ -552,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         problem = validate(model, body) or self._check_media(body)
         if problem:
             return _json(400, {"code": 400, "message": problem})
-        fail = self.fake.faults.take("POST", self.record_path, {"fail"})
+        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, json.dumps(body, ensure_ascii=False))
         slow = self.fake.faults.take("POST", self.record_path, {"slow"})
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,19 @@ def make_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (width, height), color).save(path, fmt)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C reaches the tests and the CLIs they start, even when the suite itself was started with
+    SIGINT ignored (a background job of a non-interactive shell, nohup): the interrupt tests send
+    it. A Python handler here also means children start with the default action, not "ignored"."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session", autouse=True)

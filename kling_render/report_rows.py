@@ -12,7 +12,7 @@ from typing import Any
 from kling_render.catalog import usd
 from kling_render.plan import Plan, PlannedShot
 from kling_render.plan_rows import RowPlan, RowsPlan
-from kling_render.report_text import _budget_line, _counts_text, _prompt_lines, _table
+from kling_render.report_text import _budget_line, _counts_text, _prompt_lines, _table, plan_footer
 
 
 def _rows(plan: Plan) -> RowsPlan:
@@ -112,12 +112,7 @@ def plan_table(plan: Plan) -> str:
     if prompts:
         lines += [*prompts, ""]
     lines.append(_totals(plan, rows))
-    lines.append(f"vs lock: {_counts_text(plan)}")
-    budget = _budget_line(plan)
-    if budget:
-        lines.append(budget)
-    if plan.provider == "local":
-        lines.append("(local provider: animatics are free; prices show what wavespeed would charge)")
+    lines += plan_footer(plan)
     return "\n".join(lines)
 
 

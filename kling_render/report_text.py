@@ -91,13 +91,19 @@ def plan_table(plan: Plan) -> str:
         f"total ${usd(plan.total_cost):.4f}; to render {len(plan.to_render)} shot(s) "
         f"${usd(plan.to_render_cost):.4f}; cached {cached}"
     )
-    lines.append(f"vs lock: {_counts_text(plan)}")
+    lines += plan_footer(plan)
+    return "\n".join(lines)
+
+
+def plan_footer(plan: Plan) -> list[str]:
+    """The last lines of a plan table: changes against the lock, the budget, the local-provider hint."""
+    lines = [f"vs lock: {_counts_text(plan)}"]
     budget = _budget_line(plan)
     if budget:
         lines.append(budget)
     if plan.provider == "local":
         lines.append("(local provider: animatics are free; prices show what wavespeed would charge)")
-    return "\n".join(lines)
+    return lines
 
 
 def plan_markdown(plan: Plan) -> str:

@@ -315,10 +315,10 @@ def render(
 ) -> None:
     """Generate every shot that is not cached, then stitch the final cut."""
     from kling_render import commands, pipeline
+    from kling_render.project_rows import only_ids
     from kling_render.shard import parse_shard
 
     shard_k_n = parse_shard(shard) if shard is not None else None  # exit 2 before anything is read
-    from kling_render.project_rows import only_ids
 
     loaded = commands.load(project, vars_)
     selected = only_ids(loaded, _only(row), _only(only))

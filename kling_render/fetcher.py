@@ -33,7 +33,6 @@ __all__ = ["FetchPool"]
 T = TypeVar("T")
 
 
-
 class FetchPool:
     """The bounded pool of one run; ``close`` it when the run ends."""
 
@@ -45,9 +44,7 @@ class FetchPool:
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                self.workers, thread_name_prefix="clip-check"
-            )
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="clip-check")
         return self._executor
 
     @contextlib.asynccontextmanager

@@ -11,7 +11,13 @@ from kling_render.remote.config import check_endpoint
 
 LOOPBACK = ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "::1", "[::1]"]
 ELSEWHERE = [
-    "10.0.0.5", "169.254.169.254", "127.0.0.1.nip.io", "api.localhost", "localhost.", "0.0.0.0", "::ffff:10.0.0.1",
+    "10.0.0.5",
+    "169.254.169.254",
+    "127.0.0.1.nip.io",
+    "api.localhost",
+    "localhost.",
+    "0.0.0.0",
+    "::ffff:10.0.0.1",
 ]
 
 

@@ -30,9 +30,16 @@ def test_the_default_budget_keeps_two_1080p_encodes_and_4k_runs_alone() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("4000", 4000), ("", DEFAULT_STITCH_MEMORY_MB), ("0", DEFAULT_STITCH_MEMORY_MB), ("-5", DEFAULT_STITCH_MEMORY_MB),
-     ("1e9", DEFAULT_STITCH_MEMORY_MB), ("nan", DEFAULT_STITCH_MEMORY_MB), ("٣٠٠", DEFAULT_STITCH_MEMORY_MB),
-     ("9" * 40, DEFAULT_STITCH_MEMORY_MB)],
+    [
+        ("4000", 4000),
+        ("", DEFAULT_STITCH_MEMORY_MB),
+        ("0", DEFAULT_STITCH_MEMORY_MB),
+        ("-5", DEFAULT_STITCH_MEMORY_MB),
+        ("1e9", DEFAULT_STITCH_MEMORY_MB),
+        ("nan", DEFAULT_STITCH_MEMORY_MB),
+        ("٣٠٠", DEFAULT_STITCH_MEMORY_MB),
+        ("9" * 40, DEFAULT_STITCH_MEMORY_MB),
+    ],
 )
 def test_the_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: int) -> None:
     monkeypatch.setenv("KLING_RENDER_STITCH_MEMORY", value)

@@ -73,17 +73,22 @@ def stitch_each(
     *,
     force: bool,
     lock: LockFile,
+    reported: int | None = None,
 ) -> list[RowCut]:
-    """Stitch each row whose clips are all cached (the caller holds the run lock); the others are skipped, named."""
+    """Stitch each row whose clips are all cached (the caller holds the run lock); the others are skipped, named.
+
+    Each row reports the clips of its own shots quarantined since ``reported`` (by the pulls and the
+    lock's checks before the stitches, or by an earlier row's), so a row without a cut says why."""
     from kling_render.pipeline import _stitch
 
+    since = len(cache.quarantined) if reported is None else reported
     cuts = []
     for row in rows:
         view = row_view(project, row)
         cut = RowCut(row.key, row.output.path)
         row_sink = RowSink(sink, row.key)
         try:
-            cut.outcome = _stitch(view, provider, cache, row_sink, force=force, lock=lock)
+            cut.outcome = _stitch(view, provider, cache, row_sink, force=force, lock=lock, reported=since)
         except MissingClipsError as exc:
             cut.missing = list(exc.shot_ids)
             row_sink.emit(Event("stitch-skipped", message=f"row {row.key}: not stitched, no clip yet for "
@@ -145,9 +150,10 @@ def stitch_rows(
     try:
         with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
             # The selected rows' clips from the remote (a shard matrix rendered them elsewhere), as `stitch` does.
+            since = len(cache.quarantined)
             chosen = replace(project, shots=[s for row in rows for s in row.shots])
             lock = gather_clips(chosen, name, cache, sink, remote)
-            return stitch_each(project, rows, name, cache, sink, force=force, lock=lock)
+            return stitch_each(project, rows, name, cache, sink, force=force, lock=lock, reported=since)
     finally:
         sink.close()
 

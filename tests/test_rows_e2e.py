@@ -377,3 +377,26 @@ def test_a_project_without_rows_refuses_row(tmp_path: Path, fake: FakeProcess) -
     ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
     done = ws.cli("plan", str(ws.project), "--row", "a")
     assert done.returncode == 2 and "--row: " in done.stderr and "has no rows: table" in done.stderr
+
+
+def test_a_damaged_shared_clip_is_reported_by_every_row_stitch_and_never_cut(ws: Workspace, fake: FakeProcess) -> None:
+    """`stitch` of a rows: project checks each clip before it records the lock; a clip damaged on
+    disk is quarantined there, and every row that uses it says so (not just "no clip yet")."""
+    done = ws.render()
+    assert done.returncode == 0, done.stderr
+    cuts = {key: cut(ws, key).read_bytes() for key in KEYS}
+    key = json.loads(ws.project.with_suffix(".lock").read_text())["shots"]["mug-01/intro"]["key"]
+    victim = ws.cache_dir / "wavespeed" / key[:2] / f"{key}.mp4"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+
+    stitched = ws.cli("stitch", str(ws.project), "--force")
+    assert stitched.returncode == 1, stitched.stderr
+    for row in KEYS:
+        assert f"{row}/intro: quarantined (cached clip" in stitched.stderr, stitched.stderr
+        assert cut(ws, row).read_bytes() == cuts[row]  # the previous cuts stay; none made from the bad clip
+    assert not victim.exists()
+    again = ws.render()  # the shared clip is paid once more, for all four rows
+    assert again.returncode == 0, again.stderr
+    assert created(fake)["intro"] == 2 and sum(created(fake).values()) == 10

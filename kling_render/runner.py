@@ -58,7 +58,8 @@ from kling_render.providers.base import Provider
 from kling_render.reconcile import Reconciler, fingerprint
 from kling_render.run_report import OutcomeStatus, RunOptions, RunReport, ShotOutcome
 from kling_render.state import StateStore, now_iso
-from kling_render.task_end import ASK_AGAIN, TaskEnds
+from kling_render.task_end import TaskEnds
+from kling_render.triage import Action, classify, submit_refusal
 
 if TYPE_CHECKING:
     from kling_render.remote.connect import Remote
@@ -85,7 +86,6 @@ def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
     return check.duration, check.headers.to_json()
 
 
-Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked", "reconcile"]
 Step = Literal["submit", "poll", "reconcile", "remote"]
 
 
@@ -147,85 +147,12 @@ class _Run:
     # -- planning ----------------------------------------------------------------------------
 
     def classify(self, *, resubmit: bool) -> dict[str, Action]:
-        """What to do with each shot, decided from state, ledger and cache without writing state.
-        ``resubmit``: an ``unknown`` shot is submitted again (the --resubmit-unknown override).
-
-        A cached clip counts only when it still matches its recorded sha256 (``cache.use``); one
-        that does not is quarantined by the cache and its shot rendered again.
-        """
-        actions: dict[str, Action] = {}
-        leaders: set[str] = set()
-        self.blocked.clear()
-        carriers = self.carriers()
-        for job in self.jobs:
-            record = self.state.get(job.shot_id)
-            if record is not None and record.key != job.key:
-                record = None  # the shot changed: its old record is reset (the ledger is kept by key)
-            if self.cache.use(self.provider.name, job.key) is not None:
-                actions[job.shot_id] = "cached"
-            elif job.key in leaders or carriers.get(job.key, job.shot_id) != job.shot_id:
-                actions[job.shot_id] = "follow"  # another shot of this run renders the same key
-            elif record is not None and record.status == "submitted" and record.task_id:
-                actions[job.shot_id] = "poll"
-                leaders.add(job.key)
-            elif (
-                record is not None
-                and record.status in ("submitting", "unknown")
-                and not resubmit
-                and self.provider.charges  # a free provider's lost submit costs nothing to repeat
-            ):
-                actions[job.shot_id] = "unknown"
-            elif (reason := self.submit_refusal(job)) is not None:
-                self.blocked[job.shot_id] = reason
-                actions[job.shot_id] = "blocked"
-            else:
-                actions[job.shot_id] = "submit"
-                leaders.add(job.key)
-        return actions
-
-    def carriers(self) -> dict[str, str]:
-        """Per key, the shot whose record has its task in flight (a task to poll, else a submit whose
-        outcome is unknown): that shot carries the key, and every other shot with the key follows it,
-        wherever it stands in the run. (Rows of a rows: project share every shot that does not use
-        the row; a second submit for a key whose task is running, or may be, would pay twice.)"""
-        best: dict[str, tuple[int, str]] = {}
-        for job in self.jobs:
-            record = self.state.get(job.shot_id)
-            if record is None or record.key != job.key:
-                continue
-            if record.status == "submitted" and record.task_id:
-                rank = 0
-            elif record.status in ("submitting", "unknown"):
-                rank = 1
-            else:
-                continue
-            if job.key not in best or rank < best[job.key][0]:
-                best[job.key] = (rank, job.shot_id)
-        return {key: shot_id for key, (_, shot_id) in best.items()}
+        """What to do with each shot (triage.py), decided without writing state."""
+        return classify(self, resubmit=resubmit)
 
     def submit_refusal(self, job: Job) -> str | None:
-        """Why no new task may be submitted for ``job``, or None (the lifetime cap, a permanent failure)."""
-        if self.gate is not None and job.key in self.gate.refusals:
-            return self.gate.refusals[job.key]
-        cap = self.options.max_task_attempts
-        if self.options.retry_failed or not self.provider.charges:
-            if self.run_tasks[job.key] >= cap:
-                return f"{self.run_tasks[job.key]} tasks submitted for it this run (at most {cap})"
-            return None
-        ledger = self.state.ledger(job.key)
-        blocked = ledger.blocked
-        if blocked is not None:
-            code = f" (code {blocked.code})" if blocked.code else ""
-            return (
-                f"its task {blocked.task_id} failed for good{code}: {blocked.error or 'no reason given'}; "
-                f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
-            )
-        if ledger.created >= cap:
-            return (
-                f"these inputs have created {ledger.created} tasks over all runs, the cap of {cap} "
-                f"(failed and unusable ones count): {ASK_AGAIN} to allow more"
-            )
-        return None
+        """Why no new task may be submitted for ``job``, or None (triage.py)."""
+        return submit_refusal(self, job)
 
     # -- the run -----------------------------------------------------------------------------
 

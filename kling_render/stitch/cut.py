@@ -300,34 +300,26 @@ def copy_cut(
     meta = work / "chapters.txt"
     meta.write_text(chapters_text(chapters, Fraction(1, 1000)), encoding="utf-8")
     ffmpeg.run(
-        [
-            "-y",
-            "-f",
-            "concat",
-            "-safe",
-            "1" if safe else "0",
-            "-i",
-            _file(listing),
-            "-f",
-            "ffmetadata",
-            "-i",
-            _file(meta),
-            "-map",
-            "0:v:0",
-            "-map",
-            "0:a:0?",
-            "-map_chapters",
-            "1",
-            "-map_metadata",
-            "1",
-            "-c",
-            "copy",
-            *BITEXACT,
-            "-f",
-            "mp4",
-            _file(tmp),
-        ],
+        join_args(listing, safe, meta, tmp),
         f"joining {len(clips)} clips by stream copy",
         progress=_reporter(progress, "joining", float(at)),
     )
     return chapters
+
+
+def join_args(listing: Path, safe: bool, chapters: Path, dest: Path, audio: Path | None = None) -> list[str]:
+    """ffmpeg arguments joining the files of a concat ``listing`` by stream copy into ``dest``, with the
+    chapters and metadata of an ffmetadata file; the audio comes from the listed files (if they
+    have any) or, when given, from the one ``audio`` file (the segmented stitch's single pass)."""
+    inputs = ["-f", "concat", "-safe", "1" if safe else "0", "-i", _file(listing)]
+    if audio is not None:
+        inputs += ["-i", _file(audio)]
+    meta = "2" if audio is not None else "1"
+    return [
+        "-y",
+        *inputs,
+        *["-f", "ffmetadata", "-i", _file(chapters)],
+        *["-map", "0:v:0", "-map", "1:a:0" if audio is not None else "0:a:0?"],
+        *["-map_chapters", meta, "-map_metadata", meta],
+        *["-c", "copy", *BITEXACT, "-f", "mp4", _file(dest)],
+    ]

@@ -28,7 +28,6 @@ from pathlib import Path
 from kling_render import ffmpeg
 from kling_render.errors import StitchError
 from kling_render.stitch.cut import (
-    BITEXACT,
     VIDEO_CODEC,
     StitchProgress,
     _file,
@@ -36,6 +35,7 @@ from kling_render.stitch.cut import (
     _reporter,
     chapters_text,
     encode_audio,
+    join_args,
     link_for_concat,
 )
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
@@ -170,35 +170,7 @@ def encode_cut(
     meta = work / "chapters.txt"
     meta.write_text(chapters_text(chapters, Fraction(1, output.fps)), encoding="utf-8")
     ffmpeg.run(
-        [
-            "-y",
-            "-f",
-            "concat",
-            "-safe",
-            "1" if safe else "0",
-            "-i",
-            _file(listing),
-            "-i",
-            _file(audio_file),
-            "-f",
-            "ffmetadata",
-            "-i",
-            _file(meta),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-map_chapters",
-            "2",
-            "-map_metadata",
-            "2",
-            "-c",
-            "copy",
-            *BITEXACT,
-            "-f",
-            "mp4",
-            _file(dest),
-        ],
+        join_args(listing, safe, meta, dest, audio=audio_file),
         f"joining {len(parts)} segments",
         progress=_reporter(progress, "joining", float(timeline.duration)),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from kling_render.catalog import usd
 from kling_render.plan import Plan, PlannedShot
 from kling_render.plan_rows import RowPlan, RowsPlan
-from kling_render.report_text import _budget_line, _counts_text, _prompt_lines, _table, plan_footer
+from kling_render.report_text import _budget_line, _counts_text, _prompt_lines, _table, plan_footer, shot_cells
 
 
 def _rows(plan: Plan) -> RowsPlan:
@@ -89,18 +89,7 @@ def plan_table(plan: Plan) -> str:
     detail: list[list[str]] = []
     for r in rows.rows:
         for n, p in enumerate(r.shots):
-            detail.append(
-                [
-                    r.key if n == 0 else "",
-                    p.shot.name + _shared_mark(p, shared),
-                    p.shot.model.id,
-                    f"{p.shot.duration}s",
-                    "yes" if p.shot.sound else "no",
-                    f"${usd(p.cost):.4f}",
-                    p.status,
-                    p.change_label,
-                ]
-            )
+            detail.append([r.key if n == 0 else "", p.shot.name + _shared_mark(p, shared), *shot_cells(p)])
     lines += [
         "shots by row:",
         _table(["row", "shot", "model", "dur", "sound", "cost", "status", "vs lock"], detail, right=(3, 5)),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kling_render.catalog import usd
-from kling_render.plan import Plan
+from kling_render.plan import Plan, PlannedShot
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
@@ -65,18 +65,7 @@ def plan_table(plan: Plan) -> str:
         from kling_render import report_rows
 
         return report_rows.plan_table(plan)
-    rows = [
-        [
-            p.id,
-            p.shot.model.id,
-            f"{p.shot.duration}s",
-            "yes" if p.shot.sound else "no",
-            f"${usd(p.cost):.4f}",
-            p.status,
-            p.change_label,
-        ]
-        for p in plan.shots
-    ]
+    rows = [[p.id, *shot_cells(p)] for p in plan.shots]
     text = _table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
     lines = [f"{plan.project.name} ({plan.provider}): {len(plan.shots)} shot(s)", "", text, ""]
     for shot_id in plan.removed:
@@ -93,6 +82,13 @@ def plan_table(plan: Plan) -> str:
     )
     lines += plan_footer(plan)
     return "\n".join(lines)
+
+
+def shot_cells(p: PlannedShot) -> list[str]:
+    """A planned shot's cells after its name: model, duration, sound, cost, status, change vs lock."""
+    shot = p.shot
+    return [shot.model.id, f"{shot.duration}s", "yes" if shot.sound else "no", f"${usd(p.cost):.4f}", p.status,
+            p.change_label]  # fmt: skip
 
 
 def plan_footer(plan: Plan) -> list[str]:

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kling_render import ffmpeg
-from kling_render.cache import ClipCache, ClipMeta
+from kling_render.media import ffmpeg
+from kling_render.store.cache import ClipCache, ClipMeta
 
 
 def make_clips(work: Path, n: int, seconds: float, bitrate: str) -> list[Path]:

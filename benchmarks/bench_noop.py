@@ -29,11 +29,12 @@ from pathlib import Path
 
 from bench_stitch import cached_project, make_clips
 
-from kling_render import ffmpeg_caps, pipeline
-from kling_render.cache import ClipCache
-from kling_render.commands import plan_for
-from kling_render.project import load_project
-from kling_render.stitch import manifest
+from kling_render.app import pipeline
+from kling_render.app.commands import plan_for
+from kling_render.media import caps as ffmpeg_caps
+from kling_render.project.project import load_project
+from kling_render.records import manifest
+from kling_render.store.cache import ClipCache
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "projects" / "mug-teaser"
@@ -73,7 +74,10 @@ def noop_runs(project: Path, cut: Path, env: dict[str, str], repeat: int) -> tup
 
 def startup() -> float:
     """A new Python process that imports what a render imports, and exits (best of 5)."""
-    code = "import kling_render.cli, kling_render.pipeline, kling_render.commands, kling_render.schema, jsonschema, PIL"
+    code = (
+        "import kling_render.cli, kling_render.app.pipeline, kling_render.app.commands, "
+        "kling_render.project.schema, jsonschema, PIL"
+    )
     times = []
     for _ in range(5):
         t0 = time.perf_counter()

@@ -99,12 +99,12 @@ def warm_fake_clip(base_url: str) -> None:
 
 def engine_run(project_path: Path, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """One full render of the project with a fresh state file and clip cache."""
-    from kling_render.cache import ClipCache
-    from kling_render.commands import plan_for
-    from kling_render.project import load_project
-    from kling_render.providers.wavespeed import WaveSpeedProvider
-    from kling_render.runner import RunOptions, run
-    from kling_render.state import StateStore
+    from kling_render.app.commands import plan_for
+    from kling_render.project.project import load_project
+    from kling_render.providers.wavespeed.client import WaveSpeedProvider
+    from kling_render.records.state import StateStore
+    from kling_render.run.scheduler import RunOptions, run
+    from kling_render.store.cache import ClipCache
 
     work = Path(tempfile.mkdtemp(dir=project_path.parent))
     cache = ClipCache(work / "cache")
@@ -135,7 +135,7 @@ def requests_per_task(stats: dict[str, Any], task_ids: list[str]) -> tuple[float
 def measure_verify(clip: Path, n: int, concurrency: int) -> tuple[float, float, float]:
     """Seconds to verify one clip (wall, and CPU seconds of the ffmpeg it runs) and ``n`` clips
     ``concurrency`` at a time (total wall)."""
-    from kling_render.runner import default_verify
+    from kling_render.run.scheduler import default_verify
 
     rounds = max(1, min(n, 5))
     t0, c0 = time.perf_counter(), os.times()

@@ -33,9 +33,9 @@ KEY = "ab" * 32
 
 
 def child(mode: str, size_mb: int, workdir: Path) -> dict[str, float]:
-    from kling_render.cache import ClipCache, ClipMeta
-    from kling_render.remote.clips import Pushed
-    from kling_render.remote.connect import remote_for
+    from kling_render.store.cache import ClipCache, ClipMeta
+    from kling_render.store.remote.clips import Pushed
+    from kling_render.store.remote.connect import remote_for
 
     remote = remote_for(None)
     assert remote is not None

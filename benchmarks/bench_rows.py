@@ -88,8 +88,8 @@ CHILD = textwrap.dedent(
     import json, resource, sys, time
     t0 = time.perf_counter()
     from pathlib import Path
-    from kling_render.commands import plan_for
-    from kling_render.project import load_project
+    from kling_render.app.commands import plan_for
+    from kling_render.project.project import load_project
     t_import = time.perf_counter() - t0
     best = best_load = best_cpu = None
     for _ in range(int(sys.argv[2])):

@@ -40,13 +40,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kling_render import ffmpeg, pipeline
-from kling_render.cache import ClipCache, ClipMeta
-from kling_render.plan import shot_key
-from kling_render.project import Project, load_project
+from kling_render.app import pipeline
+from kling_render.media import ffmpeg
+from kling_render.media.probe import check_clip
+from kling_render.plan.plan import shot_key
+from kling_render.project.project import Project, load_project
 from kling_render.stitch import CutClip, probe
 from kling_render.stitch.cut import AUDIO_CODEC, BITEXACT, VIDEO_CODEC, X264_PRESET, X264_THREADS
-from kling_render.stitch.probe import check_clip
+from kling_render.store.cache import ClipCache, ClipMeta
 
 FPS = 24
 
@@ -197,7 +198,7 @@ TREE_CHILD = textwrap.dedent(
         plain_xfade([Path(p) for p in job["paths"]], job["seconds"], job["fade"], Path(job["dest"]))
         print(json.dumps({"seconds": time.perf_counter() - t0}))
         raise SystemExit
-    from kling_render.cache import ClipCache
+    from kling_render.store.cache import ClipCache
     from kling_render.fsutil import sha256_file
     from kling_render.stitch import CutClip, OutputSettings, SegmentStore, probe, stitch
     fade, n = job["fade"], len(job["paths"])

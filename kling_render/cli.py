@@ -154,14 +154,14 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     """kling-render's version and the ffmpeg it uses (path and version): both decide a cut's bytes."""
     if not value or ctx.resilient_parsing:
         return
-    from kling_render import ffmpeg_caps
     from kling_render.errors import FFmpegError
+    from kling_render.media import caps as ffmpeg_caps
 
     click.echo(f"kling-render {__version__}")
     try:
         build = ffmpeg_caps.current()
     except FFmpegError as exc:
-        from kling_render import ffmpeg
+        from kling_render.media import ffmpeg
 
         click.echo(f"ffmpeg: {ffmpeg.ffmpeg_exe()} cannot be used: {exc}")
         ctx.exit(2)
@@ -194,7 +194,7 @@ def cli(verbose: bool) -> None:
 @handle_errors
 def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
     """Check the project file: schema, model rules, files, image limits."""
-    from kling_render import commands
+    from kling_render.app import commands
 
     result = commands.validate(project, vars_)
     if as_json:
@@ -229,8 +229,9 @@ def plan(
     max_cost: float | None,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
-    from kling_render import commands, report_text
-    from kling_render.project_rows import only_ids
+    from kling_render.app import commands
+    from kling_render.project.rows import only_ids
+    from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
     out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
@@ -314,9 +315,9 @@ def render(
     plan_file: Path | None,
 ) -> None:
     """Generate every shot that is not cached, then stitch the final cut."""
-    from kling_render import commands, pipeline
-    from kling_render.project_rows import only_ids
-    from kling_render.shard import parse_shard
+    from kling_render.app import commands, pipeline
+    from kling_render.plan.shard import parse_shard
+    from kling_render.project.rows import only_ids
 
     shard_k_n = parse_shard(shard) if shard is not None else None  # exit 2 before anything is read
 
@@ -381,7 +382,7 @@ def render(
         if result.final_cut:
             _echo_err(f"final cut{' up to date' if result.up_to_date else ''}: {result.final_cut}")
         if loaded.rows is not None:
-            from kling_render import report_rows
+            from kling_render.report import rows as report_rows
 
             for line in report_rows.cut_lines(result.cuts):
                 _echo_err(line)
@@ -415,8 +416,8 @@ def stitch(
 
     Skipped when the cut is up to date: same clips, cut settings, ffmpeg and kling-render, and the
     file still has the digest recorded when it was made (--force stitches anyway)."""
-    from kling_render import commands, pipeline
-    from kling_render.project_rows import select_rows
+    from kling_render.app import commands, pipeline
+    from kling_render.project.rows import select_rows
 
     loaded = commands.load(project, vars_)
     rows = select_rows(loaded, _only(row))
@@ -445,7 +446,8 @@ def stitch(
 
 def _stitch_rows(loaded: Any, provider: str | None, rows: Any, *, force: bool, wait_lock: float, as_json: bool) -> None:
     """``stitch`` of a rows: project: a cut per row; exit 1 naming the rows that could not be cut."""
-    from kling_render import commands, report_rows, rows_pipeline
+    from kling_render.app import commands, rows_pipeline
+    from kling_render.report import rows as report_rows
 
     cuts = rows_pipeline.stitch_rows(loaded, provider, rows, force=force, lock_timeout=wait_lock)
     if as_json:
@@ -470,13 +472,15 @@ def status(
     project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, as_json: bool, check: bool
 ) -> None:
     """Per-shot state from the state file: pending, submitted, done, failed, unknown (by row in a rows: project)."""
-    from kling_render import commands, pipeline, report_text
-    from kling_render.project_rows import select_rows
+    from kling_render.app import commands, pipeline
+    from kling_render.project.rows import select_rows
+    from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
     rows = select_rows(loaded, _only(row))
     if loaded.rows is not None:
-        from kling_render import report_rows, rows_pipeline
+        from kling_render.app import rows_pipeline
+        from kling_render.report import rows as report_rows
 
         doc = rows_pipeline.status_rows(loaded, provider, rows)
     else:
@@ -509,13 +513,14 @@ def status(
 @handle_errors
 def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, out: str | None) -> None:
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
-    from kling_render import commands, report_html
-    from kling_render.project_rows import select_rows
+    from kling_render.app import commands
+    from kling_render.project.rows import select_rows
+    from kling_render.report import html as report_html
 
     loaded = commands.load(project, vars_)
     rows = select_rows(loaded, _only(row))
     if loaded.rows is not None:
-        from kling_render.report_rows_html import write_row_reports
+        from kling_render.report.rows_html import write_row_reports
 
         for path in write_row_reports(loaded, provider, rows, out, index=not row):
             _echo_err(f"report: {path}")
@@ -538,7 +543,8 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
 @handle_errors
 def models(project: Path | None, vars_: tuple[str, ...], as_json: bool, check_prices: bool) -> None:
     """The model catalog: endpoints, fields, limits and prices (with PROJECT: its declared models too)."""
-    from kling_render import commands, report_text
+    from kling_render.app import commands
+    from kling_render.report import text as report_text
 
     if not check_prices:
         catalog = commands.models(project, vars_)
@@ -561,7 +567,7 @@ def models(project: Path | None, vars_: tuple[str, ...], as_json: bool, check_pr
 @handle_errors
 def schema() -> None:
     """Print the project JSON Schema."""
-    from kling_render.schema import schema_text
+    from kling_render.project.schema import schema_text
 
     click.echo(schema_text(), nl=False)
 
@@ -572,7 +578,7 @@ def schema() -> None:
 @handle_errors
 def init(directory: Path) -> None:
     """Write a small working project (with images) that renders offline."""
-    from kling_render.initproject import write_init_project
+    from kling_render.app.initproject import write_init_project
 
     path = write_init_project(directory)
     click.echo(f"wrote {path}; try: kling-render render {path}")

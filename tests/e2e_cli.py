@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kling_render.stitch.probe import MediaInfo, probe, verify_clip
+from kling_render.media.probe import MediaInfo, probe, verify_clip
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "projects" / "mug-teaser"

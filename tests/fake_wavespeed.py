@@ -846,7 +846,7 @@ def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False, media: 
             real = "" if media == "tiny" else f"-{MEDIA[media][1]}"
             dest = cache / f"clip-{duration}s-{width}x{height}{real}-{'a' if sound else 'n'}.mp4"
             if not dest.exists():
-                from kling_render.ffmpeg import run
+                from kling_render.media.ffmpeg import run
 
                 cache.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kling_render import ffmpeg
+from kling_render.media import ffmpeg
 
 
 def make_clip(

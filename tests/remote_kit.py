@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kling_render.errors import RemoteTransientError
-from kling_render.remote.claims import Owner
-from kling_render.remote.connect import Remote, open_remote, resolve_remote_url
 from kling_render.retry import RetryPolicy
+from kling_render.store.remote.claims import Owner
+from kling_render.store.remote.connect import Remote, open_remote, resolve_remote_url
 
 T = TypeVar("T")
 

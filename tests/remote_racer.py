@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from kling_render.remote.claims import Lost, Owner, Won
-from kling_render.remote.connect import remote_for
+from kling_render.store.remote.claims import Lost, Owner, Won
+from kling_render.store.remote.connect import remote_for
 
 STEP = 0.03  # seconds between keys
 

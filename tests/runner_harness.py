@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from runner_stub import StubProvider, make_job
 
-from kling_render.cache import ClipCache
-from kling_render.lockfile import LockFile
-from kling_render.runner import RunOptions, run
-from kling_render.state import StateStore
+from kling_render.records.lockfile import LockFile
+from kling_render.records.state import StateStore
+from kling_render.run.scheduler import RunOptions, run
+from kling_render.store.cache import ClipCache
 
 SHOTS = ("intro", "pour", "hero", "outro")
 

@@ -31,7 +31,7 @@ from kling_render.errors import DownloadError, SubmitRefusedError, SubmitUncerta
 from kling_render.fsutil import atomic_write_text
 from kling_render.jobs import Job, ListedTask, TaskResult
 from kling_render.providers.base import Provider
-from kling_render.providers.wavespeed import failure_cause
+from kling_render.providers.wavespeed.client import failure_cause
 
 CLIP_DURATION = 1
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from PIL import Image
 
-from kling_render.cache import ClipCache
-from kling_render.ffmpeg import run as ffmpeg_run
-from kling_render.lockfile import read_lock
-from kling_render.state import ShotState, StateStore, read_state
+from kling_render.media.ffmpeg import run as ffmpeg_run
+from kling_render.records.lockfile import read_lock
+from kling_render.records.state import ShotState, StateStore, read_state
+from kling_render.store.cache import ClipCache
 
 TESTS = Path(__file__).resolve().parent
 FAKE = TESTS / "fake_wavespeed.py"
@@ -176,7 +176,7 @@ def assert_decodes(path: Path, min_seconds: float) -> float:
     """Decode ``path`` end to end (every frame); return its duration from the decoder's last timestamp."""
     assert path.is_file() and path.stat().st_size > 0
     ffmpeg_run(["-v", "error", "-xerror", "-i", str(path), "-f", "null", "-"], "decoding the final cut")
-    from kling_render.stitch.probe import probe
+    from kling_render.media.probe import probe
 
     duration = float(probe(path).duration)
     assert duration >= min_seconds - 0.1, duration

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kling_render.cache import ClipCache, ClipMeta, cache_root_for
 from kling_render.fsutil import sha256_file
+from kling_render.store.cache import ClipCache, ClipMeta, cache_root_for
 
 KEY = "ab" + "0" * 62
 
@@ -173,7 +173,7 @@ def test_a_clip_that_no_longer_matches_is_quarantined_never_used(tmp_path: Path,
 def test_the_memo_saves_the_rehash_only_while_the_file_is_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kling_render.cache as cache_mod
+    import kling_render.store.cache as cache_mod
 
     cache = ClipCache(tmp_path)
     cache.put("local", KEY, _tmp_clip(cache, b"x" * 4096), ClipMeta(5.0, "m"))

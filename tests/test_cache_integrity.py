@@ -19,7 +19,7 @@ from fake_wavespeed import FakeWaveSpeed
 from mediagen import make_clip
 
 from kling_render.fsutil import sha256_file
-from kling_render.lockfile import read_lock
+from kling_render.records.lockfile import read_lock
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kling_render.plan import shot_key
-from kling_render.project import cost_of, load_project
+from kling_render.plan.plan import shot_key
+from kling_render.project.project import cost_of, load_project
 
 REPO = Path(__file__).resolve().parent.parent
 MUG = REPO / "projects" / "mug-teaser" / "project.yaml"

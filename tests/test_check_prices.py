@@ -15,7 +15,7 @@ import pytest
 from e2e_cli import SECRET, Workspace, base_env, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
-from kling_render.catalog import load_catalog
+from kling_render.catalog.catalog import load_catalog
 
 PRICING = "/api/v3/model/pricing"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from e2e_cli import EXAMPLE, Workspace, base_env
 
-from kling_render import ffmpeg
-from kling_render.progress import Event, JsonLinesSink, PlainSink, RichSink
-from kling_render.state import StateStore
+from kling_render.media import ffmpeg
+from kling_render.records.state import StateStore
+from kling_render.report.progress import Event, JsonLinesSink, PlainSink, RichSink
 
 PROJECT = """\
 version: 1

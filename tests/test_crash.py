@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from runner_stub import StubProvider, clip_source
 
-from kling_render.cache import ClipCache
-from kling_render.lockfile import read_lock
-from kling_render.state import ShotState, StateStore, read_state
+from kling_render.records.lockfile import read_lock
+from kling_render.records.state import ShotState, StateStore, read_state
+from kling_render.store.cache import ClipCache
 
 HARNESS = Path(__file__).with_name("runner_harness.py")
 SHOTS = ("intro", "pour", "hero", "outro")

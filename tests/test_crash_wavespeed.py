@@ -23,7 +23,7 @@ import pytest
 from e2e_cli import SECRET, SMALL_CUT_SECONDS, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
 from e2e_fake import FakeProcess
 
-from kling_render.cache import ClipCache
+from kling_render.store.cache import ClipCache
 
 LATENCY = 1.0  # seconds from submit to completed, on the fake
 

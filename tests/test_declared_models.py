@@ -21,8 +21,8 @@ from e2e_fake import FakeProcess
 
 from kling_render.cli import cli
 from kling_render.errors import ProjectError
-from kling_render.plan import build_plan, shot_key
-from kling_render.project import cost_of, load_project
+from kling_render.plan.plan import build_plan, shot_key
+from kling_render.project.project import cost_of, load_project
 
 MODEL = """\
 models:
@@ -471,7 +471,7 @@ def test_a_builtin_text_to_video_shot_renders_offline(tmp_path: Path) -> None:
     done = ws.render("--provider", "local")
     assert done.returncode == 0, done.stderr
     (clip,) = ws.clips("local")
-    from kling_render.stitch.probe import probe
+    from kling_render.media.probe import probe
 
     info = probe(clip)
     assert info.height > info.width and abs(info.duration - 3) < 0.1

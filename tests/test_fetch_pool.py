@@ -23,12 +23,12 @@ from e2e_cli import SECRET, SMALL_SHOTS, Workspace, small_workspace, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed, clip_bytes
 
-from kling_render.cache import ClipCache
-from kling_render.fetcher import FetchPool
 from kling_render.jobs import Job
-from kling_render.providers.wavespeed import WaveSpeedProvider
-from kling_render.runner import RunOptions, RunReport, default_verify, run
-from kling_render.state import StateStore, read_ledger
+from kling_render.providers.wavespeed.client import WaveSpeedProvider
+from kling_render.records.state import StateStore, read_ledger
+from kling_render.run.fetcher import FetchPool
+from kling_render.run.scheduler import RunOptions, RunReport, default_verify, run
+from kling_render.store.cache import ClipCache
 
 KEY = "test-key-0123456789"
 MODEL = "kling-v3.0-std/text-to-video"

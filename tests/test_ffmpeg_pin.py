@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from e2e_cli import EXAMPLE, Workspace, base_env
 
-from kling_render import ffmpeg, ffmpeg_caps
-from kling_render.stitch.probe import probe
+from kling_render.media import caps as ffmpeg_caps
+from kling_render.media import ffmpeg
+from kling_render.media.probe import probe
 
 BUNDLED = ffmpeg.bundled_exe()
 MISSING_IN_SHIM = ("hlwind", "coverleft", "revealup")

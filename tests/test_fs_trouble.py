@@ -35,7 +35,7 @@ from stress_kit import (
     write_project,
 )
 
-from kling_render.state import StateStore
+from kling_render.records.state import StateStore
 
 SHOTS = 3
 FSIZE_LIMIT = 16_000  # bytes: more than the state file of 3 shots, less than one fake clip

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from kling_render.app.initproject import write_example_images, write_init_project
 from kling_render.errors import UsageError
-from kling_render.initproject import write_example_images, write_init_project
 
 EXPECTED_SIZES = {"mug.png": (1280, 720), "mug-side.png": (720, 720), "mug-full.png": (1280, 720)}
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_init_extends_an_existing_gitignore(tmp_path: Path) -> None:
 
 
 def test_init_project_loads(film: Path) -> None:
-    project_module = pytest.importorskip("kling_render.project")
+    project_module = pytest.importorskip("kling_render.project.project")
     project = project_module.load_project(film)
     assert [s.id for s in project.shots] == ["intro", "pour", "hero"]
 

@@ -25,9 +25,9 @@ import pytest
 from click.testing import CliRunner
 from mediagen import make_audio, make_clip
 
-from kling_render import media
 from kling_render.cli import cli
-from kling_render.document import MAX_FILE_BYTES
+from kling_render.project import media
+from kling_render.project.document import MAX_FILE_BYTES
 
 LOCATED = re.compile(r"^error: (?P<file>\S+\.yaml):(?P<line>\d+)(?::(?P<col>\d+))?: (?P<rest>.+)$")
 
@@ -448,7 +448,7 @@ def test_music_that_is_not_audio(root: Path) -> None:
 
 
 def test_media_is_probed_once_per_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe_module = importlib.import_module("kling_render.stitch.probe")
+    probe_module = importlib.import_module("kling_render.media.probe")
 
     calls: list[Path] = []
     real = probe_module.probe

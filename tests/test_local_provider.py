@@ -13,11 +13,11 @@ import pytest
 from mediagen import make_clip
 from PIL import Image
 
-from kling_render import ffmpeg
 from kling_render.errors import DownloadError
 from kling_render.jobs import Job, MediaRef, TaskResult
+from kling_render.media import ffmpeg
+from kling_render.media.probe import MediaInfo, probe
 from kling_render.providers.local import LocalProvider, ffmpeg_args, plan_animatic, task_id_for
-from kling_render.stitch.probe import MediaInfo, probe
 
 
 def _image(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> MediaRef:

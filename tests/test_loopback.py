@@ -7,7 +7,7 @@ import pytest
 from kling_render.errors import UsageError
 from kling_render.loopback import is_loopback_host
 from kling_render.providers.transport import check_base_url
-from kling_render.remote.config import check_endpoint
+from kling_render.store.remote.config import check_endpoint
 
 LOOPBACK = ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "::1", "[::1]"]
 ELSEWHERE = [

@@ -13,7 +13,7 @@ import pytest
 from fake_wavespeed import FakeWaveSpeed
 from stress_kit import API_KEY, OTHER_MODEL, cli_cmd, cli_env, render_args, state_of, write_project
 
-from kling_render.cache import ClipCache
+from kling_render.store.cache import ClipCache
 
 SHOTS = 3
 VICTIM = "s001"  # the one shot of OTHER_MODEL: faults are aimed at it by path prefix

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from kling_render.cli import cli
-from kling_render.plan import build_plan, shot_key
-from kling_render.project import load_project
+from kling_render.plan.plan import build_plan, shot_key
+from kling_render.project.project import load_project
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def test_var_override_renders_into_the_plan(image_dir: Path) -> None:
 
 
 def test_lock_diff_names_the_changed_field(image_dir: Path) -> None:
-    from kling_render.plan import field_digests
+    from kling_render.plan.plan import field_digests
 
     path = _write(image_dir, "vars: {thing: mug}\n" + BASE)
     project = load_project(path)
@@ -162,7 +162,7 @@ def test_only_selects_shots_and_rejects_unknown(image_dir: Path, runner: CliRunn
 
 def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     doc = _plan_json(runner, REPO / "projects" / "mug-teaser" / "project.yaml")
-    from kling_render.catalog import load_catalog
+    from kling_render.catalog.catalog import load_catalog
 
     with_images = {mid for mid, m in load_catalog().items() if m.takes("image") or m.takes("images")}
     assert len(with_images) == 5

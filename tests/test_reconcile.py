@@ -17,10 +17,10 @@ from test_wavespeed import KEY, O3, SIMPLE, job, make, run
 
 from kling_render.errors import ProviderError
 from kling_render.jobs import ListedTask
-from kling_render.progress import ListSink
-from kling_render.reconcile import decide, fingerprint, inputs_match
-from kling_render.runner import RunOptions
-from kling_render.state import StateStore
+from kling_render.records.state import StateStore
+from kling_render.report.progress import ListSink
+from kling_render.run.reconcile import decide, fingerprint, inputs_match
+from kling_render.run.scheduler import RunOptions
 
 NOW = 1_700_000_000.0
 BODY = {"prompt": "a mug", "image": "https://cdn/a.png", "duration": 5, "cfg_scale": 0.5}

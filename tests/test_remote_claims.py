@@ -17,7 +17,7 @@ from remote_kit import open_env_remote, run
 from s3_proxy import Rule, S3Proxy
 
 from kling_render.errors import RemoteIntegrityError
-from kling_render.remote.claims import STALE_AFTER, Claim, ClaimRecord, Lost, Owner, Won, judge
+from kling_render.store.remote.claims import STALE_AFTER, Claim, ClaimRecord, Lost, Owner, Won, judge
 
 HERE = Path(__file__).resolve().parent
 RACER = HERE / "remote_racer.py"

@@ -11,13 +11,13 @@ from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case
 from remote_kit import clip_file, fast_policy, open_env_remote, run
 from s3_proxy import Rule, S3Proxy
 
-from kling_render.cache import ClipCache, ClipMeta
 from kling_render.errors import FFmpegError, RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
-from kling_render.remote.clips import PushConflict, Pushed, blob_path, record_path
-from kling_render.remote.config import parse_remote_url, s3_settings
-from kling_render.remote.connect import remote_for, resolve_remote_url
-from kling_render.remote.store import Lost, Written
+from kling_render.store.cache import ClipCache, ClipMeta
+from kling_render.store.remote.clips import PushConflict, Pushed, blob_path, record_path
+from kling_render.store.remote.config import parse_remote_url, s3_settings
+from kling_render.store.remote.connect import remote_for, resolve_remote_url
+from kling_render.store.remote.store import Lost, Written
 
 SECRETS = (S3_KEY_ID, S3_SECRET, S3_TOKEN)
 KEY = "ab" * 32
@@ -142,8 +142,8 @@ def test_endpoint_with_userinfo_and_half_credentials_are_usage_errors() -> None:
 def test_explicit_allow_http_overrides_aws_allow_http(s3: S3Case, monkeypatch: pytest.MonkeyPatch) -> None:
     """obstore reads AWS_* itself; AWS_ALLOW_HTTP=true in the environment must not open plain http
     that the loopback check did not allow: the explicit client option wins."""
-    from kling_render.remote.config import S3Settings
-    from kling_render.remote.store import open_store
+    from kling_render.store.remote.config import S3Settings
+    from kling_render.store.remote.store import open_store
 
     monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
     refused = S3Settings(endpoint=s3.server.endpoint, allow_http=False, access_key_id="k", secret_access_key="s")
@@ -432,7 +432,7 @@ def test_a_bad_remote_in_the_project_is_a_located_error_that_never_echoes_a_cred
 def test_the_project_remote_is_loaded(tmp_path: Path) -> None:
     from e2e_cli import SMALL_PROJECT, base_env, small_workspace
 
-    from kling_render.project import load_project
+    from kling_render.project.project import load_project
 
     text = SMALL_PROJECT.replace("provider: wavespeed\n", "provider: wavespeed\nremote: s3://team-bucket/clips\n")
     ws = small_workspace(tmp_path / "p", base_env(), text)

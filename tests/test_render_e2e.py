@@ -33,9 +33,9 @@ from e2e_cli import (
 )
 from e2e_fake import FakeProcess
 
-from kling_render import pipeline
-from kling_render.project import load_project
-from kling_render.stitch.probe import MediaInfo, probe
+from kling_render.app import pipeline
+from kling_render.media.probe import MediaInfo, probe
+from kling_render.project.project import load_project
 
 FRAME = 1 / 24
 
@@ -330,7 +330,7 @@ def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: p
         recorded = json.loads(clip.with_suffix(".json").read_text())["media"]
         assert MediaInfo.from_json(recorded) == probe(clip)
     project = load_project(ws.project)
-    probe_module = importlib.import_module("kling_render.stitch.probe")  # the package re-exports probe()
+    probe_module = importlib.import_module("kling_render.media.probe")  # the package re-exports probe()
     probed: list[Path] = []
     monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
     from_sidecars = pipeline.stitch(project, "local").path.read_bytes()

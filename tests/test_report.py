@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageChops, ImageStat
 
 from kling_render.cli import cli
-from kling_render.report_html import Frames, ReportData, ShotCard, render_html, video_source
+from kling_render.report.html import Frames, ReportData, ShotCard, render_html, video_source
 from tests.conftest import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")

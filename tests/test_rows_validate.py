@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from e2e_cli import Workspace, base_env, small_workspace
 
-from kling_render.rows import MAX_ROWS, key_problem
+from kling_render.project.table import MAX_ROWS, key_problem
 
 PROJECT = """\
 version: 1

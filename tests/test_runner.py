@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from runner_stub import StubProvider, clip_source, make_job
 
-from kling_render.cache import ClipCache
 from kling_render.errors import BudgetError
 from kling_render.jobs import Job
-from kling_render.ledger import KeyLedger
-from kling_render.lockfile import LockFile, read_lock
-from kling_render.progress import Event, JsonLinesSink, ListSink, PlainSink, make_sink
-from kling_render.runner import RunOptions, RunReport, execute, run
-from kling_render.state import ShotState, StateStore, read_ledger, read_state
+from kling_render.records.ledger import KeyLedger
+from kling_render.records.lockfile import LockFile, read_lock
+from kling_render.records.state import ShotState, StateStore, read_ledger, read_state
+from kling_render.report.progress import Event, JsonLinesSink, ListSink, PlainSink, make_sink
+from kling_render.run.scheduler import RunOptions, RunReport, execute, run
+from kling_render.store.cache import ClipCache
 
 FAST = RunOptions(poll_interval=0.01)
 
@@ -428,7 +428,7 @@ def test_with_the_real_local_provider(tmp_path: Path) -> None:
 
 
 def test_rich_sink_runs_without_a_terminal() -> None:
-    from kling_render.progress import RichSink
+    from kling_render.report.progress import RichSink
 
     out = io.StringIO()
     sink = RichSink(out)

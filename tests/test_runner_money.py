@@ -11,9 +11,9 @@ import pytest
 from runner_stub import clip_source, make_job
 from test_runner import JOBS, World
 
-from kling_render.progress import ListSink
-from kling_render.runner import RunOptions
-from kling_render.state import ShotState, StateStore
+from kling_render.records.state import ShotState, StateStore
+from kling_render.report.progress import ListSink
+from kling_render.run.scheduler import RunOptions
 
 FAST = RunOptions(poll_interval=0.01)
 RETRY_FAILED = RunOptions(poll_interval=0.01, retry_failed=True)

@@ -235,7 +235,7 @@ def test_environment_variables_never_reach_templates(workdir: Path) -> None:
 
 @pytest.mark.parametrize(("prompt", "rendered"), FINE)
 def test_ordinary_templates_still_render(prompt: str, rendered: str) -> None:
-    from kling_render.templates import render
+    from kling_render.project.templates import render
 
     context = {"vars_product": "mug", "shot": {"id": "a", "index": 0}, "project": {"name": "t"}}
     assert render(prompt, context) == rendered

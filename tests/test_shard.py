@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from kling_render.errors import UsageError
-from kling_render.shard import in_shard, parse_shard, shard_of
+from kling_render.plan.shard import in_shard, parse_shard, shard_of
 
 KEYS = [hashlib.sha256(f"shot-{i}".encode()).hexdigest() for i in range(2000)]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kling_render.errors import LockedError, StateError
-from kling_render.lockfile import LockEntry, LockFile, read_lock, write_lock
-from kling_render.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
+from kling_render.records.lockfile import LockEntry, LockFile, read_lock, write_lock
+from kling_render.records.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
 
 
 def test_state_path_is_beside_the_project_by_file_name_and_provider(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_another_process_holding_the_lock_is_named(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from kling_render.state import StateStore
+        from kling_render.records.state import StateStore
         with StateStore(Path({str(path)!r})):
             print("held", flush=True)
             sys.stdin.readline()
@@ -160,7 +160,7 @@ def test_missing_lock_is_empty_and_a_broken_one_is_an_error(tmp_path: Path) -> N
 def test_a_state_write_that_fails_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import kling_render.state as state_module
+    import kling_render.records.state as state_module
 
     with StateStore(tmp_path / "state.json") as store:
         store.ensure("a", "k" * 64)
@@ -176,7 +176,7 @@ def test_a_state_write_that_fails_is_one_clear_error(tmp_path: Path, monkeypatch
 
 
 def test_ensure_all_writes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kling_render.state as state_module
+    import kling_render.records.state as state_module
 
     writes: list[str] = []
     real = state_module.atomic_write_text

@@ -26,8 +26,8 @@ import pytest
 from e2e_cli import SECRET, SMALL_PROJECT, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
-from kling_render.lockfile import read_lock
-from kling_render.state import ShotState, legacy_provider_of, read_state
+from kling_render.records.lockfile import read_lock
+from kling_render.records.state import ShotState, legacy_provider_of, read_state
 
 
 @pytest.fixture

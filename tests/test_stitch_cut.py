@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mediagen import make_audio, make_clip
 
-from kling_render import ffmpeg
 from kling_render.errors import FFmpegError, MissingClipsError, StitchError
+from kling_render.media import ffmpeg
 from kling_render.stitch import (
     TRANSITIONS,
     AudioSettings,

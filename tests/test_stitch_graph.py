@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kling_render.media.probe import MediaInfo
 from kling_render.stitch.graph import (
     SAMPLE_RATE,
     TRANSITIONS,
@@ -21,7 +22,6 @@ from kling_render.stitch.graph import (
     max_transition,
     plan_timeline,
 )
-from kling_render.stitch.probe import MediaInfo
 
 
 def info(duration: float = 5.0, w: int = 1920, h: int = 1080, fps: int = 24, audio: bool = True) -> MediaInfo:

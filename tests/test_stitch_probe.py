@@ -11,7 +11,7 @@ import pytest
 from mediagen import make_audio, make_clip
 
 from kling_render.errors import FFmpegError
-from kling_render.stitch.probe import MediaInfo, check_clip, parse_dump, probe, verify_clip
+from kling_render.media.probe import MediaInfo, check_clip, parse_dump, probe, verify_clip
 
 
 def test_probe_reads_video_and_audio(tmp_path: Path) -> None:

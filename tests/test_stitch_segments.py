@@ -24,18 +24,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mediagen import make_audio, make_clip
 
-from kling_render import ffmpeg
-from kling_render.cache import ClipCache
 from kling_render.errors import FFmpegError
 from kling_render.fsutil import sha256_file
+from kling_render.media import ffmpeg
+from kling_render.media.mp4 import avc_config
+from kling_render.media.probe import MediaInfo
 from kling_render.stitch import AudioSettings, CutClip, OutputSettings, SegmentStore, probe, stitch
-from kling_render.stitch import segstore as segstore_module
 from kling_render.stitch.cut import AUDIO_CODEC, BITEXACT, VIDEO_CODEC, _measure_loudness, chapters_text
 from kling_render.stitch.graph import build_graph, loudnorm_filter, plan_timeline
-from kling_render.stitch.mp4 import avc_config
-from kling_render.stitch.probe import MediaInfo
 from kling_render.stitch.segments import plan_segments
-from kling_render.stitch.segstore import AREA, segment_key
+from kling_render.store import segments as segstore_module
+from kling_render.store.cache import ClipCache
+from kling_render.store.segments import AREA, segment_key
 
 OUT = OutputSettings(width=160, height=90, fps=24)
 
@@ -384,7 +384,7 @@ def test_a_killed_stitch_process_leaves_the_previous_cut(four: list[CutClip], tm
     script = """
 import json, os, signal, sys
 from pathlib import Path
-from kling_render.cache import ClipCache
+from kling_render.store.cache import ClipCache
 from kling_render.stitch import CutClip, OutputSettings, SegmentStore, probe, stitch
 shots, dest, store = json.loads(sys.argv[1])
 clips = [CutClip(sid, Path(p), probe(Path(p)), trim_start=a, trim_end=b, transition=t, transition_duration=d)

@@ -18,15 +18,15 @@ from remote_kit import fast_policy
 from runner_stub import StubProvider, make_job
 from s3_proxy import Rule, S3Proxy
 
-from kling_render.cache import ClipCache
 from kling_render.jobs import Job
-from kling_render.progress import ListSink
-from kling_render.reconcile import fingerprint
-from kling_render.remote.claims import Claim, ClaimRecord, Owner, Won
-from kling_render.remote.connect import Remote, open_remote, resolve_remote_url
-from kling_render.run_report import RunReport
-from kling_render.runner import RunOptions, execute
-from kling_render.state import StateStore, now_iso
+from kling_render.records.state import StateStore, now_iso
+from kling_render.report.progress import ListSink
+from kling_render.run.reconcile import fingerprint
+from kling_render.run.report import RunReport
+from kling_render.run.scheduler import RunOptions, execute
+from kling_render.store.cache import ClipCache
+from kling_render.store.remote.claims import Claim, ClaimRecord, Owner, Won
+from kling_render.store.remote.connect import Remote, open_remote, resolve_remote_url
 
 JOB = make_job("hero")
 

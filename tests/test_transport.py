@@ -20,7 +20,7 @@ from test_wavespeed import KEY, O3, POLL, SIMPLE, SUBMIT, job, make, run
 from kling_render.errors import DownloadError, ProviderError, SubmitUncertainError, TransientError
 from kling_render.jobs import TaskResult
 from kling_render.providers.transport import Limits, Redactor, StallGuard
-from kling_render.providers.wavespeed import WaveSpeedProvider
+from kling_render.providers.wavespeed.client import WaveSpeedProvider
 
 FAST_LIMITS = Limits(api_deadline=1.0, download_deadline=5.0, stall_rate=1024, stall_window=0.5)
 

@@ -27,7 +27,7 @@ from kling_render.errors import (
 )
 from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, MediaRef, TaskResult
-from kling_render.providers.wavespeed import UPLOADS_FILE, WaveSpeedProvider
+from kling_render.providers.wavespeed.client import UPLOADS_FILE, WaveSpeedProvider
 from kling_render.retry import RetryPolicy, parse_retry_after
 
 KEY = "sk-live-SECRET-7f3a9c2e"

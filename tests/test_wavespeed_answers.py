@@ -26,7 +26,7 @@ from kling_render.errors import (
     UsageError,
 )
 from kling_render.jobs import TaskResult
-from kling_render.providers.wavespeed import WaveSpeedProvider, failure_cause
+from kling_render.providers.wavespeed.client import WaveSpeedProvider, failure_cause
 
 
 @pytest.fixture

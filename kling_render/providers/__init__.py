@@ -17,7 +17,7 @@ def make_provider(name: str, *, cache_dir: Path) -> Provider:
 
         return LocalProvider(cache_dir=cache_dir)
     if name == "wavespeed":
-        from kling_render.providers.wavespeed import WaveSpeedProvider
+        from kling_render.providers.wavespeed.client import WaveSpeedProvider
 
         return WaveSpeedProvider.from_env(cache_dir=cache_dir)
     raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")

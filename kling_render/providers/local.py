@@ -33,9 +33,9 @@ from urllib.request import url2pathname
 from PIL import Image
 
 from kling_render.errors import DownloadError
-from kling_render.ffmpeg import run_async
 from kling_render.fsutil import atomic_path, atomic_write_json
 from kling_render.jobs import Job, MediaRef, TaskResult
+from kling_render.media.ffmpeg import run_async
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
 
 __all__ = ["Animatic", "LocalProvider", "Still", "ffmpeg_args", "plan_animatic", "task_id_for"]

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from kling_render.errors import MissingClipsError, StitchError
 from kling_render.fsutil import atomic_path, sha256_file, sha256_fileobj
+from kling_render.media.probe import MediaInfo, probe, verify_clip
 from kling_render.stitch.cut import StitchProgress, can_stream_copy, copy_cut
 from kling_render.stitch.encode import encode_cut
 from kling_render.stitch.graph import (
@@ -29,8 +30,7 @@ from kling_render.stitch.graph import (
     check_clips,
     max_transition,
 )
-from kling_render.stitch.probe import MediaInfo, probe, verify_clip
-from kling_render.stitch.segstore import SegmentStore
+from kling_render.store.segments import SegmentStore
 
 __all__ = [
     "TRANSITIONS",
@@ -118,8 +118,8 @@ def stitch(
                 duration = ms[-1][2] / 1000
                 frames = round(duration * output.fps)
             else:
-                from kling_render.cache import ClipCache
                 from kling_render.env import stitch_memory_mb
+                from kling_render.store.cache import ClipCache
                 from kling_render.workers import stitch_workers
 
                 store = segments if segments is not None else SegmentStore(ClipCache(work / "segments"))

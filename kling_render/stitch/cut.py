@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
-from kling_render import ffmpeg
 from kling_render.errors import FFmpegError, StitchError
+from kling_render.media import ffmpeg
 from kling_render.stitch.graph import (
     AudioSettings,
     CutClip,
@@ -104,7 +104,7 @@ def _graph_args(text: str, script: Path) -> list[str]:
     (ffmpeg >= 7), or ``-filter_complex_script FILE`` on older builds, which lack the former."""
     if len(text) <= INLINE_GRAPH_MAX:
         return ["-filter_complex", text]
-    from kling_render.ffmpeg_caps import current
+    from kling_render.media.caps import current
 
     script.write_text(text, encoding="utf-8")
     release = current().release

@@ -1,7 +1,7 @@
 """The re-encoded cut: video segments encoded in parallel, the audio mixed once, a stream-copy join.
 
 1. The video is planned as segments (:mod:`kling_render.stitch.segments`); each is looked up in
-   the segment store by its identity (:mod:`kling_render.stitch.segstore`) and only the missing
+   the segment store by its identity (:mod:`kling_render.store.segments`) and only the missing
    ones are encoded, each by its own ffmpeg with at most two clip inputs and the cut's x264
    settings. A segment starts with an IDR frame (every x264 encode does) and has the same
    SPS/PPS as every other (``stitchable``, one size, fps and set of colour tags), which is
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from kling_render import ffmpeg
 from kling_render.errors import StitchError
+from kling_render.media import ffmpeg
+from kling_render.media.mp4 import avc_config
 from kling_render.stitch.cut import (
     VIDEO_CODEC,
     StitchProgress,
@@ -39,9 +40,8 @@ from kling_render.stitch.cut import (
     link_for_concat,
 )
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
-from kling_render.stitch.mp4 import avc_config
 from kling_render.stitch.segments import Segment, plan_segments, segment_identity
-from kling_render.stitch.segstore import SegmentStore, segment_key
+from kling_render.store.segments import SegmentStore, segment_key
 
 __all__ = ["EncodedCut", "encode_cut", "segment_encoder"]
 
@@ -127,7 +127,7 @@ def encode_cut(
     workers: int = 1,
 ) -> EncodedCut:
     """Re-encode the cut into ``dest``; ``digests`` are the clips' sha256 (in ``clips`` order)."""
-    from kling_render.ffmpeg_caps import current
+    from kling_render.media.caps import current
 
     timeline, planned = plan_segments(clips, output)
     parts = [s for s in planned if s.frames > 0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from kling_render.stitch.probe import MediaInfo
+from kling_render.media.probe import MediaInfo
 
 __all__ = [
     "SAMPLE_RATE",

@@ -1,0 +1,302 @@
+"""Core functions behind the commands: each loads what it needs and returns data (no printing)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kling_render.catalog.catalog import load_catalog, usd
+from kling_render.errors import UsageError
+from kling_render.plan.plan import Plan, build_plan
+from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
+from kling_render.providers import PROVIDER_NAMES
+
+
+def load(project_path: Path, vars_: Sequence[str]) -> Project:
+    return load_project(find_project_file(project_path), parse_var_overrides(list(vars_)))
+
+
+PROJECT_FILE_NAMES = ("project.yaml", "project.yml")
+_PROJECT_LIKE = re.compile(r"^shots\s*:", re.M)
+
+
+def find_project_file(path: Path) -> Path:
+    """``path`` itself, or for a directory the project file in it: ``project.yaml`` (or ``.yml``),
+    else the one YAML file in it with a top-level ``shots:``. None or several is a usage error."""
+    if not path.is_dir():
+        return path
+    named = [path / n for n in PROJECT_FILE_NAMES if (path / n).is_file()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UsageError(f"{path}: several project files ({', '.join(n.name for n in named)}): name the one to use")
+    candidates = []
+    for child in sorted(path.iterdir()):
+        if child.suffix.lower() in (".yaml", ".yml") and child.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if _PROJECT_LIKE.search(child.read_text(encoding="utf-8")):
+                    candidates.append(child)
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(c.name for c in candidates)
+        raise UsageError(f"{path}: no project.yaml, and several project files ({names}): name the one to use")
+    raise UsageError(f"{path}: no project.yaml in this directory (give the project file's path)")
+
+
+def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
+    project = load(project_path, vars_)
+    doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
+    if project.rows is not None:
+        from kling_render.plan.plan import shot_key
+
+        doc["rows"] = len(project.rows)
+        doc["clips"] = len({shot_key(project.provider, s) for s in project.shots})
+    return doc
+
+
+def pick_provider(project: Project, provider: str | None) -> str:
+    name = provider or project.provider
+    if name not in PROVIDER_NAMES:
+        raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
+    return name
+
+
+def plan_for(
+    project: Project,
+    provider: str | None,
+    only: Sequence[str] | None,
+    *,
+    max_cost: float | None = None,
+    remote: bool = False,
+) -> Plan:
+    """The plan of ``project``: cache status from the clip cache (and with ``remote``, from the
+    shared remote: a clip there is cached too; a remote error is exit 1), changes from the lock file."""
+    from dataclasses import replace
+
+    from kling_render.fsutil import sha256_file
+    from kling_render.providers import provider_charges
+    from kling_render.records import manifest
+    from kling_render.records.lockfile import read_lock_file
+    from kling_render.store.cache import ClipCache
+
+    name = pick_provider(project, provider)
+    cache = ClipCache.for_project(project.path)
+    entries, lock_cut = read_lock_file(project.lock_path)
+    lock = {sid: entry.to_json() for sid, entry in entries.items()}
+    cut_now = None
+    if lock_cut is not None and project.rows is None:  # a rows: project's cuts are compared per row
+        cut_now = {
+            "order": [s.id for s in project.shots],
+            "output": manifest.output_settings(project),
+            "audio": manifest.audio_settings(project),
+        }
+    listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
+    on_remote: set[str] = set()
+    if remote:
+        from kling_render.store.remote.sync import remote_keys
+
+        on_remote = remote_keys(project.remote, project.display, name) or set()
+    with paused_gc():
+        the_plan = build_plan(
+            project,
+            name,
+            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
+            lock=lock,
+            only=only,
+            cut_settings=manifest.shot_cut_settings,
+            lock_cut=lock_cut,
+            cut_now=cut_now,
+        )
+    the_plan = replace(
+        the_plan,
+        project_sha256=sha256_file(project.path),
+        budget_usd=max_cost if max_cost is not None else project.budget_usd,
+        charges=provider_charges(name),
+    )
+    if project.rows is not None:
+        from kling_render.plan.rows import with_rows
+
+        the_plan = with_rows(the_plan, lock_cut)
+    return the_plan
+
+
+def load_saved_plan(path: Path) -> dict[str, Any]:
+    """A plan written by `plan --out`; a missing, unreadable or malformed file is a usage error."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--plan {path}: file not found") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise UsageError(f"--plan {path}: not a plan file ({reason or type(exc).__name__})") from None
+    problem = _saved_plan_problem(doc)
+    if problem is not None:
+        raise UsageError(f"--plan {path}: not a plan file written by `kling-render plan --out` ({problem})")
+    return dict(doc)
+
+
+def _saved_plan_problem(doc: Any) -> str | None:
+    """What in a saved plan has the wrong type (render --plan reads these fields), or None."""
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str)
+
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if "shots" not in doc:
+        return "no shots"
+    if type(doc.get("version")) is not int:
+        return "version is not an integer"
+    for name in ("provider", "project_sha256"):
+        if not text(doc.get(name)):
+            return f"{name} is not a string"
+    shots = doc["shots"]
+    if not isinstance(shots, list):
+        return "shots is not a list"
+    for n, shot in enumerate(shots):
+        if not isinstance(shot, dict) or not text(shot.get("id")) or not text(shot.get("key")):
+            return f"shots[{n}] is not an object with a string id and key"
+    selected = doc.get("selected")
+    if selected is not None and not (isinstance(selected, list) and all(text(s) for s in selected)):
+        return "selected is not a list of shot ids"
+    lock_keys = doc.get("lock_keys", {})
+    if not isinstance(lock_keys, dict) or not all(v is None or text(v) for v in lock_keys.values()):
+        return "lock_keys is not an object of keys"
+    return None
+
+
+def plan(
+    project_path: Path,
+    vars_: Sequence[str],
+    provider: str | None,
+    only: Sequence[str] | None,
+    *,
+    max_cost: float | None = None,
+) -> Plan:
+    return plan_for(load(project_path, vars_), provider, only, max_cost=max_cost)
+
+
+def output_guard(project: Project) -> Any:
+    """What a file kling-render writes for ``project`` must never overwrite (outputs.py): what it
+    reads or keeps, and every final cut (one per row in a rows: project)."""
+    from kling_render.app.outputs import Guard, Protected, protected_for
+
+    return Guard(
+        protected_for(
+            project.path,
+            project.lock_path,
+            project.input_files(),
+            extra=[Protected(path, "the final cut (output.path)") for path in project.cut_paths()],
+        )
+    )
+
+
+def safe_output(project: Project, out: str | Path, option: str, guard: Any = None) -> Path:
+    """``out`` as a path to write, or a UsageError (exit 2, before anything is written) when it
+    would overwrite something the project reads or keeps, or the final cut (outputs.py)."""
+    import os
+
+    problem = (guard or output_guard(project)).problem(out)
+    if problem is not None:
+        raise UsageError(f"{option} {os.fspath(out)}: {problem}")
+    return Path(os.path.abspath(out))
+
+
+def save_plan(the_plan: Plan, out: Path) -> None:
+    from kling_render.errors import StateError
+    from kling_render.fsutil import atomic_write_json
+
+    try:
+        atomic_write_json(out, the_plan.to_json())
+    except OSError as exc:
+        raise StateError(f"cannot write the plan to {out}: {exc.strerror or exc}") from None
+
+
+def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The catalog as data: endpoint, fields, limits and prices per model (with a project's declared models)."""
+    from kling_render.catalog.catalog import Model
+
+    catalog: dict[str, Model] = dict(load_catalog())
+    prices = {mid: m.price for mid, m in catalog.items()}
+    if project_path is not None:
+        project = load(project_path, vars_)
+        catalog.update(project.models)
+        prices = {mid: project.prices.get(mid) for mid in catalog}
+    return [model_json(model, prices.get(model.id)) for model in catalog.values()]
+
+
+def check_prices(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[Any]:
+    """Every model's price (the project's prices, with its declared models) against WaveSpeed's."""
+    from kling_render.catalog.catalog import Model, Price
+    from kling_render.catalog.pricecheck import check_prices as ask
+
+    catalog: dict[str, Model] = dict(load_catalog())
+    prices: dict[str, Price | None] = {mid: m.price for mid, m in catalog.items()}
+    if project_path is not None:
+        project = load(project_path, vars_)
+        catalog.update(project.models)
+        prices = {mid: project.prices.get(mid) for mid in catalog}
+    return ask(catalog.values(), prices)
+
+
+def model_json(model: Any, price: Any) -> dict[str, Any]:
+    """One catalog entry as plain data (``models --json``)."""
+    d = model.duration
+    fields = {}
+    for spec in model.fields:
+        entry: dict[str, Any] = {"type": spec.type}
+        if spec.wire != spec.name:
+            entry["wire"] = spec.wire
+        if spec.has_default:
+            entry["default"] = spec.default
+        for key, value in (
+            ("min", spec.minimum),
+            ("max", spec.maximum),
+            ("enum", list(spec.enum) if spec.enum is not None else None),
+            ("max_items", spec.max_items),
+            ("max_items_with_video", spec.max_items_with_video),
+            ("only_with", spec.only_with),
+        ):
+            if value is not None:
+                entry[key] = value
+        fields[spec.name] = entry
+    return {
+        "id": model.id,
+        "title": model.title,
+        "endpoint": model.endpoint,
+        "declared_in_project": not model.builtin,
+        "inputs": [spec.name for spec in model.fields],
+        "fields": fields,
+        "required": list(model.required),
+        "one_of": [list(g.fields) for g in model.one_of],
+        "any_of": [list(g.fields) for g in model.any_of],
+        "conflicts": [list(g.fields) for g in model.conflicts],
+        "duration": {
+            "min": d.min,
+            "max": d.max,
+            "default": d.default,
+            "values": list(d.values or []),
+            "without_end_image": list(d.without_end_image or []),
+        },
+        "sound": model.takes_sound,
+        "image_limits": {
+            "formats": list(model.image_limits.formats),
+            "min_side": model.image_limits.min_side,
+            "max_aspect": model.image_limits.max_aspect,
+        },
+        "price_per_second_usd": usd(price.per_second) if price else None,
+        "sound_multiplier": (
+            None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
+        ),
+        "video_price_per_second_usd": (
+            usd(price.video_per_second) if price and price.video_per_second is not None else None
+        ),
+        "price_date": price.date if price else None,
+        "price_source": price.source if price else None,
+    }

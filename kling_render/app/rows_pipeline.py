@@ -1,0 +1,214 @@
+"""render / stitch / status of a rows: project: one cut per row (pipeline.py does the rest).
+
+A row is stitched once its own clips exist, whatever the other rows did: a row whose shot failed
+(or was not rendered: ``--only``, a budget stop) is skipped and named, the others get their cut,
+and the exit code still says something failed. The next ``render`` resumes per row: the rows
+whose clips are cached cost nothing (their cuts are up to date), the failed row's shots are
+submitted again as the runner's rules allow.
+
+Each row's cut has its own stitch manifest (``.kling-render/<file>/rows/<key>/stitch.json``) and
+its cut settings in the lock file under ``cut.rows.<key>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from kling_render.errors import FFmpegError, MissingClipsError, StateError, StitchError
+from kling_render.project.project import Project
+from kling_render.project.rows import ProjectRow, row_view
+from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.store.cache import ClipCache
+
+if TYPE_CHECKING:
+    from kling_render.app.pipeline import RenderOptions, RenderResult, StitchOutcome
+    from kling_render.records.lockfile import LockFile
+
+EXIT_INTERRUPTED = 130
+
+
+class RowSink:
+    """Every event of one row's stitch, with ``row`` in it (JSON lines show it; plain lines name the file)."""
+
+    def __init__(self, sink: EventSink, key: str) -> None:
+        self.sink, self.key = sink, key
+
+    def emit(self, event: Event) -> None:
+        self.sink.emit(replace(event, extra={"row": self.key, **event.extra}))
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class RowCut:
+    """One row's cut, or why it was not made."""
+
+    key: str
+    path: Path
+    outcome: StitchOutcome | None = None
+    missing: list[str] = field(default_factory=list)  # shots without a clip
+    error: str | None = None  # the stitch failed
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"row": self.key, "path": str(self.path)}
+        if self.outcome is not None:
+            cut = self.outcome.cut
+            doc.update(made=True, up_to_date=self.outcome.up_to_date, duration=round(cut.duration, 4),
+                       frames=cut.frames, fps=cut.fps, stream_copy=cut.stream_copy, sha256=cut.sha256,
+                       size=cut.size)  # fmt: skip
+        else:
+            doc.update(made=False, missing=self.missing, error=self.error)
+        return doc
+
+
+def stitch_each(
+    project: Project,
+    rows: list[ProjectRow],
+    provider: str,
+    cache: ClipCache,
+    sink: EventSink,
+    *,
+    force: bool,
+    lock: LockFile,
+    reported: int | None = None,
+) -> list[RowCut]:
+    """Stitch each row whose clips are all cached (the caller holds the run lock); the others are skipped, named.
+
+    Each row reports the clips of its own shots quarantined since ``reported`` (by the pulls and the
+    lock's checks before the stitches, or by an earlier row's), so a row without a cut says why."""
+    from kling_render.app.pipeline import _stitch
+
+    since = len(cache.quarantined) if reported is None else reported
+    cuts = []
+    for row in rows:
+        view = row_view(project, row)
+        cut = RowCut(row.key, row.output.path)
+        row_sink = RowSink(sink, row.key)
+        try:
+            cut.outcome = _stitch(view, provider, cache, row_sink, force=force, lock=lock, reported=since)
+        except MissingClipsError as exc:
+            cut.missing = list(exc.shot_ids)
+            row_sink.emit(Event("stitch-skipped", message=f"row {row.key}: not stitched, no clip yet for "
+                                                         f"{', '.join(exc.shot_ids)}"))  # fmt: skip
+        except (FFmpegError, StitchError, StateError) as exc:  # this row's cut only: the next rows still get theirs
+            cut.error = str(exc)
+            row_sink.emit(Event("stitch-skipped", message=f"row {row.key}: the stitch failed: {exc}"))
+        cuts.append(cut)
+    return cuts
+
+
+def finish_rows(
+    project: Project, opts: RenderOptions, result: RenderResult, cache: ClipCache, sink: EventSink, lock: LockFile
+) -> RenderResult:
+    """After the run: prune the lock (a full, successful render), then a cut per planned row."""
+    assert project.rows is not None
+    if result.exit_code == 0 and not opts.only and opts.shard is None:
+        gone = lock.prune((s.id for s in project.shots), rows=[row.key for row in project.rows])
+        if gone:
+            sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
+                            extra={"removed": gone}))  # fmt: skip
+    if opts.no_stitch or opts.shard is not None or result.exit_code == EXIT_INTERRUPTED:  # shards: a later `stitch`
+        return result
+    planned = {p.shot.row for p in result.plan.shots}
+    rows = [row for row in project.rows if row.key in planned]
+    cuts = stitch_each(project, rows, result.plan.provider, cache, sink, force=opts.force, lock=lock)
+    result.cuts = [cut.to_json() for cut in cuts]
+    broken = [cut for cut in cuts if cut.error is not None]
+    # A full render that succeeded made every clip: a row still missing one lost it (quarantined).
+    lost = [cut for cut in cuts if cut.missing and result.exit_code == 0 and not opts.only]
+    if (broken or lost) and result.exit_code == 0:
+        result.exit_code = 1
+        said = [f"row {c.key}: {c.error}" for c in broken]
+        said += [f"row {c.key}: no clip for {', '.join(c.missing)}" for c in lost]
+        result.message = "; ".join(said)
+    return result
+
+
+def stitch_rows(
+    project: Project,
+    provider: str | None,
+    rows: list[ProjectRow],
+    *,
+    stream: IO[str] | None = None,
+    json_events: bool = False,
+    force: bool = False,
+    lock_timeout: float = 0.0,
+) -> list[RowCut]:
+    """``stitch`` of a rows: project: each (selected) row from cached clips; rows lacking a clip are named."""
+    from kling_render.app.commands import pick_provider
+    from kling_render.app.pipeline import gather_clips
+    from kling_render.records.state import StateStore
+    from kling_render.store.remote.sync import open_for
+
+    name = pick_provider(project, provider)
+    cache = ClipCache.for_project(project.path)
+    remote = open_for(project.remote, project.display)  # exit 2 on a bad remote, before anything is read
+    sink = make_sink(json_lines=json_events, stream=stream)
+    try:
+        with StateStore.for_project(project.path, name, lock_timeout=lock_timeout):
+            # The selected rows' clips from the remote (a shard matrix rendered them elsewhere), as `stitch` does.
+            since = len(cache.quarantined)
+            chosen = replace(project, shots=[s for row in rows for s in row.shots])
+            lock = gather_clips(chosen, name, cache, sink, remote)
+            return stitch_each(project, rows, name, cache, sink, force=force, lock=lock, reported=since)
+    finally:
+        sink.close()
+
+
+def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
+    """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
+    from kling_render.app import pipeline
+    from kling_render.plan.plan import shot_key
+
+    chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
+    doc = pipeline.status(chosen, provider)
+    by_id = {s["id"]: s for s in doc["shots"]}
+    users: dict[str, set[str]] = {}
+    for shot in project.shots:  # shared with another row of the table, selected or not
+        users.setdefault(shot_key(doc["provider"], shot), set()).add(shot.row or "")
+    grouped = []
+    for row in rows:
+        shots = []
+        for shot in row.shots:
+            entry = by_id[shot.id]
+            entry.update(row=row.key, shot=shot.name, shared=len(users[shot_key(doc["provider"], shot)]) > 1)
+            shots.append(entry)
+        counts: dict[str, int] = {}
+        for entry in shots:
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        fresh = pipeline.cut_freshness(row_view(project, row), doc["provider"], hash_cut=False)
+        exists = row.output.path.is_file()
+        cut = _cut_text(project, row, exists, fresh.up_to_date, fresh.reasons)
+        grouped.append(
+            {
+                "key": row.key,
+                "line": row.line,
+                "output": str(row.output.path),
+                "final_cut": str(row.output.path) if exists else None,
+                "cut_up_to_date": exists and fresh.up_to_date,
+                "cut": cut,
+                "counts": counts,
+                "spent_usd": round(sum(e["cost_usd"] - e.get("refunded_usd", 0.0) for e in shots), 4),
+                "shots": shots,
+            }
+        )
+    doc["rows"] = grouped
+    doc["final_cut"] = None
+    return doc
+
+
+def _cut_text(project: Project, row: ProjectRow, exists: bool, fresh: bool, reasons: list[str]) -> str:
+    import os
+
+    name = os.path.relpath(row.output.path, project.root)
+    if not exists:
+        return f"{name}: not made"
+    if fresh:
+        return name
+    return f"{name}: stale ({'; '.join(reasons[:2])})"
+
+
+__all__ = ["RowCut", "RowSink", "finish_rows", "status_rows", "stitch_each", "stitch_rows"]

@@ -1,0 +1,1 @@
+"""The model catalog: built-in models (data/models.yaml), declared models, price checks."""

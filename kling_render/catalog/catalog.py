@@ -1,0 +1,450 @@
+"""The model catalog: each model's endpoint, input fields, durations, image limits and price, as data.
+
+The built-in catalog (``data/models.yaml``) and the models a project declares under ``models:``
+are one format, read by one loader (:func:`parse_models`) after one JSON Schema
+(``$defs/models`` of the project schema): a project model is a catalog entry. The generic
+rules (``rules.py``) and the wire body (``project.py``) are driven by the field specs, so a
+new Kling endpoint needs data, not code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from importlib import resources
+from typing import Any
+
+KWAIVGI_PREFIX = "kwaivgi/"
+IMAGE_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_IMAGE_FORMATS = ("jpg", "jpeg", "png")
+# Shot keys that are not model inputs (they steer the cut or the cache key): no field may take these names.
+NON_WIRE_KEYS = frozenset({"id", "model", "take", "trim", "transition"})
+# Shot keys with a fixed meaning and type in the project schema: a model that declares one of these
+# names must give it this type, so the same key means the same thing for every model.
+SHOT_KEY_TYPES = {
+    "prompt": "text",
+    "negative_prompt": "text",
+    "multi_prompt": "multi_prompt",
+    "image": "image",
+    "end_image": "image",
+    "images": "images",
+    "video": "video",
+    "sound": "boolean",
+    "keep_original_sound": "boolean",
+    "aspect_ratio": "string",
+    "cfg_scale": "number",
+    "element_list": "list",
+    "shot_type": "string",
+}
+# Types with one meaning in the rules: only the field of that name may have them.
+SPECIAL_TYPES = {"multi_prompt": "multi_prompt", "images": "images", "video": "video"}
+MEDIA_TYPES = frozenset({"image", "images", "video"})
+_NO_DEFAULT = object()
+
+Problem = tuple[tuple[str | int, ...], str]  # (path below the model, message)
+
+
+@dataclass(frozen=True)
+class Price:
+    per_second: Fraction
+    sound_multiplier: Fraction | None  # None: no sound surcharge known (sound-on shots need `pricing:`)
+    video_per_second: Fraction | None
+    date: str
+    source: str
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input a model takes: the shot key ``name``, sent as ``wire``."""
+
+    name: str
+    type: str
+    wire: str
+    default: Any = _NO_DEFAULT
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[Any, ...] | None = None
+    max_items: int | None = None
+    max_items_with_video: int | None = None
+    only_with: str | None = None  # sent only when this field is given (dropped otherwise)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _NO_DEFAULT
+
+
+@dataclass(frozen=True)
+class Group:
+    """Fields that go together (one_of, any_of) or not (conflicts), with an optional message."""
+
+    fields: tuple[str, ...]
+    message: str | None = None
+
+    def text(self, model_id: str) -> str | None:
+        return self.message.replace("{model}", model_id) if self.message else None
+
+
+@dataclass(frozen=True)
+class Duration:
+    min: int
+    max: int
+    default: int
+    values: tuple[int, ...] | None = None  # the only durations allowed, if listed
+    without_end_image: tuple[int, ...] | None = None  # the only durations allowed without an end image
+
+    def rule(self) -> str:
+        text = f"{self.min}–{self.max}"
+        if self.values:
+            text = " or ".join(str(d) for d in self.values)
+        if self.without_end_image:
+            only = " or ".join(str(d) for d in self.without_end_image)
+            text += f"; {only} only without end_image"
+        return text
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS
+    min_side: int | None = None
+    max_aspect: float | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    title: str
+    endpoint: str  # WaveSpeed model path: POST {base}/api/v3/<endpoint>
+    fields: tuple[FieldSpec, ...]
+    duration: Duration
+    required: tuple[str, ...] = ()
+    one_of: tuple[Group, ...] = ()
+    any_of: tuple[Group, ...] = ()
+    conflicts: tuple[Group, ...] = ()
+    image_limits: ImageLimits = ImageLimits()
+    price: Price | None = None
+    builtin: bool = True
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, FieldSpec]:
+        return {spec.name: spec for spec in self.fields}
+
+    def field(self, name: str) -> FieldSpec | None:
+        return self._by_name.get(name)
+
+    @functools.cached_property
+    def field_names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+    def takes(self, name: str) -> bool:
+        return name == "duration" or self.field(name) is not None
+
+    @property
+    def takes_sound(self) -> bool:
+        return self.field("sound") is not None
+
+    # The image limits by their former names (media.py reads these).
+    @property
+    def image_formats(self) -> tuple[str, ...]:
+        return self.image_limits.formats
+
+    @property
+    def image_min_side(self) -> int | None:
+        return self.image_limits.min_side
+
+    @property
+    def image_max_aspect(self) -> float | None:
+        return self.image_limits.max_aspect
+
+
+def canonical_model_id(model_id: str) -> str:
+    """Strip the optional ``kwaivgi/`` prefix."""
+    return model_id[len(KWAIVGI_PREFIX) :] if model_id.startswith(KWAIVGI_PREFIX) else model_id
+
+
+PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier")
+MAX_PRICE = Fraction(10**6)  # a price or multiplier above this is a typo, and would overflow costs
+
+
+def parse_fraction(value: Any) -> Fraction:
+    """A price or multiplier from data: ``0.18``, ``"0.18"`` or ``"4/3"``, kept exact.
+
+    ValueError (or ZeroDivisionError for ``"1/0"``) for anything that is not a finite number
+    from 0 to MAX_PRICE: NaN, inf or a negative price would break or switch off the budget.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, int | str):
+        result = Fraction(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a number: {value!r}")
+        result = Fraction(str(value))
+    else:
+        raise ValueError(f"not a number: {value!r}")
+    if result < 0:
+        raise ValueError(f"{value!r:.40} must be at least 0")
+    if result > MAX_PRICE:
+        raise ValueError(f"{value!r:.40} is too large (at most {MAX_PRICE})")
+    return result
+
+
+def parse_price(raw: Mapping[str, Any], *, base: Price | None, date: str, source: str) -> Price:
+    """A Price from a ``price:`` or ``pricing:`` entry; keys it leaves out come from ``base``.
+
+    ``video_multiplier`` is the video rate as a factor of ``per_second`` (``video_per_second``
+    gives it directly). Raises ValueError or ZeroDivisionError on a bad number.
+    """
+    per_second = parse_fraction(raw["per_second"])
+    sound: Fraction | None = base.sound_multiplier if base else None
+    if "sound_multiplier" in raw:
+        sound = parse_fraction(raw["sound_multiplier"])
+    video: Fraction | None = base.video_per_second if base else None
+    if "video_per_second" in raw:
+        video = parse_fraction(raw["video_per_second"])
+    elif "video_multiplier" in raw:
+        video = per_second * parse_fraction(raw["video_multiplier"])
+    return Price(per_second, sound, video, date, source)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def parse_models(
+    raw: Mapping[str, Any], *, builtin: bool, source: str, reserved: frozenset[str] = frozenset()
+) -> tuple[dict[str, Model], list[tuple[str, tuple[str | int, ...], str]]]:
+    """Models from a schema-valid ``models:`` mapping, and the problems the schema cannot see.
+
+    Each problem is ``(model id, path below the model, message)``; a model with a problem is
+    left out. ``reserved`` holds ids that may not be declared (the built-in ones, for a project).
+    """
+    models: dict[str, Model] = {}
+    problems: list[tuple[str, tuple[str | int, ...], str]] = []
+    for model_id, spec in raw.items():
+        found = list(_model_problems(model_id, spec, reserved))
+        if found:
+            problems.extend((model_id, path, message) for path, message in found)
+            continue
+        models[model_id] = _model(model_id, spec, builtin=builtin, source=source)
+    return models, problems
+
+
+@functools.cache
+def load_catalog() -> dict[str, Model]:
+    """Every built-in model, by canonical id. The file passes the same checks as a project's ``models:``."""
+    from kling_render.errors import ProjectError
+    from kling_render.project.document import parse_document
+    from kling_render.project.schema import catalog_issues
+
+    name = "kling_render/data/models.yaml"
+    text = resources.files("kling_render").joinpath("data/models.yaml").read_text(encoding="utf-8")
+    doc = parse_document(text, name)
+    issues = catalog_issues(doc)
+    if issues:  # a packaging bug: the tests keep the shipped file valid
+        raise ProjectError(issues)
+    models, problems = parse_models(doc.data["models"], builtin=True, source=name)
+    if problems:
+        raise ProjectError([doc.issue(("models", mid, *path), msg) for mid, path, msg in problems])
+    return models
+
+
+def find_model(model_id: str, declared: Mapping[str, Model] | None = None) -> Model | None:
+    """A model by id (a ``kwaivgi/`` prefix is accepted): the project's declared ones, then the built-ins."""
+    canonical = canonical_model_id(model_id)
+    if declared and canonical in declared:
+        return declared[canonical]
+    return load_catalog().get(canonical)
+
+
+def shot_cost(price: Price, duration: int, *, sound: bool, with_video: bool) -> Fraction:
+    """Exact cost of one shot: rate × seconds × sound factor (SPEC §4)."""
+    rate = price.video_per_second if with_video and price.video_per_second is not None else price.per_second
+    cost = rate * duration
+    if sound and price.sound_multiplier is not None:
+        cost *= price.sound_multiplier
+    return cost
+
+
+def usd(value: Fraction) -> float:
+    """Round a cost to 4 decimals, as printed and stored."""
+    return round(float(value), 4)
+
+
+def _group(raw: Mapping[str, Any]) -> Group:
+    return Group(tuple(raw["fields"]), raw.get("message"))
+
+
+def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str) -> Model:
+    fields = []
+    for name, f in spec["fields"].items():
+        fields.append(
+            FieldSpec(
+                name=name,
+                type=f["type"],
+                wire=f.get("wire", name),
+                default=f.get("default", _NO_DEFAULT),
+                minimum=f.get("min"),
+                maximum=f.get("max"),
+                enum=tuple(f["enum"]) if "enum" in f else None,
+                max_items=f.get("max_items"),
+                max_items_with_video=f.get("max_items_with_video"),
+                only_with=f.get("only_with"),
+            )
+        )
+    d = spec["duration"]
+    limits = spec.get("image_limits", {})
+    price = None
+    if "price" in spec:
+        raw = spec["price"]
+        price = parse_price(
+            raw, base=None, date=str(raw.get("date", "")), source=str(raw.get("source", "") or source)
+        )
+    return Model(
+        id=model_id,
+        title=str(spec.get("title", model_id)),
+        endpoint=spec["endpoint"],
+        fields=tuple(fields),
+        duration=Duration(
+            min=d["min"],
+            max=d["max"],
+            default=d["default"],
+            values=tuple(d["values"]) if "values" in d else None,
+            without_end_image=tuple(d["without_end_image"]) if "without_end_image" in d else None,
+        ),
+        required=tuple(spec.get("required", ())),
+        one_of=tuple(_group(g) for g in spec.get("one_of", ())),
+        any_of=tuple(_group(g) for g in spec.get("any_of", ())),
+        conflicts=tuple(_group(g) for g in spec.get("conflicts", ())),
+        image_limits=ImageLimits(
+            formats=tuple(limits.get("formats", DEFAULT_IMAGE_FORMATS)),
+            min_side=limits.get("min_side"),
+            max_aspect=limits.get("max_aspect"),
+        ),
+        price=price,
+        builtin=builtin,
+    )
+
+
+def _model_problems(model_id: str, spec: Mapping[str, Any], reserved: frozenset[str]) -> Iterator[Problem]:
+    """What the JSON Schema cannot check: references between fields, defaults within limits, numbers."""
+    if canonical_model_id(model_id) in reserved:
+        yield (), (
+            f"'{model_id}' is a built-in model: give yours another id "
+            "(use pricing: to change a built-in model's price)"
+        )
+        return
+    fields: Mapping[str, Any] = spec["fields"]
+    wires: dict[str, str] = {}
+    for name, f in fields.items():
+        yield from _field_problems(name, f)
+        wire = f.get("wire", name)
+        if wire == "duration":
+            yield ("fields", name, "wire"), "'duration' is sent from the model's duration: block"
+        elif wire in wires:
+            yield ("fields", name, "wire"), f"'{wire}' is already sent by field '{wires[wire]}'"
+        wires[wire] = name
+        other = f.get("only_with")
+        if other is not None and (other == name or other not in fields):
+            yield ("fields", name, "only_with"), f"'{other}' is not another field of this model"
+
+    def known(path: tuple[str | int, ...], name: str) -> Iterator[Problem]:
+        if name not in fields:
+            near = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"fields: {', '.join(fields)}"
+            yield path, f"'{name}' is not a field of this model ({hint})"
+
+    for i, name in enumerate(spec.get("required", ())):
+        yield from known(("required", i), name)
+    for kind in ("one_of", "any_of", "conflicts"):
+        for i, group in enumerate(spec.get(kind, ())):
+            for j, name in enumerate(group["fields"]):
+                yield from known((kind, i, "fields", j), name)
+    yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
+    if "price" in spec:
+        try:
+            parse_price(spec["price"], base=None, date="", source="")
+        except (ValueError, ZeroDivisionError) as exc:
+            yield ("price",), f"invalid price: {exc}"
+
+
+def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:
+    kind = f["type"]
+    where = ("fields", name)
+    if name in NON_WIRE_KEYS or name == "duration":
+        what = "the model's duration: block" if name == "duration" else "a shot setting, not a model input"
+        yield where, f"'{name}' is {what}"
+        return
+    fixed = SHOT_KEY_TYPES.get(name)
+    if fixed is not None and kind != fixed:
+        yield (*where, "type"), f"'{name}' has type {fixed} in every shot; declare it as type {fixed}"
+        return
+    for special, owner in SPECIAL_TYPES.items():
+        if kind == special and name != owner:
+            yield (*where, "type"), f"type {special} is only for the field named '{owner}'"
+            return
+    numeric = kind in ("integer", "number")
+    if ("min" in f or "max" in f) and not numeric:
+        yield where, f"min/max apply to integer and number fields, not {kind}"
+    if "enum" in f and kind not in ("string", "integer", "number"):
+        yield (*where, "enum"), f"enum applies to string, integer and number fields, not {kind}"
+    if ("max_items" in f or "max_items_with_video" in f) and kind not in ("images", "list"):
+        yield where, f"max_items applies to images and list fields, not {kind}"
+    for bound in ("min", "max"):
+        if bound in f and not _has_type(f[bound], "number"):
+            yield (*where, bound), f"{f[bound]} is not a finite number"
+            return
+    if "min" in f and "max" in f and f["min"] > f["max"]:
+        yield (*where, "min"), f"min {f['min']} is above max {f['max']}"
+    if "enum" in f:
+        for i, value in enumerate(f["enum"]):
+            if not _has_type(value, kind):
+                yield (*where, "enum", i), f"{value!r} is not a{'n' if kind[0] in 'aeiou' else ''} {kind}"
+    if "default" in f:
+        yield from _default_problems(where, f, kind)
+
+
+def _default_problems(where: tuple[str | int, ...], f: Mapping[str, Any], kind: str) -> Iterator[Problem]:
+    value = f["default"]
+    path = (*where, "default")
+    if kind in MEDIA_TYPES or kind in ("text", "multi_prompt"):
+        yield path, f"a {kind} field takes no default (defaults are sent with every shot)"
+    elif not _has_type(value, kind):
+        yield path, f"{value!r} is not a{'n' if kind[0] in 'aeiou' else ''} {kind}"
+    elif "enum" in f and value not in f["enum"]:
+        yield path, f"{value!r} is not one of {', '.join(str(v) for v in f['enum'])}"
+    elif kind in ("integer", "number") and (
+        ("min" in f and value < f["min"]) or ("max" in f and value > f["max"])
+    ):
+        yield path, f"{value} is outside {f.get('min', '')}–{f.get('max', '')}"
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == "boolean"
+    return {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int),
+        "number": isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)),
+        "boolean": False,
+        "list": isinstance(value, list),
+    }.get(kind, False)
+
+
+def _duration_problems(d: Mapping[str, Any], *, has_end_image: bool) -> Iterator[Problem]:
+    low, high, default = d["min"], d["max"], d["default"]
+    if low > high:
+        yield ("duration", "min"), f"min {low} is above max {high}"
+        return
+    if not low <= default <= high:
+        yield ("duration", "default"), f"{default} is outside {low}–{high}"
+    for key in ("values", "without_end_image"):
+        for i, value in enumerate(d.get(key, ())):
+            if not low <= value <= high:
+                yield ("duration", key, i), f"{value} is outside {low}–{high}"
+    if "values" in d and default not in d["values"]:
+        yield ("duration", "default"), f"{default} is not one of the allowed values"
+    if "without_end_image" in d and not has_end_image:
+        yield ("duration", "without_end_image"), "the model has no end_image field"

@@ -1,0 +1,1 @@
+"""Pure planning: keys, the plan (graph of steps with statuses), rows, shards."""

@@ -1,0 +1,337 @@
+"""Pure planning: shot keys, jobs, prices, cache status and the diff against the lock file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from kling_render.catalog.catalog import usd
+from kling_render.errors import ProjectError, UsageError
+from kling_render.jobs import Job, MediaRef
+from kling_render.project.project import Project, Shot, cost_of, missing_price
+
+if TYPE_CHECKING:
+    from kling_render.plan.rows import RowsPlan
+
+PLAN_VERSION = 1
+
+
+def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, MediaRef):
+            return v.key_value
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    return {k: value(v) for k, v in params.items()}
+
+
+def shot_key(provider: str, shot: Shot) -> str:
+    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
+
+    A model the project declares adds its endpoint: its id alone does not fix where the shot is
+    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
+    always means the same endpoint, so built-in keys stay as they were.)
+    """
+    doc: dict[str, Any] = {
+        "provider": provider,
+        "model": shot.model.id,
+        "params": wire_for_key(shot.params),
+        "take": shot.take,
+    }
+    if not shot.model.builtin:
+        doc["endpoint"] = shot.model.endpoint
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
+
+
+@dataclass(frozen=True)
+class PlannedShot:
+    shot: Shot
+    job: Job
+    cost: Fraction
+    status: str  # "cached" | "render"
+    change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
+    changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
+    old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
+
+    @property
+    def id(self) -> str:
+        return self.shot.id
+
+    @property
+    def change_label(self) -> str:
+        """``changed (prompt)``, ``re-stitch: trim``, ``added``: the plan's "vs lock" column."""
+        if self.change == "changed" and self.changed_fields:
+            return f"changed ({', '.join(self.changed_fields)})"
+        if self.change == "re-stitch" and self.changed_fields:
+            return f"re-stitch: {', '.join(self.changed_fields)}"
+        return self.change
+
+    @property
+    def prompt_change(self) -> tuple[str, str] | None:
+        """(old, new) rendered prompt when it changed since the lock."""
+        if self.old_prompt is None or self.old_prompt == self.shot.prompt:
+            return None
+        return self.old_prompt, self.shot.prompt
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: Project
+    provider: str
+    shots: list[PlannedShot]
+    removed: list[str]  # shot ids in the lock that the project no longer has
+    lock_entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    selected: list[str] | None = None  # the --only selection, None for every shot
+    project_sha256: str = ""  # the project file as planned: `render --plan` checks it
+    restitch: list[str] = field(default_factory=list)  # project-wide cut edits: "order", "output", "audio"
+    budget_usd: float | None = None
+    charges: bool = True  # False for a free provider (local): the budget does not apply
+    rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+
+    @property
+    def over_budget(self) -> bool:
+        """True when `render` would refuse to start: what is to render costs more than the budget."""
+        return self.charges and self.budget_usd is not None and self.to_render_cost > _exact_usd(self.budget_usd)
+
+    def change_counts(self) -> dict[str, int]:
+        """Shots per change kind (the same words as each row's "vs lock" column), removed included."""
+        counts = {kind: 0 for kind in (*CHANGE_KINDS, "removed")}
+        for p in self.shots:
+            counts[p.change] += 1
+        counts["removed"] = len(self.removed)
+        return counts
+
+    @property
+    def lock_cost(self) -> Fraction:
+        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
+        by_key = {e.get("key"): e for e in self.lock_entries.values()}
+        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
+
+    @property
+    def total_cost(self) -> Fraction:
+        """What every shot costs, each distinct clip once: shots with one key (the shared shots of a
+        rows: project, identical shots) are generated once and used by each."""
+        return sum((p.cost for p in _distinct(self.shots)), Fraction(0))
+
+    @property
+    def to_render(self) -> list[PlannedShot]:
+        return [p for p in self.shots if p.status == "render"]
+
+    @property
+    def to_render_cost(self) -> Fraction:
+        return sum((p.cost for p in _distinct(self.to_render)), Fraction(0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "project": self.project.name,
+            "provider": self.provider,
+            "shots": [
+                {
+                    "id": p.id,
+                    "model": p.shot.model.id,
+                    "duration": p.shot.duration,
+                    "sound": p.shot.sound,
+                    "cost_usd": usd(p.cost),
+                    "status": p.status,
+                    "change": p.change,
+                    "changed_fields": list(p.changed_fields),
+                    "key": p.job.key,
+                    **({"row": p.shot.row, "shot": p.shot.name} if p.shot.row is not None else {}),
+                    **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
+                       if (pc := p.prompt_change) else {}),
+                }
+                for p in self.shots
+            ],
+            "removed": self.removed,
+            "restitch": self.restitch,
+            "counts": self.change_counts(),
+            "total_cost_usd": usd(self.total_cost),
+            "to_render_cost_usd": usd(self.to_render_cost),
+            "budget_usd": self.budget_usd,
+            "over_budget": self.over_budget,
+            "selected": self.selected,
+            "project_sha256": self.project_sha256,
+            "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            **({"rows": self.rows.to_json()} if self.rows is not None else {}),
+        }
+
+
+def _distinct(shots: Sequence[PlannedShot]) -> list[PlannedShot]:
+    """The first shot of each key."""
+    return list({p.job.key: p for p in reversed(shots)}.values())
+
+
+def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
+    """The shots named by ``--only`` (all when None); an unknown id is a usage error."""
+    if not only:
+        return list(project.shots)
+    known = {s.id for s in project.shots}
+    unknown = [i for i in only if i not in known]
+    if unknown:
+        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+    wanted = set(only)
+    return [s for s in project.shots if s.id in wanted]
+
+
+def build_plan(
+    project: Project,
+    provider: str,
+    *,
+    is_cached: Callable[[str], bool],
+    lock: Mapping[str, Mapping[str, Any]] | None = None,
+    only: Sequence[str] | None = None,
+    cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
+    lock_cut: Mapping[str, Any] | None = None,
+    cut_now: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Resolve every selected shot into a Job with its key, price, cache status and lock change.
+
+    ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
+    lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
+    re-stitch are told apart from unchanged shots."""
+    lock = lock or {}
+    planned: list[PlannedShot] = []
+    unpriced: list[Shot] = []
+    for shot in select_shots(project, only):
+        cost = cost_of(shot, project.prices)
+        if cost is None:
+            unpriced.append(shot)
+            continue
+        key = shot_key(provider, shot)
+        job = Job(
+            shot_id=shot.id,
+            model=shot.model.id,
+            endpoint=shot.model.endpoint,
+            params=shot.params,
+            duration=shot.duration,
+            sound=shot.sound,
+            aspect_ratio=shot.aspect_ratio,
+            key=key,
+            cost_usd=usd(cost),
+            index=shot.index,
+            prompt=shot.prompt,
+            extra={"fields": field_digests(shot)},
+        )
+        entry = lock.get(shot.id)
+        change, fields = _change(entry, key, shot, provider)
+        if change == "unchanged" and entry is not None and cut_settings is not None:
+            fields = _cut_change(entry, cut_settings(shot))
+            change = "re-stitch" if fields else change
+        old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+        planned.append(
+            PlannedShot(
+                shot, job, cost, "cached" if is_cached(key) else "render", change, fields,
+                old_prompt if isinstance(old_prompt, str) else None,
+            )
+        )  # fmt: skip
+    if unpriced:
+        from kling_render.errors import Issue
+
+        raise ProjectError(
+            [
+                Issue(
+                    project.display,
+                    s.line,
+                    f"shots[{s.index}].model",
+                    missing_price(s, project.prices) or f"no price for {s.model.id}",
+                )
+                for s in unpriced
+            ]
+        )
+    removed = sorted(set(lock) - {s.id for s in project.shots})
+    restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
+    return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+
+
+def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
+    """The cut settings (trim, transition) that differ from the last cut's; none when it recorded none."""
+    return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
+
+
+def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Project-wide cut edits since the last cut: shots reordered, output or audio settings."""
+    changed = []
+    old_order, new_order = then.get("order"), now.get("order")
+    if isinstance(old_order, list) and isinstance(new_order, list):
+        common = set(old_order) & set(new_order)
+        if [s for s in old_order if s in common] != [s for s in new_order if s in common]:
+            changed.append("order")
+    changed += [k for k in ("output", "audio") if k in then and then.get(k) != now.get(k)]
+    return changed
+
+
+def _exact_usd(value: float) -> Fraction:
+    return Fraction(repr(float(value)))
+
+
+def field_digests(shot: Shot) -> dict[str, str]:
+    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
+    out = {}
+    for name, value in sorted(wire_for_key(shot.params).items()):
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    out["take"] = str(shot.take)
+    if not shot.model.builtin:  # part of a declared model's key (see shot_key)
+        out["endpoint"] = shot.model.endpoint
+    return out
+
+
+def _change(
+    entry: Mapping[str, Any] | None, key: str, shot: Shot, provider: str
+) -> tuple[str, tuple[str, ...]]:
+    if entry is None:
+        return "added", ()
+    if entry.get("key") == key:
+        return "unchanged", ()
+    fields: list[str] = []
+    if entry.get("model") != shot.model.id:
+        fields.append("model")
+    if entry.get("provider") not in (None, provider):
+        fields.append("provider")
+    old = entry.get("fields")
+    if isinstance(old, Mapping):
+        new = field_digests(shot)
+        fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
+    return "changed", tuple(dict.fromkeys(fields))
+
+
+def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
+    """Why a saved (reviewed) plan no longer matches what would render now; empty when it does."""
+    reasons = []
+    if saved.get("version") != PLAN_VERSION:
+        reasons.append(f"the plan file has version {saved.get('version')!r}, expected {PLAN_VERSION}")
+    if saved.get("project_sha256") != current.project_sha256:
+        reasons.append(f"{current.project.display} changed since the plan was made")
+    # The lock may have moved only by rendering this plan's own shots (a resumed run); any other
+    # change (a merge, another render) means the reviewed costs and changes no longer hold.
+    planned = {p.id: p.job.key for p in current.shots}
+    then = saved.get("lock_keys") or {}
+    now = {sid: e.get("key") for sid, e in current.lock_entries.items()}
+    moved = sorted(
+        sid
+        for sid in set(then) | set(now)
+        if then.get(sid) != now.get(sid) and now.get(sid) != planned.get(sid)
+    )
+    if moved:
+        reasons.append(
+            f"{current.project.lock_path.name} changed since the plan was made ({', '.join(moved)})"
+        )
+    saved_keys = {str(s.get("id")): s.get("key") for s in saved.get("shots", []) if isinstance(s, Mapping)}
+    now_keys: dict[str, Any] = {p.id: p.job.key for p in current.shots}
+    if saved_keys != now_keys:
+        differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
+        reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
+    return reasons

@@ -1,0 +1,1 @@
+"""The project file: YAML with line marks, schema, templates, model rules, media, rows."""

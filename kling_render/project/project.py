@@ -1,0 +1,688 @@
+"""Project file -> Project: schema, defaults, templates, model rules, media. Every problem is reported."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import gc
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kling_render.catalog.catalog import PRICE_KEYS, Model, Price, find_model, parse_fraction, parse_price
+from kling_render.errors import Issue, ProjectError, UsageError
+from kling_render.jobs import MediaRef
+from kling_render.project import rules
+from kling_render.project.document import DocPath, Document, load_document
+from kling_render.project.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
+from kling_render.project.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
+
+if TYPE_CHECKING:
+    from kling_render.project.rows import ProjectRow
+    from kling_render.project.table import Table
+
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would accept a trailing newline
+DEFAULT_TRANSITION_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Trim:
+    start: float = 0.0
+    end: float | None = None
+
+    def kept(self, duration: float) -> float:
+        return (self.end if self.end is not None else duration) - self.start
+
+
+@dataclass(frozen=True)
+class Transition:
+    type: str = "cut"
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One resolved shot: templates rendered, defaults merged, wire parameters built."""
+
+    id: str
+    index: int
+    model: Model
+    duration: int
+    sound: bool
+    aspect_ratio: str | None
+    params: dict[str, Any]  # wire fields; media as MediaRef / list[MediaRef]
+    prompt: str
+    take: int
+    trim: Trim
+    transition: Transition
+    with_video: bool
+    line: int
+    row: str | None = None  # the row's key in a rows: project (then ``id`` is ``<row>/<shot id>``)
+
+    @property
+    def kept_duration(self) -> float:
+        return self.trim.kept(self.duration)
+
+    @property
+    def name(self) -> str:
+        """The shot's id in the project file (``id`` without the row)."""
+        return self.id if self.row is None else self.id[len(self.row) + 1 :]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    path: Path
+    width: int = 1920
+    height: int = 1080
+    fps: int = 24
+    fit: str = "contain"
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    music: Path | None = None
+    music_volume: float = 0.3
+    duck: bool = False
+    normalize: bool = False
+
+
+@dataclass
+class Project:
+    path: Path
+    display: str
+    name: str
+    provider: str
+    budget_usd: float | None
+    shots: list[Shot]
+    output: OutputSpec
+    audio: AudioSpec | None
+    prices: dict[str, Price]
+    vars: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider (schema-checked)
+
+    def concurrency_for(self, provider: str) -> int | None:
+        """``provider_options.<provider>.concurrency``, when the project sets it."""
+        value = self.provider_options.get(provider, {}).get("concurrency")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    remote: str | None = None  # `remote:` (KLING_RENDER_REMOTE wins; see kling_render.store.remote)
+    # A rows: project (project_rows.py): ``shots`` holds every row's shots (ids ``<key>/<shot id>``),
+    # ``rows`` each row's shots, output and audio, and ``output`` is the first row's. A row's own
+    # view (``project_rows.row_view``) has ``row_key`` set and ``rows`` None.
+    rows: list[ProjectRow] | None = None
+    table: Table | None = None
+    row_key: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / ".kling-render"
+
+    @property
+    def state_dir(self) -> Path:
+        """Run lock and per-provider state (state.py): named by the file's full name."""
+        return self.work_dir / self.path.name
+
+    @property
+    def lock_path(self) -> Path:
+        """``<stem>.lock`` for a ``.yaml`` file, ``<file name>.lock`` otherwise (lockfile.py)."""
+        from kling_render.records.lockfile import lock_path_for
+
+        return lock_path_for(self.path)
+
+    def input_files(self) -> list[tuple[Path, str]]:
+        """Every local file the project reads, with what it is for (outputs must never overwrite one):
+        every row's media and music, and the rows data file, in a rows: project."""
+        found = input_files(self.shots, self.audio)
+        for row in self.rows or ():
+            if row.audio is not None and row.audio.music is not None:
+                found.append((row.audio.music, f"the music of row {row.key}"))
+        if self.table is not None:
+            found.append((self.table.path, "the rows data file (rows.from)"))
+        return found
+
+    def cut_paths(self) -> list[Path]:
+        """Every final cut the project makes: one per row in a rows: project."""
+        return [row.output.path for row in self.rows] if self.rows is not None else [self.output.path]
+
+    def shot(self, shot_id: str) -> Shot:
+        for s in self.shots:
+            if s.id == shot_id:
+                return s
+        raise KeyError(shot_id)
+
+
+def input_files(shots: list[Shot], audio: AudioSpec | None) -> list[tuple[Path, str]]:
+    found: dict[Path, str] = {}
+    for shot in shots:
+        for name, value in shot.params.items():
+            for ref in value if isinstance(value, list) else [value]:
+                if isinstance(ref, MediaRef) and ref.path is not None:
+                    found.setdefault(ref.path, f"the {name} of shot {shot.id}")
+    if audio is not None and audio.music is not None:
+        found.setdefault(audio.music, "the music")
+    return list(found.items())
+
+
+def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["a=1", "b=x y"]`` -> ``{"a": "1", "b": "x y"}``; a malformed pair is a UsageError."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not VAR_NAME.match(key):
+            raise UsageError(f"--var {pair!r}: expected KEY=VALUE with KEY a name like product_name")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # argv bytes that were not UTF-8 arrive as lone surrogates
+            raise UsageError(f"--var {key}: the value is not valid UTF-8 text") from None
+        out[key] = value
+    return out
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
+    near = difflib.get_close_matches(name, list(known), n=1)
+    if near:
+        return f"did you mean '{near[0]}'?"
+    return f"the project declares {', '.join(known)}" if known else "the project declares no variables"
+
+
+def display_path(path: Path) -> str:
+    """How a file is named in messages: relative to the working directory when below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        return str(path)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a block that builds large, acyclic trees.
+
+    Loading or planning 10,000 shots allocates millions of objects; the collector's repeated passes
+    over them took about half the time and made it grow faster than linearly. Refcounting still frees
+    everything; the collector runs again (if it was on) when the block ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_project(path: Path, var_overrides: Mapping[str, str] | None = None) -> Project:
+    """Load, validate and resolve a project file; raise ProjectError listing every problem."""
+    with paused_gc():
+        return _load_project(path, var_overrides)
+
+
+def _load_project(path: Path, var_overrides: Mapping[str, str] | None) -> Project:
+    from kling_render.catalog.declared import declared_models  # imports jsonschema: slow at start-up
+
+    path = Path(os.path.abspath(path))
+    doc = load_document(path, display_path(path))
+    if not isinstance(doc.data, dict):
+        raise ProjectError([doc.issue((), "the project must be a mapping with version: 1, name and shots")])
+    declared, issues = declared_models(doc)
+    bad_shots = {i.path.split("]")[0] for i in issues if i.path.startswith("shots[")}
+    top_broken = any(not i.path.startswith("shots[") for i in issues)
+    if top_broken:
+        raise ProjectError(issues)
+    resolver = _Resolver(path, doc, dict(var_overrides or {}), issues, declared)
+    project = resolver.resolve(skip={s + "]" for s in bad_shots})
+    from kling_render.media.caps import project_issues  # what the ffmpeg in use lacks for this project
+
+    issues.extend(project_issues(project, doc))
+    if issues:
+        raise ProjectError(issues)
+    return project
+
+
+class _Resolver:
+    def __init__(
+        self,
+        path: Path,
+        doc: Document,
+        overrides: dict[str, str],
+        issues: list[Issue],
+        declared: dict[str, Model] | None = None,
+    ) -> None:
+        self.path = path
+        self.models = declared or {}
+        self.root = path.parent
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data
+        self.issues = issues
+        self.media = MediaIndex()
+        self._media_memo: dict[tuple[str, str, bool], tuple[MediaRef | None, list[str]]] = {}
+        declared_vars: dict[str, Any] = self.data.get("vars", {})
+        self.vars: dict[str, Any] = {**declared_vars, **overrides}
+        for name in self.vars:
+            if name in RESERVED_NAMES:
+                self.add(
+                    ("vars", name), f"'{name}' is reserved for the template context; rename the variable"
+                )
+        for name in overrides:  # a typo'd --var must not be silently ignored
+            if name not in declared_vars:
+                self.add(
+                    ("vars",), f"--var {name} is not declared under vars ({_did_you_mean(name, declared_vars)})"
+                )
+        self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
+        self._budget_spent = False
+        self.output_text: str | None = None  # output.path as the last cut rendered it (None: unusable)
+
+    def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
+        self.issues.append(self.doc.issue(path, message, line_path=line_path))
+
+    def _render(self, context: ShotTemplates, source: str, path: DocPath, line_path: DocPath | None) -> str:
+        try:
+            return context.render(source)
+        except TemplateProblem as exc:
+            if exc.project_wide:  # said once, at the field where the budget ran out
+                if self._budget_spent:
+                    return ""
+                self._budget_spent = True
+            if exc.snippet is None:
+                self.add(path, exc.message, line_path)
+            else:
+                self.add(path, f"in prompts.{exc.snippet}: {exc.message}", ("prompts", exc.snippet))
+        return ""
+
+    def resolve(self, skip: set[str]) -> Project:
+        data = self.data
+        name = str(data["name"])
+        prices = self._prices()
+        rows = table = None
+        if "rows" in data:
+            from kling_render.project.rows import expand_rows
+
+            shots, output, audio, rows, table = expand_rows(self, skip, name)
+        else:
+            shots, output, audio = self.cut(skip, name)
+        budget = data.get("budget", {}).get("max_usd")
+        return Project(
+            path=self.path,
+            display=self.doc.file,
+            name=name,
+            provider=str(data.get("provider", "local")),
+            budget_usd=float(budget) if budget is not None else None,
+            shots=shots,
+            output=output,
+            audio=audio,
+            prices=prices,
+            vars=self.vars,
+            models=self.models,
+            provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
+            remote=self._remote(),
+            rows=rows,
+            table=table,
+        )
+
+    def cut(
+        self, skip: set[str], name: str, *, check_output: bool = True
+    ) -> tuple[list[Shot], OutputSpec, AudioSpec | None]:
+        """The shots, output and audio of one cut, with the current template context (a row's, in
+        a rows: project, whose expansion checks the outputs of all rows together instead)."""
+        data = self.data
+        shots: list[Shot] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(data["shots"]):
+            if not isinstance(raw, dict):  # the schema has reported it (shots: [null] reached here)
+                continue
+            shot_id = str(raw.get("id", ""))
+            if shot_id in seen:
+                self.add(
+                    ("shots", index, "id"),
+                    f"duplicate shot id '{shot_id}' (first used by shots[{seen[shot_id]}])",
+                )
+            seen.setdefault(shot_id, index)
+            if f"shots[{index}]" in skip:
+                continue
+            shot = self._shot(index, raw, name)
+            if shot is not None:
+                shots.append(shot)
+        audio = self._audio()
+        output = self._output(name, input_files(shots, audio) if check_output else None)
+        self._check_cut(shots, output.fps)
+        return shots, output, audio
+
+    def _remote(self) -> str | None:
+        """``remote:``, checked here rather than by a schema pattern: a schema message would
+        repeat the value, and a URL with a credential in it must never be printed."""
+        from kling_render.store.remote.config import parse_remote_url
+
+        value = self.data.get("remote")
+        if not isinstance(value, str):
+            return None
+        try:
+            parse_remote_url(value)
+        except ValueError as exc:
+            self.add(("remote",), str(exc))
+            return None
+        return value
+
+    # -- prices, output, audio ---------------------------------------------------------------
+
+    def _prices(self) -> dict[str, Price]:
+        from kling_render.catalog.catalog import canonical_model_id, load_catalog
+
+        prices = {
+            mid: m.price for mid, m in {**load_catalog(), **self.models}.items() if m.price is not None
+        }
+        for raw_id, spec in self.data.get("pricing", {}).items():
+            mid = canonical_model_id(raw_id)
+            located = False
+            for key in PRICE_KEYS:
+                if key in spec:
+                    try:
+                        parse_fraction(spec[key])
+                    except (ValueError, ZeroDivisionError) as exc:
+                        self.add(("pricing", raw_id, key), f"invalid price: {exc}")
+                        located = True
+            if located:
+                continue
+            try:
+                prices[mid] = parse_price(
+                    spec, base=prices.get(mid), date="project", source=f"{self.doc.file} pricing"
+                )
+            except (ValueError, ZeroDivisionError) as exc:
+                self.add(("pricing", raw_id), f"invalid price: {exc}")
+        return prices
+
+    def _output(self, name: str, inputs: list[tuple[Path, str]] | None) -> OutputSpec:
+        """``output``, its path rendered as a template; checked against ``inputs`` and what the
+        project keeps (outputs.py) unless ``inputs`` is None (the caller checks it)."""
+        from kling_render.app.outputs import output_problem, protected_for
+        from kling_render.records.lockfile import lock_path_for
+
+        raw = self.data.get("output", {})
+        value = self._render(self.templates.for_cut(), str(raw.get("path", f"renders/{name}.mp4")),
+                             ("output", "path"), None)  # fmt: skip
+        out_path = self._local_path(("output", "path"), value, must_exist=False) if value else None
+        self.output_text = value if out_path is not None else None  # as written: the rows check uses it
+        if out_path is not None:
+            # Checked on the path as written (a trailing slash), resolved inside output_problem.
+            problem = None
+            if inputs is not None:
+                protected = protected_for(self.path, lock_path_for(self.path), inputs)
+                problem = output_problem(os.path.join(self.root, value), protected)
+            if problem is not None:
+                self.add(("output", "path"), f"{value}: {problem}")
+            elif out_path.suffix.lower() != ".mp4":
+                self.add(("output", "path"), f"{value}: the final cut is an MP4: the path must end in .mp4")
+                self.output_text = None
+        return OutputSpec(
+            path=out_path or self.root / "renders" / f"{name}.mp4",
+            width=int(raw.get("width", 1920)),
+            height=int(raw.get("height", 1080)),
+            fps=int(raw.get("fps", 24)),
+            fit=str(raw.get("fit", "contain")),
+        )
+
+    def _audio(self) -> AudioSpec | None:
+        raw = self.data.get("audio")
+        if raw is None:
+            return None
+        music = None
+        value = ""
+        if "music" in raw:
+            value = self._render(self.templates.for_cut(), str(raw["music"]), ("audio", "music"), None)
+        if value:
+            music = self._local_path(("audio", "music"), value, must_exist=True)
+            if music is not None and music.suffix.lower() not in AUDIO_EXTENSIONS:
+                self.add(
+                    ("audio", "music"), f"{music.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"
+                )
+            elif music is not None:
+                try:
+                    self.media.check_media(music, "audio")
+                except MediaProblem as exc:
+                    self.add(("audio", "music"), str(exc))
+        return AudioSpec(
+            music=music,
+            music_volume=float(raw.get("music_volume", 0.3)),
+            duck=bool(raw.get("duck", False)),
+            normalize=bool(raw.get("normalize", False)),
+        )
+
+    def _local_path(self, path: DocPath, value: str, *, must_exist: bool) -> Path | None:
+        try:
+            resolved = resolve_inside(self.root, value)
+        except MediaProblem as exc:
+            self.add(path, str(exc))
+            return None
+        if must_exist and not resolved.is_file():
+            self.add(path, f"file not found: {value}")
+            return None
+        return resolved
+
+    # -- shots --------------------------------------------------------------------------------
+
+    def _shot(self, index: int, raw: dict[str, Any], project_name: str) -> Shot | None:
+        defaults: dict[str, Any] = self.data.get("defaults", {})
+        merged = {**defaults, **raw}
+        own = set(raw)
+        base: DocPath = ("shots", index)
+
+        def where(key: str) -> DocPath | None:
+            """Line source of a key: the shot's own, else the default's."""
+            return None if key in own else ("defaults", key)
+
+        model_id = merged.get("model")
+        if model_id is None:
+            self.add((*base, "model"), "missing model (set it on the shot or under defaults)")
+            return None
+        model = find_model(str(model_id), self.models)
+        if model is None:  # the schema's enum reports it already
+            return None
+        shot_id = str(raw["id"])
+        context = self.templates.for_shot(shot_id, index)
+
+        n_before = len(self.issues)
+        ctx = rules.ShotContext(model=model, merged=merged, own=own)
+        for key, message in rules.check(ctx):
+            self.add((*base, key), message, line_path=None if key in own or key not in merged else where(key))
+
+        duration = rules.effective_duration(model, merged)
+        params, prompt_text = self._params(model, merged, base, where, context)
+        # Every field the model gives a default is sent, so writing the default by hand never
+        # changes the shot's key; the duration is always sent.
+        params["duration"] = duration
+        sound_spec = model.field("sound")
+        sound = bool(params.get(sound_spec.wire, False)) if sound_spec is not None else False
+        aspect = model.field("aspect_ratio")
+        aspect_ratio = params.get(aspect.wire) if aspect is not None else None
+        with_video = rules.given(model, merged, "video")
+        if len(self.issues) > n_before:
+            return None
+        trim_raw = raw.get("trim", {})
+        trim = Trim(float(trim_raw.get("start", 0.0)), float(trim_raw["end"]) if "end" in trim_raw else None)
+        tr_raw = merged.get("transition", {"type": "cut"})
+        tr_type = str(tr_raw.get("type", "cut"))
+        tr_default = 0.0 if tr_type == "cut" else DEFAULT_TRANSITION_SECONDS
+        transition = Transition(
+            tr_type, float(tr_raw.get("duration", tr_default)) if tr_type != "cut" else 0.0
+        )
+        return Shot(
+            id=shot_id,
+            index=index,
+            model=model,
+            duration=duration,
+            sound=sound,
+            aspect_ratio=aspect_ratio,
+            params=params,
+            prompt=prompt_text,
+            take=int(raw.get("take", 1)),
+            trim=trim,
+            transition=transition,
+            with_video=with_video,
+            line=self.doc.line(base),
+        )
+
+    def _params(
+        self,
+        model: Model,
+        merged: dict[str, Any],
+        base: DocPath,
+        where: Callable[[str], DocPath | None],
+        context: ShotTemplates,
+    ) -> tuple[dict[str, Any], str]:
+        """The wire body (media as MediaRef) and the prompt text, from the model's field specs."""
+        params: dict[str, Any] = {}
+        prompt_text = ""
+        for spec in model.fields:
+            if spec.only_with is not None and not rules.given(model, merged, spec.only_with):
+                continue
+            if spec.name in merged:
+                value = merged[spec.name]
+            elif spec.has_default:
+                value = spec.default
+            else:
+                continue
+            path = (*base, spec.name)
+            line_path = where(spec.name)
+            kind = spec.type
+            if kind == "text":
+                value = self._render(context, str(value), path, line_path)
+                if spec.name == "prompt":
+                    prompt_text = value
+            elif kind == "multi_prompt":
+                value = [
+                    {
+                        "prompt": self._render(context, str(p["prompt"]), (*path, i, "prompt"), None),
+                        "duration": p["duration"],
+                    }
+                    for i, p in enumerate(value)
+                ]
+                prompt_text = " | ".join(p["prompt"] for p in value)
+            elif kind in ("image", "video"):
+                value = self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
+                if value is None:
+                    continue
+            elif kind == "images":
+                refs = [
+                    self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
+                    for i, v in enumerate(value)
+                ]
+                value = [r for r in refs if r is not None]
+            elif kind == "number":
+                value = float(value)
+            elif kind == "integer":
+                value = int(value)
+            elif kind == "boolean":
+                value = bool(value)
+            params[spec.wire] = value
+        return params, prompt_text
+
+    def _media(
+        self, value: str, path: DocPath, line_path: DocPath | None, model: Model, kind: str
+    ) -> MediaRef | None:
+        if is_url(value) and value.lower().startswith("https://"):
+            return MediaRef(url=value)
+        memo_key = (value, model.id, kind == "video")
+        found = self._media_memo.get(memo_key)
+        if found is None:
+            found = self._media_memo[memo_key] = self._inspect(value, model, kind)
+        ref, problems = found
+        for problem in problems:
+            self.add(path, problem, line_path)
+        return ref
+
+    def _inspect(self, value: str, model: Model, kind: str) -> tuple[MediaRef | None, list[str]]:
+        """The MediaRef for a media value, or the problems with it (memoised: projects reuse images)."""
+        from kling_render.project.media import check_image
+
+        try:
+            resolved = resolve_inside(self.root, value)
+        except MediaProblem as exc:
+            return None, [str(exc)]
+        if not resolved.is_file():
+            return None, [f"file not found: {value}"]
+        if kind == "video":
+            if resolved.suffix.lower() not in (".mp4", ".mov"):
+                return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]
+            try:
+                self.media.check_media(resolved, "video")
+            except MediaProblem as exc:
+                return None, [str(exc)]
+        else:
+            try:
+                info = self.media.image(resolved)
+            except MediaProblem as exc:
+                return None, [str(exc)]
+            problems = check_image(info, resolved, model)
+            if problems:
+                return None, problems
+        return MediaRef(path=resolved, sha256=self.media.sha256(resolved)), []
+
+    def _check_cut(self, shots: list[Shot], fps: int) -> None:
+        """Trims and transitions, checked before anything is paid for (the stitch would refuse them).
+
+        A transition is checked against the shot just before it in the file; when that shot is
+        itself broken (already reported), its kept length is unknown and the check waits.
+        """
+        from kling_render.stitch.graph import max_transition
+
+        by_index = {shot.index: shot for shot in shots}
+        frame = 1 / fps
+        for shot in shots:
+            base: DocPath = ("shots", shot.index)
+            kept = shot.kept_duration
+            if shot.trim.end is not None and shot.trim.end > shot.duration:
+                self.add(
+                    (*base, "trim", "end"), f"{shot.trim.end:g} is past the clip's end ({shot.duration} s)"
+                )
+            if kept <= 0:
+                self.add((*base, "trim"), "keeps nothing: start must be before end")
+            elif kept < frame:
+                self.add((*base, "trim"), f"keeps {kept:g} s, less than one frame at {fps} fps")
+            if shot.transition.type == "cut":
+                continue
+            if shot.index == 0:
+                if "transition" in self.data["shots"][0]:
+                    self.add((*base, "transition"), "the first shot has no previous shot to transition from")
+                continue
+            prev = by_index.get(shot.index - 1)
+            if shot.transition.duration <= 0:
+                self.add(
+                    (*base, "transition", "duration"), f"a {shot.transition.type} needs a duration above 0"
+                )
+            elif prev is not None:
+                limit = max_transition(prev.kept_duration, kept)
+                if shot.transition.duration > limit + 1e-9:
+                    self.add(
+                        (*base, "transition", "duration"),
+                        f"{shot.transition.duration:g} s is longer than half the shorter neighbour "
+                        f"(at most {limit:g} s here)",
+                    )
+
+
+def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:
+    """Exact price of a shot, or None when the catalog (and the project) lack one (see missing_price)."""
+    from kling_render.catalog.catalog import shot_cost
+
+    if missing_price(shot, prices) is not None:
+        return None
+    return shot_cost(prices[shot.model.id], shot.duration, sound=shot.sound, with_video=shot.with_video)
+
+
+def missing_price(shot: Shot, prices: Mapping[str, Price]) -> str | None:
+    """Why the shot has no price (what to add under ``pricing:``), or None when it has one."""
+    price = prices.get(shot.model.id)
+    if price is None:
+        return f"no price for {shot.model.id}: add it under pricing:"
+    if shot.sound and price.sound_multiplier is None:
+        return f"no sound-on price for {shot.model.id}: add its sound_multiplier under pricing:"
+    return None

@@ -1,0 +1,1 @@
+"""The WaveSpeed provider: the client and what its answers mean."""

@@ -1,0 +1,1 @@
+"""What people read: the plan and status as text and Markdown, the HTML report, progress."""

@@ -1,0 +1,392 @@
+"""The remote in a render (SPEC §6): clips shared through it, claims so that no two machines pay
+for one shot. The runner calls it from a few places; everything about the remote lives here.
+
+- :meth:`RemoteGate.start`: one listing of the remote's clips. A shot whose clip is listed and not
+  in the local cache is pulled (size and sha256 checked against its record) instead of generated;
+  a clip cached here and missing there is pushed.
+- :meth:`~RemoteGate.claim` (in the runner's submit, the body prepared, a task slot held): before
+  any paid submit, the key's claim is created (create-only) or taken over (compare-and-swap),
+  carrying the fingerprint of the body about to be sent. Lost: another run holds it, and the
+  shot goes :meth:`~RemoteGate.elsewhere`, outside the slot.
+- :meth:`~RemoteGate.record`: the task id into the claim, as soon as the local state has it;
+  :meth:`~RemoteGate.own_task` the same for a task of this machine polled again (a resumed run,
+  a reconciled submit).
+- :meth:`~RemoteGate.elsewhere` (remote/follow.py): pull the clip once it is there; follow the holder's task (poll
+  it, download and push its clip); wait while the holder submits; reconcile a claim whose holder
+  died before recording its task id through the provider's task list (reconcile.decide), like an
+  ``unknown`` shot. It never submits: only when the claim is free, or its holder is gone and its
+  task ended without a clip, does it send the shot back to :meth:`~RemoteGate.claim`.
+- :meth:`~RemoteGate.keep`: a clip made or downloaded here goes to the remote before the local
+  cache (the first record of a key wins; a different clip already there is used instead, so
+  every machine cuts the same bytes).
+- :meth:`~RemoteGate.settle`: when a shot ends, the claim this run holds says how: ``done``,
+  ``failed`` (``permanent`` when the same inputs fail the same way), ``released`` (nothing was
+  submitted); a shot left ``unknown``, or whose task runs on, keeps its claim active.
+
+The lifetime cap of paid tasks per key holds across machines: a claim counts the tasks recorded
+on its key by every machine (``attempts``), and the larger of that and the local ledger's count
+is held against the cap. A free provider (``local``) shares clips but takes no claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kling_render.errors import RemoteError, RemoteIntegrityError
+from kling_render.jobs import Job, TaskResult
+from kling_render.run.reconcile import fingerprint
+from kling_render.run.remote_follow import Follower
+from kling_render.run.task_end import ASK_AGAIN
+from kling_render.store.cache import CachedClip, ClipMeta
+from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
+from kling_render.store.remote.clips import PushConflict, RemoteClip
+
+if TYPE_CHECKING:
+    from kling_render.run.scheduler import _Run
+    from kling_render.store.remote.connect import Remote
+
+__all__ = ["RemoteGate"]
+
+Route = Literal["go", "elsewhere", "stop"]
+TRANSFERS_AT_ONCE = 4  # pulls and pushes at the start of a run
+MAX_HANDOFFS = 20  # claim <-> elsewhere round trips for one shot before it fails this run
+CLAIM_ROUNDS = 5  # lost compare-and-swaps in a row before a claim counts as contested
+
+
+class RemoteGate:
+    """The remote steps of one run (see the module docstring)."""
+
+    def __init__(self, run: _Run, remote: Remote) -> None:
+        self.run = run
+        self.remote = remote
+        self.provider = run.provider.name
+        self.claims_on = run.provider.charges  # a free provider's shots cost nothing twice
+        self.held: dict[str, Claim] = {}  # key -> the claim this run holds, as last written
+        self.on_remote: set[str] = set()  # keys whose clip record the remote holds
+        self.refusals: dict[str, str] = {}  # key -> why nothing may be submitted for it this run
+        self.ended: dict[str, dict[str, TaskResult | None]] = {}  # key -> tasks seen ending without a clip
+        self.handoffs: dict[str, int] = {}  # shot id -> times its submit found another run's claim
+        self.handed: set[str] = set()  # shots whose last claim found another run's: see handed_off
+        self.warnings: dict[str, list[str]] = {}  # shot id -> remote problems that did not stop it
+        self.follower = Follower(self)  # the shots whose claim another run holds (remote/follow.py)
+
+    @property
+    def owner(self) -> Owner:
+        return self.remote.claims.owner
+
+    # -- start of the run --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Pull what the remote has and the local cache lacks; push what only the local cache has.
+        A remote that cannot be listed stops the run (RemoteError, exit 1) before anything is paid."""
+        run = self.run
+        run.cache.prepare()
+        listed = await self.remote.clips.keys(self.provider)
+        self.on_remote |= listed
+        first: dict[str, Job] = {}
+        for job in run.jobs:
+            first.setdefault(job.key, job)
+        gate = asyncio.Semaphore(TRANSFERS_AT_ONCE)
+
+        async def transfer(job: Job) -> None:
+            async with gate:
+                if job.key not in listed:
+                    entry = run.cache.use(self.provider, job.key)
+                    if entry is not None:
+                        await self.push_cached(job, entry)
+                elif run.cache.get(self.provider, job.key) is None:
+                    await self.pull(job)
+
+        await asyncio.gather(*(transfer(job) for job in first.values()))
+
+    async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None:
+        """Bring the key's clip from the remote into the local cache; None (and a refusal for the
+        key: nothing is submitted for a clip the remote holds) when it cannot be used."""
+        clips = self.remote.clips
+        try:
+            entry = await (
+                clips.fetch(clip, self.run.cache) if clip else clips.pull(self.provider, job.key, self.run.cache)
+            )
+        except RemoteIntegrityError as exc:
+            self.refusals[job.key] = f"its clip on the remote is not used: {exc}"
+            return None
+        except RemoteError as exc:
+            self.refusals[job.key] = (
+                f"its clip is on the remote but could not be pulled ({exc}); the next run tries again"
+            )
+            return None
+        if entry is not None:
+            self.on_remote.add(job.key)
+            self.run.emit("pulled", job, task_id=entry.task_id, message=f"from {self.remote.url}")
+        return entry
+
+    async def push_cached(self, job: Job, entry: CachedClip) -> None:
+        """A clip only the local cache holds (made before the remote was set, or its push failed)."""
+        meta = ClipMeta(entry.duration, entry.model, entry.task_id, entry.media)
+        try:
+            outcome = await self.remote.clips.push(self.provider, job.key, entry.path, meta, sha256=entry.sha256)
+        except RemoteError as exc:
+            self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run tries again")
+            return
+        if isinstance(outcome, PushConflict):
+            self.run.cache.set_aside(self.provider, job.key, "differs from the remote's clip for the same key")
+            self.conflict(job, outcome.existing)
+            await self.pull(job, outcome.existing)
+            return
+        self.on_remote.add(job.key)
+        if outcome.created:
+            self.run.emit("pushed", job, task_id=entry.task_id, message=f"to {self.remote.url}")
+
+    # -- before a paid submit ----------------------------------------------------------------
+
+    async def claim(self, job: Job, body: Mapping[str, Any]) -> Route:
+        """Claim the key before its submit: "go" (this run holds the claim: submit), "elsewhere"
+        (another run holds it: see :meth:`elsewhere`), "stop" (the shot failed, nothing submitted)."""
+        if not self.claims_on:
+            return "go"
+        refusal = self.refusals.get(job.key)
+        if refusal is not None:
+            self.run.fail(job, refusal)
+            return "stop"
+        try:
+            return await self._claim(job, fingerprint(body))
+        except RemoteError as exc:
+            self.run.fail(job, f"its claim on the remote could not be written ({exc}); nothing was submitted")
+            return "stop"
+
+    async def _claim(self, job: Job, wire: dict[str, str]) -> Route:
+        claims = self.remote.claims
+        held = self.held.pop(job.key, None)
+        if held is not None:  # a task of this run's claim failed: a replacement, on the same claim
+            outcome: Won | Lost = await claims.submitting(held, wire)
+        else:
+            outcome = await claims.acquire(job.key, provider=self.provider, model=job.model, wire=wire)
+        for _ in range(CLAIM_ROUNDS):
+            if isinstance(outcome, Won):
+                if held is None:
+                    self.run.emit("claimed", job, message=f"on {self.remote.url}")
+                self.held[job.key] = outcome.claim
+                return "go"
+            current = outcome.current
+            if current is None:  # vanished (deleted by hand): create it again
+                held = None
+                outcome = await claims.acquire(job.key, provider=self.provider, model=job.model, wire=wire)
+                continue
+            verdict = judge(current, self.owner)
+            if verdict == "mine":
+                held, outcome = current, await claims.submitting(current, wire)
+                continue
+            if verdict == "follow" and not self._task_ended_and_holder_gone(current):
+                return self.hand_off(job)
+            if verdict in ("wait", "orphaned"):
+                return self.hand_off(job)
+            if verdict == "done" and await self.remote.clips.get(self.provider, job.key) is not None:
+                return self.hand_off(job)
+            if verdict == "refused" and not self.run.options.retry_failed:
+                self.run.fail(job, self.refused_message(current))
+                return "stop"
+            # free; done but its clip record is gone; refused with --retry-failed; or a gone holder's
+            # task ended without a clip: this run takes the claim over, within the cap.
+            over = self.over_cap(job, current)
+            if over is not None:
+                self.run.fail(job, over)
+                return "stop"
+            held, outcome = None, await claims.take_over(current, wire=wire)
+            if isinstance(outcome, Won):
+                self.run.emit(
+                    "claimed", job, message=f"took it over from {current.record.owner} ({current.record.status})"
+                )
+                self.held[job.key] = outcome.claim
+                return "go"
+        self.run.fail(job, "its claim on the remote kept changing under this run; nothing was submitted this run")
+        return "stop"
+
+    def hand_off(self, job: Job) -> Route:
+        count = self.handoffs.get(job.shot_id, 0) + 1
+        self.handoffs[job.shot_id] = count
+        if count > MAX_HANDOFFS:
+            self.run.fail(job, "its claim on the remote never settled; nothing was submitted this run")
+            return "stop"
+        self.handed.add(job.shot_id)
+        return "elsewhere"
+
+    def handed_off(self, job: Job) -> bool:
+        """Whether the last :meth:`claim` of ``job`` sent it elsewhere (another run holds the claim)."""
+        if job.shot_id in self.handed:
+            self.handed.discard(job.shot_id)
+            return True
+        return False
+
+    def over_cap(self, job: Job, claim: Claim) -> str | None:
+        """Why a new task would break the lifetime cap, counting every machine's tasks on the key."""
+        run = self.run
+        if run.options.retry_failed:
+            return None
+        cap = run.options.max_task_attempts
+        created = max(claim.record.attempts, run.state.ledger(job.key).created)
+        if created < cap:
+            return None
+        return (
+            f"these inputs have created {created} tasks over all machines (its claim on the remote counts "
+            f"them), the cap of {cap} (failed and unusable ones count): {ASK_AGAIN} to allow more"
+        )
+
+    def refused_message(self, claim: Claim) -> str:
+        record = claim.record
+        return (
+            f"its claim on the remote says it failed for good on {record.owner}: {record.error or 'no reason given'}; "
+            f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
+        )
+
+    def _task_ended_and_holder_gone(self, claim: Claim) -> bool:
+        return claim.task_id in self.ended.get(claim.key, {}) and holder_gone(claim, self.owner)
+
+    # -- task ids into the claim -------------------------------------------------------------
+
+    async def record(self, job: Job, task_id: str) -> None:
+        """The task just submitted under this run's claim (the local state already has it)."""
+        held = self.held.get(job.key)
+        if not self.claims_on or held is None:
+            return
+        try:
+            outcome = await self.remote.claims.record_task(held, task_id)
+        except RemoteError as exc:
+            self.warn(job, f"its task id could not be recorded in its claim on the remote ({exc})")
+            return
+        if isinstance(outcome, Won):
+            self.held[job.key] = outcome.claim
+            return
+        self.held.pop(job.key, None)
+        who = outcome.current.record.owner if outcome.current is not None else "someone"
+        self.warn(job, f"its claim on the remote was taken over by {who} while its task {task_id} was submitted")
+
+    async def own_task(self, job: Job, task_id: str | None) -> None:
+        """A task this machine submitted is polled again (a resumed run, a reconciled submit): make
+        sure the key's claim names it, so other machines follow it instead of paying again."""
+        if not self.claims_on or task_id is None:
+            return
+        try:
+            await self._own_task(job, task_id)
+        except RemoteError as exc:
+            self.warn(job, f"its task id could not be recorded in its claim on the remote ({exc})")
+
+    async def _own_task(self, job: Job, task_id: str) -> None:
+        claims = self.remote.claims
+        held = self.held.get(job.key)
+        if held is not None:
+            if held.task_id != task_id:
+                outcome: Won | Lost = await claims.record_task(held, task_id)
+                if isinstance(outcome, Won):
+                    self.held[job.key] = outcome.claim
+            return
+        record = self.run.state.get(job.shot_id)
+        wire = record.wire if record is not None else None
+        current = await claims.read(job.key)
+        for _ in range(CLAIM_ROUNDS):
+            if current is None:
+                outcome = await claims.acquire(
+                    job.key, provider=self.provider, model=job.model, wire=wire, task_id=task_id
+                )
+            elif current.record.status == "done" or (
+                current.task_id not in (None, task_id) and current.record.status == "active"
+            ):
+                return  # its clip is made, or another task is recorded: ours is polled all the same
+            elif current.task_id == task_id and not holder_gone(current, self.owner):
+                return  # a live run already follows it
+            else:
+                outcome = await claims.take_over(current, wire=wire, task_id=task_id)
+            if isinstance(outcome, Won):
+                self.held[job.key] = outcome.claim
+                self.run.emit("claimed", job, task_id=task_id, message=f"on {self.remote.url}")
+                return
+            current = outcome.current
+
+    # -- another run holds the claim ---------------------------------------------------------
+
+    async def elsewhere(self, job: Job) -> bool:
+        """Another run holds the key's claim: use what it makes (remote/follow.py). True when this
+        run should submit after all; False when the shot is settled for this run. Never submits."""
+        return await self.follower.elsewhere(job)
+
+    # -- a clip made here --------------------------------------------------------------------
+
+    async def keep(self, job: Job, tmp: Path, meta: ClipMeta, digest: str) -> CachedClip:
+        """The verified clip ``tmp`` (in the cache's temp dir) of ``job``: to the remote first, then
+        into the local cache. A different clip already on the remote for the key is used instead."""
+        run = self.run
+        try:
+            pushed = await self.remote.clips.push(self.provider, job.key, tmp, meta, sha256=digest)
+        except RemoteError as exc:
+            self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run pushes it")
+            return await self.put(tmp, job, meta, digest)
+        if isinstance(pushed, PushConflict):
+            self.conflict(job, pushed.existing)
+            try:
+                entry = await self.remote.clips.fetch(pushed.existing, run.cache)
+            except RemoteError as exc:
+                self.warn(job, f"the remote's clip for it could not be pulled ({exc}); this machine's is used")
+                return await self.put(tmp, job, meta, digest)
+            self.on_remote.add(job.key)
+            return entry
+        self.on_remote.add(job.key)
+        if pushed.created:
+            run.emit("pushed", job, task_id=meta.task_id, message=f"to {self.remote.url}")
+        return await self.put(tmp, job, meta, digest)
+
+    async def put(self, tmp: Path, job: Job, meta: ClipMeta, digest: str) -> CachedClip:
+        """Into the local cache, in the run's fetch pool (the move syncs the disk and may wait for
+        another run's cache lock: never on the event loop)."""
+        run = self.run
+        return await run.fetcher.call(run.cache.put, self.provider, job.key, tmp, meta, sha256=digest)
+
+    def conflict(self, job: Job, existing: RemoteClip) -> None:
+        task = f" (task {existing.task_id})" if existing.task_id else ""
+        self.run.emit(
+            "push-conflict",
+            job,
+            message=f"the remote already holds another clip for these inputs{task}: that one is used, so every "
+            "machine cuts the same clip",
+        )
+
+    # -- the end of a shot -------------------------------------------------------------------
+
+    async def settle(self, job: Job) -> None:
+        """Close the claim this run holds for ``job``'s key by how the shot ended (module docstring)."""
+        for text in self.warnings.pop(job.shot_id, []):  # the task-end rules rewrite the outcome's warning
+            self.warn(job, text, keep=False)
+        claim = self.held.get(job.key)
+        if claim is None or claim.record.status != "active":
+            return
+        run = self.run
+        outcome = run.report.outcomes[job.shot_id]
+        record = run.state.get(job.shot_id)
+        change: dict[str, Any] | None = None
+        if outcome.status in ("done", "cached"):
+            if job.key in self.on_remote:  # else others follow its task and push the clip themselves
+                change = {"status": "done", "output_sha256": record.output_sha256 if record else None}
+        elif outcome.status == "failed":
+            if record is None or record.status != "submitted":  # a task still running keeps its claim
+                blocked = run.state.ledger(job.key).blocked is not None
+                change = {"status": "failed", "error": outcome.error, "permanent": blocked}
+        elif outcome.status == "pending" and claim.task_id is None:
+            change = {"status": "released"}
+        if change is None:
+            return
+        try:
+            finished = await self.remote.claims.finish(claim, **change)
+        except RemoteError as exc:
+            self.warn(job, f"its claim on the remote could not be closed ({exc})")
+            return
+        if isinstance(finished, Won):
+            self.held[job.key] = finished.claim
+
+    def warn(self, job: Job, text: str, *, keep: bool = True) -> None:
+        """A remote problem that did not stop the shot: shown with it at the end of the run."""
+        outcome = self.run.report.outcomes[job.shot_id]
+        if keep:
+            self.warnings.setdefault(job.shot_id, []).append(text)
+        if text not in (outcome.warning or ""):
+            outcome.warning = f"{outcome.warning}; {text}" if outcome.warning else text

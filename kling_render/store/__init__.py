@@ -1,0 +1,1 @@
+"""Where outputs are kept: the local content-addressed cache, segments, and the shared remote."""

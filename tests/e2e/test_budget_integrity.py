@@ -1,26 +1,42 @@
 """Issue 12, budget integrity: no value may switch the budget off or break a total.
 
 NaN compares false with every bound, so `minimum: 0` and click's FloatRange let `.nan` through and
-a NaN budget never stopped a submit. Through the real CLI against the stand-in server, counting
-paid tasks: a non-finite or negative budget, `--max-cost` or price is refused (exit 2, nothing
-submitted); `max_usd: 0` means "spend nothing"; a NaN cost in a lock file is one clear line.
+a NaN budget never stopped a submit. Against the stand-in server, counting paid tasks: a
+non-finite or negative budget, `--max-cost` or price is refused (exit 2, nothing submitted);
+`max_usd: 0` means "spend nothing" (exit 3, through the real CLI); a NaN cost in a lock file is one
+clear line. The refusals run the commands in this process (``in_process``): what they prove is the
+check, not the process around it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SMALL_PROJECT, Workspace, small_workspace, ws_env
+from e2e_cli import SECRET, SMALL_PROJECT, Workspace, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
 HUGE = "9" * 400  # an integer no float can hold
 
 
-def workspace(tmp_path: Path, fake_wavespeed: FakeWaveSpeed, extra: str = "") -> Workspace:
-    return small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), SMALL_PROJECT + extra)
+def workspace(tmp_path: Path, fake_wavespeed: FakeWaveSpeed, extra: str = "", *, in_process: bool = True) -> Workspace:
+    env = ws_env(fake_wavespeed.base_url)
+    return small_workspace(tmp_path / "p", env, SMALL_PROJECT + extra, in_process=in_process)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The small project rendered once (3 paid tasks at its own stand-in), for tests that damage
+    what a render leaves and copy it first."""
+    with FakeWaveSpeed(api_key=SECRET) as server:
+        ws = workspace(tmp_path_factory.mktemp("rendered"), server)
+        done = ws.render()
+        assert done.returncode == 0 and len(server.submits()) == 3, done.stderr
+    yield ws.root
 
 
 def line_of(ws: Workspace, needle: str) -> int:
@@ -70,7 +86,7 @@ def test_other_float_options_are_finite_too(
 
 
 def test_zero_means_spend_nothing(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
-    ws = workspace(tmp_path, fake_wavespeed, "budget: {max_usd: 0}\n")
+    ws = workspace(tmp_path, fake_wavespeed, "budget: {max_usd: 0}\n", in_process=False)
     refused = ws.render()
     assert refused.returncode == 3 and "over the budget of $0.0000" in refused.stderr, refused.stderr
     assert fake_wavespeed.submits() == []
@@ -114,10 +130,10 @@ def test_pricing_overrides_are_checked_like_the_budget(
     "cost", ["NaN", "Infinity", "-Infinity", "-1", '"0.5"', "null", "true", HUGE, "1e400", "[1]"]
 )
 def test_a_bad_cost_in_the_lock_file_is_one_clear_line_never_a_crash_or_a_free_run(
-    tmp_path: Path, fake_wavespeed: FakeWaveSpeed, cost: str
+    tmp_path: Path, fake_wavespeed: FakeWaveSpeed, rendered: Path, cost: str
 ) -> None:
-    ws = workspace(tmp_path, fake_wavespeed)
-    assert ws.render().returncode == 0 and len(fake_wavespeed.submits()) == 3
+    shutil.copytree(rendered, tmp_path / "p", symlinks=True)
+    ws = Workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     lock = ws.root / "project.lock"
     doc = json.loads(lock.read_text())
     text = json.dumps(doc, indent=2).replace(
@@ -134,4 +150,4 @@ def test_a_bad_cost_in_the_lock_file_is_one_clear_line_never_a_crash_or_a_free_r
         error = one_error(done.stderr)
         assert "project.lock is not valid" in error and "'beta'" in error and "cost_usd" in error, error
         assert "restore it from git" in error
-    assert len(fake_wavespeed.submits()) == 3 and lock.read_text() == text  # nothing paid, nothing rewritten
+    assert fake_wavespeed.submits() == [] and lock.read_text() == text  # nothing paid, nothing rewritten

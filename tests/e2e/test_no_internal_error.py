@@ -3,7 +3,9 @@
 A read-only project folder, a run lock that is a directory, a lock file with bad values and a
 ``--plan`` file with wrong types: each is one ``error:`` line, exit 2 for usage/project problems
 and exit 1 for state/file-system trouble (the same command works once it is fixed), nothing paid
-(the stand-in server counts submits) and nothing half-written. Through the real CLI.
+(the stand-in server counts submits) and nothing half-written. The permission cases run the real
+CLI (it drops capabilities before exec); the damaged-file cases run the commands in this process
+(``in_process``), one of them also through the real CLI.
 
 A read-only folder as root: root ignores permission bits only through CAP_DAC_OVERRIDE and
 CAP_DAC_READ_SEARCH, so the CLI runs with those two dropped from its capability bounding set
@@ -30,7 +32,7 @@ CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 
 @pytest.fixture
 def ws(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> Workspace:
-    return small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url))
+    return small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
 
 
 def one_error(stderr: str) -> str:
@@ -194,6 +196,17 @@ def test_lock_file_with_bad_values(ws: Workspace, fake_wavespeed: FakeWaveSpeed,
         assert len(error) < 400
     assert fake_wavespeed.submits() == [] and lock.read_bytes() == before
     assert not (ws.root / "renders").exists()
+
+
+def test_a_bad_lock_file_through_the_real_cli(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws.in_process = False
+    lock = ws.root / "project.lock"
+    lock.write_text(BAD_LOCKS["truncated"])
+    for args in (("plan",), ("render", "--poll-interval", "0.05")):
+        done = ws.cli(args[0], str(ws.project), *args[1:])
+        assert done.returncode == 1, (args, done.stderr)
+        assert one_error(done.stderr).startswith(f"error: lock file {lock}"), done.stderr
+    assert fake_wavespeed.submits() == [] and lock.read_text() == BAD_LOCKS["truncated"]
 
 
 def test_lock_file_that_is_a_directory(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:

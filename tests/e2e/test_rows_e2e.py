@@ -1,5 +1,7 @@
-"""Issue 15 item 1, ``rows:``: one cut per row, through the real CLI against the stand-in WaveSpeed
-server in its own process, counting the tasks it created (each is paid at submit).
+"""Issue 15 item 1, ``rows:``: one cut per row, against the stand-in WaveSpeed server in its own
+process, counting the tasks it created (each is paid at submit). The issue's "Done when" and the
+keys across processes (PYTHONHASHSEED) run the real CLI; the other tests run the commands in this
+process (``in_process``).
 
 The project: one shot that does not use the row (``intro``, shared by every cut), two that do
 (``hero`` uses the name, ``outro`` the tagline). Every prompt starts ``shot <id>`` and the
@@ -49,8 +51,10 @@ KEYS = ("mug-01", "mug-02", "mug-03", "mug-04")
 CUT_SECONDS = 3 + 3 + 3 - 0.5
 
 
-def rows_workspace(root: Path, env: dict[str, str], csv: str = CSV, project: str = PROJECT) -> Workspace:
-    ws = small_workspace(root, env, project)
+def rows_workspace(
+    root: Path, env: dict[str, str], csv: str = CSV, project: str = PROJECT, *, in_process: bool = False
+) -> Workspace:
+    ws = small_workspace(root, env, project, in_process=in_process)
     (ws.root / "data").mkdir()
     (ws.root / "data" / "products.csv").write_text(csv, encoding="utf-8")
     return ws
@@ -58,7 +62,7 @@ def rows_workspace(root: Path, env: dict[str, str], csv: str = CSV, project: str
 
 @pytest.fixture
 def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
-    return rows_workspace(tmp_path / "catalog", ws_env(fake_process.base_url))
+    return rows_workspace(tmp_path / "catalog", ws_env(fake_process.base_url), in_process=True)
 
 
 def created(fake_process: FakeProcess) -> Counter[str]:
@@ -88,7 +92,8 @@ def test_four_rows_pay_nine_tasks_make_four_cuts_and_an_edited_row_pays_one(
     ws: Workspace, fake_process: FakeProcess
 ) -> None:
     """The issue's "Done when": 4 rows x (1 shared + 2 row shots) = 9 paid tasks, 4 cuts at
-    renders/<key>.mp4; editing one row's name re-pays exactly that row's hero."""
+    renders/<key>.mp4; editing one row's name re-pays exactly that row's hero. The real CLI."""
+    ws.in_process = False
     plan = ws.plan()
     assert plan["rows"]["clips"] == 9
     assert plan["rows"]["shared"]["cost_usd"] == pytest.approx(0.252)  # intro: 3 s x $0.084, once
@@ -274,7 +279,7 @@ def test_a_shared_shot_in_flight_in_a_later_row_is_never_paid_twice(
 
 
 def test_yaml_and_json_tables_give_the_csv_keys_and_text_as_written(tmp_path: Path, fake_process: FakeProcess) -> None:
-    csv_ws = rows_workspace(tmp_path / "csv", ws_env(fake_process.base_url))
+    csv_ws = rows_workspace(tmp_path / "csv", ws_env(fake_process.base_url), in_process=True)
     keys = {s["id"]: s["key"] for s in csv_ws.plan()["shots"]}
     yaml_rows = "\n".join(
         f"- {{sku: {k}, name: {n}, tagline: {json.dumps(t)}}}"
@@ -302,13 +307,17 @@ def test_yaml_and_json_tables_give_the_csv_keys_and_text_as_written(tmp_path: Pa
             tmp_path / suffix,
             ws_env(fake_process.base_url),
             project=PROJECT.replace("products.csv", f"products.{suffix}"),
+            in_process=True,
         )
         (ws.root / "data" / f"products.{suffix}").write_text(text)
         assert {s["id"]: s["key"] for s in ws.plan()["shots"]} == keys, suffix
 
     # Values are the text written: YAML 1.1 would read NO as false and 1.50 as 1.5.
     ws = rows_workspace(
-        tmp_path / "typed", ws_env(fake_process.base_url), project=PROJECT.replace("products.csv", "p.yaml")
+        tmp_path / "typed",
+        ws_env(fake_process.base_url),
+        project=PROJECT.replace("products.csv", "p.yaml"),
+        in_process=True,
     )
     (ws.root / "data" / "p.yaml").write_text(
         "- {sku: no-1, name: NO, tagline: 1.50}\n- {sku: 2, name: yes, tagline: ~}\n"
@@ -324,7 +333,10 @@ def test_yaml_and_json_tables_give_the_csv_keys_and_text_as_written(tmp_path: Pa
 
 def test_a_value_is_text_never_a_template(tmp_path: Path, fake_process: FakeProcess) -> None:
     ws = rows_workspace(
-        tmp_path / "t", ws_env(fake_process.base_url), csv="sku,name,tagline\nm1,{{ 7 * 7 }},{% raw %}\n"
+        tmp_path / "t",
+        ws_env(fake_process.base_url),
+        csv="sku,name,tagline\nm1,{{ 7 * 7 }},{% raw %}\n",
+        in_process=True,
     )
     assert ws.render("--no-stitch").returncode == 0
     prompts = sorted(str(t["body"]["prompt"]) for t in fake_process.stats()["tasks"].values())
@@ -336,6 +348,7 @@ def test_a_value_is_text_never_a_template(tmp_path: Path, fake_process: FakeProc
 
 
 def test_keys_and_ids_are_the_same_in_every_process(ws: Workspace) -> None:
+    ws.in_process = False  # PYTHONHASHSEED applies to a new process
     docs = []
     for seed in ("0", "1", "4242"):
         done = ws.cli("plan", str(ws.project), "--json", env={**ws.env, "PYTHONHASHSEED": seed})
@@ -375,7 +388,7 @@ def test_status_and_report_group_by_row(ws: Workspace, fake_process: FakeProcess
 
 
 def test_a_project_without_rows_refuses_row(tmp_path: Path, fake_process: FakeProcess) -> None:
-    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url), in_process=True)
     done = ws.cli("plan", str(ws.project), "--row", "a")
     assert done.returncode == 2 and "--row: " in done.stderr and "has no rows: table" in done.stderr
 

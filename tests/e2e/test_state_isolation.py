@@ -1,7 +1,8 @@
 """Issue 12, state isolation: state is namespaced by the project file's full name and by provider.
 
-Through the real CLI against the stand-in WaveSpeed server (``tests/fake_wavespeed.py``), with
-every paid task counted from what the server received (``server.submits()``):
+Against the stand-in WaveSpeed server (``tests/fake_wavespeed.py``), with every paid task counted
+from what the server received (``fake_wavespeed.submits()``). The render left with running tasks is
+the real CLI stopped by SIGTERM; the commands after it run in this process (``in_process``):
 
 - a ``--provider local`` run while a wavespeed task is ``submitted`` keeps its task id, and the
   next wavespeed run polls it: 0 new tasks;
@@ -76,7 +77,7 @@ def start_and_interrupt(ws: Workspace, fake_wavespeed: FakeWaveSpeed, shots: tup
 
 
 def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
-    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url))
+    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     paid = start_and_interrupt(ws, fake_wavespeed, SMALL_SHOTS)
     assert submits_by_shot(fake_wavespeed) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     wavespeed_state = ws.state_path_of("wavespeed").read_bytes()
@@ -119,7 +120,7 @@ def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake
 
 
 def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
-    yaml_ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url))
+    yaml_ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     yaml_ws.project.rename(yaml_ws.root / "p.yaml")
     yml_text = SMALL_PROJECT.replace("on a table", "on a shelf")  # alpha differs, beta and gamma do not
     (yaml_ws.root / "p.yml").write_text(yml_text)
@@ -162,7 +163,7 @@ def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake_wavespeed: F
 
 
 def test_legacy_state_is_migrated_without_losing_a_paid_task(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
-    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url))
+    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     paid = start_and_interrupt(ws, fake_wavespeed, ("alpha", "beta"))
     preview = ws.cli("render", str(ws.project), "--provider", "local", "--only", "gamma", "--no-stitch")
     assert preview.returncode == 0, preview.stderr

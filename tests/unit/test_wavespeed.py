@@ -345,6 +345,7 @@ def test_upload_trouble_before_submit_is_a_refusal(fake_wavespeed: FakeWaveSpeed
 # -- poll -----------------------------------------------------------------------------------
 
 
+@pytest.mark.stand_in(latency=600, api_key=KEY)  # the task is still running after the 4 polls, however slow
 def test_dropped_and_failing_polls_are_retried(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     fake_wavespeed.faults.add("drop", POLL, count=1)
     fake_wavespeed.faults.add("500", POLL, count=1)

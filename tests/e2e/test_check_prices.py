@@ -1,4 +1,5 @@
-"""``kling-render models --check-prices`` against the stand-in's pricing endpoint, through the real CLI.
+"""``kling-render models --check-prices`` against the stand-in's pricing endpoint. The commands run
+in this process (``in_process``); a changed price (exit 1) also goes through the real CLI.
 
 The stand-in prices from its own table (``fake_wavespeed.PRICES``, WaveSpeed's page figures), not
 from the catalog, so a price changed on the stand-in's side is a price WaveSpeed changed.
@@ -21,7 +22,7 @@ PRICING = "/api/v3/model/pricing"
 
 @pytest.fixture
 def ws(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> Workspace:
-    return Workspace(tmp_path, ws_env(fake_wavespeed.base_url))
+    return Workspace(tmp_path, ws_env(fake_wavespeed.base_url), in_process=True)
 
 
 def pricing_bodies(fake_wavespeed: FakeWaveSpeed) -> list[Any]:
@@ -60,6 +61,7 @@ def test_every_catalog_price_matches_the_live_one(ws: Workspace, fake_wavespeed:
 
 
 def test_a_changed_price_exits_1_and_names_the_model(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws.in_process = False
     fake_wavespeed.prices["kling-v3.0-pro/image-to-video"] = (0.14, 1.5, None)
     done = ws.cli("models", "--check-prices")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -91,7 +93,7 @@ def test_a_model_the_service_does_not_price_exits_1(ws: Workspace, fake_wavespee
 
 
 def test_no_key_or_a_rejected_key_is_a_usage_error(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
-    ws = Workspace(tmp_path, base_env(WAVESPEED_BASE_URL=fake_wavespeed.base_url))
+    ws = Workspace(tmp_path, base_env(WAVESPEED_BASE_URL=fake_wavespeed.base_url), in_process=True)
     done = ws.cli("models", "--check-prices")
     assert done.returncode == 2 and "WAVESPEED_API_KEY" in done.stderr and done.stdout == ""
     assert fake_wavespeed.requests == []

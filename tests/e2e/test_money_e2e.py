@@ -1,5 +1,6 @@
 """Issue 11 through the real CLI against the stand-in as its own process: every path that can
-spend money, each counting the tasks the stand-in created (SPEC §5, §6)."""
+spend money, each counting the tasks the stand-in created (SPEC §5, §6). The refusals before
+anything is sent run the commands in this process (``in_process``)."""
 
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def test_a_plain_http_base_url_exits_2_before_any_request(tmp_path: Path, fake_p
         ALL_PROXY=fake_process.base_url,
     )
     env.pop("NO_PROXY"), env.pop("no_proxy")
-    ws = small_workspace(tmp_path / "small", env)
+    ws = small_workspace(tmp_path / "small", env, in_process=True)
     before = sorted(ws.root.rglob("*"))
     done = ws.render()
     assert done.returncode == 2, done.stderr
@@ -387,7 +388,7 @@ def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(tmp
     ],
 )
 def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:
-    ws = small_workspace(tmp_path / "small", base_env())
+    ws = small_workspace(tmp_path / "small", base_env(), in_process=True)
     ws.edit("provider: wavespeed\n", f"provider: wavespeed\nprovider_options: {options}\n")
     done = ws.cli("validate", str(ws.project))
     assert done.returncode == 2, done.stderr

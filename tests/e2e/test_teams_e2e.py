@@ -1,6 +1,7 @@
 """Issue 14's "Done when", through the real CLI: checkouts on separate directories and local caches
 share one remote (moto on 127.0.0.1) and one stand-in WaveSpeed; every path that can spend money
-counts the tasks the stand-in created."""
+counts the tasks the stand-in created. The refusals before anything is sent, and plan/status
+counting the remote's clips, run the commands in this process (``in_process``)."""
 
 from __future__ import annotations
 
@@ -241,6 +242,7 @@ def test_plan_and_status_count_the_remote_clips_and_a_remote_error_is_exit_1(
     tmp_path: Path, fake_process: FakeProcess, s3: S3Case
 ) -> None:
     one, two = checkouts(tmp_path, team_env(fake_process, s3.env()), 2, shots=3)
+    one.in_process = two.in_process = True
     before = two.plan()
     assert {s["status"] for s in before["shots"]} == {"render"} and before["to_render_cost_usd"] > 0
     first = one.render("--no-stitch")
@@ -272,6 +274,7 @@ def test_shard_needs_a_remote_and_a_valid_k_of_n(tmp_path: Path, fake_process: F
     env = team_env(fake_process, s3.env())
     env.pop("KLING_RENDER_REMOTE")
     [alone] = checkouts(tmp_path, env, 1, shots=2)
+    alone.in_process = True
     done = alone.render("--shard", "1/2")
     assert done.returncode == 2 and "--shard needs a remote" in done.stderr
     for bad in ("0/2", "3/2", "1", "a/b"):
@@ -348,6 +351,7 @@ def test_plain_http_to_another_machine_stops_every_command_before_anything(
 ) -> None:
     """Credentials would cross the network unencrypted: exit 2 before any request, task or file."""
     [checkout] = checkouts(tmp_path, team_env(fake_process, s3.env(endpoint)), 1, shots=2)
+    checkout.in_process = True
     before = sorted(p.relative_to(checkout.root) for p in checkout.root.rglob("*"))
     for command in (["render"], ["render", "--shard", "1/2"], ["plan"], ["status"], ["stitch"]):
         done = checkout.cli(command[0], str(checkout.project), *command[1:])

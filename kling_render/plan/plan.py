@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -11,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import usd
 from kling_render.errors import ProjectError, UsageError
-from kling_render.jobs import Job, MediaRef
+from kling_render.jobs import Job
+from kling_render.plan import keys
+from kling_render.plan.keys import clip_key
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 
 if TYPE_CHECKING:
@@ -20,36 +20,11 @@ if TYPE_CHECKING:
 PLAN_VERSION = 1
 
 
-def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
-
-    def value(v: Any) -> Any:
-        if isinstance(v, MediaRef):
-            return v.key_value
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        return v
-
-    return {k: value(v) for k, v in params.items()}
-
-
 def shot_key(provider: str, shot: Shot) -> str:
-    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
-
-    A model the project declares adds its endpoint: its id alone does not fix where the shot is
-    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
-    always means the same endpoint, so built-in keys stay as they were.)
-    """
-    doc: dict[str, Any] = {
-        "provider": provider,
-        "model": shot.model.id,
-        "params": wire_for_key(shot.params),
-        "take": shot.take,
-    }
-    if not shot.model.builtin:
-        doc["endpoint"] = shot.model.endpoint
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """A shot's key (plan/keys.py :func:`~kling_render.plan.keys.clip_key`)."""
+    return clip_key(
+        provider, shot.model.id, shot.params, shot.take, endpoint=None if shot.model.builtin else shot.model.endpoint
+    )
 
 
 CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
@@ -278,15 +253,8 @@ def _exact_usd(value: float) -> Fraction:
 
 
 def field_digests(shot: Shot) -> dict[str, str]:
-    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
-    out = {}
-    for name, value in sorted(wire_for_key(shot.params).items()):
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
-        out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    out["take"] = str(shot.take)
-    if not shot.model.builtin:  # part of a declared model's key (see shot_key)
-        out["endpoint"] = shot.model.endpoint
-    return out
+    """A short digest per wire field of ``shot`` (plan/keys.py), kept in the lock."""
+    return keys.field_digests(shot.params, shot.take, endpoint=None if shot.model.builtin else shot.model.endpoint)
 
 
 def _change(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kling_render.records.ledger import DEFAULT_TASK_CAP
+from kling_render.records.lifecycle import OutcomeStatus
 
 RECONCILE_GRACE = 60.0  # seconds after a submit before the task list may prove it created nothing
 
@@ -26,9 +27,6 @@ class RunOptions:
     # Seconds after a submit before a task list without it proves the submit created nothing (a
     # new task may take a moment to be listed). Tests shorten it; the product keeps 60 s.
     reconcile_grace: float = RECONCILE_GRACE
-
-
-OutcomeStatus = Literal["pending", "cached", "done", "failed", "unknown"]
 
 
 @dataclass

@@ -57,6 +57,7 @@ from kling_render.jobs import (
     shown_id,
     valid_task_id,
 )
+from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
 from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
@@ -146,10 +147,8 @@ class WaveSpeedProvider(Provider):
             raise SubmitRefusedError(f"shot {job.shot_id!r}: {exc}", exc.retry_after) from exc
         return {name: _wire(value, urls) for name, value in job.params.items()}
 
-    async def submit(self, job: Job) -> str:
-        return await self.send(job, await self.prepare(job))
-
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        job, body = reservation.job, reservation.use()
         model = job.model.removeprefix(_MODEL_PREFIX)
         url = f"{self.base_url}/api/v3/{job.wire_model}"
         what = f"submit of shot {job.shot_id!r} ({model})"

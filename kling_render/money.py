@@ -22,6 +22,7 @@ submit settled by the task list (:meth:`adopt`, :meth:`absent`).
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from kling_render.records.ledger import TaskEntry
 from kling_render.records.lifecycle import Move, TaskOutcome
 from kling_render.records.state import ShotState, StateStore
 from kling_render.run.report import RunOptions, RunReport, ShotOutcome
+from kling_render.store.remote.spend import RemoteSpend
 
 __all__ = ["ASK_AGAIN", "Account", "ClaimDoor", "Declined", "Reservation", "RunView"]
 
@@ -130,6 +132,8 @@ class Account:
         self._committed = 0.0  # paid or possibly paid by this run (less refunds), plus submits in flight
         self._run_tasks: Counter[str] = Counter()  # tasks created this run, by key
         self.unknown_this_run: set[str] = set()  # steps whose submit this run ended unknown
+        self.spend: RemoteSpend | None = None  # the project's spend on the remote: one budget for all machines
+        self._releases: list[str] = []  # holds to release on the remote before the next hold
 
     @property
     def budget(self) -> float | None:
@@ -218,10 +222,15 @@ class Account:
             run.emit("budget-stop", job, message=message)
             return Declined("budget", message)
         self._committed += job.cost_usd  # held while the body is prepared and the claim taken
+        hold = await self._hold_remote(job)
+        if isinstance(hold, Declined):
+            self._committed -= job.cost_usd
+            return hold
         try:
             body = await prepare()  # uploads: nothing can be created yet
         except BaseException as exc:
             self._committed -= job.cost_usd
+            self._release(hold)
             from kling_render.errors import AccountError
 
             if isinstance(exc, AccountError):
@@ -236,6 +245,7 @@ class Account:
             route = await self.claims.claim(job, body)  # no two machines pay for one key
             if route != "go":
                 self._committed -= job.cost_usd
+                self._release(hold)
                 return Declined("elsewhere" if route == "elsewhere" else "failed")
         # The submit is in the ledger before the POST: if this process dies mid-POST, the task it may
         # have created still counts against the key's cap, and its inputs can be found again.
@@ -245,7 +255,7 @@ class Account:
         open_index = ledger.open_index(job.shot_id)
         if open_index is not None:  # an unknown submit given up on (--resubmit-unknown): still counted
             state.change_task(job.key, open_index, flush=False, outcome=TaskOutcome.ABANDONED)
-        index = state.add_task(job.key, TaskEntry(job.shot_id, now, job.cost_usd), flush=False)
+        index = state.add_task(job.key, TaskEntry(job.shot_id, now, job.cost_usd, hold=hold), flush=False)
         self._run_tasks[job.key] += 1
         record = run.record(job)
         run.move(
@@ -260,6 +270,39 @@ class Account:
             wire=fingerprint(body),
         )
         return Reservation(_SEAL, job, body, index)
+
+    async def _hold_remote(self, job: Job) -> str | Declined | None:
+        """Hold the step's price in the project's spend record on the remote (all machines share one
+        budget); its hold id, None without a remote budget, or Declined when the budget is spent."""
+        budget = self.budget
+        if self.spend is None or budget is None or job.cost_usd <= 0:
+            return None
+        await self.flush_releases()
+        hold_id = f"{job.key[:16]}-{uuid.uuid4().hex}"
+        if await self.spend.hold(hold_id, job.cost_usd, budget):
+            return hold_id
+        total = await self.spend.total()
+        message = (
+            f"the project's spend on the remote is ${total:.4f}; ${job.cost_usd:.4f} more would exceed the "
+            f"budget of ${budget:.4f} (every machine rendering this project counts); no more submits this run"
+        )
+        self.stopped = message
+        self.run.report.budget_stopped = True
+        self.run.emit("budget-stop", job, message=message)
+        return Declined("budget", message)
+
+    def _release(self, hold: str | None) -> None:
+        if hold is not None and self.spend is not None:
+            self._releases.append(hold)
+
+    async def flush_releases(self) -> None:
+        """Release on the remote the holds whose submits cost nothing (before any new hold, and at
+        the end of the run). A release that fails is kept for later: a stale hold only over-counts."""
+        if self.spend is None:
+            return
+        while self._releases:
+            await self.spend.release(self._releases[0])
+            self._releases.pop(0)
 
     # -- what the POST answered ------------------------------------------------------------------
 
@@ -293,6 +336,7 @@ class Account:
         job = res.job
         self._committed -= job.cost_usd
         self._run_tasks[job.key] -= 1
+        self._release(self.run.state.ledger(job.key).tasks[res.index].hold)
         self.run.state.change_task(job.key, res.index, flush=False, outcome=TaskOutcome.ABSENT)
         self.run.fail(job, error, code=code)
 
@@ -303,6 +347,7 @@ class Account:
         if res is not None:
             self._committed -= job.cost_usd
             self._run_tasks[job.key] -= 1
+            self._release(run.state.ledger(job.key).tasks[res.index].hold)
             run.state.change_task(job.key, res.index, flush=False, outcome=TaskOutcome.ABSENT)
         self.stopped = self.stopped or error
         run.record(job)
@@ -322,6 +367,7 @@ class Account:
     def refund(self, job: Job, index: int, result: TaskResult) -> None:
         """A failed task: refunded by the provider, so it no longer weighs on the budget."""
         run = self.run
+        self._release(run.state.ledger(job.key).tasks[index].hold)
         run.state.change_task(
             job.key, index, flush=False, outcome=TaskOutcome.FAILED, code=result.code, cause=result.cause,
             error=result.error,
@@ -379,6 +425,7 @@ class Account:
         state = run.state
         index = state.ledger(job.key).open_index(job.shot_id)
         if index is not None:
+            self._release(state.ledger(job.key).tasks[index].hold)
             state.change_task(job.key, index, flush=False, outcome=TaskOutcome.ABSENT)
         if in_run:  # the submit this run counted cost nothing
             run.report.uncertain_usd -= job.cost_usd

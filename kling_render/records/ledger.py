@@ -41,6 +41,7 @@ class TaskEntry:
     code: str | None = None  # the provider's failure code
     cause: str | None = None  # permanent | transient | unclassified, for failed tasks
     error: str | None = None
+    hold: str | None = None  # its hold in the project's spend record on the remote (store/remote/spend.py)
 
     @property
     def counts(self) -> bool:

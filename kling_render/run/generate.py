@@ -38,6 +38,7 @@ from kling_render.run.task_end import TaskEnds
 from kling_render.run.triage import Action, carriers, classify
 from kling_render.store.cache import CachedClip, ClipMeta
 from kling_render.store.remote.connect import Remote
+from kling_render.store.remote.spend import RemoteSpend
 
 __all__ = ["Generator"]
 
@@ -47,9 +48,17 @@ Step = Literal["submit", "poll", "reconcile", "remote"]
 class Generator:
     """The paid steps of one run with one provider (see the module docstring)."""
 
-    def __init__(self, run: Run, *, remote: Remote | None = None, slots: asyncio.Semaphore | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        remote: Remote | None = None,
+        spend: RemoteSpend | None = None,
+        slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self.run = run
         self.account = Account(run, charges=run.provider.charges)
+        self.account.spend = spend if run.provider.charges else None
         concurrency = max(1, run.options.concurrency or run.provider.default_concurrency)
         self.slots = slots or asyncio.Semaphore(concurrency)
         self.gate: RemoteGate | None = None

@@ -9,6 +9,7 @@ stops with every move already flushed and reports ``interrupted`` (exit code 130
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from kling_render.run.generate import Generator
 from kling_render.run.report import RunOptions, RunReport
 from kling_render.store.cache import ClipCache
 from kling_render.store.remote.connect import Remote
+from kling_render.store.remote.spend import RemoteSpend
 
 __all__ = ["RunOptions", "RunReport", "default_verify", "execute", "run"]
 
@@ -34,11 +36,11 @@ def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
     return check.duration, check.headers.to_json()
 
 
-async def _generate(run_: Run, jobs: Sequence[Job], remote: Remote | None) -> RunReport:
+async def _generate(run_: Run, jobs: Sequence[Job], remote: Remote | None, spend: RemoteSpend | None) -> RunReport:
     ids = [j.shot_id for j in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate shot ids in one run")
-    generator = Generator(run_, remote=remote)
+    generator = Generator(run_, remote=remote, spend=spend)
     actions = await generator.start(jobs)  # raises BudgetError before anything is paid
     tasks: dict[str, asyncio.Task[None]] = {}
     try:
@@ -51,6 +53,8 @@ async def _generate(run_: Run, jobs: Sequence[Job], remote: Remote | None) -> Ru
         raise
     finally:
         run_.fetcher.close()
+        with contextlib.suppress(Exception):  # a stale hold only over-counts the project's spend
+            await generator.account.flush_releases()
         run_.emit("finish", message=run_.summary())
     return run_.report
 
@@ -82,11 +86,12 @@ async def execute(
     lock: LockFile | None = None,
     verify: ClipVerifier = default_verify,
     remote: Remote | None = None,
+    spend: RemoteSpend | None = None,
 ) -> RunReport:
     """Render ``jobs`` (state must be open). Raises BudgetError before submitting anything when
     the steps to submit cost more than the budget. Does not close the provider."""
     run_ = _make_run(jobs, provider, state, cache, options, events, lock, verify)
-    return await _generate(run_, jobs, remote)
+    return await _generate(run_, jobs, remote, spend)
 
 
 def run(
@@ -100,6 +105,7 @@ def run(
     lock: LockFile | None = None,
     verify: ClipVerifier = default_verify,
     remote: Remote | None = None,
+    spend: RemoteSpend | None = None,
 ) -> RunReport:
     """:func:`execute` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
     move already flushed and returns the report with ``interrupted`` (exit code 130)."""
@@ -107,7 +113,7 @@ def run(
 
     async def main() -> RunReport:
         try:
-            return await _generate(run_, jobs, remote)
+            return await _generate(run_, jobs, remote, spend)
         finally:
             await provider.aclose()
 

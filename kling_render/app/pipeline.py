@@ -146,7 +146,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 events=sink,
                 lock=lock,
                 remote=remote,
-                spend=None if remote is None or run_opts.budget_usd is None else remote.spend(spend_id(project, the_plan.provider)),
+                spend=None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider)),
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist

@@ -63,6 +63,7 @@ class Move(Enum):
     ADOPTED = "adopted"  # the task behind an unknown submit was found (task list, ledger, claim)
     ABSENT = "absent"  # the task list proves an unknown submit created nothing
     FETCHED = "fetched"  # the task's output was downloaded, checked and cached
+    FOLLOWED = "followed"  # another machine's task (followed through its claim) gave the output
     REPLACE = "replace"  # its task failed or was unusable: a new one may be submitted, within the cap
     REFETCH = "refetch"  # a known task's output is fetched again (free while the provider keeps it)
     KEEP_TASK = "keep-task"  # the step failed this run, but its task is kept for the next run
@@ -101,6 +102,7 @@ MOVES: Final[Mapping[Move, Rule]] = {
     ),
     Move.ABSENT: Rule(frozenset({Status.SUBMITTING, Status.UNKNOWN}), Status.PENDING, "reconciled", "pending"),
     Move.FETCHED: Rule(frozenset({Status.SUBMITTED}), Status.DONE, "done", "done"),
+    Move.FOLLOWED: Rule(frozenset({Status.PENDING, Status.FAILED, Status.UNKNOWN}), Status.DONE, "done", "done"),
     Move.REPLACE: Rule(frozenset({Status.SUBMITTED}), Status.PENDING, "retry", "pending"),
     Move.REFETCH: Rule(frozenset({Status.DONE, Status.FAILED, Status.PENDING}), Status.SUBMITTED, "refetch", "pending"),
     Move.KEEP_TASK: Rule(frozenset({Status.SUBMITTED}), Status.SUBMITTED, "failed", "failed"),

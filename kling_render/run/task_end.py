@@ -22,7 +22,7 @@ from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.records.ledger import TaskEntry
-from kling_render.records.lifecycle import Move, TaskOutcome
+from kling_render.records.lifecycle import Move, Status, TaskOutcome
 from kling_render.records.state import now_iso
 from kling_render.run.context import Run
 from kling_render.store.cache import CachedClip, ClipMeta
@@ -156,10 +156,17 @@ class TaskEnds:
             run.emit("downloaded", job, task_id=task_id)
             self.account.fetched(job, self.ledger_index(job, task_id))
             outcome = run.outcome(job)
+            record = run.record(job)
+            own = record.status is Status.SUBMITTED and record.task_id == task_id
             run.move(
-                job, Move.FETCHED, paid=outcome.cost_usd - outcome.refunded_usd, message=warning,
-                output_sha256=entry.sha256, error=None, finished_at=now_iso(),
-            )  # fmt: skip
+                job,
+                Move.FETCHED if own else Move.FOLLOWED,  # another machine's task, followed through its claim
+                paid=outcome.cost_usd - outcome.refunded_usd,
+                message=warning,
+                output_sha256=entry.sha256,
+                error=None,
+                finished_at=now_iso(),
+            )
             run.record_lock(job, task_id, entry.sha256, entry.duration)
             outcome.clip, outcome.warning = entry.path, warning
             return "done"

@@ -87,8 +87,9 @@ def verbose_opt(func: F) -> F:
     return option(func)
 
 
-# A directory stands for the project file in it (commands.find_project_file).
-project_arg = click.argument("project", type=click.Path(path_type=Path))
+# A directory stands for the project file in it (commands.find_project_file); left out, the current
+# directory (as `terraform plan` does).
+project_arg = click.argument("project", type=click.Path(path_type=Path), default=Path("."), required=False)
 var_opt = click.option(
     "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable."
 )
@@ -147,7 +148,9 @@ def _only(value: str | None) -> list[str] | None:
 
 
 def _print_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+    from kling_render.report.jsonout import json_text
+
+    click.echo(json_text(doc, indent=2))
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -189,18 +192,39 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @project_arg
 @var_opt
-@json_opt
+@click.option("--json", "as_json", is_flag=True, help="The result, or the list of errors, as one JSON document.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    help="github: each error as a GitHub Actions annotation (::error file=…,line=…::…) on stdout.",
+)
 @verbose_opt
 @handle_errors
-def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
-    """Check the project file: schema, model rules, files, image limits."""
+def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> None:
+    """Check the project file: schema, model rules, files, image limits (exit 2 listing every error)."""
     from kling_render.app import commands
+    from kling_render.report import issues as report_issues
 
-    result = commands.validate(project, vars_)
-    if as_json:
+    fmt = "json" if as_json else fmt
+    try:
+        result = commands.validate(project, vars_)
+    except KlingRenderError as exc:
+        if fmt == "text":
+            raise
+        found = report_issues.issues_of(exc)
+        if fmt == "json":
+            _print_json(report_issues.invalid_json(found))
+        else:
+            for line in report_issues.github_annotations(found):
+                click.echo(line)
+        _echo_err(f"{len(found)} error(s); nothing was written")
+        sys.exit(exc.exit_code)
+    if fmt == "json":
         _print_json(result)
     else:
-        click.echo(f"{project}: valid ({result['shots']} shots)")
+        click.echo(f"{result['file']}: valid ({result['shots']} shots)")
 
 
 @cli.command()

@@ -44,12 +44,17 @@ def find_project_file(path: Path) -> Path:
     if candidates:
         names = ", ".join(c.name for c in candidates)
         raise UsageError(f"{path}: no project.yaml, and several project files ({names}): name the one to use")
+    if path == Path("."):  # PROJECT left out: say where we looked, and how to name one
+        raise UsageError(
+            f"no project.yaml in the current directory ({Path.cwd()}): give the project file's path, "
+            "or run kling-render in the project's directory"
+        )
     raise UsageError(f"{path}: no project.yaml in this directory (give the project file's path)")
 
 
 def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
-    doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
+    doc: dict[str, Any] = {"project": project.name, "file": project.display, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
         from kling_render.plan.plan import shot_key
 

@@ -13,6 +13,7 @@ from kling_render.catalog.catalog import usd
 from kling_render.errors import ProjectError, UsageError
 from kling_render.jobs import Job, MediaRef
 from kling_render.project.project import Project, Shot, cost_of, missing_price
+from kling_render.suggest import did_you_mean, with_hint
 
 if TYPE_CHECKING:
     from kling_render.plan.rows import RowsPlan
@@ -181,7 +182,8 @@ def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
     known = {s.id for s in project.shots}
     unknown = [i for i in only if i not in known]
     if unknown:
-        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+        hint = did_you_mean(unknown[0], known)
+        raise UsageError(with_hint(f"--only: no shot named {', '.join(unknown)} in {project.display}", hint))
     wanted = set(only)
     return [s for s in project.shots if s.id in wanted]
 

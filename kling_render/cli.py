@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
 import traceback
@@ -372,8 +371,10 @@ def render(
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     report = result.report
     if as_json:
+        from kling_render.report.jsonout import json_text
+
         click.echo(
-            json.dumps(
+            json_text(
                 {
                     "event": "finished",
                     "exit_code": result.exit_code,

@@ -12,13 +12,14 @@ long poll or a long encode prints nothing else, so a CI log never looks frozen.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
+
+from kling_render.report.jsonout import json_text
 
 EVENT_KINDS = (
     "start",  # the run begins: total = shots in this run
@@ -315,7 +316,7 @@ class JsonLinesSink:
         self._heartbeat = _Heartbeat(_heartbeat_interval(heartbeat), self._beat, self._lock)
 
     def _write(self, doc: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(doc, sort_keys=True) + "\n")
+        self.stream.write(json_text(doc, sort_keys=True) + "\n")
         self.stream.flush()
         if hasattr(self, "_heartbeat"):
             self._heartbeat.wrote()

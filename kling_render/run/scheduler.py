@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kling_render.errors import (
     AccountError,
+    AuthError,
     BudgetError,
     ProviderError,
     SubmitRejectedError,
@@ -397,7 +398,7 @@ class _Run:
             body = await self.provider.prepare(job)  # uploads: nothing can be created yet
         except AccountError as exc:
             self.committed -= job.cost_usd
-            self.account_stop(job, str(exc))
+            self.account_stop(job, exc)
             return None
         except Exception as exc:  # refused uploads, unreadable files, a provider bug: no POST was made
             self.committed -= job.cost_usd
@@ -438,7 +439,7 @@ class _Run:
             return None
         except AccountError as exc:  # nothing was created, and no other submit would be either
             self.nothing_created(job, index)
-            self.account_stop(job, str(exc))
+            self.account_stop(job, exc)
             return None
         except SubmitRejectedError as exc:  # the server refused these inputs: nothing was created
             self.nothing_created(job, index)
@@ -477,9 +478,11 @@ class _Run:
         self.run_tasks[job.key] -= 1
         self.state.change_task(job.key, index, flush=False, outcome="absent")
 
-    def account_stop(self, job: Job, error: str) -> None:
+    def account_stop(self, job: Job, exc: AccountError) -> None:
         """The account cannot run tasks: this shot goes back to pending, and no shot submits again
         this run (tasks already running are still polled and recorded)."""
+        error = str(exc)
+        self.report.key_rejected |= isinstance(exc, AuthError)
         self.stop_submitting = True
         self.state.update(job.shot_id, status="pending", error=error, submitted_at=None)
         outcome = self.report.outcomes[job.shot_id]
@@ -524,6 +527,7 @@ class _Run:
                 result = await self.provider.poll(task_id)
             except ProviderError as exc:
                 if isinstance(exc, AccountError):  # the key no longer works: nothing else will either
+                    self.report.key_rejected |= isinstance(exc, AuthError)
                     self.stop_submitting = True
                     self.report.account_stopped = self.report.account_stopped or str(exc)
                 if not (isinstance(exc, TaskGoneError) and self.ends.gone_for_good(job, task_id, str(exc))):

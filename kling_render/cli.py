@@ -236,7 +236,23 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> 
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Also save the plan as JSON.")
 @click.option(
+    "--out-full",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write the whole plan in the chosen --format to FILE; a Markdown plan too long for a pull-request "
+    "comment is printed collapsed and points at it.",
+)
+@click.option(
+    "--full-url", metavar="URL", help="Where readers find the --out-full file (e.g. the CI run's artifacts page)."
+)
+@click.option(
     "--max-cost", type=FiniteFloat(0), metavar="USD", help="Budget to check against (overrides budget.max_usd)."
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to render or change, 2 when there are changes, 3 when over budget "
+    "(an invalid project is exit 2 too: validate first).",
 )
 @verbose_opt
 @handle_errors
@@ -249,26 +265,41 @@ def plan(
     as_json: bool,
     fmt: str,
     out: str | None,
+    out_full: str | None,
+    full_url: str | None,
     max_cost: float | None,
+    detailed_exitcode: bool,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render.app import commands
     from kling_render.project.rows import only_ids
     from kling_render.report import text as report_text
+    from kling_render.report.jsonout import json_text
 
     loaded = commands.load(project, vars_)
-    out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
+    guard = commands.output_guard(loaded)
+    out_path = commands.safe_output(loaded, out, "--out", guard) if out is not None else None  # before any write
+    full_path = commands.safe_output(loaded, out_full, "--out-full", guard) if out_full is not None else None
     the_plan = commands.plan_for(
         loaded, provider, only_ids(loaded, _only(row), _only(only)), max_cost=max_cost, remote=True
     )
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
-    if as_json or fmt == "json":
-        _print_json(the_plan.to_json())
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
+        whole = json_text(the_plan.to_json(), indent=2)
+        shown = whole
     elif fmt == "markdown":
-        click.echo(report_text.plan_markdown(the_plan))
+        whole = report_text.plan_markdown_full(the_plan)
+        note = commands.full_plan_note(full_path, full_url)
+        shown = report_text.plan_markdown(the_plan, full_note=note, full=whole)
     else:
-        click.echo(report_text.plan_table(the_plan))
+        whole = shown = report_text.plan_table(the_plan)
+    if full_path is not None:
+        commands.save_text(whole.rstrip("\n") + "\n", full_path)
+    click.echo(shown)
+    if detailed_exitcode:
+        sys.exit(commands.detailed_exit_code(the_plan))
 
 
 @cli.command()

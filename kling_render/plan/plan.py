@@ -100,6 +100,7 @@ class Plan:
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+    remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
 
     @property
     def over_budget(self) -> bool:
@@ -113,12 +114,6 @@ class Plan:
             counts[p.change] += 1
         counts["removed"] = len(self.removed)
         return counts
-
-    @property
-    def lock_cost(self) -> Fraction:
-        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
-        by_key = {e.get("key"): e for e in self.lock_entries.values()}
-        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
@@ -166,6 +161,7 @@ class Plan:
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            "remote": self.remote,
             **({"rows": self.rows.to_json()} if self.rows is not None else {}),
         }
 

@@ -74,8 +74,8 @@ _CODES = {
     "ExpiredToken": "the session token has expired: renew AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
     "AWS_SESSION_TOKEN",
     "InvalidToken": "AWS_SESSION_TOKEN was refused: renew it, or unset it for long-term keys",
-    "AccessDenied": "access denied: the credentials in AWS_ACCESS_KEY_ID may not do this on the bucket "
-    "(reading needs s3:GetObject and s3:ListBucket; rendering also s3:PutObject)",
+    "AccessDenied": "access denied: the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) may not do this "
+    "on the bucket (reading needs s3:GetObject and s3:ListBucket; rendering also s3:PutObject)",
     "AuthorizationHeaderMalformed": "the request was refused for its region: set AWS_REGION to the bucket's region",
     "PermanentRedirect": "the bucket is in another region: set AWS_REGION to the bucket's region",
 }
@@ -302,7 +302,7 @@ class RemoteStore:
             return RemoteError(f"{where} failed: the lock {exc.lock_file} stayed held for 60 s")
         if "builder error" in detail:  # obstore refuses the URL itself (e.g. http not allowed)
             return RemoteError(f"{where} failed: the endpoint URL is not usable; check AWS_ENDPOINT_URL")
-        explained = self._explain(detail)
+        explained = self._explain(detail, denied=isinstance(exc, PermissionDeniedError | UnauthenticatedError))
         if explained is not None:
             return RemoteError(f"{where} failed: {explained}")
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):
@@ -316,12 +316,15 @@ class RemoteStore:
             return RemoteTransientError(f"{where} failed: {_short(detail)}")
         return RemoteError(f"{where} failed: {_short(detail)}")
 
-    def _explain(self, detail: str) -> str | None:
+    def _explain(self, detail: str, *, denied: bool = False) -> str | None:
         """The cause of an S3 answer in words, from its error code, or from the metadata service
         being asked (no credentials); None when the detail says neither."""
         if self.url.scheme != "s3":
             return None
-        if not self.has_keys and _METADATA.search(detail):
+        denied = denied or _DENIED.search(detail) is not None
+        # Without keys the client asks the metadata service, or sends the request unsigned: a
+        # refusal then means "no credentials", whatever the store calls it.
+        if not self.has_keys and (_METADATA.search(detail) or denied):
             return (
                 "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
                 "temporary ones); none are set and no instance role answered"

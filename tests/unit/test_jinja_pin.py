@@ -46,8 +46,8 @@ RECHECK = (
     "Jinja {version} changed CodeGenerator.{name}, which kling_render/project/template_codegen.py "
     "overrides or relies on. Re-check: that every {{{{ expr }}}} still goes through kr_print with its "
     "source, literal text through kr_data, that only literal text and constants are folded, and that "
-    "loops, ~, comparisons, dict keys and slices are still wrapped (tests/test_sandbox.py, "
-    "tests/test_determinism.py); that the same templates still render the same text (shot keys); "
+    "loops, ~, comparisons, dict keys and slices are still wrapped (tests/unit/test_sandbox.py, "
+    "tests/e2e/test_determinism.py); that the same templates still render the same text (shot keys); "
     "then record the new digests here and widen the jinja2 pin in pyproject.toml."
 )
 
@@ -71,7 +71,7 @@ def test_the_overridden_jinja_internals_are_the_tested_ones() -> None:
 
 
 def test_jinja_is_pinned_to_the_tested_minor_release() -> None:
-    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     pins = re.findall(r'"jinja2([^"]*)"', pyproject)
     assert pins == [">=3.1.6,<3.2"], pins
     assert jinja2.__version__.startswith("3.1."), jinja2.__version__

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from e2e_cli import EXAMPLE, Workspace, base_env
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 
 

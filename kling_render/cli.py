@@ -213,11 +213,7 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> 
         if fmt == "text":
             raise
         found = report_issues.issues_of(exc)
-        if fmt == "json":
-            _print_json(report_issues.invalid_json(found))
-        else:
-            for line in report_issues.github_annotations(found):
-                click.echo(line)
+        click.echo(report_issues.failure_text(found, fmt))
         _echo_err(f"{len(found)} error(s); nothing was written")
         sys.exit(exc.exit_code)
     if fmt == "json":
@@ -274,7 +270,6 @@ def plan(
     from kling_render.app import commands
     from kling_render.project.rows import only_ids
     from kling_render.report import text as report_text
-    from kling_render.report.jsonout import json_text
 
     loaded = commands.load(project, vars_)
     guard = commands.output_guard(loaded)
@@ -285,16 +280,8 @@ def plan(
     )
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
-    fmt = "json" if as_json else fmt
-    if fmt == "json":
-        whole = json_text(the_plan.to_json(), indent=2)
-        shown = whole
-    elif fmt == "markdown":
-        whole = report_text.plan_markdown_full(the_plan)
-        note = commands.full_plan_note(full_path, full_url)
-        shown = report_text.plan_markdown(the_plan, full_note=note, full=whole)
-    else:
-        whole = shown = report_text.plan_table(the_plan)
+    note = commands.full_plan_note(full_path, full_url)
+    shown, whole = report_text.plan_text("json" if as_json else fmt, the_plan, full_note=note)
     if full_path is not None:
         commands.save_text(whole.rstrip("\n") + "\n", full_path)
     click.echo(shown)

@@ -33,6 +33,15 @@ def issues_of(exc: KlingRenderError) -> list[Issue]:
     return [Issue("", 0, "", str(exc))]
 
 
+def failure_text(issues: Sequence[Issue], fmt: str) -> str:
+    """What ``validate --format json|github`` prints on stdout for an invalid project."""
+    if fmt == "json":
+        from kling_render.report.jsonout import json_text
+
+        return json_text(invalid_json(issues), indent=2)
+    return "\n".join(github_annotations(issues))
+
+
 def github_annotations(issues: Sequence[Issue]) -> list[str]:
     """``::error file=F,line=L,col=C,title=kling-render::path: message`` per problem (GitHub's
     workflow-command syntax; its escapes keep a line break or a ``::`` in a message from ending
@@ -55,4 +64,4 @@ def _property(text: str) -> str:
     return _data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-__all__ = ["github_annotations", "invalid_json", "issue_json", "issues_of"]
+__all__ = ["failure_text", "github_annotations", "invalid_json", "issue_json", "issues_of"]

@@ -107,6 +107,21 @@ def where(provider: str, remote: str | None) -> str:
     return f"{provider}, remote {remote}" if remote else provider
 
 
+def plan_text(fmt: str, plan: Plan, *, full_note: str | None = None) -> tuple[str, str]:
+    """``plan`` as printed in ``fmt`` (table, markdown, json) and as a whole (``--out-full``): the
+    same, except a Markdown plan too long for a comment, printed collapsed."""
+    if fmt == "json":
+        from kling_render.report.jsonout import json_text
+
+        whole = json_text(plan.to_json(), indent=2)
+        return whole, whole
+    if fmt == "markdown":
+        whole = plan_markdown_full(plan)
+        return plan_markdown(plan, full_note=full_note, full=whole), whole
+    table = plan_table(plan)
+    return table, table
+
+
 def plan_markdown(
     plan: Plan, *, full_note: str | None = None, limit: int | None = None, full: str | None = None
 ) -> str:

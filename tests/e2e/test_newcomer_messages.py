@@ -268,3 +268,48 @@ def test_a_non_finite_price_is_an_error_and_the_json_stays_strict(
     table = ws.cli("models", "--check-prices")
     assert table.returncode == 1 and table.stdout.rstrip().endswith("2 error, 8 match, 1 unknown")
     ws.assert_no_secret()
+
+
+# -- item 8: a missing or rejected key is exit 2; only a balance problem asks for a top-up ------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "says", "never"),
+    [
+        ("401", 2, "the API key was rejected (401)", "top up"),
+        ("403", 2, "the API key was rejected (403)", "top up"),
+        ("402", 1, "cannot pay (402)", "WAVESPEED_API_KEY"),
+        ("balance", 1, "cannot pay (code 400): Insufficient balance", "WAVESPEED_API_KEY"),
+    ],
+)
+def test_key_and_account_problems_say_what_to_fix(
+    tmp_path: Path, kind: str, code: int, says: str, never: str
+) -> None:
+    from e2e_cli import small_workspace
+    from e2e_fake import FakeProcess
+
+    with FakeProcess(SECRET, latency=0.2) as fake:
+        ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
+        fake.fault(kind, "/api/v3/kwaivgi/", count=100)
+        done = ws.render("--no-stitch")
+        assert done.returncode == code, done.stderr
+        [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+        assert says in line and never not in line, line
+        if code == 2:  # the key first, and what to do about it
+            assert line.index("rejected") < line.index("WAVESPEED_API_KEY"), line
+        else:
+            assert "top up the WaveSpeed balance" in line, line
+        ws.assert_no_secret()
+
+
+def test_a_missing_key_is_exit_2_with_nothing_written(tmp_path: Path) -> None:
+    from e2e_cli import small_workspace
+
+    ws = small_workspace(tmp_path / "small", base_env())
+    before = sorted(ws.root.rglob("*"))
+    done = ws.render()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: WAVESPEED_API_KEY is not set; set it, or render offline with --provider local"
+    )
+    assert sorted(ws.root.rglob("*")) == before

@@ -17,7 +17,8 @@ from e2e_cli import EXAMPLE, Workspace, base_env
 
 from kling_render.media import ffmpeg
 from kling_render.records.state import StateStore
-from kling_render.report.progress import Event, JsonLinesSink, PlainSink, RichSink
+from kling_render.report.live import RichSink
+from kling_render.report.progress import Event, JsonLinesSink, PlainSink
 
 PROJECT = """\
 version: 1

@@ -23,7 +23,8 @@ from pathlib import Path
 from e2e_cli import EXAMPLE, base_env
 from rich.console import Console
 
-from kling_render.report.progress import Event, RichSink
+from kling_render.report.live import RichSink
+from kling_render.report.progress import Event
 
 STAMP = r"\d\d:\d\d:\d\d "
 ESCAPE = re.compile(r"\x1b\[(\??)([\d;]*)([A-Za-z])")
@@ -163,5 +164,5 @@ def test_the_cli_on_a_pseudo_terminal(tmp_path: Path) -> None:
     assert not any("━" in line for line in lines), lines
     counted = [line for line in lines if re.match(STAMP + r"\[\d/3\] ", line)]
     assert [line.split("]")[0][-3:] for line in counted] == ["1/3", "2/3", "3/3"], lines
-    assert any(re.match(STAMP + "stitched: ", line) for line in lines), lines
+    assert any(re.match(STAMP + "stitched:", line) for line in lines), lines
     assert lines[-1].startswith("final cut: ") or lines[-1].startswith("tty: "), lines

@@ -225,7 +225,7 @@ def test_no_credentials_is_one_line_naming_the_variables(tmp_path: Path, s3: S3C
         # with keys the same refusal says what they may not do
         ws = remote_ws(tmp_path / "keys", s3, **s3.env(proxy.endpoint))
         [line] = ws.cli(command).stderr.strip().splitlines()
-        assert "access denied: the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) may not do this" in line
+        assert "refused (access denied): the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) may not do" in line
         assert "<Error>" not in line
 
 

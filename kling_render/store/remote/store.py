@@ -303,6 +303,8 @@ class RemoteStore:
         if "builder error" in detail:  # obstore refuses the URL itself (e.g. http not allowed)
             return RemoteError(f"{where} failed: the endpoint URL is not usable; check AWS_ENDPOINT_URL")
         explained = self._explain(detail, denied=isinstance(exc, PermissionDeniedError | UnauthenticatedError))
+        if explained is not None and explained.startswith("access denied: "):
+            return RemoteError(f"{where} was refused (access denied): {explained.removeprefix('access denied: ')}")
         if explained is not None:
             return RemoteError(f"{where} failed: {explained}")
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):

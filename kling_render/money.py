@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, final
 
-from kling_render.errors import BudgetError
+from kling_render.errors import AccountError, AuthError, BudgetError
 from kling_render.jobs import Job, TaskResult
 from kling_render.plan.keys import fingerprint
 from kling_render.records.ledger import TaskEntry
@@ -231,10 +231,8 @@ class Account:
         except BaseException as exc:
             self._committed -= job.cost_usd
             self._release(hold)
-            from kling_render.errors import AccountError
-
             if isinstance(exc, AccountError):
-                self.account_stop(job, str(exc))
+                self.account_stop(job, exc)
                 return Declined("account", str(exc))
             if not isinstance(exc, Exception):
                 raise
@@ -340,10 +338,13 @@ class Account:
         self.run.state.change_task(job.key, res.index, flush=False, outcome=TaskOutcome.ABSENT)
         self.run.fail(job, error, code=code)
 
-    def account_stop(self, job: Job, error: str, res: Reservation | None = None) -> None:
+    def account_stop(self, job: Job, exc: AccountError, res: Reservation | None = None) -> None:
         """The account cannot run tasks: the step goes back to pending, and no step submits again
-        this run (tasks already running are still polled and recorded)."""
+        this run (tasks already running are still polled and recorded). A rejected key (AuthError)
+        ends the run with exit 2: re-running as it is cannot help."""
+        error = str(exc)
         run = self.run
+        run.report.key_rejected |= isinstance(exc, AuthError)
         if res is not None:
             self._committed -= job.cost_usd
             self._run_tasks[job.key] -= 1
@@ -357,8 +358,10 @@ class Account:
             run.report.account_stopped = error
             run.emit("account-stop", job, message=error)
 
-    def account_lost(self, error: str) -> None:
+    def account_lost(self, exc: AccountError) -> None:
         """A poll says the key no longer works: nothing else will either."""
+        error = str(exc)
+        self.run.report.key_rejected |= isinstance(exc, AuthError)
         self.stopped = self.stopped or error
         self.run.report.account_stopped = self.run.report.account_stopped or error
 

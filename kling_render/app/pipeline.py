@@ -479,6 +479,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     from kling_render.app.commands import pick_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
+    from kling_render.store.remote.connect import resolve_remote_url
     from kling_render.store.remote.sync import remote_keys
 
     name = pick_provider(project, provider)
@@ -486,6 +487,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     cache = ClipCache.for_project(project.path)
     recorded, ledgers = read_project_state_file(project.path, name)
     on_remote = remote_keys(project.remote, project.display, name) or set()  # a remote error: exit 1
+    remote = resolve_remote_url(project.remote, project.display)
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
@@ -540,6 +542,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     return {
         "project": project.name,
         "provider": name,
+        "remote": str(remote) if remote is not None else None,
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],

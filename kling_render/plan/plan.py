@@ -13,6 +13,7 @@ from kling_render.jobs import Job
 from kling_render.plan import keys
 from kling_render.plan.keys import clip_key
 from kling_render.project.project import Project, Shot, cost_of, missing_price
+from kling_render.suggest import did_you_mean, with_hint
 
 if TYPE_CHECKING:
     from kling_render.plan.rows import RowsPlan
@@ -74,6 +75,7 @@ class Plan:
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+    remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
 
     @property
     def over_budget(self) -> bool:
@@ -87,12 +89,6 @@ class Plan:
             counts[p.change] += 1
         counts["removed"] = len(self.removed)
         return counts
-
-    @property
-    def lock_cost(self) -> Fraction:
-        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
-        by_key = {e.get("key"): e for e in self.lock_entries.values()}
-        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
@@ -140,6 +136,7 @@ class Plan:
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            "remote": self.remote,
             **({"rows": self.rows.to_json()} if self.rows is not None else {}),
         }
 
@@ -156,7 +153,8 @@ def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
     known = {s.id for s in project.shots}
     unknown = [i for i in only if i not in known]
     if unknown:
-        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+        hint = did_you_mean(unknown[0], known)
+        raise UsageError(with_hint(f"--only: no shot named {', '.join(unknown)} in {project.display}", hint))
     wanted = set(only)
     return [s for s in project.shots if s.id in wanted]
 

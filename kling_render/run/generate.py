@@ -268,7 +268,7 @@ class Generator:
             self.account.lost(res, str(exc))
             return None
         except AccountError as exc:  # nothing was created, and no other submit would be either
-            self.account.account_stop(job, str(exc), res)
+            self.account.account_stop(job, exc, res)
             return None
         except SubmitRejectedError as exc:  # the server refused these inputs: nothing was created
             self.account.nothing_created(res, f"submit failed: {exc}", code=exc.code)

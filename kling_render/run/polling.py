@@ -38,7 +38,7 @@ async def wait_for(
             result = await run.provider.poll(task_id)
         except ProviderError as exc:
             if isinstance(exc, AccountError):  # the key no longer works: nothing else will either
-                account.account_lost(str(exc))
+                account.account_lost(exc)
             if not (isinstance(exc, TaskGoneError) and ends.gone_for_good(job, task_id, str(exc))):
                 run.keep_task(job, f"polling task {task_id} failed: {exc}; the next run polls it again")
             return None

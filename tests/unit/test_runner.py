@@ -445,7 +445,7 @@ def test_with_the_real_local_provider(tmp_path: Path) -> None:
 
 
 def test_rich_sink_runs_without_a_terminal() -> None:
-    from kling_render.report.progress import RichSink
+    from kling_render.report.live import RichSink
 
     out = io.StringIO()
     sink = RichSink(out)

@@ -80,7 +80,10 @@ def test_account_problems_are_their_own_error(
 ) -> None:
     server.faults.add(kind, SUBMIT, **options)
     exc = submit_raises(server, tmp_path, error, match)
-    assert isinstance(exc, AccountError) and "top up" in str(exc)
+    assert isinstance(exc, AccountError)
+    # a rejected key is said to be one, never sent to top up a balance (issue 23 item 8)
+    assert ("top up" in str(exc)) == (error is AccountError), str(exc)
+    assert ("WAVESPEED_API_KEY" in str(exc)) == (error is AuthError), str(exc)
     assert server.tasks == {}
 
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
@@ -411,6 +412,8 @@ class WaveSpeedProvider(Provider):
         value = reply.data.get("unit_price")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProviderError(f"{what}: the answer has no unit_price")
+        if not math.isfinite(value) or value < 0:  # JSON parsers take NaN, Infinity and 1e999
+            raise ProviderError(f"{what}: the answer's unit_price {value!r} is not a price (a finite number ≥ 0)")
         return float(value)
 
     # -- download -----------------------------------------------------------------------

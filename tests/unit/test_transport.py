@@ -14,6 +14,7 @@ import pytest
 from e2e_cli import SECRET, small_workspace, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
+from money_kit import submit as paid_submit
 from test_wavespeed import KEY, O3, POLL, SIMPLE, SUBMIT, job, make, run
 
 from kling_render.errors import DownloadError, ProviderError, SubmitUncertainError, TransientError
@@ -28,14 +29,14 @@ FAST_LIMITS = Limits(api_deadline=1.0, download_deadline=5.0, stall_rate=1024, s
 
 def poll_once(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, **kwargs: object) -> TaskResult:
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        return await p.poll(await p.submit(job(O3, SIMPLE)))
+        return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
     return run(make(fake_wavespeed, tmp_path, **kwargs), work)
 
 
 def render_one(provider: WaveSpeedProvider, dest: Path) -> None:
     async def work(p: WaveSpeedProvider) -> None:
-        task_id = await p.submit(job(O3, SIMPLE))
+        task_id = await paid_submit(p, job(O3, SIMPLE))
         for _ in range(200):
             result = await p.poll(task_id)
             if result.completed and result.output_url:
@@ -105,7 +106,7 @@ def test_a_poll_that_never_completes_is_cut_at_the_deadline(fake_wavespeed: Fake
 def test_a_submit_cut_at_the_deadline_is_uncertain(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     fake_wavespeed.faults.add("hang", SUBMIT, seconds=30)
     with pytest.raises(SubmitUncertainError, match=r"no complete answer within 1s.*a paid task may exist"):
-        run(make(fake_wavespeed, tmp_path, limits=FAST_LIMITS), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(fake_wavespeed, tmp_path, limits=FAST_LIMITS), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(fake_wavespeed.submits()) == 1
 
 
@@ -154,7 +155,7 @@ def test_an_upload_url_that_echoes_the_key_is_refused(fake_wavespeed: FakeWaveSp
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     provider = WaveSpeedProvider(KEY, original, tmp_path / "cache")
     with pytest.raises(ProviderError, match="carries the API key") as info:
-        run(provider, lambda p: p.submit(shot))
+        run(provider, lambda p: paid_submit(p, shot))
     assert KEY not in str(info.value) and fake_wavespeed.submits() == []
     assert not (tmp_path / "cache" / "uploads.json").exists()
 

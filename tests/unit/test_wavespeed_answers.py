@@ -148,6 +148,7 @@ def poll_once(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | No
     return run(make(fake_wavespeed, tmp_path, sleeps), work)
 
 
+@pytest.mark.stand_in(latency=600, api_key=KEY)  # the task is still running after the retried polls, however slow
 def test_poll_envelopes_are_honoured(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     fake_wavespeed.faults.add("envelope", POLL, code=500)
     fake_wavespeed.faults.add("envelope", POLL, code=429)

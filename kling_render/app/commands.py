@@ -95,6 +95,7 @@ def plan_for(
             "audio": manifest.audio_settings(project),
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
+    outputs = CachedOutputs(cache, name)
     on_remote: set[str] = set()
     if remote:
         from kling_render.store.remote.sync import remote_keys
@@ -110,6 +111,7 @@ def plan_for(
             cut_settings=manifest.shot_cut_settings,
             lock_cut=lock_cut,
             cut_now=cut_now,
+            outputs=outputs,
         )
     the_plan = replace(
         the_plan,
@@ -122,6 +124,33 @@ def plan_for(
 
         the_plan = with_rows(the_plan, lock_cut)
     return the_plan
+
+
+class CachedOutputs:
+    """What the local clip cache has made (``plan.inputs.Outputs``): a clip that is an input of
+    another step is checked against its recorded digest and its frames counted. Stills are not
+    kept by the clip cache: none is known until the step store keeps them."""
+
+    def __init__(self, cache: Any, provider: str) -> None:
+        self.cache = cache
+        self.provider = provider
+
+    def still(self, key: str) -> Any:
+        return None
+
+    def clip(self, key: str) -> Any:
+        from kling_render.errors import FFmpegError
+        from kling_render.media.frames import clip_frames
+        from kling_render.plan.inputs import ClipFacts
+
+        entry = self.cache.use(self.provider, key)
+        if entry is None:
+            return None
+        try:
+            frames = clip_frames(entry.path)
+        except FFmpegError:
+            return None  # unreadable: its users wait as if it were not made
+        return ClipFacts(entry.sha256, frames, entry.path)
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
@@ -277,7 +306,10 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
         "one_of": [list(g.fields) for g in model.one_of],
         "any_of": [list(g.fields) for g in model.any_of],
         "conflicts": [list(g.fields) for g in model.conflicts],
-        "duration": {
+        "output": model.output,
+        "duration": None
+        if d is None
+        else {
             "min": d.min,
             "max": d.max,
             "default": d.default,
@@ -290,7 +322,8 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             "min_side": model.image_limits.min_side,
             "max_aspect": model.image_limits.max_aspect,
         },
-        "price_per_second_usd": usd(price.per_second) if price else None,
+        "price_per_second_usd": usd(price.per_second) if price and not model.makes_image else None,
+        "price_per_image_usd": usd(price.per_image) if price and price.per_image is not None else None,
         "sound_multiplier": (
             None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
         ),

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import usd
 from kling_render.errors import ProjectError, UsageError
-from kling_render.jobs import Job, MediaRef
+from kling_render.jobs import Job, UnresolvedInputError
+from kling_render.plan.inputs import (
+    NothingMade,
+    Outputs,
+    Resolution,
+    Unit,
+    Wait,
+    clip_key,
+    key_params,
+    resolve,
+    still_cost_of,
+    take_name,
+    wait_reason,
+)
+from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 
 if TYPE_CHECKING:
@@ -22,34 +36,18 @@ PLAN_VERSION = 1
 
 def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
     """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
-
-    def value(v: Any) -> Any:
-        if isinstance(v, MediaRef):
-            return v.key_value
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        return v
-
-    return {k: value(v) for k, v in params.items()}
+    return key_params(params)
 
 
-def shot_key(provider: str, shot: Shot) -> str:
+def shot_key(provider: str, shot: Shot, *, take: int | None = None) -> str:
     """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
 
     A model the project declares adds its endpoint: its id alone does not fix where the shot is
     sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
-    always means the same endpoint, so built-in keys stay as they were.)
+    always means the same endpoint, so built-in keys stay as they were.) ``take`` is a take
+    number of the shot (default its first); see ``plan.inputs`` for keys with generated inputs.
     """
-    doc: dict[str, Any] = {
-        "provider": provider,
-        "model": shot.model.id,
-        "params": wire_for_key(shot.params),
-        "take": shot.take,
-    }
-    if not shot.model.builtin:
-        doc["endpoint"] = shot.model.endpoint
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return clip_key(provider, shot, take=take)
 
 
 CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
@@ -64,10 +62,23 @@ class PlannedShot:
     change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
     changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
     old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
+    take: int | None = None  # the take number (None: the shot's first take)
+    waits: tuple[Wait, ...] = ()  # generated inputs not made yet: no key until they are
+    reason: str | None = None  # why it will (re-)render without a known key
 
     @property
     def id(self) -> str:
-        return self.shot.id
+        """The shot's id for its first take, ``<id>#<take>`` for another (plan.inputs.take_name)."""
+        return self.shot.id if self.take is None or self.take == self.shot.take else f"{self.shot.id}#{self.take}"
+
+    @property
+    def key(self) -> str | None:
+        """The clip's key, or None while an input it names is not made."""
+        return None if self.waits else self.job.key
+
+    @property
+    def picked(self) -> bool:
+        return (self.take or self.shot.take) == self.shot.picked_take
 
     @property
     def change_label(self) -> str:
@@ -87,6 +98,38 @@ class PlannedShot:
 
 
 @dataclass(frozen=True)
+class PlannedStill:
+    """A still in the plan: its key (None while an input it names is not made), price and status."""
+
+    still: Still
+    key: str | None
+    cost: Fraction
+    status: str  # "cached" | "render"
+    change: str  # "added" | "changed" | "unchanged" against the lock's ``still:<id>`` entry
+    waits: tuple[Wait, ...] = ()
+    reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.still.step_id
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "still": self.still.id,
+            "model": self.still.model.id,
+            "cost_usd": usd(self.cost),
+            "status": self.status,
+            "change": self.change,
+            "key": self.key,
+        }
+        if self.waits:
+            doc["waits_for"] = sorted({w.upstream for w in self.waits})
+            doc["reason"] = self.reason
+        return doc
+
+
+@dataclass(frozen=True)
 class Plan:
     project: Project
     provider: str
@@ -99,6 +142,7 @@ class Plan:
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+    stills: list[PlannedStill] = field(default_factory=list)  # the stills the planned shots need
 
     @property
     def over_budget(self) -> bool:
@@ -121,8 +165,13 @@ class Plan:
 
     @property
     def total_cost(self) -> Fraction:
-        """What every shot costs, each distinct clip once: shots with one key (the shared shots of a
-        rows: project, identical shots) are generated once and used by each."""
+        """What every shot and still costs, each distinct clip or image once: shots with one key (the
+        shared shots of a rows: project, identical shots) are generated once and used by each."""
+        return self.video_cost + _still_cost(self.stills)
+
+    @property
+    def video_cost(self) -> Fraction:
+        """The video stage: every take of every shot, each distinct clip once."""
         return sum((p.cost for p in _distinct(self.shots)), Fraction(0))
 
     @property
@@ -130,8 +179,35 @@ class Plan:
         return [p for p in self.shots if p.status == "render"]
 
     @property
+    def stills_to_render(self) -> list[PlannedStill]:
+        return [s for s in self.stills if s.status == "render"]
+
+    @property
     def to_render_cost(self) -> Fraction:
+        """What a render would pay: the stills and takes to render, each distinct one once; a step
+        whose key waits for an input is counted as paid (its new key cannot be known)."""
+        return self.video_to_render_cost + _still_cost(self.stills_to_render)
+
+    @property
+    def video_to_render_cost(self) -> Fraction:
         return sum((p.cost for p in _distinct(self.to_render)), Fraction(0))
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """The cost of the stills stage (`render --until stills`) and of the video stage, apart."""
+        return {
+            "stills": {
+                "count": len(self.stills),
+                "to_render": len(self.stills_to_render),
+                "total_cost_usd": usd(_still_cost(self.stills)),
+                "to_render_cost_usd": usd(_still_cost(self.stills_to_render)),
+            },
+            "video": {
+                "count": len(self.shots),
+                "to_render": len(self.to_render),
+                "total_cost_usd": usd(self.video_cost),
+                "to_render_cost_usd": usd(self.video_to_render_cost),
+            },
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,8 +224,11 @@ class Plan:
                     "status": p.status,
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
-                    "key": p.job.key,
+                    "key": p.key,
                     **({"row": p.shot.row, "shot": p.shot.name} if p.shot.row is not None else {}),
+                    **({"take": p.take, "picked": p.picked} if p.shot.takes > 1 else {}),
+                    **({"waits_for": sorted({w.upstream for w in p.waits}), "reason": p.reason}
+                       if p.waits else {}),
                     **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
                        if (pc := p.prompt_change) else {}),
                 }
@@ -160,6 +239,7 @@ class Plan:
             "counts": self.change_counts(),
             "total_cost_usd": usd(self.total_cost),
             "to_render_cost_usd": usd(self.to_render_cost),
+            **({"stills": [s.to_json() for s in self.stills], "stages": self.stages()} if self.stills else {}),
             "budget_usd": self.budget_usd,
             "over_budget": self.over_budget,
             "selected": self.selected,
@@ -170,8 +250,13 @@ class Plan:
 
 
 def _distinct(shots: Sequence[PlannedShot]) -> list[PlannedShot]:
-    """The first shot of each key."""
+    """The first shot of each key (a shot waiting for an input has a key of its own)."""
     return list({p.job.key: p for p in reversed(shots)}.values())
+
+
+def _still_cost(stills: Iterable[PlannedStill]) -> Fraction:
+    """Each distinct still once (a still waiting for an input counts on its own)."""
+    return sum(({s.key or s.id: s.cost for s in stills}.values()), Fraction(0))
 
 
 def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
@@ -196,47 +281,29 @@ def build_plan(
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
     lock_cut: Mapping[str, Any] | None = None,
     cut_now: Mapping[str, Any] | None = None,
+    outputs: Outputs | None = None,
 ) -> Plan:
-    """Resolve every selected shot into a Job with its key, price, cache status and lock change.
+    """Resolve every take of every selected shot (and the stills they need) into a Job with its
+    key, price, cache status and lock change.
 
     ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
     lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
-    re-stitch are told apart from unchanged shots."""
+    re-stitch are told apart from unchanged shots. ``outputs`` tells which stills and clips are
+    made (their digests key the steps that use them); without it none is."""
     lock = lock or {}
+    selected = select_shots(project, only)
+    wanted = [s.id for s in selected] if only else None  # every still too, used or not, without --only
+    res = resolve(project, provider, outputs or NothingMade(), wanted=wanted)
     planned: list[PlannedShot] = []
     unpriced: list[Shot] = []
-    for shot in select_shots(project, only):
+    for shot in selected:
         cost = cost_of(shot, project.prices)
         if cost is None:
             unpriced.append(shot)
             continue
-        key = shot_key(provider, shot)
-        job = Job(
-            shot_id=shot.id,
-            model=shot.model.id,
-            endpoint=shot.model.endpoint,
-            params=shot.params,
-            duration=shot.duration,
-            sound=shot.sound,
-            aspect_ratio=shot.aspect_ratio,
-            key=key,
-            cost_usd=usd(cost),
-            index=shot.index,
-            prompt=shot.prompt,
-            extra={"fields": field_digests(shot)},
-        )
-        entry = lock.get(shot.id)
-        change, fields = _change(entry, key, shot, provider)
-        if change == "unchanged" and entry is not None and cut_settings is not None:
-            fields = _cut_change(entry, cut_settings(shot))
-            change = "re-stitch" if fields else change
-        old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
-        planned.append(
-            PlannedShot(
-                shot, job, cost, "cached" if is_cached(key) else "render", change, fields,
-                old_prompt if isinstance(old_prompt, str) else None,
-            )
-        )  # fmt: skip
+        for unit in res.of_shot(shot):
+            planned.append(_planned_take(shot, unit, cost, provider, res, is_cached, lock, cut_settings))
+    stills = _planned_stills(project, res, is_cached, lock)
     if unpriced:
         from kling_render.errors import Issue
 
@@ -251,14 +318,98 @@ def build_plan(
                 for s in unpriced
             ]
         )
-    removed = sorted(set(lock) - {s.id for s in project.shots})
+    names = {take_name(s, t) for s in project.shots for t in s.take_numbers} | {s.step_id for s in project.stills}
+    removed = sorted(set(lock) - names)
     restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
-    return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+    return Plan(
+        project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch, stills=stills
+    )
+
+
+def _planned_take(
+    shot: Shot,
+    unit: Unit,
+    cost: Fraction,
+    provider: str,
+    res: Resolution,
+    is_cached: Callable[[str], bool],
+    lock: Mapping[str, Mapping[str, Any]],
+    cut_settings: Callable[[Shot], Mapping[str, Any]] | None,
+) -> PlannedShot:
+    """One take of ``shot`` in the plan: keyed when its inputs are made, else waiting for them."""
+    params = unit.params if unit.params is not None else shot.params
+    key = unit.key if unit.key is not None else f"pending:{unit.name}"
+    take = unit.take if unit.take is not None else shot.take
+    job = Job(
+        shot_id=unit.name,
+        model=shot.model.id,
+        endpoint=shot.model.endpoint,
+        params=params,
+        duration=shot.duration,
+        sound=shot.sound,
+        aspect_ratio=shot.aspect_ratio,
+        key=key,
+        cost_usd=usd(cost),
+        index=shot.index,
+        prompt=shot.prompt,
+        extra={"fields": field_digests(shot, params, take=take)},
+    )
+    entry = lock.get(unit.name)
+    reason = None
+    if unit.key is None:
+        change = "changed" if entry is not None else "added"
+        fields = tuple(dict.fromkeys(w.field for w in unit.waits)) if entry is not None else ()
+        reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+    else:
+        change, fields = _change(entry, key, shot, provider, params, take)
+        if change == "unchanged" and entry is not None and cut_settings is not None and unit.picked:
+            fields = _cut_change(entry, cut_settings(shot))
+            change = "re-stitch" if fields else change
+    old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+    status = "cached" if unit.key is not None and is_cached(key) else "render"
+    return PlannedShot(
+        shot, job, cost, status, change, fields, old_prompt if isinstance(old_prompt, str) else None,
+        take=take, waits=unit.waits, reason=reason,
+    )  # fmt: skip
+
+
+def _planned_stills(
+    project: Project, res: Resolution, is_cached: Callable[[str], bool], lock: Mapping[str, Mapping[str, Any]]
+) -> list[PlannedStill]:
+    """The stills the resolution reached (those the selected shots need), priced per image."""
+    out: list[PlannedStill] = []
+    unpriced: list[Still] = []
+    for still in project.stills:
+        unit = res.units.get(still.step_id)
+        if unit is None:
+            continue
+        cost = still_cost_of(still, project.prices)
+        if cost is None:
+            unpriced.append(still)
+            continue
+        entry = lock.get(still.step_id)
+        if unit.key is None:
+            change = "changed" if entry is not None else "added"
+            reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+            out.append(PlannedStill(still, None, cost, "render", change, unit.waits, reason))
+            continue
+        change = "added" if entry is None else "unchanged" if entry.get("key") == unit.key else "changed"
+        status = "cached" if res.made.get(still.step_id) or is_cached(unit.key) else "render"
+        out.append(PlannedStill(still, unit.key, cost, status, change))
+    if unpriced:
+        from kling_render.errors import Issue
+
+        raise ProjectError(
+            [Issue(project.display, s.line, f"stills[{s.index}].model",
+                   f"no price for {s.model.id}: add its per_image under pricing:") for s in unpriced]
+        )  # fmt: skip
+    return out
 
 
 def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
-    """The cut settings (trim, transition) that differ from the last cut's; none when it recorded none."""
-    return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
+    """The cut settings (trim, transition, the pick of a shot with takes) that differ from the last
+    cut's; none when it recorded none."""
+    return tuple(k for k in ("trim", "transition", "pick") if k in entry and k in now and entry[k] != now[k])
 
 
 def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -277,20 +428,29 @@ def _exact_usd(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def field_digests(shot: Shot) -> dict[str, str]:
-    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
+def field_digests(shot: Shot, params: Mapping[str, Any] | None = None, *, take: int | None = None) -> dict[str, str]:
+    """A short digest per wire field, kept in the lock so `plan` can say which field changed (a
+    field whose generated input is not made yet has none)."""
     out = {}
-    for name, value in sorted(wire_for_key(shot.params).items()):
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    for name, value in sorted((shot.params if params is None else params).items()):
+        try:
+            text = json.dumps(key_params({name: value})[name], sort_keys=True, ensure_ascii=False)
+        except UnresolvedInputError:
+            continue
         out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    out["take"] = str(shot.take)
+    out["take"] = str(shot.take if take is None else take)
     if not shot.model.builtin:  # part of a declared model's key (see shot_key)
         out["endpoint"] = shot.model.endpoint
     return out
 
 
 def _change(
-    entry: Mapping[str, Any] | None, key: str, shot: Shot, provider: str
+    entry: Mapping[str, Any] | None,
+    key: str,
+    shot: Shot,
+    provider: str,
+    params: Mapping[str, Any] | None = None,
+    take: int | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     if entry is None:
         return "added", ()
@@ -303,7 +463,7 @@ def _change(
         fields.append("provider")
     old = entry.get("fields")
     if isinstance(old, Mapping):
-        new = field_digests(shot)
+        new = field_digests(shot, params, take=take)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
 

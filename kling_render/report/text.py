@@ -156,10 +156,15 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
     rows = []
     for m in catalog:
         d = m["duration"]
-        dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
-        if d["without_end_image"]:
-            dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
+        if d is None:  # an image model
+            dur = "image"
+        else:
+            dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
+            if d["without_end_image"]:
+                dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
         price = f"${m['price_per_second_usd']}/s" if m["price_per_second_usd"] is not None else "-"
+        if m.get("price_per_image_usd") is not None:
+            price = f"${m['price_per_image_usd']}/image"
         if m["video_price_per_second_usd"] is not None:
             price += f" (${m['video_price_per_second_usd']}/s with video)"
         if not m["sound"]:
@@ -178,12 +183,15 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
 def _model_details(m: dict[str, Any]) -> str:
     d = m["duration"]
     lines = [f"{m['id']}: {m['title']}", f"  endpoint  POST /api/v3/{m['endpoint']}"]
-    duration = f"  duration  {d['min']}-{d['max']} s, default {d['default']}"
-    if d["values"]:
-        duration += f", only {'/'.join(str(x) for x in d['values'])}"
-    if d["without_end_image"]:
-        duration += f", only {'/'.join(str(x) for x in d['without_end_image'])} without end_image"
-    lines.append(duration)
+    if d is None:
+        lines.append("  output    one image per still (use it under stills:)")
+    else:
+        duration = f"  duration  {d['min']}-{d['max']} s, default {d['default']}"
+        if d["values"]:
+            duration += f", only {'/'.join(str(x) for x in d['values'])}"
+        if d["without_end_image"]:
+            duration += f", only {'/'.join(str(x) for x in d['without_end_image'])} without end_image"
+        lines.append(duration)
     required = set(m["required"])
     width = max(len(name) for name in m["fields"]) + 1
     for i, (name, spec) in enumerate(m["fields"].items()):

@@ -1,0 +1,366 @@
+"""Keys and plan pieces for generated inputs: stills, continuity frames and takes (pure).
+
+Keys (one hasher: sha256 of canonical JSON, sorted keys, ``(",", ":")``, UTF-8):
+
+- A clip (one take of a shot): ``{provider, model, params, take}`` (+ ``endpoint`` for a declared
+  model), exactly as before; take ``k`` of a shot is that document with ``take: k``, so a shot's
+  first take keeps the key it always had. ``pick`` is never in a key.
+- A still: ``{kind: "still", provider, model, endpoint, params, take}``.
+- In ``params`` every input stands for its content: a local file ``sha256:<hex>``, a URL itself,
+  a still's image ``sha256:<hex>`` of its bytes (as if it were a local file), a frame
+  ``frame:<clip sha256>@<frame index>`` (the upstream's picked clip and the exact frame of it,
+  :mod:`kling_render.media.frames`). A key is therefore known only once the inputs it names are
+  made: until then the step waits, and the plan says it will (re-)render and counts its cost.
+
+The plan names steps ``still:<id>`` (a still), ``<id>`` (a shot's first take) and ``<id>#<take>``
+(another take). Edges run from the step that makes an input to each take of the shot that uses
+it (a shot waits only for its own upstreams); a frame's upstream is the upstream shot's picked take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from kling_render.catalog.catalog import Price, still_cost
+from kling_render.jobs import FrameRef, GeneratedRef, MediaRef, StillRef, UnresolvedInputError
+from kling_render.media.frames import ClipFrames, frame_index, frame_key_value
+from kling_render.project.generated import STILL_PREFIX, Still, refs_in
+from kling_render.project.project import Project, Shot
+
+__all__ = [
+    "ClipFacts",
+    "Edge",
+    "Outputs",
+    "Resolution",
+    "StillFacts",
+    "Unit",
+    "Wait",
+    "clip_key",
+    "digest",
+    "edges",
+    "key_params",
+    "order",
+    "resolve",
+    "runner_refusal",
+    "still_cost_of",
+    "still_key",
+    "take_name",
+    "wait_reason",
+]
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def digest(doc: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``doc``: the one way a key is made from a document."""
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def key_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Wire parameters with every input replaced by what stands for it in a key (module docstring);
+    UnresolvedInputError for a generated input that is not made yet."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, MediaRef):
+            return v.key_value
+        if isinstance(v, StillRef | FrameRef):
+            raise UnresolvedInputError(f"{v.label} is not made yet: its digest is unknown")
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    return {k: value(v) for k, v in params.items()}
+
+
+def clip_key(provider: str, shot: Shot, *, take: int | None = None, params: Mapping[str, Any] | None = None) -> str:
+    """The key of take ``take`` (default: the first, ``shot.take``) of ``shot``, with ``params``
+    (default: the shot's own, which must hold no unresolved input)."""
+    doc: dict[str, Any] = {
+        "provider": provider,
+        "model": shot.model.id,
+        "params": key_params(shot.params if params is None else params),
+        "take": shot.take if take is None else take,
+    }
+    if not shot.model.builtin:
+        doc["endpoint"] = shot.model.endpoint
+    return digest(doc)
+
+
+def still_key(provider: str, still: Still, *, params: Mapping[str, Any] | None = None) -> str:
+    """The key of ``still``: its kind, provider, model, endpoint, inputs and take."""
+    return digest(
+        {
+            "kind": "still",
+            "provider": provider,
+            "model": still.model.id,
+            "endpoint": still.model.endpoint,
+            "params": key_params(still.params if params is None else params),
+            "take": still.take,
+        }
+    )
+
+
+def take_name(shot: Shot, take: int) -> str:
+    """How plans, status and reports name a take: the shot's id for its first take, ``id#<take>``
+    for the others."""
+    return shot.id if take == shot.take else f"{shot.id}#{take}"
+
+
+def still_cost_of(still: Still, prices: Mapping[str, Price]) -> Fraction | None:
+    """The exact price of one still, or None when neither the catalog nor the project has one."""
+    price = prices.get(still.model.id)
+    return None if price is None else still_cost(price)
+
+
+# -- the graph -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edge:
+    """``downstream`` (a take ``intro#2`` or a still ``still:b``) needs what ``upstream`` makes
+    (``still:a``, or the picked take of a shot), as its ``field``."""
+
+    upstream: str
+    downstream: str
+    field: str
+    ref: GeneratedRef
+
+
+def _owners(project: Project) -> tuple[dict[str, Still], dict[str, Shot]]:
+    return {s.id: s for s in project.stills}, {s.id: s for s in project.shots}
+
+
+def _upstream_name(ref: GeneratedRef, shots: Mapping[str, Shot]) -> str:
+    if isinstance(ref, StillRef):
+        return STILL_PREFIX + ref.still
+    upstream = shots.get(ref.shot)
+    return ref.shot if upstream is None else take_name(upstream, upstream.picked_take)
+
+
+def edges(project: Project) -> list[Edge]:
+    """Every dependency of the project's steps, in project order (stills first)."""
+    _, shots = _owners(project)
+    out: list[Edge] = []
+    for still in project.stills:
+        for name, ref in refs_in(still.params):
+            out.append(Edge(_upstream_name(ref, shots), still.step_id, name, ref))
+    for shot in project.shots:
+        for name, ref in refs_in(shot.params):
+            for take in shot.take_numbers:
+                out.append(Edge(_upstream_name(ref, shots), take_name(shot, take), name, ref))
+    return out
+
+
+def order(project: Project, wanted: Sequence[str] | None = None) -> list[Still | Shot]:
+    """Stills and shots with every maker before its users (the project's own order otherwise):
+    all of them, or the shots ``wanted`` (ids) and what they need.
+
+    The project is acyclic (a cycle is a validation error); an edge to an id the project lacks
+    is ignored."""
+    nodes: dict[str, Still | Shot] = {s.step_id: s for s in project.stills}
+    nodes.update({s.id: s for s in project.shots})
+    placed: set[str] = set()
+    out: list[Still | Shot] = []
+    for start in nodes if wanted is None else wanted:
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in placed or name not in nodes:
+                continue
+            if expanded:
+                placed.add(name)
+                out.append(nodes[name])
+                continue
+            stack.append((name, True))
+            node = nodes[name]
+            for _, ref in reversed(refs_in(node.params)):
+                up = STILL_PREFIX + ref.still if isinstance(ref, StillRef) else ref.shot
+                if up not in placed:
+                    stack.append((up, False))
+    return out
+
+
+# -- resolving inputs against what is made --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StillFacts:
+    """A made still: the sha256 of its image's bytes, and where the image is (when local)."""
+
+    sha256: str
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """A made clip: its sha256, its frames, and where it is (when local)."""
+
+    sha256: str
+    frames: ClipFrames
+    path: Path | None = None
+
+
+class Outputs(Protocol):
+    """What is made already, by key (the cache, the remote): None when it is not."""
+
+    def still(self, key: str) -> StillFacts | None: ...
+
+    def clip(self, key: str) -> ClipFacts | None: ...
+
+
+class NothingMade:
+    """An :class:`Outputs` that knows of nothing (a fresh cache)."""
+
+    def still(self, key: str) -> StillFacts | None:
+        return None
+
+    def clip(self, key: str) -> ClipFacts | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """An input of a step that is not made yet: the wire ``field``, the ``upstream`` step that
+    makes it, and the reference as written."""
+
+    field: str
+    upstream: str
+    ref: GeneratedRef
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One step to make: a still (``still:<id>``) or one take of a shot (``intro``, ``intro#2``).
+
+    ``key`` and ``params`` (inputs made so far as MediaRef: a still's image by its sha256, a
+    frame by its ``frame:`` key value, its PNG not yet extracted) are None while ``waits`` is not
+    empty."""
+
+    name: str
+    kind: Literal["still", "clip"]
+    key: str | None
+    params: Mapping[str, Any] | None
+    waits: tuple[Wait, ...] = ()
+    take: int | None = None  # the take number of a clip
+    picked: bool = True  # a clip: whether the cut uses this take
+
+
+@dataclass
+class Resolution:
+    """Every step of a project, resolved as far as what is made allows, in dependency order."""
+
+    units: dict[str, Unit] = field(default_factory=dict)
+    made: dict[str, bool] = field(default_factory=dict)  # by unit name: its output was looked up and found
+
+    def of_shot(self, shot: Shot) -> list[Unit]:
+        return [self.units[take_name(shot, t)] for t in shot.take_numbers if take_name(shot, t) in self.units]
+
+
+def resolve(
+    project: Project, provider: str, outputs: Outputs, *, wanted: Sequence[str] | None = None
+) -> Resolution:
+    """Each still and each take of each shot (or of the shots ``wanted`` and what they need) with
+    its key when its inputs are made, else what it waits for; a frame's index comes from the made
+    clip's frames and the upstream's trim."""
+    _, shots = _owners(project)
+    res = Resolution()
+    still_out: dict[str, StillFacts] = {}
+    clip_out: dict[str, ClipFacts] = {}
+    nodes = order(project, wanted)
+    # Only what some step takes as an input is looked up (a clip's frames cost an ffmpeg run).
+    inputs = {_upstream_name(ref, shots) for node in nodes for _, ref in refs_in(node.params)}
+    for node in nodes:
+        params, waits = _inputs(node.params, shots, still_out, clip_out)
+        if isinstance(node, Still):
+            key = None if waits else still_key(provider, node, params=params)
+            facts = outputs.still(key) if key is not None and node.step_id in inputs else None
+            if facts is not None:
+                still_out[node.step_id] = facts
+            res.units[node.step_id] = Unit(node.step_id, "still", key, params if not waits else None, waits)
+            res.made[node.step_id] = facts is not None
+            continue
+        for take in node.take_numbers:
+            name = take_name(node, take)
+            key = None if waits else clip_key(provider, node, take=take, params=params)
+            clip = outputs.clip(key) if key is not None and name in inputs else None
+            if clip is not None:
+                clip_out[name] = clip
+            picked = take == node.picked_take
+            res.units[name] = Unit(name, "clip", key, params if not waits else None, waits, take, picked)
+            res.made[name] = clip is not None
+    return res
+
+
+def _inputs(
+    params: Mapping[str, Any],
+    shots: Mapping[str, Shot],
+    still_out: Mapping[str, StillFacts],
+    clip_out: Mapping[str, ClipFacts],
+) -> tuple[dict[str, Any], tuple[Wait, ...]]:
+    """``params`` with each generated input made so far replaced by its MediaRef, and the waits."""
+    waits: list[Wait] = []
+
+    def one(name: str, value: Any) -> Any:
+        if isinstance(value, StillRef):
+            upstream = STILL_PREFIX + value.still
+            facts = still_out.get(upstream)
+            if facts is None:
+                waits.append(Wait(name, upstream, value))
+                return value
+            return MediaRef(path=facts.path, sha256=facts.sha256)
+        if isinstance(value, FrameRef):
+            shot = shots.get(value.shot)
+            upstream = _upstream_name(value, shots)
+            clip = clip_out.get(upstream)
+            if shot is None or clip is None:
+                waits.append(Wait(name, upstream, value))
+                return value
+            index = frame_index(value.frame, shot.trim.start, shot.trim.end, clip.frames)
+            return MediaRef(key=frame_key_value(clip.sha256, index))
+        return value
+
+    out = {name: [one(name, v) for v in value] if isinstance(value, list) else one(name, value)
+           for name, value in params.items()}  # fmt: skip
+    return out, tuple(waits)
+
+
+# -- what the plan says --------------------------------------------------------------------------
+
+_FIELD_WORDS = {"image": "start", "end_image": "end", "last_image": "end"}
+
+
+def wait_reason(waits: Sequence[Wait], changes: Iterable[str] = ()) -> str:
+    """Why a step will (re-)render without a known key: ``will re-render: its start frame comes
+    from intro, which changes``. ``changes`` names the upstreams that were made before and change
+    now; any other upstream "is not made yet"."""
+    changing = set(changes)
+    parts = []
+    for wait in dict.fromkeys(waits):
+        noun = "frame" if isinstance(wait.ref, FrameRef) else "image"
+        where = _FIELD_WORDS.get(wait.field)
+        what = f"its {where} {noun}" if where else f"a reference {noun} ({wait.field})"
+        state = "which changes" if wait.upstream in changing else "which is not made yet"
+        parts.append(f"{what} comes from {wait.upstream}, {state}")
+    verb = "will re-render" if changing else "will render"
+    return f"{verb}: {'; '.join(parts)}"
+
+
+def runner_refusal(project: Project) -> str | None:
+    """Why the clip runner cannot render ``project`` yet (stills, continuity, several takes or a
+    pick: steps of the render graph), or None when it can."""
+    if project.stills:
+        return "it has stills"
+    for shot in project.shots:
+        if refs_in(shot.params):
+            return f"shot {shot.id} takes a generated input"
+        if shot.takes > 1 or shot.picked_take != shot.take:
+            return f"shot {shot.id} has several takes"
+    return None

@@ -51,10 +51,11 @@ def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
     doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
-        from kling_render.plan.plan import shot_key
+        from kling_render.plan.inputs import unit_keys
 
         doc["rows"] = len(project.rows)
-        doc["clips"] = len({shot_key(project.provider, s) for s in project.shots})
+        keys = unit_keys(project, project.provider)
+        doc["clips"] = len({keys[n] for n in keys if not n.startswith("still:")})
     return doc
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Unit",
     "Wait",
     "clip_key",
+    "cut_keys",
     "digest",
     "edges",
     "key_params",
@@ -51,6 +52,7 @@ __all__ = [
     "still_cost_of",
     "still_key",
     "take_name",
+    "unit_keys",
     "wait_reason",
 ]
 
@@ -251,6 +253,14 @@ class Unit:
     waits: tuple[Wait, ...] = ()
     take: int | None = None  # the take number of a clip
     picked: bool = True  # a clip: whether the cut uses this take
+    pending_key: str | None = None  # while waiting: a stand-in, the same for steps that will share a key
+
+    @property
+    def some_key(self) -> str:
+        """The key, or while waiting the stand-in (hex, never a real key: it names no cache entry)."""
+        key = self.key if self.key is not None else self.pending_key
+        assert key is not None
+        return key
 
 
 @dataclass
@@ -279,12 +289,15 @@ def resolve(
     inputs = {_upstream_name(ref, shots) for node in nodes for _, ref in refs_in(node.params)}
     for node in nodes:
         params, waits = _inputs(node.params, shots, still_out, clip_out)
+        stand_in = _stand_in(params, shots, res) if waits else None
         if isinstance(node, Still):
             key = None if waits else still_key(provider, node, params=params)
             facts = outputs.still(key) if key is not None and node.step_id in inputs else None
             if facts is not None:
                 still_out[node.step_id] = facts
-            res.units[node.step_id] = Unit(node.step_id, "still", key, params if not waits else None, waits)
+            pending = None if stand_in is None else _pending(still_key(provider, node, params=stand_in))
+            res.units[node.step_id] = Unit(node.step_id, "still", key, None if waits else params, waits,
+                                           pending_key=pending)  # fmt: skip
             res.made[node.step_id] = facts is not None
             continue
         for take in node.take_numbers:
@@ -294,9 +307,45 @@ def resolve(
             if clip is not None:
                 clip_out[name] = clip
             picked = take == node.picked_take
-            res.units[name] = Unit(name, "clip", key, params if not waits else None, waits, take, picked)
+            pending = None if stand_in is None else _pending(clip_key(provider, node, take=take, params=stand_in))
+            res.units[name] = Unit(name, "clip", key, None if waits else params, waits, take, picked, pending)
             res.made[name] = clip is not None
     return res
+
+
+def _stand_in(params: Mapping[str, Any], shots: Mapping[str, Shot], res: Resolution) -> dict[str, Any]:
+    """``params`` with each input not made yet standing for the step that makes it (its key or
+    stand-in, and for a frame the position and the upstream's trim): steps that will have one key
+    (a shot every row shares) have one stand-in, so the plan prices them once."""
+
+    def one(value: Any) -> Any:
+        if not isinstance(value, StillRef | FrameRef):
+            return value
+        upstream = res.units.get(_upstream_name(value, shots))
+        maker = "?" if upstream is None else upstream.some_key
+        if isinstance(value, StillRef):
+            return MediaRef(key=f"after:{maker}")
+        shot = shots.get(value.shot)
+        trim = "" if shot is None else f"{shot.trim.start!r}-{shot.trim.end!r}"
+        return MediaRef(key=f"after:{maker}@{value.frame!r}@{trim}")
+
+    return {k: [one(v) for v in value] if isinstance(value, list) else one(value) for k, value in params.items()}
+
+
+def _pending(key: str) -> str:
+    """A stand-in key: the digest of a key it can never equal."""
+    return digest({"pending": key})
+
+
+def unit_keys(project: Project, provider: str) -> dict[str, str]:
+    """Every step's key, or its stand-in while an input is not made (no lookups: nothing is made)."""
+    return {name: unit.some_key for name, unit in resolve(project, provider, NothingMade()).units.items()}
+
+
+def cut_keys(project: Project, provider: str) -> dict[str, str]:
+    """Each shot's picked take's key (its stand-in while waiting), by shot id: what the cut uses."""
+    keys = unit_keys(project, provider)
+    return {shot.id: keys[take_name(shot, shot.picked_take)] for shot in project.shots}
 
 
 def _inputs(
@@ -354,13 +403,18 @@ def wait_reason(waits: Sequence[Wait], changes: Iterable[str] = ()) -> str:
 
 
 def runner_refusal(project: Project) -> str | None:
-    """Why the clip runner cannot render ``project`` yet (stills, continuity, several takes or a
-    pick: steps of the render graph), or None when it can."""
+    """Why the clip runner cannot render or stitch ``project`` (stills, continuity, several takes
+    or a pick are steps of the render graph, which it does not run), or None when it can."""
+    why = None
     if project.stills:
-        return "it has stills"
+        why = f"{project.display} has stills"
     for shot in project.shots:
+        if why is not None:
+            break
         if refs_in(shot.params):
-            return f"shot {shot.id} takes a generated input"
-        if shot.takes > 1 or shot.picked_take != shot.take:
-            return f"shot {shot.id} has several takes"
-    return None
+            why = f"shot {shot.id} takes a still or another shot's frame"
+        elif shot.takes > 1 or shot.picked_take != shot.take:
+            why = f"shot {shot.id} has takes"
+    if why is None:
+        return None
+    return f"{why}: stills, continuity and takes are validated and planned, but this version does not render them yet"

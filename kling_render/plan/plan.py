@@ -338,7 +338,7 @@ def _planned_take(
 ) -> PlannedShot:
     """One take of ``shot`` in the plan: keyed when its inputs are made, else waiting for them."""
     params = unit.params if unit.params is not None else shot.params
-    key = unit.key if unit.key is not None else f"pending:{unit.name}"
+    key = unit.some_key
     take = unit.take if unit.take is not None else shot.take
     job = Job(
         shot_id=unit.name,

@@ -90,6 +90,19 @@ def refs_in(params: Mapping[str, Any]) -> list[tuple[str, GeneratedRef]]:
     return found
 
 
+def in_row(params: Mapping[str, Any], row: str) -> dict[str, Any]:
+    """``params`` with every generated input naming the row's still or shot (``<row>/<id>``)."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, StillRef):
+            return StillRef(f"{row}/{value.still}")
+        if isinstance(value, FrameRef):
+            return FrameRef(f"{row}/{value.shot}", value.frame)
+        return value
+
+    return {k: [one(v) for v in value] if isinstance(value, list) else one(value) for k, value in params.items()}
+
+
 def not_taken_message(key: str, model: Model, value: Any) -> str | None:
     """The message for a generated input given to a field the model does not take, or None when
     ``value`` holds none (the generic "not taken" message then applies)."""

@@ -12,7 +12,15 @@ from typing import Any
 from kling_render.catalog.catalog import usd
 from kling_render.plan.plan import Plan, PlannedShot
 from kling_render.plan.rows import RowPlan, RowsPlan
-from kling_render.report.text import _budget_line, _counts_text, _prompt_lines, _table, plan_footer, shot_cells
+from kling_render.report.text import (
+    _budget_line,
+    _counts_text,
+    _prompt_lines,
+    _table,
+    inputs_markdown,
+    plan_footer,
+    shot_cells,
+)
 
 
 def _rows(plan: Plan) -> RowsPlan:
@@ -171,7 +179,7 @@ def plan_markdown(plan: Plan) -> str:
         "",
     ]
     prompts = _prompt_lines(plan, markdown=True)
-    return "\n".join([*out, *([*prompts, ""] if prompts else [])])
+    return "\n".join([*out, *inputs_markdown(plan), *([*prompts, ""] if prompts else [])])
 
 
 def _row_list(keys: Sequence[str], most: int = 4) -> str:

@@ -91,9 +91,48 @@ def shot_cells(p: PlannedShot) -> list[str]:
             p.change_label]  # fmt: skip
 
 
+def inputs_lines(plan: Plan) -> list[str]:
+    """The stills (priced per image), why steps waiting for an input will render, and the cost
+    of the stills stage and of the video stage apart; nothing for a project without them."""
+    lines: list[str] = []
+    if plan.stills:
+        rows = [[s.id, s.still.model.id, f"${usd(s.cost):.4f}", s.status, s.change] for s in plan.stills]
+        lines += ["", _table(["still", "model", "cost", "status", "vs lock"], rows, right=(2,)), ""]
+    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
+    lines += [f"{name}: {reason}" for name, reason in waiting]
+    if waiting:
+        lines.append("(a step waiting for an input has no key until that input is made: counted as to render)")
+    if plan.stills:
+        st = plan.stages()
+        lines.append(
+            f"stages: stills ${st['stills']['to_render_cost_usd']:.4f} to render "
+            f"(of ${st['stills']['total_cost_usd']:.4f}; `render --until stills` pays only these), "
+            f"video ${st['video']['to_render_cost_usd']:.4f} (of ${st['video']['total_cost_usd']:.4f}), "
+            f"total ${usd(plan.to_render_cost):.4f}"
+        )
+    return lines
+
+
+def inputs_markdown(plan: Plan) -> list[str]:
+    """:func:`inputs_lines` for a pull-request comment."""
+    out: list[str] = []
+    if plan.stills:
+        out += ["", "| still | model | cost | status | vs lock |", "|---|---|---:|---|---|"]
+        out += [
+            f"| `{s.id}` | {s.still.model.id} | ${usd(s.cost):.4f} | {s.status} | {s.change} |" for s in plan.stills
+        ]
+        st = plan.stages()
+        out += ["", f"**Stages:** stills ${st['stills']['to_render_cost_usd']:.4f} · "
+                f"video ${st['video']['to_render_cost_usd']:.4f} · total ${usd(plan.to_render_cost):.4f}"]  # fmt: skip
+    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
+    if waiting:
+        out += ["", *(f"- `{name}`: {reason}" for name, reason in waiting)]
+    return out
+
+
 def plan_footer(plan: Plan) -> list[str]:
     """The last lines of a plan table: changes against the lock, the budget, the local-provider hint."""
-    lines = [f"vs lock: {_counts_text(plan)}"]
+    lines = [*inputs_lines(plan), f"vs lock: {_counts_text(plan)}"]
     budget = _budget_line(plan)
     if budget:
         lines.append(budget)
@@ -145,6 +184,7 @@ def plan_markdown(plan: Plan) -> str:
             "| shot | model | duration | sound | cost | status | vs lock |",
             "|---|---|---:|---|---:|---|---|",
             *rows,
+            *inputs_markdown(plan),
             "",
             *([*prompts, ""] if prompts else []),
         ]

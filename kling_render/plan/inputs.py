@@ -274,9 +274,7 @@ class Resolution:
         return [self.units[take_name(shot, t)] for t in shot.take_numbers if take_name(shot, t) in self.units]
 
 
-def resolve(
-    project: Project, provider: str, outputs: Outputs, *, wanted: Sequence[str] | None = None
-) -> Resolution:
+def resolve(project: Project, provider: str, outputs: Outputs, *, wanted: Sequence[str] | None = None) -> Resolution:
     """Each still and each take of each shot (or of the shots ``wanted`` and what they need) with
     its key when its inputs are made, else what it waits for; a frame's index comes from the made
     clip's frames and the upstream's trim."""

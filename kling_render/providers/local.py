@@ -11,6 +11,10 @@ to ``long_poll`` seconds for it before answering "processing". Everything
 render recipe ``<task id>.json``. A restarted process can therefore poll a task it never
 submitted: a finished clip is reported at once, and a missing one is rendered again from
 its recipe (it is free and deterministic, so a re-render gives the same clip).
+
+A still (a job of kind ``still``) is a placeholder PNG drawn from its prompt's hash at the size
+its model's fields give (:func:`placeholder_still`), written at submit as ``<task id>.png`` with
+its recipe, so ``init`` and the examples show stills offline.
 """
 
 from __future__ import annotations

@@ -70,9 +70,8 @@ def takes_html(shot_id: str, takes: Sequence[TakeCard], project_file: str) -> st
     cells = []
     for take in takes:
         mark = '<span class="pick">picked</span>' if take.picked else ""
-        frames = (
-            _figure(take.first, "first", f"{take.name}: first frame")
-            + _figure(take.last, "last", f"{take.name}: last frame")
+        frames = _figure(take.first, "first", f"{take.name}: first frame") + _figure(
+            take.last, "last", f"{take.name}: last frame"
         )
         clip = ""
         if take.clip_src is not None:
@@ -100,7 +99,7 @@ def takes_html(shot_id: str, takes: Sequence[TakeCard], project_file: str) -> st
 
 def _still_card(card: StillCard) -> str:
     rows = [
-        f"<dt>model</dt><dd class=\"mono\">{escape(card.model)}</dd>",
+        f'<dt>model</dt><dd class="mono">{escape(card.model)}</dd>',
         f"<dt>cost</dt><dd>{_money(card.price_usd)} list · {_money(card.spent_usd)} spent</dd>",
         f"<dt>used by</dt><dd>{escape(', '.join(card.used_by) or 'nothing yet')}</dd>",
     ]
@@ -111,9 +110,9 @@ def _still_card(card: StillCard) -> str:
         f'<article class="card still" id="{escape(card.id.replace(":", "-"))}" data-still="{escape(card.id)}" '
         f'data-status="{status}"><header><h2>{escape(card.id)}</h2>'
         f'<span class="pill s-{status}">{status}</span></header>'
-        f'{_figure(card.image, "image", card.id)}'
+        f"{_figure(card.image, 'image', card.id)}"
         f'<blockquote class="prompt">{escape(card.prompt) or "<em>no prompt</em>"}</blockquote>'
-        f'<dl>{"".join(rows)}</dl></article>'
+        f"<dl>{''.join(rows)}</dl></article>"
     )
 
 

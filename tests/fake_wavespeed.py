@@ -108,6 +108,8 @@ PRICES: dict[str, tuple[float, float, float | None]] = {
     "kling-v3.0-std/text-to-video": (0.084, 1.5, None),
     "kling-v3.0-pro/text-to-video": (0.112, 1.5, None),
 }
+# Image models: USD per generated image, whatever the inputs.
+IMAGE_PRICES: dict[str, float] = {"bytedance/seedream-v4.5": 0.04, "bytedance/seedream-v4.5/edit": 0.04}
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
 # media name -> (short side, video bitrate): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips carry
@@ -527,6 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
             return _json(400, {"code": 400, "message": "need model_id and inputs"})
         model_id = str(body.get("model_id", ""))
+        if model_id in IMAGE_PRICES:
+            return _ok({"model_id": model_id, "unit_price": IMAGE_PRICES[model_id], "currency": "USD"})
         price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
         if price is None:
             return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})

@@ -22,6 +22,7 @@ from mediagen import make_clip
 
 from kling_render.cli import cli
 from kling_render.jobs import MediaRef
+from kling_render.media.frames import ClipFrames
 from kling_render.plan.inputs import (
     ClipFacts,
     StillFacts,
@@ -225,14 +226,22 @@ def test_edges_run_from_each_maker_to_every_take_that_uses_it(root: Path) -> Non
 class FakeOutputs:
     """Made outputs by key, for the pure resolution."""
 
-    def __init__(self, stills: dict[str, StillFacts], clips: dict[str, ClipFacts] | None = None) -> None:
-        self.stills, self.clips = stills, clips or {}
+    def __init__(
+        self,
+        stills: dict[str, StillFacts],
+        clips: dict[str, ClipFacts] | None = None,
+        frames: dict[str, StillFacts] | None = None,
+    ) -> None:
+        self.stills, self.clips, self.frames = stills, clips or {}, frames or {}
 
     def still(self, key: str) -> StillFacts | None:
         return self.stills.get(key)
 
     def clip(self, key: str) -> ClipFacts | None:
         return self.clips.get(key)
+
+    def frame(self, key_value: str) -> StillFacts | None:
+        return self.frames.get(key_value)
 
 
 def test_a_made_still_keys_its_shots_exactly_as_a_local_file_of_the_same_bytes(root: Path) -> None:
@@ -304,3 +313,31 @@ def test_rows_share_a_still_and_the_shot_that_waits_for_it(tmp_path: Path) -> No
     assert len(intros) == rows and all(s["waits_for"] == [f"still:{s['row']}/logo"] for s in intros)
     (shared,) = doc["rows"]["shared"]["clips"]  # the intros will have one key: priced once
     assert (shared["shot"], shared["key"], len(shared["rows"])) == ("intro", None, rows)
+
+
+def test_what_the_scheduler_gets_once_inputs_are_made(root: Path) -> None:
+    """A made still gives its shots its file; an extracted frame gives its child the PNG to
+    upload, keyed by the clip and the frame, not by the PNG's bytes; a still's Job is a still."""
+    (root / "p.yaml").write_text(CHAIN)
+    project = load_project(root / "p.yaml")
+    a, hero = project.shot("a"), project.stills[0]
+    png = root / "images" / "good.png"
+    clip = ClipFacts("c" * 64, ClipFrames(Fraction(24), 72), root / "a.mp4")
+    made = FakeOutputs(
+        {still_key("local", hero): StillFacts("f" * 64, png)},
+        {shot_key("local", a): clip},
+        {f"frame:{'c' * 64}@59": StillFacts("e" * 64, png)},
+    )
+    res = resolve(project, "local", made)
+    b = res.units["b"].params
+    assert b is not None and b["image"] == MediaRef(path=png, sha256="e" * 64, key=f"frame:{'c' * 64}@59")
+    assert b["image"].key_value == f"frame:{'c' * 64}@59"
+    d = res.units["d"].params
+    assert d is not None and d["image"] == MediaRef(path=png, sha256="f" * 64)
+    assert d["image"].key_value == "sha256:" + "f" * 64
+    plan = build_plan(project, "local", is_cached=lambda key: False, outputs=made)
+    job = plan.stills[0].job
+    assert job is not None and (job.kind, job.duration, job.key, job.shot_id) == ("still", 0, plan.stills[0].key,
+                                                                                  "still:hero")  # fmt: skip
+    assert job.wire_model == "bytedance/seedream-v4.5" and job.params == {"prompt": "a mug", "size": "1280*720"}
+    assert {p.id: p.job.kind for p in plan.shots} == dict.fromkeys(["a", "a#2", "b", "c", "d"], "clip")

@@ -313,3 +313,16 @@ def test_render_and_stitch_refuse_what_the_clip_runner_cannot_make(root: Path) -
         assert result.exit_code == 2, result.output
         assert "stills, continuity and takes are validated and planned" in result.stderr
     assert listing(root) == before
+
+
+def test_a_stills_size_is_checked_against_the_image_limits_of_the_model_it_feeds(root: Path) -> None:
+    text = HEAD.replace("    prompt: a mug\n", '    prompt: a mug\n    size: "2048*512"\n')
+    aspect = "needs an aspect ratio between 1:2.5 and 2.5:1"
+    assert refused(root, text) == [
+        (line_of(text, "image: {still: hero}"), "shots[0].image",
+         f"still hero (2048x512, its size): kling-v3.0-std/image-to-video {aspect}"),
+    ]  # fmt: skip
+    text = HEAD.replace("    prompt: a mug\n", '    prompt: a mug\n    size: "256*256"\n')
+    assert [m for _, _, m in refused(root, text)] == [
+        "still hero (256x256, its size): kling-v3.0-std/image-to-video needs at least 300 px a side"
+    ]

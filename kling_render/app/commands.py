@@ -139,6 +139,9 @@ class CachedOutputs:
     def still(self, key: str) -> Any:
         return None
 
+    def frame(self, key_value: str) -> Any:
+        return None  # frames are kept by the step store; their key value needs no file
+
     def clip(self, key: str) -> Any:
         from kling_render.errors import FFmpegError
         from kling_render.media.frames import clip_frames

@@ -27,8 +27,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from kling_render.catalog.catalog import Price, still_cost
-from kling_render.jobs import FrameRef, GeneratedRef, MediaRef, StillRef, UnresolvedInputError
+from kling_render.catalog.catalog import Price, still_cost, usd
+from kling_render.jobs import FrameRef, GeneratedRef, Job, MediaRef, StillRef, UnresolvedInputError
 from kling_render.media.frames import ClipFrames, frame_index, frame_key_value
 from kling_render.project.generated import STILL_PREFIX, Still, refs_in
 from kling_render.project.project import Project, Shot
@@ -45,11 +45,13 @@ __all__ = [
     "cut_keys",
     "digest",
     "edges",
+    "frame_position",
     "key_params",
     "order",
     "resolve",
     "runner_refusal",
     "still_cost_of",
+    "still_job",
     "still_key",
     "take_name",
     "unit_keys",
@@ -195,7 +197,8 @@ def order(project: Project, wanted: Sequence[str] | None = None) -> list[Still |
 
 @dataclass(frozen=True)
 class StillFacts:
-    """A made still: the sha256 of its image's bytes, and where the image is (when local)."""
+    """A made image (a still, or a frame extracted from a clip): the sha256 of its bytes, and
+    where it is (when local)."""
 
     sha256: str
     path: Path | None = None
@@ -211,11 +214,15 @@ class ClipFacts:
 
 
 class Outputs(Protocol):
-    """What is made already, by key (the cache, the remote): None when it is not."""
+    """What is made already (the cache, the remote): None when it is not. A still and a clip by
+    their key; a frame by its key value (``frame:<clip sha256>@<index>``), once extracted as a PNG
+    (a frame not extracted yet still keys its users: only the upload needs the file)."""
 
     def still(self, key: str) -> StillFacts | None: ...
 
     def clip(self, key: str) -> ClipFacts | None: ...
+
+    def frame(self, key_value: str) -> StillFacts | None: ...
 
 
 class NothingMade:
@@ -225,6 +232,9 @@ class NothingMade:
         return None
 
     def clip(self, key: str) -> ClipFacts | None:
+        return None
+
+    def frame(self, key_value: str) -> StillFacts | None:
         return None
 
 
@@ -286,7 +296,7 @@ def resolve(project: Project, provider: str, outputs: Outputs, *, wanted: Sequen
     # Only what some step takes as an input is looked up (a clip's frames cost an ffmpeg run).
     inputs = {_upstream_name(ref, shots) for node in nodes for _, ref in refs_in(node.params)}
     for node in nodes:
-        params, waits = _inputs(node.params, shots, still_out, clip_out)
+        params, waits = _inputs(node.params, shots, still_out, clip_out, outputs)
         stand_in = _stand_in(params, shots, res) if waits else None
         if isinstance(node, Still):
             key = None if waits else still_key(provider, node, params=params)
@@ -351,6 +361,7 @@ def _inputs(
     shots: Mapping[str, Shot],
     still_out: Mapping[str, StillFacts],
     clip_out: Mapping[str, ClipFacts],
+    outputs: Outputs,
 ) -> tuple[dict[str, Any], tuple[Wait, ...]]:
     """``params`` with each generated input made so far replaced by its MediaRef, and the waits."""
     waits: list[Wait] = []
@@ -370,13 +381,42 @@ def _inputs(
             if shot is None or clip is None:
                 waits.append(Wait(name, upstream, value))
                 return value
-            index = frame_index(value.frame, shot.trim.start, shot.trim.end, clip.frames)
-            return MediaRef(key=frame_key_value(clip.sha256, index))
+            key_value = frame_key_value(clip.sha256, frame_position(value, shot, clip.frames))
+            png = outputs.frame(key_value)
+            if png is None:
+                return MediaRef(key=key_value)
+            return MediaRef(path=png.path, sha256=png.sha256, key=key_value)
         return value
 
     out = {name: [one(name, v) for v in value] if isinstance(value, list) else one(name, value)
            for name, value in params.items()}  # fmt: skip
     return out, tuple(waits)
+
+
+def frame_position(ref: FrameRef, upstream: Shot, frames: ClipFrames) -> int:
+    """The index, in the upstream's clip of ``frames``, of the frame ``ref`` takes (its kept range)."""
+    return frame_index(ref.frame, upstream.trim.start, upstream.trim.end, frames)
+
+
+def still_job(still: Still, unit: Unit, cost: Fraction) -> Job:
+    """The Job that makes ``still`` (kind ``still``: one image, no duration), with the inputs of
+    ``unit`` (its resolution), which must not wait."""
+    if unit.key is None or unit.params is None:
+        raise UnresolvedInputError(f"{unit.name} waits for {', '.join(w.upstream for w in unit.waits)}")
+    return Job(
+        shot_id=still.step_id,
+        model=still.model.id,
+        endpoint=still.model.endpoint,
+        params=unit.params,
+        duration=0,
+        sound=False,
+        aspect_ratio=None,
+        key=unit.key,
+        cost_usd=usd(cost),
+        index=still.index,
+        prompt=still.prompt,
+        kind="still",
+    )
 
 
 # -- what the plan says --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from kling_render.plan.inputs import (
     key_params,
     resolve,
     still_cost_of,
+    still_job,
     take_name,
     wait_reason,
 )
@@ -108,6 +109,7 @@ class PlannedStill:
     change: str  # "added" | "changed" | "unchanged" against the lock's ``still:<id>`` entry
     waits: tuple[Wait, ...] = ()
     reason: str | None = None
+    job: Job | None = None  # what makes it (kind "still"), once its inputs are made
 
     @property
     def id(self) -> str:
@@ -395,7 +397,7 @@ def _planned_stills(
             continue
         change = "added" if entry is None else "unchanged" if entry.get("key") == unit.key else "changed"
         status = "cached" if res.made.get(still.step_id) or is_cached(unit.key) else "render"
-        out.append(PlannedStill(still, unit.key, cost, status, change))
+        out.append(PlannedStill(still, unit.key, cost, status, change, job=still_job(still, unit, cost)))
     if unpriced:
         from kling_render.errors import Issue
 

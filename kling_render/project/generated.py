@@ -10,6 +10,7 @@ A shot's takes and pick are checked where the shot is resolved.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,6 +57,7 @@ class RefSite:
     path: DocPath
     ref: GeneratedRef
     line_path: DocPath | None = None  # where the line comes from when not ``path`` (a default)
+    model: Model | None = None  # the model of the shot or still that takes the input (its image limits)
 
 
 class KeptRange(Protocol):
@@ -156,6 +158,36 @@ def frame_problem(ref: FrameRef, kept: float) -> str | None:
     if not 0 <= ref.frame <= kept + 1e-9:
         return f"{ref.frame:g} s is outside the kept range of {ref.shot} (0–{kept:g} s)"
     return None
+
+
+_SIZE = re.compile(r"\s*(\d{1,6})\s*[*xX×]\s*(\d{1,6})\s*")
+
+
+def declared_size(params: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The width and height a still asks its model for (``size: W*H``), when it says."""
+    match = _SIZE.fullmatch(str(params.get("size", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def size_problems(stills: Mapping[str, Still], sites: Sequence[RefSite]) -> list[tuple[DocPath, str, DocPath | None]]:
+    """A still whose declared size breaks the image limits of the model it is given to (v3.0: at
+    least 300 px a side, an aspect within 1:2.5..2.5:1): found before the still is paid for."""
+    out: list[tuple[DocPath, str, DocPath | None]] = []
+    for site in sites:
+        still = stills.get(site.ref.still) if isinstance(site.ref, StillRef) else None
+        size = declared_size(still.params) if still is not None else None
+        if size is None or site.model is None or still is None:
+            continue
+        width, height = size
+        model, name = site.model, f"still {still.id} ({width}x{height}, its size)"
+        if model.image_min_side and min(width, height) < model.image_min_side:
+            out.append((site.path, f"{name}: {model.id} needs at least {model.image_min_side} px a side",
+                        site.line_path))  # fmt: skip
+        limit = model.image_max_aspect
+        if limit and height and not 1 / limit <= width / height <= limit:
+            out.append((site.path, f"{name}: {model.id} needs an aspect ratio between 1:{limit:g} and {limit:g}:1",
+                        site.line_path))  # fmt: skip
+    return out
 
 
 def _near(name: str, known: Sequence[str], what: str) -> str:

@@ -27,6 +27,7 @@ from kling_render.project.generated import (
     ids_of,
     not_taken_message,
     parse_ref,
+    size_problems,
 )
 from kling_render.project.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
 from kling_render.project.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
@@ -396,7 +397,7 @@ class _Resolver:
             kept={shot.id: shot for shot in shots},
             sites=self.sites,
         )
-        for path, message, line_path in check_graph(graph):
+        for path, message, line_path in check_graph(graph) + size_problems({s.id: s for s in self.stills}, self.sites):
             self.add(path, message, line_path)
         return shots, output, audio
 
@@ -679,7 +680,7 @@ class _Resolver:
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in value)
             elif kind == "image" and isinstance(value, dict):
-                value = self._generated(value, path, line_path, owner)
+                value = self._generated(value, path, line_path, owner, model)
                 if value is None:
                     continue
             elif kind in ("image", "video"):
@@ -688,7 +689,7 @@ class _Resolver:
                     continue
             elif kind == "images":
                 refs = [
-                    self._generated(v, (*path, i), line_path, owner)
+                    self._generated(v, (*path, i), line_path, owner, model)
                     if isinstance(v, dict)
                     else self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
                     for i, v in enumerate(value)
@@ -704,12 +705,12 @@ class _Resolver:
         return params, prompt_text
 
     def _generated(
-        self, value: dict[str, Any], path: DocPath, line_path: DocPath | None, owner: str
+        self, value: dict[str, Any], path: DocPath, line_path: DocPath | None, owner: str, model: Model
     ) -> StillRef | FrameRef | None:
         """A ``{still: ...}`` or ``{from: ..., frame: ...}`` input, recorded for the graph check."""
         ref = parse_ref(value)
         if ref is not None:
-            self.sites.append(RefSite(owner, path, ref, line_path))
+            self.sites.append(RefSite(owner, path, ref, line_path, model))
         return ref
 
     def _media(

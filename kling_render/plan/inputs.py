@@ -36,6 +36,7 @@ from kling_render.project.project import Project, Shot
 __all__ = [
     "ClipFacts",
     "Edge",
+    "NothingMade",
     "Outputs",
     "Resolution",
     "StillFacts",

@@ -479,7 +479,7 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(f"{current.project.display} changed since the plan was made")
     # The lock may have moved only by rendering this plan's own shots (a resumed run); any other
     # change (a merge, another render) means the reviewed costs and changes no longer hold.
-    planned = {p.id: p.job.key for p in current.shots}
+    planned = {p.id: p.key for p in current.shots}
     then = saved.get("lock_keys") or {}
     now = {sid: e.get("key") for sid, e in current.lock_entries.items()}
     moved = sorted(
@@ -491,9 +491,17 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(
             f"{current.project.lock_path.name} changed since the plan was made ({', '.join(moved)})"
         )
-    saved_keys = {str(s.get("id")): s.get("key") for s in saved.get("shots", []) if isinstance(s, Mapping)}
-    now_keys: dict[str, Any] = {p.id: p.job.key for p in current.shots}
-    if saved_keys != now_keys:
-        differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
+    saved_shots = [s for s in saved.get("shots", []) if isinstance(s, Mapping)]
+    saved_keys = {str(s.get("id")): s.get("key") for s in saved_shots}
+    # A step that waited for an input when the plan was made gets its key once that input is made
+    # (by this plan's render): only another key than the one it got, or a new step, differs.
+    waited = {str(s.get("id")) for s in saved_shots if s.get("key") is None and s.get("waits_for")}
+    now_keys: dict[str, Any] = {p.id: p.key for p in current.shots}
+    differ = sorted(
+        k
+        for k in set(saved_keys) | set(now_keys)
+        if saved_keys.get(k) != now_keys.get(k) and not (k in waited and k in now_keys)
+    )
+    if differ:
         reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
     return reasons

@@ -341,3 +341,19 @@ def test_what_the_scheduler_gets_once_inputs_are_made(root: Path) -> None:
                                                                                   "still:hero")  # fmt: skip
     assert job.wire_model == "bytedance/seedream-v4.5" and job.params == {"prompt": "a mug", "size": "1280*720"}
     assert {p.id: p.job.kind for p in plan.shots} == dict.fromkeys(["a", "a#2", "b", "c", "d"], "clip")
+
+
+def test_a_reviewed_plan_still_holds_once_a_waiting_step_gets_its_key(root: Path, tmp_path_factory: Any) -> None:
+    from kling_render.app.commands import plan_for
+    from kling_render.plan.plan import stale_reasons
+
+    saved = plan_json(root, CHAIN)
+    project = load_project(root / "p.yaml")
+    assert stale_reasons(saved, plan_for(project, "local", None)) == []
+    cache_clip(root, by_id(saved)["a"]["key"], tmp_path_factory.mktemp("clips"))  # a is made: b gets its key
+    now = plan_for(project, "local", None)
+    assert next(p for p in now.shots if p.id == "b").key is not None
+    assert stale_reasons(saved, now) == []
+    # a key the reviewed plan knew must still be the same one
+    changed = dict(saved, shots=[dict(s, key="0" * 64) if s["id"] == "a#2" else s for s in saved["shots"]])
+    assert stale_reasons(changed, now) == ["shots differ from the plan: a#2"]

@@ -1,6 +1,6 @@
 """Keys and plan pieces for generated inputs: stills, continuity frames and takes (pure).
 
-Keys (one hasher: sha256 of canonical JSON, sorted keys, ``(",", ":")``, UTF-8):
+Keys (computed by plan/keys.py, the one place keys are made):
 
 - A clip (one take of a shot): ``{provider, model, params, take}`` (+ ``endpoint`` for a declared
   model), exactly as before; take ``k`` of a shot is that document with ``take: k``, so a shot's
@@ -19,8 +19,6 @@ it (a shot waits only for its own upstreams); a frame's upstream is the upstream
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +28,7 @@ from typing import Any, Literal, Protocol
 from kling_render.catalog.catalog import Price, still_cost, usd
 from kling_render.jobs import FrameRef, GeneratedRef, Job, MediaRef, StillRef, UnresolvedInputError
 from kling_render.media.frames import ClipFrames, frame_index, frame_key_value
+from kling_render.plan import keys
 from kling_render.project.generated import STILL_PREFIX, Still, refs_in
 from kling_render.project.project import Project, Shot
 
@@ -42,18 +41,16 @@ __all__ = [
     "StillFacts",
     "Unit",
     "Wait",
-    "clip_key",
     "cut_keys",
-    "digest",
     "edges",
     "frame_position",
-    "key_params",
     "order",
     "resolve",
     "runner_refusal",
     "still_cost_of",
     "still_job",
     "still_key",
+    "take_key",
     "take_name",
     "unit_keys",
     "wait_reason",
@@ -63,53 +60,22 @@ __all__ = [
 # -- keys ----------------------------------------------------------------------------------------
 
 
-def digest(doc: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``doc``: the one way a key is made from a document."""
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def key_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire parameters with every input replaced by what stands for it in a key (module docstring);
-    UnresolvedInputError for a generated input that is not made yet."""
-
-    def value(v: Any) -> Any:
-        if isinstance(v, MediaRef):
-            return v.key_value
-        if isinstance(v, StillRef | FrameRef):
-            raise UnresolvedInputError(f"{v.label} is not made yet: its digest is unknown")
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        return v
-
-    return {k: value(v) for k, v in params.items()}
-
-
-def clip_key(provider: str, shot: Shot, *, take: int | None = None, params: Mapping[str, Any] | None = None) -> str:
+def take_key(provider: str, shot: Shot, *, take: int | None = None, params: Mapping[str, Any] | None = None) -> str:
     """The key of take ``take`` (default: the first, ``shot.take``) of ``shot``, with ``params``
     (default: the shot's own, which must hold no unresolved input)."""
-    doc: dict[str, Any] = {
-        "provider": provider,
-        "model": shot.model.id,
-        "params": key_params(shot.params if params is None else params),
-        "take": shot.take if take is None else take,
-    }
-    if not shot.model.builtin:
-        doc["endpoint"] = shot.model.endpoint
-    return digest(doc)
+    return keys.clip_key(
+        provider,
+        shot.model.id,
+        shot.params if params is None else params,
+        shot.take if take is None else take,
+        endpoint=None if shot.model.builtin else shot.model.endpoint,
+    )
 
 
 def still_key(provider: str, still: Still, *, params: Mapping[str, Any] | None = None) -> str:
     """The key of ``still``: its kind, provider, model, endpoint, inputs and take."""
-    return digest(
-        {
-            "kind": "still",
-            "provider": provider,
-            "model": still.model.id,
-            "endpoint": still.model.endpoint,
-            "params": key_params(still.params if params is None else params),
-            "take": still.take,
-        }
+    return keys.still_key(
+        provider, still.model.id, still.model.endpoint, still.params if params is None else params, still.take
     )
 
 
@@ -311,12 +277,12 @@ def resolve(project: Project, provider: str, outputs: Outputs, *, wanted: Sequen
             continue
         for take in node.take_numbers:
             name = take_name(node, take)
-            key = None if waits else clip_key(provider, node, take=take, params=params)
+            key = None if waits else take_key(provider, node, take=take, params=params)
             clip = outputs.clip(key) if key is not None and name in inputs else None
             if clip is not None:
                 clip_out[name] = clip
             picked = take == node.picked_take
-            pending = None if stand_in is None else _pending(clip_key(provider, node, take=take, params=stand_in))
+            pending = None if stand_in is None else _pending(take_key(provider, node, take=take, params=stand_in))
             res.units[name] = Unit(name, "clip", key, None if waits else params, waits, take, picked, pending)
             res.made[name] = clip is not None
     return res
@@ -343,7 +309,7 @@ def _stand_in(params: Mapping[str, Any], shots: Mapping[str, Shot], res: Resolut
 
 def _pending(key: str) -> str:
     """A stand-in key: the digest of a key it can never equal."""
-    return digest({"pending": key})
+    return keys.doc_key({"pending": key})
 
 
 def unit_keys(project: Project, provider: str) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -11,23 +9,24 @@ from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import usd
 from kling_render.errors import ProjectError, UsageError
-from kling_render.jobs import Job, UnresolvedInputError
+from kling_render.jobs import Job
+from kling_render.plan import keys
 from kling_render.plan.inputs import (
     NothingMade,
     Outputs,
     Resolution,
     Unit,
     Wait,
-    clip_key,
-    key_params,
     resolve,
     still_cost_of,
     still_job,
+    take_key,
     take_name,
     wait_reason,
 )
 from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, cost_of, missing_price
+from kling_render.suggest import did_you_mean, with_hint
 
 if TYPE_CHECKING:
     from kling_render.plan.rows import RowsPlan
@@ -35,20 +34,10 @@ if TYPE_CHECKING:
 PLAN_VERSION = 1
 
 
-def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
-    return key_params(params)
-
-
 def shot_key(provider: str, shot: Shot, *, take: int | None = None) -> str:
-    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
-
-    A model the project declares adds its endpoint: its id alone does not fix where the shot is
-    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
-    always means the same endpoint, so built-in keys stay as they were.) ``take`` is a take
-    number of the shot (default its first); see ``plan.inputs`` for keys with generated inputs.
-    """
-    return clip_key(provider, shot, take=take)
+    """A shot's key (plan/keys.py :func:`~kling_render.plan.keys.clip_key`): of its take ``take``
+    (default its first); see ``plan.inputs`` for keys with generated inputs."""
+    return take_key(provider, shot, take=take)
 
 
 CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
@@ -144,6 +133,7 @@ class Plan:
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+    remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
     stills: list[PlannedStill] = field(default_factory=list)  # the stills the planned shots need
 
     @property
@@ -158,12 +148,6 @@ class Plan:
             counts[p.change] += 1
         counts["removed"] = len(self.removed)
         return counts
-
-    @property
-    def lock_cost(self) -> Fraction:
-        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
-        by_key = {e.get("key"): e for e in self.lock_entries.values()}
-        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
@@ -247,6 +231,7 @@ class Plan:
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            "remote": self.remote,
             **({"rows": self.rows.to_json()} if self.rows is not None else {}),
         }
 
@@ -268,7 +253,8 @@ def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
     known = {s.id for s in project.shots}
     unknown = [i for i in only if i not in known]
     if unknown:
-        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+        hint = did_you_mean(unknown[0], known)
+        raise UsageError(with_hint(f"--only: no shot named {', '.join(unknown)} in {project.display}", hint))
     wanted = set(only)
     return [s for s in project.shots if s.id in wanted]
 
@@ -431,19 +417,13 @@ def _exact_usd(value: float) -> Fraction:
 
 
 def field_digests(shot: Shot, params: Mapping[str, Any] | None = None, *, take: int | None = None) -> dict[str, str]:
-    """A short digest per wire field, kept in the lock so `plan` can say which field changed (a
-    field whose generated input is not made yet has none)."""
-    out = {}
-    for name, value in sorted((shot.params if params is None else params).items()):
-        try:
-            text = json.dumps(key_params({name: value})[name], sort_keys=True, ensure_ascii=False)
-        except UnresolvedInputError:
-            continue
-        out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    out["take"] = str(shot.take if take is None else take)
-    if not shot.model.builtin:  # part of a declared model's key (see shot_key)
-        out["endpoint"] = shot.model.endpoint
-    return out
+    """A short digest per wire field of ``shot`` (plan/keys.py), kept in the lock (a field whose
+    generated input is not made yet has none)."""
+    return keys.field_digests(
+        shot.params if params is None else params,
+        shot.take if take is None else take,
+        endpoint=None if shot.model.builtin else shot.model.endpoint,
+    )
 
 
 def _change(

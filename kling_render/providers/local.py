@@ -40,6 +40,7 @@ from kling_render.errors import DownloadError
 from kling_render.fsutil import atomic_path, atomic_write_json
 from kling_render.jobs import Job, MediaRef, TaskResult
 from kling_render.media.ffmpeg import run_async
+from kling_render.money import Reservation
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
 
 __all__ = [
@@ -339,7 +340,10 @@ class LocalProvider(Provider):
     def _recipe_path(self, task_id: str) -> Path:
         return self.work_dir / f"{task_id}.json"
 
-    async def submit(self, job: Job) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        """Start the animatic (free; the reservation keeps the one door for every provider)."""
+        reservation.use()
+        job = reservation.job
         task_id = task_id_for(job)
         if job.kind == "still":
             width, height = still_size(job.params)

@@ -26,10 +26,10 @@ from kling_render.media.frames import ClipFrames
 from kling_render.plan.inputs import (
     ClipFacts,
     StillFacts,
-    clip_key,
     edges,
     resolve,
     still_key,
+    take_key,
     take_name,
 )
 from kling_render.plan.plan import build_plan, shot_key
@@ -165,7 +165,7 @@ def test_a_made_upstream_gives_its_child_a_key_from_the_clip_and_the_frame(root:
     # a keeps 0..2.5 s of 72 frames at 24 fps: its last kept frame is ceil(2.5 * 24) - 1 = 59.
     project = load_project(root / "p.yaml")
     b = project.shot("b")
-    expected = clip_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a}@59")})
+    expected = take_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a}@59")})
     assert frames == 72 and shots["b"]["key"] == expected and "waits_for" not in shots["b"]
     assert shots["b"]["status"] == "render"
     assert shots["c"]["waits_for"] == ["b"]  # c waits only for b, which is not made
@@ -173,14 +173,14 @@ def test_a_made_upstream_gives_its_child_a_key_from_the_clip_and_the_frame(root:
     # Editing only a's trim moves b's frame (a stays cached: the trim is not in a clip's key).
     trimmed = by_id(plan_json(root, CHAIN.replace("trim: {end: 2.5}", "trim: {end: 2}")))
     assert trimmed["a"]["key"] == shots["a"]["key"] and trimmed["a"]["status"] == "cached"
-    assert trimmed["b"]["key"] == clip_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a}@47")})
+    assert trimmed["b"]["key"] == take_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a}@47")})
 
     # Picking the other take changes no take's key, only the child's start frame.
     sha_a2, _ = cache_clip(root, shots["a#2"]["key"], tmp, pattern="testsrc2")
     assert sha_a2 != sha_a
     picked = by_id(plan_json(root, CHAIN.replace("takes: 2", "takes: 2\n    pick: 2")))
     assert (picked["a"]["key"], picked["a#2"]["key"]) == (shots["a"]["key"], shots["a#2"]["key"])
-    assert picked["b"]["key"] == clip_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a2}@59")})
+    assert picked["b"]["key"] == take_key("local", b, params={**b.params, "image": MediaRef(key=f"frame:{sha_a2}@59")})
 
 
 def test_a_child_of_an_upstream_that_changes_will_re_render(root: Path) -> None:

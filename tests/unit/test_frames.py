@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pytest
+from money_kit import submit as paid_submit
 from PIL import Image
 
 from kling_render.errors import FFmpegError
@@ -117,7 +118,7 @@ def test_the_local_provider_makes_a_still_and_makes_it_again_from_its_recipe(tmp
               kind="still")  # fmt: skip
 
     async def run(provider: LocalProvider) -> bytes:
-        task = await provider.submit(job)
+        task = await paid_submit(provider, job)  # through the money door, as every provider request
         result = await provider.poll(task)
         assert result.completed and result.output_url is not None
         dest = tmp_path / f"{task}-out.png"

@@ -305,7 +305,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--poll-interval", type=float, default=0.5)
-    parser.add_argument("--repeat", type=int, default=2, help="engine runs (best and median are printed)")
+    parser.add_argument("--repeat", type=int, default=2, help="engine runs (CLI runs with --cli-only)")
     parser.add_argument("--baseline-shots", type=int, default=20, help="0 skips the baseline")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI run")
     parser.add_argument("--media", default="tiny,720p", help="comma list of tiny, 720p, 1080p")

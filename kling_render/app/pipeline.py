@@ -56,6 +56,16 @@ class RenderResult:
     cuts: list[dict[str, Any]] = field(default_factory=list)  # a rows: project: each row's cut (rows_pipeline)
 
 
+def refuse_generated(project: Project) -> None:
+    """Exit 2, before anything is written, for what the clip runner cannot make (plan.inputs)."""
+    from kling_render.errors import UsageError
+    from kling_render.plan.inputs import runner_refusal
+
+    refusal = runner_refusal(project)
+    if refusal is not None:
+        raise UsageError(refusal)
+
+
 def budget_for(project: Project, max_cost: float | None) -> float | None:
     return max_cost if max_cost is not None else project.budget_usd
 
@@ -80,6 +90,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render.run.scheduler import RunOptions, run
     from kling_render.store.remote.sync import open_for
 
+    refuse_generated(project)
     the_plan = plan_for(project, opts.provider, opts.only)
     remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
     if opts.shard is not None and remote is None:
@@ -199,6 +210,7 @@ def stitch(
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
+    refuse_generated(project)
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)
@@ -350,9 +362,10 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
 
 
 def _clip_keys(project: Project, provider: str) -> dict[str, str]:
-    from kling_render.plan.plan import shot_key
+    """The key of the clip each shot's cut uses: its picked take's (plan.inputs.cut_keys)."""
+    from kling_render.plan.inputs import cut_keys
 
-    return {shot.id: shot_key(provider, shot) for shot in project.shots}
+    return cut_keys(project, provider)
 
 
 def _stitch(

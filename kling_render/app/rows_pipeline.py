@@ -139,10 +139,11 @@ def stitch_rows(
 ) -> list[RowCut]:
     """``stitch`` of a rows: project: each (selected) row from cached clips; rows lacking a clip are named."""
     from kling_render.app.commands import pick_provider
-    from kling_render.app.pipeline import gather_clips
+    from kling_render.app.pipeline import gather_clips, refuse_generated
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
+    refuse_generated(project)
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)  # exit 2 on a bad remote, before anything is read
@@ -161,20 +162,21 @@ def stitch_rows(
 def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
     """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
     from kling_render.app import pipeline
-    from kling_render.plan.plan import shot_key
+    from kling_render.plan.inputs import cut_keys
 
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
     doc = pipeline.status(chosen, provider)
     by_id = {s["id"]: s for s in doc["shots"]}
     users: dict[str, set[str]] = {}
+    keys = cut_keys(project, doc["provider"])
     for shot in project.shots:  # shared with another row of the table, selected or not
-        users.setdefault(shot_key(doc["provider"], shot), set()).add(shot.row or "")
+        users.setdefault(keys[shot.id], set()).add(shot.row or "")
     grouped = []
     for row in rows:
         shots = []
         for shot in row.shots:
             entry = by_id[shot.id]
-            entry.update(row=row.key, shot=shot.name, shared=len(users[shot_key(doc["provider"], shot)]) > 1)
+            entry.update(row=row.key, shot=shot.name, shared=len(users[keys[shot.id]]) > 1)
             shots.append(entry)
         counts: dict[str, int] = {}
         for entry in shots:

@@ -40,6 +40,7 @@ from kling_render import env
 from kling_render.errors import (
     AuthError,
     DownloadError,
+    DownloadInterrupted,
     OutputGoneError,
     ProviderError,
     SubmitRefusedError,
@@ -427,7 +428,7 @@ class WaveSpeedProvider(Provider):
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()  # no partial output behind
             if isinstance(exc, TransientError):
-                raise DownloadError(f"download failed after retries: {exc}") from exc
+                raise DownloadInterrupted(f"download failed after retries: {exc}") from exc
             raise
 
     async def _download_once(self, url: str, dest: Path) -> None:
@@ -449,7 +450,7 @@ class WaveSpeedProvider(Provider):
                     except httpx.HTTPError as exc:
                         raise DownloadError(f"download: {_describe(exc)}") from exc
         except (net.Stalled, net.TimedOut, net.BadEncoding) as exc:
-            raise DownloadError(f"download aborted: {exc}") from exc
+            raise DownloadInterrupted(f"download aborted: {exc}") from exc
         except TooLarge:
             raise DownloadError(f"output exceeds the {self.limits.download_max_bytes}-byte cap") from None
         raise DownloadError(f"download: more than {MAX_REDIRECTS} redirects")
@@ -467,7 +468,7 @@ class WaveSpeedProvider(Provider):
             with dest.open("wb") as fh:
                 received = await transfer.read(response, fh.write, self.limits.download_max_bytes)
         except OSError as exc:  # disk full, file too large: the task stays, the next run fetches again
-            raise DownloadError(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
+            raise DownloadInterrupted(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
         encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
         if declared is not None and not encoded and received != declared:
             raise TransientError(f"download truncated: {received} of {declared} bytes")

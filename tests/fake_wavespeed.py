@@ -52,7 +52,8 @@ Kling delivers instead: H.264 at 24 fps and a real bitrate (a moving, noisy test
 ``MEDIA``), each size and duration encoded once into ``kling-render-fake-clips`` in the temp dir.
 Every task gets the same clip, unless ``variants=N`` (``--variants N``): then each prompt gets one
 of N distinct clips (other hue, other noise), in the order prompts are first served, the same one
-for as long as the server runs; a stitch benchmark needs distinct clips (identical ones make
+for as long as the server runs; ``distinct`` (``--distinct``) gives every task its own clip, as a
+generative model does (two takes of one request differ); a stitch benchmark needs distinct clips (identical ones make
 identical segments, which a segment store encodes once).
 ``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
@@ -328,12 +329,14 @@ class FakeWaveSpeed:
         faults: Faults | None = None,
         media: str = "tiny",
         variants: int = 0,
+        distinct: bool = False,
         image_models: dict[str, set[str]] | None = None,
     ) -> None:
         if media != "tiny" and media not in MEDIA:
             raise ValueError(f"media must be tiny or one of {sorted(MEDIA)}")
         self.latency, self.api_key, self.media = latency, api_key, media
         self.variants = variants  # 0: one clip for every task; N: one of N distinct clips per prompt
+        self.distinct = distinct  # every task its own clip, as a generative model makes (takes, edits upstream)
         self._variant_of: dict[str, int] = {}
         self.faults = faults or Faults()
         self.requests: list[Recorded] = []
@@ -404,6 +407,9 @@ class FakeWaveSpeed:
     def variant_of(self, task: Task) -> int:
         """The clip variant a task is served: 0 (the one clip) unless ``variants``; then 1..N by the
         order its prompt was first served (cycling), so one prompt always gets the same clip."""
+        if self.distinct:
+            with self.lock:
+                return self._variant_of.setdefault(task.id, len(self._variant_of) + 1)
         if not self.variants:
             return 0
         prompt = json.dumps(task.body.get("prompt", task.body.get("multi_prompt")), sort_keys=True)
@@ -973,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
     parser.add_argument("--media", choices=["tiny", *MEDIA], default="tiny", help="the size of the clips served")
     parser.add_argument("--variants", type=int, default=0, help="N distinct clips, one per prompt (0: one clip)")
+    parser.add_argument("--distinct", action="store_true", help="every task its own clip (as a generative model)")
     parser.add_argument(
         "--image-model", action="append", default=[], metavar="PATH",
         help="serve an image model at POST /api/v3/PATH (fields prompt, images, size), e.g. a declared one",
@@ -990,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=opts.api_key,
         media=opts.media,
         variants=opts.variants,
+        distinct=opts.distinct,
         image_models={path: {"prompt", "images", "size"} for path in opts.image_model},
     )
     server.faults = faults

@@ -56,7 +56,7 @@ output: {path: renders/final.mp4, width: 320, height: 180, fps: 24}
 
 @pytest.fixture
 def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.3, args=("--image-model", IMAGE_MODEL)) as server:
+    with FakeProcess(SECRET, latency=0.3, args=("--image-model", IMAGE_MODEL, "--distinct")) as server:
         yield server
 
 
@@ -100,8 +100,12 @@ def test_a_still_a_chain_and_takes_pay_each_step_once_and_edits_pay_what_they_ch
     render(ws)
     assert paid(fake) == Counter(hero=2, a=4, b=2, c=2, d=2)
 
-    # Editing only a's trim re-pays b and c (their start frames change), nothing else.
+    # Trimming a's head keeps its last frame: b starts from it still, nothing is paid.
     ws.edit("    takes: 2\n", "    takes: 2\n    trim: {start: 0.5}\n")
+    render(ws)
+    assert sum(paid(fake).values()) == 12
+    # Trimming a's tail moves its last frame: b and c are re-paid (c starts from b's new clip), nothing else.
+    ws.edit("trim: {start: 0.5}", "trim: {start: 0.5, end: 2.5}")
     render(ws)
     assert paid(fake) == Counter(hero=2, a=4, b=3, c=3, d=2)
 

@@ -44,6 +44,8 @@ class MediaRef:
     url: str | None = None
     sha256: str | None = None
     key: str | None = None  # what stands for it in keys when not its own content hash (a frame)
+    filename: str | None = None  # the name it is uploaded under (a still or frame kept by the cache)
+    source: Path | None = None  # a frame not extracted yet: the clip it is taken from
 
     @property
     def key_value(self) -> str:
@@ -56,6 +58,8 @@ class MediaRef:
 
     @property
     def name(self) -> str:
+        if self.filename is not None:
+            return self.filename
         return self.path.name if self.path is not None else (self.url or "").rsplit("/", 1)[-1]
 
 

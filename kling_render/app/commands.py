@@ -138,19 +138,34 @@ def plan_for(
 
 
 class CachedOutputs:
-    """What the local clip cache has made (``plan.inputs.Outputs``): a clip that is an input of
-    another step is checked against its recorded digest and its frames counted. Stills are not
-    kept by the clip cache: none is known until the step store keeps them."""
+    """What the local cache has made (``plan.inputs.Outputs``): a clip that is an input of another
+    step is checked against its recorded digest and its frames counted; stills and frames come
+    from their areas of the cache (store/cache.py ``stills_of``, ``frames_of``)."""
 
     def __init__(self, cache: Any, provider: str) -> None:
+        from kling_render.store.cache import frames_of, stills_of
+
         self.cache = cache
         self.provider = provider
+        self.stills = stills_of(cache)
+        self.frames = frames_of(cache)
 
     def still(self, key: str) -> Any:
-        return None
+        from kling_render.media.image_check import image_suffix
+        from kling_render.plan.inputs import StillFacts
+
+        entry = self.stills.use(self.provider, key)
+        if entry is None:
+            return None
+        return StillFacts(entry.sha256, entry.path, f"{key[:16]}{image_suffix(entry.media)}")
 
     def frame(self, key_value: str) -> Any:
-        return None  # frames are kept by the step store; their key value needs no file
+        from kling_render.plan.inputs import StillFacts
+        from kling_render.run.frames import FRAMES, frame_store_key
+
+        key = frame_store_key(key_value)
+        entry = self.frames.use(FRAMES, key)
+        return None if entry is None else StillFacts(entry.sha256, entry.path, f"{key[:16]}.png")
 
     def clip(self, key: str) -> Any:
         from kling_render.errors import FFmpegError

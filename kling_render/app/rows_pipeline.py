@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kling_render.errors import FFmpegError, MissingClipsError, StateError, StitchError
+from kling_render.plan.inputs import step_names
 from kling_render.project.project import Project
 from kling_render.project.rows import ProjectRow, row_view
 from kling_render.report.progress import Event, EventSink, make_sink
@@ -106,7 +107,7 @@ def finish_rows(
     """After the run: prune the lock (a full, successful render), then a cut per planned row."""
     assert project.rows is not None
     if result.exit_code == 0 and not opts.only and opts.shard is None:
-        gone = lock.prune((s.id for s in project.shots), rows=[row.key for row in project.rows])
+        gone = lock.prune(step_names(project), rows=[row.key for row in project.rows])
         if gone:
             sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                             extra={"removed": gone}))  # fmt: skip
@@ -139,11 +140,10 @@ def stitch_rows(
 ) -> list[RowCut]:
     """``stitch`` of a rows: project: each (selected) row from cached clips; rows lacking a clip are named."""
     from kling_render.app.commands import pick_provider
-    from kling_render.app.pipeline import gather_clips, refuse_generated
+    from kling_render.app.pipeline import gather_clips
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
-    refuse_generated(project)
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)  # exit 2 on a bad remote, before anything is read

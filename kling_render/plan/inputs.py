@@ -46,7 +46,7 @@ __all__ = [
     "frame_position",
     "order",
     "resolve",
-    "runner_refusal",
+    "step_names",
     "still_cost_of",
     "still_job",
     "still_key",
@@ -169,6 +169,7 @@ class StillFacts:
 
     sha256: str
     path: Path | None = None
+    name: str | None = None  # the name it is uploaded under (its format's suffix)
 
 
 @dataclass(frozen=True)
@@ -312,14 +313,22 @@ def _pending(key: str) -> str:
     return keys.doc_key({"pending": key})
 
 
-def unit_keys(project: Project, provider: str) -> dict[str, str]:
-    """Every step's key, or its stand-in while an input is not made (no lookups: nothing is made)."""
-    return {name: unit.some_key for name, unit in resolve(project, provider, NothingMade()).units.items()}
+def step_names(project: Project) -> list[str]:
+    """Every paid step's name (each take of each shot, each still): what the lock may hold."""
+    return [take_name(s, t) for s in project.shots for t in s.take_numbers] + [s.step_id for s in project.stills]
 
 
-def cut_keys(project: Project, provider: str) -> dict[str, str]:
-    """Each shot's picked take's key (its stand-in while waiting), by shot id: what the cut uses."""
-    keys = unit_keys(project, provider)
+def unit_keys(project: Project, provider: str, outputs: Outputs | None = None) -> dict[str, str]:
+    """Every step's key, or its stand-in while an input is not made (by ``outputs``: without it,
+    nothing is)."""
+    res = resolve(project, provider, outputs or NothingMade())
+    return {name: unit.some_key for name, unit in res.units.items()}
+
+
+def cut_keys(project: Project, provider: str, outputs: Outputs | None = None) -> dict[str, str]:
+    """Each shot's picked take's key (its stand-in while waiting), by shot id: what the cut uses.
+    A shot that continues another's clip has its key only once that clip is made (``outputs``)."""
+    keys = unit_keys(project, provider, outputs)
     return {shot.id: keys[take_name(shot, shot.picked_take)] for shot in project.shots}
 
 
@@ -340,7 +349,7 @@ def _inputs(
             if facts is None:
                 waits.append(Wait(name, upstream, value))
                 return value
-            return MediaRef(path=facts.path, sha256=facts.sha256)
+            return MediaRef(path=facts.path, sha256=facts.sha256, filename=facts.name)
         if isinstance(value, FrameRef):
             shot = shots.get(value.shot)
             upstream = _upstream_name(value, shots)
@@ -351,8 +360,8 @@ def _inputs(
             key_value = frame_key_value(clip.sha256, frame_position(value, shot, clip.frames))
             png = outputs.frame(key_value)
             if png is None:
-                return MediaRef(key=key_value)
-            return MediaRef(path=png.path, sha256=png.sha256, key=key_value)
+                return MediaRef(key=key_value, source=clip.path)  # extracted before it is sent (run/frames.py)
+            return MediaRef(path=png.path, sha256=png.sha256, key=key_value, filename=png.name)
         return value
 
     out = {name: [one(name, v) for v in value] if isinstance(value, list) else one(name, value)
@@ -405,21 +414,3 @@ def wait_reason(waits: Sequence[Wait], changes: Iterable[str] = ()) -> str:
         parts.append(f"{what} comes from {wait.upstream}, {state}")
     verb = "will re-render" if changing else "will render"
     return f"{verb}: {'; '.join(parts)}"
-
-
-def runner_refusal(project: Project) -> str | None:
-    """Why the clip runner cannot render or stitch ``project`` (stills, continuity, several takes
-    or a pick are steps of the render graph, which it does not run), or None when it can."""
-    why = None
-    if project.stills:
-        why = f"{project.display} has stills"
-    for shot in project.shots:
-        if why is not None:
-            break
-        if refs_in(shot.params):
-            why = f"shot {shot.id} takes a still or another shot's frame"
-        elif shot.takes > 1 or shot.picked_take != shot.take:
-            why = f"shot {shot.id} has takes"
-    if why is None:
-        return None
-    return f"{why}: stills, continuity and takes are validated and planned, but this version does not render them yet"

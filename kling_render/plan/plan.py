@@ -328,20 +328,7 @@ def _planned_take(
     params = unit.params if unit.params is not None else shot.params
     key = unit.some_key
     take = unit.take if unit.take is not None else shot.take
-    job = Job(
-        shot_id=unit.name,
-        model=shot.model.id,
-        endpoint=shot.model.endpoint,
-        params=params,
-        duration=shot.duration,
-        sound=shot.sound,
-        aspect_ratio=shot.aspect_ratio,
-        key=key,
-        cost_usd=usd(cost),
-        index=shot.index,
-        prompt=shot.prompt,
-        extra={"fields": field_digests(shot, params, take=take)},
-    )
+    job = take_job(shot, unit, cost)
     entry = lock.get(unit.name)
     reason = None
     if unit.key is None:
@@ -359,6 +346,27 @@ def _planned_take(
         shot, job, cost, status, change, fields, old_prompt if isinstance(old_prompt, str) else None,
         take=take, waits=unit.waits, reason=reason,
     )  # fmt: skip
+
+
+def take_job(shot: Shot, unit: Unit, cost: Fraction) -> Job:
+    """The Job that makes one take of ``shot`` (``unit``, its resolution): its key is the unit's
+    (a stand-in while an input is not made: such a job is planned, never sent)."""
+    params = unit.params if unit.params is not None else shot.params
+    take = unit.take if unit.take is not None else shot.take
+    return Job(
+        shot_id=unit.name,
+        model=shot.model.id,
+        endpoint=shot.model.endpoint,
+        params=params,
+        duration=shot.duration,
+        sound=shot.sound,
+        aspect_ratio=shot.aspect_ratio,
+        key=unit.some_key,
+        cost_usd=usd(cost),
+        index=shot.index,
+        prompt=shot.prompt,
+        extra={"fields": field_digests(shot, params, take=take)},
+    )
 
 
 def _planned_stills(

@@ -180,6 +180,25 @@ def plan_animatic(job: Job) -> Animatic:
     return Animatic(width, height, frames, job.sound, tuple(stills[: max(1, frames // 2)]))
 
 
+_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "mjpeg"), (b"RIFF", "webp"))
+
+
+def _decoder(path: str) -> list[str]:
+    """``-c:v`` for an image whose name does not say its format (a still kept by the cache as
+    ``<key>.img``): ffmpeg's image2 demuxer picks its decoder by the file's suffix."""
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        return []
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return []
+    for magic, codec in _MAGIC:
+        if head.startswith(magic) and (codec != "webp" or head[8:12] == b"WEBP"):
+            return ["-c:v", codec]
+    return []
+
+
 def _segments(frames: int, count: int) -> tuple[list[int], int]:
     """Frame lengths of ``count`` stills and the cross-fade length so the joined clip has ``frames``."""
     if count == 1:
@@ -214,7 +233,7 @@ def ffmpeg_args(anim: Animatic, out: Path) -> list[str]:
             if still.video:
                 inputs += ["-t", "1", "-i", "file:" + still.path]
             else:
-                inputs += ["-f", "image2", "-pattern_type", "none", "-i", "file:" + still.path]
+                inputs += ["-f", "image2", "-pattern_type", "none", *_decoder(still.path), "-i", "file:" + still.path]
             head = f"[{n}:v:0]trim=end_frame=1,{cover}"
         zoom = (
             f"zoompan=z='1+{rate:.8f}*on':x='iw/2-iw/zoom/2':y='ih/2-ih/zoom/2'"

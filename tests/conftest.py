@@ -88,8 +88,11 @@ def _reference_clip() -> Path:
 # A module (or one test) says what it needs with a marker, e.g.
 #     pytestmark = pytest.mark.stand_in(latency=0.3, api_key=KEY)
 # latency: seconds from submit to completed (default 0.2); api_key: the key it accepts (default
-# e2e_cli.SECRET); args: more options of tests/fake_wavespeed.py (fake_process only).
-STAND_IN_DEFAULTS: dict[str, Any] = {"latency": 0.2, "api_key": None, "args": ()}
+# e2e_cli.SECRET); args: more options of tests/fake_wavespeed.py (fake_process only); faults (a
+# fake_wavespeed.Faults, e.g. seeded chaos) and variants: the in-process stand-in's own options
+# (fake_wavespeed only; the process takes them as args).
+STAND_IN_DEFAULTS: dict[str, Any] = {"latency": 0.2, "api_key": None, "args": (), "faults": None, "variants": 0}
+IN_PROCESS_ONLY = ("faults", "variants")
 
 
 def stand_in_options(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -106,17 +109,30 @@ def stand_in_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     return options
 
 
-@pytest.fixture
-def fake_wavespeed(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
-    """The stand-in in this process (its server on a thread): faults added with ``.faults.add``,
-    what it received read directly (``.submits()``, ``.requests``, ``.tasks``)."""
+def _in_process_stand_in(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
     from fake_wavespeed import FakeWaveSpeed
 
     options = stand_in_options(request)
     if options["args"]:
         raise TypeError("stand_in: args are for fake_process (the stand-in as its own process)")
-    with FakeWaveSpeed(latency=options["latency"], api_key=options["api_key"]) as server:
+    with FakeWaveSpeed(
+        latency=options["latency"], api_key=options["api_key"], faults=options["faults"], variants=options["variants"]
+    ) as server:
         yield server
+
+
+@pytest.fixture
+def fake_wavespeed(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
+    """The stand-in in this process (its server on a thread): faults added with ``.faults.add``,
+    what it received read directly (``.submits()``, ``.requests``, ``.tasks``)."""
+    yield from _in_process_stand_in(request)
+
+
+@pytest.fixture(scope="module")
+def module_fake_wavespeed(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
+    """The same stand-in, one for a whole module (options from the module's marker): for a module
+    that renders once and lets its tests copy the result."""
+    yield from _in_process_stand_in(request)
 
 
 @pytest.fixture
@@ -126,6 +142,9 @@ def fake_process(request: pytest.FixtureRequest) -> Iterator[FakeProcess]:
     from e2e_fake import FakeProcess
 
     options = stand_in_options(request)
+    given = [name for name in IN_PROCESS_ONLY if options[name] != STAND_IN_DEFAULTS[name]]
+    if given:
+        raise TypeError(f"stand_in: {given} are for fake_wavespeed; the process takes them as args")
     with FakeProcess(options["api_key"], latency=options["latency"], args=tuple(options["args"])) as proc:
         yield proc
 

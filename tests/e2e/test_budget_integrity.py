@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, SMALL_PROJECT, Workspace, small_workspace, ws_env
+from e2e_cli import SMALL_PROJECT, Workspace, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
 HUGE = "9" * 400  # an integer no float can hold
@@ -29,14 +28,13 @@ def workspace(tmp_path: Path, fake_wavespeed: FakeWaveSpeed, extra: str = "", *,
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The small project rendered once (3 paid tasks at its own stand-in), for tests that damage
-    what a render leaves and copy it first."""
-    with FakeWaveSpeed(api_key=SECRET) as server:
-        ws = workspace(tmp_path_factory.mktemp("rendered"), server)
-        done = ws.render()
-        assert done.returncode == 0 and len(server.submits()) == 3, done.stderr
-    yield ws.root
+def rendered(tmp_path_factory: pytest.TempPathFactory, module_fake_wavespeed: FakeWaveSpeed) -> Path:
+    """The small project rendered once (3 paid tasks at the module's stand-in), for tests that
+    damage what a render leaves and copy it first."""
+    ws = workspace(tmp_path_factory.mktemp("rendered"), module_fake_wavespeed)
+    done = ws.render()
+    assert done.returncode == 0 and len(module_fake_wavespeed.submits()) == 3, done.stderr
+    return ws.root
 
 
 def line_of(ws: Workspace, needle: str) -> int:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, small_workspace, ws_env
+from e2e_cli import small_workspace, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
 from money_kit import submit as paid_submit
@@ -163,27 +163,27 @@ def test_an_upload_url_that_echoes_the_key_is_refused(fake_wavespeed: FakeWaveSp
 # -- through the CLI: memory ----------------------------------------------------------------------
 
 
-def test_a_256_mb_poll_answer_costs_the_cli_little_memory(tmp_path: Path) -> None:
+@pytest.mark.stand_in(latency=0.3)
+def test_a_256_mb_poll_answer_costs_the_cli_little_memory(tmp_path: Path, fake_process: FakeProcess) -> None:
     """The CLI's peak resident memory while the stand-in answers every poll with 256 MB (issue 12
     saw 815 MB): measured by a parent process whose only child is the CLI."""
-    with FakeProcess(SECRET, latency=0.3) as fake:
-        ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-        fake.fault("huge", "/api/v3/predictions/", count=100, size=256 * 1024 * 1024, announce=False)
-        measure = textwrap.dedent(
-            """
-            import resource, subprocess, sys
-            done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-            print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-            sys.stderr.write(done.stderr)
-            """
-        )
-        cmd = [sys.executable, "-c", measure, sys.executable, "-m", "kling_render", "render", str(ws.project),
-               "--no-stitch", "--poll-interval", "0.05"]  # fmt: skip
-        done = subprocess.run(cmd, env=ws.env, cwd=ws.root, capture_output=True, text=True, timeout=300, check=False)
-        code, peak_kb = (int(x) for x in done.stdout.split())
-        assert code == 1, done.stderr
-        assert "exceeds the 8388608-byte cap" in done.stderr and "the next run polls it again" in done.stderr
-        print(f"CLI peak resident memory with 256 MB poll answers: {peak_kb / 1024:.0f} MB")
-        assert peak_kb < 200 * 1024, f"peak {peak_kb / 1024:.0f} MB"
-        state = json.loads(ws.state_path.read_text())["shots"]
-        assert all(rec["status"] == "submitted" and rec["task_id"] for rec in state.values())  # ids kept
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    fake_process.fault("huge", "/api/v3/predictions/", count=100, size=256 * 1024 * 1024, announce=False)
+    measure = textwrap.dedent(
+        """
+        import resource, subprocess, sys
+        done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+        print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        sys.stderr.write(done.stderr)
+        """
+    )
+    cmd = [sys.executable, "-c", measure, sys.executable, "-m", "kling_render", "render", str(ws.project),
+           "--no-stitch", "--poll-interval", "0.05"]  # fmt: skip
+    done = subprocess.run(cmd, env=ws.env, cwd=ws.root, capture_output=True, text=True, timeout=300, check=False)
+    code, peak_kb = (int(x) for x in done.stdout.split())
+    assert code == 1, done.stderr
+    assert "exceeds the 8388608-byte cap" in done.stderr and "the next run polls it again" in done.stderr
+    print(f"CLI peak resident memory with 256 MB poll answers: {peak_kb / 1024:.0f} MB")
+    assert peak_kb < 200 * 1024, f"peak {peak_kb / 1024:.0f} MB"
+    state = json.loads(ws.state_path.read_text())["shots"]
+    assert all(rec["status"] == "submitted" and rec["task_id"] for rec in state.values())  # ids kept

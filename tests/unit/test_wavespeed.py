@@ -555,31 +555,29 @@ def test_fake_runs_as_a_process() -> None:
         proc.stdout.close()
 
 
-def test_safe_faults_still_render(tmp_path: Path) -> None:
+@pytest.mark.stand_in(latency=0.1, api_key=KEY)
+def test_safe_faults_still_render(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     # "Safe" is by endpoint, not by a shared random draw: a 503 on a submit may follow creation
     # (never re-sent, issue 11), so submits get only 429s (nothing created) and polls the 503s.
     # A seeded draw shared by submits and polls put a 503 on a submit whenever a slow machine
     # polled a different number of times.
-    faults = Faults()
-    faults.add("429", "/api/v3/kwaivgi/", count=2, method="POST", every=2, retry_after=0)
-    faults.add("503", "/api/v3/predictions/", count=3, method="GET")
-    with FakeWaveSpeed(latency=0.1, api_key=KEY, faults=faults) as chaotic:
-        policy = RetryPolicy(attempts=8, base_delay=0.001, sleep=Sleeps())
-        provider = WaveSpeedProvider(KEY, chaotic.base_url, tmp_path / "c", retry=policy)
-        shots = [job(O3, {**SIMPLE, "prompt": f"shot {i}"}, f"s{i}") for i in range(3)]
+    fake_wavespeed.faults.add("429", "/api/v3/kwaivgi/", count=2, method="POST", every=2, retry_after=0)
+    fake_wavespeed.faults.add("503", "/api/v3/predictions/", count=3, method="GET")
+    policy = RetryPolicy(attempts=8, base_delay=0.001, sleep=Sleeps())
+    provider = WaveSpeedProvider(KEY, fake_wavespeed.base_url, tmp_path / "c", retry=policy)
+    shots = [job(O3, {**SIMPLE, "prompt": f"shot {i}"}, f"s{i}") for i in range(3)]
 
-        async def work(p: WaveSpeedProvider) -> list[TaskResult]:
-            return [await render(p, s, tmp_path / f"{s.shot_id}.mp4") for s in shots]
+    async def work(p: WaveSpeedProvider) -> list[TaskResult]:
+        return [await render(p, s, tmp_path / f"{s.shot_id}.mp4") for s in shots]
 
-        results = run(provider, work)
-        assert all(r.completed for r in results)
-        assert len(chaotic.tasks) == 3  # refusals never created a task
-        statuses = [r.status for r in chaotic.requests]
-        assert statuses.count(429) == 2 and statuses.count(503) == 3
+    results = run(provider, work)
+    assert all(r.completed for r in results)
+    assert len(fake_wavespeed.tasks) == 3  # refusals never created a task
+    statuses = [r.status for r in fake_wavespeed.requests]
+    assert statuses.count(429) == 2 and statuses.count(503) == 3
 
 
-def test_chaos_can_fail_tasks_when_asked(tmp_path: Path) -> None:
-    faults = Faults(seed=5, rate=1.0, kinds={"fail"})
-    with FakeWaveSpeed(latency=0.05, api_key=KEY, faults=faults) as chaotic:
-        result = run(make(chaotic, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
+@pytest.mark.stand_in(latency=0.05, api_key=KEY, faults=Faults(seed=5, rate=1.0, kinds={"fail"}))
+def test_chaos_can_fail_tasks_when_asked(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    result = run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
     assert result.failed and result.error == "chaos: generation failed"

@@ -10,7 +10,8 @@ from typing import Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import UsageError
-from kling_render.plan.plan import Plan, build_plan
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import build_plan
 from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
 

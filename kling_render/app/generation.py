@@ -15,7 +15,8 @@ from kling_render.media.image_check import check_image
 from kling_render.money import Purse
 from kling_render.plan.inputs import resolve, still_cost_of, still_job, wait_reason
 from kling_render.plan.keys import doc_key
-from kling_render.plan.plan import Plan, take_job
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import take_job
 from kling_render.plan.shard import in_shard
 from kling_render.project.project import Project, cost_of
 from kling_render.providers.base import Provider

@@ -11,11 +11,12 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
 from kling_render.plan.inputs import step_names
-from kling_render.plan.plan import Plan
+from kling_render.plan.model import Plan
 from kling_render.project.project import Project
 from kling_render.records import manifest
 from kling_render.records.manifest import CutRecord
-from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.report.progress import Event, EventSink
+from kling_render.report.sinks import make_sink
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
 from kling_render.store.cache import CachedClip, ClipCache
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Literal
 
-from kling_render.app.commands import CachedOutputs
 from kling_render.jobs import Job
 from kling_render.media.image_check import check_image
 from kling_render.money import Purse
@@ -30,6 +29,7 @@ from kling_render.run.graph import GraphRun, Kind, PaidStep
 from kling_render.run.report import RunOptions, RunReport
 from kling_render.run.scheduler import default_verify
 from kling_render.store.cache import ClipCache, stills_of
+from kling_render.store.outputs import CachedOutputs
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.spend import RemoteSpend
 from kling_render.workers import cpu_cores

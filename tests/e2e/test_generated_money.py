@@ -135,7 +135,9 @@ def test_the_plan_prices_the_stills_stage_and_the_video_stage(ws: Workspace, fak
     shutil.rmtree(ws.root / ".kling-render", ignore_errors=True)
 
 
-def test_a_machine_that_only_stitches_records_every_step_as_the_render_did(ws: Workspace, fake: FakeProcess) -> None:
+def test_a_machine_that_only_stitches_records_every_step_as_the_render_did(
+    ws: Workspace, fake_process: FakeProcess
+) -> None:
     """The finish machine of CI's shards records clips it did not make: every take (the picked
     one and the others), the still, and the continuity shots keyed by their upstream's digest,
     exactly as the render that made them recorded them."""
@@ -151,4 +153,4 @@ def test_a_machine_that_only_stitches_records_every_step_as_the_render_did(ws: W
     for name, entry in made.items():
         for field in ("key", "output_sha256", "task_id", "fields", "prompt", "cost_usd"):
             assert again[name].get(field) == entry.get(field), (name, field)
-    assert sum(paid(fake).values()) == 6
+    assert sum(paid(fake_process).values()) == 6

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from kling_render.errors import UsageError
 from kling_render.providers.base import Provider
 
 PROVIDER_NAMES = ("local", "wavespeed")
+
+# httpx's package imports its own command-line client (httpx._main) whenever rich, pygments and
+# click are installed, as they are with kling-render: about 0.1 s of CPU at every start, for a
+# command we never run. Marking it absent before the first `import httpx` (every one is under this
+# package) gives httpx its fallback stub instead.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def make_provider(name: str, *, cache_dir: Path) -> Provider:

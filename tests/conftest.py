@@ -5,6 +5,7 @@ every worker starts its own servers on free ports."""
 from __future__ import annotations
 
 import compileall
+import contextlib
 import functools
 import os
 import shutil
@@ -70,6 +71,33 @@ def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     patch.delenv("KLING_RENDER_FFMPEG", raising=False)
     yield
     patch.undo()
+
+
+# -- the local provider, small -------------------------------------------------------------------
+# The local provider renders 720p animatics (about 1.2 CPU s for a 3 s clip, most of it x264), and
+# a cut made from them decodes 720p again. Tests that use it as a free provider in this process,
+# and are not about its pictures, render them at a quarter of that (H.264 macroblocks still whole):
+# every rule about clips, cuts, keys and money holds whatever the size of the pictures.
+SMALL_ANIMATICS = {"16:9": (256, 144), "9:16": (144, 256), "1:1": (144, 144)}
+
+
+@contextlib.contextmanager
+def small_animatics() -> Iterator[None]:
+    """In this process, the local provider renders SMALL_ANIMATICS instead of 720p (for a module
+    fixture; a test takes the ``small_local`` fixture). CLI processes are not affected."""
+    from kling_render.providers import local
+
+    with pytest.MonkeyPatch.context() as patch:
+        for aspect, size in SMALL_ANIMATICS.items():
+            patch.setitem(local.SIZES, aspect, size)
+        yield
+
+
+@pytest.fixture
+def small_local() -> Iterator[None]:
+    """The local provider's animatics small, for this test (see ``small_animatics``)."""
+    with small_animatics():
+        yield
 
 
 @pytest.fixture

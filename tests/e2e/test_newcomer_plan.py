@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case
+from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case, small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
 from s3_proxy import Rule, S3Proxy
 
@@ -137,10 +137,11 @@ SMALL_LOCAL = SMALL.replace("provider: wavespeed", "provider: local")
 
 @pytest.fixture(scope="module")
 def rendered_locally(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SMALL_LOCAL rendered once (four animatics and the cut; the clip cache is inside the folder)."""
+    """SMALL_LOCAL rendered once (four small animatics and the cut; the clip cache is inside the folder)."""
     ws = workspace(tmp_path_factory.mktemp("rendered") / "w", SMALL_LOCAL)
     ws.in_process = True
-    done = ws.cli("render", "--poll-interval", "0.05")
+    with small_animatics():
+        done = ws.cli("render", "--poll-interval", "0.05")
     assert done.returncode == 0, done.stderr
     return ws.root
 

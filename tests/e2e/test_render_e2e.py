@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import small_animatics
 from e2e_cli import (
     EXAMPLE,
     SECRET,
@@ -99,10 +100,11 @@ SMALL_PROJECT_LOCAL = SMALL_PROJECT.replace("provider: wavespeed\n", "")
 
 @pytest.fixture(scope="module")
 def local_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SMALL_PROJECT_LOCAL's three animatics, rendered once for the module (``--no-stitch``): the
-    offline tests copy the folder (project, state and clip cache)."""
+    """SMALL_PROJECT_LOCAL's three animatics (small ones: conftest.small_animatics), rendered once
+    for the module (``--no-stitch``): the offline tests copy the folder (project, state and clip cache)."""
     ws = small_workspace(tmp_path_factory.mktemp("local") / "small", base_env(), SMALL_PROJECT_LOCAL, in_process=True)
-    done = ws.cli("render", str(ws.project), "--provider", "local", "--no-stitch")
+    with small_animatics():
+        done = ws.cli("render", str(ws.project), "--provider", "local", "--no-stitch")
     assert done.returncode == 0, done.stderr
     assert "3 done; spent $0.0000" in done.stderr  # offline and keyless: every clip
     assert not ws.final_cut.exists()

@@ -17,6 +17,9 @@ import pytest
 from conftest import small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
 
+# Local clips rendered by a test (an edited shot) are small too: the cut's rules are the subject.
+pytestmark = pytest.mark.usefixtures("small_local")
+
 PROJECT = """\
 version: 1
 name: inc

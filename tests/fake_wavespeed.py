@@ -33,7 +33,9 @@ for ``output_url``), ``stall`` (send the output at
 ``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
-whole clip, its length right, with bytes in the middle of its bitstream flipped).
+whole clip, its length, boxes and framing right, with bytes flipped inside one picture's slice
+data: only a decode finds it), ``cut_short`` (the first half of the clip as a complete answer:
+a file truncated before it was served).
 ``every`` N applies a fault to every Nth matching request only (``count`` times); a task fault with
 ``body_contains`` applies only to a submit whose JSON body contains that text (one row's shot, say).
 
@@ -123,7 +125,9 @@ CHAOS_KINDS = {
 UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
 TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
 SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt"}
+OUTPUT_KINDS = {
+    "expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt", "cut_short",
+}  # fmt: skip
 MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden: this key may not use the model"}
 BALANCE_MESSAGE = "Insufficient balance, please top up your account"
 HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
@@ -714,6 +718,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, HTML_PAGE, {"Content-Type": "text/html"}
         if fault.kind == "corrupt":  # bit rot: right length, right container, a broken bitstream
             return 200, _corrupt(data), reply[2]
+        if fault.kind == "cut_short":  # a complete HTTP answer of half a clip
+            return 200, _cut_short(data), reply[2]
         if fault.kind == "trickle":  # half now, the rest after ``seconds`` (or ``release``)
             self._head(200, len(data), reply[2])
             self.wfile.write(data[: len(data) // 2])
@@ -813,12 +819,30 @@ def _bomb(size: int) -> bytes:
 
 
 def _corrupt(data: bytes) -> bytes:
-    """``data`` with a run of bytes in its middle flipped (the length, and so the container, intact)."""
+    """``data`` with bit rot inside one picture: bytes flipped in the slice data of the middle video
+    sample's largest NAL unit. The file's length, boxes and every sample's framing stay intact, so
+    only a decode finds it (the stitch's segment encode)."""
+    from kling_render.media.mp4 import parse_movie
+
+    video = parse_movie(data).first("vide")
+    assert video is not None and video.samples
+    n = video.samples // 2
+    pos, end = video.offsets[n], video.offsets[n] + video.sizes[n]
+    units = []
+    while pos + 4 <= end:  # x264 writes 4-byte NAL lengths
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        units.append((pos + 4, pos + 4 + length))
+        pos += 4 + length
+    start, stop = max(units, key=lambda u: u[1] - u[0])
     out = bytearray(data)
-    start = len(out) // 2
-    for i in range(start, min(len(out), start + max(64, len(out) // 50)), 7):
+    for i in range(start + 8, stop, 5):  # past the NAL header and the start of the slice header
         out[i] ^= 0x5A
     return bytes(out)
+
+
+def _cut_short(data: bytes) -> bytes:
+    """The first half of a clip, served as a complete answer (a file truncated before upload)."""
+    return data[: len(data) // 2]
 
 
 _clip_lock = threading.Lock()

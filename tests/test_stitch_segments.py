@@ -342,10 +342,11 @@ def test_a_failing_segment_stops_the_others_and_keeps_what_was_encoded(
     assert len(encodes) == 2  # the jobs after the failure never started
     assert not dest.exists() and not any(dest.parent.iterdir())
     assert list((store.cache.root / "tmp").iterdir()) == []  # no temp segment left behind
-    assert len(list((store.cache.root / AREA).glob("*/*.mp4"))) == 1  # the one that finished is kept
+    # what finished is kept: one segment, and the audio pass (which runs first)
+    assert len(list((store.cache.root / AREA).glob("*/*.mp4"))) == 2
     monkeypatch.setattr(ffmpeg, "run", real)
     again = stitch(four, OUT, None, dest, segments=store)
-    assert again.encoded_segments == 3
+    assert again.encoded_segments == 3 and not again.audio_encoded
 
 
 def test_an_interrupted_stitch_leaves_the_previous_cut_and_no_half_written_one(
@@ -490,7 +491,7 @@ def swept(tmp_path: Path) -> Iterator[tuple[SegmentStore, list[str]]]:
         key = segment_key({"n": n})
         with store.temp_file() as tmp:
             tmp.write_bytes(bytes([n]) * 1000)
-            store.put(key, tmp, 24, 24)
+            store.put(key, tmp, 1.0)
         keys.append(key)
     yield store, keys
 
@@ -561,6 +562,8 @@ def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> N
     assert (second["segments"], second["segments_encoded"]) == (4, 1)
     assert stitched()["up_to_date"] is True  # unchanged: not even joined again
     area = ClipCache(tmp_path / "cache").root / AREA
-    assert len(list(area.glob("*/*.mp4"))) == 5  # the replaced segment is still there (young)
-    forced = stitched("--force")
-    assert forced["segments_encoded"] == 0 and forced["sha256"] == second["sha256"]
+    # the replaced segment and the first cut's audio pass are still there (young)
+    assert len(list(area.glob("*/*.mp4"))) == 5 + 2
+    forced = stitched("--force")  # every segment and the audio encoded anew: the same bytes
+    assert forced["segments_encoded"] == 4 and forced["audio_encoded"] is True
+    assert forced["sha256"] == second["sha256"]

@@ -143,7 +143,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             if opts.no_stitch or opts.shard is not None:  # a shard's cut is made by a later `stitch`
                 return result
             try:
-                outcome = _stitch(project, the_plan.provider, cache, sink, force=opts.force, lock=lock)
+                outcome = _stitch(project, the_plan.provider, cache, sink, force=opts.force, lock=lock, remote=remote)
             except MissingClipsError as exc:
                 if not opts.only:
                     raise
@@ -170,10 +170,13 @@ def stitch(
 ) -> StitchOutcome:
     """Cut the final video from cached clips only; MissingClipsError names shots without one.
 
-    With a remote, the clips the local cache lacks are pulled first (sha256-checked), so any
-    machine can make the cut of clips rendered elsewhere (CI's shards), and each clip is recorded
-    in the lock file. Skipped when the cut is up to date (see :mod:`kling_render.records.manifest`)
-    unless ``force``. Holds the project's run lock (waiting up to ``lock_timeout`` seconds)."""
+    With a remote, the clips the local cache lacks are pulled first (sha256- and structure-checked),
+    so any machine can make the cut of clips rendered elsewhere (CI's shards), and each clip is
+    recorded in the lock file; segments another machine encoded are pulled rather than encoded,
+    and the ones encoded here are pushed. Skipped when the cut is up to date (see
+    :mod:`kling_render.records.manifest`) unless ``force``, which also encodes every segment and the
+    audio anew, ignoring the segment store and the remote's segments. Holds the project's run lock
+    (waiting up to ``lock_timeout`` seconds)."""
     from kling_render.app.commands import pick_provider
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
@@ -187,7 +190,7 @@ def stitch(
             # Clips quarantined from here on (by the pulls' and the lock's checks too) are reported by _stitch.
             since = len(cache.quarantined)
             lock = gather_clips(project, name, cache, sink, remote)
-            return _stitch(project, name, cache, sink, force=force, lock=lock, reported=since)
+            return _stitch(project, name, cache, sink, force=force, lock=lock, reported=since, remote=remote)
     finally:
         sink.close()
 
@@ -275,7 +278,7 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
         clip = stitching.CutClip(
             shot_id=shot.id,
             path=entry.path,
-            info=_media_info(entry),
+            info=clip_info(cache, entry, shot.id),
             trim_start=shot.trim.start,
             trim_end=shot.trim.end,
             transition=shot.transition.type,
@@ -343,20 +346,32 @@ def _stitch(
     force: bool,
     lock: LockFile,
     reported: int | None = None,
+    remote: Remote | None = None,
 ) -> StitchOutcome:
     from kling_render import stitch as stitching
     from kling_render.fsutil import sha256_file
     from kling_render.records.state import now_iso
 
+    # What killed stitches left beside the cut goes first, even when the cut turns out up to date.
+    stitching.clean_leftovers(project.output.path)
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
     already = len(cache.quarantined) if reported is None else reported  # those already reported
+    keys = _clip_keys(project, provider)
+
+    def report_quarantined() -> None:
+        nonlocal already
+        for moved in cache.quarantined[already:]:
+            if moved.provider == stitching.SEGMENT_AREA:
+                sink.emit(Event("quarantined", message=f"cached segment {moved.key[:12]} {moved.reason}: "
+                                                       f"quarantined to {moved.moved_to}; it is encoded again"))
+            for sid in (s for s, k in keys.items() if k == moved.key):
+                sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
+        already = len(cache.quarantined)
+
     try:
         prepared = prepare_cut(project, provider, cache)
     finally:
-        keys = _clip_keys(project, provider)
-        for moved in cache.quarantined[already:]:
-            for sid in (s for s, k in keys.items() if k == moved.key):
-                sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
+        report_quarantined()
     out = project.output
     where = manifest_file(project)
     project_cut = {
@@ -384,10 +399,16 @@ def _stitch(
         sink.emit(Event("stitch-progress", message=step, extra={"step": step, "fraction": round(fraction, 4)}))
 
     store = stitching.SegmentStore(cache)
+    source = None
+    if remote is not None:
+        from kling_render.store.remote.segments import SegmentRemote
+
+        source = SegmentRemote(remote.segments)
     try:
         result = stitching.stitch(
-            clips, prepared.output, prepared.audio, out.path, progress=progress, segments=store
-        )
+            clips, prepared.output, prepared.audio, out.path, progress=progress, segments=store, force=force,
+            source=source,
+        )  # fmt: skip
     except OSError as exc:  # a read-only or full output folder: the clips are safe in the cache
         from kling_render.errors import StateError
 
@@ -396,9 +417,9 @@ def _stitch(
             "the clips are cached: `kling-render stitch` makes the cut once it can be written"
         ) from None
     finally:
-        for moved in store.quarantined:
-            sink.emit(Event("quarantined", message=f"cached segment {moved.key[:12]} {moved.reason}: "
-                                                   f"quarantined to {moved.moved_to}; it is encoded again"))
+        report_quarantined()
+        for problem in source.problems if source is not None else []:
+            sink.emit(Event("warning", message=problem))
     stat = result.path.stat()
     cut = CutRecord(
         sha256=result.sha256 or sha256_file(result.path),
@@ -410,12 +431,14 @@ def _stitch(
     )
     manifest.write(where, prepared.inputs, cut, now_iso())
     lock.record_cut(prepared.shot_settings, project_cut, row=project.row_key)
-    if result.encoded_segments:
+    if result.encoded_segments or result.audio_encoded or result.pulled_segments:
         with contextlib.suppress(OSError):  # clean-up is best effort: never fails a stitch
-            store.sweep(result.segments)
+            store.sweep([*result.segments, result.audio])
     how = "stream copy" if result.stream_copy else "re-encoded"
     if result.segments:
         how += f", {result.encoded_segments} of {len(result.segments)} segments encoded"
+        if result.pulled_segments:
+            how += f", {result.pulled_segments} pulled from the remote"
     sink.emit(
         Event(
             "stitched",
@@ -424,6 +447,8 @@ def _stitch(
                 **_cut_extra(out.path, cut, up_to_date=False),
                 "segments": len(result.segments),
                 "segments_encoded": result.encoded_segments,
+                "segments_pulled": result.pulled_segments,
+                "audio_encoded": result.audio_encoded,
             },
         )
     )
@@ -441,16 +466,21 @@ def _cut_extra(path: Path, cut: CutRecord, *, up_to_date: bool) -> dict[str, Any
     }
 
 
-def _media_info(entry: CachedClip) -> MediaInfo:
-    """The clip's stream headers as recorded in its cache sidecar when it was verified, so a
-    stitch starts no ffmpeg per clip (a probe costs about as much as the whole stream-copy join
-    of that clip); a probe for entries written without them."""
-    from kling_render.media.probe import MediaInfo, probe
+def clip_info(cache: ClipCache, entry: CachedClip, shot_id: str) -> MediaInfo:
+    """A cached clip's stream headers, as this machine found them in the clip's own bytes: from the
+    probe memo by its sha256 (store/probes.py), else from the structural check (milliseconds, then
+    memoized). Never from the sidecar's ``media``: a sidecar or a remote record can be edited.
 
-    if entry.media is not None:
-        with contextlib.suppress(ValueError):
-            return MediaInfo.from_json(entry.media)
-    return probe(entry.path)
+    A clip that fails the check is quarantined: CorruptClipError, and the shot's clip is fetched again."""
+    from kling_render.errors import CorruptClipError, InvalidClipError
+
+    try:
+        return cache.probes.checked(entry.path, entry.sha256).info
+    except InvalidClipError as exc:
+        moved = cache.quarantine(entry.provider, entry.key, f"is not a valid clip ({exc})")
+        raise CorruptClipError(
+            shot_id, entry.key, entry.sha256, str(exc), str(moved.moved_to) if moved else None
+        ) from None
 
 
 def status(project: Project, provider: str | None) -> dict[str, Any]:
@@ -532,6 +562,7 @@ __all__ = [
     "RenderOptions",
     "RenderResult",
     "StitchOutcome",
+    "clip_info",
     "cut_freshness",
     "prepare_cut",
     "render",

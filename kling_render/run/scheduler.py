@@ -62,15 +62,16 @@ from kling_render.run.triage import Action, classify, submit_refusal
 from kling_render.store.cache import ClipCache
 
 if TYPE_CHECKING:
+    from kling_render.media.check import CheckedClip
     from kling_render.run.remote_gate import RemoteGate
     from kling_render.store.remote.connect import Remote
 
 __all__ = ["OutcomeStatus", "RunOptions", "RunReport", "ShotOutcome", "default_verify", "execute", "run"]
 
-ClipVerifier = Callable[[Path], tuple[float, dict[str, Any] | None]]
-"""Checks a downloaded clip decodes as video; returns its measured duration and its stream
-headers as JSON (kept in the cache sidecar, so a stitch needs no probe); raises FFmpegError
-otherwise."""
+ClipVerifier = Callable[[Path], "CheckedClip"]
+"""Checks a downloaded clip's structure (media/check.py: every packet read, none decoded; the one
+full decode is the stitch's segment encode); returns what it found (digest, stream headers, frames,
+real duration); raises InvalidClipError (a DownloadError) or FFmpegError otherwise."""
 
 EPSILON = 1e-9
 _UNKNOWN_HINT = (
@@ -79,11 +80,10 @@ _UNKNOWN_HINT = (
 )
 
 
-def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
-    from kling_render.media.probe import check_clip
+def default_verify(path: Path) -> CheckedClip:
+    from kling_render.media.check import check_structure
 
-    check = check_clip(path)
-    return check.duration, check.headers.to_json()
+    return check_structure(path)
 
 
 Step = Literal["submit", "poll", "reconcile", "remote"]

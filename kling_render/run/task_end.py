@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from kling_render.errors import DownloadError, FFmpegError, OutputGoneError, TransientError
-from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
 from kling_render.records.ledger import TaskEntry
 from kling_render.records.state import now_iso
@@ -130,10 +129,16 @@ class TaskEnds:
                     fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
                     continue
                 try:
-                    duration, media = await run.fetcher.call(run.verify, tmp)
+                    checked = await run.fetcher.call(run.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_clip = None, f"not a valid clip: {exc}"
                     continue
+                known = await run.fetcher.call(run.cache.probes.corrupt, checked.sha256)
+                if known is not None:  # these very bytes failed to decode in an earlier stitch
+                    fetch_error, bad_clip = None, f"not a valid clip: it does not decode ({known})"
+                    continue
+                await run.fetcher.call(run.cache.probes.put, checked)  # the stitch needs no probe
+                duration, digest = checked.duration, checked.sha256
                 warning = None
                 if abs(duration - job.duration) > run.options.duration_tolerance:
                     # Paid, and a new task would cost again: kept, and the cut uses its real length.
@@ -141,8 +146,7 @@ class TaskEnds:
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
                         "uses its real length"
                     )
-                digest = await run.fetcher.call(sha256_file, tmp)
-                meta = ClipMeta(duration, job.model, task_id, media)
+                meta = ClipMeta(duration, job.model, task_id, checked.info.to_json())
                 if run.gate is not None:  # to the shared remote first (remote/gate.py), then the cache
                     entry = await run.gate.keep(job, tmp, meta, digest)
                 else:  # in the pool too: the move syncs the disk and may wait for another run's cache lock

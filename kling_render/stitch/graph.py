@@ -29,6 +29,7 @@ __all__ = [
     "CutClip",
     "Graph",
     "OutputSettings",
+    "PendingClip",
     "Timeline",
     "build_graph",
     "check_clips",
@@ -124,6 +125,20 @@ class CutClip:
 
 
 @dataclass(frozen=True)
+class PendingClip:
+    """A shot whose clip does not exist yet, planned with the duration it is expected to have (the
+    shot's). A segment planned from it is keyed by what it really reads, so a wrong guess only
+    makes a segment no cut uses (stitch/plan.py)."""
+
+    shot_id: str
+    duration: float
+    trim_start: float = 0.0
+    trim_end: float | None = None
+    transition: str = "cut"
+    transition_duration: float = 0.0
+
+
+@dataclass(frozen=True)
 class OutputSettings:
     width: int = 1920
     height: int = 1080
@@ -167,8 +182,10 @@ def max_transition(prev_kept: float, next_kept: float) -> float:
     return min(prev_kept, next_kept) / 2
 
 
-def kept_duration(clip: CutClip) -> float:
-    end = clip.info.duration if clip.trim_end is None else clip.trim_end
+def kept_duration(clip: CutClip | PendingClip) -> float:
+    """The seconds of the clip that the cut keeps (its trim, else all of it)."""
+    whole = clip.info.duration if isinstance(clip, CutClip) else clip.duration
+    end = whole if clip.trim_end is None else clip.trim_end
     return end - clip.trim_start
 
 
@@ -181,7 +198,7 @@ def _round(x: Fraction) -> int:
     return math.floor(x + Fraction(1, 2))
 
 
-def _is_transition(clip: CutClip) -> bool:
+def _is_transition(clip: CutClip | PendingClip) -> bool:
     return clip.transition != "cut" and clip.transition_duration > 0
 
 
@@ -224,7 +241,7 @@ def check_clips(clips: Sequence[CutClip], output: OutputSettings) -> list[str]:
     return problems
 
 
-def plan_timeline(clips: Sequence[CutClip], fps: int) -> Timeline:
+def plan_timeline(clips: Sequence[CutClip | PendingClip], fps: int) -> Timeline:
     """Whole-frame and whole-sample placement of the clips (see the module docstring)."""
     frames: list[int] = []
     samples: list[int] = []

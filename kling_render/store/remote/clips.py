@@ -13,7 +13,10 @@ for the same key (two paid tasks, which claims exist to prevent) loses: :class:`
 tells the caller to adopt the remote's clip, so every machine cuts the same bytes.
 
 A pull streams the bytes into the local cache's temp directory, checks size and sha256 against
-the record, and only then adds them to the local cache, which stays a cache of the remote.
+the record, then gives them the same structural check as a download (media/check.py: a blob with
+the right digest but random bytes is refused) and only then adds them to the local cache, which
+stays a cache of the remote. The record's stream headers (``media``) are kept for reference only:
+the stitch takes them from its own check of the bytes (store/probes.py), never from a record.
 Blobs are never deleted here: identical clips of two keys share one.
 """
 
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kling_render.errors import RemoteIntegrityError
+from kling_render.errors import InvalidClipError, RemoteIntegrityError
 from kling_render.fsutil import sha256_file
+from kling_render.media.check import check_structure
 from kling_render.records.state import now_iso
 from kling_render.store.cache import CachedClip, ClipCache, ClipMeta
 from kling_render.store.remote.store import RemoteStore, Written
@@ -217,8 +221,16 @@ class RemoteClips:
         self, clip: RemoteClip, cache: ClipCache, *, verify: Callable[[Path], object] | None = None
     ) -> CachedClip:
         """Download the clip of a record already read (see :meth:`pull`)."""
+        where = f"the clip {clip.key[:12]} on the remote {self.store.url}"
+        bad = cache.probes.corrupt(clip.sha256)
+        if bad is not None:
+            raise RemoteIntegrityError(f"{where} does not decode (found by an earlier stitch: {bad})")
         with cache.temp_file() as tmp:
             await self.store.download(blob_path(clip.sha256), tmp, size=clip.size, sha256=clip.sha256)
+            try:
+                checked = await asyncio.to_thread(check_structure, tmp)
+            except InvalidClipError as exc:
+                raise RemoteIntegrityError(f"{where} is not a valid clip ({exc}); delete its record") from None
             if verify is not None:
                 await asyncio.to_thread(verify, tmp)
-            return cache.put(clip.provider, clip.key, tmp, clip.meta, sha256=clip.sha256)
+            return cache.put(clip.provider, clip.key, tmp, clip.meta, sha256=clip.sha256, checked=checked)

@@ -10,6 +10,7 @@ from kling_render.retry import RetryPolicy
 from kling_render.store.remote.claims import Claims, Owner
 from kling_render.store.remote.clips import RemoteClips
 from kling_render.store.remote.config import RemoteURL, parse_remote_url, s3_settings
+from kling_render.store.remote.segments import RemoteSegments
 from kling_render.store.remote.store import RemoteStore, open_store
 
 __all__ = ["Remote", "RemoteURL", "open_remote", "remote_for", "resolve_remote_url"]
@@ -22,6 +23,7 @@ class Remote:
     store: RemoteStore
     clips: RemoteClips
     claims: Claims
+    segments: RemoteSegments
 
     @property
     def url(self) -> RemoteURL:
@@ -50,7 +52,7 @@ def open_remote(url: RemoteURL, *, owner: Owner | None = None, policy: RetryPoli
     plain http to anything but this machine is a UsageError, before any request)."""
     settings = s3_settings(env.aws_settings()) if url.scheme == "s3" else None
     store = open_store(url, settings, policy=policy)
-    return Remote(store, RemoteClips(store), Claims(store, owner or Owner.here()))
+    return Remote(store, RemoteClips(store), Claims(store, owner or Owner.here()), RemoteSegments(store))
 
 
 def remote_for(

@@ -105,7 +105,12 @@ provider_opt = click.option(
     type=click.Choice(_provider_names()),
     help="Provider (and clip cache namespace) to use; default: the project's provider.",
 )
-force_opt = click.option("--force", is_flag=True, help="Stitch again even when the final cut is up to date.")
+force_opt = click.option(
+    "--force",
+    is_flag=True,
+    help="Make the final cut anew even when it is up to date: every segment and the audio are encoded "
+    "again (the segment store and the remote's segments are not read) and replace the stored ones.",
+)
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
 row_opt = click.option("--row", "row", metavar="KEY[,KEY]", help="Rows of a rows: project to work on (their keys).")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
@@ -439,6 +444,7 @@ def stitch(
                 "stream_copy": cut.stream_copy,
                 "sha256": cut.sha256,
                 "size": cut.size,
+                **outcome.steps,
             }
         )
     _echo_err(f"final cut{' up to date' if outcome.up_to_date else ''}: {outcome.path}")

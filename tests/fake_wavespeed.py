@@ -818,15 +818,15 @@ def _bomb(size: int) -> bytes:
     return b"".join(parts)
 
 
-def _corrupt(data: bytes) -> bytes:
-    """``data`` with bit rot inside one picture: bytes flipped in the slice data of the middle video
-    sample's largest NAL unit. The file's length, boxes and every sample's framing stay intact, so
-    only a decode finds it (the stitch's segment encode)."""
+def _corrupt(data: bytes, sample: int | None = None) -> bytes:
+    """``data`` with bit rot inside one picture: bytes flipped in the slice data of the largest NAL
+    unit of video sample ``sample`` (0-based; the middle one by default). The file's length, boxes
+    and every sample's framing stay intact, so only a decode finds it (the stitch's)."""
     from kling_render.media.mp4 import parse_movie
 
     video = parse_movie(data).first("vide")
     assert video is not None and video.samples
-    n = video.samples // 2
+    n = video.samples // 2 if sample is None else sample
     pos, end = video.offsets[n], video.offsets[n] + video.sizes[n]
     units = []
     while pos + 4 <= end:  # x264 writes 4-byte NAL lengths

@@ -237,6 +237,7 @@ class StitchOutcome:
     path: Path
     up_to_date: bool  # the existing cut was kept: nothing was encoded
     cut: CutRecord
+    steps: dict[str, Any] = field(default_factory=dict)  # segments (made, encoded, pulled), audio_encoded
 
 
 @dataclass(frozen=True)
@@ -439,20 +440,20 @@ def _stitch(
         how += f", {result.encoded_segments} of {len(result.segments)} segments encoded"
         if result.pulled_segments:
             how += f", {result.pulled_segments} pulled from the remote"
+    steps = {
+        "segments": len(result.segments),
+        "segments_encoded": result.encoded_segments,
+        "segments_pulled": result.pulled_segments,
+        "audio_encoded": result.audio_encoded,
+    }
     sink.emit(
         Event(
             "stitched",
             message=f"{out.path} ({result.duration:.2f} s, {result.frames} frames, {how})",
-            extra={
-                **_cut_extra(out.path, cut, up_to_date=False),
-                "segments": len(result.segments),
-                "segments_encoded": result.encoded_segments,
-                "segments_pulled": result.pulled_segments,
-                "audio_encoded": result.audio_encoded,
-            },
+            extra={**_cut_extra(out.path, cut, up_to_date=False), **steps},
         )
     )
-    return StitchOutcome(result.path, False, cut)
+    return StitchOutcome(result.path, False, cut, steps)
 
 
 def _cut_extra(path: Path, cut: CutRecord, *, up_to_date: bool) -> dict[str, Any]:

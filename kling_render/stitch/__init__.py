@@ -162,6 +162,13 @@ def stitch(
         ):
             work = Path(work_dir)
             if fast:
+                from kling_render.store.cache import ClipCache
+
+                # Nothing is decoded by a stream copy: each clip is decoded once here (memoized).
+                store = segments if segments is not None else SegmentStore(ClipCache(work / "segments"))
+                with ThreadPoolExecutor(max_workers=workers or _cores(), thread_name_prefix="decode") as pool:
+                    for done_check in [pool.submit(steps.decode_once, c, store) for c in clips]:
+                        done_check.result()
                 ms = copy_cut(clips, tmp, work, progress)
                 # The chapters already say where the joined clips end: no second probe of the result.
                 chapters = [(sid, s / 1000, e / 1000) for sid, s, e in ms]
@@ -197,6 +204,12 @@ def stitch(
         dest, duration, frames, fast, chapters, done.segments, done.encoded, sha256,
         done.pulled, done.audio, done.audio_encoded, join_key,
     )  # fmt: skip
+
+
+def _cores() -> int:
+    from kling_render.workers import cpu_cores
+
+    return cpu_cores()
 
 
 def clean_leftovers(dest: Path) -> None:

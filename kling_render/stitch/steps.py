@@ -43,7 +43,7 @@ from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings, Pe
 from kling_render.stitch.plan import CutPlan, SegmentStep, part_durations, plan_cut
 from kling_render.store.segments import SegmentSource, SegmentStore
 
-__all__ = ["StepResult", "encode_segment", "join", "mix_audio", "plan", "segment_encoder"]
+__all__ = ["StepResult", "decode_once", "encode_segment", "join", "mix_audio", "plan", "segment_encoder"]
 
 Report = Callable[[str, float], None]
 
@@ -165,6 +165,22 @@ def mix_audio(
     if source is not None:
         source.push(key, path)
     return StepResult(path, "encoded")
+
+
+def decode_once(clip: CutClip, store: SegmentStore) -> None:
+    """Decode ``clip`` end to end unless this machine already did (memoized by its sha256): a
+    stream-copy cut decodes nothing itself, so this is its clips' one decode. CorruptClipError
+    (the clip quarantined and marked) when it does not decode."""
+    memo = store.cache.probes
+    if clip.sha256 and memo.decodes(clip.sha256):
+        return
+    try:
+        check_clip(clip.path)
+    except FFmpegError as exc:
+        culprit = _culprit([clip], store, exc)
+        raise culprit from exc
+    if clip.sha256:
+        memo.mark_decodes(clip.sha256)
 
 
 def join(

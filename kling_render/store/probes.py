@@ -6,7 +6,7 @@ the filter graph and whether the cut may be stream-copied. They come from here o
 itself, never from a cache sidecar or a remote record, which anyone can edit::
 
     <cache>/probes/<sha[:2]>/<sha256>.json    {"format", "sha256", "checked": {...} | null,
-                                               "corrupt": null | "why", "mac"}
+                                               "decodes": bool, "corrupt": null | "why", "mac"}
     <cache>/probes/key                        32 random bytes, made once, readable by the owner only
 
 An entry is written only by this machine, right after it checked the bytes with that digest (the
@@ -18,6 +18,8 @@ usable key (a read-only shared cache) nothing is memoized and every stitch check
 
 ``corrupt`` marks bytes whose bitstream failed to decode in a stitch: a clip fetched again with the
 same digest is refused rather than cached as good (the provider's copy itself is damaged).
+``decodes`` marks bytes decoded end to end without an error, which a stream-copy cut (which
+decodes nothing itself) needs once per clip.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ class ProbeMemo:
         reason = doc.get("corrupt") if doc is not None else None
         return reason if isinstance(reason, str) else None
 
+    def decodes(self, sha256: str) -> bool:
+        """The bytes with ``sha256`` were decoded end to end without an error on this machine."""
+        doc = self._read(sha256)
+        return doc is not None and doc.get("decodes") is True
+
     def checked(self, path: Path, sha256: str) -> CheckedClip:
         """The facts of the clip at ``path``, whose bytes the caller verified to hash to ``sha256``:
         from the memo, else from the structural check (then memoized). InvalidClipError when the
@@ -92,21 +99,30 @@ class ProbeMemo:
 
     def put(self, checked: CheckedClip) -> None:
         """Record what the structural check found for the bytes with ``checked.sha256``."""
-        doc = self._read(checked.sha256) or {}
-        corrupt = doc.get("corrupt")
-        self._write(checked.sha256, checked.to_json(), corrupt if isinstance(corrupt, str) else None)
+        self._update(checked.sha256, checked=checked.to_json())
+
+    def mark_decodes(self, sha256: str) -> None:
+        """Record that the bytes with ``sha256`` decoded end to end without an error."""
+        self._update(sha256, decodes=True, corrupt=None)
 
     def mark_corrupt(self, sha256: str, reason: str) -> None:
         """Record that the bytes with ``sha256`` failed to decode (see the module docstring)."""
-        doc = self._read(sha256) or {}
-        checked = doc.get("checked") if isinstance(doc.get("checked"), dict) else None
-        self._write(sha256, checked, reason[:2000])
+        self._update(sha256, decodes=False, corrupt=reason[:2000])
 
-    def _write(self, sha256: str, checked: dict[str, Any] | None, corrupt: str | None) -> None:
+    def _update(self, sha256: str, **changes: Any) -> None:
+        old = self._read(sha256) or {}
+        fields = {
+            "checked": old.get("checked") if isinstance(old.get("checked"), dict) else None,
+            "decodes": old.get("decodes") is True,
+            "corrupt": old.get("corrupt") if isinstance(old.get("corrupt"), str) else None,
+        }
+        self._write(sha256, {**fields, **changes})
+
+    def _write(self, sha256: str, fields: dict[str, Any]) -> None:
         key = self._secret()
         if key is None:
             return
-        doc: dict[str, Any] = {"format": CHECK_FORMAT, "sha256": sha256, "checked": checked, "corrupt": corrupt}
+        doc: dict[str, Any] = {"format": CHECK_FORMAT, "sha256": sha256, **fields}
         doc["mac"] = _mac(key, doc)
         path = self.path(sha256)
         # Not fsynced: a lost entry only costs a check.

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from fake_wavespeed import _corrupt, _cut_short, clip_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mediagen import make_audio, make_clip
 
 from kling_render.errors import CorruptClipError, InvalidClipError
@@ -146,6 +148,37 @@ def test_an_edited_sample_table_fails(clips: dict[str, Path], tmp_path: Path) ->
     bad = data[:count_at] + more.to_bytes(4, "big") + data[count_at + 4 :]
     with pytest.raises(InvalidClipError, match=r"sizes announced|samples"):
         check_structure(damaged(tmp_path, bad))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_damage_is_a_located_invalid_clip_or_a_clip(tmp_path: Path, data: st.DataObject) -> None:
+    """Bytes flipped, cut, inserted or removed anywhere: the check returns or raises InvalidClipError
+    (never another exception, never a hang), and what it returns has frames."""
+    clip = bytearray(clip_bytes(2, "16:9", True, "tiny"))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(clip) - 1))
+        how = data.draw(st.sampled_from(["flip", "cut", "insert", "remove", "word"]))
+        if how == "flip":
+            clip[at] ^= data.draw(st.integers(1, 255))
+        elif how == "cut":
+            del clip[at:]
+        elif how == "insert":
+            clip[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        elif how == "remove":
+            del clip[at : at + data.draw(st.integers(1, 64))]
+        else:  # a 32-bit size or count replaced (boxes and tables are full of them)
+            clip[at : at + 4] = data.draw(st.sampled_from([0, 1, 7, 0xFFFFFFFF, 0x7FFFFFFF])).to_bytes(4, "big")
+        if not clip:
+            break
+    path = tmp_path / "fuzz.mp4"
+    path.write_bytes(bytes(clip))
+    try:
+        checked = check_structure(path)
+    except InvalidClipError as exc:
+        assert "fuzz.mp4" in str(exc)
+    else:
+        assert checked.frames > 0 and checked.info.width
 
 
 def test_an_audio_file_is_not_a_clip(tmp_path: Path) -> None:

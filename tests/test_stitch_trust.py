@@ -57,12 +57,23 @@ def shrink(doc: dict[str, Any]) -> None:
     doc["width"], doc["height"] = 320, 180
 
 
-@pytest.fixture
-def rendered(tmp_path: Path) -> tuple[Workspace, dict[str, Any]]:
-    ws = workspace(tmp_path / "a", tmp_path / "cache-a", KLING_RENDER_REMOTE=f"file://{tmp_path / 'shared'}")
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One render with a remote per module: the project, its cache and the remote, copied per test."""
+    base = tmp_path_factory.mktemp("made")
+    ws = workspace(base / "a", base / "cache-a", KLING_RENDER_REMOTE=f"file://{base / 'shared'}")
     first = stitched(ws, "render")
     assert first["stream_copy"] is False  # 1280x720 clips in a 320x180 cut: re-encoded
-    return ws, first
+    return base, first
+
+
+@pytest.fixture
+def rendered(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Workspace, dict[str, Any]]:
+    base, first = made
+    for name in ("a", "cache-a", "shared"):
+        shutil.copytree(base / name, tmp_path / name, symlinks=True)
+    env = base_env(KLING_RENDER_CACHE=str(tmp_path / "cache-a"), KLING_RENDER_REMOTE=f"file://{tmp_path / 'shared'}")
+    return Workspace(tmp_path / "a", env), first
 
 
 def test_an_edited_sidecar_or_memo_changes_nothing(rendered: tuple[Workspace, dict[str, Any]], tmp_path: Path) -> None:
@@ -80,8 +91,9 @@ def test_an_edited_sidecar_or_memo_changes_nothing(rendered: tuple[Workspace, di
         doc = json.loads(memo.read_text())
         shrink(doc["checked"]["info"])  # the MAC no longer matches: ignored, checked again
         memo.write_text(json.dumps(doc))
-    again = stitched(ws, "stitch", "--force")
+    again = stitched(ws, "stitch", "--force")  # issue 23 item 16: --force encodes everything anew
     assert again["stream_copy"] is False and again["sha256"] == first["sha256"]
+    assert (again["segments_encoded"], again["segments_pulled"], again["audio_encoded"]) == (2, 0, True)
     info = probe(ws.final_cut)
     assert (info.width, info.height) == (320, 180)
     for memo in memos:  # rewritten from the bytes themselves

@@ -353,8 +353,10 @@ def _stitch(
     from kling_render.fsutil import sha256_file
     from kling_render.records.state import now_iso
 
-    # What killed stitches left beside the cut goes first, even when the cut turns out up to date.
+    # What killed stitches left goes first, even when the cut turns out up to date: temporary cuts
+    # beside it, work directories, segments half-written into the cache's temp directory.
     stitching.clean_leftovers(project.output.path)
+    cache.clean_temp()
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
     already = len(cache.quarantined) if reported is None else reported  # those already reported
     keys = _clip_keys(project, provider)

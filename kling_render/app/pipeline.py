@@ -16,10 +16,9 @@ from kling_render.records import manifest
 from kling_render.records.manifest import CutRecord
 from kling_render.report.progress import Event, EventSink, make_sink
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
-from kling_render.store.cache import CachedClip, ClipCache
+from kling_render.store.cache import ClipCache
 
 if TYPE_CHECKING:
-    from kling_render.media.probe import MediaInfo
     from kling_render.records.lockfile import LockFile
     from kling_render.store.remote.connect import Remote
 
@@ -140,7 +139,12 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 if gone:
                     sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                                     extra={"removed": gone}))
-            if opts.no_stitch or opts.shard is not None:  # a shard's cut is made by a later `stitch`
+            if opts.shard is not None and remote is not None and not opts.no_stitch:
+                # A shard's cut is made by a later `stitch`; its share of the segments is made here.
+                from kling_render.app.segments import encode_shard_segments
+
+                encode_shard_segments(project, the_plan.provider, cache, remote, sink)
+            if opts.no_stitch or opts.shard is not None:
                 return result
             try:
                 outcome = _stitch(project, the_plan.provider, cache, sink, force=opts.force, lock=lock, remote=remote)
@@ -263,6 +267,7 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
     """The clips of every shot (from the cache) and the cut's settings; MissingClipsError if any is not cached."""
     from kling_render import __version__
     from kling_render import stitch as stitching
+    from kling_render.app.clips import clip_info
     from kling_render.media import caps as ffmpeg_caps
 
     keys = _clip_keys(project, provider)
@@ -469,23 +474,6 @@ def _cut_extra(path: Path, cut: CutRecord, *, up_to_date: bool) -> dict[str, Any
     }
 
 
-def clip_info(cache: ClipCache, entry: CachedClip, shot_id: str) -> MediaInfo:
-    """A cached clip's stream headers, as this machine found them in the clip's own bytes: from the
-    probe memo by its sha256 (store/probes.py), else from the structural check (milliseconds, then
-    memoized). Never from the sidecar's ``media``: a sidecar or a remote record can be edited.
-
-    A clip that fails the check is quarantined: CorruptClipError, and the shot's clip is fetched again."""
-    from kling_render.errors import CorruptClipError, InvalidClipError
-
-    try:
-        return cache.probes.checked(entry.path, entry.sha256).info
-    except InvalidClipError as exc:
-        moved = cache.quarantine(entry.provider, entry.key, f"is not a valid clip ({exc})")
-        raise CorruptClipError(
-            shot_id, entry.key, entry.sha256, str(exc), str(moved.moved_to) if moved else None
-        ) from None
-
-
 def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
     from kling_render.app.commands import pick_provider
@@ -565,7 +553,6 @@ __all__ = [
     "RenderOptions",
     "RenderResult",
     "StitchOutcome",
-    "clip_info",
     "cut_freshness",
     "prepare_cut",
     "render",

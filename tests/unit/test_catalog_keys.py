@@ -15,9 +15,9 @@ import pytest
 from kling_render.plan.plan import shot_key
 from kling_render.project.project import cost_of, load_project
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MUG = REPO / "projects" / "mug-teaser" / "project.yaml"
-VARIETY = Path(__file__).parent / "data" / "key_variety.yaml"
+VARIETY = Path(__file__).parents[1] / "data" / "key_variety.yaml"
 
 MUG_KEYS = {
     "local": {

@@ -13,7 +13,7 @@ from kling_render.app.initproject import write_example_images, write_init_projec
 from kling_render.errors import UsageError
 
 EXPECTED_SIZES = {"mug.png": (1280, 720), "mug-side.png": (720, 720), "mug-full.png": (1280, 720)}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

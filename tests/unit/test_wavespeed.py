@@ -532,7 +532,7 @@ def test_only_retryable_errors_are_retried() -> None:
 
 
 def test_fake_runs_as_a_process() -> None:
-    script = Path(__file__).with_name("fake_wavespeed.py")
+    script = Path(__file__).parents[1] / "fake_wavespeed.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--latency", "0.1", "--fault", "503:/api/v3/kwaivgi/:1"],
         stdout=subprocess.PIPE,

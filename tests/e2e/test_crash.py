@@ -19,7 +19,7 @@ from kling_render.records.lockfile import read_lock
 from kling_render.records.state import ShotState, StateStore, read_state
 from kling_render.store.cache import ClipCache
 
-HARNESS = Path(__file__).with_name("runner_harness.py")
+HARNESS = Path(__file__).parents[1] / "runner_harness.py"
 SHOTS = ("intro", "pour", "hero", "outro")
 
 

@@ -19,7 +19,7 @@ from s3_proxy import Rule, S3Proxy
 from kling_render.errors import RemoteIntegrityError
 from kling_render.store.remote.claims import STALE_AFTER, Claim, ClaimRecord, Lost, Owner, Won, judge
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: the support modules
 RACER = HERE / "remote_racer.py"
 KEY = "0123456789abcdef" * 4
 

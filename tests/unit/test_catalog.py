@@ -14,7 +14,7 @@ from kling_render.project.document import parse_document
 from kling_render.project.project import load_project
 from kling_render.project.schema import _FIELD_VALUE_SCHEMAS, catalog_issues
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "kling_render" / "data" / "models.yaml"
 SCHEMA = json.loads((REPO / "schemas" / "project.schema.json").read_text())
 

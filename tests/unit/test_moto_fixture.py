@@ -13,7 +13,7 @@ from pathlib import Path
 
 from moto_s3 import MotoS3
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def running(pid: int) -> bool:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from kling_render.cli import cli
 
-BROKEN = Path(__file__).parent / "broken"
+BROKEN = Path(__file__).parents[1] / "broken"
 CASES = sorted(p.stem for p in BROKEN.glob("*.yaml"))
 ERROR_LINE = re.compile(r"^error: (?P<file>[^:]+\.yaml):(?P<line>\d+)(?::\d+)?: (?P<rest>.+)$")
 

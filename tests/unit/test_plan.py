@@ -13,7 +13,7 @@ from kling_render.cli import cli
 from kling_render.plan.plan import build_plan, shot_key
 from kling_render.project.project import load_project
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 HEAD = "version: 1\nname: priced\n"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "ci.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
 
 
 def workflows() -> list[dict[str, Any]]:

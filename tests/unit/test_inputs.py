@@ -294,7 +294,7 @@ def test_variable_and_snippet_names_cannot_end_in_a_newline(root: Path, key: str
 
 def test_published_patterns_cannot_match_a_newline() -> None:
     for path in (Path("kling_render/data/project.schema.json"), Path("schemas/project.schema.json")):
-        text = (Path(__file__).resolve().parent.parent / path).read_text()
+        text = (Path(__file__).resolve().parents[2] / path).read_text()
         patterns = [v for k, v in _walk(json.loads(text)) if k == "pattern"]
         assert len(patterns) >= 7
         for pattern in patterns:

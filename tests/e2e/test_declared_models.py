@@ -479,7 +479,7 @@ def test_a_builtin_text_to_video_shot_renders_offline(tmp_path: Path) -> None:
 
 
 def test_the_readme_declaration_is_valid_and_prices(tmp_path: Path, runner: CliRunner) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Declaring a model", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = write(tmp_path, "version: 1\nname: readme\n" + example)

@@ -8,7 +8,7 @@ tasks are failed ones and the known possible double submissions (shots the task 
 settle and that we re-ran with ``--resubmit-unknown``); every cache entry hashes to its sidecar,
 no temp file is left; the final cut decodes end to end. Shots whose tasks used up the lifetime
 cap (three failed tasks in a row) are re-run with ``--retry-failed``, as a user would.
-``pytest -m slow -s tests/test_chaos.py`` prints the figures.
+``pytest -m slow -s tests/e2e/test_chaos.py`` prints the figures.
 """
 
 from __future__ import annotations

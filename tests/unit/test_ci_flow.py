@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kling_render.cli import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = """version: 1
 name: small

@@ -156,7 +156,7 @@ def test_bit_rot_passes_the_download_check_and_is_left_to_the_stitch_decode(
     server: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     """Flipped bits inside a NAL unit's payload keep the file's structure: no decode at download
-    (the stitch's segment encode is the one decode, and it fails loudly: test_clip_check.py), so
+    (the stitch's segment encode is the one decode, and it fails loudly: unit/test_clip_check.py), so
     the shot is done with one download and one task."""
     server.faults.add("corrupt", "/outputs/", count=100)
     report = render(server, tmp_path, concurrency=3)

@@ -1,6 +1,6 @@
 """ffmpeg command lines of the cut: encoder settings, the audio pass (loudness measured, then
 mixed and encoded once for the whole cut), the stream-copy fast path, concat lists, chapters.
-The segmented video encode and the join are in :mod:`kling_render.stitch.encode`.
+The segment encode and the join are steps of :mod:`kling_render.stitch.steps`.
 
 All media reach ffmpeg as arguments (``file:`` paths, no shell); the filter graph, the
 chapter list and the concat list are small text files in a private temp directory.

@@ -25,6 +25,7 @@ from kling_render.store.cache import ClipCache
 if TYPE_CHECKING:
     from kling_render.app.pipeline import RenderOptions, RenderResult, StitchOutcome
     from kling_render.records.lockfile import LockFile
+    from kling_render.store.remote.connect import Remote
 
 EXIT_INTERRUPTED = 130
 
@@ -74,8 +75,10 @@ def stitch_each(
     force: bool,
     lock: LockFile,
     reported: int | None = None,
+    remote: Remote | None = None,
 ) -> list[RowCut]:
     """Stitch each row whose clips are all cached (the caller holds the run lock); the others are skipped, named.
+    With ``remote``, segments other machines encoded are pulled, and the ones encoded here pushed.
 
     Each row reports the clips of its own shots quarantined since ``reported`` (by the pulls and the
     lock's checks before the stitches, or by an earlier row's), so a row without a cut says why."""
@@ -88,7 +91,9 @@ def stitch_each(
         cut = RowCut(row.key, row.output.path)
         row_sink = RowSink(sink, row.key)
         try:
-            cut.outcome = _stitch(view, provider, cache, row_sink, force=force, lock=lock, reported=since)
+            cut.outcome = _stitch(
+                view, provider, cache, row_sink, force=force, lock=lock, reported=since, remote=remote
+            )
         except MissingClipsError as exc:
             cut.missing = list(exc.shot_ids)
             row_sink.emit(Event("stitch-skipped", message=f"row {row.key}: not stitched, no clip yet for "
@@ -153,7 +158,7 @@ def stitch_rows(
             since = len(cache.quarantined)
             chosen = replace(project, shots=[s for row in rows for s in row.shots])
             lock = gather_clips(chosen, name, cache, sink, remote)
-            return stitch_each(project, rows, name, cache, sink, force=force, lock=lock, reported=since)
+            return stitch_each(project, rows, name, cache, sink, force=force, lock=lock, reported=since, remote=remote)
     finally:
         sink.close()
 

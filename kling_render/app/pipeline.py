@@ -130,7 +130,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
                 from kling_render.app.rows_pipeline import finish_rows
 
-                return finish_rows(project, opts, result, cache, sink, lock)
+                return finish_rows(project, opts, result, cache, sink, lock, remote)
             if result.exit_code != 0:
                 return result
             if not opts.only and opts.shard is None:

@@ -106,7 +106,13 @@ def stitch_each(
 
 
 def finish_rows(
-    project: Project, opts: RenderOptions, result: RenderResult, cache: ClipCache, sink: EventSink, lock: LockFile
+    project: Project,
+    opts: RenderOptions,
+    result: RenderResult,
+    cache: ClipCache,
+    sink: EventSink,
+    lock: LockFile,
+    remote: Remote | None = None,
 ) -> RenderResult:
     """After the run: prune the lock (a full, successful render), then a cut per planned row."""
     assert project.rows is not None
@@ -119,7 +125,7 @@ def finish_rows(
         return result
     planned = {p.shot.row for p in result.plan.shots}
     rows = [row for row in project.rows if row.key in planned]
-    cuts = stitch_each(project, rows, result.plan.provider, cache, sink, force=opts.force, lock=lock)
+    cuts = stitch_each(project, rows, result.plan.provider, cache, sink, force=opts.force, lock=lock, remote=remote)
     result.cuts = [cut.to_json() for cut in cuts]
     broken = [cut for cut in cuts if cut.error is not None]
     # A full render that succeeded made every clip: a row still missing one lost it (quarantined).

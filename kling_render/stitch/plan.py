@@ -11,6 +11,9 @@ timeline, and for each step its identity and key:
 - the **join**: the segments and the audio muxed into the cut, with its chapters; keyed once every
   segment and the audio are.
 
+Segments are keyed as they always were (their identity, ASCII-escaped), the audio and the join as
+``{"kind": ...}`` documents, all hashed by plan/keys.py.
+
 A clip that does not exist yet is a :class:`~kling_render.stitch.graph.PendingClip` with its expected
 duration. The timeline places a clip by the durations of the clips before it (whole frames, rounded
 cumulatively), so a segment planned with a guessed duration may cover other frames than the final
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from kling_render.plan.keys import doc_key
 from kling_render.stitch.graph import (
     AudioSettings,
     CutClip,
@@ -141,7 +145,7 @@ def plan_cut(
     has_music = audio is not None and audio.music is not None
     if clips and len(existing) == len(clips) and (music_sha256 is not None or not has_music):
         identity = audio_identity(existing, output, audio, audio_codec, ffmpeg_identity, music_sha256)
-        audio_step = AudioStep(segment_key(identity), identity)
+        audio_step = AudioStep(doc_key(identity), identity)
     parts = [s for s in steps if s.frames > 0]
     join_step = JoinStep(None, None)
     if audio_step.key is not None and all(s.key is not None for s in parts):
@@ -153,7 +157,7 @@ def plan_cut(
             output.fps,
             ffmpeg_identity,
         )
-        join_step = JoinStep(segment_key(identity), identity)
+        join_step = JoinStep(doc_key(identity), identity)
     return CutPlan(tuple(clips), output, audio, tl, tuple(steps), audio_step, join_step)
 
 

@@ -29,8 +29,6 @@ segment before it is encoded, and given every segment this machine encodes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +38,7 @@ from typing import Protocol
 
 import filelock
 
+from kling_render.plan.keys import doc_key
 from kling_render.store.cache import ClipCache, ClipMeta, Quarantined
 
 __all__ = ["AREA", "SegmentSource", "SegmentStore", "Sweep", "segment_key"]
@@ -52,10 +51,8 @@ MIN_AREA_BYTES = 2 * 1024**3
 
 
 def segment_key(identity: Mapping[str, object]) -> str:
-    """The cache key of a segment: the sha256 of its identity as canonical JSON (sorted keys, no
-    spaces, UTF-8: for a segment's identity, all ASCII, the same bytes as always)."""
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """The cache key of a segment: the sha256 of its identity as canonical JSON."""
+    return doc_key(identity, ascii_only=True)
 
 
 class SegmentSource(Protocol):

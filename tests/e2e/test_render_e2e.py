@@ -281,11 +281,11 @@ def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> No
     wrong = "sk-test-WRONG-abcdef0123456789"
     ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
     rejected = ws.render(env=ws_env(fake.base_url, wrong), verbose=True)
-    assert rejected.returncode == 1
+    assert rejected.returncode == 2  # a rejected key is a setting to fix (issue 23 item 8)
     assert "401" in rejected.stderr and "rejected" in rejected.stderr
     assert any(wrong in json.dumps(r["headers"]) for r in fake.requests())  # it was really sent
     rejected_json = ws.render("--json", env=ws_env(fake.base_url, wrong), verbose=True)
-    assert rejected_json.returncode == 1
+    assert rejected_json.returncode == 2
 
     fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
     fake.fault("drop", "/api/v3/predictions/", count=2, method="GET")
@@ -308,12 +308,12 @@ def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake: FakeP
     ws = small_workspace(tmp_path / "small", base_env(WAVESPEED_BASE_URL=fake.base_url))
     before = sorted(ws.root.rglob("*"))
     missing = ws.render(verbose=True)
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # not "re-run: resumes" (issue 23 item 8)
     assert "WAVESPEED_API_KEY is not set" in missing.stderr and "--provider local" in missing.stderr
     assert sorted(ws.root.rglob("*")) == before  # nothing written
     bad = "sk-test-SECRET-12345\x01678"
     malformed = ws.render(env=ws_env(fake.base_url, bad), verbose=True)
-    assert malformed.returncode == 1 and "WAVESPEED_API_KEY" in malformed.stderr
+    assert malformed.returncode == 2 and "WAVESPEED_API_KEY" in malformed.stderr
     assert "sk-test-SECRET-12345" not in malformed.stderr + malformed.stdout
     assert fake.requests() == []
 

@@ -134,11 +134,11 @@ def test_binary_is_refused_and_dates_stay_text(root: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_yaml_error_at_the_line_and_column_where_the_construct_began(root: Path) -> None:
+def test_yaml_error_at_the_broken_line_naming_where_the_construct_began(root: Path) -> None:
     errors = refused(root, project(SHOT.format(id="a", prompt="{{ product }}, slow push-in")))
-    ((line, column, rest),) = errors
-    assert (line, column) == (6, 5), errors  # the shot's mapping (`id: a`) begins at line 6, column 5
-    assert rest.startswith("invalid YAML: ") and "at line 8, column " in rest
+    ((line, _, rest),) = errors
+    assert line == 8, errors  # the broken line (`prompt: {{ product }}, ...`), not the shot's start
+    assert rest.startswith("invalid YAML: ") and "starts at line 6, column 5" in rest
     assert rest.endswith("values starting with {{ must be quoted")
 
 
@@ -152,7 +152,8 @@ def test_an_unquoted_template_value_names_itself(root: Path) -> None:
 def test_unclosed_flow_sequence_points_at_its_bracket(root: Path) -> None:
     errors = refused(root, "version: 1\nname: t\nshots: [unclosed\nx: 1\n")
     assert [(line, column) for line, column, _ in errors] == [(3, 8)]
-    assert "did not find expected ',' or ']' at line 4, column 2" in errors[0][2]
+    assert "this [ is never closed (did not find expected ',' or ']')" in errors[0][2]
+    assert "line 4, column 2" in errors[0][2]
     assert "{{" not in errors[0][2]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from mediagen import make_clip
+from money_kit import submit as paid_submit
 from PIL import Image
 
 from kling_render.errors import DownloadError
@@ -56,7 +57,7 @@ def _job(
 
 
 async def _render(provider: LocalProvider, job: Job, dest: Path) -> TaskResult:
-    task_id = await provider.submit(job)
+    task_id = await paid_submit(provider, job)
     assert task_id == f"local-{job.key[:16]}"
     result = await _wait(provider, task_id)
     assert result.output_url is not None
@@ -190,7 +191,7 @@ def test_poll_after_restart_and_rerender_of_a_lost_clip(tmp_path: Path, images: 
 
     async def first() -> tuple[str, TaskResult]:
         provider = LocalProvider(cache_dir=cache)
-        task_id = await provider.submit(job)
+        task_id = await paid_submit(provider, job)
         return task_id, await _wait(provider, task_id)
 
     task_id, done = asyncio.run(first())
@@ -228,7 +229,7 @@ def test_failed_render_is_reported_by_poll(tmp_path: Path) -> None:
     provider = LocalProvider(cache_dir=tmp_path / "cache")
 
     async def go() -> TaskResult:
-        task_id = await provider.submit(_job({"image": MediaRef(path=broken, sha256="0" * 64)}))
+        task_id = await paid_submit(provider, _job({"image": MediaRef(path=broken, sha256="0" * 64)}))
         while not (result := await provider.poll(task_id)).terminal:
             await asyncio.sleep(0.02)
         return result
@@ -242,7 +243,7 @@ def test_aclose_stops_a_render_leaving_no_partial_clip(tmp_path: Path, images: d
     provider = LocalProvider(cache_dir=tmp_path / "cache")
 
     async def go() -> None:
-        await provider.submit(_job({"image": images["wide"]}, duration=15))
+        await paid_submit(provider, _job({"image": images["wide"]}, duration=15))
         await asyncio.sleep(0.2)
         await provider.aclose()
 
@@ -316,8 +317,8 @@ def test_one_poll_usually_sees_the_render_finished(tmp_path: Path, images: dict[
 
     async def go() -> list[TaskResult]:
         job = _job({"image": images["square"]})
-        task_id = await provider.submit(job)
-        assert await provider.submit(job) == task_id  # a second submit does not start a second render
+        task_id = await paid_submit(provider, job)
+        assert await paid_submit(provider, job) == task_id  # a second submit does not start a second render
         return [await provider.poll(task_id), await provider.poll(task_id)]
 
     first, second = asyncio.run(go())

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 from fake_wavespeed import FakeWaveSpeed, Task
+from money_kit import reserve
+from money_kit import submit as paid_submit
 from runner_stub import clip_source
+from state_kit import seed
 from test_runner import JOBS, World
 from test_wavespeed import KEY, O3, SIMPLE, job, make, run
 
 from kling_render.errors import ProviderError
 from kling_render.jobs import ListedTask
-from kling_render.records.state import StateStore
+from kling_render.plan.keys import fingerprint
+from kling_render.records.lifecycle import Status
+from kling_render.records.state import ShotState
 from kling_render.report.progress import ListSink
-from kling_render.run.reconcile import decide, fingerprint, inputs_match
+from kling_render.run.reconcile import decide, inputs_match
 from kling_render.run.scheduler import RunOptions
 
 NOW = 1_700_000_000.0
@@ -192,9 +197,8 @@ def test_a_task_list_that_fails_leaves_the_shot_unknown(world: World) -> None:
 
 def test_an_unknown_older_than_the_retention_may_be_submitted_again(world: World) -> None:
     world.provider.output_retention = 3600.0
-    with StateStore.for_project(world.project, "stub") as state:
-        state.ensure("intro", JOBS[0].key)
-        state.update("intro", status="unknown", submitted_at="2020-01-01T00:00:00+00:00", attempts=1)
+    old = ShotState(JOBS[0].key, Status.UNKNOWN, 1, submitted_at="2020-01-01T00:00:00+00:00")
+    seed(world.state_path, {"intro": old})
     sink = ListSink()
     report = world.render(JOBS[:1], FAST, sink)
     assert report.exit_code == 0 and world.provider.submits["intro"] == 1 and world.provider.listings == 0
@@ -266,7 +270,7 @@ def test_without_include_inputs_the_items_carry_none(server: FakeWaveSpeed, tmp_
     server.listing_inputs = False
 
     async def work(p):  # type: ignore[no-untyped-def]
-        task_id = await p.submit(job(O3, SIMPLE))
+        task_id = await paid_submit(p, job(O3, SIMPLE))
         now = time.time()
         return task_id, await p.list_tasks("kwaivgi/" + O3, now - 60, now + 60)
 
@@ -276,8 +280,9 @@ def test_without_include_inputs_the_items_carry_none(server: FakeWaveSpeed, tmp_
 
 def test_a_listed_task_carries_the_body_as_sent(server: FakeWaveSpeed, tmp_path: Path) -> None:
     async def work(p):  # type: ignore[no-untyped-def]
-        body = await p.prepare(job(O3, SIMPLE))
-        await p.send(job(O3, SIMPLE), body)
+        res = await reserve(p, job(O3, SIMPLE))
+        body = res.body
+        await p.send(res)
         now = time.time()
         return body, await p.list_tasks("kwaivgi/" + O3, now - 60, now + 60)
 

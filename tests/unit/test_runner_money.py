@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from runner_stub import clip_source, make_job
+from state_kit import seed
 from test_runner import JOBS, World
 
-from kling_render.records.state import ShotState, StateStore
+from kling_render.records.lifecycle import Status
+from kling_render.records.state import ShotState
 from kling_render.report.progress import ListSink
 from kling_render.run.scheduler import RunOptions
 
@@ -95,14 +97,18 @@ def test_the_cap_counts_every_task_of_a_key_over_all_runs(world: World) -> None:
     assert world.provider.submits["intro"] == 5
 
 
-def test_unusable_results_are_paid_and_count(world: World) -> None:
+def test_unusable_results_are_paid_count_and_are_fetched_again_before_a_replacement(world: World) -> None:
     world.provider.script = {"intro": ["empty", "bad", "empty", "ok"]}
-    report = world.render(JOBS[:1])
-    assert report.outcomes["intro"].status == "failed" and world.provider.submits["intro"] == 3
-    assert report.spent_usd == pytest.approx(0.3) and report.refunded_usd == 0
+    spent = []
+    for _ in range(3):  # each run: the kept task fetched again, unusable again, one replacement paid
+        report = world.render(JOBS[:1])
+        assert report.outcomes["intro"].status == "failed" and report.refunded_usd == 0
+        spent.append(report.spent_usd)
+    assert world.provider.submits["intro"] == 3 and spent == pytest.approx([0.1, 0.1, 0.1])
     assert [t.outcome for t in world.ledger(JOBS[0].key).tasks] == ["unusable"] * 3
-    assert world.render(JOBS[:1]).outcomes["intro"].status == "failed"
-    assert world.provider.submits["intro"] == 3
+    last = world.render(JOBS[:1])  # the third task is fetched again; no fourth: the cap of 3
+    assert last.outcomes["intro"].status == "failed" and "the cap of 3" in (last.outcomes["intro"].error or "")
+    assert world.provider.submits["intro"] == 3 and last.spent_usd == 0
 
 
 def test_refunded_failures_free_the_budget(world: World) -> None:
@@ -122,8 +128,7 @@ def test_the_run_summary_shows_refunds(world: World) -> None:
 
 @pytest.mark.parametrize("bad_id", ["abc\ndef", "x" * 70_000, "../../etc/passwd", 42])
 def test_a_bad_task_id_in_the_state_file_makes_the_shot_unknown(world: World, bad_id: object) -> None:
-    with StateStore.for_project(world.project, "stub") as state:
-        state.set("intro", ShotState(key=JOBS[0].key, status="submitted", task_id="t-good", attempts=1))
+    seed(world.state_path, {"intro": ShotState(JOBS[0].key, Status.SUBMITTED, 1, "t-good")})
     doc = json.loads(world.state_path.read_text())
     doc["shots"]["intro"]["task_id"] = bad_id
     world.state_path.write_text(json.dumps(doc))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kling_render.errors import LockedError, StateError
+from kling_render.records.lifecycle import IllegalMove, Move
 from kling_render.records.lockfile import LockEntry, LockFile, read_lock, write_lock
 from kling_render.records.state import SCHEMA_VERSION, ShotState, StateStore, read_state, state_dir_for
 
@@ -32,9 +33,9 @@ def test_every_change_is_written_with_a_schema_version_and_no_temp_files(tmp_pat
     with StateStore(tmp_path / "s" / "state.json") as store:
         store.ensure("intro", "k1")
         assert read_state(store.path)["intro"] == ShotState(key="k1")
-        store.update("intro", status="submitting", attempts=1)
+        store.transition("intro", Move.SUBMIT, attempts=1)
         assert read_state(store.path)["intro"].status == "submitting"
-        store.update("intro", status="submitted", task_id="abc")
+        store.transition("intro", Move.SUBMITTED, task_id="abc")
         doc = json.loads(store.path.read_text())
         assert doc["version"] == SCHEMA_VERSION
         assert doc["shots"]["intro"]["task_id"] == "abc"
@@ -46,7 +47,7 @@ def test_a_changed_key_resets_the_shot_and_other_shots_are_kept(tmp_path: Path) 
     path = tmp_path / "state.json"
     with StateStore(path) as store:
         store.ensure("a", "k1")
-        store.update("a", status="done", output_sha256="x", cost_usd=0.5)
+        store.transition("a", Move.CACHED, output_sha256="x", cost_usd=0.5)
         store.ensure("b", "kb")
     with StateStore(path) as store:
         assert store.ensure("a", "k1").status == "done"
@@ -54,11 +55,32 @@ def test_a_changed_key_resets_the_shot_and_other_shots_are_kept(tmp_path: Path) 
     assert set(read_state(path)) == {"a", "b"}
 
 
-def test_unknown_status_is_refused(tmp_path: Path) -> None:
+def test_a_status_changes_only_by_a_move_the_lifecycle_allows(tmp_path: Path) -> None:
     with StateStore(tmp_path / "state.json") as store:
         store.ensure("a", "k")
-        with pytest.raises(ValueError):
-            store.update("a", status="bogus")
+        with pytest.raises(TypeError):
+            store.note("a", status="done")  # no status by hand
+        with pytest.raises(TypeError):
+            store.transition("a", Move.SUBMIT, status="done")
+        with pytest.raises(IllegalMove):
+            store.transition("a", Move.SUBMITTED, task_id="t1")  # pending -> submitted skips the reservation
+        with pytest.raises(IllegalMove):
+            store.transition("a", Move.FETCHED)  # nothing was submitted
+        store.transition("a", Move.SUBMIT)
+        with pytest.raises(IllegalMove):
+            store.transition("a", Move.SUBMIT)  # one reservation, one POST: never two submits in flight
+        store.transition("a", Move.SUBMITTED, task_id="t1")
+        store.transition("a", Move.FETCHED, output_sha256="x")
+        with pytest.raises(IllegalMove):
+            store.transition("a", Move.FAIL)  # a done step's output exists: nothing fails it
+        assert read_state(store.path)["a"].status == "done"
+
+
+def test_unknown_status_in_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"version": 2, "shots": {"a": {"key": "k", "status": "bogus"}}}))
+    with pytest.raises(StateError):
+        read_state(path)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +193,7 @@ def test_a_state_write_that_fails_is_one_clear_error(tmp_path: Path, monkeypatch
 
         monkeypatch.setattr(state_module, "atomic_write_text", full_disk)
         with pytest.raises(StateError, match=r"cannot write the state file .*No space left on device"):
-            store.update("a", status="submitting")
+            store.transition("a", Move.SUBMIT)
     assert (tmp_path / "state.json").read_text() == before
 
 

@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 from conftest import S3Case
+from money_kit import submit as paid_submit
 from remote_kit import fast_policy
 from runner_stub import StubProvider, make_job
 from s3_proxy import Rule, S3Proxy
 
 from kling_render.jobs import Job
+from kling_render.plan.keys import fingerprint
 from kling_render.records.state import StateStore, now_iso
 from kling_render.report.progress import ListSink
-from kling_render.run.reconcile import fingerprint
 from kling_render.run.report import RunReport
 from kling_render.run.scheduler import RunOptions, execute
 from kling_render.store.cache import ClipCache
@@ -105,7 +106,7 @@ def holder_task(tmp_path: Path, behaviour: str = "ok") -> str:
     holder = StubProvider(tmp_path / "sources", journal=tmp_path / "server", script={JOB.shot_id: [behaviour]})
 
     async def send() -> str:
-        return await holder.send(JOB, await holder.prepare(JOB))
+        return await paid_submit(holder, JOB)
 
     return asyncio.run(send())
 

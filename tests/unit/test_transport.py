@@ -15,6 +15,7 @@ import pytest
 from e2e_cli import SECRET, small_workspace, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
+from money_kit import submit as paid_submit
 from test_wavespeed import KEY, O3, POLL, SIMPLE, SUBMIT, job, make, run
 
 from kling_render.errors import DownloadError, ProviderError, SubmitUncertainError, TransientError
@@ -33,14 +34,14 @@ def server() -> Iterator[FakeWaveSpeed]:
 
 def poll_once(server: FakeWaveSpeed, tmp_path: Path, **kwargs: object) -> TaskResult:
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        return await p.poll(await p.submit(job(O3, SIMPLE)))
+        return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
     return run(make(server, tmp_path, **kwargs), work)
 
 
 def render_one(provider: WaveSpeedProvider, dest: Path) -> None:
     async def work(p: WaveSpeedProvider) -> None:
-        task_id = await p.submit(job(O3, SIMPLE))
+        task_id = await paid_submit(p, job(O3, SIMPLE))
         for _ in range(200):
             result = await p.poll(task_id)
             if result.completed and result.output_url:
@@ -108,7 +109,7 @@ def test_a_poll_that_never_completes_is_cut_at_the_deadline(server: FakeWaveSpee
 def test_a_submit_cut_at_the_deadline_is_uncertain(server: FakeWaveSpeed, tmp_path: Path) -> None:
     server.faults.add("hang", SUBMIT, seconds=30)
     with pytest.raises(SubmitUncertainError, match=r"no complete answer within 1s.*a paid task may exist"):
-        run(make(server, tmp_path, limits=FAST_LIMITS), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(server, tmp_path, limits=FAST_LIMITS), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(server.submits()) == 1
 
 
@@ -157,7 +158,7 @@ def test_an_upload_url_that_echoes_the_key_is_refused(server: FakeWaveSpeed, tmp
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     provider = WaveSpeedProvider(KEY, original, tmp_path / "cache")
     with pytest.raises(ProviderError, match="carries the API key") as info:
-        run(provider, lambda p: p.submit(shot))
+        run(provider, lambda p: paid_submit(p, shot))
     assert KEY not in str(info.value) and server.submits() == []
     assert not (tmp_path / "cache" / "uploads.json").exists()
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from fake_wavespeed import FakeWaveSpeed, Faults, clip_bytes, validate
+from money_kit import submit as paid_submit
 
 from kling_render.errors import (
     AuthError,
@@ -92,7 +93,7 @@ async def until_done(provider: WaveSpeedProvider, task_id: str) -> TaskResult:
 
 
 async def render(provider: WaveSpeedProvider, shot: Job, dest: Path) -> TaskResult:
-    result = await until_done(provider, await provider.submit(shot))
+    result = await until_done(provider, await paid_submit(provider, shot))
     if result.completed:
         assert result.output_url is not None
         await provider.download(result.output_url, dest)
@@ -184,8 +185,8 @@ def test_uploads_reused_across_shots_and_runs_and_redone_after_six_days(
 
     async def two_shots(p: WaveSpeedProvider) -> None:
         await asyncio.gather(
-            p.submit(job(model, {"prompt": "x", "image": a}, "one", 5)),
-            p.submit(job(model, {"prompt": "y", "image": a}, "two", 5)),
+            paid_submit(p, job(model, {"prompt": "x", "image": a}, "one", 5)),
+            paid_submit(p, job(model, {"prompt": "y", "image": a}, "two", 5)),
         )
 
     run(make(server, tmp_path, wall_clock=lambda: now[0]), two_shots)
@@ -209,20 +210,20 @@ def test_changed_file_is_not_uploaded_under_its_old_hash(server: FakeWaveSpeed, 
     a.path.write_bytes(b"edited after planning")
     shot = job("kling-video-o3-std/image-to-video", {"prompt": "x", "image": a}, duration=5)
     with pytest.raises(ProviderError, match="changed since it was planned"):
-        run(make(server, tmp_path), lambda p: p.submit(shot))
+        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
     assert server.submits() == []
 
 
 def test_missing_media_file_is_a_provider_error(server: FakeWaveSpeed, tmp_path: Path) -> None:
     gone = MediaRef(path=tmp_path / "gone.png", sha256=None)
     with pytest.raises(ProviderError, match=r"cannot read gone\.png"):
-        run(make(server, tmp_path), lambda p: p.submit(job(O3, {"prompt": "x", "image": gone}, duration=5)))
+        run(make(server, tmp_path), lambda p: paid_submit(p, job(O3, {"prompt": "x", "image": gone}, duration=5)))
 
 
 def test_wrong_wire_field_is_the_servers_message(server: FakeWaveSpeed, tmp_path: Path) -> None:
     shot = job("kling-video-o3-std/image-to-video", {"prompt": "x", "image_url": "https://e.com/a.png"})
     with pytest.raises(ProviderError, match=r"rejected \(400\).*unknown parameter 'image_url'"):
-        run(make(server, tmp_path), lambda p: p.submit(shot))
+        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
 
 
 ALIASES = {
@@ -288,7 +289,7 @@ def test_fake_accepts_the_wire_fields_of_each_model() -> None:
 def test_429_retry_after_is_honoured(server: FakeWaveSpeed, tmp_path: Path) -> None:
     server.faults.add("429", SUBMIT, count=2, retry_after=7)
     sleeps = Sleeps()
-    task_id = run(make(server, tmp_path, sleeps), lambda p: p.submit(job(O3, SIMPLE)))
+    task_id = run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert sleeps.waits == [7.0, 7.0]
     assert [r.status for r in server.submits()] == [429, 429, 200]
     assert list(server.tasks) == [task_id]
@@ -297,14 +298,14 @@ def test_429_retry_after_is_honoured(server: FakeWaveSpeed, tmp_path: Path) -> N
 def test_429_retry_after_as_http_date(server: FakeWaveSpeed, tmp_path: Path) -> None:
     server.faults.add("429", SUBMIT, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
     sleeps = Sleeps()
-    run(make(server, tmp_path, sleeps), lambda p: p.submit(job(O3, SIMPLE)))
+    run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(sleeps.waits) == 1 and 27 <= sleeps.waits[0] <= 30
 
 
 def test_refusals_run_out_as_submit_refused(server: FakeWaveSpeed, tmp_path: Path) -> None:
     server.faults.add("429", SUBMIT, count=10, retry_after=1)
     with pytest.raises(SubmitRefusedError, match="refused \\(429\\)") as info:
-        run(make(server, tmp_path), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(server, tmp_path), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert info.value.retry_after == 1.0
     assert len(server.submits()) == 4 and server.tasks == {}
 
@@ -314,7 +315,7 @@ def test_uncertain_submit_is_sent_exactly_once(server: FakeWaveSpeed, tmp_path: 
     server.faults.add(kind, SUBMIT, count=5)
     sleeps = Sleeps()
     with pytest.raises(SubmitUncertainError, match="paid task may exist"):
-        run(make(server, tmp_path, sleeps), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(server.submits()) == 1 and sleeps.waits == []
     assert len(server.tasks) == 1  # the fake did create it: exactly why it must not be re-sent
 
@@ -323,7 +324,7 @@ def test_submit_read_timeout_is_uncertain_and_not_resent(server: FakeWaveSpeed, 
     server.faults.add("hang", SUBMIT, seconds=2)
     timeout = httpx.Timeout(5.0, read=0.3)
     with pytest.raises(SubmitUncertainError, match="no usable answer"):
-        run(make(server, tmp_path, timeout=timeout), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(server, tmp_path, timeout=timeout), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(server.submits()) == 1
 
 
@@ -335,7 +336,7 @@ def test_connection_refused_is_retried_then_refused(tmp_path: Path) -> None:
     policy = RetryPolicy(attempts=3, base_delay=0.01, sleep=sleeps)
     provider = WaveSpeedProvider(KEY, f"http://127.0.0.1:{port}", tmp_path, retry=policy)
     with pytest.raises(SubmitRefusedError, match="cannot connect"):
-        run(provider, lambda p: p.submit(job(O3, SIMPLE)))
+        run(provider, lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(sleeps.waits) == 2
 
 
@@ -343,7 +344,7 @@ def test_upload_trouble_before_submit_is_a_refusal(server: FakeWaveSpeed, tmp_pa
     server.faults.add("503", "/upload/", count=10)
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(SubmitRefusedError, match=r"upload of a\.png"):
-        run(make(server, tmp_path), lambda p: p.submit(shot))
+        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
     assert server.submits() == []
 
 
@@ -357,7 +358,7 @@ def test_dropped_and_failing_polls_are_retried(server: FakeWaveSpeed, tmp_path: 
     sleeps = Sleeps()
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        task_id = await p.submit(job(O3, SIMPLE))
+        task_id = await paid_submit(p, job(O3, SIMPLE))
         return await p.poll(task_id)
 
     result = run(make(server, tmp_path, sleeps), work)
@@ -370,7 +371,7 @@ def test_poll_gives_up_with_transient_error(server: FakeWaveSpeed, tmp_path: Pat
     server.faults.add("503", POLL, count=10)
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        return await p.poll(await p.submit(job(O3, SIMPLE)))
+        return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
     with pytest.raises(TransientError, match="503"):
         run(make(server, tmp_path), work)
@@ -460,12 +461,12 @@ def test_key_never_appears_in_errors(server: FakeWaveSpeed, tmp_path: Path) -> N
         errors.append(info.value)
 
     wrong = KEY + "-revoked"  # the fake echoes the token it got in its 401 message
-    collect(lambda p: p.submit(job(O3, SIMPLE)), key=wrong)
+    collect(lambda p: paid_submit(p, job(O3, SIMPLE)), key=wrong)
     collect(lambda p: p.poll("nope"), key=wrong)
-    collect(lambda p: p.submit(job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")})), key=wrong)
+    collect(lambda p: paid_submit(p, job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")})), key=wrong)
     for kind in ("500", "drop", "429"):
         server.faults.add(kind, SUBMIT, count=10)
-        collect(lambda p: p.submit(job(O3, SIMPLE)))
+        collect(lambda p: paid_submit(p, job(O3, SIMPLE)))
         server.faults.clear()
     server.faults.add("503", POLL, count=10)
     collect(lambda p: p.poll("nope"))

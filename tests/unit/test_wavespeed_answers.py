@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_wavespeed import FakeWaveSpeed
+from money_kit import submit as paid_submit
 from test_wavespeed import KEY, O3, POLL, SIMPLE, SUBMIT, Sleeps, image, job, make, run
 
 from kling_render.errors import (
@@ -38,7 +39,7 @@ def server() -> Iterator[FakeWaveSpeed]:
 def submit_raises(server: FakeWaveSpeed, tmp_path: Path, error: type[Exception], match: str) -> Exception:
     sleeps = Sleeps()
     with pytest.raises(error, match=match) as info:
-        run(make(server, tmp_path, sleeps), lambda p: p.submit(job(O3, SIMPLE)))
+        run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert sleeps.waits == []  # none of these is retried
     assert len(server.submits()) == 1
     return info.value
@@ -79,7 +80,10 @@ def test_account_problems_are_their_own_error(
 ) -> None:
     server.faults.add(kind, SUBMIT, **options)
     exc = submit_raises(server, tmp_path, error, match)
-    assert isinstance(exc, AccountError) and "top up" in str(exc)
+    assert isinstance(exc, AccountError)
+    # a rejected key is said to be one, never sent to top up a balance (issue 23 item 8)
+    assert ("top up" in str(exc)) == (error is AccountError), str(exc)
+    assert ("WAVESPEED_API_KEY" in str(exc)) == (error is AuthError), str(exc)
     assert server.tasks == {}
 
 
@@ -113,7 +117,7 @@ def test_a_500_that_created_nothing_is_still_uncertain(server: FakeWaveSpeed, tm
 def test_only_429_is_retried(server: FakeWaveSpeed, tmp_path: Path) -> None:
     server.faults.add("envelope", SUBMIT, code=429, message="slow down")
     sleeps = Sleeps()
-    task_id = run(make(server, tmp_path, sleeps), lambda p: p.submit(job(O3, SIMPLE)))
+    task_id = run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(sleeps.waits) == 1 and list(server.tasks) == [task_id]
     assert [r.status for r in server.submits()] == [200, 200]
 
@@ -122,7 +126,7 @@ def test_an_upload_slot_error_envelope_fails_before_any_submit(server: FakeWaveS
     server.faults.add("envelope", "/api/v3/media/uploads", code=400, message="file type not allowed")
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(ProviderError, match=r"upload of a\.png: rejected \(code 400\): file type not allowed"):
-        run(make(server, tmp_path), lambda p: p.submit(shot))
+        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
     assert server.submits() == []
 
 
@@ -130,7 +134,7 @@ def test_an_upload_slot_balance_envelope_is_an_account_problem(server: FakeWaveS
     server.faults.add("balance", "/api/v3/media/uploads")
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(AccountError):
-        run(make(server, tmp_path), lambda p: p.submit(shot))
+        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
     assert server.submits() == []
 
 
@@ -139,7 +143,7 @@ def test_an_upload_slot_balance_envelope_is_an_account_problem(server: FakeWaveS
 
 def poll_once(server: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | None = None) -> TaskResult:
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        return await p.poll(await p.submit(job(O3, SIMPLE)))
+        return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
     return run(make(server, tmp_path, sleeps), work)
 
@@ -182,7 +186,7 @@ def test_a_failed_task_carries_its_code_and_cause(
     server.faults.add("fail", SUBMIT, **options)
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
-        task_id = await p.submit(job(O3, SIMPLE))
+        task_id = await paid_submit(p, job(O3, SIMPLE))
         for _ in range(200):
             result = await p.poll(task_id)
             if result.terminal:
@@ -209,7 +213,7 @@ def test_a_completed_task_without_a_usable_output_is_completed_and_unusable(
         server.faults.add(kind, SUBMIT, **options)
 
         async def work(p: WaveSpeedProvider) -> TaskResult:
-            task_id = await p.submit(job(O3, SIMPLE))
+            task_id = await paid_submit(p, job(O3, SIMPLE))
             for _ in range(200):
                 result = await p.poll(task_id)
                 if result.terminal:

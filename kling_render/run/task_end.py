@@ -19,6 +19,7 @@ from typing import Literal
 
 from kling_render.errors import DownloadError, DownloadInterrupted, FFmpegError, OutputGoneError, TransientError
 from kling_render.jobs import Job, TaskResult
+from kling_render.media.check import CheckedClip
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.records.ledger import TaskEntry
 from kling_render.records.lifecycle import Move, Status, TaskOutcome
@@ -144,11 +145,15 @@ class TaskEnds:
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_output = None, f"not a valid clip: {exc}"
                     continue
-                known = await run.fetcher.call(run.cache.probes.corrupt, checked.sha256)
-                if known is not None:  # these very bytes failed to decode in an earlier stitch
-                    fetch_error, bad_output = None, f"not a valid clip: it does not decode ({known})"
-                    continue
-                await run.fetcher.call(run.cache.probes.put, checked)  # the stitch needs no probe
+                if isinstance(checked, CheckedClip):
+                    known = await run.fetcher.call(run.cache.probes.corrupt, checked.sha256)
+                    if known is not None:  # these very bytes failed to decode in an earlier stitch
+                        fetch_error, bad_output = None, f"not a valid clip: it does not decode ({known})"
+                        continue
+                    await run.fetcher.call(run.cache.probes.put, checked)  # the stitch needs no probe
+                    media = checked.info.to_json()
+                else:
+                    media = checked.media
                 duration, digest = checked.duration, checked.sha256
                 warning = None
                 if abs(duration - job.duration) > run.options.duration_tolerance:
@@ -157,7 +162,7 @@ class TaskEnds:
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
                         "uses its real length"
                     )
-                meta = ClipMeta(duration, job.model, task_id, checked.info.to_json())
+                meta = ClipMeta(duration, job.model, task_id, media)
                 entry = await self.keep(job, tmp, meta, digest)
             run.emit("downloaded", job, task_id=task_id)
             self.account.fetched(job, self.ledger_index(job, task_id))

@@ -288,7 +288,7 @@ def test_a_download_moves_the_clip_out_of_the_work_dir_and_a_second_one_renders_
 
     async def go() -> tuple[bytes, bytes, TaskResult]:
         provider = LocalProvider(cache_dir=cache, long_poll=5)
-        task_id = await provider.submit(job)
+        task_id = await paid_submit(provider, job)
         done = await _wait(provider, task_id)
         assert done.output_url is not None
         await provider.download(done.output_url, tmp_path / "first.mp4")

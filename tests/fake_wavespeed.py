@@ -600,18 +600,19 @@ class _Handler(BaseHTTPRequestHandler):
         problem = validate(model, body) or self._check_media(body)
         if problem:
             return _json(400, {"code": 400, "message": problem})
-        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, json.dumps(body, ensure_ascii=False))
-        slow = self.fake.faults.take("POST", self.record_path, {"slow"})
+        text = json.dumps(body, ensure_ascii=False)  # every task fault may say ``body_contains``
+        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, text)
+        slow = self.fake.faults.take("POST", self.record_path, {"slow"}, text)
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
         task.created_at = time.time()
         if fail is not None:
             task.code, task.fail_status = fail.code, fail.status
-        custom = self.fake.faults.take("POST", self.record_path, {"output_url"})
+        custom = self.fake.faults.take("POST", self.record_path, {"output_url"}, text)
         if custom is not None and custom.url is not None:
             task.output_url = custom.url.format(base=self.fake.base_url, id=task.id)
-        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}) is not None
-        length = self.fake.faults.take("POST", self.record_path, {"length"})
+        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}, text) is not None
+        length = self.fake.faults.take("POST", self.record_path, {"length"}, text)
         if length is not None:
             task.clip_seconds = int(length.seconds)
         with self.fake.lock:

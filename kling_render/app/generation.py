@@ -1,5 +1,6 @@
 """The paid part of `render`: the plan's stills and takes as steps of one graph (run/graph.py),
-wired to their providers, state, caches, remote and budget."""
+wired to their providers, state, caches, remote and budget; and, beside them, the pipelined
+stitch's segment encodes (stitch/pipelined.py), started as the clip steps end."""
 
 from __future__ import annotations
 
@@ -28,14 +29,26 @@ from kling_render.run.generate import Generator
 from kling_render.run.graph import GraphRun, Kind, PaidStep
 from kling_render.run.report import RunOptions, RunReport
 from kling_render.run.scheduler import default_verify
+from kling_render.stitch.pipelined import SegmentPipeline
 from kling_render.store.cache import ClipCache, stills_of
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.spend import RemoteSpend
-from kling_render.workers import cpu_cores
+from kling_render.workers import stitch_workers
 
-__all__ = ["paid_steps", "run_paid_steps"]
+__all__ = ["Pipelined", "cpu_slots", "paid_steps", "run_paid_steps"]
 
 Until = Literal["stills"] | None
+
+Pipelined = Callable[[asyncio.Semaphore], SegmentPipeline]
+"""Makes the pipelined stitch of a run, given the run's CPU slots (app/segments.py)."""
+
+
+def cpu_slots(project: Project) -> int:
+    """CPU steps a run may hold at once (frames, segment encodes): the cores, within the stitch's
+    memory budget at the project's output size (workers.py)."""
+    from kling_render.env import stitch_memory_mb
+
+    return stitch_workers(project.output.width, project.output.height, stitch_memory_mb())
 
 
 def paid_steps(the_plan: Plan, *, charges: bool, shard: tuple[int, int] | None, until: Until) -> list[PaidStep]:
@@ -113,10 +126,15 @@ def run_paid_steps(
     lock: LockFile,
     remote: Remote | None,
     spend: RemoteSpend | None,
+    segments: Pipelined | None = None,
 ) -> RunReport:
     """Run ``steps`` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
     move already flushed and returns the report with ``interrupted`` (exit code 130). Raises
-    BudgetError before anything is paid when the render would pass the budget."""
+    BudgetError before anything is paid when the render would pass the budget.
+
+    ``segments``: the pipelined stitch, told of every clip step's end; when the steps are over,
+    its running encodes finish (those still queued are left to the stitch); on an error or Ctrl-C
+    they are stopped."""
     report = RunReport(budget_usd=options.budget_usd)
     positions: dict[str, int] = {}
 
@@ -125,7 +143,7 @@ def run_paid_steps(
             purse = Purse()
             concurrency = max(1, options.concurrency or provider.default_concurrency)
             slots = asyncio.Semaphore(concurrency)
-            cpu = asyncio.Semaphore(max(1, cpu_cores()))
+            cpu = asyncio.Semaphore(cpu_slots(project))
             kinds = {s.kind for s in steps} or {"clip"}
             generators: dict[tuple[str, Kind], Generator] = {}
             for kind in sorted(kinds):
@@ -136,11 +154,25 @@ def run_paid_steps(
                 )  # fmt: skip
                 generators[(provider.name, kind)] = Generator(run, remote=remote, spend=spend, slots=slots, purse=purse)
             frames = FrameMaker(cache, cpu)
+            pipeline = segments(cpu) if segments is not None else None
+
+            def ended(step: PaidStep) -> None:
+                if pipeline is not None and step.kind == "clip":
+                    pipeline.clip_ended()
+
             graph = GraphRun(
                 steps, generators, resolve=resolver(project, provider.name, cache, charges=provider.charges),
-                frames=frames,
+                frames=frames, on_end=ended,
             )  # fmt: skip
-            return await graph.run()
+            try:
+                done = await graph.run()
+            except BaseException:
+                if pipeline is not None:
+                    await pipeline.abort()
+                raise
+            if pipeline is not None:
+                await pipeline.finish()
+            return done
         finally:
             await provider.aclose()
 

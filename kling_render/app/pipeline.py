@@ -134,6 +134,14 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         # through the stitch too: another render or stitch of this project would write the same
         # cut, manifest and lock file.
         lock = LockFile(project.lock_path, paid=provider.charges)
+        segments = None
+        if not opts.no_stitch and not opts.force and opts.until is None and project.rows is None:
+            from kling_render.app.segments import cut_is_current, segment_pipeline
+
+            if not cut_is_current(project, the_plan.provider, cache, manifest_file(project)):
+                # The pipelined stitch: each segment encoded as soon as its clips exist, while the
+                # provider works on the others (a shard's go to the remote); the stitch encodes the rest.
+                segments = segment_pipeline(project, the_plan.provider, cache, sink, remote)
         with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
             lock.prepare()
             report = run_paid_steps(
@@ -147,6 +155,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 lock=lock,
                 remote=remote,
                 spend=None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider)),
+                segments=segments,
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if opts.until == "stills":  # the approval gate: nothing of the video is paid yet
@@ -289,10 +298,9 @@ def manifest_file(project: Project) -> Path:
 
 def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCut:
     """The clips of every shot (from the cache) and the cut's settings; MissingClipsError if any is not cached."""
-    from kling_render import __version__
     from kling_render import stitch as stitching
     from kling_render.app.clips import clip_info
-    from kling_render.media import caps as ffmpeg_caps
+    from kling_render.app.segments import cut_inputs_doc
 
     keys = _clip_keys(project, provider)
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
@@ -301,7 +309,6 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
     if missing:
         raise MissingClipsError(missing)
     clips: list[CutClip] = []
-    inputs: list[manifest.ClipInput] = []
     for shot in project.shots:
         entry = entries[shot.id]
         assert entry is not None
@@ -316,26 +323,12 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
             sha256=entry.sha256,
         )
         clips.append(clip)
-        inputs.append(
-            manifest.ClipInput(
-                shot.id, entry.sha256, clip.trim_start, clip.trim_end, clip.transition, clip.transition_duration
-            )
-        )
     out = project.output
     audio = None
     if project.audio is not None:
         a = project.audio
         audio = stitching.AudioSettings(music=a.music, music_volume=a.music_volume, duck=a.duck, normalize=a.normalize)
-    build = ffmpeg_caps.current()
-    doc = manifest.inputs_doc(
-        clips=inputs,
-        output=manifest.output_settings(project),
-        audio=manifest.audio_settings(project),
-        provider=provider,
-        ffmpeg_version=build.version,
-        ffmpeg_identity=build.identity,
-        version=__version__,
-    )
+    doc = cut_inputs_doc(project, provider, {sid: e.sha256 for sid, e in entries.items() if e is not None})
     return PreparedCut(
         clips=clips,
         output=stitching.OutputSettings(width=out.width, height=out.height, fps=out.fps, fit=out.fit),

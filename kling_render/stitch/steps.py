@@ -91,10 +91,14 @@ def encode_segment(
     force: bool = False,
     source: SegmentSource | None = None,
     report: Report | None = None,
+    blame: bool = True,
 ) -> StepResult:
     """The segment ``step`` of ``cut`` in ``store``: looked up, pulled or encoded (see the module
     docstring). ``force`` encodes it whatever the store or the source hold, and the new file
-    replaces the stored one. ValueError for a step that is not ready (a clip it reads is pending)."""
+    replaces the stored one. ValueError for a step that is not ready (a clip it reads is pending).
+    ``blame=False`` raises a failed encode's FFmpegError as it is, looking for no culprit and
+    quarantining nothing: an encode ahead of the stitch (the pipelined stitch) leaves the verdict
+    on a clip to the stitch, which encodes the segment again."""
     if step.key is None or step.segment is None:
         raise ValueError(f"the segment of {step.shot_id} is not ready: a clip it reads does not exist yet")
     key, segment = step.key, step.segment
@@ -121,6 +125,8 @@ def encode_segment(
         try:
             ffmpeg.run(args, what, progress=reporter(report, what, step.frames / fps))
         except FFmpegError as exc:
+            if not blame:
+                raise
             raise _culprit(reads, store, exc) from exc
         path = store.put(key, tmp, step.frames / fps, replace=force)
     if source is not None:
@@ -167,16 +173,19 @@ def mix_audio(
     return StepResult(path, "encoded")
 
 
-def decode_once(clip: CutClip, store: SegmentStore) -> None:
+def decode_once(clip: CutClip, store: SegmentStore, *, blame: bool = True) -> None:
     """Decode ``clip`` end to end unless this machine already did (memoized by its sha256): a
     stream-copy cut decodes nothing itself, so this is its clips' one decode. CorruptClipError
-    (the clip quarantined and marked) when it does not decode."""
+    (the clip quarantined and marked) when it does not decode; with ``blame=False`` (a decode
+    ahead of the stitch), the FFmpegError as it is, nothing quarantined."""
     memo = store.cache.probes
     if clip.sha256 and memo.decodes(clip.sha256):
         return
     try:
         check_clip(clip.path)
     except FFmpegError as exc:
+        if not blame:
+            raise
         culprit = _culprit([clip], store, exc)
         raise culprit from exc
     if clip.sha256:

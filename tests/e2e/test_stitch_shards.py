@@ -45,12 +45,14 @@ def events(done: Any) -> list[dict[str, Any]]:
 
 def test_two_shards_then_a_stitch_elsewhere_encodes_nothing_the_shards_made(tmp_path: Path) -> None:
     remote = {"KLING_RENDER_REMOTE": f"file://{tmp_path / 'shared'}"}
-    made = {}
+    made: dict[int, int] = {}
     for k in (1, 2):
         ws = machine(tmp_path, f"shard{k}", **remote)
         found = events(ws.render("--shard", f"{k}/2", "--json"))
         assert not any(e["event"] == "stitched" for e in found)  # a shard makes no cut
-        made[k] = next(e for e in found if e["event"] == "segments")
+        # Encoded as the shard's clips landed (pipelined), then after its run (boundaries, pulls).
+        during = sum(1 for e in found if e["event"] == "segment" and e["how"] == "encoded")
+        made[k] = during + next(e for e in found if e["event"] == "segments")["encoded"]
     finish = machine(tmp_path, "finish", **remote)
     done = finish.cli("stitch", str(finish.project), "--json")
     assert done.returncode == 0, done.stderr
@@ -59,11 +61,13 @@ def test_two_shards_then_a_stitch_elsewhere_encodes_nothing_the_shards_made(tmp_
     # and none by the finishing machine. Shots of one length are the same animatic: s1 and s4 share
     # their segment, so 5 distinct segments make the 6 parts.
     assert (cut["segments"], cut["segments_encoded"], cut["segments_pulled"]) == (SHOTS, 0, 5)
-    assert made[1]["encoded"] + made[2]["encoded"] == 5 and made[1]["encoded"] and made[2]["encoded"]
+    assert made[1] + made[2] == 5 and made[1] and made[2]
 
     alone = machine(tmp_path, "alone")  # no remote: one machine does it all
-    stitched = next(e for e in events(alone.render("--json")) if e["event"] == "stitched")
-    assert stitched["segments_encoded"] == 5 and stitched["sha256"] == cut["sha256"]
+    found = events(alone.render("--json"))
+    stitched = next(e for e in found if e["event"] == "stitched")
+    during = sum(1 for e in found if e["event"] == "segment" and e["how"] == "encoded")
+    assert during + stitched["segments_encoded"] == 5 and stitched["sha256"] == cut["sha256"]
 
 
 def test_the_shots_fall_in_both_shards(tmp_path: Path) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
-from kling_render.plan.inputs import step_names
-from kling_render.plan.plan import Plan
+from kling_render.plan.inputs import resolve, step_names, still_cost_of, still_job
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import take_job
 from kling_render.project.project import Project
 from kling_render.records import manifest
 from kling_render.records.manifest import CutRecord
-from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.report.progress import Event, EventSink
+from kling_render.report.sinks import make_sink
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
 from kling_render.store.cache import ClipCache
 
@@ -247,26 +250,33 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
 
 
 def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
-    """Each shot's cached clip in the lock file, unless already there (a render records its own; this
-    records clips made elsewhere, e.g. by CI's shards, on the machine that makes the cut)."""
-    from kling_render.catalog.catalog import usd
-    from kling_render.plan.plan import field_digests, shot_key
+    """Each made step (every take, every still) in the lock file, unless already there: a render
+    records its own; this records those made elsewhere (CI's shards, a teammate through the
+    remote) on the machine that makes the cut. Keys and jobs come from the plan's resolution, the
+    one place they are computed (a continuity shot's key names its upstream clip's digest)."""
     from kling_render.project.project import cost_of
     from kling_render.records.lockfile import LockEntry
+    from kling_render.store.cache import stills_of
+    from kling_render.store.outputs import CachedOutputs
 
-    for shot in project.shots:
-        key = shot_key(provider, shot)
-        entry = cache.use(provider, key)  # a damaged clip is quarantined (reported by _stitch), never recorded
-        if entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
+    res = resolve(project, provider, CachedOutputs(cache, provider))
+    shots = {s.id: s for s in project.shots}
+    stills = {s.step_id: s for s in project.stills}
+    still_cache = stills_of(cache)
+    for unit in res.units.values():
+        if unit.key is None:
             continue
-        price = cost_of(shot, project.prices) if lock.paid else None
-        lock.record(
-            shot.id,
-            LockEntry(
-                key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=field_digests(shot), prompt=shot.prompt or None,
-            ),
-        )  # fmt: skip
+        if unit.kind == "still":
+            still = stills[unit.name]
+            job = still_job(still, unit, (still_cost_of(still, project.prices) if lock.paid else None) or Fraction(0))
+            entry = still_cache.use(provider, unit.key)
+        else:
+            shot = shots[unit.name.split("#", 1)[0]]
+            job = take_job(shot, unit, (cost_of(shot, project.prices) if lock.paid else None) or Fraction(0))
+            entry = cache.use(provider, unit.key)  # a damaged clip is quarantined (reported by _stitch)
+        if entry is None or lock.holds(job.shot_id, job.key, entry.sha256, job.prompt or None):
+            continue
+        lock.record(job.shot_id, LockEntry.of(job, provider, entry.task_id, entry.sha256, entry.duration))
 
 
 @dataclass(frozen=True)
@@ -357,8 +367,8 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
 def _clip_keys(project: Project, provider: str) -> dict[str, str]:
     """The key of the clip each shot's cut uses: its picked take's (plan.inputs.cut_keys), against
     what the cache holds (a continuity shot's key names its upstream clip's digest)."""
-    from kling_render.app.commands import CachedOutputs
     from kling_render.plan.inputs import cut_keys
+    from kling_render.store.outputs import CachedOutputs
 
     return cut_keys(project, provider, CachedOutputs(ClipCache.for_project(project.path), provider))
 

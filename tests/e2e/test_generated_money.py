@@ -139,3 +139,22 @@ def test_the_plan_prices_the_stills_stage_and_the_video_stage(ws: Workspace, fak
     assert set(waiting) == {"a", "a#2", "b", "c", "d"}
     assert fake.stats()["tasks"] == {}  # planning pays nothing
     shutil.rmtree(ws.root / ".kling-render", ignore_errors=True)
+
+
+def test_a_machine_that_only_stitches_records_every_step_as_the_render_did(ws: Workspace, fake: FakeProcess) -> None:
+    """The finish machine of CI's shards records clips it did not make: every take (the picked
+    one and the others), the still, and the continuity shots keyed by their upstream's digest,
+    exactly as the render that made them recorded them."""
+    ws.edit("    takes: 2\n", "    takes: 2\n    pick: 2\n")
+    render(ws)
+    lock_path = ws.project.with_suffix(".lock")
+    made = json.loads(lock_path.read_text())["shots"]
+    lock_path.unlink()
+    done = ws.cli("stitch", str(ws.project), "--force")
+    assert done.returncode == 0, done.stderr
+    again = json.loads(lock_path.read_text())["shots"]
+    assert set(again) == set(made) == {"still:hero", "a", "a#2", "b", "c", "d"}
+    for name, entry in made.items():
+        for field in ("key", "output_sha256", "task_id", "fields", "prompt", "cost_usd"):
+            assert again[name].get(field) == entry.get(field), (name, field)
+    assert sum(paid(fake).values()) == 6

@@ -46,10 +46,10 @@ def cut_inputs(project: Project, provider: str, cache: ClipCache, *, info: InfoO
     fails its check)."""
     from kling_render import stitch as stitching
     from kling_render.app.clips import clip_info
-    from kling_render.app.commands import CachedOutputs
     from kling_render.fsutil import sha256_file
     from kling_render.plan.inputs import cut_keys
     from kling_render.stitch.pipelined import CutInputs
+    from kling_render.store.outputs import CachedOutputs
 
     headers = info or clip_info
     keys = cut_keys(project, provider, CachedOutputs(cache, provider))
@@ -102,9 +102,9 @@ def cut_is_current(project: Project, provider: str, cache: ClipCache, manifest_p
     """Whether the cut on disk is already the one the cached clips make (by its stitch manifest at
     ``manifest_path``: inputs and file size; no clip is checked, probed or quarantined): then a
     render has nothing to make ahead of its stitch."""
-    from kling_render.app.commands import CachedOutputs
     from kling_render.plan.inputs import cut_keys
     from kling_render.records import manifest
+    from kling_render.store.outputs import CachedOutputs
 
     digests = {}
     for sid, key in cut_keys(project, provider, CachedOutputs(cache, provider)).items():
@@ -202,9 +202,9 @@ def encode_shard_segments(project: Project, provider: str, cache: ClipCache, rem
 
 def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, sink: EventSink) -> int:
     from kling_render import stitch as stitching
-    from kling_render.app.commands import CachedOutputs
     from kling_render.plan.inputs import cut_keys
     from kling_render.stitch.pipelined import may_stream_copy
+    from kling_render.store.outputs import CachedOutputs
     from kling_render.store.remote.segments import SegmentRemote
     from kling_render.store.remote.sync import pull_missing
 

@@ -33,6 +33,7 @@ __all__ = [
     "Timeline",
     "build_graph",
     "check_clips",
+    "decimal_text",
     "kept_duration",
     "max_transition",
     "plan_timeline",
@@ -318,8 +319,8 @@ def _fit_filters(info: MediaInfo, out: OutputSettings) -> str:
     return f"scale={sw}:{sh}:flags={SWS_FLAGS},crop={out.width}:{out.height}:{x}:{y}"
 
 
-def _num(x: Fraction | float) -> str:
-    """A seconds value for a filter option: plain decimal, enough digits to land on the frame."""
+def decimal_text(x: Fraction | float) -> str:
+    """A number for a filter option (seconds, a level): plain decimal, enough digits to land on the frame."""
     text = f"{float(x):.9f}".rstrip("0").rstrip(".")
     return text or "0"
 
@@ -350,7 +351,7 @@ def video_chain(i: int, clip: CutClip, n: int, out: OutputSettings, *, first: in
 def _audio_chain(i: int, clip: CutClip, samples: int) -> str:
     if not clip.info.has_audio:
         return f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{_AFORMAT},atrim=end_sample={samples}[a{i}]"
-    trim = f"atrim=start={_num(clip.trim_start)},asetpts=PTS-STARTPTS," if clip.trim_start > 0 else ""
+    trim = f"atrim=start={decimal_text(clip.trim_start)},asetpts=PTS-STARTPTS," if clip.trim_start > 0 else ""
     return (
         f"[{i}:a:0]asetpts=PTS-STARTPTS,{trim}aresample={SAMPLE_RATE},{_AFORMAT},"
         f"apad=whole_len={samples},atrim=end_sample={samples}[a{i}]"
@@ -369,7 +370,7 @@ class Graph:
 
 def loudnorm_filter(measured: dict[str, str] | None, *, target: float = -16.0) -> str:
     """loudnorm for −16 LUFS; with ``measured`` (pass 1's JSON) it is the exact second pass."""
-    base = f"loudnorm=I={_num(target)}:TP=-1.5:LRA=11"
+    base = f"loudnorm=I={decimal_text(target)}:TP=-1.5:LRA=11"
     if measured is None:
         return base + ":print_format=json"
     return (
@@ -430,7 +431,7 @@ def build_graph(
         offset = Fraction(tl.starts[first], output.fps)
         if include_video:
             chains.append(
-                f"[v{cur}][v{nxt}]xfade=transition={name}:duration={_num(dur)}:offset={_num(offset)}[v_x{g}]"
+                f"[v{cur}][v{nxt}]xfade=transition={name}:duration={decimal_text(dur)}:offset={decimal_text(offset)}[v_x{g}]"
             )
         chains.append(f"[a{cur}][a{nxt}]acrossfade=ns={tl.xfade_samples[first]}:o=1:c1=tri:c2=tri[a_x{g}]")
         cur = f"_x{g}"
@@ -446,8 +447,8 @@ def build_graph(
         fade = min(Fraction(3), seconds / 3)
         chains.append(
             f"[{music_input}:a:0]aresample={SAMPLE_RATE},{_AFORMAT},asetpts=PTS-STARTPTS,"
-            f"atrim=end_sample={total},volume={_num(audio.music_volume)},"
-            f"afade=t=out:st={_num(seconds - fade)}:d={_num(fade)},apad=whole_len={total}[music]"
+            f"atrim=end_sample={total},volume={decimal_text(audio.music_volume)},"
+            f"afade=t=out:st={decimal_text(seconds - fade)}:d={decimal_text(fade)},apad=whole_len={total}[music]"
         )
         music = "[music]"
         if audio.duck:

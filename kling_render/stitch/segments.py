@@ -38,7 +38,7 @@ from kling_render.stitch.graph import (
     OutputSettings,
     PendingClip,
     Timeline,
-    _num,
+    decimal_text,
     plan_timeline,
     video_chain,
 )
@@ -109,7 +109,7 @@ def _blend_out(following: CutClip, frames: int, out: int, output: OutputSettings
     chains.append(video_chain(1, following, out, output, label="[head_420]"))
     chains.append(f"[head_420]{_TO_444}[head]")
     blend = "[cut]" if not body else "[blend]"
-    duration = _num(Fraction(out, output.fps))
+    duration = decimal_text(Fraction(out, output.fps))
     chains.append(f"[tail][head]xfade=transition={following.transition}:duration={duration}:offset=0,{_TO_420}{blend}")
     if body:
         # concat hands out microsecond timestamps: back to 1/fps, like every other segment

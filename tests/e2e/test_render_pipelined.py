@@ -87,7 +87,7 @@ def test_segments_are_encoded_while_the_last_clip_is_made_and_the_stitch_encodes
 def test_a_segment_encode_that_fails_during_the_run_pays_nothing_more(tmp_path: Path) -> None:
     """A clip whose bitstream is rotten passes the download check (structural); its segment encode,
     run ahead, fails and is dropped; every shot is done with one paid task each, and the stitch
-    after the run judges the clip as it always did (named, quarantined, fetched again next time)."""
+    after the run judges the clip exactly as without the pipeline (named and quarantined)."""
     with FakeProcess(SECRET, latency=0.3, args=("--distinct",)) as fake:
         ws = workspace(tmp_path / "ws", fake)
         fake.fault("corrupt", "/outputs/", count=1)  # a's clip: the first downloaded

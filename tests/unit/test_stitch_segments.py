@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_cli import EXAMPLE, Workspace, base_env
@@ -548,11 +549,15 @@ def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> N
     )
     ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / "cache")))
 
-    def stitched(*args: str) -> dict[str, object]:
+    def stitched(*args: str) -> dict[str, Any]:
+        """The ``stitched`` event, its ``segments_encoded`` counting those the render encoded ahead
+        (the pipelined stitch's ``segment`` events) too."""
         done = ws.render("--json", *args)
         assert done.returncode == 0, done.stderr
         lines = [json.loads(line) for line in done.stdout.splitlines()[1:]]
-        return next(e for e in lines if e["event"] == "stitched")
+        ahead = sum(1 for e in lines if e["event"] == "segment" and e["how"] == "encoded")
+        event: dict[str, Any] = next(e for e in lines if e["event"] == "stitched")
+        return {**event, "segments_encoded": event.get("segments_encoded", 0) + ahead}
 
     first = stitched()
     assert (first["segments"], first["segments_encoded"]) == (4, 4)

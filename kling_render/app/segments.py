@@ -28,6 +28,7 @@ from kling_render.report.progress import Event, EventSink
 
 if TYPE_CHECKING:
     from kling_render.media.probe import MediaInfo
+    from kling_render.plan.inputs import ClipFacts, Outputs, StillFacts
     from kling_render.project.project import Project
     from kling_render.stitch.pipelined import CutInputs, SegmentNotice, SegmentPipeline
     from kling_render.store.cache import CachedClip, ClipCache
@@ -39,11 +40,18 @@ InfoOf = Callable[["ClipCache", "CachedClip", str], "MediaInfo | None"]
 """A cached clip's stream headers (None: treat the clip as not made yet)."""
 
 
-def cut_inputs(project: Project, provider: str, cache: ClipCache, *, info: InfoOf | None = None) -> CutInputs:
+def cut_inputs(
+    project: Project,
+    provider: str,
+    cache: ClipCache,
+    *,
+    info: InfoOf | None = None,
+    outputs: Outputs | None = None,
+) -> CutInputs:
     """The project's cut as the cache holds it now: each shot's picked take (plan/inputs.py
     ``cut_keys``, as the stitch finds it) as a clip, or pending when it is not cached. ``info``
     gives a clip's headers (default: app/clips.py ``clip_info``, which quarantines a clip that
-    fails its check)."""
+    fails its check); ``outputs`` what is made (default: the cache's CachedOutputs)."""
     from kling_render import stitch as stitching
     from kling_render.app.clips import clip_info
     from kling_render.fsutil import sha256_file
@@ -52,7 +60,7 @@ def cut_inputs(project: Project, provider: str, cache: ClipCache, *, info: InfoO
     from kling_render.store.outputs import CachedOutputs
 
     headers = info or clip_info
-    keys = cut_keys(project, provider, CachedOutputs(cache, provider))
+    keys = cut_keys(project, provider, outputs or CachedOutputs(cache, provider))
     clips: list[stitching.CutClip | stitching.PendingClip] = []
     for shot in project.shots:
         entry = cache.use(provider, keys[shot.id])
@@ -116,6 +124,37 @@ def cut_is_current(project: Project, provider: str, cache: ClipCache, manifest_p
     return manifest.check(manifest_path, doc, project.output.path, hash_cut=False).up_to_date
 
 
+class _MemoOutputs:
+    """The cache's outputs with each clip's frame count kept by its digest: the cut is planned
+    again at every clip's end, and counting a continuity clip's frames runs ffmpeg."""
+
+    def __init__(self, cache: ClipCache, provider: str) -> None:
+        from kling_render.store.outputs import CachedOutputs
+
+        self.outputs = CachedOutputs(cache, provider)
+        self.known: dict[str, ClipFacts] = {}
+
+    def still(self, key: str) -> StillFacts | None:
+        return self.outputs.still(key)
+
+    def frame(self, key_value: str) -> StillFacts | None:
+        return self.outputs.frame(key_value)
+
+    def clip(self, key: str) -> ClipFacts | None:
+        from dataclasses import replace
+
+        entry = self.outputs.cache.use(self.outputs.provider, key)
+        if entry is None:
+            return None
+        known = self.known.get(entry.sha256)
+        if known is not None:
+            return replace(known, path=entry.path)
+        found = self.outputs.clip(key)
+        if found is not None:
+            self.known[found.sha256] = found
+        return found
+
+
 def _memo_info() -> InfoOf:
     """Headers from the probe memo (by digest, kept per clip for the run) with no quarantine: a clip
     that fails its check is left pending, for the stitch to judge."""
@@ -147,11 +186,12 @@ def segment_pipeline(
     from kling_render.workers import stitch_workers
 
     info = _memo_info()
+    outputs = _MemoOutputs(cache, provider)
     store = stitching.SegmentStore(cache)
     out = project.output
 
     def inputs() -> CutInputs:
-        return cut_inputs(project, provider, cache, info=info)
+        return cut_inputs(project, provider, cache, info=info, outputs=outputs)
 
     def make(cpu: asyncio.Semaphore) -> SegmentPipeline:
         source = None

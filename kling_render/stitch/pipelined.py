@@ -139,8 +139,7 @@ class SegmentPipeline:
         self._busy: set[asyncio.Task[object] | None] = set()  # workers running a job in a thread
         self._planner: asyncio.Task[None] | None = None
         self._dirty = False
-        self._accepting = True  # clip ends are taken (until finish or abort)
-        self._closing = False  # nothing more starts
+        self._closing = False  # finish or abort: nothing more is taken on or started
         self._stop = threading.Event()  # kills running ffmpegs (abort only)
         self._left = 0
 
@@ -148,7 +147,7 @@ class SegmentPipeline:
 
     def clip_ended(self) -> None:
         """A clip step ended (made, cached, failed): plan again, soon, off the event loop."""
-        if not self._accepting:
+        if self._closing:
             return
         self._dirty = True
         if not self._tasks:
@@ -188,7 +187,6 @@ class SegmentPipeline:
         return self._closing
 
     async def _close(self) -> None:
-        self._accepting = False
         self._closing = True  # what is not running yet is left to the stitch (it runs beside the audio)
         if self._planner is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

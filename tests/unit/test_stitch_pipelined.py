@@ -232,3 +232,55 @@ def test_finish_leaves_what_is_queued_to_the_stitch_and_abort_starts_nothing(
     pipe, aborted = asyncio.run(main())
     assert pipe.notices == [] and {n.how for n in aborted.notices} <= {"stopped"}
     assert all(store.entry(str(s.key)) is None for s in steps.plan(clips, OUT, None).parts)
+
+
+def test_a_render_whose_encodes_ahead_all_fail_pays_each_shot_once_and_makes_the_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The render in-process against the WaveSpeed stand-in: every segment encode run ahead fails
+    (a full disk, say); the run pays one task per shot, its report spends exactly that, and the
+    stitch after it encodes every segment itself."""
+    import io
+    import json
+    import shutil
+
+    from e2e_cli import EXAMPLE
+    from fake_wavespeed import FakeWaveSpeed
+
+    from kling_render.app import commands, pipeline
+
+    def broken(*_args: object, **_kw: object) -> steps.StepResult:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pipelined_module, "encode_segment", broken)
+    root = tmp_path / "p"
+    root.mkdir()
+    shutil.copytree(EXAMPLE / "images", root / "images")
+    shots = "".join(
+        f'  - {{id: s{i}, prompt: "shot s{i}: a mug, take {i}"'
+        + (", transition: {type: fade, duration: 0.25}" if i % 2 else "")
+        + "}\n"
+        for i in range(4)
+    )
+    (root / "project.yaml").write_text(
+        "version: 1\nname: ahead\nprovider: wavespeed\n"
+        "defaults: {model: kling-v3.0-std/image-to-video, image: images/mug.png, duration: 3, sound: false}\n"
+        f"shots:\n{shots}output: {{path: renders/final.mp4, width: 192, height: 108, fps: 24}}\n"
+    )
+    with FakeWaveSpeed(latency=0.2, distinct=True) as server:
+        monkeypatch.setenv("WAVESPEED_BASE_URL", server.base_url)
+        monkeypatch.setenv("WAVESPEED_API_KEY", server.api_key)
+        monkeypatch.setenv("KLING_RENDER_CACHE", str(tmp_path / "cache"))
+        out = io.StringIO()
+        project = commands.load(root / "project.yaml", ())
+        options = pipeline.RenderOptions(concurrency=1, poll_interval=0.05, json_events=True)
+        result = pipeline.render(project, options, stream=out)
+        paid = sorted(str(r.body["prompt"]).split(":")[0] for r in server.submits())
+    assert result.exit_code == 0 and result.final_cut is not None and result.final_cut.is_file()
+    assert paid == [f"shot s{i}" for i in range(4)]  # one task per shot, none more
+    assert result.report["spent_usd"] == pytest.approx(4 * 0.252)
+    found = [json.loads(line) for line in out.getvalue().splitlines()[1:]]
+    ahead = [e for e in found if e["event"] == "segment"]
+    assert ahead and {e["how"] for e in ahead} == {"failed"}
+    stitched = next(e for e in found if e["event"] == "stitched")
+    assert (stitched["segments"], stitched["segments_encoded"]) == (4, 4)

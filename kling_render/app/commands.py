@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import UsageError
 from kling_render.plan.plan import Plan, build_plan
 from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.connect import Remote
 
 
 def load(project_path: Path, vars_: Sequence[str]) -> Project:
@@ -95,11 +100,15 @@ def plan_for(
             "audio": manifest.audio_settings(project),
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
-    on_remote: set[str] = set()
+    listing: dict[str, str | None] = {}
+    team: Remote | None = None
     if remote:
-        from kling_render.store.remote.sync import remote_keys
+        from kling_render.store.remote.sync import open_for
 
-        on_remote = remote_keys(project.remote, project.display, name) or set()
+        team = open_for(project.remote, project.display)
+        if team is not None:
+            listing = asyncio.run(team.clips.listing(name))
+    on_remote = set(listing)
     with paused_gc():
         the_plan = build_plan(
             project,
@@ -111,6 +120,8 @@ def plan_for(
             lock_cut=lock_cut,
             cut_now=cut_now,
         )
+    if team is not None:
+        the_plan = _team_clips(the_plan, team, cache, listing)
     the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
@@ -122,6 +133,26 @@ def plan_for(
 
         the_plan = with_rows(the_plan, lock_cut)
     return the_plan
+
+
+def _team_clips(the_plan: Plan, team: Remote, cache: ClipCache, listing: dict[str, str | None]) -> Plan:
+    """With a remote, its record is the team's clip: a shot whose clip here differs from it is cut
+    with the team's clip at the next render or stitch, so the plan says it re-stitches."""
+    from dataclasses import replace
+
+    from kling_render.store.remote.sync import differing
+
+    keys = [p.job.key for p in the_plan.shots if p.change in ("unchanged", "re-stitch")]
+    if not keys:
+        return the_plan
+    differs = asyncio.run(differing(team, the_plan.provider, cache, keys, listing))
+    shots = [
+        replace(p, change="re-stitch", changed_fields=(*p.changed_fields, "team clip"))
+        if p.job.key in differs and p.change in ("unchanged", "re-stitch")
+        else p
+        for p in the_plan.shots
+    ]
+    return replace(the_plan, shots=shots)
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:

@@ -197,10 +197,11 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
     the remote (sha256-checked), and each shot's cached clip recorded in the lock file."""
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockFile
+    from kling_render.run.scheduler import default_verify
     from kling_render.store.remote.sync import pull_missing
 
-    if remote is not None:
-        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink)
+    if remote is not None:  # each pulled clip gets the download's own check before it counts
+        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink, default_verify)
     lock = LockFile(project.lock_path, paid=provider_charges(provider))
     _record_clips(project, provider, cache, lock)
     return lock
@@ -458,13 +459,17 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     from kling_render.app.commands import pick_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
-    from kling_render.store.remote.sync import remote_keys
+    from kling_render.store.remote.sync import open_for, team_view
 
     name = pick_provider(project, provider)
     keys = _clip_keys(project, name)
     cache = ClipCache.for_project(project.path)
     recorded, ledgers = read_project_state_file(project.path, name)
-    on_remote = remote_keys(project.remote, project.display, name) or set()  # a remote error: exit 1
+    remote = open_for(project.remote, project.display)
+    on_remote: set[str] = set()
+    differs: dict[str, Any] = {}
+    if remote is not None:  # a remote error: exit 1
+        on_remote, differs = team_view(remote, name, cache, keys.values())
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
@@ -522,6 +527,13 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],
+        # With a remote its record is the team's clip: one that differs here is replaced by the next
+        # render or stitch (the cut, and the lock, then change).
+        "differs_from_team": [
+            f"{shot_id}: {differs[key].message} at the next render or stitch"
+            for shot_id, key in keys.items()
+            if key in differs
+        ],
         "final_cut": str(project.output.path) if project.output.path.is_file() else None,
     }
 

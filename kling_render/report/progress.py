@@ -38,6 +38,7 @@ EVENT_KINDS = (
     "pulled",  # the shot's clip came from the remote (sha256-checked): not generated here
     "pushed",  # a clip made or cached here went to the remote
     "push-conflict",  # the remote already held another clip for the key: that one is kept and used
+    "replaced",  # the clip cached here differed from the remote's (the team's clip): set aside, replaced
     "claimed",  # this run holds the shot's claim: it pays for the shot
     "following",  # another run holds the claim and its task id: that task is polled and its clip used
     "waiting",  # another run holds the claim and is submitting: wait for its task id or its clip

@@ -7,8 +7,13 @@ what that run makes, never submit.
   the claim (within the cap of paid tasks, counted over every machine);
 - the holder is submitting: wait, looking again every poll interval;
 - the holder died before recording a task id: like an ``unknown`` submit, its task is looked for in
-  the provider's task list (by the fingerprint of the body the claim records); only a proven
-  absence lets this run take the claim over and submit.
+  the provider's task list (by the fingerprint of the body the claim records, around when the claim
+  was last written in the store's time); only a proven absence lets this run take the claim over
+  and submit;
+- a followed task the provider no longer knows, older than it keeps tasks (by the store's time of
+  its claim), is given up as a task of this machine would be (task_end.gone_for_good): the shot
+  fails this run and the claim is closed ``failed``, so the next run (here or elsewhere) pays a
+  replacement within the cap instead of following it forever.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import TYPE_CHECKING
 
 from kling_render.errors import ProviderError, RemoteError
 from kling_render.jobs import Job, TaskResult
-from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide, epoch
+from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide
 from kling_render.run.task_end import ASK_AGAIN
-from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
+from kling_render.store.remote.claims import Claim, Lost, Owner, Won, age
 from kling_render.store.remote.clips import RemoteClip
 
 if TYPE_CHECKING:
@@ -87,7 +92,7 @@ class Follower:
         current = await self.remote.claims.read(job.key)
         if current is None:
             return True
-        verdict = judge(current, self.owner)
+        verdict = await self.remote.claims.judge(current)
         if verdict in ("follow", "mine") and current.task_id:
             return await self._follow(job, current, verdict == "mine")
         if verdict in ("mine", "free", "done"):
@@ -110,7 +115,7 @@ class Follower:
         assert task_id is not None
         ended = self.gate.ended.setdefault(job.key, {})
         if task_id in ended:  # it ended without a clip: its holder replaces it, unless it is gone
-            if not (mine or holder_gone(claim, self.owner)):
+            if not (mine or await self.remote.claims.holder_gone(claim)):
                 self.say(job, "waiting", claim, f"{claim.record.owner} replaces its task {task_id}")
                 await asyncio.sleep(max(run.options.poll_interval, MIN_WAIT))
                 return None
@@ -119,8 +124,13 @@ class Follower:
                 return False if await self._failed_for_good(job, claim, task_id, result) else None
             return True
         self.say(job, "following", claim, f"task {task_id} of {claim.record.owner}", task_id=task_id)
+        if not mine and task_id not in self.gate.followed:  # when it was submitted, by the store's time
+            since = age(claim, await self.remote.claims.now())
+            if since is not None:
+                self.gate.followed[task_id] = time.time() - since
         result = await run.wait_for(job, task_id, fresh=False)
         if result is None:  # the poll failed or timed out: the shot failed this run, the task runs on
+            await self._given_up(job, claim, task_id)
             return False
         if result.completed and result.output_url:
             clip = await self.remote.clips.get(self.provider, job.key)
@@ -130,6 +140,8 @@ class Follower:
             end = await run.ends.fetch(job, task_id, result.output_url)
             if end == "done" and job.key in self.gate.on_remote:
                 await self._close_followed(job, claim)
+            if end == "stop":
+                await self._given_up(job, claim, task_id)
             if end != "retry":
                 return False
             ended[task_id] = None
@@ -144,6 +156,18 @@ class Follower:
             error=result.error,
         )
         return None
+
+    async def _given_up(self, job: Job, claim: Claim, task_id: str) -> None:
+        """The followed task was given up here (task_end.gone_for_good: older than the provider keeps
+        tasks): close the claim ``failed``, not permanent, so no machine follows it again and the next
+        run takes the claim over and pays a replacement within the cap."""
+        tasks = self.run.state.ledger(job.key).tasks
+        if not any(t.task_id == task_id and t.outcome == "gone" for t in tasks):
+            return
+        error = f"task {task_id} is gone: older than {self.run.provider.name} keeps tasks"
+        outcome = await self.remote.claims.finish(claim, "failed", error=error)
+        if isinstance(outcome, Won):
+            self.gate.held.pop(job.key, None)
 
     async def _close_followed(self, job: Job, claim: Claim) -> None:
         """The followed task's clip is on the remote now: its claim is done (if the holder has not
@@ -177,10 +201,12 @@ class Follower:
         who = f"claimed by {record.owner}, which stopped before recording a task id"
         if record.wire is None:  # every claim write before a POST carries its wire: nothing was sent
             return await self._take(job, claim, f"took it over from {record.owner} (it stopped before submitting)")
-        submitted = epoch(record.updated_at)
+        # When the holder last wrote the claim (just before its POST) and when the list is asked, both
+        # by the store's clock: the record's own stamps are a writer's clock and are not trusted.
+        submitted = claim.modified
         if not (run.provider.lists_tasks and submitted is not None):
             return await self._unsettled(job, claim, f"{who}; its task cannot be looked for")
-        asked = time.time()
+        asked = await claims.now()
         try:
             tasks = await run.provider.list_tasks(job.wire_model, submitted - WINDOW_BEFORE, submitted + WINDOW_AFTER)
         except ProviderError as exc:
@@ -202,7 +228,7 @@ class Follower:
         if decision.kind == "absent":
             return await self._take(job, claim, f"{who}: {decision.message}")
         if decision.kind == "wait":
-            await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - time.time()) + 0.05)
+            await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - asked) + 0.05)
             return None
         return await self._unsettled(job, claim, f"{who}; {decision.message}")
 

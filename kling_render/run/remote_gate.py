@@ -2,8 +2,10 @@
 for one shot. The runner calls it from a few places; everything about the remote lives here.
 
 - :meth:`RemoteGate.start`: one listing of the remote's clips. A shot whose clip is listed and not
-  in the local cache is pulled (size and sha256 checked against its record) instead of generated;
-  a clip cached here and missing there is pushed.
+  in the local cache is pulled (size and sha256 checked against its record, then the download's
+  own clip check) instead of generated; a clip cached here and missing there is pushed; a clip
+  cached here that differs from the remote's record is replaced by it (the remote's record is the
+  team's clip), and the replacement is reported.
 - :meth:`~RemoteGate.claim` (in the runner's submit, the body prepared, a task slot held): before
   any paid submit, the key's claim is created (create-only) or taken over (compare-and-swap),
   carrying the fingerprint of the body about to be sent. Lost: another run holds it, and the
@@ -41,8 +43,9 @@ from kling_render.run.reconcile import fingerprint
 from kling_render.run.remote_follow import Follower
 from kling_render.run.task_end import ASK_AGAIN
 from kling_render.store.cache import CachedClip, ClipMeta
-from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
+from kling_render.store.remote.claims import Claim, Lost, Owner, Won
 from kling_render.store.remote.clips import PushConflict, RemoteClip
+from kling_render.store.remote.sync import Differs, differing, replace_local
 
 if TYPE_CHECKING:
     from kling_render.run.scheduler import _Run
@@ -71,6 +74,9 @@ class RemoteGate:
         self.handoffs: dict[str, int] = {}  # shot id -> times its submit found another run's claim
         self.handed: set[str] = set()  # shots whose last claim found another run's: see handed_off
         self.warnings: dict[str, list[str]] = {}  # shot id -> remote problems that did not stop it
+        # task id -> when it was submitted (epoch, this machine's clock), for tasks followed through
+        # another run's claim: measured by the store's time (task_end.gone_for_good's 7-day rule)
+        self.followed: dict[str, float] = {}
         self.follower = Follower(self)  # the shots whose claim another run holds (remote/follow.py)
 
     @property
@@ -84,16 +90,25 @@ class RemoteGate:
         A remote that cannot be listed stops the run (RemoteError, exit 1) before anything is paid."""
         run = self.run
         run.cache.prepare()
-        listed = await self.remote.clips.keys(self.provider)
+        listing = await self.remote.clips.listing(self.provider)
+        listed = set(listing)
         self.on_remote |= listed
         first: dict[str, Job] = {}
         for job in run.jobs:
             first.setdefault(job.key, job)
+        unreadable: dict[str, RemoteError] = {}  # a record that cannot be read (damaged, newer): refused
+        differs = await differing(self.remote, self.provider, run.cache, first, listing, errors=unreadable)
+        for key, exc in unreadable.items():
+            self.refusals[key] = f"its clip on the remote is not used: {exc}"
         gate = asyncio.Semaphore(TRANSFERS_AT_ONCE)
 
         async def transfer(job: Job) -> None:
             async with gate:
-                if job.key not in listed:
+                if job.key in unreadable:  # its clip here is used, but whether it is the team's is unknown
+                    self.warn(job, self.refusals[job.key])
+                elif job.key in differs:
+                    await self.replace(job, differs[job.key])
+                elif job.key not in listed:
                     entry = run.cache.use(self.provider, job.key)
                     if entry is not None:
                         await self.push_cached(job, entry)
@@ -102,13 +117,27 @@ class RemoteGate:
 
         await asyncio.gather(*(transfer(job) for job in first.values()))
 
-    async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None:
-        """Bring the key's clip from the remote into the local cache; None (and a refusal for the
-        key: nothing is submitted for a clip the remote holds) when it cannot be used."""
-        clips = self.remote.clips
+    async def replace(self, job: Job, differs: Differs) -> None:
+        """This machine's clip for the key differs from the remote's record: the team's clip replaces
+        it (reported with the shot). If the team's cannot be pulled, this machine's is kept."""
+        try:
+            entry = await replace_local(self.remote, self.run.cache, differs, self.run.verify)
+        except RemoteError as exc:
+            self.warn(job, f"its clip differs from the remote's, which could not be pulled ({exc}); this one is used")
+            return
+        self.run.emit("replaced", job, task_id=entry.task_id, message=differs.message)
+        self.warn(job, f"replaced by the team's clip: {differs.message}")
+
+    async def pull(self, job: Job, clip: RemoteClip | None = None, *, replace: str | None = None) -> CachedClip | None:
+        """Bring the key's clip from the remote into the local cache, checked as a download is; None
+        (and a refusal for the key: nothing is submitted for a clip the remote holds) when it cannot
+        be used. ``replace``: the local cache's clip for the key is set aside for it (that reason)."""
+        clips, cache, verify = self.remote.clips, self.run.cache, self.run.verify
         try:
             entry = await (
-                clips.fetch(clip, self.run.cache) if clip else clips.pull(self.provider, job.key, self.run.cache)
+                clips.fetch(clip, cache, verify=verify, replace=replace)
+                if clip
+                else clips.pull(self.provider, job.key, cache, verify=verify)
             )
         except RemoteIntegrityError as exc:
             self.refusals[job.key] = f"its clip on the remote is not used: {exc}"
@@ -132,9 +161,8 @@ class RemoteGate:
             self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run tries again")
             return
         if isinstance(outcome, PushConflict):
-            self.run.cache.set_aside(self.provider, job.key, "differs from the remote's clip for the same key")
             self.conflict(job, outcome.existing)
-            await self.pull(job, outcome.existing)
+            await self.pull(job, outcome.existing, replace="differs from the remote's clip for the same key")
             return
         self.on_remote.add(job.key)
         if outcome.created:
@@ -175,11 +203,11 @@ class RemoteGate:
                 held = None
                 outcome = await claims.acquire(job.key, provider=self.provider, model=job.model, wire=wire)
                 continue
-            verdict = judge(current, self.owner)
+            verdict = await claims.judge(current)
             if verdict == "mine":
                 held, outcome = current, await claims.submitting(current, wire)
                 continue
-            if verdict == "follow" and not self._task_ended_and_holder_gone(current):
+            if verdict == "follow" and not await self._task_ended_and_holder_gone(current):
                 return self.hand_off(job)
             if verdict in ("wait", "orphaned"):
                 return self.hand_off(job)
@@ -241,8 +269,8 @@ class RemoteGate:
             f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
         )
 
-    def _task_ended_and_holder_gone(self, claim: Claim) -> bool:
-        return claim.task_id in self.ended.get(claim.key, {}) and holder_gone(claim, self.owner)
+    async def _task_ended_and_holder_gone(self, claim: Claim) -> bool:
+        return claim.task_id in self.ended.get(claim.key, {}) and await self.remote.claims.holder_gone(claim)
 
     # -- task ids into the claim -------------------------------------------------------------
 
@@ -294,7 +322,7 @@ class RemoteGate:
                 current.task_id not in (None, task_id) and current.record.status == "active"
             ):
                 return  # its clip is made, or another task is recorded: ours is polled all the same
-            elif current.task_id == task_id and not holder_gone(current, self.owner):
+            elif current.task_id == task_id and not await claims.holder_gone(current):
                 return  # a live run already follows it
             else:
                 outcome = await claims.take_over(current, wire=wire, task_id=task_id)
@@ -325,7 +353,7 @@ class RemoteGate:
         if isinstance(pushed, PushConflict):
             self.conflict(job, pushed.existing)
             try:
-                entry = await self.remote.clips.fetch(pushed.existing, run.cache)
+                entry = await self.remote.clips.fetch(pushed.existing, run.cache, verify=run.verify)
             except RemoteError as exc:
                 self.warn(job, f"the remote's clip for it could not be pulled ({exc}); this machine's is used")
                 return await self.put(tmp, job, meta, digest)

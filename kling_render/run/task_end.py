@@ -46,13 +46,10 @@ class TaskEnds:
         count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
         run = self.run
         keep = run.provider.output_retention
-        record = run.state.get(job.shot_id)
-        if keep is None or record is None or not record.submitted_at:
+        submitted = self.submitted_at(job, task_id)
+        if keep is None or submitted is None:
             return False
-        try:
-            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
-        except ValueError:
-            return False
+        age = time.time() - submitted
         if age <= keep:
             return False
         run.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="gone")
@@ -63,6 +60,21 @@ class TaskEnds:
             f"(${job.cost_usd:.4f})",
         )
         return True
+
+    def submitted_at(self, job: Job, task_id: str) -> float | None:
+        """When ``task_id`` was submitted (epoch seconds, this machine's clock): for a task followed
+        through another run's claim, by the store's time of that claim (remote_follow.py); else the
+        shot's record."""
+        run = self.run
+        if run.gate is not None and task_id in run.gate.followed:
+            return run.gate.followed[task_id]
+        record = run.state.get(job.shot_id)
+        if record is None or not record.submitted_at:
+            return None
+        try:
+            return datetime.fromisoformat(record.submitted_at).timestamp()
+        except ValueError:
+            return None
 
     def failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
         """A failed task is refunded; replaced within the cap unless its code says the inputs are at fault."""

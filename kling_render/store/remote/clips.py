@@ -13,7 +13,13 @@ for the same key (two paid tasks, which claims exist to prevent) loses: :class:`
 tells the caller to adopt the remote's clip, so every machine cuts the same bytes.
 
 A pull streams the bytes into the local cache's temp directory, checks size and sha256 against
-the record, and only then adds them to the local cache, which stays a cache of the remote.
+the record, then gives the clip the same check as a download (the ``verify`` the caller passes:
+the download path's own), and only then adds it to the local cache, which stays a cache of the
+remote. A blob with the right digest and random bytes never counts as a clip. Nothing but the
+digest and size is taken from a record: the duration and stream headers kept in the local cache
+are the check's, measured on the clip (a record is editable; its ``duration`` and ``media`` are
+written for people and older versions, never read). A record's task id passes jobs.valid_task_id
+or is dropped; a record from a newer kling-render (``version``) is refused.
 Blobs are never deleted here: identical clips of two keys share one.
 """
 
@@ -27,13 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kling_render.errors import RemoteIntegrityError
+from kling_render.errors import KlingRenderError, RemoteError, RemoteIntegrityError, RemoteVersionError
 from kling_render.fsutil import sha256_file
+from kling_render.jobs import valid_task_id
+from kling_render.masking import mask_json
 from kling_render.records.state import now_iso
 from kling_render.store.cache import CachedClip, ClipCache, ClipMeta
 from kling_render.store.remote.store import RemoteStore, Written
 
-__all__ = ["PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
+__all__ = ["ClipCheck", "PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
+
+RECORD_VERSION = 1
+ClipCheck = Callable[[Path], tuple[float, dict[str, Any] | None]]
+"""The check a clip passes before it counts (the download path's: run/scheduler.default_verify):
+its measured duration and stream headers; raises when the file is not a usable clip."""
 
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")  # as the local cache: a shot key is hex
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -72,12 +85,9 @@ class RemoteClip:
     created: str
     media: dict[str, Any] | None = None
 
-    @property
-    def meta(self) -> ClipMeta:
-        return ClipMeta(self.duration, self.model, self.task_id, self.media)
-
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
+            "version": RECORD_VERSION,
             "key": self.key,
             "provider": self.provider,
             "sha256": self.sha256,
@@ -96,6 +106,11 @@ class RemoteClip:
         """Raises ValueError unless ``raw`` is a well-formed record of ``provider``/``key``."""
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
+        version = raw.get("version", RECORD_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"bad version {str(version)[:20]!r}")
+        if version > RECORD_VERSION:
+            raise NewerRecord(version)
         if raw.get("key") != key or raw.get("provider") != provider:
             raise ValueError("it names another key or provider")
         sha, size = raw.get("sha256"), raw.get("size")
@@ -113,12 +128,20 @@ class RemoteClip:
                 size=size,
                 duration=float(raw["duration"]),
                 model=str(raw["model"]),
-                task_id=task_id if isinstance(task_id, str) else None,
+                task_id=task_id if valid_task_id(task_id) else None,  # never into a file unchecked
                 created=str(raw.get("created", "")),
                 media=media if isinstance(media, dict) else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"a field is missing or wrong ({exc})") from None
+
+
+class NewerRecord(ValueError):
+    """The record was written by a newer kling-render (its ``version``)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"version {version}")
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -150,7 +173,13 @@ class RemoteClips:
         path = record_path(provider, key)
         try:
             return RemoteClip.from_json(json.loads(data.decode("utf-8")), provider, key)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except NewerRecord as exc:
+            raise RemoteVersionError(
+                f"the clip record {path} on the remote {self.store.url} has schema version {exc.version}, newer "
+                f"than this kling-render understands ({RECORD_VERSION}): it is not used, and nothing is paid for "
+                "its shot; upgrade kling-render"
+            ) from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise RemoteIntegrityError(
                 f"the clip record {path} on the remote {self.store.url} is damaged ({exc}); delete it so the "
                 "clip is uploaded again"
@@ -158,11 +187,16 @@ class RemoteClips:
 
     async def keys(self, provider: str) -> set[str]:
         """Every key with a record for ``provider`` (one listing, for plans and stitches)."""
-        keys = set()
-        for path in await self.store.list_paths(records_prefix(provider)):
-            name = path.rsplit("/", 1)[-1]
+        return set(await self.listing(provider))
+
+    async def listing(self, provider: str) -> dict[str, str | None]:
+        """Every key with a record for ``provider``, with the record's ETag (one listing): records
+        are create-only, so an unchanged ETag is an unchanged record."""
+        keys: dict[str, str | None] = {}
+        for meta in await self.store.list_meta(records_prefix(provider)):
+            name = meta.path.rsplit("/", 1)[-1]
             if name.endswith(".json") and _KEY_RE.match(name[:-5]):
-                keys.add(name[:-5])
+                keys[name[:-5]] = meta.etag
         return keys
 
     async def push(
@@ -191,7 +225,7 @@ class RemoteClips:
             created=now_iso(),
             media=meta.media,
         )
-        data = (json.dumps(clip.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+        data = (json.dumps(mask_json(clip.to_json()), indent=2, sort_keys=True) + "\n").encode("utf-8")
         outcome = await self.store.write(record_path(provider, key), data)
         if isinstance(outcome, Written):
             return Pushed(clip, True)
@@ -200,25 +234,34 @@ class RemoteClips:
         winner = self._parse(outcome.current.data, provider, key)
         return Pushed(winner, False) if winner.sha256 == digest else PushConflict(winner)
 
-    async def pull(
-        self, provider: str, key: str, cache: ClipCache, *, verify: Callable[[Path], object] | None = None
-    ) -> CachedClip | None:
-        """Bring ``key``'s clip into the local cache (checked by size and sha256); None if the
-        remote has none. An entry already in the local cache is kept (the cache's put is idempotent).
-
-        ``verify`` (e.g. the runner's decode-and-measure check) runs on the downloaded file after the
-        sha256 check and before the cache takes it; whatever it raises propagates, nothing is kept."""
+    async def pull(self, provider: str, key: str, cache: ClipCache, *, verify: ClipCheck) -> CachedClip | None:
+        """Bring ``key``'s clip into the local cache (see :meth:`fetch`); None if the remote has none.
+        An entry already in the local cache is kept (the cache's put is idempotent)."""
         clip = await self.get(provider, key)
         if clip is None:
             return None
         return await self.fetch(clip, cache, verify=verify)
 
     async def fetch(
-        self, clip: RemoteClip, cache: ClipCache, *, verify: Callable[[Path], object] | None = None
+        self, clip: RemoteClip, cache: ClipCache, *, verify: ClipCheck, replace: str | None = None
     ) -> CachedClip:
-        """Download the clip of a record already read (see :meth:`pull`)."""
+        """Download the clip of a record already read: size and sha256 against the record, then
+        ``verify`` (the download path's check), whose measured duration and stream headers go into
+        the local cache. RemoteIntegrityError when the clip is not usable: nothing is kept.
+        ``replace``: the local cache's clip for the key is set aside first (with this reason), once
+        the remote's has passed its checks."""
         with cache.temp_file() as tmp:
             await self.store.download(blob_path(clip.sha256), tmp, size=clip.size, sha256=clip.sha256)
-            if verify is not None:
-                await asyncio.to_thread(verify, tmp)
-            return cache.put(clip.provider, clip.key, tmp, clip.meta, sha256=clip.sha256)
+            try:
+                duration, media = await asyncio.to_thread(verify, tmp)
+            except RemoteError:
+                raise
+            except (KlingRenderError, ValueError, OSError) as exc:
+                raise RemoteIntegrityError(
+                    f"{blob_path(clip.sha256)} on the remote {self.store.url} has the digest its record says but "
+                    f"is not a usable clip ({exc}); not used. Delete it and its record so the clip is made again"
+                ) from None
+            meta = ClipMeta(duration, clip.model, clip.task_id, media)
+            if replace is not None:
+                await asyncio.to_thread(cache.set_aside, clip.provider, clip.key, replace)
+            return await asyncio.to_thread(cache.put, clip.provider, clip.key, tmp, meta, sha256=clip.sha256)

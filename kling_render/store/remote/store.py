@@ -10,6 +10,19 @@ Here, and only here:
 - a write that is answered "lost" is read back: when the object now holds exactly the bytes
   we wrote, it was our own write (a retried request whose first try landed), and it is won.
 
+Every request has a total deadline (SPEC §8): obstore's own ``timeout`` (records, claims, lookups
+and listing pages: ``KLING_RENDER_REMOTE_TIMEOUT``, default 60 s; clip transfers, through a second
+client: ``KLING_RENDER_REMOTE_TRANSFER_TIMEOUT``, default 30 min, with a read timeout so a stalled
+body fails sooner), and ``asyncio.wait_for`` a little later as a backstop. A request that misses
+its deadline is not retried (an endpoint that accepts and never answers would hold a command for
+minutes): it is one line naming the remote.
+
+Time on the remote is the store's own: objects read carry their Last-Modified, and
+:meth:`RemoteStore.now` reads the store's clock (the Last-Modified of a scratch object written
+just now), so claims are judged by the store's time, never by a writer's stamp.
+
+Every small object written passes the secret mask (masking.py).
+
 obstore's blocking API runs in a worker thread (``asyncio.to_thread``): its asyncio API
 (``put_async`` …) aborted the interpreter at exit in about one run in ten here (obstore 0.12.1,
 Python 3.11), the blocking API never did.
@@ -26,22 +39,25 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import filelock
 
+from kling_render import env
 from kling_render.errors import KlingRenderError, RemoteError, RemoteIntegrityError, RemoteTransientError
+from kling_render.masking import mask, mask_bytes
 from kling_render.retry import RetryPolicy
 from kling_render.store.remote.config import RemoteURL, S3Settings
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig, S3Config
 
-__all__ = ["Lost", "Meta", "RemoteStore", "Stored", "Written", "open_store"]
+__all__ = ["Deadlines", "Listed", "Lost", "Meta", "RemoteStore", "Stored", "Written", "open_store"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -54,20 +70,43 @@ CREATE_TRIES = 3  # a create answered 409 while nothing is there (a conflicting 
 # A refusal obstore reports as a generic error (a LIST answered 403 is not mapped to PermissionDenied).
 _DENIED = re.compile(r"status code: 40[13]\b|<Code>(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)</Code>")
 _TRANSIENT = re.compile(r"status code: (5\d\d|429)|HTTP error|SlowDown|InternalError|timed out|connection", re.I)
+# A request that missed its total deadline (reqwest's Timeout, in obstore's debug dump).
+_TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out|deadline has elapsed", re.I)
+REQUEST_TIMEOUT = 60.0  # seconds for one record, claim, lookup or listing page, connection included
+TRANSFER_TIMEOUT = 1800.0  # seconds for one clip upload part or download
+TRANSFER_READ_TIMEOUT = 60.0  # seconds a clip's body may send nothing
+CONNECT_TIMEOUT = 10.0
+BACKSTOP = 5.0  # seconds past obstore's own deadline before asyncio gives up on the call
+CLOCK_PATH = "clock"  # a scratch object: its Last-Modified, just after a write, is the store's time
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """The total deadline of one request: a small object, or a clip's transfer."""
+
+    request: float = REQUEST_TIMEOUT
+    transfer: float = TRANSFER_TIMEOUT
+
+    @classmethod
+    def from_env(cls) -> Deadlines:
+        return cls(env.remote_timeout() or REQUEST_TIMEOUT, env.remote_transfer_timeout() or TRANSFER_TIMEOUT)
 
 
 @dataclass(frozen=True)
 class Stored:
-    """A small object as read: its bytes and its ETag (for a later compare-and-swap)."""
+    """A small object as read: its bytes, its ETag (for a later compare-and-swap) and its
+    Last-Modified in the store's time (epoch seconds)."""
 
     data: bytes
     etag: str | None
+    modified: float | None = None
 
 
 @dataclass(frozen=True)
 class Meta:
     size: int
     etag: str | None
+    modified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +138,17 @@ class RemoteStore:
         secrets: Iterable[str] = (),
         policy: RetryPolicy | None = None,
         cas_lock: Path | None = None,
+        transfers: ObjectStore | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._store = store
+        self._transfers = transfers or store  # the client with the longer deadline, for clips
         self.url = url
         self._secrets = tuple(s for s in secrets if len(s) >= 4)
         self.policy = policy or default_policy()
         self._cas_lock = cas_lock  # file:// only: the lock that makes read-compare-write atomic
+        self.deadlines = deadlines or Deadlines()
+        self._offset: float | None = None  # the store's clock minus this machine's, once measured
 
     def __repr__(self) -> str:
         return f"RemoteStore({str(self.url)!r})"
@@ -120,7 +164,9 @@ class RemoteStore:
 
     async def write(self, path: str, data: bytes, *, expect_etag: str | None = None) -> Written | Lost:
         """Create ``path`` only if absent (``expect_etag`` None: If-None-Match: *), or replace it only
-        if it is still the version ``expect_etag`` (If-Match). A lost race comes back as Lost."""
+        if it is still the version ``expect_etag`` (If-Match). A lost race comes back as Lost.
+        Known secrets are masked out of ``data`` first (records are made masked; this is the door)."""
+        data = mask_bytes(data)
         for _ in range(CREATE_TRIES):
             outcome = await self._call(f"writing {path}", lambda: self._put(path, data, expect_etag))
             if isinstance(outcome, Written):
@@ -139,20 +185,37 @@ class RemoteStore:
     async def upload(self, path: str, src: Path) -> None:
         """Write the file ``src`` to ``path``, streamed in parts (memory stays flat), replacing
         whatever is there: for content-addressed paths only, where any writer writes the same bytes."""
-        await self._call(f"uploading {path}", lambda: self._upload(path, src))
+        await self._call(f"uploading {path}", lambda: self._upload(path, src), transfer=True)
 
     async def download(self, path: str, dest: Path, *, size: int, sha256: str) -> None:
         """Stream ``path`` into ``dest`` and check its size and sha256; RemoteIntegrityError (and
         ``dest`` removed) when they differ or the object is missing."""
         try:
-            await self._call(f"downloading {path}", lambda: self._download(path, dest, size, sha256))
+            await self._call(f"downloading {path}", lambda: self._download(path, dest, size, sha256), transfer=True)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
 
     async def list_paths(self, prefix: str) -> list[str]:
         """Paths of the objects under ``prefix`` (relative to the remote's own prefix)."""
+        return [meta.path for meta in await self.list_meta(prefix)]
+
+    async def list_meta(self, prefix: str) -> list[Listed]:
+        """The objects under ``prefix`` with their size, ETag and Last-Modified (one listing)."""
         return await self._call(f"listing {prefix}", lambda: self._list(prefix))
+
+    async def now(self) -> float:
+        """The store's current time (epoch seconds of its clock), to judge an object's age by: the
+        Last-Modified of a scratch object written just now, measured once per store."""
+        if self._offset is None:
+            before = time.time()
+            await self._call("writing its clock object", lambda: self._put_clock())
+            meta = await self.head(CLOCK_PATH)
+            after = time.time()
+            if meta is None or meta.modified is None:
+                raise RemoteError(f"the remote {self.url} did not report when {CLOCK_PATH} was written")
+            self._offset = meta.modified - (before + after) / 2
+        return time.time() + self._offset
 
     # -- the blocking calls (worker threads) -------------------------------------------------
 
@@ -168,7 +231,7 @@ class RemoteStore:
             raise RemoteIntegrityError(
                 f"{path} on the remote {self.url} is {meta['size']} bytes, far more than a record; not read"
             )
-        return Stored(bytes(result.bytes()), meta["e_tag"])
+        return Stored(bytes(result.bytes()), meta["e_tag"], _epoch(meta.get("last_modified")))
 
     def _head(self, path: str) -> Meta | None:
         import obstore
@@ -177,7 +240,12 @@ class RemoteStore:
             meta = obstore.head(self._store, path)
         except FileNotFoundError:
             return None
-        return Meta(meta["size"], meta["e_tag"])
+        return Meta(meta["size"], meta["e_tag"], _epoch(meta.get("last_modified")))
+
+    def _put_clock(self) -> None:
+        import obstore
+
+        obstore.put(self._store, CLOCK_PATH, b"the Last-Modified of this object tells the store's time\n")
 
     def _put(self, path: str, data: bytes, expect_etag: str | None) -> Written | Lost:
         import obstore
@@ -211,14 +279,14 @@ class RemoteStore:
     def _upload(self, path: str, src: Path) -> None:
         import obstore
 
-        obstore.put(self._store, path, src, chunk_size=PART_SIZE, max_concurrency=UPLOAD_CONCURRENCY)
+        obstore.put(self._transfers, path, src, chunk_size=PART_SIZE, max_concurrency=UPLOAD_CONCURRENCY)
 
     def _download(self, path: str, dest: Path, size: int, sha256: str) -> None:
         import obstore
 
         where = f"{path} on the remote {self.url}"
         try:
-            result = obstore.get(self._store, path)
+            result = obstore.get(self._transfers, path)
         except FileNotFoundError:
             raise RemoteIntegrityError(f"{where} is missing, though a record points at it") from None
         if result.meta["size"] != size:
@@ -238,35 +306,47 @@ class RemoteStore:
                 "not used. Someone changed or damaged it: delete it and its record so the clip is uploaded again"
             )
 
-    def _list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[Listed]:
         import obstore
 
         try:
-            return [meta["path"] for batch in obstore.list(self._store, prefix) for meta in batch]
+            return [
+                Listed(meta["path"], meta["size"], meta["e_tag"], _epoch(meta.get("last_modified")))
+                for batch in obstore.list(self._store, prefix)
+                for meta in batch
+            ]
         except FileNotFoundError:  # file:// with no such directory yet
             return []
 
-    # -- errors and retries ------------------------------------------------------------------
+    # -- errors, deadlines and retries -------------------------------------------------------
 
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+    async def _call(self, what: str, fn: Callable[[], T], *, transfer: bool = False) -> T:
+        seconds = self.deadlines.transfer if transfer else self.deadlines.request
+        where = f"{what} on the remote {self.url}"
+
         async def once() -> T:
-            return await asyncio.to_thread(self._mapped, what, fn)
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(self._mapped, what, fn, seconds), seconds + BACKSTOP)
+            except TimeoutError:  # obstore's own deadline did not end it: give up on the thread
+                raise RemoteError(_no_answer(where, seconds)) from None
 
-        return await self.policy.call(once, what=f"{what} on the remote {self.url}")
+        return await self.policy.call(once, what=where)
 
-    def _mapped(self, what: str, fn: Callable[[], T]) -> T:
+    def _mapped(self, what: str, fn: Callable[[], T], seconds: float) -> T:
         try:
             return fn()
         except KlingRenderError:
             raise
         except Exception as exc:
-            raise self._map_error(exc, what) from None
+            raise self._map_error(exc, what, seconds) from None
 
-    def _map_error(self, exc: Exception, what: str) -> RemoteError:
+    def _map_error(self, exc: Exception, what: str, seconds: float = REQUEST_TIMEOUT) -> RemoteError:
         from obstore.exceptions import GenericError, PermissionDeniedError, UnauthenticatedError
 
         detail = self.redact(_first_lines(str(exc)) or type(exc).__name__)
         where = f"{what} on the remote {self.url}"
+        if isinstance(exc, TimeoutError) or _TIMED_OUT.search(str(exc)):
+            return RemoteError(_no_answer(where, seconds))  # not retried: it would hold the command again
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):
             return RemoteError(
                 f"{where} was refused (access denied): check the credentials (AWS_ACCESS_KEY_ID, "
@@ -283,7 +363,33 @@ class RemoteStore:
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return mask(text)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object of a listing."""
+
+    path: str
+    size: int
+    etag: str | None
+    modified: float | None
+
+
+def _epoch(value: Any) -> float | None:
+    """A Last-Modified as obstore gives it (an aware datetime) in epoch seconds. A whole second (S3
+    sends Last-Modified in whole seconds, cut down) stands for the middle of that second."""
+    if not isinstance(value, datetime):
+        return None
+    stamp = value.timestamp()
+    return stamp + 0.5 if value.microsecond == 0 else stamp
+
+
+def _no_answer(where: str, seconds: float) -> str:
+    return (
+        f"{where} got no complete answer within {seconds:g} s; check that the endpoint is reachable and "
+        "answers (AWS_ENDPOINT_URL, the network)"
+    )
 
 
 def _first_lines(text: str, limit: int = 400) -> str:
@@ -293,15 +399,30 @@ def _first_lines(text: str, limit: int = 400) -> str:
     return one if len(one) <= limit else one[:limit] + "…"
 
 
-def open_store(url: RemoteURL, s3: S3Settings | None = None, *, policy: RetryPolicy | None = None) -> RemoteStore:
-    """A RemoteStore for ``url``; ``s3`` says how to reach an S3-compatible endpoint."""
+def open_store(
+    url: RemoteURL,
+    s3: S3Settings | None = None,
+    *,
+    policy: RetryPolicy | None = None,
+    deadlines: Deadlines | None = None,
+) -> RemoteStore:
+    """A RemoteStore for ``url``; ``s3`` says how to reach an S3-compatible endpoint. Two clients of
+    one store: one for small objects, one with the longer deadline of clip transfers."""
     from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
-    client: ClientConfig = {"connect_timeout": timedelta(seconds=10), "timeout": timedelta(seconds=300)}
+    limits = deadlines or Deadlines.from_env()
+    connect = timedelta(seconds=min(CONNECT_TIMEOUT, limits.request))
+    client: ClientConfig = {"connect_timeout": connect, "timeout": timedelta(seconds=limits.request)}
+    bulk: ClientConfig = {
+        "connect_timeout": connect,
+        "timeout": timedelta(seconds=limits.transfer),
+        "read_timeout": timedelta(seconds=min(TRANSFER_READ_TIMEOUT, limits.transfer)),
+    }
     no_retry: RetryConfig = {"max_retries": 0, "retry_timeout": timedelta(seconds=1)}
     prefix = url.prefix or None
     secrets: tuple[str, ...] = ()
     store: ObjectStore
+    transfers: ObjectStore
     if url.scheme == "file":
         assert url.root is not None
         try:
@@ -309,7 +430,9 @@ def open_store(url: RemoteURL, s3: S3Settings | None = None, *, policy: RetryPol
         except OSError as exc:
             raise RemoteError(f"the remote {url} cannot be created: {exc.strerror or exc}") from None
         store = LocalStore(url.root)
-        return RemoteStore(store, url, policy=policy, cas_lock=url.root / ".kling-render-cas.lock")
+        return RemoteStore(
+            store, url, policy=policy, cas_lock=url.root / ".kling-render-cas.lock", deadlines=limits
+        )
     if url.scheme == "s3":
         settings = s3 or S3Settings()
         config: S3Config = {"conditional_put": "etag"}
@@ -323,13 +446,16 @@ def open_store(url: RemoteURL, s3: S3Settings | None = None, *, policy: RetryPol
             if settings.session_token:
                 config["session_token"] = settings.session_token
         # allow_http is always given: the explicit value overrides an AWS_ALLOW_HTTP in the environment.
-        client["allow_http"] = settings.allow_http
+        client["allow_http"] = bulk["allow_http"] = settings.allow_http
         store = S3Store(url.bucket, prefix=prefix, config=config, client_options=client, retry_config=no_retry)
+        transfers = S3Store(url.bucket, prefix=prefix, config=config, client_options=bulk, retry_config=no_retry)
         secrets = settings.secrets
     elif url.scheme == "gs":
-        client["allow_http"] = False
+        client["allow_http"] = bulk["allow_http"] = False
         store = GCSStore(url.bucket, prefix=prefix, client_options=client, retry_config=no_retry)
+        transfers = GCSStore(url.bucket, prefix=prefix, client_options=bulk, retry_config=no_retry)
     else:
-        client["allow_http"] = False
+        client["allow_http"] = bulk["allow_http"] = False
         store = AzureStore(url.bucket, prefix=prefix, client_options=client, retry_config=no_retry)
-    return RemoteStore(store, url, secrets=secrets, policy=policy)
+        transfers = AzureStore(url.bucket, prefix=prefix, client_options=bulk, retry_config=no_retry)
+    return RemoteStore(store, url, secrets=secrets, policy=policy, transfers=transfers, deadlines=limits)

@@ -4,7 +4,8 @@ put it on the terminal, in the state, the lock, the cache or the remote's record
 
 The secrets are the values of env.SECRET_VARS (the provider keys, the AWS credentials) plus any
 given otherwise (:func:`register`: a provider built with an explicit key). Each is masked as it
-is, URL-encoded, JSON-escaped and HTML-escaped. The doors that apply :func:`mask`:
+is, URL-encoded, JSON-escaped, HTML-escaped and as Python quotes it (``!r``), in any letter case.
+The doors that apply :func:`mask`:
 
 - the process's stdout and stderr (:func:`masked_streams`, installed by cli.py for every command:
   progress sinks, error lines, ``--json`` documents, ``--verbose`` tracebacks);
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +50,14 @@ def _secrets() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=8)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression for every form of every secret, in any letter case (a server or a
+    client may upper- or lower-case what it echoes: a status, say), longest first."""
+    forms = _variants(secrets)
+    return re.compile("|".join(re.escape(f) for f in forms), re.IGNORECASE) if forms else None
+
+
+@functools.lru_cache(maxsize=8)
 def _variants(secrets: tuple[str, ...]) -> tuple[str, ...]:
     """Every form in which ``secrets`` may appear in text, longest first (a longer form is masked
     before a shorter one inside it could leave a tail)."""
@@ -61,6 +71,8 @@ def _variants(secrets: tuple[str, ...]) -> tuple[str, ...]:
                 quote_plus(secret),
                 json.dumps(secret)[1:-1],
                 json.dumps(secret, ensure_ascii=False)[1:-1],
+                repr(secret)[1:-1],  # messages quote values with !r
+                ascii(secret)[1:-1],
                 html.escape(secret),
                 html.escape(secret, quote=False),
             }
@@ -72,22 +84,56 @@ def variants() -> tuple[str, ...]:
     return _variants(_secrets())
 
 
+@functools.lru_cache(maxsize=8)
+def _lowered(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f.lower() for f in _variants(secrets)))
+
+
+def _seen(text: str, secrets: tuple[str, ...]) -> bool:
+    """Whether ``text`` may hold a secret: plain substring searches of the lower-cased text (fast on
+    a large state file, where the case-blind regular expression is not)."""
+    forms = _lowered(secrets)
+    if not forms:
+        return False
+    low = text.lower()
+    return any(form in low for form in forms)
+
+
 def mask(text: str) -> str:
-    """``text`` with every known secret (in each of its forms) replaced by ``***``."""
-    for form in variants():
-        if form in text:
-            text = text.replace(form, MASK)
-    return text
+    """``text`` with every known secret (in each of its forms, in any case) replaced by ``***``."""
+    secrets = _secrets()
+    if not _seen(text, secrets):
+        return text
+    low = text.lower()
+    if len(low) != len(text):  # a character whose lower case is longer: positions differ
+        pattern = _pattern(secrets)
+        assert pattern is not None
+        return pattern.sub(MASK, text)
+    spans: list[tuple[int, int]] = []
+    for form in _lowered(secrets):  # longest first
+        start = low.find(form)
+        while start >= 0:
+            spans.append((start, start + len(form)))
+            start = low.find(form, start + 1)
+    parts: list[str] = []
+    done = 0
+    for start, end in sorted(spans):
+        if end <= done:
+            continue  # inside a span already masked
+        parts += [text[done : max(done, start)], MASK]
+        done = end
+    return "".join([*parts, text[done:]])
 
 
 def contains_secret(text: str) -> bool:
-    return any(form in text for form in variants())
+    secrets = _secrets()
+    pattern = _pattern(secrets)
+    return _seen(text, secrets) and pattern is not None and pattern.search(text) is not None
 
 
 def mask_bytes(data: bytes) -> bytes:
     """``data`` masked as UTF-8 text; bytes that are not UTF-8 pass through unchanged."""
-    forms = variants()
-    if not forms:
+    if not _lowered(_secrets()):
         return data
     text = data.decode("utf-8", "surrogateescape")
     masked = mask(text)
@@ -96,7 +142,7 @@ def mask_bytes(data: bytes) -> bytes:
 
 def mask_json(value: Any) -> Any:
     """A JSON value with every string (keys too) masked: it serializes to valid JSON without a secret."""
-    if not variants():
+    if not _lowered(_secrets()):
         return value
     return _mask_value(value)
 

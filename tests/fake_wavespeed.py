@@ -33,9 +33,13 @@ for ``output_url``), ``stall`` (send the output at
 ``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
-whole clip, its length right, with bytes in the middle of its bitstream flipped).
-``every`` N applies a fault to every Nth matching request only (``count`` times); a task fault with
-``body_contains`` applies only to a submit whose JSON body contains that text (one row's shot, say).
+whole clip, its length right, with bytes in the middle of its bitstream flipped), ``drip`` (any
+answer, its body sent at ``rate`` bytes/s, and with ``head`` its status line and headers too: an
+answer that never stalls a single read and never ends), ``poll_status`` (a poll answered with
+``status`` as the task's status, ``{token}`` replaced by the bearer token received: a server that
+echoes the key).
+``every`` N applies a fault to every Nth matching request only (``count`` times); a fault with
+``body_contains`` applies only to a request whose body contains that text (one row's shot, say).
 
 As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
 with a bad one still creates its task, unless the fault says ``create: false``; 429 and 4xx
@@ -204,6 +208,7 @@ class Fault:
     release: Any = None  # trickle: a threading.Event that ends the wait early (in-process tests)
     seen: int = 0  # matching requests so far (for ``every``)
     body_contains: str | None = None  # task faults: only a submit whose JSON body contains this text
+    head: bool = False  # drip: the status line and headers drip too
 
     def creates(self) -> bool:
         """On a submit: whether the task is created although the answer is this fault."""
@@ -445,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.record_path = path
         with self.fake.lock:
             self.fake.requests.append(self.record)
-        fault = self.fake.faults.take(self.command, path)
+        fault = self.fake.faults.take(self.command, path, body=self.raw.decode("utf-8", "replace"))
         submit = self.command == "POST" and path.startswith("/api/v3/kwaivgi/")
         try:
             if fault is None:
@@ -464,6 +469,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             if kind == "huge":
                 return self._huge(fault)
+            if kind == "drip":
+                return self._drip(fault, self._route(path, body))
+            if kind == "poll_status":
+                return self._send(self._echo_status(fault, self._route(path, body)))
             if kind == "gzip":
                 return self._send(self._gzip_bomb(fault))
             if kind in {"envelope", "balance"}:
@@ -657,6 +666,40 @@ class _Handler(BaseHTTPRequestHandler):
             envelope["data"].pop("id", None)
         else:
             envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
+        return _json(200, envelope)
+
+    def _drip(self, fault: Fault, reply: Reply) -> None:
+        """``reply`` sent at ``fault.rate`` bytes/s (its head too with ``fault.head``): every read
+        gets a byte or two in time, the answer takes minutes."""
+        status, data, headers = reply
+        if self.record is not None:
+            self.record.status = status
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in {"Content-Length": str(len(data)), **headers}.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if not fault.head:
+            self.wfile.write(head)
+            self.wfile.flush()
+            head = b""
+        step, pause = max(1, int(fault.rate / 10)), 0.1
+        rest = head + data
+        try:
+            for at in range(0, len(rest), step):
+                self.wfile.write(rest[at : at + step])
+                self.wfile.flush()
+                if self.fake.stopping.wait(pause):
+                    raise _Drop
+        except OSError:  # the client gave up on the drip: what a bounded client does
+            raise _Drop from None
+        self.close_connection = True
+
+    def _echo_status(self, fault: Fault, reply: Reply) -> Reply:
+        """A poll answer whose task status is ``fault.status`` with the bearer token in it."""
+        if reply[0] != 200 or not self.path.startswith("/api/v3/predictions/"):
+            return reply
+        envelope = json.loads(reply[1])
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        envelope["data"]["status"] = fault.status.replace("{token}", token)
         return _json(200, envelope)
 
     def _gzip_bomb(self, fault: Fault) -> Reply:

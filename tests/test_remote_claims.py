@@ -155,6 +155,7 @@ def _claim(**changes: object) -> Claim:
 
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+OTHER = Owner("host-b", 1, "run-b")
 
 
 def alive(pid: int) -> bool:
@@ -177,8 +178,7 @@ def dead(pid: int) -> bool:
         ({}, Owner("host-b", 1, "run-b"), T0 + STALE_AFTER + 1, alive, "orphaned"),
         # The writer's stamps do not count, only the store's Last-Modified (``modified``, T0 here):
         ({"updated_at": "2025-12-31T23:40:00+00:00"}, Owner("host-b", 1, "run-b"), T0 + 60, alive, "wait"),
-        ({"updated_at": "2026-01-02T00:00:00+00:00"}, Owner("host-b", 1, "run-b"), T0 + STALE_AFTER + 1, alive,
-         "orphaned"),  # fmt: skip
+        ({"updated_at": "2026-01-02T00:00:00+00:00"}, OTHER, T0 + STALE_AFTER + 1, alive, "orphaned"),
         ({"status": "done", "output_sha256": "f" * 64}, Owner("host-b", 1, "run-b"), T0, alive, "done"),
         ({"status": "failed", "permanent": True}, Owner("host-b", 1, "run-b"), T0, alive, "refused"),
         ({"status": "failed"}, Owner("host-b", 1, "run-b"), T0, alive, "free"),

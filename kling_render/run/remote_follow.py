@@ -22,7 +22,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from kling_render.errors import ProviderError, RemoteError
+from kling_render.errors import ProviderError, RemoteError, RemoteVersionError
 from kling_render.jobs import Job, TaskResult
 from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide
 from kling_render.run.task_end import ASK_AGAIN
@@ -78,6 +78,9 @@ class Follower:
                 if deadline is not None and loop.time() >= deadline:
                     run.fail(job, f"waited {timeout:g}s for the run that holds its claim on the remote")
                     return False
+        except RemoteVersionError as exc:  # a newer kling-render's claim or record: left alone
+            run.fail(job, str(exc))
+            return False
         except RemoteError as exc:
             run.fail(job, f"the remote could not be read ({exc}); nothing was submitted for it this run")
             return False

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kling_render.errors import RemoteError, RemoteIntegrityError
+from kling_render.errors import RemoteError, RemoteIntegrityError, RemoteVersionError
 from kling_render.jobs import Job, TaskResult
 from kling_render.run.reconcile import fingerprint
 from kling_render.run.remote_follow import Follower
@@ -139,7 +139,7 @@ class RemoteGate:
                 if clip
                 else clips.pull(self.provider, job.key, cache, verify=verify)
             )
-        except RemoteIntegrityError as exc:
+        except (RemoteIntegrityError, RemoteVersionError) as exc:
             self.refusals[job.key] = f"its clip on the remote is not used: {exc}"
             return None
         except RemoteError as exc:
@@ -181,6 +181,9 @@ class RemoteGate:
             return "stop"
         try:
             return await self._claim(job, fingerprint(body))
+        except RemoteVersionError as exc:  # a newer kling-render's claim: neither used nor taken over
+            self.run.fail(job, str(exc))
+            return "stop"
         except RemoteError as exc:
             self.run.fail(job, f"its claim on the remote could not be written ({exc}); nothing was submitted")
             return "stop"

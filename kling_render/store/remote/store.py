@@ -149,6 +149,7 @@ class RemoteStore:
         self._cas_lock = cas_lock  # file:// only: the lock that makes read-compare-write atomic
         self.deadlines = deadlines or Deadlines()
         self._offset: float | None = None  # the store's clock minus this machine's, once measured
+        self._clock_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def __repr__(self) -> str:
         return f"RemoteStore({str(self.url)!r})"
@@ -207,14 +208,18 @@ class RemoteStore:
     async def now(self) -> float:
         """The store's current time (epoch seconds of its clock), to judge an object's age by: the
         Last-Modified of a scratch object written just now, measured once per store."""
-        if self._offset is None:
-            before = time.time()
-            await self._call("writing its clock object", lambda: self._put_clock())
-            meta = await self.head(CLOCK_PATH)
-            after = time.time()
-            if meta is None or meta.modified is None:
-                raise RemoteError(f"the remote {self.url} did not report when {CLOCK_PATH} was written")
-            self._offset = meta.modified - (before + after) / 2
+        loop = asyncio.get_running_loop()
+        if self._clock_lock is None or self._clock_lock[0] is not loop:  # a lock belongs to one loop
+            self._clock_lock = (loop, asyncio.Lock())
+        async with self._clock_lock[1]:  # one measurement, however many claims are judged at once
+            if self._offset is None:
+                before = time.time()
+                await self._call("writing its clock object", lambda: self._put_clock())
+                meta = await self.head(CLOCK_PATH)
+                after = time.time()
+                if meta is None or meta.modified is None:
+                    raise RemoteError(f"the remote {self.url} did not report when {CLOCK_PATH} was written")
+                self._offset = meta.modified - (before + after) / 2
         return time.time() + self._offset
 
     # -- the blocking calls (worker threads) -------------------------------------------------

@@ -60,11 +60,20 @@ def budget_for(project: Project, max_cost: float | None) -> float | None:
     return max_cost if max_cost is not None else project.budget_usd
 
 
+def spend_id(project: Project, provider: str) -> str:
+    """The id of the project's spend record on the remote: the sha256 of every step key of the
+    whole project (whatever --only or --shard select), so every shard of one render, a partial
+    render and a re-run of it share one budget; an edit of the project starts a new record."""
+    from kling_render.plan.keys import doc_key
+
+    return doc_key({"spend": sorted(set(_clip_keys(project, provider).values())), "provider": provider})
+
+
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render import env
     from kling_render.plan.shard import in_shard
-    from kling_render.providers import make_provider
+    from kling_render.providers import make_provider, provider_charges
     from kling_render.records.lockfile import LockFile
     from kling_render.records.state import StateStore
     from kling_render.run.report import RECONCILE_GRACE
@@ -91,6 +100,17 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     # would submit: a shot whose paid task the state file records is polled again for free,
     # though the plan (which knows only the cache) still counts it as to render.
     budget = budget_for(project, opts.max_cost)
+    if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
+        # One budget for the project, whichever shard runs: a shard refuses to start when the whole
+        # project's plan is over it (the spend record on the remote caps what they pay together).
+        whole = float(the_plan.to_render_cost)
+        if whole > budget + 1e-9:
+            from kling_render.errors import BudgetError
+
+            raise BudgetError(
+                f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
+                "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
+            )
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
@@ -126,6 +146,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 events=sink,
                 lock=lock,
                 remote=remote,
+                spend=None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider)),
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
@@ -524,6 +545,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     return {
         "project": project.name,
         "provider": name,
+        "remote": str(remote.url) if remote is not None else None,
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],

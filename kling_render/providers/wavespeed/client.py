@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ from kling_render import env
 from kling_render.errors import (
     AuthError,
     DownloadError,
+    DownloadInterrupted,
     OutputGoneError,
     ProviderError,
     SubmitRefusedError,
@@ -58,6 +60,7 @@ from kling_render.jobs import (
     valid_task_id,
 )
 from kling_render.masking import register as register_secret
+from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
 from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
@@ -148,10 +151,8 @@ class WaveSpeedProvider(Provider):
             raise SubmitRefusedError(f"shot {job.shot_id!r}: {exc}", exc.retry_after) from exc
         return {name: _wire(value, urls) for name, value in job.params.items()}
 
-    async def submit(self, job: Job) -> str:
-        return await self.send(job, await self.prepare(job))
-
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        job, body = reservation.job, reservation.use()
         model = job.model.removeprefix(_MODEL_PREFIX)
         url = f"{self.base_url}/api/v3/{job.wire_model}"
         what = f"submit of shot {job.shot_id!r} ({model})"
@@ -414,6 +415,8 @@ class WaveSpeedProvider(Provider):
         value = reply.data.get("unit_price")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProviderError(f"{what}: the answer has no unit_price")
+        if not math.isfinite(value) or value < 0:  # JSON parsers take NaN, Infinity and 1e999
+            raise ProviderError(f"{what}: the answer's unit_price {value!r} is not a price (a finite number ≥ 0)")
         return float(value)
 
     # -- download -----------------------------------------------------------------------
@@ -427,7 +430,7 @@ class WaveSpeedProvider(Provider):
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()  # no partial output behind
             if isinstance(exc, TransientError):
-                raise DownloadError(f"download failed after retries: {exc}") from exc
+                raise DownloadInterrupted(f"download failed after retries: {exc}") from exc
             raise
 
     async def _download_once(self, url: str, dest: Path) -> None:
@@ -449,7 +452,7 @@ class WaveSpeedProvider(Provider):
                     except httpx.HTTPError as exc:
                         raise DownloadError(f"download: {_describe(exc)}") from exc
         except (net.Stalled, net.TimedOut, net.BadEncoding) as exc:
-            raise DownloadError(f"download aborted: {exc}") from exc
+            raise DownloadInterrupted(f"download aborted: {exc}") from exc
         except TooLarge:
             raise DownloadError(f"output exceeds the {self.limits.download_max_bytes}-byte cap") from None
         raise DownloadError(f"download: more than {MAX_REDIRECTS} redirects")
@@ -467,7 +470,7 @@ class WaveSpeedProvider(Provider):
             with dest.open("wb") as fh:
                 received = await transfer.read(response, fh.write, self.limits.download_max_bytes)
         except OSError as exc:  # disk full, file too large: the task stays, the next run fetches again
-            raise DownloadError(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
+            raise DownloadInterrupted(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
         encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
         if declared is not None and not encoded and received != declared:
             raise TransientError(f"download truncated: {received} of {declared} bytes")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kling_render.store.remote.clips import ClipCheck, RemoteClip
     from kling_render.store.remote.connect import Remote
 
-__all__ = ["Differs", "differing", "open_for", "pull_missing", "remote_keys", "replace_local", "team_view"]
+__all__ = ["Differs", "differing", "open_for", "pull_missing", "replace_local", "team_view"]
 
 PULLS_AT_ONCE = 4
 MEMO_SUFFIX = ".remote"
@@ -45,14 +45,6 @@ def open_for(project_remote: str | None, project_file: str) -> Remote | None:
     from kling_render.store.remote.connect import remote_for
 
     return remote_for(project_remote, project_file)
-
-
-def remote_keys(project_remote: str | None, project_file: str, provider: str) -> set[str] | None:
-    """The keys whose clip the remote holds for ``provider`` (one listing); None without a remote."""
-    remote = open_for(project_remote, project_file)
-    if remote is None:
-        return None
-    return asyncio.run(remote.clips.keys(provider))
 
 
 @dataclass(frozen=True)

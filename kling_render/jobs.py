@@ -41,23 +41,78 @@ def shown_id(value: object) -> str:
 
 @dataclass(frozen=True)
 class MediaRef:
-    """One media input: a local file inside the project (with its sha256) or an https URL."""
+    """One media input: a local file inside the project (with its sha256) or an https URL.
+
+    A generated input, once made, is a MediaRef too: a still is its image file (keyed by its
+    sha256 exactly as a local file), a frame the PNG extracted from a clip, keyed by ``key``
+    (``frame:<clip sha256>@<frame index>``: the clip and the position, not the PNG's bytes)."""
 
     path: Path | None = None
     url: str | None = None
     sha256: str | None = None
+    key: str | None = None  # what stands for it in keys when not its own content hash (a frame)
+    filename: str | None = None  # the name it is uploaded under (a still or frame kept by the cache)
+    source: Path | None = None  # a frame not extracted yet: the clip it is taken from
 
     @property
     def key_value(self) -> str:
         """What stands for this input in a shot's key: content hash for files, the URL otherwise."""
-        if self.path is not None:
+        if self.key is not None:
+            return self.key
+        if self.path is not None or self.url is None:
             return f"sha256:{self.sha256}"
-        assert self.url is not None
         return self.url
 
     @property
     def name(self) -> str:
+        if self.filename is not None:
+            return self.filename
         return self.path.name if self.path is not None else (self.url or "").rsplit("/", 1)[-1]
+
+
+FramePos = str | float
+"""A frame of a shot's kept (trimmed) range: ``"first"``, ``"last"`` or seconds from its start."""
+
+
+@dataclass(frozen=True)
+class StillRef:
+    """An image input made by a still of the project (``{still: ID}``), not known until it is made."""
+
+    still: str  # the still's id (``<row>/<id>`` in a rows: project)
+
+    @property
+    def upstream(self) -> str:
+        """The step that makes it: ``still:<id>``."""
+        return f"still:{self.still}"
+
+    @property
+    def label(self) -> str:
+        return f"still {self.still}"
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """An image input taken from another shot's clip (``{from: SHOT, frame: POS}``): that shot's
+    picked take, at ``frame`` of its kept range."""
+
+    shot: str  # the upstream shot's id (``<row>/<id>`` in a rows: project)
+    frame: FramePos
+
+    @property
+    def upstream(self) -> str:
+        """The shot whose clip gives the frame (its picked take)."""
+        return self.shot
+
+    @property
+    def label(self) -> str:
+        return f"{self.shot}@{self.frame:g}s" if isinstance(self.frame, float | int) else f"{self.shot}@{self.frame}"
+
+
+GeneratedRef = StillRef | FrameRef
+
+
+class UnresolvedInputError(ValueError):
+    """A key was asked of parameters that still hold a generated input whose output is not known."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +136,7 @@ class Job:
     prompt: str = ""  # the rendered prompt (or the multi_prompt joined), for reports and animatics
     extra: Mapping[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the provider's model path (WaveSpeed: kwaivgi/<model>); empty: from ``model``
+    kind: Literal["clip", "still"] = "clip"  # a still is one image (``duration`` 0), a clip a video
 
     @property
     def wire_model(self) -> str:

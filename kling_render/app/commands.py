@@ -61,10 +61,11 @@ def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
     doc: dict[str, Any] = {"project": project.name, "file": project.display, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
-        from kling_render.plan.plan import shot_key
+        from kling_render.plan.inputs import unit_keys
 
         doc["rows"] = len(project.rows)
-        doc["clips"] = len({shot_key(project.provider, s) for s in project.shots})
+        keys = unit_keys(project, project.provider)
+        doc["clips"] = len({keys[n] for n in keys if not n.startswith("still:")})
     return doc
 
 
@@ -105,6 +106,7 @@ def plan_for(
             "audio": manifest.audio_settings(project),
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
+    outputs = CachedOutputs(cache, name)
     listing: dict[str, str | None] = {}
     team: Remote | None = None
     remote_url = None
@@ -126,6 +128,7 @@ def plan_for(
             cut_settings=manifest.shot_cut_settings,
             lock_cut=lock_cut,
             cut_now=cut_now,
+            outputs=outputs,
         )
     if team is not None:
         the_plan = _team_clips(the_plan, team, cache, listing)
@@ -163,6 +166,51 @@ def _team_clips(the_plan: Plan, team: Remote, cache: ClipCache, listing: dict[st
     return replace(the_plan, shots=shots)
 
 
+class CachedOutputs:
+    """What the local cache has made (``plan.inputs.Outputs``): a clip that is an input of another
+    step is checked against its recorded digest and its frames counted; stills and frames come
+    from their areas of the cache (store/cache.py ``stills_of``, ``frames_of``)."""
+
+    def __init__(self, cache: Any, provider: str) -> None:
+        from kling_render.store.cache import frames_of, stills_of
+
+        self.cache = cache
+        self.provider = provider
+        self.stills = stills_of(cache)
+        self.frames = frames_of(cache)
+
+    def still(self, key: str) -> Any:
+        from kling_render.media.image_check import image_suffix
+        from kling_render.plan.inputs import StillFacts
+
+        entry = self.stills.use(self.provider, key)
+        if entry is None:
+            return None
+        return StillFacts(entry.sha256, entry.path, f"{key[:16]}{image_suffix(entry.media)}")
+
+    def frame(self, key_value: str) -> Any:
+        from kling_render.plan.inputs import StillFacts
+        from kling_render.run.frames import FRAMES, frame_store_key
+
+        key = frame_store_key(key_value)
+        entry = self.frames.use(FRAMES, key)
+        return None if entry is None else StillFacts(entry.sha256, entry.path, f"{key[:16]}.png")
+
+    def clip(self, key: str) -> Any:
+        from kling_render.errors import FFmpegError
+        from kling_render.media.frames import clip_frames
+        from kling_render.plan.inputs import ClipFacts
+
+        entry = self.cache.use(self.provider, key)
+        if entry is None:
+            return None
+        try:
+            frames = clip_frames(entry.path)
+        except FFmpegError:
+            return None  # unreadable: its users wait as if it were not made
+        return ClipFacts(entry.sha256, frames, entry.path)
+
+
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3
 
 
@@ -173,7 +221,9 @@ def detailed_exit_code(the_plan: Plan) -> int:
     if the_plan.over_budget:
         return EXIT_OVER_BUDGET
     counts = the_plan.change_counts()
-    if the_plan.to_render or the_plan.restitch or any(n for kind, n in counts.items() if kind != "unchanged"):
+    if the_plan.to_render or the_plan.stills_to_render or the_plan.restitch or any(
+        n for kind, n in counts.items() if kind != "unchanged"
+    ):
         return EXIT_CHANGES
     if the_plan.rows is not None and any(r.restitch for r in the_plan.rows.rows):
         return EXIT_CHANGES
@@ -351,7 +401,10 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
         "one_of": [list(g.fields) for g in model.one_of],
         "any_of": [list(g.fields) for g in model.any_of],
         "conflicts": [list(g.fields) for g in model.conflicts],
-        "duration": {
+        "output": model.output,
+        "duration": None
+        if d is None
+        else {
             "min": d.min,
             "max": d.max,
             "default": d.default,
@@ -364,7 +417,8 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             "min_side": model.image_limits.min_side,
             "max_aspect": model.image_limits.max_aspect,
         },
-        "price_per_second_usd": usd(price.per_second) if price else None,
+        "price_per_second_usd": usd(price.per_second) if price and not model.makes_image else None,
+        "price_per_image_usd": usd(price.per_image) if price and price.per_image is not None else None,
         "sound_multiplier": (
             None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
         ),

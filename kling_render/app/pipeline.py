@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
+from kling_render.plan.inputs import step_names
 from kling_render.plan.plan import Plan
 from kling_render.project.project import Project
 from kling_render.records import manifest
@@ -43,6 +44,7 @@ class RenderOptions:
     force: bool = False  # stitch even when the final cut is up to date
     reviewed_plan: dict[str, Any] | None = None  # `render --plan`: render exactly this, or refuse
     shard: tuple[int, int] | None = None  # `--shard K/N`: only the shots of shard K of N (shard.py)
+    until: Literal["stills"] | None = None  # `--until stills`: pay for the stills only (the approval gate)
 
 
 @dataclass
@@ -72,12 +74,12 @@ def spend_id(project: Project, provider: str) -> str:
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render import env
-    from kling_render.plan.shard import in_shard
+    from kling_render.app.generation import paid_steps, run_paid_steps
     from kling_render.providers import make_provider, provider_charges
     from kling_render.records.lockfile import LockFile
     from kling_render.records.state import StateStore
     from kling_render.run.report import RECONCILE_GRACE
-    from kling_render.run.scheduler import RunOptions, run
+    from kling_render.run.scheduler import RunOptions
     from kling_render.store.remote.sync import open_for
 
     the_plan = plan_for(project, opts.provider, opts.only)
@@ -128,17 +130,16 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             resubmit_unknown=opts.resubmit_unknown,
             retry_failed=opts.retry_failed,
         )
-        jobs = [p.job for p in the_plan.shots if opts.shard is None or in_shard(p.job.key, *opts.shard)]
-        if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
-            jobs = [replace(job, cost_usd=0.0) for job in jobs]
+        steps = paid_steps(the_plan, charges=provider.charges, shard=opts.shard, until=opts.until)
         # The provider's own state namespace, under the project file's one run lock (state.py), held
         # through the stitch too: another render or stitch of this project would write the same
         # cut, manifest and lock file.
         lock = LockFile(project.lock_path, paid=provider.charges)
         with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
             lock.prepare()
-            report = run(
-                jobs,
+            report = run_paid_steps(
+                project,
+                steps,
                 provider,
                 state=state,
                 cache=cache,
@@ -149,6 +150,8 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 spend=None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider)),
             )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
+            if opts.until == "stills":  # the approval gate: nothing of the video is paid yet
+                return result
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
                 from kling_render.app.rows_pipeline import finish_rows
 
@@ -157,7 +160,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 return result
             if not opts.only and opts.shard is None:
                 # A full render succeeded: shots no longer in the project leave the lock file.
-                gone = lock.prune(s.id for s in project.shots)
+                gone = lock.prune(step_names(project))
                 if gone:
                     sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                                     extra={"removed": gone}))
@@ -351,9 +354,12 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
 
 
 def _clip_keys(project: Project, provider: str) -> dict[str, str]:
-    from kling_render.plan.plan import shot_key
+    """The key of the clip each shot's cut uses: its picked take's (plan.inputs.cut_keys), against
+    what the cache holds (a continuity shot's key names its upstream clip's digest)."""
+    from kling_render.app.commands import CachedOutputs
+    from kling_render.plan.inputs import cut_keys
 
-    return {shot.id: shot_key(provider, shot) for shot in project.shots}
+    return cut_keys(project, provider, CachedOutputs(ClipCache.for_project(project.path), provider))
 
 
 def _stitch(

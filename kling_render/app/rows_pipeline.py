@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kling_render.errors import FFmpegError, MissingClipsError, StateError, StitchError
+from kling_render.plan.inputs import step_names
 from kling_render.project.project import Project
 from kling_render.project.rows import ProjectRow, row_view
 from kling_render.report.progress import Event, EventSink, make_sink
@@ -106,7 +107,7 @@ def finish_rows(
     """After the run: prune the lock (a full, successful render), then a cut per planned row."""
     assert project.rows is not None
     if result.exit_code == 0 and not opts.only and opts.shard is None:
-        gone = lock.prune((s.id for s in project.shots), rows=[row.key for row in project.rows])
+        gone = lock.prune(step_names(project), rows=[row.key for row in project.rows])
         if gone:
             sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                             extra={"removed": gone}))  # fmt: skip
@@ -161,20 +162,21 @@ def stitch_rows(
 def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
     """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
     from kling_render.app import pipeline
-    from kling_render.plan.plan import shot_key
+    from kling_render.plan.inputs import cut_keys
 
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
     doc = pipeline.status(chosen, provider)
     by_id = {s["id"]: s for s in doc["shots"]}
     users: dict[str, set[str]] = {}
+    keys = cut_keys(project, doc["provider"])
     for shot in project.shots:  # shared with another row of the table, selected or not
-        users.setdefault(shot_key(doc["provider"], shot), set()).add(shot.row or "")
+        users.setdefault(keys[shot.id], set()).add(shot.row or "")
     grouped = []
     for row in rows:
         shots = []
         for shot in row.shots:
             entry = by_id[shot.id]
-            entry.update(row=row.key, shot=shot.name, shared=len(users[shot_key(doc["provider"], shot)]) > 1)
+            entry.update(row=row.key, shot=shot.name, shared=len(users[keys[shot.id]]) > 1)
             shots.append(entry)
         counts: dict[str, int] = {}
         for entry in shots:

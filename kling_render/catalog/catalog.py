@@ -22,7 +22,9 @@ KWAIVGI_PREFIX = "kwaivgi/"
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_IMAGE_FORMATS = ("jpg", "jpeg", "png")
 # Shot keys that are not model inputs (they steer the cut or the cache key): no field may take these names.
-NON_WIRE_KEYS = frozenset({"id", "model", "take", "trim", "transition"})
+NON_WIRE_KEYS = frozenset({"id", "model", "take", "takes", "pick", "trim", "transition"})
+# What a model makes: a clip (a shot's model) or an image (a still's model, priced per image).
+OUTPUTS = ("video", "image")
 # Shot keys with a fixed meaning and type in the project schema: a model that declares one of these
 # names must give it this type, so the same key means the same thing for every model.
 SHOT_KEY_TYPES = {
@@ -50,11 +52,12 @@ Problem = tuple[tuple[str | int, ...], str]  # (path below the model, message)
 
 @dataclass(frozen=True)
 class Price:
-    per_second: Fraction
+    per_second: Fraction  # 0 for an image model, which is priced per_image
     sound_multiplier: Fraction | None  # None: no sound surcharge known (sound-on shots need `pricing:`)
     video_per_second: Fraction | None
     date: str
     source: str
+    per_image: Fraction | None = None  # an image model's price per generated image
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class Model:
     title: str
     endpoint: str  # WaveSpeed model path: POST {base}/api/v3/<endpoint>
     fields: tuple[FieldSpec, ...]
-    duration: Duration
+    duration: Duration | None  # None for an image model (output: image)
     required: tuple[str, ...] = ()
     one_of: tuple[Group, ...] = ()
     any_of: tuple[Group, ...] = ()
@@ -127,6 +130,18 @@ class Model:
     image_limits: ImageLimits = ImageLimits()
     price: Price | None = None
     builtin: bool = True
+    output: str = "video"  # one of OUTPUTS: "image" models make stills, "video" models shots
+
+    @property
+    def makes_image(self) -> bool:
+        return self.output == "image"
+
+    @property
+    def clip_duration(self) -> Duration:
+        """The duration rules of a video model (an image model has none: a bug to ask)."""
+        if self.duration is None:
+            raise TypeError(f"{self.id} is an image model: it has no duration")
+        return self.duration
 
     @functools.cached_property
     def _by_name(self) -> dict[str, FieldSpec]:
@@ -140,7 +155,7 @@ class Model:
         return frozenset(self._by_name)
 
     def takes(self, name: str) -> bool:
-        return name == "duration" or self.field(name) is not None
+        return (name == "duration" and not self.makes_image) or self.field(name) is not None
 
     @property
     def takes_sound(self) -> bool:
@@ -165,7 +180,7 @@ def canonical_model_id(model_id: str) -> str:
     return model_id[len(KWAIVGI_PREFIX) :] if model_id.startswith(KWAIVGI_PREFIX) else model_id
 
 
-PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier")
+PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier", "per_image")
 MAX_PRICE = Fraction(10**6)  # a price or multiplier above this is a typo, and would overflow costs
 
 
@@ -196,8 +211,11 @@ def parse_price(raw: Mapping[str, Any], *, base: Price | None, date: str, source
     """A Price from a ``price:`` or ``pricing:`` entry; keys it leaves out come from ``base``.
 
     ``video_multiplier`` is the video rate as a factor of ``per_second`` (``video_per_second``
-    gives it directly). Raises ValueError or ZeroDivisionError on a bad number.
+    gives it directly). An image model's entry gives ``per_image`` instead of ``per_second``.
+    Raises ValueError or ZeroDivisionError on a bad number, KeyError when neither rate is given.
     """
+    if "per_image" in raw:
+        return Price(Fraction(0), None, None, date, source, per_image=parse_fraction(raw["per_image"]))
     per_second = parse_fraction(raw["per_second"])
     sound: Fraction | None = base.sound_multiplier if base else None
     if "sound_multiplier" in raw:
@@ -259,6 +277,11 @@ def find_model(model_id: str, declared: Mapping[str, Model] | None = None) -> Mo
     return load_catalog().get(canonical)
 
 
+def still_cost(price: Price) -> Fraction | None:
+    """Exact cost of one still (one generated image), or None when the price has no per-image rate."""
+    return price.per_image
+
+
 def shot_cost(price: Price, duration: int, *, sound: bool, with_video: bool) -> Fraction:
     """Exact cost of one shot: rate × seconds × sound factor (SPEC §4)."""
     rate = price.video_per_second if with_video and price.video_per_second is not None else price.per_second
@@ -294,7 +317,7 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
                 only_with=f.get("only_with"),
             )
         )
-    d = spec["duration"]
+    d = spec.get("duration")
     limits = spec.get("image_limits", {})
     price = None
     if "price" in spec:
@@ -307,7 +330,9 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
         title=str(spec.get("title", model_id)),
         endpoint=spec["endpoint"],
         fields=tuple(fields),
-        duration=Duration(
+        duration=None
+        if d is None
+        else Duration(
             min=d["min"],
             max=d["max"],
             default=d["default"],
@@ -325,6 +350,7 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
         ),
         price=price,
         builtin=builtin,
+        output=str(spec.get("output", "video")),
     )
 
 
@@ -362,12 +388,41 @@ def _model_problems(model_id: str, spec: Mapping[str, Any], reserved: frozenset[
         for i, group in enumerate(spec.get(kind, ())):
             for j, name in enumerate(group["fields"]):
                 yield from known((kind, i, "fields", j), name)
-    yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
+    if spec.get("output", "video") == "image":
+        yield from _image_model_problems(spec)
+    elif "duration" not in spec:
+        yield (), "missing required key 'duration' (a video model's durations; an image model says output: image)"
+    else:
+        yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
     if "price" in spec:
-        try:
-            parse_price(spec["price"], base=None, date="", source="")
-        except (ValueError, ZeroDivisionError) as exc:
-            yield ("price",), f"invalid price: {exc}"
+        rate = "per_image" if spec.get("output", "video") == "image" else "per_second"
+        other = "per_second" if rate == "per_image" else "per_image"
+        if other in spec["price"]:
+            what = "an image model (output: image)" if rate == "per_image" else "a video model"
+            yield ("price", other), f"{what} is priced {rate}, not {other}"
+        elif rate not in spec["price"]:
+            yield ("price",), f"missing required key '{rate}'"
+        else:
+            try:
+                parse_price(spec["price"], base=None, date="", source="")
+            except (ValueError, ZeroDivisionError) as exc:
+                yield ("price",), f"invalid price: {exc}"
+
+
+# Price keys that only a video model's price may have.
+_VIDEO_PRICE_KEYS = ("sound_multiplier", "video_per_second", "video_multiplier")
+
+
+def _image_model_problems(spec: Mapping[str, Any]) -> Iterator[Problem]:
+    """An image model makes one picture: no duration, no sound, no video-rate price keys."""
+    if "duration" in spec:
+        yield ("duration",), "an image model (output: image) has no duration"
+    for name, f in spec["fields"].items():
+        if f.get("type") in ("video", "multi_prompt") or name == "sound":
+            yield ("fields", name), f"'{name}' is a video input; an image model (output: image) cannot take it"
+    for key in _VIDEO_PRICE_KEYS:
+        if key in spec.get("price", {}):
+            yield ("price", key), f"{key} prices video; an image model is priced per_image"
 
 
 def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -11,7 +11,20 @@ from kling_render.catalog.catalog import usd
 from kling_render.errors import ProjectError, UsageError
 from kling_render.jobs import Job
 from kling_render.plan import keys
-from kling_render.plan.keys import clip_key
+from kling_render.plan.inputs import (
+    NothingMade,
+    Outputs,
+    Resolution,
+    Unit,
+    Wait,
+    resolve,
+    still_cost_of,
+    still_job,
+    take_key,
+    take_name,
+    wait_reason,
+)
+from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 from kling_render.suggest import did_you_mean, with_hint
 
@@ -21,11 +34,10 @@ if TYPE_CHECKING:
 PLAN_VERSION = 1
 
 
-def shot_key(provider: str, shot: Shot) -> str:
-    """A shot's key (plan/keys.py :func:`~kling_render.plan.keys.clip_key`)."""
-    return clip_key(
-        provider, shot.model.id, shot.params, shot.take, endpoint=None if shot.model.builtin else shot.model.endpoint
-    )
+def shot_key(provider: str, shot: Shot, *, take: int | None = None) -> str:
+    """A shot's key (plan/keys.py :func:`~kling_render.plan.keys.clip_key`): of its take ``take``
+    (default its first); see ``plan.inputs`` for keys with generated inputs."""
+    return take_key(provider, shot, take=take)
 
 
 CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
@@ -40,10 +52,23 @@ class PlannedShot:
     change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
     changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
     old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
+    take: int | None = None  # the take number (None: the shot's first take)
+    waits: tuple[Wait, ...] = ()  # generated inputs not made yet: no key until they are
+    reason: str | None = None  # why it will (re-)render without a known key
 
     @property
     def id(self) -> str:
-        return self.shot.id
+        """The shot's id for its first take, ``<id>#<take>`` for another (plan.inputs.take_name)."""
+        return self.shot.id if self.take is None or self.take == self.shot.take else f"{self.shot.id}#{self.take}"
+
+    @property
+    def key(self) -> str | None:
+        """The clip's key, or None while an input it names is not made."""
+        return None if self.waits else self.job.key
+
+    @property
+    def picked(self) -> bool:
+        return (self.take or self.shot.take) == self.shot.picked_take
 
     @property
     def change_label(self) -> str:
@@ -63,6 +88,39 @@ class PlannedShot:
 
 
 @dataclass(frozen=True)
+class PlannedStill:
+    """A still in the plan: its key (None while an input it names is not made), price and status."""
+
+    still: Still
+    key: str | None
+    cost: Fraction
+    status: str  # "cached" | "render"
+    change: str  # "added" | "changed" | "unchanged" against the lock's ``still:<id>`` entry
+    waits: tuple[Wait, ...] = ()
+    reason: str | None = None
+    job: Job | None = None  # what makes it (kind "still"), once its inputs are made
+
+    @property
+    def id(self) -> str:
+        return self.still.step_id
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "still": self.still.id,
+            "model": self.still.model.id,
+            "cost_usd": usd(self.cost),
+            "status": self.status,
+            "change": self.change,
+            "key": self.key,
+        }
+        if self.waits:
+            doc["waits_for"] = sorted({w.upstream for w in self.waits})
+            doc["reason"] = self.reason
+        return doc
+
+
+@dataclass(frozen=True)
 class Plan:
     project: Project
     provider: str
@@ -76,6 +134,7 @@ class Plan:
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
     remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
+    stills: list[PlannedStill] = field(default_factory=list)  # the stills the planned shots need
 
     @property
     def over_budget(self) -> bool:
@@ -92,8 +151,13 @@ class Plan:
 
     @property
     def total_cost(self) -> Fraction:
-        """What every shot costs, each distinct clip once: shots with one key (the shared shots of a
-        rows: project, identical shots) are generated once and used by each."""
+        """What every shot and still costs, each distinct clip or image once: shots with one key (the
+        shared shots of a rows: project, identical shots) are generated once and used by each."""
+        return self.video_cost + _still_cost(self.stills)
+
+    @property
+    def video_cost(self) -> Fraction:
+        """The video stage: every take of every shot, each distinct clip once."""
         return sum((p.cost for p in _distinct(self.shots)), Fraction(0))
 
     @property
@@ -101,8 +165,35 @@ class Plan:
         return [p for p in self.shots if p.status == "render"]
 
     @property
+    def stills_to_render(self) -> list[PlannedStill]:
+        return [s for s in self.stills if s.status == "render"]
+
+    @property
     def to_render_cost(self) -> Fraction:
+        """What a render would pay: the stills and takes to render, each distinct one once; a step
+        whose key waits for an input is counted as paid (its new key cannot be known)."""
+        return self.video_to_render_cost + _still_cost(self.stills_to_render)
+
+    @property
+    def video_to_render_cost(self) -> Fraction:
         return sum((p.cost for p in _distinct(self.to_render)), Fraction(0))
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """The cost of the stills stage (`render --until stills`) and of the video stage, apart."""
+        return {
+            "stills": {
+                "count": len(self.stills),
+                "to_render": len(self.stills_to_render),
+                "total_cost_usd": usd(_still_cost(self.stills)),
+                "to_render_cost_usd": usd(_still_cost(self.stills_to_render)),
+            },
+            "video": {
+                "count": len(self.shots),
+                "to_render": len(self.to_render),
+                "total_cost_usd": usd(self.video_cost),
+                "to_render_cost_usd": usd(self.video_to_render_cost),
+            },
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,8 +210,11 @@ class Plan:
                     "status": p.status,
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
-                    "key": p.job.key,
+                    "key": p.key,
                     **({"row": p.shot.row, "shot": p.shot.name} if p.shot.row is not None else {}),
+                    **({"take": p.take, "picked": p.picked} if p.shot.takes > 1 else {}),
+                    **({"waits_for": sorted({w.upstream for w in p.waits}), "reason": p.reason}
+                       if p.waits else {}),
                     **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
                        if (pc := p.prompt_change) else {}),
                 }
@@ -131,6 +225,7 @@ class Plan:
             "counts": self.change_counts(),
             "total_cost_usd": usd(self.total_cost),
             "to_render_cost_usd": usd(self.to_render_cost),
+            **({"stills": [s.to_json() for s in self.stills], "stages": self.stages()} if self.stills else {}),
             "budget_usd": self.budget_usd,
             "over_budget": self.over_budget,
             "selected": self.selected,
@@ -142,8 +237,13 @@ class Plan:
 
 
 def _distinct(shots: Sequence[PlannedShot]) -> list[PlannedShot]:
-    """The first shot of each key."""
+    """The first shot of each key (a shot waiting for an input has a key of its own)."""
     return list({p.job.key: p for p in reversed(shots)}.values())
+
+
+def _still_cost(stills: Iterable[PlannedStill]) -> Fraction:
+    """Each distinct still once (a still waiting for an input counts on its own)."""
+    return sum(({s.key or s.id: s.cost for s in stills}.values()), Fraction(0))
 
 
 def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
@@ -169,47 +269,29 @@ def build_plan(
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
     lock_cut: Mapping[str, Any] | None = None,
     cut_now: Mapping[str, Any] | None = None,
+    outputs: Outputs | None = None,
 ) -> Plan:
-    """Resolve every selected shot into a Job with its key, price, cache status and lock change.
+    """Resolve every take of every selected shot (and the stills they need) into a Job with its
+    key, price, cache status and lock change.
 
     ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
     lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
-    re-stitch are told apart from unchanged shots."""
+    re-stitch are told apart from unchanged shots. ``outputs`` tells which stills and clips are
+    made (their digests key the steps that use them); without it none is."""
     lock = lock or {}
+    selected = select_shots(project, only)
+    wanted = [s.id for s in selected] if only else None  # every still too, used or not, without --only
+    res = resolve(project, provider, outputs or NothingMade(), wanted=wanted)
     planned: list[PlannedShot] = []
     unpriced: list[Shot] = []
-    for shot in select_shots(project, only):
+    for shot in selected:
         cost = cost_of(shot, project.prices)
         if cost is None:
             unpriced.append(shot)
             continue
-        key = shot_key(provider, shot)
-        job = Job(
-            shot_id=shot.id,
-            model=shot.model.id,
-            endpoint=shot.model.endpoint,
-            params=shot.params,
-            duration=shot.duration,
-            sound=shot.sound,
-            aspect_ratio=shot.aspect_ratio,
-            key=key,
-            cost_usd=usd(cost),
-            index=shot.index,
-            prompt=shot.prompt,
-            extra={"fields": field_digests(shot)},
-        )
-        entry = lock.get(shot.id)
-        change, fields = _change(entry, key, shot, provider)
-        if change == "unchanged" and entry is not None and cut_settings is not None:
-            fields = _cut_change(entry, cut_settings(shot))
-            change = "re-stitch" if fields else change
-        old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
-        planned.append(
-            PlannedShot(
-                shot, job, cost, "cached" if is_cached(key) else "render", change, fields,
-                old_prompt if isinstance(old_prompt, str) else None,
-            )
-        )  # fmt: skip
+        for unit in res.of_shot(shot):
+            planned.append(_planned_take(shot, unit, cost, provider, res, is_cached, lock, cut_settings))
+    stills = _planned_stills(project, res, is_cached, lock)
     if unpriced:
         from kling_render.errors import Issue
 
@@ -224,14 +306,106 @@ def build_plan(
                 for s in unpriced
             ]
         )
-    removed = sorted(set(lock) - {s.id for s in project.shots})
+    names = {take_name(s, t) for s in project.shots for t in s.take_numbers} | {s.step_id for s in project.stills}
+    removed = sorted(set(lock) - names)
     restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
-    return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+    return Plan(
+        project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch, stills=stills
+    )
+
+
+def _planned_take(
+    shot: Shot,
+    unit: Unit,
+    cost: Fraction,
+    provider: str,
+    res: Resolution,
+    is_cached: Callable[[str], bool],
+    lock: Mapping[str, Mapping[str, Any]],
+    cut_settings: Callable[[Shot], Mapping[str, Any]] | None,
+) -> PlannedShot:
+    """One take of ``shot`` in the plan: keyed when its inputs are made, else waiting for them."""
+    params = unit.params if unit.params is not None else shot.params
+    key = unit.some_key
+    take = unit.take if unit.take is not None else shot.take
+    job = take_job(shot, unit, cost)
+    entry = lock.get(unit.name)
+    reason = None
+    if unit.key is None:
+        change = "changed" if entry is not None else "added"
+        fields = tuple(dict.fromkeys(w.field for w in unit.waits)) if entry is not None else ()
+        reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+    else:
+        change, fields = _change(entry, key, shot, provider, params, take)
+        if change == "unchanged" and entry is not None and cut_settings is not None and unit.picked:
+            fields = _cut_change(entry, cut_settings(shot))
+            change = "re-stitch" if fields else change
+    old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+    status = "cached" if unit.key is not None and is_cached(key) else "render"
+    return PlannedShot(
+        shot, job, cost, status, change, fields, old_prompt if isinstance(old_prompt, str) else None,
+        take=take, waits=unit.waits, reason=reason,
+    )  # fmt: skip
+
+
+def take_job(shot: Shot, unit: Unit, cost: Fraction) -> Job:
+    """The Job that makes one take of ``shot`` (``unit``, its resolution): its key is the unit's
+    (a stand-in while an input is not made: such a job is planned, never sent)."""
+    params = unit.params if unit.params is not None else shot.params
+    take = unit.take if unit.take is not None else shot.take
+    return Job(
+        shot_id=unit.name,
+        model=shot.model.id,
+        endpoint=shot.model.endpoint,
+        params=params,
+        duration=shot.duration,
+        sound=shot.sound,
+        aspect_ratio=shot.aspect_ratio,
+        key=unit.some_key,
+        cost_usd=usd(cost),
+        index=shot.index,
+        prompt=shot.prompt,
+        extra={"fields": field_digests(shot, params, take=take)},
+    )
+
+
+def _planned_stills(
+    project: Project, res: Resolution, is_cached: Callable[[str], bool], lock: Mapping[str, Mapping[str, Any]]
+) -> list[PlannedStill]:
+    """The stills the resolution reached (those the selected shots need), priced per image."""
+    out: list[PlannedStill] = []
+    unpriced: list[Still] = []
+    for still in project.stills:
+        unit = res.units.get(still.step_id)
+        if unit is None:
+            continue
+        cost = still_cost_of(still, project.prices)
+        if cost is None:
+            unpriced.append(still)
+            continue
+        entry = lock.get(still.step_id)
+        if unit.key is None:
+            change = "changed" if entry is not None else "added"
+            reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+            out.append(PlannedStill(still, None, cost, "render", change, unit.waits, reason))
+            continue
+        change = "added" if entry is None else "unchanged" if entry.get("key") == unit.key else "changed"
+        status = "cached" if res.made.get(still.step_id) or is_cached(unit.key) else "render"
+        out.append(PlannedStill(still, unit.key, cost, status, change, job=still_job(still, unit, cost)))
+    if unpriced:
+        from kling_render.errors import Issue
+
+        raise ProjectError(
+            [Issue(project.display, s.line, f"stills[{s.index}].model",
+                   f"no price for {s.model.id}: add its per_image under pricing:") for s in unpriced]
+        )  # fmt: skip
+    return out
 
 
 def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
-    """The cut settings (trim, transition) that differ from the last cut's; none when it recorded none."""
-    return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
+    """The cut settings (trim, transition, the pick of a shot with takes) that differ from the last
+    cut's; none when it recorded none."""
+    return tuple(k for k in ("trim", "transition", "pick") if k in entry and k in now and entry[k] != now[k])
 
 
 def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -250,13 +424,23 @@ def _exact_usd(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def field_digests(shot: Shot) -> dict[str, str]:
-    """A short digest per wire field of ``shot`` (plan/keys.py), kept in the lock."""
-    return keys.field_digests(shot.params, shot.take, endpoint=None if shot.model.builtin else shot.model.endpoint)
+def field_digests(shot: Shot, params: Mapping[str, Any] | None = None, *, take: int | None = None) -> dict[str, str]:
+    """A short digest per wire field of ``shot`` (plan/keys.py), kept in the lock (a field whose
+    generated input is not made yet has none)."""
+    return keys.field_digests(
+        shot.params if params is None else params,
+        shot.take if take is None else take,
+        endpoint=None if shot.model.builtin else shot.model.endpoint,
+    )
 
 
 def _change(
-    entry: Mapping[str, Any] | None, key: str, shot: Shot, provider: str
+    entry: Mapping[str, Any] | None,
+    key: str,
+    shot: Shot,
+    provider: str,
+    params: Mapping[str, Any] | None = None,
+    take: int | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     if entry is None:
         return "added", ()
@@ -269,7 +453,7 @@ def _change(
         fields.append("provider")
     old = entry.get("fields")
     if isinstance(old, Mapping):
-        new = field_digests(shot)
+        new = field_digests(shot, params, take=take)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
 
@@ -283,7 +467,7 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(f"{current.project.display} changed since the plan was made")
     # The lock may have moved only by rendering this plan's own shots (a resumed run); any other
     # change (a merge, another render) means the reviewed costs and changes no longer hold.
-    planned = {p.id: p.job.key for p in current.shots}
+    planned = {p.id: p.key for p in current.shots}
     then = saved.get("lock_keys") or {}
     now = {sid: e.get("key") for sid, e in current.lock_entries.items()}
     moved = sorted(
@@ -295,9 +479,17 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(
             f"{current.project.lock_path.name} changed since the plan was made ({', '.join(moved)})"
         )
-    saved_keys = {str(s.get("id")): s.get("key") for s in saved.get("shots", []) if isinstance(s, Mapping)}
-    now_keys: dict[str, Any] = {p.id: p.job.key for p in current.shots}
-    if saved_keys != now_keys:
-        differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
+    saved_shots = [s for s in saved.get("shots", []) if isinstance(s, Mapping)]
+    saved_keys = {str(s.get("id")): s.get("key") for s in saved_shots}
+    # A step that waited for an input when the plan was made gets its key once that input is made
+    # (by this plan's render): only another key than the one it got, or a new step, differs.
+    waited = {str(s.get("id")) for s in saved_shots if s.get("key") is None and s.get("waits_for")}
+    now_keys: dict[str, Any] = {p.id: p.key for p in current.shots}
+    differ = sorted(
+        k
+        for k in set(saved_keys) | set(now_keys)
+        if saved_keys.get(k) != now_keys.get(k) and not (k in waited and k in now_keys)
+    )
+    if differ:
         reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
     return reasons

@@ -14,9 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import PRICE_KEYS, Model, Price, find_model, parse_fraction, parse_price
 from kling_render.errors import Issue, ProjectError, UsageError
-from kling_render.jobs import MediaRef
+from kling_render.jobs import FrameRef, MediaRef, StillRef
 from kling_render.project import rules
 from kling_render.project.document import DocPath, Document, load_document
+from kling_render.project.generated import (
+    STILL_PREFIX,
+    GraphCheck,
+    RefSite,
+    Still,
+    check_graph,
+    ids_of,
+    not_taken_message,
+    parse_ref,
+    size_problems,
+)
 from kling_render.project.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
 from kling_render.project.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
 from kling_render.suggest import did_you_mean, nearby_file, with_hint
@@ -62,10 +73,22 @@ class Shot:
     with_video: bool
     line: int
     row: str | None = None  # the row's key in a rows: project (then ``id`` is ``<row>/<shot id>``)
+    takes: int = 1  # takes rendered: take .. take + takes - 1
+    pick: int | None = None  # the take number cut (None: the first, ``take``)
 
     @property
     def kept_duration(self) -> float:
         return self.trim.kept(self.duration)
+
+    @property
+    def take_numbers(self) -> range:
+        """The take numbers rendered; each is a key (take 1 is the key a shot always had)."""
+        return range(self.take, self.take + self.takes)
+
+    @property
+    def picked_take(self) -> int:
+        """The take number whose clip the cut uses (and continuity children start from)."""
+        return self.pick if self.pick is not None else self.take
 
     @property
     def name(self) -> str:
@@ -102,6 +125,7 @@ class Project:
     audio: AudioSpec | None
     prices: dict[str, Price]
     vars: dict[str, Any] = field(default_factory=dict)
+    stills: list[Still] = field(default_factory=list)  # images an image model makes, named by shots
     models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider (schema-checked)
 
@@ -145,6 +169,11 @@ class Project:
         """Every local file the project reads, with what it is for (outputs must never overwrite one):
         every row's media and music, and the rows data file, in a rows: project."""
         found = input_files(self.shots, self.audio)
+        for still in self.stills:
+            for name, value in still.params.items():
+                for ref in value if isinstance(value, list) else [value]:
+                    if isinstance(ref, MediaRef) and ref.path is not None:
+                        found.append((ref.path, f"the {name} of still {still.id}"))
         for row in self.rows or ():
             if row.audio is not None and row.audio.music is not None:
                 found.append((row.audio.music, f"the music of row {row.key}"))
@@ -288,6 +317,9 @@ class _Resolver:
         self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
         self._budget_spent = False
         self.output_text: str | None = None  # output.path as the last cut rendered it (None: unusable)
+        # The last cut's stills and where its generated inputs are used (reset by each cut).
+        self.stills: list[Still] = []
+        self.sites: list[RefSite] = []
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
@@ -329,6 +361,7 @@ class _Resolver:
             audio=audio,
             prices=prices,
             vars=self.vars,
+            stills=self.stills,
             models=self.models,
             provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
             remote=self._remote(),
@@ -342,6 +375,8 @@ class _Resolver:
         """The shots, output and audio of one cut, with the current template context (a row's, in
         a rows: project, whose expansion checks the outputs of all rows together instead)."""
         data = self.data
+        self.sites = []
+        self.stills = self._stills()
         shots: list[Shot] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(data["shots"]):
@@ -362,6 +397,14 @@ class _Resolver:
         audio = self._audio()
         output = self._output(name, input_files(shots, audio) if check_output else None)
         self._check_cut(shots, output.fps)
+        graph = GraphCheck(
+            declared_stills=ids_of(data.get("stills", [])),
+            declared_shots=ids_of(data["shots"]),
+            kept={shot.id: shot for shot in shots},
+            sites=self.sites,
+        )
+        for path, message, line_path in check_graph(graph) + size_problems({s.id: s for s in self.stills}, self.sites):
+            self.add(path, message, line_path)
         return shots, output, audio
 
     def _remote(self) -> str | None:
@@ -398,6 +441,13 @@ class _Resolver:
                         self.add(("pricing", raw_id, key), f"invalid price: {exc}")
                         located = True
             if located:
+                continue
+            model = find_model(mid, self.models)
+            rate = "per_image" if model is not None and model.makes_image else "per_second"
+            if rate not in spec:
+                other = "per_second" if rate == "per_image" else "per_image"
+                kind = "an image model, priced per_image" if rate == "per_image" else "a video model, priced per_second"
+                self.add(("pricing", raw_id), f"{raw_id} is {kind}" + (f", not {other}" if other in spec else ""))
                 continue
             try:
                 prices[mid] = parse_price(
@@ -493,16 +543,29 @@ class _Resolver:
         model = find_model(str(model_id), self.models)
         if model is None:  # the schema's enum reports it already
             return None
+        if model.makes_image:
+            self.add(
+                (*base, "model"),
+                f"{model.id} is an image model (output: image): it makes stills, not shots; declare a "
+                "still with it under stills: and give the shot image: {still: ID}",
+                line_path=where("model"),
+            )
+            return None
         shot_id = str(raw["id"])
         context = self.templates.for_shot(shot_id, index)
 
         n_before = len(self.issues)
         ctx = rules.ShotContext(model=model, merged=merged, own=own)
         for key, message in rules.check(ctx):
+            message = not_taken_message(key, model, merged.get(key)) or message
             self.add((*base, key), message, line_path=None if key in own or key not in merged else where(key))
+        take, takes = int(raw.get("take", 1)), int(merged.get("takes", 1))
+        pick = raw.get("pick")
+        if isinstance(pick, int) and not take <= pick < take + takes:
+            self.add((*base, "pick"), f"{pick} is not a rendered take ({_rendered(take, takes)})")
 
         duration = rules.effective_duration(model, merged)
-        params, prompt_text = self._params(model, merged, base, where, context)
+        params, prompt_text = self._params(model, merged, base, where, context, owner=shot_id)
         # Every field the model gives a default is sent, so writing the default by hand never
         # changes the shot's key; the duration is always sent.
         params["duration"] = duration
@@ -530,12 +593,59 @@ class _Resolver:
             aspect_ratio=aspect_ratio,
             params=params,
             prompt=prompt_text,
-            take=int(raw.get("take", 1)),
+            take=take,
             trim=trim,
             transition=transition,
             with_video=with_video,
             line=self.doc.line(base),
+            takes=takes,
+            pick=pick if isinstance(pick, int) else None,
         )
+
+    def _stills(self) -> list[Still]:
+        """The project's stills, each with its image model's rules and inputs (no defaults: those
+        are the shots'); templates see the project's context without ``shot``."""
+        stills: list[Still] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(self.data.get("stills", [])):
+            if not isinstance(raw, dict) or "model" not in raw:  # the schema has reported it
+                continue
+            still_id = str(raw.get("id", ""))
+            base: DocPath = ("stills", index)
+            if still_id in seen:
+                self.add((*base, "id"), f"duplicate still id '{still_id}' (first used by stills[{seen[still_id]}])")
+            seen.setdefault(still_id, index)
+            model = find_model(str(raw["model"]), self.models)
+            if model is None:
+                continue
+            if not model.makes_image:
+                self.add(
+                    (*base, "model"),
+                    f"{model.id} is a video model: a still needs an image model (output: image), "
+                    "such as bytedance/seedream-v4.5, or bytedance/seedream-v4.5/edit with reference images",
+                )
+                continue
+            n_before = len(self.issues)
+            ctx = rules.ShotContext(model=model, merged=dict(raw), own=set(raw))
+            for key, message in rules.check(ctx):
+                self.add((*base, key), not_taken_message(key, model, raw.get(key)) or message)
+            params, prompt_text = self._params(
+                model, dict(raw), base, lambda key: None, self.templates.for_cut(), owner=STILL_PREFIX + still_id
+            )
+            if len(self.issues) > n_before:
+                continue
+            stills.append(
+                Still(
+                    id=still_id,
+                    index=index,
+                    model=model,
+                    params=params,
+                    prompt=prompt_text,
+                    take=int(raw.get("take", 1)),
+                    line=self.doc.line(base),
+                )
+            )
+        return stills
 
     def _params(
         self,
@@ -544,6 +654,8 @@ class _Resolver:
         base: DocPath,
         where: Callable[[str], DocPath | None],
         context: ShotTemplates,
+        *,
+        owner: str,
     ) -> tuple[dict[str, Any], str]:
         """The wire body (media as MediaRef) and the prompt text, from the model's field specs."""
         params: dict[str, Any] = {}
@@ -573,13 +685,19 @@ class _Resolver:
                     for i, p in enumerate(value)
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in value)
+            elif kind == "image" and isinstance(value, dict):
+                value = self._generated(value, path, line_path, owner, model)
+                if value is None:
+                    continue
             elif kind in ("image", "video"):
                 value = self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
                 if value is None:
                     continue
             elif kind == "images":
                 refs = [
-                    self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
+                    self._generated(v, (*path, i), line_path, owner, model)
+                    if isinstance(v, dict)
+                    else self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
                     for i, v in enumerate(value)
                 ]
                 value = [r for r in refs if r is not None]
@@ -591,6 +709,15 @@ class _Resolver:
                 value = bool(value)
             params[spec.wire] = value
         return params, prompt_text
+
+    def _generated(
+        self, value: dict[str, Any], path: DocPath, line_path: DocPath | None, owner: str, model: Model
+    ) -> StillRef | FrameRef | None:
+        """A ``{still: ...}`` or ``{from: ..., frame: ...}`` input, recorded for the graph check."""
+        ref = parse_ref(value)
+        if ref is not None:
+            self.sites.append(RefSite(owner, path, ref, line_path, model))
+        return ref
 
     def _media(
         self, value: str, path: DocPath, line_path: DocPath | None, model: Model, kind: str
@@ -673,6 +800,13 @@ class _Resolver:
                         f"{shot.transition.duration:g} s is longer than half the shorter neighbour "
                         f"(at most {limit:g} s here)",
                     )
+
+
+def _rendered(take: int, takes: int) -> str:
+    """The takes a shot renders, as the pick message says them."""
+    if takes == 1:
+        return f"the shot renders take {take} only" + ("" if take == 1 else f" (take: {take})")
+    return f"the shot renders takes {take}–{take + takes - 1} (take: {take}, takes: {takes})"
 
 
 def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:

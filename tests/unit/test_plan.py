@@ -164,7 +164,9 @@ def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     doc = _plan_json(runner, REPO / "projects" / "mug-teaser" / "project.yaml")
     from kling_render.catalog.catalog import load_catalog
 
-    with_images = {mid for mid, m in load_catalog().items() if m.takes("image") or m.takes("images")}
+    with_images = {
+        mid for mid, m in load_catalog().items() if not m.makes_image and (m.takes("image") or m.takes("images"))
+    }
     assert len(with_images) == 5
     assert {s["model"] for s in doc["shots"]} == with_images
 

@@ -1,0 +1,151 @@
+"""The paid part of `render`: the plan's stills and takes as steps of one graph (run/graph.py),
+wired to their providers, state, caches, remote and budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from fractions import Fraction
+from typing import Literal
+
+from kling_render.app.commands import CachedOutputs
+from kling_render.jobs import Job
+from kling_render.media.image_check import check_image
+from kling_render.money import Purse
+from kling_render.plan.inputs import resolve, still_cost_of, still_job, wait_reason
+from kling_render.plan.keys import doc_key
+from kling_render.plan.plan import Plan, take_job
+from kling_render.plan.shard import in_shard
+from kling_render.project.project import Project, cost_of
+from kling_render.providers.base import Provider
+from kling_render.records.lockfile import LockFile
+from kling_render.records.state import StateStore
+from kling_render.report.progress import EventSink
+from kling_render.run.context import Run
+from kling_render.run.frames import FrameMaker
+from kling_render.run.generate import Generator
+from kling_render.run.graph import GraphRun, Kind, PaidStep
+from kling_render.run.report import RunOptions, RunReport
+from kling_render.run.scheduler import default_verify
+from kling_render.store.cache import ClipCache, stills_of
+from kling_render.store.remote.connect import Remote
+from kling_render.store.remote.spend import RemoteSpend
+from kling_render.workers import cpu_cores
+
+__all__ = ["paid_steps", "run_paid_steps"]
+
+Until = Literal["stills"] | None
+
+
+def paid_steps(the_plan: Plan, *, charges: bool, shard: tuple[int, int] | None, until: Until) -> list[PaidStep]:
+    """The plan's stills and takes as steps (all, or shard K of N: a step belongs to a shard by its
+    key, or while it waits by its stand-in key, which every shard computes alike). ``until
+    stills``: the stills only (the approval gate before video spend)."""
+
+    def mine(key: str) -> bool:
+        return shard is None or in_shard(key, *shard)
+
+    steps: list[PaidStep] = []
+    for still in the_plan.stills:
+        key = still.key or doc_key({"waiting": still.id})  # the same in every shard
+        if not mine(key):
+            continue
+        waits = tuple(sorted({w.upstream for w in still.waits}))
+        job = None if still.waits or still.job is None else _priced(still.job, charges)
+        cost = float(still.cost) if charges else 0.0
+        steps.append(PaidStep(still.id, "still", the_plan.provider, job, waits, cost))
+    if until == "stills":
+        return steps
+    for planned in the_plan.shots:
+        if not mine(planned.job.key):
+            continue
+        waits = tuple(sorted({w.upstream for w in planned.waits}))
+        job = None if planned.waits else _priced(planned.job, charges)
+        cost = float(planned.cost) if charges else 0.0
+        steps.append(PaidStep(planned.id, "clip", the_plan.provider, job, waits, cost))
+    return steps
+
+
+def _priced(job: Job, charges: bool) -> Job:
+    """A free provider spends nothing, whatever the plan's prices say."""
+    return job if charges else replace(job, cost_usd=0.0)
+
+
+def resolver(project: Project, provider: str, cache: ClipCache, *, charges: bool) -> Callable[[PaidStep], Job | str]:
+    """How a waiting step gets its job once the steps it waits for ended: resolved again against
+    what the cache holds now (its key from the outputs' digests), or why it cannot run."""
+    outputs = CachedOutputs(cache, provider)
+    shots = {s.id: s for s in project.shots}
+    stills = {s.step_id: s for s in project.stills}
+
+    def resolve_step(step: PaidStep) -> Job | str:
+        wanted = [step.name] if step.kind == "still" else [step.name.split("#", 1)[0]]
+        res = resolve(project, provider, outputs, wanted=wanted)
+        unit = res.units.get(step.name)
+        if unit is None:
+            return f"{step.name} is no longer in the project"
+        if unit.key is None:
+            return wait_reason(unit.waits).replace("will re-render", "not rendered").replace(
+                "is not made yet", "was not made"
+            )
+        if step.kind == "still":
+            still = stills[step.name]
+            cost = still_cost_of(still, project.prices)
+            return _priced(still_job(still, unit, cost or Fraction(0)), charges)
+        shot = shots[wanted[0]]
+        cost = cost_of(shot, project.prices)
+        job = take_job(shot, unit, cost or Fraction(0))
+        return _priced(job, charges)
+
+    return resolve_step
+
+
+def run_paid_steps(
+    project: Project,
+    steps: Sequence[PaidStep],
+    provider: Provider,
+    *,
+    state: StateStore,
+    cache: ClipCache,
+    options: RunOptions,
+    events: EventSink,
+    lock: LockFile,
+    remote: Remote | None,
+    spend: RemoteSpend | None,
+) -> RunReport:
+    """Run ``steps`` in a fresh event loop; closes the provider. Ctrl-C stops the run with every
+    move already flushed and returns the report with ``interrupted`` (exit code 130). Raises
+    BudgetError before anything is paid when the render would pass the budget."""
+    report = RunReport(budget_usd=options.budget_usd)
+    positions: dict[str, int] = {}
+
+    async def main() -> RunReport:
+        try:
+            purse = Purse()
+            concurrency = max(1, options.concurrency or provider.default_concurrency)
+            slots = asyncio.Semaphore(concurrency)
+            cpu = asyncio.Semaphore(max(1, cpu_cores()))
+            kinds = {s.kind for s in steps} or {"clip"}
+            generators: dict[tuple[str, Kind], Generator] = {}
+            for kind in sorted(kinds):
+                run = Run(
+                    provider, state=state, cache=cache if kind == "clip" else stills_of(cache), options=options,
+                    events=events, lock=lock, verify=default_verify if kind == "clip" else check_image,
+                    total=len(steps), report=report, positions=positions,
+                )  # fmt: skip
+                generators[(provider.name, kind)] = Generator(run, remote=remote, spend=spend, slots=slots, purse=purse)
+            frames = FrameMaker(cache, cpu)
+            graph = GraphRun(
+                steps, generators, resolve=resolver(project, provider.name, cache, charges=provider.charges),
+                frames=frames,
+            )  # fmt: skip
+            return await graph.run()
+        finally:
+            await provider.aclose()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        report.interrupted = True
+        return report

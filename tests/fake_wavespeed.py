@@ -800,7 +800,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.task_requests[task.id] += 1
         wanted = task.body
         if task.kind == "image":
-            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360"))), {
+            variant = self.fake.variant_of(task) if self.fake.distinct else 0  # a generative model's own image
+            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360")), variant), {
                 "Content-Type": "image/png"
             }
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
@@ -940,8 +941,9 @@ def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
     return (long, short) if width > height else (short, long) if height > width else (short, short)
 
 
-def image_bytes(prompt: str, size: str) -> bytes:
-    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash."""
+def image_bytes(prompt: str, size: str, variant: int = 0) -> bytes:
+    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash (and
+    ``variant`` > 0: another image for the same prompt, as two tasks of a generative model give)."""
     import io
 
     from PIL import Image, ImageDraw
@@ -950,7 +952,7 @@ def image_bytes(prompt: str, size: str) -> bytes:
         w, h = (max(16, min(2048, int(v))) for v in size.replace("x", "*").split("*"))
     except ValueError:
         w, h = 640, 360
-    seed = hashlib.sha256(prompt.encode("utf-8")).digest()
+    seed = hashlib.sha256((prompt if not variant else f"{prompt}#{variant}").encode("utf-8")).digest()
     img = Image.new("RGB", (w, h), (seed[0], seed[1], seed[2]))
     draw = ImageDraw.Draw(img)
     for n in range(6):

@@ -107,6 +107,7 @@ def plan_for(
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
     outputs = CachedOutputs(cache, name)
+    stills_here = outputs.stills.listed_keys(name)
     listing: dict[str, str | None] = {}
     team: Remote | None = None
     remote_url = None
@@ -117,12 +118,21 @@ def plan_for(
         if team is not None:
             remote_url = str(team.url)
             listing = asyncio.run(team.clips.listing(name))
-    on_remote = set(listing)
+            outputs = TeamOutputs(cache, name, team, set(asyncio.run(team.stills.listing(name))))
+    on_remote = set(listing) | (outputs.on_remote if isinstance(outputs, TeamOutputs) else set())
+
+    def is_cached(key: str) -> bool:
+        if key in on_remote:
+            return True
+        if key in stills_here:
+            return outputs.stills.contains(name, key)
+        return key in listed and cache.contains(name, key)
+
     with paused_gc():
         the_plan = build_plan(
             project,
             name,
-            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
+            is_cached=is_cached,
             lock=lock,
             only=only,
             cut_settings=manifest.shot_cut_settings,
@@ -156,7 +166,7 @@ def _team_clips(the_plan: Plan, team: Remote, cache: ClipCache, listing: dict[st
     keys = [p.job.key for p in the_plan.shots if p.change in ("unchanged", "re-stitch")]
     if not keys:
         return the_plan
-    differs = asyncio.run(differing(team, the_plan.provider, cache, keys, listing))
+    differs = asyncio.run(differing(team.clips, the_plan.provider, cache, keys, listing))
     shots = [
         replace(p, change="re-stitch", changed_fields=(*p.changed_fields, "team clip"))
         if p.job.key in differs and p.change in ("unchanged", "re-stitch")
@@ -209,6 +219,27 @@ class CachedOutputs:
         except FFmpegError:
             return None  # unreadable: its users wait as if it were not made
         return ClipFacts(entry.sha256, frames, entry.path)
+
+
+class TeamOutputs(CachedOutputs):
+    """:class:`CachedOutputs` and, for `plan` with a remote, the stills the remote holds (``on_remote``,
+    their keys): a still's recorded digest keys the steps that take it, as a local one would, so a
+    plan on a machine that has not pulled the team's still prices its users as the team has them.
+    (A clip's frames need the clip itself: a continuity shot keys on this machine's clips only.)"""
+
+    def __init__(self, cache: Any, provider: str, team: Remote, on_remote: set[str]) -> None:
+        super().__init__(cache, provider)
+        self.team = team
+        self.on_remote = on_remote
+
+    def still(self, key: str) -> Any:
+        from kling_render.plan.inputs import StillFacts
+
+        here = super().still(key)
+        if here is not None or key not in self.on_remote:
+            return here
+        record = asyncio.run(self.team.stills.get(self.provider, key))  # one read; a damaged record: exit 1
+        return None if record is None else StillFacts(record.sha256)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3

@@ -74,6 +74,7 @@ def spend_id(project: Project, provider: str) -> str:
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render import env
+    from kling_render.app.commands import pick_provider
     from kling_render.app.generation import paid_steps, run_paid_steps
     from kling_render.providers import make_provider, provider_charges
     from kling_render.records.lockfile import LockFile
@@ -82,7 +83,6 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render.run.scheduler import RunOptions
     from kling_render.store.remote.sync import open_for
 
-    the_plan = plan_for(project, opts.provider, opts.only)
     remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
     if opts.shard is not None and remote is None:
         from kling_render.errors import UsageError
@@ -91,31 +91,37 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             "--shard needs a remote (KLING_RENDER_REMOTE, or remote: in the project): without one the shards "
             "share no clips and no later stitch can find them"
         )
-    if opts.reviewed_plan is not None:
-        from kling_render.errors import UsageError
-        from kling_render.plan.plan import stale_reasons
-
-        reasons = stale_reasons(opts.reviewed_plan, the_plan)
-        if reasons:
-            raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    # The budget is checked by the runner, before anything is submitted, against what this run
-    # would submit: a shot whose paid task the state file records is polled again for free,
-    # though the plan (which knows only the cache) still counts it as to render.
-    budget = budget_for(project, opts.max_cost)
-    if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
-        # One budget for the project, whichever shard runs: a shard refuses to start when the whole
-        # project's plan is over it (the spend record on the remote caps what they pay together).
-        whole = float(the_plan.to_render_cost)
-        if whole > budget + 1e-9:
-            from kling_render.errors import BudgetError
-
-            raise BudgetError(
-                f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
-                "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
-            )
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
+        if remote is not None:
+            from kling_render.app.team import gather_team_outputs
+
+            # The team's stills and clips that key other steps, before any key is computed (app/team.py).
+            gather_team_outputs(project, pick_provider(project, opts.provider), cache, remote, sink, cut=False)
+        the_plan = plan_for(project, opts.provider, opts.only)
+        if opts.reviewed_plan is not None:
+            from kling_render.errors import UsageError
+            from kling_render.plan.plan import stale_reasons
+
+            reasons = stale_reasons(opts.reviewed_plan, the_plan)
+            if reasons:
+                raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
+        # The budget is checked by the runner, before anything is submitted, against what this run
+        # would submit: a shot whose paid task the state file records is polled again for free,
+        # though the plan (which knows only the cache) still counts it as to render.
+        budget = budget_for(project, opts.max_cost)
+        if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
+            # One budget for the project, whichever shard runs: a shard refuses to start when the whole
+            # project's plan is over it (the spend record on the remote caps what they pay together).
+            whole = float(the_plan.to_render_cost)
+            if whole > budget + 1e-9:
+                from kling_render.errors import BudgetError
+
+                raise BudgetError(
+                    f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
+                    "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
+                )
         provider = make_provider(the_plan.provider, cache_dir=cache.root)
         interval = opts.poll_interval
         if interval is None:
@@ -219,37 +225,60 @@ def stitch(
 def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None) -> LockFile:
     """Before a `stitch` (the caller holds the run lock): the clips the local cache lacks pulled from
     the remote (sha256-checked), and each shot's cached clip recorded in the lock file."""
+    from kling_render.app.team import gather_team_outputs
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockFile
-    from kling_render.run.scheduler import default_verify
-    from kling_render.store.remote.sync import pull_missing
 
-    if remote is not None:  # each pulled clip gets the download's own check before it counts
-        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink, default_verify)
+    if remote is not None:  # each pulled still or clip gets the download's own check before it counts
+        gather_team_outputs(project, provider, cache, remote, sink, cut=True)
     lock = LockFile(project.lock_path, paid=provider_charges(provider))
     _record_clips(project, provider, cache, lock)
     return lock
 
 
 def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
-    """Each shot's cached clip in the lock file, unless already there (a render records its own; this
-    records clips made elsewhere, e.g. by CI's shards, on the machine that makes the cut)."""
+    """Each shot's cached clip (its picked take's) and each cached still in the lock file, unless
+    already there (a render records its own; this records those made elsewhere, e.g. by CI's
+    shards, on the machine that makes the cut). A step whose inputs are not made has no key: skipped."""
+    from kling_render.app.commands import CachedOutputs
     from kling_render.catalog.catalog import usd
-    from kling_render.plan.plan import field_digests, shot_key
+    from kling_render.plan.inputs import resolve, still_cost_of, take_name
+    from kling_render.plan.plan import field_digests
     from kling_render.project.project import cost_of
     from kling_render.records.lockfile import LockEntry
+    from kling_render.store.cache import stills_of
 
+    res = resolve(project, provider, CachedOutputs(cache, provider))
+    stills = stills_of(cache)
+    for still in project.stills:
+        unit = res.units.get(still.step_id)
+        made = None if unit is None or unit.key is None else stills.use(provider, unit.key)
+        if unit is None or unit.key is None or made is None:
+            continue
+        if lock.holds(still.step_id, unit.key, made.sha256, still.prompt or None):
+            continue
+        cost = still_cost_of(still, project.prices) if lock.paid else None
+        lock.record(
+            still.step_id,
+            LockEntry(
+                unit.key, still.model.id, provider, made.task_id, made.sha256, made.duration,
+                usd(cost) if cost is not None else 0.0, prompt=still.prompt or None,
+            ),
+        )  # fmt: skip
     for shot in project.shots:
-        key = shot_key(provider, shot)
-        entry = cache.use(provider, key)  # a damaged clip is quarantined (reported by _stitch), never recorded
-        if entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
+        unit = res.units.get(take_name(shot, shot.picked_take))
+        if unit is None or unit.key is None:
+            continue
+        entry = cache.use(provider, unit.key)  # a damaged clip is quarantined (reported by _stitch), never recorded
+        if entry is None or lock.holds(unit.name, unit.key, entry.sha256, shot.prompt or None):
             continue
         price = cost_of(shot, project.prices) if lock.paid else None
+        fields = field_digests(shot, unit.params, take=unit.take)
         lock.record(
-            shot.id,
+            unit.name,
             LockEntry(
-                key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=field_digests(shot), prompt=shot.prompt or None,
+                unit.key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
+                usd(price) if price is not None else 0.0, fields=fields, prompt=shot.prompt or None,
             ),
         )  # fmt: skip
 

@@ -93,8 +93,9 @@ class Event:
         return f"{self.shot_id}: {self.kind}{tail}"
 
     def text(self) -> str:
-        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run)."""
-        if self.shot_id is None:
+        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run; none for
+        an event outside a run's steps, e.g. a pull before a stitch)."""
+        if self.shot_id is None or not self.total:
             return self.body()
         return f"[{self.index}/{self.total}] {self.body()}"
 

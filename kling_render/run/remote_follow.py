@@ -33,7 +33,7 @@ from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide
 from kling_render.run.task_end import TaskEnds
 from kling_render.store.cache import CachedClip
 from kling_render.store.remote.claims import Claim, Lost, Owner, Won, age
-from kling_render.store.remote.clips import RemoteClip
+from kling_render.store.remote.clips import RemoteClip, RemoteClips
 from kling_render.store.remote.connect import Remote
 
 __all__ = ["Follower", "GateView"]
@@ -56,6 +56,8 @@ class GateView(Protocol):
     def owner(self) -> Owner: ...
 
     async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None: ...
+
+    def area(self, job: Job) -> RemoteClips: ...
 
     def over_cap(self, job: Job, claim: Claim) -> str | None: ...
 
@@ -114,7 +116,7 @@ class Follower:
     async def _look(self, job: Job) -> bool | None:
         """One look at the key's clip and claim (see :meth:`elsewhere`); None: look again."""
         run = self.run
-        clip = await self.remote.clips.get(self.provider, job.key)
+        clip = await self.gate.area(job).get(self.provider, job.key)
         if clip is not None:
             await self.use_remote_clip(job, clip)
             return False
@@ -162,7 +164,7 @@ class Follower:
             await self._given_up(job, claim, task_id)
             return False
         if result.completed and result.output_url:
-            clip = await self.remote.clips.get(self.provider, job.key)
+            clip = await self.gate.area(job).get(self.provider, job.key)
             if clip is not None:  # its holder pushed it meanwhile
                 await self.use_remote_clip(job, clip)
                 return False

@@ -1,9 +1,14 @@
-"""Clips on the remote: bytes named by their sha256, and for each shot key a record pointing at them.
+"""Outputs on the remote: bytes named by their sha256, and for each step key a record pointing at them.
 
-    clips/<provider>/<key>.json        the record: the local cache sidecar's fields (sha256, size,
-                                       duration, model, task id, stream headers), created
+    clips/<provider>/<key>.json        a clip's record: the local cache sidecar's fields (sha256,
+                                       size, duration, model, task id, stream headers), created
                                        create-only (If-None-Match: *)
     blobs/sha256/<sha[:2]>/<sha>.mp4   the clip's bytes
+    stills/<provider>/<key>.json       a still's record (an image made by an image model), alike
+    blobs/sha256/<sha[:2]>/<sha>.img   the still's bytes
+
+Each kind of output has its :class:`Area` (as the local cache has ``stills_of``), and everything
+below holds for both: a pulled still is checked as a downloaded still is (media/image_check.py).
 
 A push uploads the bytes first (streamed in parts, so memory stays flat; a blob's name is its
 content, so two writers of one name write the same bytes and the upload may replace), then
@@ -41,7 +46,7 @@ from kling_render.records.state import now_iso
 from kling_render.store.cache import CachedClip, ClipCache, ClipMeta
 from kling_render.store.remote.store import RemoteStore, Written
 
-__all__ = ["ClipCheck", "PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
+__all__ = ["CLIPS", "STILLS", "Area", "ClipCheck", "PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
 
 RECORD_VERSION = 1
 ClipCheck = Callable[[Path], tuple[float, dict[str, Any] | None]]
@@ -53,22 +58,36 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
-def records_prefix(provider: str) -> str:
+@dataclass(frozen=True)
+class Area:
+    """Where one kind of output lives on the remote: its records' folder, its blobs' suffix, and
+    the word messages use for it."""
+
+    records: str
+    suffix: str
+    noun: str
+
+
+CLIPS = Area("clips", ".mp4", "clip")
+STILLS = Area("stills", ".img", "still")
+
+
+def records_prefix(provider: str, area: Area = CLIPS) -> str:
     if not _NAME_RE.match(provider):
         raise ValueError(f"bad provider name {provider!r}")
-    return f"clips/{provider}/"
+    return f"{area.records}/{provider}/"
 
 
-def record_path(provider: str, key: str) -> str:
+def record_path(provider: str, key: str, area: Area = CLIPS) -> str:
     if not _KEY_RE.match(key):
         raise ValueError(f"bad shot key {key!r}")
-    return f"{records_prefix(provider)}{key}.json"
+    return f"{records_prefix(provider, area)}{key}.json"
 
 
-def blob_path(sha256: str) -> str:
+def blob_path(sha256: str, area: Area = CLIPS) -> str:
     if not _SHA_RE.match(sha256):
         raise ValueError(f"bad sha256 {sha256!r}")
-    return f"blobs/sha256/{sha256[:2]}/{sha256}.mp4"
+    return f"blobs/sha256/{sha256[:2]}/{sha256}{area.suffix}"
 
 
 @dataclass(frozen=True)
@@ -160,29 +179,38 @@ class PushConflict:
 
 
 class RemoteClips:
-    def __init__(self, store: RemoteStore) -> None:
+    """The records and blobs of one :class:`Area` (clips, or stills) of a remote."""
+
+    def __init__(self, store: RemoteStore, area: Area = CLIPS) -> None:
         self.store = store
+        self.area = area
+
+    def record_path(self, provider: str, key: str) -> str:
+        return record_path(provider, key, self.area)
+
+    def blob_path(self, sha256: str) -> str:
+        return blob_path(sha256, self.area)
 
     async def get(self, provider: str, key: str) -> RemoteClip | None:
         """The record for ``key``, or None. RemoteIntegrityError when it is there but unreadable."""
-        path = record_path(provider, key)
+        path = self.record_path(provider, key)
         stored = await self.store.read(path)
         return None if stored is None else self._parse(stored.data, provider, key)
 
     def _parse(self, data: bytes, provider: str, key: str) -> RemoteClip:
-        path = record_path(provider, key)
+        path, noun = self.record_path(provider, key), self.area.noun
         try:
             return RemoteClip.from_json(json.loads(data.decode("utf-8")), provider, key)
         except NewerRecord as exc:
             raise RemoteVersionError(
-                f"the clip record {path} on the remote {self.store.url} has schema version {exc.version}, newer "
+                f"the {noun} record {path} on the remote {self.store.url} has schema version {exc.version}, newer "
                 f"than this kling-render understands ({RECORD_VERSION}): it is not used, and nothing is paid for "
-                "its shot; upgrade kling-render"
+                "its step; upgrade kling-render"
             ) from None
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise RemoteIntegrityError(
-                f"the clip record {path} on the remote {self.store.url} is damaged ({exc}); delete it so the "
-                "clip is uploaded again"
+                f"the {noun} record {path} on the remote {self.store.url} is damaged ({exc}); delete it so the "
+                f"{noun} is uploaded again"
             ) from None
 
     async def keys(self, provider: str) -> set[str]:
@@ -193,7 +221,7 @@ class RemoteClips:
         """Every key with a record for ``provider``, with the record's ETag (one listing): records
         are create-only, so an unchanged ETag is an unchanged record."""
         keys: dict[str, str | None] = {}
-        for meta in await self.store.list_meta(records_prefix(provider)):
+        for meta in await self.store.list_meta(records_prefix(provider, self.area)):
             name = meta.path.rsplit("/", 1)[-1]
             if name.endswith(".json") and _KEY_RE.match(name[:-5]):
                 keys[name[:-5]] = meta.etag
@@ -208,7 +236,7 @@ class RemoteClips:
         if existing is not None and existing.sha256 != digest:
             return PushConflict(existing)
         size = src.stat().st_size
-        blob = blob_path(digest)
+        blob = self.blob_path(digest)
         there = await self.store.head(blob)
         if there is None or there.size != size:  # missing, or cut short: we hold the bytes, put them back
             await self.store.upload(blob, src)
@@ -226,11 +254,13 @@ class RemoteClips:
             media=meta.media,
         )
         data = (json.dumps(mask_json(clip.to_json()), indent=2, sort_keys=True) + "\n").encode("utf-8")
-        outcome = await self.store.write(record_path(provider, key), data)
+        outcome = await self.store.write(self.record_path(provider, key), data)
         if isinstance(outcome, Written):
             return Pushed(clip, True)
         if outcome.current is None:  # pragma: no cover - a create lost while nothing is there, three times
-            raise RemoteIntegrityError(f"the clip record of {key} on the remote {self.store.url} could not be created")
+            raise RemoteIntegrityError(
+                f"the {self.area.noun} record of {key} on the remote {self.store.url} could not be created"
+            )
         winner = self._parse(outcome.current.data, provider, key)
         return Pushed(winner, False) if winner.sha256 == digest else PushConflict(winner)
 
@@ -251,15 +281,16 @@ class RemoteClips:
         ``replace``: the local cache's clip for the key is set aside first (with this reason), once
         the remote's has passed its checks."""
         with cache.temp_file() as tmp:
-            await self.store.download(blob_path(clip.sha256), tmp, size=clip.size, sha256=clip.sha256)
+            blob, noun = self.blob_path(clip.sha256), self.area.noun
+            await self.store.download(blob, tmp, size=clip.size, sha256=clip.sha256)
             try:
                 duration, media = await asyncio.to_thread(verify, tmp)
             except RemoteError:
                 raise
             except (KlingRenderError, ValueError, OSError) as exc:
                 raise RemoteIntegrityError(
-                    f"{blob_path(clip.sha256)} on the remote {self.store.url} has the digest its record says but "
-                    f"is not a usable clip ({exc}); not used. Delete it and its record so the clip is made again"
+                    f"{blob} on the remote {self.store.url} has the digest its record says but is not a usable "
+                    f"{noun} ({exc}); not used. Delete it and its record so the {noun} is made again"
                 ) from None
             meta = ClipMeta(duration, clip.model, clip.task_id, media)
             if replace is not None:

@@ -37,6 +37,8 @@ def gather_team_outputs(
     inputs = {edge.upstream for edge in edges(project)}
     if cut:
         inputs |= {take_name(shot, shot.picked_take) for shot in project.shots}
+    if not inputs:  # no step takes another's output (and no cut): nothing here keys on the team's outputs
+        return []
     stills = stills_of(cache)
     seen: set[str] = set()  # keys looked for already (a stand-in key is never on the remote)
     done: list[str] = []

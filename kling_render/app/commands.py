@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import UsageError
-from kling_render.plan.plan import Plan, build_plan
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import build_plan
 from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
 
@@ -93,6 +94,7 @@ def plan_for(
     from kling_render.records import manifest
     from kling_render.records.lockfile import read_lock_file
     from kling_render.store.cache import ClipCache
+    from kling_render.store.outputs import CachedOutputs
 
     name = pick_provider(project, provider)
     cache = ClipCache.for_project(project.path)
@@ -118,8 +120,10 @@ def plan_for(
         if team is not None:
             remote_url = str(team.url)
             listing = asyncio.run(team.clips.listing(name))
+            from kling_render.store.outputs import TeamOutputs
+
             outputs = TeamOutputs(cache, name, team, set(asyncio.run(team.stills.listing(name))))
-    on_remote = set(listing) | (outputs.on_remote if isinstance(outputs, TeamOutputs) else set())
+    on_remote = set(listing) | getattr(outputs, "on_remote", set())
 
     def is_cached(key: str) -> bool:
         if key in on_remote:
@@ -174,72 +178,6 @@ def _team_clips(the_plan: Plan, team: Remote, cache: ClipCache, listing: dict[st
         for p in the_plan.shots
     ]
     return replace(the_plan, shots=shots)
-
-
-class CachedOutputs:
-    """What the local cache has made (``plan.inputs.Outputs``): a clip that is an input of another
-    step is checked against its recorded digest and its frames counted; stills and frames come
-    from their areas of the cache (store/cache.py ``stills_of``, ``frames_of``)."""
-
-    def __init__(self, cache: Any, provider: str) -> None:
-        from kling_render.store.cache import frames_of, stills_of
-
-        self.cache = cache
-        self.provider = provider
-        self.stills = stills_of(cache)
-        self.frames = frames_of(cache)
-
-    def still(self, key: str) -> Any:
-        from kling_render.media.image_check import image_suffix
-        from kling_render.plan.inputs import StillFacts
-
-        entry = self.stills.use(self.provider, key)
-        if entry is None:
-            return None
-        return StillFacts(entry.sha256, entry.path, f"{key[:16]}{image_suffix(entry.media)}")
-
-    def frame(self, key_value: str) -> Any:
-        from kling_render.plan.inputs import StillFacts
-        from kling_render.run.frames import FRAMES, frame_store_key
-
-        key = frame_store_key(key_value)
-        entry = self.frames.use(FRAMES, key)
-        return None if entry is None else StillFacts(entry.sha256, entry.path, f"{key[:16]}.png")
-
-    def clip(self, key: str) -> Any:
-        from kling_render.errors import FFmpegError
-        from kling_render.media.frames import clip_frames
-        from kling_render.plan.inputs import ClipFacts
-
-        entry = self.cache.use(self.provider, key)
-        if entry is None:
-            return None
-        try:
-            frames = clip_frames(entry.path)
-        except FFmpegError:
-            return None  # unreadable: its users wait as if it were not made
-        return ClipFacts(entry.sha256, frames, entry.path)
-
-
-class TeamOutputs(CachedOutputs):
-    """:class:`CachedOutputs` and, for `plan` with a remote, the stills the remote holds (``on_remote``,
-    their keys): a still's recorded digest keys the steps that take it, as a local one would, so a
-    plan on a machine that has not pulled the team's still prices its users as the team has them.
-    (A clip's frames need the clip itself: a continuity shot keys on this machine's clips only.)"""
-
-    def __init__(self, cache: Any, provider: str, team: Remote, on_remote: set[str]) -> None:
-        super().__init__(cache, provider)
-        self.team = team
-        self.on_remote = on_remote
-
-    def still(self, key: str) -> Any:
-        from kling_render.plan.inputs import StillFacts
-
-        here = super().still(key)
-        if here is not None or key not in self.on_remote:
-            return here
-        record = asyncio.run(self.team.stills.get(self.provider, key))  # one read; a damaged record: exit 1
-        return None if record is None else StillFacts(record.sha256)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
-from kling_render.plan.inputs import step_names
-from kling_render.plan.plan import Plan
+from kling_render.plan.inputs import resolve, step_names, still_cost_of, still_job
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import take_job
 from kling_render.project.project import Project
 from kling_render.records import manifest
 from kling_render.records.manifest import CutRecord
-from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.report.progress import Event, EventSink
+from kling_render.report.sinks import make_sink
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
 from kling_render.store.cache import CachedClip, ClipCache
 
@@ -237,50 +240,33 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
 
 
 def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
-    """Each shot's cached clip (its picked take's) and each cached still in the lock file, unless
-    already there (a render records its own; this records those made elsewhere, e.g. by CI's
-    shards, on the machine that makes the cut). A step whose inputs are not made has no key: skipped."""
-    from kling_render.app.commands import CachedOutputs
-    from kling_render.catalog.catalog import usd
-    from kling_render.plan.inputs import resolve, still_cost_of, take_name
-    from kling_render.plan.plan import field_digests
+    """Each made step (every take, every still) in the lock file, unless already there: a render
+    records its own; this records those made elsewhere (CI's shards, a teammate through the
+    remote) on the machine that makes the cut. Keys and jobs come from the plan's resolution, the
+    one place they are computed (a continuity shot's key names its upstream clip's digest)."""
     from kling_render.project.project import cost_of
     from kling_render.records.lockfile import LockEntry
     from kling_render.store.cache import stills_of
+    from kling_render.store.outputs import CachedOutputs
 
     res = resolve(project, provider, CachedOutputs(cache, provider))
-    stills = stills_of(cache)
-    for still in project.stills:
-        unit = res.units.get(still.step_id)
-        made = None if unit is None or unit.key is None else stills.use(provider, unit.key)
-        if unit is None or unit.key is None or made is None:
+    shots = {s.id: s for s in project.shots}
+    stills = {s.step_id: s for s in project.stills}
+    still_cache = stills_of(cache)
+    for unit in res.units.values():
+        if unit.key is None:
             continue
-        if lock.holds(still.step_id, unit.key, made.sha256, still.prompt or None):
+        if unit.kind == "still":
+            still = stills[unit.name]
+            job = still_job(still, unit, (still_cost_of(still, project.prices) if lock.paid else None) or Fraction(0))
+            entry = still_cache.use(provider, unit.key)
+        else:
+            shot = shots[unit.name.split("#", 1)[0]]
+            job = take_job(shot, unit, (cost_of(shot, project.prices) if lock.paid else None) or Fraction(0))
+            entry = cache.use(provider, unit.key)  # a damaged clip is quarantined (reported by _stitch)
+        if entry is None or lock.holds(job.shot_id, job.key, entry.sha256, job.prompt or None):
             continue
-        cost = still_cost_of(still, project.prices) if lock.paid else None
-        lock.record(
-            still.step_id,
-            LockEntry(
-                unit.key, still.model.id, provider, made.task_id, made.sha256, made.duration,
-                usd(cost) if cost is not None else 0.0, prompt=still.prompt or None,
-            ),
-        )  # fmt: skip
-    for shot in project.shots:
-        unit = res.units.get(take_name(shot, shot.picked_take))
-        if unit is None or unit.key is None:
-            continue
-        entry = cache.use(provider, unit.key)  # a damaged clip is quarantined (reported by _stitch), never recorded
-        if entry is None or lock.holds(unit.name, unit.key, entry.sha256, shot.prompt or None):
-            continue
-        price = cost_of(shot, project.prices) if lock.paid else None
-        fields = field_digests(shot, unit.params, take=unit.take)
-        lock.record(
-            unit.name,
-            LockEntry(
-                unit.key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=fields, prompt=shot.prompt or None,
-            ),
-        )  # fmt: skip
+        lock.record(job.shot_id, LockEntry.of(job, provider, entry.task_id, entry.sha256, entry.duration))
 
 
 @dataclass(frozen=True)
@@ -385,8 +371,8 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
 def _clip_keys(project: Project, provider: str) -> dict[str, str]:
     """The key of the clip each shot's cut uses: its picked take's (plan.inputs.cut_keys), against
     what the cache holds (a continuity shot's key names its upstream clip's digest)."""
-    from kling_render.app.commands import CachedOutputs
     from kling_render.plan.inputs import cut_keys
+    from kling_render.store.outputs import CachedOutputs
 
     return cut_keys(project, provider, CachedOutputs(ClipCache.for_project(project.path), provider))
 

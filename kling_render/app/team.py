@@ -12,7 +12,6 @@ pushes); a stitch pulls the clips its cut takes as well.
 
 from __future__ import annotations
 
-from kling_render.app.commands import CachedOutputs
 from kling_render.media.image_check import check_image
 from kling_render.plan.inputs import edges, take_name, unit_keys
 from kling_render.project.generated import STILL_PREFIX
@@ -20,6 +19,7 @@ from kling_render.project.project import Project
 from kling_render.report.progress import EventSink
 from kling_render.run.scheduler import default_verify
 from kling_render.store.cache import ClipCache, stills_of
+from kling_render.store.outputs import CachedOutputs
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.sync import pull_missing
 

@@ -17,13 +17,11 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import S3Case
-from e2e_cli import SECRET
 from e2e_fake import FakeProcess
 from mediagen import make_clip
 from teams_kit import Checkout, team_env
@@ -63,11 +61,14 @@ output: {path: renders/final.mp4, width: 320, height: 180, fps: 24}
 """
 
 
+# Each task takes a second, so two machines started together meet at the still's claim.
+pytestmark = pytest.mark.stand_in(latency=1.0, args=("--image-model", IMAGE_MODEL, "--distinct"))
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    # Each task takes a second, so two machines started together meet at the still's claim.
-    with FakeProcess(SECRET, latency=1.0, args=("--image-model", IMAGE_MODEL, "--distinct")) as server:
-        yield server
+def fake(fake_process: FakeProcess) -> FakeProcess:
+    """The stand-in as its own process (conftest's ``fake_process``, options from this module's marker)."""
+    return fake_process
 
 
 def machines(tmp_path: Path, env: dict[str, str], count: int) -> list[Checkout]:

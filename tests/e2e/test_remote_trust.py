@@ -41,10 +41,13 @@ MODEL = MODEL_PATH.removeprefix("/api/v3/kwaivgi/")
 DAY = 86400.0
 
 
+pytestmark = pytest.mark.stand_in(latency=0.6)
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.6) as server:
-        yield server
+def fake(fake_process: FakeProcess) -> FakeProcess:
+    """The stand-in as its own process (conftest's ``fake_process``, options from this module's marker)."""
+    return fake_process
 
 
 def key_of(checkout: Checkout, shot: str = "s000") -> str:

@@ -8,7 +8,6 @@ and its cache, or any object on the remote; a task id holding the key is refused
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,13 @@ SECRETS = (SECRET, S3_SECRET, S3_TOKEN, S3_KEY_ID)
 POLL = "/api/v3/predictions/"
 
 
+pytestmark = pytest.mark.stand_in(latency=0.4)
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.4) as server:
-        yield server
+def fake(fake_process: FakeProcess) -> FakeProcess:
+    """The stand-in as its own process (conftest's ``fake_process``, options from this module's marker)."""
+    return fake_process
 
 
 # name -> (faults to add: kind, path prefix, options), tasks paid by the first render, its exit code.

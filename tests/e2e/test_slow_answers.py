@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, Workspace, small_workspace, ws_env
+from e2e_cli import Workspace, small_workspace, ws_env
 from e2e_fake import FakeProcess
 
 ONE_SHOT = """\
@@ -36,10 +35,13 @@ BOUNDS = {
 POLL = "/api/v3/predictions/"
 
 
+pytestmark = pytest.mark.stand_in(latency=0.3)
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.3) as server:
-        yield server
+def fake(fake_process: FakeProcess) -> FakeProcess:
+    """The stand-in as its own process (conftest's ``fake_process``, options from this module's marker)."""
+    return fake_process
 
 
 def workspace(tmp_path: Path, fake: FakeProcess) -> Workspace:

@@ -20,7 +20,8 @@
     │       └── InvalidClipError     the bytes are not a usable clip (the structural check says why)
     ├── RemoteError                  the shared remote (object store) failed or refused access
     │   ├── RemoteTransientError     5xx, timeouts, dropped connections: retried by the one policy first
-    │   └── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
+    │   ├── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
+    │   └── RemoteVersionError       a claim or record written by a newer kling-render: never rewritten
     ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
     └── StitchError                  the final cut cannot be made
         ├── MissingClipsError        clips not in the cache (names the shots)
@@ -53,6 +54,7 @@ __all__ = [
     "RemoteError",
     "RemoteIntegrityError",
     "RemoteTransientError",
+    "RemoteVersionError",
     "StateError",
     "StitchError",
     "SubmitRefusedError",
@@ -195,6 +197,11 @@ class RemoteTransientError(RemoteError):
 
 class RemoteIntegrityError(RemoteError):
     """An object read from the remote is not what its record says (size or sha256): never accepted."""
+
+
+class RemoteVersionError(RemoteError):
+    """A claim or clip record on the remote has a newer schema than this kling-render reads: it is
+    neither used nor taken over (as a newer state file is refused); nothing is paid for its key."""
 
 
 class FFmpegError(KlingRenderError):

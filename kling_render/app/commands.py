@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import UsageError
@@ -14,6 +15,10 @@ from kling_render.plan.model import Plan
 from kling_render.plan.plan import build_plan
 from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.connect import Remote
 
 
 def load(project_path: Path, vars_: Sequence[str]) -> Project:
@@ -104,20 +109,34 @@ def plan_for(
         }
     listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
     outputs = CachedOutputs(cache, name)
-    on_remote: set[str] = set()
+    stills_here = outputs.stills.listed_keys(name)
+    listing: dict[str, str | None] = {}
+    team: Remote | None = None
     remote_url = None
     if remote:
-        from kling_render.store.remote.connect import resolve_remote_url
-        from kling_render.store.remote.sync import remote_keys
+        from kling_render.store.remote.sync import open_for
 
-        url = resolve_remote_url(project.remote, project.display)
-        remote_url = str(url) if url is not None else None
-        on_remote = remote_keys(project.remote, project.display, name) or set()
+        team = open_for(project.remote, project.display)
+        if team is not None:
+            remote_url = str(team.url)
+            listing = asyncio.run(team.clips.listing(name))
+            from kling_render.store.outputs import TeamOutputs
+
+            outputs = TeamOutputs(cache, name, team, set(asyncio.run(team.stills.listing(name))))
+    on_remote = set(listing) | getattr(outputs, "on_remote", set())
+
+    def is_cached(key: str) -> bool:
+        if key in on_remote:
+            return True
+        if key in stills_here:
+            return outputs.stills.contains(name, key)
+        return key in listed and cache.contains(name, key)
+
     with paused_gc():
         the_plan = build_plan(
             project,
             name,
-            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
+            is_cached=is_cached,
             lock=lock,
             only=only,
             cut_settings=manifest.shot_cut_settings,
@@ -125,6 +144,8 @@ def plan_for(
             cut_now=cut_now,
             outputs=outputs,
         )
+    if team is not None:
+        the_plan = _team_clips(the_plan, team, cache, listing)
     the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
@@ -137,6 +158,26 @@ def plan_for(
 
         the_plan = with_rows(the_plan, lock_cut)
     return the_plan
+
+
+def _team_clips(the_plan: Plan, team: Remote, cache: ClipCache, listing: dict[str, str | None]) -> Plan:
+    """With a remote, its record is the team's clip: a shot whose clip here differs from it is cut
+    with the team's clip at the next render or stitch, so the plan says it re-stitches."""
+    from dataclasses import replace
+
+    from kling_render.store.remote.sync import differing
+
+    keys = [p.job.key for p in the_plan.shots if p.change in ("unchanged", "re-stitch")]
+    if not keys:
+        return the_plan
+    differs = asyncio.run(differing(team.clips, the_plan.provider, cache, keys, listing))
+    shots = [
+        replace(p, change="re-stitch", changed_fields=(*p.changed_fields, "team clip"))
+        if p.job.key in differs and p.change in ("unchanged", "re-stitch")
+        else p
+        for p in the_plan.shots
+    ]
+    return replace(the_plan, shots=shots)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3

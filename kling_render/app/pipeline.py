@@ -76,6 +76,7 @@ def spend_id(project: Project, provider: str) -> str:
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render import env
+    from kling_render.app.commands import pick_provider
     from kling_render.app.generation import paid_steps, run_paid_steps
     from kling_render.providers import make_provider, provider_charges
     from kling_render.records.lockfile import LockFile
@@ -84,7 +85,6 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render.run.scheduler import RunOptions
     from kling_render.store.remote.sync import open_for
 
-    the_plan = plan_for(project, opts.provider, opts.only)
     remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
     if opts.shard is not None and remote is None:
         from kling_render.errors import UsageError
@@ -93,31 +93,37 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             "--shard needs a remote (KLING_RENDER_REMOTE, or remote: in the project): without one the shards "
             "share no clips and no later stitch can find them"
         )
-    if opts.reviewed_plan is not None:
-        from kling_render.errors import UsageError
-        from kling_render.plan.plan import stale_reasons
-
-        reasons = stale_reasons(opts.reviewed_plan, the_plan)
-        if reasons:
-            raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    # The budget is checked by the runner, before anything is submitted, against what this run
-    # would submit: a shot whose paid task the state file records is polled again for free,
-    # though the plan (which knows only the cache) still counts it as to render.
-    budget = budget_for(project, opts.max_cost)
-    if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
-        # One budget for the project, whichever shard runs: a shard refuses to start when the whole
-        # project's plan is over it (the spend record on the remote caps what they pay together).
-        whole = float(the_plan.to_render_cost)
-        if whole > budget + 1e-9:
-            from kling_render.errors import BudgetError
-
-            raise BudgetError(
-                f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
-                "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
-            )
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
+        if remote is not None:
+            from kling_render.app.team import gather_team_outputs
+
+            # The team's stills and clips that key other steps, before any key is computed (app/team.py).
+            gather_team_outputs(project, pick_provider(project, opts.provider), cache, remote, sink, cut=False)
+        the_plan = plan_for(project, opts.provider, opts.only)
+        if opts.reviewed_plan is not None:
+            from kling_render.errors import UsageError
+            from kling_render.plan.plan import stale_reasons
+
+            reasons = stale_reasons(opts.reviewed_plan, the_plan)
+            if reasons:
+                raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
+        # The budget is checked by the runner, before anything is submitted, against what this run
+        # would submit: a shot whose paid task the state file records is polled again for free,
+        # though the plan (which knows only the cache) still counts it as to render.
+        budget = budget_for(project, opts.max_cost)
+        if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
+            # One budget for the project, whichever shard runs: a shard refuses to start when the whole
+            # project's plan is over it (the spend record on the remote caps what they pay together).
+            whole = float(the_plan.to_render_cost)
+            if whole > budget + 1e-9:
+                from kling_render.errors import BudgetError
+
+                raise BudgetError(
+                    f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
+                    "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
+                )
         provider = make_provider(the_plan.provider, cache_dir=cache.root)
         interval = opts.poll_interval
         if interval is None:
@@ -238,12 +244,12 @@ def stitch(
 def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None) -> LockFile:
     """Before a `stitch` (the caller holds the run lock): the clips the local cache lacks pulled from
     the remote (sha256-checked), and each shot's cached clip recorded in the lock file."""
+    from kling_render.app.team import gather_team_outputs
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockFile
-    from kling_render.store.remote.sync import pull_missing
 
-    if remote is not None:
-        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink)
+    if remote is not None:  # each pulled still or clip gets the download's own check before it counts
+        gather_team_outputs(project, provider, cache, remote, sink, cut=True)
     lock = LockFile(project.lock_path, paid=provider_charges(provider))
     _record_clips(project, provider, cache, lock)
     return lock
@@ -509,15 +515,17 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     from kling_render.app.commands import pick_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
-    from kling_render.store.remote.connect import resolve_remote_url
-    from kling_render.store.remote.sync import remote_keys
+    from kling_render.store.remote.sync import open_for, team_view
 
     name = pick_provider(project, provider)
     keys = _clip_keys(project, name)
     cache = ClipCache.for_project(project.path)
     recorded, ledgers = read_project_state_file(project.path, name)
-    on_remote = remote_keys(project.remote, project.display, name) or set()  # a remote error: exit 1
-    remote = resolve_remote_url(project.remote, project.display)
+    remote = open_for(project.remote, project.display)
+    on_remote: set[str] = set()
+    differs: dict[str, Any] = {}
+    if remote is not None:  # a remote error: exit 1
+        on_remote, differs = team_view(remote, name, cache, keys.values())
     shots = []
     for shot in project.shots:
         rec = recorded.get(shot.id)
@@ -572,10 +580,17 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     return {
         "project": project.name,
         "provider": name,
-        "remote": str(remote) if remote is not None else None,
+        "remote": str(remote.url) if remote is not None else None,
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],
+        # With a remote its record is the team's clip: one that differs here is replaced by the next
+        # render or stitch (the cut, and the lock, then change).
+        "differs_from_team": [
+            f"{shot_id}: {differs[key].message} at the next render or stitch"
+            for shot_id, key in keys.items()
+            if key in differs
+        ],
         "final_cut": str(project.output.path) if project.output.path.is_file() else None,
     }
 

@@ -243,6 +243,7 @@ def encode_shard_segments(project: Project, provider: str, cache: ClipCache, rem
 def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, sink: EventSink) -> int:
     from kling_render import stitch as stitching
     from kling_render.plan.inputs import cut_keys
+    from kling_render.run.scheduler import default_verify
     from kling_render.stitch.pipelined import may_stream_copy
     from kling_render.store.outputs import CachedOutputs
     from kling_render.store.remote.segments import SegmentRemote
@@ -259,7 +260,7 @@ def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, s
             j = i + 1 if have[i] else i
             wanted[shots[j].id] = keys[shots[j].id]
     if wanted:
-        pull_missing(remote, provider, wanted, cache, sink)
+        pull_missing(remote.clips, provider, wanted, cache, sink, default_verify, strict=False)
     inputs = cut_inputs(project, provider, cache)
     if may_stream_copy(inputs):
         return 0  # a stream-copy cut has no segments

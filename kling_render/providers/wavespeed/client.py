@@ -59,6 +59,7 @@ from kling_render.jobs import (
     shown_id,
     valid_task_id,
 )
+from kling_render.masking import register as register_secret
 from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
@@ -113,6 +114,7 @@ class WaveSpeedProvider(Provider):
             # Said without the value: httpx would echo an invalid header value in its error.
             raise AuthError("WAVESPEED_API_KEY is empty or contains whitespace/control characters")
         self._api_key = key
+        register_secret(key)  # masked wherever text leaves the process, however the key was given
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
         self.retry = retry or RetryPolicy()
@@ -131,7 +133,7 @@ class WaveSpeedProvider(Provider):
         key = env.wavespeed_api_key()
         if not key:
             raise AuthError("WAVESPEED_API_KEY is not set; set it, or render offline with --provider local")
-        return cls(key, base_url, cache_dir)
+        return cls(key, base_url, cache_dir, limits=net.limits_from_env())
 
     def __repr__(self) -> str:
         return f"WaveSpeedProvider(base_url={self.base_url!r}, api_key='***')"

@@ -150,7 +150,9 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             if not cut_is_current(project, the_plan.provider, cache, manifest_file(project)):
                 # The pipelined stitch: each segment encoded as soon as its clips exist, while the
                 # provider works on the others (a shard's go to the remote); the stitch encodes the rest.
-                segments = segment_pipeline(project, the_plan.provider, cache, sink, remote)
+                segments = segment_pipeline(
+                    project, the_plan.provider, cache, sink, remote, shard=opts.shard is not None
+                )
         with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
             lock.prepare()
             report = run_paid_steps(

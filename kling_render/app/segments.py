@@ -175,11 +175,11 @@ def _memo_info() -> InfoOf:
 
 
 def segment_pipeline(
-    project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None
+    project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None, *, shard: bool = False
 ) -> Callable[[asyncio.Semaphore], SegmentPipeline]:
     """How ``render`` makes the pipelined stitch of ``project`` once its run's CPU slots exist:
     segments go to the segment store (and, with a remote, are pulled from it or pushed to it, as
-    the stitch does)."""
+    the stitch does). A ``shard`` makes no cut: it decodes no clip ahead for a stream copy."""
     from kling_render import stitch as stitching
     from kling_render.env import stitch_memory_mb
     from kling_render.stitch.pipelined import SegmentPipeline
@@ -201,8 +201,9 @@ def segment_pipeline(
             source = SegmentRemote(remote.segments)
         workers = stitch_workers(out.width, out.height, stitch_memory_mb())
         return SegmentPipeline(
-            inputs, store, cpu, workers=workers, source=source, notify=lambda n: sink.emit(notice_event(n))
-        )
+            inputs, store, cpu, workers=workers, source=source, notify=lambda n: sink.emit(notice_event(n)),
+            decode=not shard,
+        )  # fmt: skip
 
     return make
 

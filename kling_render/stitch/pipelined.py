@@ -125,8 +125,10 @@ class SegmentPipeline:
         workers: int,
         source: SegmentSource | None = None,
         notify: Notify | None = None,
+        decode: bool = True,
     ) -> None:
         self.inputs = inputs
+        self.decode = decode  # a stream-copy cut's clips decoded ahead (not on a shard: its memo is its own)
         self.store = store
         self.cpu = cpu
         self.workers = max(1, workers)
@@ -224,6 +226,8 @@ class SegmentPipeline:
         if inputs is None:
             return []
         if may_stream_copy(inputs):
+            if not self.decode:
+                return []
             memo = self.store.cache.probes
             return [
                 _Job(f"decode:{clip.sha256}", clip.shot_id, self._decoder(clip))

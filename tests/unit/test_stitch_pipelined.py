@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fake_wavespeed import _corrupt, clip_bytes
+from fake_wavespeed import FakeWaveSpeed, _corrupt, clip_bytes
 from mediagen import make_clip
 
 import kling_render.stitch.pipelined as pipelined_module
@@ -71,9 +71,9 @@ def made(pipe: SegmentPipeline, how: str = "encoded") -> list[str]:
 
 
 def run_pipeline(body: Callable[[SegmentPipeline], object], inputs: Callable[[], CutInputs], store: SegmentStore,
-                 *, slots: int = 2) -> SegmentPipeline:  # fmt: skip
+                 *, slots: int = 2, decode: bool = True) -> SegmentPipeline:  # fmt: skip
     async def main() -> SegmentPipeline:
-        pipe = SegmentPipeline(inputs, store, asyncio.Semaphore(slots), workers=slots)
+        pipe = SegmentPipeline(inputs, store, asyncio.Semaphore(slots), workers=slots, decode=decode)
         step = body(pipe)
         if asyncio.iscoroutine(step):
             await step
@@ -180,16 +180,22 @@ def test_a_cut_that_may_be_a_stream_copy_has_its_clips_decoded_ahead(
         path.write_bytes(clip_bytes(2 + n, "16:9", False, "tiny"))
     clips = [cached(cache, f"{n}{n}" * 32, path, f"s{n}") for n, path in enumerate(paths)]
     out = OutputSettings(192, 108, 24)
-    arrivals = Arrivals(clips, out)
-    assert may_stream_copy(arrivals())
+    assert may_stream_copy(Arrivals(clips, out)())
     store = SegmentStore(cache)
 
-    async def body(pipe: SegmentPipeline) -> None:
-        for i in range(2):
-            arrivals.land(i, pipe)
-            await pipe.settled()
+    def landing(arrivals: Arrivals) -> Callable[[SegmentPipeline], object]:
+        async def body(pipe: SegmentPipeline) -> None:
+            for i in range(2):
+                arrivals.land(i, pipe)
+                await pipe.settled()
 
-    pipe = run_pipeline(body, arrivals, store)
+        return body
+
+    shard_arrivals = Arrivals(clips, out)
+    shard = run_pipeline(landing(shard_arrivals), shard_arrivals, store, decode=False)  # a shard makes no cut
+    assert shard.notices == [] and not any(cache.probes.decodes(str(c.sha256)) for c in clips)
+    arrivals = Arrivals(clips, out)
+    pipe = run_pipeline(landing(arrivals), arrivals, store)
     assert made(pipe, "decoded") == ["s0", "s1"]
     assert all(cache.probes.decodes(str(c.sha256)) for c in clips)
     decoded: list[Path] = []
@@ -234,8 +240,9 @@ def test_finish_leaves_what_is_queued_to_the_stitch_and_abort_starts_nothing(
     assert all(store.entry(str(s.key)) is None for s in steps.plan(clips, OUT, None).parts)
 
 
+@pytest.mark.stand_in(variants=4)  # a distinct clip per shot: four distinct segments
 def test_a_render_whose_encodes_ahead_all_fail_pays_each_shot_once_and_makes_the_cut(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_wavespeed: FakeWaveSpeed
 ) -> None:
     """The render in-process against the WaveSpeed stand-in: every segment encode run ahead fails
     (a full disk, say); the run pays one task per shot, its report spends exactly that, and the
@@ -245,7 +252,6 @@ def test_a_render_whose_encodes_ahead_all_fail_pays_each_shot_once_and_makes_the
     import shutil
 
     from e2e_cli import EXAMPLE
-    from fake_wavespeed import FakeWaveSpeed
 
     from kling_render.app import commands, pipeline
 
@@ -267,15 +273,15 @@ def test_a_render_whose_encodes_ahead_all_fail_pays_each_shot_once_and_makes_the
         "defaults: {model: kling-v3.0-std/image-to-video, image: images/mug.png, duration: 3, sound: false}\n"
         f"shots:\n{shots}output: {{path: renders/final.mp4, width: 192, height: 108, fps: 24}}\n"
     )
-    with FakeWaveSpeed(latency=0.2, distinct=True) as server:
-        monkeypatch.setenv("WAVESPEED_BASE_URL", server.base_url)
-        monkeypatch.setenv("WAVESPEED_API_KEY", server.api_key)
-        monkeypatch.setenv("KLING_RENDER_CACHE", str(tmp_path / "cache"))
-        out = io.StringIO()
-        project = commands.load(root / "project.yaml", ())
-        options = pipeline.RenderOptions(concurrency=1, poll_interval=0.05, json_events=True)
-        result = pipeline.render(project, options, stream=out)
-        paid = sorted(str(r.body["prompt"]).split(":")[0] for r in server.submits())
+    server = fake_wavespeed
+    monkeypatch.setenv("WAVESPEED_BASE_URL", server.base_url)
+    monkeypatch.setenv("WAVESPEED_API_KEY", server.api_key)
+    monkeypatch.setenv("KLING_RENDER_CACHE", str(tmp_path / "cache"))
+    out = io.StringIO()
+    project = commands.load(root / "project.yaml", ())
+    options = pipeline.RenderOptions(concurrency=1, poll_interval=0.05, json_events=True)
+    result = pipeline.render(project, options, stream=out)
+    paid = sorted(str(r.body["prompt"]).split(":")[0] for r in server.submits())
     assert result.exit_code == 0 and result.final_cut is not None and result.final_cut.is_file()
     assert paid == [f"shot s{i}" for i in range(4)]  # one task per shot, none more
     assert result.report["spent_usd"] == pytest.approx(4 * 0.252)

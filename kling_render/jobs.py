@@ -34,19 +34,29 @@ def shown_id(value: object) -> str:
 
 @dataclass(frozen=True)
 class MediaRef:
-    """One media input: a local file inside the project (with its sha256) or an https URL."""
+    """One media input: a local file inside the project (with its sha256), an https URL, or another
+    shot's clip (``from_shot``: its name in the project file; ``path`` and ``sha256`` are the cached
+    clip's once it exists, see ``plan.resolve_clips``)."""
 
     path: Path | None = None
     url: str | None = None
     sha256: str | None = None
+    from_shot: str | None = None
 
     @property
     def key_value(self) -> str:
-        """What stands for this input in a shot's key: content hash for files, the URL otherwise."""
+        """What stands for this input in a shot's key: content hash for files (and clips), the URL otherwise."""
         if self.path is not None:
             return f"sha256:{self.sha256}"
+        if self.from_shot is not None:
+            raise ValueError(f"the clip of shot {self.from_shot!r} is not made yet")
         assert self.url is not None
         return self.url
+
+    @property
+    def resolved(self) -> bool:
+        """False for another shot's clip that does not exist yet."""
+        return self.path is not None or self.url is not None
 
     @property
     def name(self) -> str:
@@ -57,9 +67,9 @@ class MediaRef:
 class Job:
     """One shot to generate.
 
-    ``params`` holds the wire fields of the model (SPEC §4) exactly as the provider's
-    API names them; media fields hold a MediaRef (``image``, ``end_image``,
-    ``last_image``, ``video``) or a list of MediaRef (``images``).
+    ``params`` holds the wire fields of the model (SPEC §4) exactly as the job's provider's
+    API names them (``Shot.wire``); media fields hold a MediaRef (``image``, ``last_image``,
+    ``start_image_url``, ``video``...) or a list of MediaRef (``images``, ``image_urls``...).
     """
 
     shot_id: str
@@ -74,6 +84,8 @@ class Job:
     prompt: str = ""  # the rendered prompt (or the multi_prompt joined), for reports and animatics
     extra: Mapping[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the provider's model path (WaveSpeed: kwaivgi/<model>); empty: from ``model``
+    provider: str = ""  # the provider the job is for (its params are in that provider's form)
+    extends: bool = False  # the output is the input clip with the new part joined: longer than ``duration``
 
     @property
     def wire_model(self) -> str:
@@ -96,13 +108,16 @@ class Job:
 class TaskResult:
     """A poll answer: status, the output URL when completed, the reason, code and cause when failed.
 
-    A ``completed`` result without an ``output_url`` is a paid task whose result is unusable."""
+    A ``completed`` result without an ``output_url`` is a paid task whose result is unusable. A failed
+    task is refunded (or never charged) unless ``refunded`` is False: the provider may have charged
+    it (fal: a 422 after a runner spent GPU time on it)."""
 
     status: str
     output_url: str | None = None
     error: str | None = None
     code: str | None = None
     cause: FailureCause | None = None
+    refunded: bool = True
 
     @property
     def completed(self) -> bool:

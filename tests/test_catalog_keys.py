@@ -75,7 +75,7 @@ VARIETY_COSTS = {
 def test_example_project_keys_are_pinned(provider: str) -> None:
     project = load_project(MUG)
     assert {s.id: shot_key(provider, s) for s in project.shots} == MUG_KEYS[provider]
-    assert {s.id: cost_of(s, project.prices) for s in project.shots} == {
+    assert {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots} == {
         k: Fraction(v) for k, v in MUG_COSTS.items()
     }
 
@@ -83,6 +83,6 @@ def test_example_project_keys_are_pinned(provider: str) -> None:
 def test_keys_and_prices_of_every_builtin_model_are_pinned() -> None:
     project = load_project(VARIETY)
     assert {s.id: shot_key("wavespeed", s) for s in project.shots} == VARIETY_KEYS
-    assert {s.id: cost_of(s, project.prices) for s in project.shots} == {
+    assert {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots} == {
         k: Fraction(v) for k, v in VARIETY_COSTS.items()
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_render.catalog.catalog import load_catalog, usd
-from kling_render.errors import UsageError
+from kling_render.errors import ProjectError, UsageError
 from kling_render.plan.plan import Plan, build_plan
 from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
@@ -65,6 +65,35 @@ def pick_provider(project: Project, provider: str | None) -> str:
     return name
 
 
+def on_provider(project: Project, provider: str | None) -> Project:
+    """``project`` as ``--provider`` renders it: every shot on that provider (a shot's own
+    ``provider:`` included), or ``project`` itself without one. What that provider cannot render
+    is a located error (exit 2), naming the providers that can."""
+    from dataclasses import replace
+
+    from kling_render.plan.plan import provider_issues
+
+    if provider is None:
+        return project
+    name = pick_provider(project, provider)
+    if name == project.provider and not any(s.provider not in (None, name) for s in project.shots):
+        return project
+    issues = provider_issues(project, project.shots, name)
+    if issues:
+        raise ProjectError(issues)
+
+    def moved(shots: list[Any]) -> list[Any]:
+        return [replace(s, provider=None) if s.provider is not None else s for s in shots]
+
+    rows = [replace(row, shots=moved(row.shots)) for row in project.rows] if project.rows is not None else None
+    return replace(project, provider=name, shots=moved(project.shots), rows=rows)
+
+
+def plan_providers(project: Project) -> list[str]:
+    """The providers ``project`` renders on: its own and those its shots name."""
+    return list(dict.fromkeys([pick_provider(project, None), *(s.provider for s in project.shots if s.provider)]))
+
+
 def plan_for(
     project: Project,
     provider: str | None,
@@ -83,7 +112,8 @@ def plan_for(
     from kling_render.records.lockfile import read_lock_file
     from kling_render.store.cache import ClipCache
 
-    name = pick_provider(project, provider)
+    project = on_provider(project, provider)
+    name = project.provider
     cache = ClipCache.for_project(project.path)
     entries, lock_cut = read_lock_file(project.lock_path)
     lock = {sid: entry.to_json() for sid, entry in entries.items()}
@@ -94,28 +124,39 @@ def plan_for(
             "output": manifest.output_settings(project),
             "audio": manifest.audio_settings(project),
         }
-    listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
-    on_remote: set[str] = set()
+    providers = plan_providers(project)
+    listed = {p: cache.listed_keys(p) for p in providers}  # one directory walk per namespace
+    on_remote: dict[str, set[str]] = {p: set() for p in providers}
     if remote:
         from kling_render.store.remote.sync import remote_keys
 
-        on_remote = remote_keys(project.remote, project.display, name) or set()
+        for p in providers:
+            on_remote[p] = remote_keys(project.remote, project.display, p) or set()
+
+    def is_cached(key: str, where: str) -> bool:
+        return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
+
+    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
+        entry = cache.get(where, key)
+        return (entry.path, entry.sha256) if entry is not None else None
+
     with paused_gc():
         the_plan = build_plan(
             project,
             name,
-            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
+            is_cached=is_cached,
             lock=lock,
             only=only,
             cut_settings=manifest.shot_cut_settings,
             lock_cut=lock_cut,
             cut_now=cut_now,
+            clip_of=clip_of,
         )
     the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
         budget_usd=max_cost if max_cost is not None else project.budget_usd,
-        charges=provider_charges(name),
+        charges=any(provider_charges(p) for p in providers),
     )
     if project.rows is not None:
         from kling_render.plan.rows import with_rows
@@ -219,34 +260,35 @@ def save_plan(the_plan: Plan, out: Path) -> None:
 
 
 def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The catalog as data: endpoint, fields, limits and prices per model (with a project's declared models)."""
+    """The catalog as data: each model's fields, limits, and every provider's endpoint and price
+    (with a project's declared models and ``pricing:``)."""
+    catalog, prices = _catalog_and_prices(project_path, vars_)
+    return [model_json(model, prices) for model in catalog.values()]
+
+
+def _catalog_and_prices(project_path: Path | None, vars_: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Any]]:
     from kling_render.catalog.catalog import Model
 
     catalog: dict[str, Model] = dict(load_catalog())
-    prices = {mid: m.price for mid, m in catalog.items()}
-    if project_path is not None:
-        project = load(project_path, vars_)
-        catalog.update(project.models)
-        prices = {mid: project.prices.get(mid) for mid in catalog}
-    return [model_json(model, prices.get(model.id)) for model in catalog.values()]
+    if project_path is None:
+        prices = {(o.provider, mid): o.price for mid, m in catalog.items() for o in m.offers}
+        return catalog, prices
+    project = load(project_path, vars_)
+    catalog.update(project.models)
+    return catalog, dict(project.prices)
 
 
 def check_prices(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[Any]:
-    """Every model's price (the project's prices, with its declared models) against WaveSpeed's."""
-    from kling_render.catalog.catalog import Model, Price
+    """Every model's price (the project's prices, with its declared models) against each provider's."""
     from kling_render.catalog.pricecheck import check_prices as ask
 
-    catalog: dict[str, Model] = dict(load_catalog())
-    prices: dict[str, Price | None] = {mid: m.price for mid, m in catalog.items()}
-    if project_path is not None:
-        project = load(project_path, vars_)
-        catalog.update(project.models)
-        prices = {mid: project.prices.get(mid) for mid in catalog}
+    catalog, prices = _catalog_and_prices(project_path, vars_)
     return ask(catalog.values(), prices)
 
 
-def model_json(model: Any, price: Any) -> dict[str, Any]:
-    """One catalog entry as plain data (``models --json``)."""
+def model_json(model: Any, prices: Any) -> dict[str, Any]:
+    """One catalog entry as plain data (``models --json``): the WaveSpeed offer at the top (as
+    before fal), every provider's under ``providers``."""
     d = model.duration
     fields = {}
     for spec in model.fields:
@@ -262,10 +304,14 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             ("max_items", spec.max_items),
             ("max_items_with_video", spec.max_items_with_video),
             ("only_with", spec.only_with),
+            ("min_seconds", spec.min_seconds),
+            ("max_seconds", spec.max_seconds),
+            ("max_total_seconds", spec.max_total_seconds),
         ):
             if value is not None:
                 entry[key] = value
         fields[spec.name] = entry
+    price = prices.get(("wavespeed", model.id))
     return {
         "id": model.id,
         "title": model.title,
@@ -290,7 +336,8 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             "min_side": model.image_limits.min_side,
             "max_aspect": model.image_limits.max_aspect,
         },
-        "price_per_second_usd": usd(price.per_second) if price else None,
+        "extends": model.extends,
+        "price_per_second_usd": usd(price.per_second) if price and price.per_second is not None else None,
         "sound_multiplier": (
             None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
         ),
@@ -299,4 +346,32 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
         ),
         "price_date": price.date if price else None,
         "price_source": price.source if price else None,
+        "providers": {o.provider: _offer_json(o, prices.get((o.provider, model.id))) for o in model.offers},
+    }
+
+
+def _offer_json(offer: Any, price: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for f in offer.fields:
+        spec: dict[str, Any] = {"wire": f.wire}
+        if f.string:
+            spec["form"] = "string"
+        if f.enum is not None:
+            spec["enum"] = list(f.enum)
+        fields[f.name] = spec
+    return {"endpoint": offer.endpoint, "fields": fields, "price": _price_json(price)}
+
+
+def _price_json(price: Any) -> dict[str, Any] | None:
+    if price is None:
+        return None
+    return {
+        "per_second_usd": usd(price.per_second) if price.per_second is not None else None,
+        "per_second_by_resolution_usd": {tier: usd(rate) for tier, rate in price.by_resolution},
+        "sound_multiplier": None if price.sound_multiplier is None else str(price.sound_multiplier),
+        "video_per_second_usd": usd(price.video_per_second) if price.video_per_second is not None else None,
+        "unpriced": sorted(price.unpriced),
+        "text": price.rates_text(),
+        "date": price.date,
+        "source": price.source,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -20,12 +20,14 @@ from kling_render.store.cache import CachedClip, ClipCache
 
 if TYPE_CHECKING:
     from kling_render.media.probe import MediaInfo
+    from kling_render.plan.plan import ShotKey
     from kling_render.records.lockfile import LockFile
+    from kling_render.records.state import StateStore
     from kling_render.store.remote.connect import Remote
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
 # a real Kling task takes one to three minutes.
-DEFAULT_POLL_INTERVAL = {"local": 0.2, "wavespeed": 5.0}
+DEFAULT_POLL_INTERVAL = {"local": 0.2, "wavespeed": 5.0, "fal": 5.0}
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,12 @@ def budget_for(project: Project, max_cost: float | None) -> float | None:
 
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
-    from kling_render import env
-    from kling_render.plan.shard import in_shard
-    from kling_render.providers import make_provider
+    from kling_render.app.commands import on_provider
     from kling_render.records.lockfile import LockFile
-    from kling_render.records.state import StateStore
-    from kling_render.run.report import RECONCILE_GRACE
-    from kling_render.run.scheduler import RunOptions, run
     from kling_render.store.remote.sync import open_for
 
-    the_plan = plan_for(project, opts.provider, opts.only)
+    project = on_provider(project, opts.provider)  # --provider: every shot there (exit 2 if it cannot)
+    the_plan = plan_for(project, None, opts.only)
     remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
     if opts.shard is not None and remote is None:
         from kling_render.errors import UsageError
@@ -87,46 +85,18 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         reasons = stale_reasons(opts.reviewed_plan, the_plan)
         if reasons:
             raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    # The budget is checked by the runner, before anything is submitted, against what this run
-    # would submit: a shot whose paid task the state file records is polled again for free,
-    # though the plan (which knows only the cache) still counts it as to render.
-    budget = budget_for(project, opts.max_cost)
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
-        provider = make_provider(the_plan.provider, cache_dir=cache.root)
-        interval = opts.poll_interval
-        if interval is None:
-            interval = DEFAULT_POLL_INTERVAL.get(the_plan.provider, 5.0)
-        grace = env.reconcile_grace_override()
-        run_opts = RunOptions(
-            reconcile_grace=RECONCILE_GRACE if grace is None else grace,
-            # A free provider (local animatics) spends nothing against the budget.
-            budget_usd=budget if provider.charges else None,
-            concurrency=opts.concurrency or project.concurrency_for(the_plan.provider),
-            poll_interval=interval,
-            resubmit_unknown=opts.resubmit_unknown,
-            retry_failed=opts.retry_failed,
-        )
-        jobs = [p.job for p in the_plan.shots if opts.shard is None or in_shard(p.job.key, *opts.shard)]
-        if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
-            jobs = [replace(job, cost_usd=0.0) for job in jobs]
-        # The provider's own state namespace, under the project file's one run lock (state.py), held
+        from kling_render.providers import provider_charges
+
+        # Each provider's own state namespace, under the project file's one run lock (state.py), held
         # through the stitch too: another render or stitch of this project would write the same
         # cut, manifest and lock file.
-        lock = LockFile(project.lock_path, paid=provider.charges)
-        with StateStore.for_project(project.path, the_plan.provider, lock_timeout=opts.lock_timeout) as state:
+        lock = LockFile(project.lock_path, paid=any(provider_charges(p) for p in _providers(the_plan)))
+        with _state(project, the_plan.provider, opts) as state:
             lock.prepare()
-            report = run(
-                jobs,
-                provider,
-                state=state,
-                cache=cache,
-                options=run_opts,
-                events=sink,
-                lock=lock,
-                remote=remote,
-            )
+            report = _generate(project, the_plan, opts, cache, sink, lock, remote, state)
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
                 from kling_render.app.rows_pipeline import finish_rows
@@ -159,6 +129,134 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         sink.close()
 
 
+def _providers(the_plan: Plan) -> list[str]:
+    return list(dict.fromkeys([the_plan.provider, *(p.provider for p in the_plan.shots)]))
+
+
+def _state(project: Project, provider: str, opts: RenderOptions) -> Any:
+    from kling_render.records.state import StateStore
+
+    return StateStore.for_project(project.path, provider, lock_timeout=opts.lock_timeout)
+
+
+def _generate(
+    project: Project,
+    the_plan: Plan,
+    opts: RenderOptions,
+    cache: ClipCache,
+    sink: EventSink,
+    lock: LockFile,
+    remote: Remote | None,
+    state: StateStore,
+) -> Any:
+    """Run the plan's jobs: each provider's in turn (one scheduler per provider, under that
+    provider's state and the project's run lock ``state`` holds), and again for the shots that
+    continue another shot's clip once it exists (re-planned: their keys need its digest)."""
+    from kling_render.plan.shard import in_shard
+    from kling_render.records.state import state_path_for
+    from kling_render.run.report import RunReport
+
+    budget = budget_for(project, opts.max_cost)
+    reports: list[RunReport] = []
+    done: set[str] = set()
+    plan_now = the_plan
+    for _ in range(len(the_plan.shots) + 1):
+        ready = [p for p in plan_now.shots if not p.waits_for and p.id not in done]
+        if opts.shard is not None:
+            ready = [p for p in ready if in_shard(p.job.key, *opts.shard)]
+        for provider_name in _providers(plan_now):
+            jobs = [p.job for p in ready if p.provider == provider_name]
+            if not jobs:
+                continue
+            spent = sum(r.spent_usd + r.uncertain_usd for r in reports)
+            left = None if budget is None else max(0.0, budget - spent)
+            own = the_plan.provider == provider_name
+            store = state if own else state.sibling(state_path_for(project.path, provider_name))
+            report = _run_jobs(project, provider_name, jobs, opts, left, cache, sink, lock, remote, store)
+            reports.append(report)
+            if report.interrupted or report.budget_stopped or report.account_stopped:
+                return _merged(reports, budget)
+        done |= {p.id for p in ready}
+        waiting = [p for p in plan_now.shots if p.waits_for and p.id not in done]
+        if not waiting or opts.shard is not None:
+            break
+        plan_now = plan_for(project, None, [p.id for p in waiting])
+        if all(p.waits_for for p in plan_now.shots):  # their input clips were not made: nothing more to do
+            reports.append(_waiting_report(plan_now))
+            break
+    return _merged(reports, budget)
+
+
+def _run_jobs(
+    project: Project,
+    provider_name: str,
+    jobs: list[Any],
+    opts: RenderOptions,
+    budget: float | None,
+    cache: ClipCache,
+    sink: EventSink,
+    lock: LockFile,
+    remote: Remote | None,
+    state: StateStore,
+) -> Any:
+    from kling_render import env
+    from kling_render.providers import make_provider
+    from kling_render.run.report import RECONCILE_GRACE
+    from kling_render.run.scheduler import RunOptions, run
+
+    provider = make_provider(provider_name, cache_dir=cache.root, endpoints=[j.endpoint for j in jobs])
+    interval = opts.poll_interval
+    if interval is None:
+        interval = DEFAULT_POLL_INTERVAL.get(provider_name, 5.0)
+    grace = env.reconcile_grace_override()
+    # A provider whose task list shows only tasks that have ended (fal) proves an absence later.
+    default_grace = max(RECONCILE_GRACE, getattr(provider, "list_lag", 0.0))
+    run_opts = RunOptions(
+        reconcile_grace=default_grace if grace is None else grace,
+        # A free provider (local animatics) spends nothing against the budget.
+        budget_usd=budget if provider.charges else None,
+        concurrency=opts.concurrency or project.concurrency_for(provider_name),
+        poll_interval=interval,
+        resubmit_unknown=opts.resubmit_unknown,
+        retry_failed=opts.retry_failed,
+    )
+    if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
+        jobs = [replace(job, cost_usd=0.0) for job in jobs]
+    if state.is_open:
+        return run(jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote)
+    with state:
+        return run(jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote)
+
+
+def _merged(reports: list[Any], budget: float | None) -> Any:
+    """One report of several runs (a run per provider, per wave)."""
+    from kling_render.run.report import RunReport
+
+    if len(reports) == 1:
+        return reports[0]
+    merged = RunReport(budget_usd=budget)
+    for report in reports:
+        merged.outcomes.update(report.outcomes)
+        merged.submitted_usd += report.submitted_usd
+        merged.refunded_usd += report.refunded_usd
+        merged.uncertain_usd += report.uncertain_usd
+        merged.budget_stopped = merged.budget_stopped or report.budget_stopped
+        merged.account_stopped = merged.account_stopped or report.account_stopped
+        merged.interrupted = merged.interrupted or report.interrupted
+    return merged
+
+
+def _waiting_report(the_plan: Plan) -> Any:
+    """The shots that could not render: the clips they continue were not made."""
+    from kling_render.run.report import RunReport, ShotOutcome
+
+    report = RunReport()
+    for p in the_plan.shots:
+        error = f"waits for the clip of {', '.join(p.waits_for)}, which was not made"
+        report.outcomes[p.id] = ShotOutcome(p.id, status="failed", error=error)
+    return report
+
+
 def stitch(
     project: Project,
     provider: str | None,
@@ -174,11 +272,12 @@ def stitch(
     machine can make the cut of clips rendered elsewhere (CI's shards), and each clip is recorded
     in the lock file. Skipped when the cut is up to date (see :mod:`kling_render.records.manifest`)
     unless ``force``. Holds the project's run lock (waiting up to ``lock_timeout`` seconds)."""
-    from kling_render.app.commands import pick_provider
+    from kling_render.app.commands import on_provider
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
-    name = pick_provider(project, provider)
+    project = on_provider(project, provider)
+    name = project.provider
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)
     sink = make_sink(json_lines=json_events, stream=stream)
@@ -199,32 +298,42 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
     from kling_render.records.lockfile import LockFile
     from kling_render.store.remote.sync import pull_missing
 
+    keys = _clip_keys(project, provider, cache)
     if remote is not None:
-        pull_missing(remote, provider, _clip_keys(project, provider), cache, sink)
-    lock = LockFile(project.lock_path, paid=provider_charges(provider))
-    _record_clips(project, provider, cache, lock)
+        for _ in range(len(project.shots) + 1):  # a pulled clip gives the key of the shot continuing it
+            for name in dict.fromkeys(k.provider for k in keys.values()):
+                mine = {sid: k.key for sid, k in keys.items() if k.provider == name and k.key is not None}
+                pull_missing(remote, name, mine, cache, sink)
+            again = _clip_keys(project, provider, cache)
+            if again == keys:
+                break
+            keys = again
+    lock = LockFile(project.lock_path, paid=any(provider_charges(k.provider) for k in keys.values()))
+    _record_clips(project, keys, cache, lock)
     return lock
 
 
-def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
+def _record_clips(project: Project, keys: Mapping[str, ShotKey], cache: ClipCache, lock: LockFile) -> None:
     """Each shot's cached clip in the lock file, unless already there (a render records its own; this
     records clips made elsewhere, e.g. by CI's shards, on the machine that makes the cut)."""
     from kling_render.catalog.catalog import usd
-    from kling_render.plan.plan import field_digests, shot_key
+    from kling_render.plan.plan import field_digests
     from kling_render.project.project import cost_of
+    from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockEntry
 
-    for shot in project.shots:
-        key = shot_key(provider, shot)
-        entry = cache.use(provider, key)  # a damaged clip is quarantined (reported by _stitch), never recorded
-        if entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
+    for found in keys.values():
+        shot, key, provider = found.shot, found.key, found.provider
+        entry = cache.use(provider, key) if key is not None else None  # a damaged clip is quarantined
+        if key is None or entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
             continue
-        price = cost_of(shot, project.prices) if lock.paid else None
+        price = cost_of(shot, project.prices, provider) if provider_charges(provider) else None
         lock.record(
             shot.id,
             LockEntry(
                 key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=field_digests(shot), prompt=shot.prompt or None,
+                usd(price) if price is not None else 0.0, fields=field_digests(shot, provider),
+                prompt=shot.prompt or None,
             ),
         )  # fmt: skip
 
@@ -261,10 +370,10 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
     from kling_render import stitch as stitching
     from kling_render.media import caps as ffmpeg_caps
 
-    keys = _clip_keys(project, provider)
+    keys = _clip_keys(project, provider, cache)
     # Only clips that still match their recorded sha256 reach a cut; the others are quarantined.
-    entries = {sid: cache.use(provider, key) for sid, key in keys.items()}
-    missing = [sid for sid, entry in entries.items() if entry is None]
+    entries = {sid: cache.use(k.provider, k.key) if k.key is not None else None for sid, k in keys.items()}
+    missing = [shot.id for shot in project.shots if entries.get(shot.id) is None]
     if missing:
         raise MissingClipsError(missing)
     clips: list[CutClip] = []
@@ -272,12 +381,15 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
     for shot in project.shots:
         entry = entries[shot.id]
         assert entry is not None
+        # A clip that continues its input (video-extend) holds that input then the new part: the cut
+        # keeps only the new part, its last ``duration`` seconds; the shot's trim is within it.
+        offset = max(0.0, entry.duration - shot.duration) if shot.model.extends is not None else 0.0
         clip = stitching.CutClip(
             shot_id=shot.id,
             path=entry.path,
             info=_media_info(entry),
-            trim_start=shot.trim.start,
-            trim_end=shot.trim.end,
+            trim_start=offset + shot.trim.start,
+            trim_end=offset + shot.trim.end if shot.trim.end is not None else None,
             transition=shot.transition.type,
             transition_duration=shot.transition.duration,
             sha256=entry.sha256,
@@ -328,10 +440,15 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
     return manifest.check(manifest_file(project), prepared.inputs, project.output.path, hash_cut=hash_cut)
 
 
-def _clip_keys(project: Project, provider: str) -> dict[str, str]:
-    from kling_render.plan.plan import shot_key
+def _clip_keys(project: Project, provider: str, cache: ClipCache) -> dict[str, ShotKey]:
+    """Each shot's provider and clip key (the key of a shot continuing another's clip needs that clip)."""
+    from kling_render.plan.plan import clip_keys
 
-    return {shot.id: shot_key(provider, shot) for shot in project.shots}
+    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
+        entry = cache.get(where, key)
+        return (entry.path, entry.sha256) if entry is not None else None
+
+    return clip_keys(project, provider, clip_of)
 
 
 def _stitch(
@@ -353,9 +470,9 @@ def _stitch(
     try:
         prepared = prepare_cut(project, provider, cache)
     finally:
-        keys = _clip_keys(project, provider)
+        keys = _clip_keys(project, provider, cache)
         for moved in cache.quarantined[already:]:
-            for sid in (s for s, k in keys.items() if k == moved.key):
+            for sid in (s for s, k in keys.items() if k.key == moved.key):
                 sink.emit(Event("quarantined", shot_id=sid, message=moved.message))
     out = project.output
     where = manifest_file(project)
@@ -455,21 +572,26 @@ def _media_info(entry: CachedClip) -> MediaInfo:
 
 def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
-    from kling_render.app.commands import pick_provider
+    from kling_render.app.commands import on_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
     from kling_render.store.remote.sync import remote_keys
 
-    name = pick_provider(project, provider)
-    keys = _clip_keys(project, name)
+    project = on_provider(project, provider)
+    name = project.provider
     cache = ClipCache.for_project(project.path)
-    recorded, ledgers = read_project_state_file(project.path, name)
-    on_remote = remote_keys(project.remote, project.display, name) or set()  # a remote error: exit 1
+    keys = _clip_keys(project, name, cache)
+    states = {}
+    for where in dict.fromkeys([name, *(k.provider for k in keys.values())]):
+        recorded, ledgers = read_project_state_file(project.path, where)
+        on_remote = remote_keys(project.remote, project.display, where) or set()  # a remote error: exit 1
+        states[where] = (recorded, ledgers, on_remote)
     shots = []
     for shot in project.shots:
+        where, key = keys[shot.id].provider, keys[shot.id].key or ""
+        recorded, ledgers, on_remote = states[where]
         rec = recorded.get(shot.id)
-        key = keys[shot.id]
-        cached = cache.use(name, key) is not None or key in on_remote
+        cached = bool(key) and (cache.use(where, key) is not None or key in on_remote)
         ledger = ledgers.get(key, KeyLedger())
         # the key's tasks over all runs: how many count against its cap, paid and refunded apart
         history = {
@@ -512,6 +634,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
                 "stale": False,
                 "ledger": history,
             }
+        doc["provider"] = where
         shots.append(doc)
     counts: dict[str, int] = {}
     for doc in shots:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import usd
-from kling_render.errors import ProjectError, UsageError
+from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import Job, MediaRef
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 
@@ -36,20 +36,73 @@ def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
 def shot_key(provider: str, shot: Shot) -> str:
     """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
 
-    A model the project declares adds its endpoint: its id alone does not fix where the shot is
-    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id
-    always means the same endpoint, so built-in keys stay as they were.)
+    The params are the shot's wire body for ``provider`` (its names and value forms), so one shot
+    has one key per provider and WaveSpeed's keys are what they were before fal. A model the
+    project declares adds the provider's endpoint: its id alone does not fix where the shot is
+    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id always
+    means the same endpoint, so built-in keys stay as they were.) Every input clip of another shot
+    must be resolved first (:func:`resolve_clips`).
     """
     doc: dict[str, Any] = {
         "provider": provider,
         "model": shot.model.id,
-        "params": wire_for_key(shot.params),
+        "params": wire_for_key(shot.wire(provider)),
         "take": shot.take,
     }
     if not shot.model.builtin:
-        doc["endpoint"] = shot.model.endpoint
+        doc["endpoint"] = shot.offer(provider).endpoint
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def shot_provider(shot: Shot, project_provider: str, override: str | None = None) -> str:
+    """Where a shot renders: ``--provider`` for every shot, else the shot's own ``provider:``, else the project's."""
+    return override or shot.provider or project_provider
+
+
+ClipLookup = Callable[[str, str], "tuple[Any, str] | None"]
+"""(provider, key) -> (path, sha256) of a cached clip, or None."""
+
+
+def resolve_clips(
+    shot: Shot, clip_of: ClipLookup, key_of: Callable[[str], tuple[str, str] | None]
+) -> tuple[Shot, list[str]]:
+    """``shot`` with each ``{from: SHOT}`` input replaced by that shot's cached clip (path and sha256),
+    and the ids of the shots whose clips do not exist yet. ``key_of`` gives an upstream shot's
+    (provider, key), None when it has no key yet (it waits itself)."""
+    waits: list[str] = []
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if not isinstance(value, MediaRef) or value.from_shot is None or value.resolved:
+            return value
+        upstream = shot.upstream(value.from_shot)
+        found = key_of(upstream)
+        clip = clip_of(*found) if found is not None else None
+        if clip is None:
+            waits.append(upstream)
+            return value
+        return MediaRef(path=clip[0], sha256=clip[1], from_shot=value.from_shot)
+
+    if not shot.clip_refs():
+        return shot, []
+    params = {name: resolve(value) for name, value in shot.params.items()}
+    return replace(shot, params=params), waits
+
+
+def provider_issues(project: Project, shots: Sequence[Shot], override: str) -> list[Issue]:
+    """What ``--provider`` cannot render of these shots, located at each shot (the project was
+    checked against its own providers when it was loaded)."""
+    from kling_render.project.rules import provider_problems
+
+    issues = []
+    for shot in shots:
+        given = {name: shot.params[name] for name in shot.given if name in shot.params}
+        for key, message in provider_problems(shot.model, override, given, shot.own):
+            where = f"shots[{shot.index}].{key}"
+            issues.append(Issue(project.display, shot.line, where, f"{message} (--provider {override})"))
+    return issues
 
 
 CHANGE_KINDS = ("added", "changed", "re-stitch", "unchanged")  # a shot's change against the lock file
@@ -64,6 +117,11 @@ class PlannedShot:
     change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
     changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
     old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
+    waits_for: tuple[str, ...] = ()  # shots whose clips are this shot's inputs and do not exist yet
+
+    @property
+    def provider(self) -> str:
+        return self.job.provider
 
     @property
     def id(self) -> str:
@@ -146,6 +204,8 @@ class Plan:
                     "sound": p.shot.sound,
                     "cost_usd": usd(p.cost),
                     "status": p.status,
+                    "provider": p.provider,
+                    **({"waits_for": list(p.waits_for)} if p.waits_for else {}),
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
                     "key": p.job.key,
@@ -190,32 +250,56 @@ def build_plan(
     project: Project,
     provider: str,
     *,
-    is_cached: Callable[[str], bool],
+    is_cached: Callable[[str, str], bool],
     lock: Mapping[str, Mapping[str, Any]] | None = None,
     only: Sequence[str] | None = None,
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
     lock_cut: Mapping[str, Any] | None = None,
     cut_now: Mapping[str, Any] | None = None,
+    override: str | None = None,
+    clip_of: ClipLookup | None = None,
 ) -> Plan:
     """Resolve every selected shot into a Job with its key, price, cache status and lock change.
 
+    ``provider`` is the project's (or ``--provider``'s); a shot with its own ``provider:`` renders
+    there unless ``override`` (``--provider``) says otherwise for every shot. ``is_cached(key,
+    provider)`` tells a cached clip;
+    ``clip_of(provider, key)`` finds the clip another shot continues (``video: {from: SHOT}``).
     ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
     lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
     re-stitch are told apart from unchanged shots."""
     lock = lock or {}
+    selected = select_shots(project, only)
+    if override is not None:
+        issues = provider_issues(project, selected, override)
+        if issues:
+            raise ProjectError(issues)
     planned: list[PlannedShot] = []
-    unpriced: list[Shot] = []
-    for shot in select_shots(project, only):
-        cost = cost_of(shot, project.prices)
-        if cost is None:
-            unpriced.append(shot)
+    unpriced: list[tuple[Shot, str]] = []
+    keys: dict[str, tuple[str, str]] = {}  # shot id -> (provider, key): for the shots that continue it
+    lookup = clip_of or (lambda provider, key: None)
+    chosen = {s.id for s in selected}
+    for shot in _upstream_first(project, selected):
+        where = shot_provider(shot, provider, override)
+        if shot.id not in chosen:  # an input of a selected shot: only its key is needed
+            shot, waits = resolve_clips(shot, lookup, keys.get)
+            if not waits and shot.model.offer(where) is not None:
+                keys[shot.id] = (where, shot_key(where, shot))
             continue
-        key = shot_key(provider, shot)
+        cost = cost_of(shot, project.prices, where)
+        if cost is None:
+            unpriced.append((shot, where))
+            continue
+        shot, waits = resolve_clips(shot, lookup, keys.get)
+        key = shot_key(where, shot) if not waits else _waiting_key(where, shot, waits, keys)
+        if not waits:
+            keys[shot.id] = (where, key)
+        offer = shot.offer(where)
         job = Job(
             shot_id=shot.id,
             model=shot.model.id,
-            endpoint=shot.model.endpoint,
-            params=shot.params,
+            endpoint=offer.endpoint,
+            params=shot.wire(where) if not waits else {},
             duration=shot.duration,
             sound=shot.sound,
             aspect_ratio=shot.aspect_ratio,
@@ -223,37 +307,73 @@ def build_plan(
             cost_usd=usd(cost),
             index=shot.index,
             prompt=shot.prompt,
-            extra={"fields": field_digests(shot)},
+            extra={"fields": field_digests(shot, where)} if not waits else {},
+            provider=where,
+            extends=shot.model.extends is not None,
         )
         entry = lock.get(shot.id)
-        change, fields = _change(entry, key, shot, provider)
+        change, fields = _change(entry, key, shot, where) if not waits else ("changed" if entry else "added", ())
         if change == "unchanged" and entry is not None and cut_settings is not None:
             fields = _cut_change(entry, cut_settings(shot))
             change = "re-stitch" if fields else change
         old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+        cached = not waits and is_cached(key, where)
         planned.append(
             PlannedShot(
-                shot, job, cost, "cached" if is_cached(key) else "render", change, fields,
-                old_prompt if isinstance(old_prompt, str) else None,
+                shot, job, cost, "cached" if cached else "render", change, fields,
+                old_prompt if isinstance(old_prompt, str) else None, tuple(waits),
             )
         )  # fmt: skip
     if unpriced:
-        from kling_render.errors import Issue
-
         raise ProjectError(
             [
                 Issue(
                     project.display,
                     s.line,
                     f"shots[{s.index}].model",
-                    missing_price(s, project.prices) or f"no price for {s.model.id}",
+                    missing_price(s, project.prices, where) or f"no price for {s.model.id}",
                 )
-                for s in unpriced
+                for s, where in unpriced
             ]
         )
+    order = {s.id: n for n, s in enumerate(selected)}
+    planned.sort(key=lambda p: order[p.id])
     removed = sorted(set(lock) - {s.id for s in project.shots})
     restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
     return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+
+
+def _upstream_first(project: Project, shots: Sequence[Shot]) -> list[Shot]:
+    """The shots with each one after the shots whose clips it continues (the file's order otherwise),
+    and before them the shots outside the selection whose clips are inputs (for their keys)."""
+    if not any(s.clip_refs() for s in project.shots):
+        return list(shots)
+    by_id = {s.id: s for s in project.shots}
+    out: list[Shot] = []
+    done: set[str] = set()
+
+    def visit(shot: Shot, trail: frozenset[str]) -> None:
+        if shot.id in done or shot.id in trail:
+            return
+        for ref in shot.clip_refs():
+            upstream = by_id.get(shot.upstream(ref.from_shot or ""))
+            if upstream is not None:
+                visit(upstream, trail | {shot.id})
+        done.add(shot.id)
+        out.append(shot)
+
+    for shot in shots:
+        visit(shot, frozenset())
+    return out
+
+
+def _waiting_key(provider: str, shot: Shot, waits: list[str], keys: Mapping[str, tuple[str, str]]) -> str:
+    """A stand-in key for a shot whose input clip is not made yet: stable, never a cache key (its
+    real key needs that clip's digest); the render plans the shot again once the clip exists."""
+    doc = {"provider": provider, "model": shot.model.id, "waits_for": sorted(waits), "take": shot.take,
+           "upstream": sorted(str(keys.get(w)) for w in waits)}  # fmt: skip
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "waits-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:58]
 
 
 def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
@@ -277,15 +397,15 @@ def _exact_usd(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def field_digests(shot: Shot) -> dict[str, str]:
+def field_digests(shot: Shot, provider: str) -> dict[str, str]:
     """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
     out = {}
-    for name, value in sorted(wire_for_key(shot.params).items()):
+    for name, value in sorted(wire_for_key(shot.wire(provider)).items()):
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
         out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     out["take"] = str(shot.take)
     if not shot.model.builtin:  # part of a declared model's key (see shot_key)
-        out["endpoint"] = shot.model.endpoint
+        out["endpoint"] = shot.offer(provider).endpoint
     return out
 
 
@@ -303,7 +423,7 @@ def _change(
         fields.append("provider")
     old = entry.get("fields")
     if isinstance(old, Mapping):
-        new = field_digests(shot)
+        new = field_digests(shot, provider)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
 
@@ -335,3 +455,25 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
         reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
     return reasons
+
+
+def clip_keys(project: Project, provider: str, clip_of: ClipLookup) -> dict[str, ShotKey]:
+    """Each shot's provider and clip key, without prices (a stitch, a status): no key for a shot whose
+    input clip (``video: {from: SHOT}``) does not exist yet, or whose provider does not offer its model."""
+    keys: dict[str, tuple[str, str]] = {}
+    out: dict[str, ShotKey] = {}
+    for shot in _upstream_first(project, project.shots):
+        where = shot_provider(shot, provider)
+        resolved, waits = resolve_clips(shot, clip_of, keys.get)
+        key = shot_key(where, resolved) if not waits and shot.model.offer(where) is not None else None
+        if key is not None:
+            keys[shot.id] = (where, key)
+        out[shot.id] = ShotKey(where, key, resolved)
+    return out
+
+
+@dataclass(frozen=True)
+class ShotKey:
+    provider: str
+    key: str | None  # None: the shot has no clip key yet (its input clip is not made)
+    shot: Shot  # with its input clips resolved

@@ -127,7 +127,9 @@ _FIELD_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
     "list": {"type": "array"},
     "image": {"type": "string", "minLength": 1},
     "images": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-    "video": {"type": "string", "minLength": 1},
+    "video": {"$ref": "#/$defs/shot/properties/video"},
+    "videos": {"$ref": "#/$defs/shot/properties/videos"},
+    "audios": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
 }
 _DEFAULTABLE = frozenset({"string", "integer", "number", "boolean", "list"})
 

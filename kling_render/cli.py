@@ -215,6 +215,11 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--max-cost", type=FiniteFloat(0), metavar="USD", help="Budget to check against (overrides budget.max_usd)."
 )
+@click.option(
+    "--compare-providers",
+    is_flag=True,
+    help="Price every shot on every provider that offers its model, side by side, with the cheapest.",
+)
 @verbose_opt
 @handle_errors
 def plan(
@@ -227,6 +232,7 @@ def plan(
     fmt: str,
     out: str | None,
     max_cost: float | None,
+    compare_providers: bool,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render.app import commands
@@ -234,6 +240,15 @@ def plan(
     from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
+    if compare_providers:
+        if provider is not None or out is not None or fmt == "markdown":
+            raise UsageError("--compare-providers prices every provider: it takes no --provider, --out or markdown")
+        comparison = commands.compare_for(loaded, only_ids(loaded, _only(row), _only(only)))
+        if as_json or fmt == "json":
+            _print_json(comparison.to_json())
+        else:
+            click.echo(report_text.comparison_table(comparison))
+        return
     out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
     the_plan = commands.plan_for(
         loaded, provider, only_ids(loaded, _only(row), _only(only)), max_cost=max_cost, remote=True
@@ -263,7 +278,7 @@ def plan(
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed).",
+    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed and fal).",
 )
 @click.option(
     "--poll-interval", type=FiniteFloat(0.01, 600), metavar="SECONDS", help="Seconds between polls."
@@ -536,8 +551,8 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
 @click.option(
     "--check-prices",
     is_flag=True,
-    help="Ask WaveSpeed's pricing endpoint for each model's price at its defaults (needs WAVESPEED_API_KEY); "
-    "exit 1 when one differs from the catalog.",
+    help="Ask the providers' pricing endpoints for each model's price at its defaults (WaveSpeed with "
+    "WAVESPEED_API_KEY, fal with FAL_KEY); exit 1 when one differs from the catalog.",
 )
 @verbose_opt
 @handle_errors

@@ -165,6 +165,28 @@ def plan_for(
     return the_plan
 
 
+def compare_for(project: Project, only: Sequence[str] | None) -> Any:
+    """``plan --compare-providers``: the project priced on every paid provider (cache status from the
+    clip cache and, with a remote, the remote's clips)."""
+    from kling_render.catalog.catalog import PAID_PROVIDERS
+    from kling_render.plan.compare import compare
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.sync import remote_keys
+
+    cache = ClipCache.for_project(project.path)
+    listed = {p: cache.listed_keys(p) for p in PAID_PROVIDERS}
+    on_remote = {p: remote_keys(project.remote, project.display, p) or set() for p in PAID_PROVIDERS}
+
+    def is_cached(key: str, where: str) -> bool:
+        return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
+
+    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
+        entry = cache.get(where, key)
+        return (entry.path, entry.sha256) if entry is not None else None
+
+    return compare(project, is_cached=is_cached, clip_of=clip_of, only=list(only) if only else None)
+
+
 def load_saved_plan(path: Path) -> dict[str, Any]:
     """A plan written by `plan --out`; a missing, unreadable or malformed file is a usage error."""
     import json

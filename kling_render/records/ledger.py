@@ -29,12 +29,14 @@ OUTCOMES = (
     "submitted",  # the task id is known; the task runs, or ran and is not fetched yet
     "done",  # its clip is in the cache
     "failed",  # it failed (refunded); ``cause`` says whether the same inputs would fail again
+    "failed_charged",  # it failed, and the provider may have charged it (fal: a 422 after its runner ran)
     "unusable",  # it completed (paid) but gave no usable clip
     "gone",  # its output expired before it was fetched (paid)
     "absent",  # the submit created nothing (refused, rejected, or not in the task list): not counted
     "abandoned",  # an unknown submit the user chose to send again (--resubmit-unknown): still counted
 )
-FINAL = frozenset({"done", "failed", "unusable", "gone"})
+FINAL = frozenset({"done", "failed", "failed_charged", "unusable", "gone"})
+FAILED = frozenset({"failed", "failed_charged"})
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class KeyLedger:
         """The key's last finished task when it failed for good (a permanent code), else None."""
         for entry in reversed(self.tasks):
             if entry.outcome in FINAL:
-                return entry if entry.outcome == "failed" and entry.cause == "permanent" else None
+                return entry if entry.outcome in FAILED and entry.cause == "permanent" else None
         return None
 
     def open_index(self, shot: str) -> int | None:

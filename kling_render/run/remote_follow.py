@@ -138,7 +138,7 @@ class Follower:
         run.state.change_task(
             job.key,
             run.ends.ledger_index(job, task_id),
-            outcome="failed",
+            outcome="failed" if result.refunded else "failed_charged",
             code=result.code,
             cause=result.cause,
             error=result.error,

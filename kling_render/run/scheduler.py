@@ -518,7 +518,12 @@ class _Run:
         while True:
             delay = start + n * interval - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    if last_status == "queued":  # interrupted: a request that never ran is dropped
+                        await self.cancel_queued(job, task_id)
+                    raise
             n += 1
             try:
                 result = await self.provider.poll(task_id)
@@ -543,6 +548,26 @@ class _Run:
                 )
                 return None
             n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
+
+    async def cancel_queued(self, job: Job, task_id: str) -> None:
+        """On an interrupt, ask the provider to drop a task last seen queued (best effort, 5 s): when
+        it confirms the task never ran, the task counts as never created and the shot is pending
+        again; otherwise the task stays submitted and the next run polls it (paid work kept)."""
+        try:
+            async with asyncio.timeout(5.0):
+                removed = await self.provider.cancel(task_id)
+        except Exception:  # best effort: the task stays submitted
+            return
+        if not removed:
+            return
+        index = self.ends.ledger_index(job, task_id)
+        self.state.change_task(job.key, index, flush=False, outcome="absent")
+        why = f"task {task_id} was cancelled while queued (interrupted): nothing was charged"
+        self.state.update(job.shot_id, status="pending", task_id=None, error=why)
+        self.report.submitted_usd -= job.cost_usd
+        outcome = self.report.outcomes[job.shot_id]
+        outcome.cost_usd -= job.cost_usd
+        outcome.status, outcome.task_id = "pending", None
 
 async def execute(
     jobs: Sequence[Job],

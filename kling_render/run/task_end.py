@@ -65,7 +65,8 @@ class TaskEnds:
         return True
 
     def failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
-        """A failed task is refunded; replaced within the cap unless its code says the inputs are at fault."""
+        """A failed task is refunded (unless the provider may have charged it: then it stays spent);
+        replaced within the cap unless its code says the inputs are at fault."""
         run = self.run
         code = f" (code {result.code})" if result.code else ""
         problem = f"task {task_id} {result.status}{code}: {result.error or 'no reason given'}"
@@ -73,27 +74,32 @@ class TaskEnds:
             job.key,
             self.ledger_index(job, task_id),
             flush=False,
-            outcome="failed",
+            outcome="failed" if result.refunded else "failed_charged",
             code=result.code,
             cause=result.cause,
             error=result.error,
         )
-        run.committed -= job.cost_usd  # refunded: it no longer weighs on the budget
-        run.report.refunded_usd += job.cost_usd
         outcome = run.report.outcomes[job.shot_id]
-        outcome.refunded_usd += job.cost_usd
         outcome.error_code = result.code
         record = run.state.get(job.shot_id)
         assert record is not None
-        run.state.update(job.shot_id, refunded_usd=record.refunded_usd + job.cost_usd, error_code=result.code)
+        money = "refunded"
+        if result.refunded:
+            run.committed -= job.cost_usd  # refunded: it no longer weighs on the budget
+            run.report.refunded_usd += job.cost_usd
+            outcome.refunded_usd += job.cost_usd
+            run.state.update(job.shot_id, refunded_usd=record.refunded_usd + job.cost_usd, error_code=result.code)
+        else:  # the provider may have billed it (fal: a 422 after its runner ran): it stays spent
+            money = "it may have been charged"
+            run.state.update(job.shot_id, error_code=result.code)
         if result.cause == "permanent" and run.provider.charges:
             run.fail(
                 job,
-                f"{problem}; refunded. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
+                f"{problem}; {money}. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
                 code=result.code,
             )
             return "stop"
-        return self.replace_task(job, f"{problem} (refunded)", code=result.code)
+        return self.replace_task(job, f"{problem} ({money})", code=result.code)
 
     def unusable(self, job: Job, task_id: str, problem: str) -> TaskEnd:
         """A task completed (and was paid) without a usable clip: it counts against the key's cap."""

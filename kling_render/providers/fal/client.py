@@ -283,14 +283,20 @@ class FalProvider(Provider):
             return TaskResult(QUEUE_STATES[status])
         if status != "COMPLETED":
             raise TransientError(f"{what}: the answer has no known status ({self._redact.line(status, 40)!r})")
+        response = body.get("response_url")
+        url = response if isinstance(response, str) and self._ours(response) else found.response_url
         error = body.get("error")
         if error:  # fal: "a failed or cancelled request also has the status COMPLETED"
             error_type = body.get("error_type") if isinstance(body.get("error_type"), str) else None
-            cause, free = failure(None, error_type)
             text = self._redact.line(error if isinstance(error, str) else json.dumps(error))
+            # Its result answers the failure with its HTTP status (what decides the money): ask it.
+            with contextlib.suppress(ProviderError):
+                if url is not None:
+                    failed = await self._result(task_id, url, what)
+                    if failed.failed:
+                        return failed
+            cause, free = failure(None, error_type)
             return TaskResult("failed", error=text, code=error_type, cause=cause, refunded=free)
-        response = body.get("response_url")
-        url = response if isinstance(response, str) and self._ours(response) else found.response_url
         if url is None:
             raise TransientError(f"{what}: completed, but no result URL is known")
         return await self._result(task_id, url, what)

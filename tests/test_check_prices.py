@@ -54,6 +54,8 @@ def test_every_catalog_price_matches_the_live_one(ws: Workspace, server: FakeWav
     assert {"model_id": "kwaivgi/kling-v3.0-pro/image-to-video",
             "inputs": {"cfg_scale": 0.5, "sound": True, "duration": 5}} in bodies
     assert {"model_id": "kwaivgi/kling-video-o1-std/image-to-video", "inputs": {"duration": 5}} in bodies
+    # Kling 4.0: priced at its default resolution (its price depends on it), audio always included.
+    assert {"model_id": "kwaivgi/kling-v4.0/image-to-video", "inputs": {"resolution": "720p", "duration": 5}} in bodies
     assert all(r.status != 0 and "submit" not in r.path for r in server.requests)
     assert server.submits() == [] and server.tasks == {}, "pricing never runs a paid task"  # fmt: skip
 
@@ -73,7 +75,8 @@ def test_a_changed_price_exits_1_and_names_the_model(ws: Workspace, server: Fake
     rows = [line for line in done.stdout.splitlines() if " differs " in line]
     assert len(rows) == 2 and all(row.startswith("kling-v3.0-pro/image-to-video") for row in rows)
     assert "$0.5600" in rows[0] and "$0.7000" in rows[0]
-    assert done.stdout.rstrip().endswith("2 differs, 8 match, 1 unknown")
+    # 2 unknown: no WaveSpeed page gives v3.0 std text-to-video's sound-on price, nor any for v4.0 video-edit
+    assert done.stdout.rstrip().endswith("2 differs, 12 match, 2 unknown")
 
     result = checks(ws.cli("models", "--check-prices", "--json"))
     assert {k for k, c in result.items() if c["status"] == "differs"} == {
@@ -100,7 +103,8 @@ def test_a_model_the_service_does_not_price_exits_1(ws: Workspace, server: FakeW
 def test_no_key_or_a_rejected_key_is_a_usage_error(tmp_path: Path, server: FakeWaveSpeed) -> None:
     ws = Workspace(tmp_path, base_env(WAVESPEED_BASE_URL=server.base_url))
     done = ws.cli("models", "--check-prices")
-    assert done.returncode == 2 and "WAVESPEED_API_KEY" in done.stderr and done.stdout == ""
+    assert done.returncode == 2 and "WAVESPEED_API_KEY" in done.stderr and "FAL_KEY" in done.stderr
+    assert done.stdout == ""
     assert server.requests == []
     wrong = "sk-wrong-KEY-0987654321"
     done = ws.cli("models", "--check-prices", env=ws_env(server.base_url, key=wrong))

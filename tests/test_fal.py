@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fake_fal import FakeFal
 
-from kling_render.errors import AuthError, SubmitRefusedError, SubmitRejectedError, SubmitUncertainError
+from kling_render.errors import AuthError, SubmitRejectedError, SubmitUncertainError
 from kling_render.jobs import Job, MediaRef
 from kling_render.providers.fal.client import REQUESTS_FILE, FalProvider
 from kling_render.providers.transport import Limits

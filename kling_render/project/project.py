@@ -414,7 +414,7 @@ class _Resolver:
                         waits.setdefault(shot.name, []).append(ref.from_shot)
         for shot in shots:
             cycle = _cycle(shot.name, waits)
-            if cycle and cycle[0] == shot.name == min(cycle):  # reported once, at its first shot by name
+            if cycle and shot.name == min(cycle, key=lambda n: by_name[n].index):  # once, at its first shot
                 self.add(("shots", shot.index), "its input clips form a cycle: " + " -> ".join([*cycle, cycle[0]]))
 
     def _remote(self) -> str | None:

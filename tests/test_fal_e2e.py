@@ -242,3 +242,35 @@ def test_an_interrupt_cancels_a_request_still_queued_and_nothing_is_paid(tmp_pat
         assert request["cancelled"] and not request["charged"]
         state = ws.state_of("fal")["alpha"]
         assert state["status"] == "pending" and state["task_id"] is None and "cancelled while queued" in state["error"]
+
+
+ROWS_PROJECT = """\
+version: 1
+name: catalog
+provider: fal
+rows: {from: data/products.csv, key: sku}
+defaults: {model: kling-v3.0-std/image-to-video, duration: 3, sound: false}
+shots:
+  - {id: intro, prompt: "shot intro: our studio in soft light", image: images/mug.png}
+  - {id: hero, prompt: "shot hero: the {{ row.name }} on a walnut table", image: images/mug.png}
+output: {path: "renders/{{ row.sku }}.mp4", width: 320, height: 180, fps: 24}
+"""
+
+
+def test_a_rows_project_on_fal_bills_a_shared_shot_once(tmp_path: Path, fal: FalProcess) -> None:
+    ws = small_workspace(tmp_path / "catalog", fal_env(fal.base_url), ROWS_PROJECT)
+    (ws.root / "data").mkdir()
+    (ws.root / "data" / "products.csv").write_text("sku,name\nmug-01,Blue Mug\nmug-02,Red Mug\nmug-03,Green Mug\n")
+    fal.fault("lost", "/fal-ai/kling-video/v3/", body_contains="Red Mug")  # one row's answer lost
+    done = ws.render()
+    assert done.returncode == 0, done.stderr
+    bodies = [q["body"]["prompt"] for q in fal.stats()["queue"].values()]
+    assert sorted(bodies) == sorted(["shot intro: our studio in soft light"] + [
+        f"shot hero: the {name} on a walnut table" for name in ("Blue Mug", "Red Mug", "Green Mug")
+    ])  # fmt: skip
+    assert fal.charged_by_shot() == {"intro": 1, "hero": 3} and len(fal.submits()) == 4
+    for sku in ("mug-01", "mug-02", "mug-03"):
+        assert decodes(ws.root / "renders" / f"{sku}.mp4").duration == pytest.approx(6.0, abs=1 / FPS)
+    again = ws.render()
+    assert again.returncode == 0 and len(fal.submits()) == 4, "nothing is paid twice"
+    ws.assert_no_secret()

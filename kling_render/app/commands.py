@@ -51,10 +51,11 @@ def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
     doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
-        from kling_render.plan.plan import shot_key
+        from kling_render.plan.plan import clip_keys
 
         doc["rows"] = len(project.rows)
-        doc["clips"] = len({shot_key(project.provider, s) for s in project.shots})
+        found = clip_keys(project, project.provider, lambda where, key: None)
+        doc["clips"] = len({(k.provider, k.key or sid) for sid, k in found.items()})
     return doc
 
 

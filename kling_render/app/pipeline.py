@@ -85,6 +85,10 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         reasons = stale_reasons(opts.reviewed_plan, the_plan)
         if reasons:
             raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
+    from kling_render.providers import check_provider
+
+    for name in _providers(the_plan):  # a missing key or a bad URL stops the run before it writes
+        check_provider(name)
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:

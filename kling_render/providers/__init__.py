@@ -30,6 +30,21 @@ def make_provider(name: str, *, cache_dir: Path, endpoints: Iterable[str] = ()) 
     raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
 
 
+def check_provider(name: str) -> None:
+    """Raise what ``make_provider(name)`` would (a missing or malformed key, a bad URL) without
+    making a client: a run checks every provider it needs before it writes anything."""
+    if name == "wavespeed":
+        from kling_render.providers.wavespeed.client import WaveSpeedProvider
+
+        WaveSpeedProvider.settings_from_env()
+    elif name == "fal":
+        from kling_render.providers.fal.client import FalProvider
+
+        FalProvider.settings_from_env()
+    elif name != "local":
+        raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
+
+
 def provider_charges(name: str) -> bool:
     """Whether the provider called ``name`` charges for tasks (the budget applies), without making one."""
     if name == "local":

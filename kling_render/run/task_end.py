@@ -141,7 +141,11 @@ class TaskEnds:
                     fetch_error, bad_clip = None, f"not a valid clip: {exc}"
                     continue
                 warning = None
-                if abs(duration - job.duration) > run.options.duration_tolerance:
+                tolerance = run.options.duration_tolerance
+                # A clip that continues its input (video-extend) holds that input too: only its new
+                # part must last the shot's duration (the cut keeps that part).
+                longer_ok = job.extends and duration >= job.duration - tolerance
+                if abs(duration - job.duration) > tolerance and not longer_ok:
                     # Paid, and a new task would cost again: kept, and the cut uses its real length.
                     warning = (
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "

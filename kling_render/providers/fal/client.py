@@ -110,9 +110,7 @@ class FalProvider(Provider):
         self.queue_url = net.check_base_url(queue_url, variable=variable)
         self.api_url = net.check_base_url(api_url, variable=variable)
         self.rest_url = net.check_base_url(rest_url, variable=variable)
-        key = api_key.strip()
-        if not key or not key.isprintable() or any(c.isspace() for c in key):
-            raise AuthError("FAL_KEY is empty or contains whitespace/control characters")
+        key = net.check_key(api_key, variable="FAL_KEY")
         self._api_key = key
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
@@ -130,13 +128,19 @@ class FalProvider(Provider):
 
     @classmethod
     def from_env(cls, *, cache_dir: Path, endpoints: Iterable[str] = ()) -> FalProvider:
-        queue, api, rest = env.fal_urls()
-        for url in {queue, api, rest}:
+        key, (queue, api, rest) = cls.settings_from_env()
+        return cls(key, queue, api, rest, cache_dir, endpoints=endpoints)
+
+    @staticmethod
+    def settings_from_env() -> tuple[str, tuple[str, str, str]]:
+        """The key and fal's URLs from the environment, checked (a run checks them before it writes anything)."""
+        urls = env.fal_urls()
+        for url in urls:
             net.check_base_url(url, variable="KLING_RENDER_FAL_URL")  # exit 2 before anything else
         key = env.fal_key()
         if not key:
             raise AuthError("FAL_KEY is not set; set it, or render offline with --provider local")
-        return cls(key, queue, api, rest, cache_dir, endpoints=endpoints)
+        return net.check_key(key, variable="FAL_KEY"), urls
 
     def __repr__(self) -> str:
         return f"FalProvider(queue_url={self.queue_url!r}, api_key='***')"

@@ -103,10 +103,7 @@ class WaveSpeedProvider(Provider):
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = _check_base_url(base_url)  # before the key is looked at or sent anywhere
-        key = api_key.strip()
-        if not key or not key.isprintable() or any(c.isspace() for c in key):
-            # Said without the value: httpx would echo an invalid header value in its error.
-            raise AuthError("WAVESPEED_API_KEY is empty or contains whitespace/control characters")
+        key = net.check_key(api_key, variable="WAVESPEED_API_KEY")
         self._api_key = key
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
@@ -122,11 +119,17 @@ class WaveSpeedProvider(Provider):
 
     @classmethod
     def from_env(cls, *, cache_dir: Path) -> WaveSpeedProvider:
+        key, base_url = cls.settings_from_env()
+        return cls(key, base_url, cache_dir)
+
+    @staticmethod
+    def settings_from_env() -> tuple[str, str]:
+        """The key and base URL from the environment, checked (a run checks them before it writes anything)."""
         base_url = _check_base_url(env.wavespeed_base_url())  # exit 2 before anything else
         key = env.wavespeed_api_key()
         if not key:
             raise AuthError("WAVESPEED_API_KEY is not set; set it, or render offline with --provider local")
-        return cls(key, base_url, cache_dir)
+        return net.check_key(key, variable="WAVESPEED_API_KEY"), base_url
 
     def __repr__(self) -> str:
         return f"WaveSpeedProvider(base_url={self.base_url!r}, api_key='***')"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
 import traceback
@@ -87,8 +86,9 @@ def verbose_opt(func: F) -> F:
     return option(func)
 
 
-# A directory stands for the project file in it (commands.find_project_file).
-project_arg = click.argument("project", type=click.Path(path_type=Path))
+# A directory stands for the project file in it (commands.find_project_file); left out, the current
+# directory (as `terraform plan` does).
+project_arg = click.argument("project", type=click.Path(path_type=Path), default=Path("."), required=False)
 var_opt = click.option(
     "--var", "vars_", multiple=True, metavar="KEY=VALUE", help="Override a template variable."
 )
@@ -147,7 +147,9 @@ def _only(value: str | None) -> list[str] | None:
 
 
 def _print_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+    from kling_render.report.jsonout import json_text
+
+    click.echo(json_text(doc, indent=2))
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -189,18 +191,35 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @project_arg
 @var_opt
-@json_opt
+@click.option("--json", "as_json", is_flag=True, help="The result, or the list of errors, as one JSON document.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    help="github: each error as a GitHub Actions annotation (::error file=…,line=…::…) on stdout.",
+)
 @verbose_opt
 @handle_errors
-def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
-    """Check the project file: schema, model rules, files, image limits."""
+def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> None:
+    """Check the project file: schema, model rules, files, image limits (exit 2 listing every error)."""
     from kling_render.app import commands
+    from kling_render.report import issues as report_issues
 
-    result = commands.validate(project, vars_)
-    if as_json:
+    fmt = "json" if as_json else fmt
+    try:
+        result = commands.validate(project, vars_)
+    except KlingRenderError as exc:
+        if fmt == "text":
+            raise
+        found = report_issues.issues_of(exc)
+        click.echo(report_issues.failure_text(found, fmt))
+        _echo_err(f"{len(found)} error(s); nothing was written")
+        sys.exit(exc.exit_code)
+    if fmt == "json":
         _print_json(result)
     else:
-        click.echo(f"{project}: valid ({result['shots']} shots)")
+        click.echo(f"{result['file']}: valid ({result['shots']} shots)")
 
 
 @cli.command()
@@ -213,7 +232,23 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Also save the plan as JSON.")
 @click.option(
+    "--out-full",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write the whole plan in the chosen --format to FILE; a Markdown plan too long for a pull-request "
+    "comment is printed collapsed and points at it.",
+)
+@click.option(
+    "--full-url", metavar="URL", help="Where readers find the --out-full file (e.g. the CI run's artifacts page)."
+)
+@click.option(
     "--max-cost", type=FiniteFloat(0), metavar="USD", help="Budget to check against (overrides budget.max_usd)."
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to render or change, 2 when there are changes, 3 when over budget "
+    "(an invalid project is exit 2 too: validate first).",
 )
 @click.option(
     "--compare-providers",
@@ -231,7 +266,10 @@ def plan(
     as_json: bool,
     fmt: str,
     out: str | None,
+    out_full: str | None,
+    full_url: str | None,
     max_cost: float | None,
+    detailed_exitcode: bool,
     compare_providers: bool,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
@@ -241,26 +279,32 @@ def plan(
 
     loaded = commands.load(project, vars_)
     if compare_providers:
-        if provider is not None or out is not None or fmt == "markdown":
-            raise UsageError("--compare-providers prices every provider: it takes no --provider, --out or markdown")
+        if provider is not None or out is not None or out_full is not None or fmt == "markdown" or detailed_exitcode:
+            raise UsageError(
+                "--compare-providers prices every provider: it takes no --provider, --out, --out-full, "
+                "markdown or --detailed-exitcode"
+            )
         comparison = commands.compare_for(loaded, only_ids(loaded, _only(row), _only(only)))
         if as_json or fmt == "json":
             _print_json(comparison.to_json())
         else:
             click.echo(report_text.comparison_table(comparison))
         return
-    out_path = commands.safe_output(loaded, out, "--out") if out is not None else None  # before any write
+    guard = commands.output_guard(loaded)
+    out_path = commands.safe_output(loaded, out, "--out", guard) if out is not None else None  # before any write
+    full_path = commands.safe_output(loaded, out_full, "--out-full", guard) if out_full is not None else None
     the_plan = commands.plan_for(
         loaded, provider, only_ids(loaded, _only(row), _only(only)), max_cost=max_cost, remote=True
     )
     if out_path is not None:
         commands.save_plan(the_plan, out_path)
-    if as_json or fmt == "json":
-        _print_json(the_plan.to_json())
-    elif fmt == "markdown":
-        click.echo(report_text.plan_markdown(the_plan))
-    else:
-        click.echo(report_text.plan_table(the_plan))
+    note = commands.full_plan_note(full_path, full_url)
+    shown, whole = report_text.plan_text("json" if as_json else fmt, the_plan, full_note=note)
+    if full_path is not None:
+        commands.save_text(whole.rstrip("\n") + "\n", full_path)
+    click.echo(shown)
+    if detailed_exitcode:
+        sys.exit(commands.detailed_exit_code(the_plan))
 
 
 @cli.command()
@@ -363,8 +407,10 @@ def render(
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     report = result.report
     if as_json:
+        from kling_render.report.jsonout import json_text
+
         click.echo(
-            json.dumps(
+            json_text(
                 {
                     "event": "finished",
                     "exit_code": result.exit_code,

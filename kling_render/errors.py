@@ -8,7 +8,7 @@
     │   └── LockedError              another run holds the project's lock
     ├── ProviderError                the provider failed in a way the runner reports
     │   ├── AccountError             the account cannot run tasks (402, balance): stop the run
-    │   │   └── AuthError            missing or rejected API key (401/403)
+    │   │   └── AuthError            exit 2: missing or rejected API key (401/403)
     │   ├── TransientError           429/5xx/dropped connection on an idempotent call: safe to retry
     │   │   └── SubmitRefusedError   submit answered 429, or was never sent: nothing was created, retry
     │   ├── SubmitRejectedError      submit answered 4xx (or an envelope with a 4xx code): nothing created
@@ -121,7 +121,10 @@ class AccountError(ProviderError):
 
 
 class AuthError(AccountError):
-    """The API key is missing, malformed, or rejected (401/403)."""
+    """The API key is missing, malformed, or rejected (401/403): exit 2, as for any setting to fix
+    (re-running as it is cannot help, unlike a failed shot)."""
+
+    exit_code = 2
 
 
 class TransientError(ProviderError):

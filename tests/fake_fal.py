@@ -2,7 +2,7 @@
 
 In a test::
 
-    with FakeFal(latency=0.2) as server:           # or the ``fake_fal`` fixture
+    with FakeFal(latency=0.2) as server:
         server.faults.add("503", "/fal-ai/kling-video/requests/", count=2)
         ... FalProvider(server.api_key, server.base_url, server.base_url, server.base_url, cache_dir) ...
         assert len(server.submits()) == 1 and len(server.charged()) == 1
@@ -67,7 +67,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,7 +79,6 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
 
-import pytest  # noqa: E402
 from fake_wavespeed import clip_bytes  # noqa: E402
 
 from kling_render.catalog.catalog import load_catalog  # noqa: E402
@@ -717,13 +715,6 @@ def _when(value: str | None, default: float | None) -> Any:
 def _shut(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
-
-
-@pytest.fixture
-def fake_fal() -> Iterator[FakeFal]:
-    """A running fake with a short latency; faults are added per test via ``.faults.add``."""
-    with FakeFal(latency=0.2) as server:
-        yield server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,14 +71,11 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 V3_FIELDS = {"image", "prompt", "multi_prompt", "negative_prompt", "end_image", "duration", "cfg_scale"}
 V3_FIELDS |= {"sound", "element_list", "shot_type"}
@@ -918,13 +915,6 @@ def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False, media: 
                 os.replace(tmp, dest)
             _clips[key] = dest.read_bytes()
         return _clips[key]
-
-
-@pytest.fixture
-def fake_wavespeed() -> Iterator[FakeWaveSpeed]:
-    """A running fake with a short latency; faults are added per test via ``.faults.add``."""
-    with FakeWaveSpeed(latency=0.2) as server:
-        yield server
 
 
 def main(argv: list[str] | None = None) -> int:

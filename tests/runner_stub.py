@@ -21,15 +21,14 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from mediagen import make_clip
 
 from kling_render.errors import DownloadError, SubmitRefusedError, SubmitUncertainError, TransientError
 from kling_render.fsutil import atomic_write_text
 from kling_render.jobs import Job, ListedTask, TaskResult
+from kling_render.money import Reservation
 from kling_render.providers.base import Provider
 from kling_render.providers.wavespeed.client import failure_cause
 
@@ -118,10 +117,8 @@ class StubProvider(Provider):
 
     # -- the seam ----------------------------------------------------------------------------
 
-    async def submit(self, job: Job) -> str:
-        return await self.send(job, await self.prepare(job))
-
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        job, body = reservation.job, reservation.use()
         await asyncio.sleep(0)
         gate = self.submit_gates.get(job.shot_id)
         if gate is not None:

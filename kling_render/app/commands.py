@@ -44,12 +44,17 @@ def find_project_file(path: Path) -> Path:
     if candidates:
         names = ", ".join(c.name for c in candidates)
         raise UsageError(f"{path}: no project.yaml, and several project files ({names}): name the one to use")
+    if path == Path("."):  # PROJECT left out: say where we looked, and how to name one
+        raise UsageError(
+            f"no project.yaml in the current directory ({Path.cwd()}): give the project file's path, "
+            "or run kling-render in the project's directory"
+        )
     raise UsageError(f"{path}: no project.yaml in this directory (give the project file's path)")
 
 
 def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
-    doc: dict[str, Any] = {"project": project.name, "valid": True, "shots": len(project.shots)}
+    doc: dict[str, Any] = {"project": project.name, "file": project.display, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
         from kling_render.plan.plan import clip_keys
 
@@ -128,9 +133,13 @@ def plan_for(
     providers = plan_providers(project)
     listed = {p: cache.listed_keys(p) for p in providers}  # one directory walk per namespace
     on_remote: dict[str, set[str]] = {p: set() for p in providers}
+    remote_url = None
     if remote:
+        from kling_render.store.remote.connect import resolve_remote_url
         from kling_render.store.remote.sync import remote_keys
 
+        url = resolve_remote_url(project.remote, project.display)
+        remote_url = str(url) if url is not None else None
         for p in providers:
             on_remote[p] = remote_keys(project.remote, project.display, p) or set()
 
@@ -158,6 +167,7 @@ def plan_for(
         project_sha256=sha256_file(project.path),
         budget_usd=max_cost if max_cost is not None else project.budget_usd,
         charges=any(provider_charges(p) for p in providers),
+        remote=remote_url,
     )
     if project.rows is not None:
         from kling_render.plan.rows import with_rows
@@ -186,6 +196,41 @@ def compare_for(project: Project, only: Sequence[str] | None) -> Any:
         return (entry.path, entry.sha256) if entry is not None else None
 
     return compare(project, is_cached=is_cached, clip_of=clip_of, only=list(only) if only else None)
+
+
+EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3
+
+
+def detailed_exit_code(the_plan: Plan) -> int:
+    """``plan --detailed-exitcode``, as Terraform's: 0 nothing to render and nothing changed since
+    the lock, 2 changes (a clip to render, or a shot added, changed, re-stitched or removed, or a
+    project-wide cut edit), 3 over budget (render would refuse to start)."""
+    if the_plan.over_budget:
+        return EXIT_OVER_BUDGET
+    counts = the_plan.change_counts()
+    if the_plan.to_render or the_plan.restitch or any(n for kind, n in counts.items() if kind != "unchanged"):
+        return EXIT_CHANGES
+    if the_plan.rows is not None and any(r.restitch for r in the_plan.rows.rows):
+        return EXIT_CHANGES
+    return EXIT_NOTHING_TO_DO
+
+
+def full_plan_note(out_full: Path | None, full_url: str | None) -> str | None:
+    """Where a collapsed Markdown plan says the whole plan is: the URL, else the file written."""
+    name = out_full.name if out_full is not None else "the full plan"
+    if full_url:
+        return f"[{name}]({full_url})"
+    return f"`{name}`, written beside this plan" if out_full is not None else None
+
+
+def save_text(text: str, out: Path) -> None:
+    from kling_render.errors import StateError
+    from kling_render.fsutil import atomic_write_text
+
+    try:
+        atomic_write_text(out, text)
+    except OSError as exc:
+        raise StateError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from kling_render.records.lockfile import LockFile
     from kling_render.records.state import StateStore
     from kling_render.store.remote.connect import Remote
+    from kling_render.store.remote.spend import RemoteSpend
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
 # a real Kling task takes one to three minutes.
@@ -62,9 +63,21 @@ def budget_for(project: Project, max_cost: float | None) -> float | None:
     return max_cost if max_cost is not None else project.budget_usd
 
 
+def spend_id(project: Project, provider: str) -> str:
+    """The id of the project's spend record on the remote: the sha256 of every step key of the
+    whole project (whatever --only or --shard select), so every shard of one render, a partial
+    render and a re-run of it share one budget; an edit of the project starts a new record."""
+    from kling_render.plan.keys import doc_key
+
+    cache = ClipCache.for_project(project.path)
+    keys = {k.key or f"waits:{sid}" for sid, k in _clip_keys(project, provider, cache).items()}
+    return doc_key({"spend": sorted(keys), "provider": provider})
+
+
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render.app.commands import on_provider
+    from kling_render.providers import check_provider, provider_charges
     from kling_render.records.lockfile import LockFile
     from kling_render.store.remote.sync import open_for
 
@@ -85,22 +98,34 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         reasons = stale_reasons(opts.reviewed_plan, the_plan)
         if reasons:
             raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    from kling_render.providers import check_provider
-
     for name in _providers(the_plan):  # a missing key or a bad URL stops the run before it writes
         check_provider(name)
+    # The budget is checked by the runner, before anything is submitted, against what this run
+    # would submit: a shot whose paid task the state file records is polled again for free,
+    # though the plan (which knows only the cache) still counts it as to render.
+    budget = budget_for(project, opts.max_cost)
+    if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
+        # One budget for the project, whichever shard runs: a shard refuses to start when the whole
+        # project's plan is over it (the spend record on the remote caps what they pay together).
+        whole = float(the_plan.to_render_cost)
+        if whole > budget + 1e-9:
+            from kling_render.errors import BudgetError
+
+            raise BudgetError(
+                f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
+                "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
+            )
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
-        from kling_render.providers import provider_charges
-
         # Each provider's own state namespace, under the project file's one run lock (state.py), held
         # through the stitch too: another render or stitch of this project would write the same
         # cut, manifest and lock file.
         lock = LockFile(project.lock_path, paid=any(provider_charges(p) for p in _providers(the_plan)))
         with _state(project, the_plan.provider, opts) as state:
             lock.prepare()
-            report = _generate(project, the_plan, opts, cache, sink, lock, remote, state)
+            spend = None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider))
+            report = _generate(project, the_plan, opts, cache, sink, lock, remote, state, spend)
             result = RenderResult(report.exit_code, the_plan, report.to_json())
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
                 from kling_render.app.rows_pipeline import finish_rows
@@ -152,6 +177,7 @@ def _generate(
     lock: LockFile,
     remote: Remote | None,
     state: StateStore,
+    spend: RemoteSpend | None = None,
 ) -> Any:
     """Run the plan's jobs: each provider's in turn (one scheduler per provider, under that
     provider's state and the project's run lock ``state`` holds), and again for the shots that
@@ -176,7 +202,7 @@ def _generate(
             left = None if budget is None else max(0.0, budget - spent)
             own = the_plan.provider == provider_name
             store = state if own else state.sibling(state_path_for(project.path, provider_name))
-            report = _run_jobs(project, provider_name, jobs, opts, left, cache, sink, lock, remote, store)
+            report = _run_jobs(project, provider_name, jobs, opts, left, cache, sink, lock, remote, store, spend)
             reports.append(report)
             if report.interrupted or report.budget_stopped or report.account_stopped:
                 return _merged(reports, budget)
@@ -202,6 +228,7 @@ def _run_jobs(
     lock: LockFile,
     remote: Remote | None,
     state: StateStore,
+    spend: RemoteSpend | None,
 ) -> Any:
     from kling_render import env
     from kling_render.providers import make_provider
@@ -226,10 +253,16 @@ def _run_jobs(
     )
     if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
         jobs = [replace(job, cost_usd=0.0) for job in jobs]
+    def go() -> Any:
+        return run(
+            jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote,
+            spend=spend,
+        )  # fmt: skip
+
     if state.is_open:
-        return run(jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote)
+        return go()
     with state:
-        return run(jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote)
+        return go()
 
 
 def _merged(reports: list[Any], budget: float | None) -> Any:
@@ -579,6 +612,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     from kling_render.app.commands import on_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
+    from kling_render.store.remote.connect import resolve_remote_url
     from kling_render.store.remote.sync import remote_keys
 
     project = on_provider(project, provider)
@@ -590,6 +624,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
         recorded, ledgers = read_project_state_file(project.path, where)
         on_remote = remote_keys(project.remote, project.display, where) or set()  # a remote error: exit 1
         states[where] = (recorded, ledgers, on_remote)
+    remote = resolve_remote_url(project.remote, project.display)
     shots = []
     for shot in project.shots:
         where, key = keys[shot.id].provider, keys[shot.id].key or ""
@@ -646,6 +681,7 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     return {
         "project": project.name,
         "provider": name,
+        "remote": str(remote) if remote is not None else None,
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],

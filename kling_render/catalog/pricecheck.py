@@ -13,6 +13,7 @@ provider's own HTTP client, retry policy and key redaction. A scheduled CI job r
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class PriceCheck:
     @property
     def status(self) -> str:
         """``match``, ``differs``, ``error`` (not priced by WaveSpeed) or ``unknown`` (no catalog price)."""
-        if self.live is None:
+        if self.live is None or not math.isfinite(self.live):
             return "error"
         if self.catalog is None:
             return "unknown"
@@ -55,7 +56,7 @@ class PriceCheck:
             "case": self.case,
             "inputs": self.inputs,
             "catalog_usd": usd(self.catalog) if self.catalog is not None else None,
-            "live_usd": self.live,
+            "live_usd": self.live if self.live is not None and math.isfinite(self.live) else None,
             "status": self.status,
             "error": self.error,
         }

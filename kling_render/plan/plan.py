@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -12,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from kling_render.catalog.catalog import usd
 from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import Job, MediaRef
+from kling_render.plan import keys
+from kling_render.plan.keys import clip_key
 from kling_render.project.project import Project, Shot, cost_of, missing_price
+from kling_render.suggest import did_you_mean, with_hint
 
 if TYPE_CHECKING:
     from kling_render.plan.rows import RowsPlan
@@ -20,39 +21,13 @@ if TYPE_CHECKING:
 PLAN_VERSION = 1
 
 
-def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
-
-    def value(v: Any) -> Any:
-        if isinstance(v, MediaRef):
-            return v.key_value
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        return v
-
-    return {k: value(v) for k, v in params.items()}
-
-
 def shot_key(provider: str, shot: Shot) -> str:
-    """sha256 of the canonical JSON of {provider, model, wire params (files by hash), take} (SPEC §6).
-
-    The params are the shot's wire body for ``provider`` (its names and value forms), so one shot
-    has one key per provider and WaveSpeed's keys are what they were before fal. A model the
-    project declares adds the provider's endpoint: its id alone does not fix where the shot is
-    sent, and moving the endpoint must not reuse the clips of the old one. (A built-in id always
-    means the same endpoint, so built-in keys stay as they were.) Every input clip of another shot
-    must be resolved first (:func:`resolve_clips`).
-    """
-    doc: dict[str, Any] = {
-        "provider": provider,
-        "model": shot.model.id,
-        "params": wire_for_key(shot.wire(provider)),
-        "take": shot.take,
-    }
-    if not shot.model.builtin:
-        doc["endpoint"] = shot.offer(provider).endpoint
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """A shot's key on ``provider`` (plan/keys.py :func:`~kling_render.plan.keys.clip_key`) over the
+    shot's wire body for that provider (its names and value forms), so one shot has one key per
+    provider and WaveSpeed's keys are what they were before fal. A declared model adds the
+    provider's endpoint. Every input clip of another shot must be resolved first (:func:`resolve_clips`)."""
+    endpoint = None if shot.model.builtin else shot.offer(provider).endpoint
+    return clip_key(provider, shot.model.id, shot.wire(provider), shot.take, endpoint=endpoint)
 
 
 def shot_provider(shot: Shot, project_provider: str, override: str | None = None) -> str:
@@ -157,6 +132,7 @@ class Plan:
     budget_usd: float | None = None
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
+    remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
 
     @property
     def over_budget(self) -> bool:
@@ -170,12 +146,6 @@ class Plan:
             counts[p.change] += 1
         counts["removed"] = len(self.removed)
         return counts
-
-    @property
-    def lock_cost(self) -> Fraction:
-        """What the clips recorded in the lock file cost (each distinct clip once), for the plan's cost change."""
-        by_key = {e.get("key"): e for e in self.lock_entries.values()}
-        return sum((Fraction(str(e.get("cost_usd", 0))) for e in by_key.values()), Fraction(0))
 
     @property
     def total_cost(self) -> Fraction:
@@ -225,6 +195,7 @@ class Plan:
             "selected": self.selected,
             "project_sha256": self.project_sha256,
             "lock_keys": {sid: e.get("key") for sid, e in sorted(self.lock_entries.items())},
+            "remote": self.remote,
             **({"rows": self.rows.to_json()} if self.rows is not None else {}),
         }
 
@@ -241,7 +212,8 @@ def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
     known = {s.id for s in project.shots}
     unknown = [i for i in only if i not in known]
     if unknown:
-        raise UsageError(f"--only: no shot named {', '.join(unknown)} in {project.display}")
+        hint = did_you_mean(unknown[0], known)
+        raise UsageError(with_hint(f"--only: no shot named {', '.join(unknown)} in {project.display}", hint))
     wanted = set(only)
     return [s for s in project.shots if s.id in wanted]
 
@@ -367,13 +339,12 @@ def _upstream_first(project: Project, shots: Sequence[Shot]) -> list[Shot]:
     return out
 
 
-def _waiting_key(provider: str, shot: Shot, waits: list[str], keys: Mapping[str, tuple[str, str]]) -> str:
+def _waiting_key(provider: str, shot: Shot, waits: list[str], known: Mapping[str, tuple[str, str]]) -> str:
     """A stand-in key for a shot whose input clip is not made yet: stable, never a cache key (its
     real key needs that clip's digest); the render plans the shot again once the clip exists."""
     doc = {"provider": provider, "model": shot.model.id, "waits_for": sorted(waits), "take": shot.take,
-           "upstream": sorted(str(keys.get(w)) for w in waits)}  # fmt: skip
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "waits-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:58]
+           "upstream": sorted(str(known.get(w)) for w in waits)}  # fmt: skip
+    return "waits-" + keys.doc_key(doc)[:58]
 
 
 def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
@@ -398,15 +369,9 @@ def _exact_usd(value: float) -> Fraction:
 
 
 def field_digests(shot: Shot, provider: str) -> dict[str, str]:
-    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
-    out = {}
-    for name, value in sorted(wire_for_key(shot.wire(provider)).items()):
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
-        out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    out["take"] = str(shot.take)
-    if not shot.model.builtin:  # part of a declared model's key (see shot_key)
-        out["endpoint"] = shot.offer(provider).endpoint
-    return out
+    """A short digest per wire field of ``shot`` on ``provider`` (plan/keys.py), kept in the lock."""
+    endpoint = None if shot.model.builtin else shot.offer(provider).endpoint
+    return keys.field_digests(shot.wire(provider), shot.take, endpoint=endpoint)
 
 
 def _change(

@@ -182,33 +182,91 @@ def parse_document(text: str, name: str, *, scalars_as_text: bool = False) -> Do
 # A value that starts with a Jinja tag, unquoted: `key: {{ x }}`, `- {{ x }}`, `[{{ x }}]`.
 _UNQUOTED_JINJA = re.compile(r"(?:^\s*-\s+|:\s+|^\s*|[\[,]\s*)\{[{%#]")
 _JINJA_HINT = "values starting with {{ must be quoted"
+_CONTEXT_WORDS = {
+    "while parsing a block mapping": "in the mapping that starts at",
+    "while parsing a block collection": "in the list that starts at",
+    "while parsing a flow mapping": "in the {...} that starts at",
+    "while parsing a flow sequence": "in the [...] that starts at",
+    "while scanning a plain scalar": "in the value that starts at",
+}
 
 
 def _yaml_issue(name: str, text: str, exc: yaml.MarkedYAMLError) -> Issue:
-    """One located line: where the broken construct began (line and column), what went wrong
-    and where, and a hint when an unquoted ``{{`` is the likely cause."""
-    start = exc.context_mark or exc.problem_mark
-    found = exc.problem_mark
-    message = f"invalid YAML: {exc.problem or exc.context or 'syntax error'}"
-    if (
-        exc.context
-        and start is not None
-        and found is not None
-        and (found.line, found.column)
-        != (
-            start.line,
-            start.column,
-        )
-    ):
-        message += f" at line {found.line + 1}, column {found.column + 1} ({exc.context} that starts here)"
+    """One located line at the broken line: where the parser found the problem, except where the
+    cause is earlier (a quote or a bracket never closed, a key without its colon), then where that
+    began; the other place is named in the message. The ``{{`` hint only when an unquoted ``{{``
+    is on the lines involved, the tab hint only at a tab."""
+    found = exc.problem_mark or exc.context_mark
+    context = exc.context_mark
     lines = text.splitlines()
-    first = start.line if start else 0
-    last = max(first, found.line if found else first)
-    if any(_UNQUOTED_JINJA.search(line) for line in lines[first : min(last, first + 200) + 1]):
-        message += f"; {_JINJA_HINT}"
-    elif found is not None and found.line < len(lines) and lines[found.line][found.column : found.column + 1] == "\t":
-        message += "; indent with spaces, not tabs"
-    return Issue(name, start.line + 1 if start else 0, "", message, column=start.column + 1 if start else 0)
+    at, other = found, context
+    where = _CONTEXT_WORDS.get(exc.context or "", f"{exc.context} at" if exc.context else "")
+    problem = exc.problem or exc.context or "syntax error"
+    block = exc.context in ("while parsing a block mapping", "while parsing a block collection")
+    opener = _unclosed_quote(text, found)
+    if opener is not None or (context is not None and exc.context == "while scanning a quoted scalar"):
+        at, other, block = opener or context, found, False
+        problem, where = "a quoted value starts here and its closing quote is missing", "it ran on to"
+    elif context is not None and exc.context == "while scanning a simple key":
+        at, other = context, found
+        problem, where = "a key without its ':' (or a value split over lines)", "the parser gave up at"
+    elif context is not None and found is not None and _flow_never_closed(lines, context, found, exc.context or ""):
+        at, other = context, found
+        bracket = "[" if "sequence" in (exc.context or "") else "{"
+        problem, where = f"this {bracket} is never closed ({problem})", "the parser gave up at"
+    elif exc.context == "expected a single document in the stream":
+        problem, where = "a second document (---): a project is one YAML document", "the first starts at"
+    message = f"invalid YAML: {problem}"
+    if other is not None and at is not None and (other.line, other.column) != (at.line, at.column):
+        message += f" ({where} line {other.line + 1}, column {other.column + 1})"
+    if at is not None and found is not None:
+        first, last = sorted((at.line, found.line))
+        involved = [lines[n] for n in {first, last, *range(first, min(last, first + 3) + 1)} if n < len(lines)]
+        if any(_UNQUOTED_JINJA.search(line) for line in involved):
+            message += f"; {_JINJA_HINT}"
+        elif found.line < len(lines) and "\t" in lines[found.line][: found.column + 1]:
+            message += "; indent with spaces, not tabs"
+        elif block:
+            message += "; check this line's indentation"
+        elif problem.startswith("mapping values are not allowed"):
+            message += "; quote a value that holds ': ', or check this line's indentation"
+    line = at.line + 1 if at is not None else 0
+    return Issue(name, line, "", message, column=at.column + 1 if at is not None else 0)
+
+
+def _unclosed_quote(text: str, found: Any) -> Any:
+    """The start mark of a quoted value that ran over lines up to the error's line: a quote left
+    open swallows the lines after it until the next quote, and the parser stops just after."""
+    if found is None:
+        return None
+    last = None
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            if token.start_mark.index >= found.index:
+                break
+            last = token
+    except yaml.YAMLError:
+        pass
+    if (
+        isinstance(last, yaml.ScalarToken)
+        and last.style in ('"', "'")
+        and last.start_mark.line < last.end_mark.line
+        and last.end_mark.line == found.line
+    ):
+        return last.start_mark
+    return None
+
+
+def _flow_never_closed(lines: list[str], opened: Any, found: Any, context: str) -> bool:
+    """A ``[``/``{`` left open: the parser stops on a later line that is no deeper than the
+    opener's (the next key or list item), not inside a collection written over several lines."""
+    if "flow" not in context or found.line <= opened.line or found.line >= len(lines):
+        return False
+
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip(" -"))
+
+    return indent(lines[found.line]) <= indent(lines[opened.line])
 
 
 _STR = "tag:yaml.org,2002:str"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import re
@@ -20,6 +19,7 @@ from kling_render.project import rules
 from kling_render.project.document import DocPath, Document, load_document
 from kling_render.project.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
 from kling_render.project.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
+from kling_render.suggest import did_you_mean, nearby_file, with_hint
 
 if TYPE_CHECKING:
     from kling_render.project.rows import ProjectRow
@@ -224,10 +224,16 @@ def parse_var_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def _did_you_mean(name: str, known: Mapping[str, Any]) -> str:
-    near = difflib.get_close_matches(name, list(known), n=1)
-    if near:
-        return f"did you mean '{near[0]}'?"
+    hint = did_you_mean(name, known)
+    if hint:
+        return hint
     return f"the project declares {', '.join(known)}" if known else "the project declares no variables"
+
+
+def missing_file(root: Path, value: str) -> str:
+    """``file not found: images/mugg.png (did you mean 'images/mug.png'?)``."""
+    near = nearby_file(root, value)
+    return with_hint(f"file not found: {value}", f"did you mean '{near}'?" if near else "")
 
 
 def display_path(path: Path) -> str:
@@ -407,9 +413,8 @@ class _Resolver:
                     if ref.from_shot == shot.name:
                         self.add(path, "a shot cannot continue its own clip")
                     elif ref.from_shot not in known:
-                        near = difflib.get_close_matches(ref.from_shot, sorted(known), n=1)
-                        hint = f" (did you mean '{near[0]}'?)" if near else ""
-                        self.add(path, f"no shot named '{ref.from_shot}' in this project{hint}")
+                        self.add(path, with_hint(f"no shot named '{ref.from_shot}' in this project",
+                                                 did_you_mean(ref.from_shot, sorted(known))))  # fmt: skip
                     elif ref.from_shot in by_name:
                         waits.setdefault(shot.name, []).append(ref.from_shot)
         for shot in shots:
@@ -544,7 +549,7 @@ class _Resolver:
             self.add(path, str(exc))
             return None
         if must_exist and not resolved.is_file():
-            self.add(path, f"file not found: {value}")
+            self.add(path, missing_file(self.root, value))
             return None
         return resolved
 
@@ -735,7 +740,7 @@ class _Resolver:
         except MediaProblem as exc:
             return None, [str(exc)]
         if not resolved.is_file():
-            return None, [f"file not found: {value}"]
+            return None, [missing_file(self.root, value)]
         if kind == "video":
             if resolved.suffix.lower() not in (".mp4", ".mov"):
                 return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]

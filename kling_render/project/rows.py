@@ -29,6 +29,7 @@ from kling_render.project.project import AudioSpec, OutputSpec, Project, Shot, i
 from kling_render.project.table import CSV_SUFFIXES, LIST_SUFFIXES, Row, Table, known_columns, read_table
 from kling_render.project.template_limits import Budget
 from kling_render.project.templates import Labelled
+from kling_render.suggest import did_you_mean, with_hint
 
 if TYPE_CHECKING:
     from kling_render.project.project import _Resolver
@@ -101,10 +102,11 @@ def _table(resolver: _Resolver) -> Table | None:
     if suffix not in CSV_SUFFIXES + LIST_SUFFIXES:
         resolver.add(("rows", "from"), f"{source}: the data file must be .csv, or a .yaml, .yml or .json list")
         return None
+    from kling_render.project.project import display_path, missing_file
+
     if not path.exists():
-        resolver.add(("rows", "from"), f"file not found: {source}")
+        resolver.add(("rows", "from"), missing_file(resolver.root, source))
         return None
-    from kling_render.project.project import display_path
 
     try:
         return read_table(path, display_path(path), key)
@@ -294,7 +296,8 @@ def only_ids(project: Project, rows: list[str] | None, only: list[str] | None) -
         if "/" in item:
             wanted.append(item)
         elif item not in names:
-            raise UsageError(f"--only: no shot named {item} in {project.display}")
+            hint = did_you_mean(item, names)
+            raise UsageError(with_hint(f"--only: no shot named {item} in {project.display}", hint))
     plain = {item for item in only or [] if "/" not in item}
     ids = [
         shot.id for row in chosen for shot in row.shots if not only or shot.name in plain or shot.id in wanted
@@ -302,7 +305,8 @@ def only_ids(project: Project, rows: list[str] | None, only: list[str] | None) -
     known = {shot.id for shot in project.shots}
     unknown = [item for item in wanted if item not in known]
     if unknown:
-        raise UsageError(f"--only: no shot {', '.join(unknown)} in {project.display}")
+        hint = did_you_mean(unknown[0], known)
+        raise UsageError(with_hint(f"--only: no shot {', '.join(unknown)} in {project.display}", hint))
     return ids
 
 

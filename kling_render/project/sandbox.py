@@ -46,6 +46,7 @@ from kling_render.project.template_limits import (
     too_big,
     weigh,
 )
+from kling_render.suggest import did_you_mean
 
 # What is not available, and why (shown when a template uses it).
 DROPPED = {
@@ -93,7 +94,8 @@ class FriendlyUndefined(jinja2.StrictUndefined):
         label = getattr(owner, "_template_label", None)
         if isinstance(label, str):
             keys = ", ".join(str(k) for k in owner)
-            return f"'{label}.{name}' is undefined ({label} has: {keys or 'nothing'})"
+            hint = did_you_mean(str(name), (str(k) for k in owner), prefix=f"{label}.")
+            return f"'{label}.{name}' is undefined ({hint or f'{label} has: ' + (keys or 'nothing')})"
         what = "attribute" if isinstance(name, str) else "item"
         return f"{kind(owner)} has no {what} {short(name)}"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import functools
 import json
 import math
@@ -16,6 +15,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 from kling_render.errors import Issue
 from kling_render.project.document import Document, format_path
+from kling_render.suggest import did_you_mean, with_hint
 
 # Patterns end in (?![\s\S]) rather than $: jsonschema uses re.search, where $ also matches before a
 # trailing newline ("intro\n" would pass); the lookahead means "end of text" in Python and ECMA-262.
@@ -177,9 +177,7 @@ def _to_issues(doc: Document, error: ValidationError) -> list[Issue]:
 
 
 def _unknown_key(key: str, allowed: list[str]) -> str:
-    near = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean '{near[0]}'?)" if near else f" (allowed: {', '.join(allowed)})"
-    return f"unknown key '{key}'{hint}"
+    return f"unknown key '{key}' ({did_you_mean(key, allowed) or 'allowed: ' + ', '.join(allowed)})"
 
 
 _TYPE_NAMES = {
@@ -233,12 +231,13 @@ def _message(error: ValidationError) -> str:
             f"expected {' or '.join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)}, got {_describe(inst)}"
         )
     if v == "enum":
-        options = [o for o in arg if not str(o).startswith("kwaivgi/")]
+        options = [str(o) for o in arg if not str(o).startswith("kwaivgi/")]
+        hint = did_you_mean(str(inst), options)
+        if error.path and error.path[-1] == "model":  # the ids are long: a guess, or where to look
+            return f"unknown model {_describe(inst)} ({hint or 'kling-render models lists them'})"
         if len(options) > 12:
-            near = difflib.get_close_matches(str(inst), [str(o) for o in options], n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            return f"{_describe(inst)} is not allowed{hint}"
-        return f"{_describe(inst)} is not one of: {', '.join(str(o) for o in options)}"
+            return with_hint(f"{_describe(inst)} is not allowed", hint)
+        return with_hint(f"{_describe(inst)} is not one of: {', '.join(options)}", hint)
     if v == "not" and isinstance(arg, dict) and "required" in arg:
         return f"give only one of {' or '.join(arg['required'])}"
     if v == "const":

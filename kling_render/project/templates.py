@@ -19,6 +19,7 @@ from jinja2.exceptions import SecurityError
 
 from kling_render.project.sandbox import DROPPED, environment
 from kling_render.project.template_limits import ACTIVE, MAX_OUTPUT, Budget, Meter, ProjectBudgetSpent, charge_compile
+from kling_render.suggest import did_you_mean, with_hint
 
 RESERVED_NAMES = frozenset({"prompts", "project", "shot"})
 
@@ -82,7 +83,7 @@ def _render(source: str, context: Mapping[str, Any]) -> str:
     except TemplateProblem:
         raise
     except jinja2.UndefinedError as exc:
-        raise TemplateProblem(f"template error: {exc.message}") from None
+        raise TemplateProblem(f"template error: {_undefined(exc.message or 'undefined', context)}") from None
     except SecurityError as exc:
         spent = isinstance(exc, ProjectBudgetSpent)
         raise TemplateProblem(f"template refused by the sandbox: {exc}", project_wide=spent) from None
@@ -94,6 +95,15 @@ def _render(source: str, context: Mapping[str, Any]) -> str:
         raise TemplateProblem("template error: nested too deeply") from None
     except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, MemoryError) as exc:
         raise TemplateProblem(f"template error: {_plain(str(exc))}") from None
+
+
+_UNDEFINED_NAME = re.compile(r"^'(\w+)' is undefined$")
+
+
+def _undefined(message: str, context: Mapping[str, Any]) -> str:
+    """``'moood' is undefined (did you mean 'mood'?)``: a top-level name, against the context's."""
+    m = _UNDEFINED_NAME.match(message)
+    return with_hint(message, did_you_mean(m.group(1), context)) if m else message
 
 
 _NO_SUCH = re.compile(r"^No (filter|test) named '(\w+)'")

@@ -1,9 +1,11 @@
 """The provider seam. The runner drives every provider through these calls.
 
 Contract:
-- ``prepare`` returns the body the submit will send (uploads done); the runner records its
-  fingerprint before the POST, so a lost answer can later be matched against the task list.
-  ``send`` POSTs that body once and returns the task id (``submit`` = both).
+- ``prepare`` returns the body the submit will send (uploads done; nothing is created). The
+  account (money.py) records its fingerprint before the POST, so a lost answer can later be
+  matched against the task list, and issues a :class:`~kling_render.money.Reservation` for it.
+- ``send`` is the one paid request: it POSTs the reservation's body once and returns the task id.
+  It cannot be called without a reservation, and only the account makes one.
 - A submit raises SubmitRefusedError only when the server certainly created nothing (429
   after the provider's own retries, or a request that never left this machine),
   SubmitRejectedError when the server refused it (4xx: nothing created), AccountError when
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_render.jobs import Job, ListedTask, MediaRef, TaskResult
+from kling_render.money import Reservation
 
 MAX_DOWNLOAD_BYTES = 2 * 1024**3  # 2 GiB: far above any 15 s clip, low enough to stop a runaway
 
@@ -51,12 +54,9 @@ class Provider(abc.ABC):
         """The body a submit of ``job`` sends. Default: the params, media as their key values."""
         return {name: _plain(value) for name, value in job.params.items()}
 
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
-        """POST ``body`` (from ``prepare``) once; the task id. Default: ``submit``."""
-        return await self.submit(job)
-
     @abc.abstractmethod
-    async def submit(self, job: Job) -> str: ...
+    async def send(self, reservation: Reservation) -> str:
+        """POST ``reservation.use()`` (the body ``prepare`` made) once; the task id."""
 
     @abc.abstractmethod
     async def poll(self, task_id: str) -> TaskResult: ...

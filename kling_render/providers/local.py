@@ -36,6 +36,7 @@ from kling_render.errors import DownloadError
 from kling_render.fsutil import atomic_path, atomic_write_json
 from kling_render.jobs import Job, MediaRef, TaskResult
 from kling_render.media.ffmpeg import run_async
+from kling_render.money import Reservation
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
 
 __all__ = ["Animatic", "LocalProvider", "Still", "ffmpeg_args", "plan_animatic", "task_id_for"]
@@ -275,7 +276,10 @@ class LocalProvider(Provider):
     def _recipe_path(self, task_id: str) -> Path:
         return self.work_dir / f"{task_id}.json"
 
-    async def submit(self, job: Job) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        """Start the animatic (free; the reservation keeps the one door for every provider)."""
+        reservation.use()
+        job = reservation.job
         task_id = task_id_for(job)
         anim = plan_animatic(job)
         atomic_write_json(self._recipe_path(task_id), anim.to_json())

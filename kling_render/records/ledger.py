@@ -20,23 +20,16 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from kling_render.jobs import valid_task_id
+from kling_render.records.lifecycle import TaskOutcome, check_task_move
 
 DEFAULT_TASK_CAP = 3
 
-# What became of a task (or of a submit that may have created one).
-OUTCOMES = (
-    "submitting",  # the POST was sent (or about to be); its answer is not known: a task may exist
-    "submitted",  # the task id is known; the task runs, or ran and is not fetched yet
-    "done",  # its clip is in the cache
-    "failed",  # it failed (refunded); ``cause`` says whether the same inputs would fail again
-    "failed_charged",  # it failed, and the provider may have charged it (fal: a 422 after its runner ran)
-    "unusable",  # it completed (paid) but gave no usable clip
-    "gone",  # its output expired before it was fetched (paid)
-    "absent",  # the submit created nothing (refused, rejected, or not in the task list): not counted
-    "abandoned",  # an unknown submit the user chose to send again (--resubmit-unknown): still counted
+# What became of a task: its lifecycle is records/lifecycle.py's TaskOutcome and TASK_MOVES.
+OUTCOMES = tuple(o.value for o in TaskOutcome)
+FINAL = frozenset(
+    {TaskOutcome.DONE, TaskOutcome.FAILED, TaskOutcome.FAILED_CHARGED, TaskOutcome.UNUSABLE, TaskOutcome.GONE}
 )
-FINAL = frozenset({"done", "failed", "failed_charged", "unusable", "gone"})
-FAILED = frozenset({"failed", "failed_charged"})
+FAILED = frozenset({TaskOutcome.FAILED, TaskOutcome.FAILED_CHARGED})
 
 
 @dataclass(frozen=True)
@@ -51,6 +44,7 @@ class TaskEntry:
     code: str | None = None  # the provider's failure code
     cause: str | None = None  # permanent | transient | unclassified, for failed tasks
     error: str | None = None
+    hold: str | None = None  # its hold in the project's spend record on the remote (store/remote/spend.py)
 
     @property
     def counts(self) -> bool:
@@ -123,7 +117,10 @@ class KeyLedger:
         return KeyLedger((*self.tasks, entry))
 
     def with_change(self, index: int, **changes: Any) -> KeyLedger:
+        """The ledger with entry ``index`` changed; an outcome may only move as TASK_MOVES allows."""
         tasks = list(self.tasks)
+        if "outcome" in changes:
+            check_task_move(tasks[index].outcome, changes["outcome"])
         tasks[index] = replace(tasks[index], **changes)
         return KeyLedger(tuple(tasks))
 

@@ -35,9 +35,10 @@ from kling_render.errors import LockedError, StateError
 from kling_render.fsutil import atomic_write_json, atomic_write_text
 from kling_render.jobs import shown_id, valid_task_id
 from kling_render.records.ledger import KeyLedger, TaskEntry, seed_from_records, task_ids
+from kling_render.records.lifecycle import Move, Rule, Status, rule_for
 
 SCHEMA_VERSION = 2  # 2: the task ledger (per shot key, all runs); 1 is read and upgraded
-STATUSES = ("pending", "submitting", "submitted", "done", "failed", "unknown")
+STATUSES = tuple(s.value for s in Status)
 STATE_DIR = ".kling-render"
 _PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 LOCAL_TASK_PREFIX = "local-"  # the local provider's task ids (providers/local.py)
@@ -53,7 +54,7 @@ class ShotState:
     submitted (a submitted task is paid); ``refunded_usd`` the part refunded for failed tasks."""
 
     key: str
-    status: str = "pending"
+    status: Status = Status.PENDING
     attempts: int = 0
     task_id: str | None = None
     submitted_at: str | None = None
@@ -78,6 +79,7 @@ class ShotState:
         shot = cls(**{k: v for k, v in raw.items() if k in known})
         if shot.status not in STATUSES:
             raise ValueError(f"shot {shot_id!r}: unknown status {shot.status!r}")
+        shot = replace(shot, status=Status(shot.status))
         if shot.wire is not None and not (
             isinstance(shot.wire, dict) and all(isinstance(v, str) for v in shot.wire.values())
         ):
@@ -87,7 +89,7 @@ class ShotState:
             # provider's task list is asked which task it was.
             problem = f"the state file held an unusable task id {shown_id(shot.task_id)}"
             if shot.status in ("submitting", "submitted", "unknown"):
-                shot = replace(shot, status="unknown", task_id=None, error=f"{problem}; a paid task may exist")
+                shot = replace(shot, status=Status.UNKNOWN, task_id=None, error=f"{problem}; a paid task may exist")
             else:
                 shot = replace(shot, task_id=None)
         return shot
@@ -366,7 +368,7 @@ class StateStore:
         current = self._shots.get(shot_id)
         if current is not None and current.key == key:
             return current
-        return self.set(shot_id, ShotState(key=key))
+        return self._put(shot_id, ShotState(key=key))
 
     def ensure_all(self, keys: Mapping[str, str]) -> None:
         """:meth:`ensure` for many shots with one write (a run starts with every shot at once)."""
@@ -379,17 +381,27 @@ class StateStore:
         if changed:
             self.flush()
 
-    def update(self, shot_id: str, **changes: Any) -> ShotState:
-        """Apply ``changes`` to the shot's record and flush."""
+    def transition(self, shot_id: str, move: Move, **changes: Any) -> tuple[ShotState, Rule]:
+        """Apply ``move`` (records/lifecycle.py) and ``changes`` to the shot's record, and flush.
+        The only way a status changes: a move its current status does not allow raises IllegalMove."""
         current = self._shots.get(shot_id)
         if current is None:
             raise KeyError(shot_id)
-        status = changes.get("status", current.status)
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}")
-        return self.set(shot_id, replace(current, **changes))
+        if "status" in changes:
+            raise TypeError("a status changes only through a move")
+        rule = rule_for(move, current.status)
+        return self._put(shot_id, replace(current, status=rule.to, **changes)), rule
 
-    def set(self, shot_id: str, shot: ShotState) -> ShotState:
+    def note(self, shot_id: str, **changes: Any) -> ShotState:
+        """Change fields of the shot's record other than its status (errors, costs), and flush."""
+        current = self._shots.get(shot_id)
+        if current is None:
+            raise KeyError(shot_id)
+        if "status" in changes:
+            raise TypeError("a status changes only through a move (transition)")
+        return self._put(shot_id, replace(current, **changes))
+
+    def _put(self, shot_id: str, shot: ShotState) -> ShotState:
         self._shots[shot_id] = shot
         self.flush()
         return shot

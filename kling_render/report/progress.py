@@ -12,13 +12,14 @@ long poll or a long encode prints nothing else, so a CI log never looks frozen.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
+
+from kling_render.report.jsonout import json_text
 
 EVENT_KINDS = (
     "start",  # the run begins: total = shots in this run
@@ -30,6 +31,7 @@ EVENT_KINDS = (
     "downloaded",
     "retry",  # a task failed and is submitted again
     "reconciled",  # an unknown submit was found in the provider's task list (adopted), or proved absent
+    "cancelled",  # interrupted: a task still queued was dropped by the provider before it ran (not paid)
     "done",
     "failed",
     "unknown",
@@ -283,7 +285,7 @@ class PlainSink:
                 return
             tally = self.tally
             line = f"[{tally.finished}/{tally.total or event.total}] {event.body()}"
-            if event.kind in TERMINAL_KINDS and (summary := _progress_tail(tally)):
+            if event.kind in TERMINAL_KINDS and (summary := progress_tail(tally)):
                 line += f" · {summary}"
             self._line(line)
 
@@ -291,7 +293,7 @@ class PlainSink:
         self._heartbeat.stop()
 
 
-def _progress_tail(tally: Tally) -> str:
+def progress_tail(tally: Tally) -> str:
     parts = []
     if tally.spent:
         parts.append(f"spent ${tally.spent:.4f}")
@@ -315,7 +317,7 @@ class JsonLinesSink:
         self._heartbeat = _Heartbeat(_heartbeat_interval(heartbeat), self._beat, self._lock)
 
     def _write(self, doc: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(doc, sort_keys=True) + "\n")
+        self.stream.write(json_text(doc, sort_keys=True) + "\n")
         self.stream.flush()
         if hasattr(self, "_heartbeat"):
             self._heartbeat.wrote()
@@ -353,84 +355,13 @@ class JsonLinesSink:
         self._heartbeat.stop()
 
 
-class RichSink:
-    """Live progress on a terminal: one bar for the run (spend, ETA), one line per shot in flight,
-    and a bar for the stitch from ffmpeg's ``-progress`` with its ETA."""
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = Console(file=stream if stream is not None else sys.stderr)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.tally = Tally()
-        self._overall: Any = None
-        self._stitch: Any = None
-        self._shots: dict[str, Any] = {}
-        self.progress.start()
-
-    def _info(self) -> str:
-        return f"spent ${self.tally.spent:.4f}" if self.tally.spent else ""
-
-    def emit(self, event: Event) -> None:
-        p = self.progress
-        self.tally.observe(event)
-        if event.kind == "start":
-            self._overall = p.add_task("render", total=event.total or None, info="")
-            return
-        if event.kind == "stitch-progress":
-            step = str(event.extra.get("step", "stitching"))
-            if self._stitch is None:
-                self._stitch = p.add_task(f"stitch: {step}", total=1000, info="")
-            done = round(1000 * float(event.extra.get("fraction", 0)))
-            p.update(self._stitch, description=f"stitch: {step}", completed=done)
-            return
-        if event.kind in ("stitched", "stitch-skipped") and self._stitch is not None:
-            p.update(self._stitch, completed=1000)
-            self._stitch = None
-        if event.shot_id is None:
-            if event.message and event.kind != "stitching":
-                p.console.print(event.text())
-            return
-        task = self._shots.get(event.shot_id)
-        if task is None:
-            task = p.add_task(f"  {event.shot_id}", total=None, info="")
-            self._shots[event.shot_id] = task
-        label = event.status if event.kind == "polling" else event.kind
-        p.update(task, description=f"  {event.shot_id}: {label}")
-        if event.kind in TERMINAL_KINDS:
-            p.remove_task(task)
-            del self._shots[event.shot_id]
-            if event.kind != "skipped-cached":
-                p.console.print(event.text())
-            if self._overall is not None:
-                p.update(self._overall, advance=1, info=self._info())
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
 def make_sink(*, json_lines: bool = False, stream: IO[str] | None = None) -> EventSink:
     """JSON lines if asked, live bars when ``stream`` (default stderr) is a terminal, else plain lines."""
     out = stream if stream is not None else sys.stderr
     if json_lines:
         return JsonLinesSink(out)
     if out.isatty():
+        from kling_render.report.live import RichSink  # rich is imported only for a terminal
+
         return RichSink(out)
     return PlainSink(out)

@@ -12,7 +12,15 @@ from typing import Any
 from kling_render.catalog.catalog import usd
 from kling_render.plan.plan import Plan, PlannedShot
 from kling_render.plan.rows import RowPlan, RowsPlan
-from kling_render.report.text import _budget_line, _counts_text, _prompt_lines, _table, plan_footer, shot_cells
+from kling_render.report.text import (
+    budget_line,
+    counts_text,
+    plan_footer,
+    prompt_lines,
+    shot_cells,
+    text_table,
+    where,
+)
 
 
 def _rows(plan: Plan) -> RowsPlan:
@@ -32,8 +40,8 @@ def _headline(plan: Plan, rows: RowsPlan) -> str:
     per_row = {len(r.shots) for r in rows.rows}
     shots = f"{per_row.pop()} shots" if len(per_row) == 1 else "shots"
     return (
-        f"{plan.project.name} ({plan.provider}): {len(rows.rows)} row(s) × {shots} from {rows.table} "
-        f"(key: {rows.key_column}); {rows.clips} distinct clip(s)"
+        f"{plan.project.name} ({where(plan.provider, plan.remote)}): {len(rows.rows)} row(s) × {shots} "
+        f"from {rows.table} (key: {rows.key_column}); {rows.clips} distinct clip(s)"
     )
 
 
@@ -52,7 +60,7 @@ def plan_table(plan: Plan) -> str:
     shared = {c.first.job.key for c in rows.shared}
     lines = [_headline(plan, rows), ""]
     if rows.shared:
-        table = _table(
+        table = text_table(
             ["shared shot", "model", "dur", "sound", "cost", "status", "rows"],
             [
                 [
@@ -69,7 +77,7 @@ def plan_table(plan: Plan) -> str:
             right=(2, 4),
         )
         lines += ["shared by several rows (priced once):", table, ""]
-    summary = _table(
+    summary = text_table(
         ["row", "line", "own clips", "cost", "to render", "vs lock", "cut"],
         [
             [
@@ -92,12 +100,12 @@ def plan_table(plan: Plan) -> str:
             detail.append([r.key if n == 0 else "", p.shot.name + _shared_mark(p, shared), *shot_cells(p)])
     lines += [
         "shots by row:",
-        _table(["row", "shot", "model", "dur", "sound", "cost", "status", "vs lock"], detail, right=(3, 5)),
+        text_table(["row", "shot", "model", "dur", "sound", "cost", "status", "vs lock"], detail, right=(3, 5)),
         "",
     ]
     for shot_id in plan.removed:
         lines.append(f"removed since the lock: {shot_id}")
-    prompts = _prompt_lines(plan, markdown=False)
+    prompts = prompt_lines(plan, markdown=False)
     if prompts:
         lines += [*prompts, ""]
     lines.append(_totals(plan, rows))
@@ -110,22 +118,23 @@ def plan_markdown(plan: Plan) -> str:
     in a collapsed table."""
     rows = _rows(plan)
     shared = {c.first.job.key for c in rows.shared}
-    budget = _budget_line(plan)
-    before = usd(plan.lock_cost)
-    delta = usd(plan.total_cost) - before
+    from kling_render.report import markdown
+
+    budget = budget_line(plan)
     clips = {p.job.key for p in plan.to_render}
     own = sum((r.cost for r in rows.rows), Fraction(0))
-    out = [f"### kling-render plan: `{plan.project.name}` ({plan.provider}), {len(rows.rows)} row(s) from "
-           f"`{rows.table}`", ""]  # fmt: skip
+    out = [*markdown.markers(plan),
+           f"### kling-render plan: `{plan.project.name}` ({plan.provider}), {len(rows.rows)} row(s) from "
+           f"`{rows.table}`{markdown.where_suffix(plan)}", ""]  # fmt: skip
     if plan.over_budget and budget:
         out += [f"> **{budget}**", ""]
     out += [
         f"**To render:** {len(clips)} clip(s), **${usd(plan.to_render_cost):.4f}** · cached {rows.clips - len(clips)}",
         "",
-        f"**vs lock:** {_counts_text(plan)}",
+        f"**vs lock:** {counts_text(plan)}",
         "",
         f"**Project cost:** ${usd(plan.total_cost):.4f} = rows ${usd(own):.4f} + shared "
-        f"${usd(rows.shared_cost):.4f} (lock: ${before:.4f}, change {delta:+.4f})",
+        f"${usd(rows.shared_cost):.4f} {markdown.cost_text(plan)}",
     ]
     if budget and not plan.over_budget:
         out += ["", f"**Budget:** {budget}"]
@@ -170,7 +179,7 @@ def plan_markdown(plan: Plan) -> str:
         "</details>",
         "",
     ]
-    prompts = _prompt_lines(plan, markdown=True)
+    prompts = prompt_lines(plan, markdown=True)
     return "\n".join([*out, *([*prompts, ""] if prompts else [])])
 
 
@@ -197,7 +206,7 @@ def _relative(plan: Plan, row: RowPlan) -> str:
 
 def status_table(doc: dict[str, Any]) -> str:
     """``status`` of a rows: project: a line per row, then every shot under its row."""
-    summary = _table(
+    summary = text_table(
         ["row", "done", "failed", "other", "spent", "cut"],
         [
             [
@@ -226,11 +235,12 @@ def status_table(doc: dict[str, Any]) -> str:
                     s["error"] or "",
                 ]
             )
-    table = _table(["row", "shot", "status", "cached", "task", "tries", "error"], detail, right=(5,))
+    table = text_table(["row", "shot", "status", "cached", "task", "tries", "error"], detail, right=(5,))
     counts = ", ".join(f"{n} {k}" for k, n in sorted(doc["counts"].items()))
     cuts = sum(1 for r in doc["rows"] if r["final_cut"])
     return (
-        f"{doc['project']} ({doc['provider']}): {len(doc['rows'])} row(s); {counts}; {cuts} cut(s) made\n\n"
+        f"{doc['project']} ({where(doc['provider'], doc.get('remote'))}): {len(doc['rows'])} row(s); {counts}; "
+        f"{cuts} cut(s) made\n\n"
         f"{summary}\n\n{table}"
     )
 

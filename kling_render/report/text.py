@@ -10,7 +10,7 @@ from kling_render.catalog.catalog import usd
 from kling_render.plan.plan import Plan, PlannedShot
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
@@ -21,7 +21,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequenc
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _budget_line(plan: Plan) -> str | None:
+def budget_line(plan: Plan) -> str | None:
     if plan.budget_usd is None or not plan.charges:
         return None
     if plan.over_budget:
@@ -32,13 +32,13 @@ def _budget_line(plan: Plan) -> str | None:
     return f"budget ${plan.budget_usd:.4f}: to render ${usd(plan.to_render_cost):.4f} fits"
 
 
-def _counts_text(plan: Plan) -> str:
+def counts_text(plan: Plan) -> str:
     """Every non-zero change kind, in the words the "vs lock" column uses."""
     counts = plan.change_counts()
     return " · ".join(f"{kind} {n}" for kind, n in counts.items() if n) or "no shots"
 
 
-def _prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
+def prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
     lines: list[str] = []
     for p in plan.shots:
         change = p.prompt_change
@@ -66,13 +66,13 @@ def plan_table(plan: Plan) -> str:
 
         return report_rows.plan_table(plan)
     rows = [[p.id, *shot_cells(p)] for p in plan.shots]
-    text = _table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
-    lines = [f"{plan.project.name} ({plan.provider}): {len(plan.shots)} shot(s)", "", text, ""]
+    text = text_table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
+    lines = [f"{plan.project.name} ({where(plan.provider, plan.remote)}): {len(plan.shots)} shot(s)", "", text, ""]
     for shot_id in plan.removed:
         lines.append(f"removed since the lock: {shot_id}")
     if plan.restitch:
         lines.append(f"final cut: re-stitch ({', '.join(plan.restitch)} changed since the last cut)")
-    prompts = _prompt_lines(plan, markdown=False)
+    prompts = prompt_lines(plan, markdown=False)
     if prompts:
         lines += [*prompts, ""]
     cached = len(plan.shots) - len(plan.to_render)
@@ -93,8 +93,8 @@ def shot_cells(p: PlannedShot) -> list[str]:
 
 def plan_footer(plan: Plan) -> list[str]:
     """The last lines of a plan table: changes against the lock, the budget, the local-provider hint."""
-    lines = [f"vs lock: {_counts_text(plan)}"]
-    budget = _budget_line(plan)
+    lines = [f"vs lock: {counts_text(plan)}"]
+    budget = budget_line(plan)
     if budget:
         lines.append(budget)
     if plan.provider == "local":
@@ -102,8 +102,41 @@ def plan_footer(plan: Plan) -> list[str]:
     return lines
 
 
-def plan_markdown(plan: Plan) -> str:
-    """A pull-request comment: what is added, changed, re-stitched, removed and cached, and what it costs."""
+def where(provider: str, remote: str | None) -> str:
+    """``wavespeed`` or ``wavespeed, remote s3://bucket/prefix``: what a plan or status is about."""
+    return f"{provider}, remote {remote}" if remote else provider
+
+
+def plan_text(fmt: str, plan: Plan, *, full_note: str | None = None) -> tuple[str, str]:
+    """``plan`` as printed in ``fmt`` (table, markdown, json) and as a whole (``--out-full``): the
+    same, except a Markdown plan too long for a comment, printed collapsed."""
+    if fmt == "json":
+        from kling_render.report.jsonout import json_text
+
+        whole = json_text(plan.to_json(), indent=2)
+        return whole, whole
+    if fmt == "markdown":
+        whole = plan_markdown_full(plan)
+        return plan_markdown(plan, full_note=full_note, full=whole), whole
+    table = plan_table(plan)
+    return table, table
+
+
+def plan_markdown(
+    plan: Plan, *, full_note: str | None = None, limit: int | None = None, full: str | None = None
+) -> str:
+    """A pull-request comment, collapsed when the whole plan (``full``, made here when None) would
+    not fit in one (markdown.py); ``full_note`` says where the whole plan is."""
+    from kling_render.report import markdown
+
+    whole = full if full is not None else plan_markdown_full(plan)
+    return markdown.fit(plan, whole, full_note=full_note, limit=limit or markdown.COMMENT_LIMIT)
+
+
+def plan_markdown_full(plan: Plan) -> str:
+    """What is added, changed, re-stitched, removed and cached, and what it costs: every shot."""
+    from kling_render.report import markdown
+
     if plan.rows is not None:
         from kling_render.report import rows as report_rows
 
@@ -115,11 +148,10 @@ def plan_markdown(plan: Plan) -> str:
             f"| ${usd(p.cost):.4f} | {p.status} | {p.change_label} |"
         )
     rows.extend(f"| `{sid}` | | | | | | removed |" for sid in plan.removed)
-    before = usd(plan.lock_cost)
-    delta = usd(plan.total_cost) - before
-    budget = _budget_line(plan)
+    budget = budget_line(plan)
     head = [
-        f"### kling-render plan: `{plan.project.name}` ({plan.provider})",
+        *markdown.markers(plan),
+        f"### kling-render plan: `{plan.project.name}` ({plan.provider}){markdown.where_suffix(plan)}",
         "",
     ]
     if plan.over_budget and budget:
@@ -128,15 +160,15 @@ def plan_markdown(plan: Plan) -> str:
         f"**To render:** {len(plan.to_render)} shot(s), **${usd(plan.to_render_cost):.4f}** · "
         f"cached {len(plan.shots) - len(plan.to_render)}",
         "",
-        f"**vs lock:** {_counts_text(plan)}",
+        f"**vs lock:** {counts_text(plan)}",
         "",
-        f"**Project cost:** ${usd(plan.total_cost):.4f} (lock: ${before:.4f}, change {delta:+.4f})",
+        f"**Project cost:** ${usd(plan.total_cost):.4f} {markdown.cost_text(plan)}",
     ]
     if budget and not plan.over_budget:
         summary += ["", f"**Budget:** {budget}"]
     if plan.restitch:
         summary += ["", f"**Final cut:** re-stitch ({', '.join(plan.restitch)} changed since the last cut)"]
-    prompts = _prompt_lines(plan, markdown=True)
+    prompts = prompt_lines(plan, markdown=True)
     return "\n".join(
         [
             *head,
@@ -164,7 +196,7 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
         name = m["id"] + (" (project)" if m["declared_in_project"] else "")
         prices = [_offer_price(m, provider) for provider in PAID_PROVIDERS]
         rows.append([name, dur, *prices, ", ".join(m["inputs"])])
-    table = _table(["model", "duration", *PAID_PROVIDERS, "inputs"], rows)
+    table = text_table(["model", "duration", *PAID_PROVIDERS, "inputs"], rows)
     blocks = [table, *(_model_details(m) for m in catalog)]
     dates = sorted({o["price"]["date"] for m in catalog for o in m["providers"].values() if o["price"]})
     footer = (
@@ -270,7 +302,7 @@ def price_checks_table(checks: Sequence[Any]) -> str:
         live = f"${c.live:.4f}" if c.live is not None else "-"
         inputs = ", ".join(f"{k}={_plain(v)}" for k, v in c.inputs.items())
         rows.append([c.model, c.provider, c.case, catalog, live, c.status, c.error or inputs])
-    table = _table(["model", "provider", "priced", "catalog", "live", "status", "inputs"], rows, right=(3, 4))
+    table = text_table(["model", "provider", "priced", "catalog", "live", "status", "inputs"], rows, right=(3, 4))
     counts: dict[str, int] = {}
     for c in checks:
         counts[c.status] = counts.get(c.status, 0) + 1
@@ -296,9 +328,10 @@ def status_table(doc: dict[str, Any]) -> str:
         for s in doc["shots"]
     ]
     counts = ", ".join(f"{n} {k}" for k, n in sorted(doc["counts"].items()))
-    table = _table(["shot", "status", "cached", "task", "tries", "spent", "error"], rows, right=(4, 5))
+    table = text_table(["shot", "status", "cached", "task", "tries", "spent", "error"], rows, right=(4, 5))
     cut = doc["final_cut"] or "not stitched yet"
-    return f"{doc['project']} ({doc['provider']}): {counts}\n\n{table}\n\nfinal cut: {cut}"
+    head = f"{doc['project']} ({where(doc['provider'], doc.get('remote'))}): {counts}"
+    return f"{head}\n\n{table}\n\nfinal cut: {cut}"
 
 
 def comparison_table(comparison: Any) -> str:
@@ -324,7 +357,7 @@ def comparison_table(comparison: Any) -> str:
         left = len(t["not_priced"]) + len(t["not_offered"])
         total_cells.append(f"${t['total_cost_usd']:.4f}" + (f" ({left} shot(s) missing)" if left else ""))
     rows.append(["total", "", "", *total_cells, ""])
-    table = _table(["shot", "model", "dur", *providers, "cheapest"], rows)
+    table = text_table(["shot", "model", "dur", *providers, "cheapest"], rows)
     mix = doc["cheapest_mix"]
     lines = [f"{doc['project']}: every shot on each provider", "", table, ""]
     lines.append(

@@ -15,46 +15,20 @@ around the submit time, drops every task id the project already knows, and:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from kling_render.errors import ProviderError
 from kling_render.jobs import Job, ListedTask, shown_id, valid_task_id
-from kling_render.records.ledger import TaskEntry
-
-if TYPE_CHECKING:
-    from kling_render.run.scheduler import _Run
+from kling_render.money import Account
+from kling_render.plan.keys import digest
+from kling_render.run.context import Run
 
 WINDOW_BEFORE = 10 * 60.0  # seconds before the recorded submit time a task may be stamped (clock skew)
 WINDOW_AFTER = 10 * 60.0  # ... and after it (the POST's own time, clock skew)
-
-
-def canonical(value: Any) -> Any:
-    """``value`` with whole floats as ints (5.0 == 5 as the service may echo it), recursively."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else value
-    if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
-    return str(value)
-
-
-def digest(value: Any) -> str:
-    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def fingerprint(body: Mapping[str, Any]) -> dict[str, str]:
-    """The sha256 of each field of a submit body, as the state file keeps it."""
-    return {str(name): digest(value) for name, value in body.items()}
 
 
 def inputs_match(wire: Mapping[str, str], inputs: Mapping[str, Any]) -> bool:
@@ -135,8 +109,9 @@ class Reconciler:
     adopted task is polled (never paid again), an absent one may be submitted again, anything else
     stays ``unknown`` and says why."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: Run, account: Account) -> None:
         self.run = run
+        self.account = account
 
     async def at_start(self, jobs: Sequence[Job]) -> set[str]:
         """Reconcile the unknown shots a run starts with; the ids of those to look at again later in
@@ -178,7 +153,7 @@ class Reconciler:
         run = self.run
         if just_now:
             await asyncio.sleep(run.options.poll_interval)
-        in_run = job.shot_id in run.unknown_this_run
+        in_run = job.shot_id in self.account.unknown_this_run
         if (found := self.from_ledger(job, in_run=in_run)) is not None:
             return found
         pause = max(1.0, run.options.poll_interval)
@@ -253,44 +228,13 @@ class Reconciler:
         return True
 
     def apply(self, job: Job, decision: Decision, *, in_run: bool) -> str:
-        """Record ``decision`` for ``job``; its kind. ``in_run``: the unknown submit was this run's."""
-        run = self.run
-        state = run.state
-        record = state.get(job.shot_id)
-        assert record is not None
-        index = state.ledger(job.key).open_index(job.shot_id)
+        """Record ``decision`` for ``job`` (through the account); its kind. ``in_run``: the
+        unknown submit was this run's."""
         if decision.kind == "adopt":
             assert decision.task_id is not None
-            if index is None:
-                index = state.add_task(job.key, TaskEntry(job.shot_id, record.submitted_at, job.cost_usd), flush=False)
-            state.change_task(job.key, index, flush=False, task_id=decision.task_id, outcome="submitted")
-            state.update(
-                job.shot_id,
-                status="submitted",
-                task_id=decision.task_id,
-                error=None,
-                cost_usd=record.cost_usd + job.cost_usd,
-            )
-            outcome = run.report.outcomes[job.shot_id]
-            outcome.task_id = decision.task_id
-            if in_run:  # paid by this run: no longer merely possible
-                run.report.uncertain_usd -= job.cost_usd
-                run.report.submitted_usd += job.cost_usd
-                outcome.cost_usd += job.cost_usd
-                outcome.attempts += 1
-            outcome.status, outcome.error = "pending", None
-            run.emit("reconciled", job, task_id=decision.task_id, message=decision.message)
+            self.account.adopt(job, decision.task_id, in_run=in_run, message=decision.message)
         elif decision.kind == "absent":
-            if index is not None:
-                state.change_task(job.key, index, flush=False, outcome="absent")
-            if in_run:  # the submit this run counted cost nothing
-                run.report.uncertain_usd -= job.cost_usd
-                run.committed -= job.cost_usd
-                run.run_tasks[job.key] -= 1
-            state.update(job.shot_id, status="pending", error=f"{decision.message}; it may be submitted again")
-            outcome = run.report.outcomes[job.shot_id]
-            outcome.status, outcome.error = "pending", None
-            run.emit("reconciled", job, message=f"{decision.message}; it may be submitted again")
+            self.account.absent(job, in_run=in_run, message=decision.message)
         elif decision.kind == "ambiguous":
             self.keep_unknown(job, decision.message)
         return decision.kind

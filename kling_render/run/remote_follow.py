@@ -15,21 +15,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kling_render.errors import ProviderError, RemoteError
 from kling_render.jobs import Job, TaskResult
+from kling_render.money import ASK_AGAIN, Account
+from kling_render.run.context import Run
+from kling_render.run.polling import wait_for
 from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide, epoch
-from kling_render.run.task_end import ASK_AGAIN
+from kling_render.run.task_end import TaskEnds
+from kling_render.store.cache import CachedClip
 from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
 from kling_render.store.remote.clips import RemoteClip
+from kling_render.store.remote.connect import Remote
 
-if TYPE_CHECKING:
-    from kling_render.run.remote_gate import RemoteGate
-    from kling_render.run.scheduler import _Run
-    from kling_render.store.remote.connect import Remote
+__all__ = ["Follower", "GateView"]
 
-__all__ = ["Follower"]
+
+class GateView(Protocol):
+    """What a follower uses of the remote gate (run/remote_gate.py) that made it."""
+
+    run: Run
+    account: Account
+    ends: TaskEnds
+    remote: Remote
+    provider: str
+    held: dict[str, Claim]
+    ended: dict[str, dict[str, TaskResult | None]]
+    on_remote: set[str]
+
+    @property
+    def owner(self) -> Owner: ...
+
+    async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None: ...
+
+    def over_cap(self, job: Job, claim: Claim) -> str | None: ...
+
+    def refused_message(self, claim: Claim) -> str: ...
+
 
 MIN_WAIT = 0.5  # seconds between looks at a claim held by a run that is submitting
 
@@ -37,12 +60,12 @@ MIN_WAIT = 0.5  # seconds between looks at a claim held by a run that is submitt
 class Follower:
     """The shots of one run whose claim another run holds (see the module docstring)."""
 
-    def __init__(self, gate: RemoteGate) -> None:
+    def __init__(self, gate: GateView) -> None:
         self.gate = gate
         self.told: dict[str, str] = {}  # shot id -> the last following/waiting event, said once
 
     @property
-    def run(self) -> _Run:
+    def run(self) -> Run:
         return self.gate.run
 
     @property
@@ -119,7 +142,7 @@ class Follower:
                 return False if await self._failed_for_good(job, claim, task_id, result) else None
             return True
         self.say(job, "following", claim, f"task {task_id} of {claim.record.owner}", task_id=task_id)
-        result = await run.wait_for(job, task_id, fresh=False)
+        result = await wait_for(run, self.gate.account, self.gate.ends, job, task_id, fresh=False)
         if result is None:  # the poll failed or timed out: the shot failed this run, the task runs on
             return False
         if result.completed and result.output_url:
@@ -127,7 +150,7 @@ class Follower:
             if clip is not None:  # its holder pushed it meanwhile
                 await self.use_remote_clip(job, clip)
                 return False
-            end = await run.ends.fetch(job, task_id, result.output_url)
+            end = await self.gate.ends.fetch(job, task_id, result.output_url)
             if end == "done" and job.key in self.gate.on_remote:
                 await self._close_followed(job, claim)
             if end != "retry":
@@ -135,14 +158,7 @@ class Follower:
             ended[task_id] = None
             return None
         ended[task_id] = result
-        run.state.change_task(
-            job.key,
-            run.ends.ledger_index(job, task_id),
-            outcome="failed" if result.refunded else "failed_charged",
-            code=result.code,
-            cause=result.cause,
-            error=result.error,
-        )
+        self.gate.account.foreign_failure(job, self.gate.ends.ledger_index(job, task_id), result)
         return None
 
     async def _close_followed(self, job: Job, claim: Claim) -> None:
@@ -224,15 +240,13 @@ class Follower:
         if self.run.options.resubmit_unknown:
             return await self._take(job, claim, f"{why}; submitted again (--resubmit-unknown)")
         hint = "check the provider's dashboard, then re-run with --resubmit-unknown to submit it again"
-        outcome = self.run.report.outcomes[job.shot_id]
-        outcome.status, outcome.error = "unknown", f"{why}; {hint}"
-        self.run.emit("unknown", job, message=outcome.error)
+        self.run.say_unknown(job, f"{why}; {hint}")
         return False
 
     async def use_remote_clip(self, job: Job, clip: RemoteClip) -> None:
         """The key's clip is on the remote: pull it and count the shot as cached ($0)."""
         if await self.gate.pull(job, clip) is None:
-            self.run.fail(job, self.gate.refusals[job.key])
+            self.run.fail(job, self.gate.account.refusals[job.key])
             return
         self.run.mark_cached(job)
 

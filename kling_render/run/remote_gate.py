@@ -33,20 +33,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from kling_render.errors import RemoteError, RemoteIntegrityError
 from kling_render.jobs import Job, TaskResult
-from kling_render.run.reconcile import fingerprint
+from kling_render.money import ASK_AGAIN, Account
+from kling_render.plan.keys import fingerprint
+from kling_render.records.lifecycle import Status, claim_close
+from kling_render.run.context import Run
 from kling_render.run.remote_follow import Follower
-from kling_render.run.task_end import ASK_AGAIN
+from kling_render.run.task_end import TaskEnds
 from kling_render.store.cache import CachedClip, ClipMeta
 from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
 from kling_render.store.remote.clips import PushConflict, RemoteClip
-
-if TYPE_CHECKING:
-    from kling_render.run.scheduler import _Run
-    from kling_render.store.remote.connect import Remote
+from kling_render.store.remote.connect import Remote
 
 __all__ = ["RemoteGate"]
 
@@ -59,14 +59,15 @@ CLAIM_ROUNDS = 5  # lost compare-and-swaps in a row before a claim counts as con
 class RemoteGate:
     """The remote steps of one run (see the module docstring)."""
 
-    def __init__(self, run: _Run, remote: Remote) -> None:
+    def __init__(self, run: Run, account: Account, remote: Remote) -> None:
         self.run = run
+        self.account = account
+        self.ends: TaskEnds = TaskEnds(run, account, self.keep)  # the task-end rules, keeping through the remote
         self.remote = remote
         self.provider = run.provider.name
         self.claims_on = run.provider.charges  # a free provider's shots cost nothing twice
         self.held: dict[str, Claim] = {}  # key -> the claim this run holds, as last written
         self.on_remote: set[str] = set()  # keys whose clip record the remote holds
-        self.refusals: dict[str, str] = {}  # key -> why nothing may be submitted for it this run
         self.ended: dict[str, dict[str, TaskResult | None]] = {}  # key -> tasks seen ending without a clip
         self.handoffs: dict[str, int] = {}  # shot id -> times its submit found another run's claim
         self.handed: set[str] = set()  # shots whose last claim found another run's: see handed_off
@@ -87,7 +88,7 @@ class RemoteGate:
         listed = await self.remote.clips.keys(self.provider)
         self.on_remote |= listed
         first: dict[str, Job] = {}
-        for job in run.jobs:
+        for job in run.jobs.values():
             first.setdefault(job.key, job)
         gate = asyncio.Semaphore(TRANSFERS_AT_ONCE)
 
@@ -102,6 +103,12 @@ class RemoteGate:
 
         await asyncio.gather(*(transfer(job) for job in first.values()))
 
+    async def fetch_listed(self, job: Job) -> None:
+        """A step whose key became known during the run: its clip is pulled if the remote had it
+        at the start (a clip recorded since is found by its claim)."""
+        if job.key in self.on_remote and self.run.cache.get(self.provider, job.key) is None:
+            await self.pull(job)
+
     async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None:
         """Bring the key's clip from the remote into the local cache; None (and a refusal for the
         key: nothing is submitted for a clip the remote holds) when it cannot be used."""
@@ -111,10 +118,10 @@ class RemoteGate:
                 clips.fetch(clip, self.run.cache) if clip else clips.pull(self.provider, job.key, self.run.cache)
             )
         except RemoteIntegrityError as exc:
-            self.refusals[job.key] = f"its clip on the remote is not used: {exc}"
+            self.account.refusals[job.key] = f"its clip on the remote is not used: {exc}"
             return None
         except RemoteError as exc:
-            self.refusals[job.key] = (
+            self.account.refusals[job.key] = (
                 f"its clip is on the remote but could not be pulled ({exc}); the next run tries again"
             )
             return None
@@ -147,7 +154,7 @@ class RemoteGate:
         (another run holds it: see :meth:`elsewhere`), "stop" (the shot failed, nothing submitted)."""
         if not self.claims_on:
             return "go"
-        refusal = self.refusals.get(job.key)
+        refusal = self.account.refusals.get(job.key)
         if refusal is not None:
             self.run.fail(job, refusal)
             return "stop"
@@ -222,17 +229,7 @@ class RemoteGate:
 
     def over_cap(self, job: Job, claim: Claim) -> str | None:
         """Why a new task would break the lifetime cap, counting every machine's tasks on the key."""
-        run = self.run
-        if run.options.retry_failed:
-            return None
-        cap = run.options.max_task_attempts
-        created = max(claim.record.attempts, run.state.ledger(job.key).created)
-        if created < cap:
-            return None
-        return (
-            f"these inputs have created {created} tasks over all machines (its claim on the remote counts "
-            f"them), the cap of {cap} (failed and unusable ones count): {ASK_AGAIN} to allow more"
-        )
+        return self.account.cap_refusal(job, remote_attempts=claim.record.attempts)
 
     def refused_message(self, claim: Claim) -> str:
         record = claim.record
@@ -361,19 +358,26 @@ class RemoteGate:
         if claim is None or claim.record.status != "active":
             return
         run = self.run
-        outcome = run.report.outcomes[job.shot_id]
         record = run.state.get(job.shot_id)
-        change: dict[str, Any] | None = None
-        if outcome.status in ("done", "cached"):
-            if job.key in self.on_remote:  # else others follow its task and push the clip themselves
-                change = {"status": "done", "output_sha256": record.output_sha256 if record else None}
-        elif outcome.status == "failed":
-            if record is None or record.status != "submitted":  # a task still running keeps its claim
-                blocked = run.state.ledger(job.key).blocked is not None
-                change = {"status": "failed", "error": outcome.error, "permanent": blocked}
-        elif outcome.status == "pending" and claim.task_id is None:
+        status = record.status if record is not None else Status.PENDING
+        close = claim_close(
+            status,
+            on_remote=job.key in self.on_remote,
+            task_open=status is Status.SUBMITTED,
+            submitted_any=claim.task_id is not None,
+        )
+        change: dict[str, Any]
+        if close == "done":
+            change = {"status": "done", "output_sha256": record.output_sha256 if record else None}
+        elif close == "failed":
+            change = {
+                "status": "failed",
+                "error": run.outcome(job).error,
+                "permanent": run.state.ledger(job.key).blocked is not None,
+            }
+        elif close == "released":
             change = {"status": "released"}
-        if change is None:
+        else:
             return
         try:
             finished = await self.remote.claims.finish(claim, **change)
@@ -385,7 +389,7 @@ class RemoteGate:
 
     def warn(self, job: Job, text: str, *, keep: bool = True) -> None:
         """A remote problem that did not stop the shot: shown with it at the end of the run."""
-        outcome = self.run.report.outcomes[job.shot_id]
+        outcome = self.run.outcome(job)
         if keep:
             self.warnings.setdefault(job.shot_id, []).append(text)
         if text not in (outcome.warning or ""):

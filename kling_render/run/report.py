@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kling_render.records.ledger import DEFAULT_TASK_CAP
+from kling_render.records.lifecycle import OutcomeStatus
 
 RECONCILE_GRACE = 60.0  # seconds after a submit before the task list may prove it created nothing
 
@@ -26,9 +27,6 @@ class RunOptions:
     # Seconds after a submit before a task list without it proves the submit created nothing (a
     # new task may take a moment to be listed). Tests shorten it; the product keeps 60 s.
     reconcile_grace: float = RECONCILE_GRACE
-
-
-OutcomeStatus = Literal["pending", "cached", "done", "failed", "unknown"]
 
 
 @dataclass
@@ -71,6 +69,7 @@ class RunReport:
     budget_usd: float | None = None
     budget_stopped: bool = False
     account_stopped: str | None = None  # why the account cannot run tasks: no more submits this run
+    key_rejected: bool = False  # the provider rejected the API key (401/403): exit 2, fix the key
     interrupted: bool = False
 
     @property
@@ -80,11 +79,14 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """130 interrupted, 3 budget stop, 1 a shot failed or is unknown, else 0 (SPEC §2)."""
+        """130 interrupted, 3 budget stop, 2 the API key was rejected (a usage problem: re-running
+        as it is cannot help), 1 a shot failed or is unknown, else 0 (SPEC §2)."""
         if self.interrupted:
             return 130
         if self.budget_stopped:
             return 3
+        if self.key_rejected:
+            return 2
         if any(o.status in ("failed", "unknown", "pending") for o in self.outcomes.values()):
             return 1
         return 0

@@ -1,32 +1,46 @@
-"""What happens when a task ends (SPEC §6): a failed task is refunded and replaced by its cause,
-an unusable result is paid and counted, a completed one is fetched, verified and cached, an expired
-one is given up. Each is recorded in the shot's record and in its key's ledger."""
+"""What happens when a task ends (SPEC §6): a failed task is refunded and replaced by its cause, a
+completed one is fetched, checked and cached, an expired one is given up; what it cost goes
+through the account (money.py), what the step becomes through a lifecycle move.
+
+Free first: a task that completed (and was paid) but whose output cannot be used (no output URL,
+not a clip, an output that fails its check) is never paid for again in the same run. The step
+fails with its task kept, and the next run fetches that task's output again, which is free while
+the provider keeps it (WaveSpeed: 7 days). Only when a task already found unusable fails again is
+a replacement paid, within the key's lifetime cap.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import Literal
 
 from kling_render.errors import DownloadError, FFmpegError, OutputGoneError, TransientError
 from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
+from kling_render.money import ASK_AGAIN, Account
 from kling_render.records.ledger import TaskEntry
+from kling_render.records.lifecycle import Move, Status, TaskOutcome
 from kling_render.records.state import now_iso
-from kling_render.store.cache import ClipMeta
+from kling_render.run.context import Run
+from kling_render.store.cache import CachedClip, ClipMeta
 
-if TYPE_CHECKING:
-    from kling_render.run.scheduler import _Run
+__all__ = ["Keep", "TaskEnd", "TaskEnds"]
 
 TaskEnd = Literal["done", "retry", "stop"]
-ASK_AGAIN = "change the shot's inputs, bump its `take`, or render with --retry-failed"
+Keep = Callable[[Job, Path, ClipMeta, str], Awaitable[CachedClip]]
+"""Puts a checked output away (through the remote when there is one) and returns its cache entry."""
 
 
 class TaskEnds:
     """The task-end rules of one run."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: Run, account: Account, keep: Keep) -> None:
         self.run = run
+        self.account = account
+        self.keep = keep
 
     def ledger_index(self, job: Job, task_id: str) -> int:
         """The ledger entry of ``task_id`` (one is added when the state file lacks it)."""
@@ -36,12 +50,12 @@ class TaskEnds:
             if tasks[index].task_id == task_id:
                 return index
         record = run.state.get(job.shot_id)
-        entry = TaskEntry(job.shot_id, record.submitted_at if record else None, 0.0, task_id, "submitted")
+        entry = TaskEntry(job.shot_id, record.submitted_at if record else None, 0.0, task_id, TaskOutcome.SUBMITTED)
         return run.state.add_task(job.key, entry, flush=False)
 
     def gone_for_good(self, job: Job, task_id: str, problem: str) -> bool:
         """A task or output the provider answers "not found" for, submitted longer ago than the
-        provider keeps them: nothing will bring it back, so the shot fails *with* its task given
+        provider keeps them: nothing will bring it back, so the step fails *with* its task given
         up, and the next run submits a new one (it is paid again, and the plan and the budget
         count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
         run = self.run
@@ -55,7 +69,7 @@ class TaskEnds:
             return False
         if age <= keep:
             return False
-        run.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="gone")
+        self.account.gone(job, self.ledger_index(job, task_id))
         run.fail(
             job,
             f"task {task_id} is gone ({problem}): it was submitted {age / 86400:.1f} days ago and "
@@ -70,28 +84,8 @@ class TaskEnds:
         run = self.run
         code = f" (code {result.code})" if result.code else ""
         problem = f"task {task_id} {result.status}{code}: {result.error or 'no reason given'}"
-        run.state.change_task(
-            job.key,
-            self.ledger_index(job, task_id),
-            flush=False,
-            outcome="failed" if result.refunded else "failed_charged",
-            code=result.code,
-            cause=result.cause,
-            error=result.error,
-        )
-        outcome = run.report.outcomes[job.shot_id]
-        outcome.error_code = result.code
-        record = run.state.get(job.shot_id)
-        assert record is not None
-        money = "refunded"
-        if result.refunded:
-            run.committed -= job.cost_usd  # refunded: it no longer weighs on the budget
-            run.report.refunded_usd += job.cost_usd
-            outcome.refunded_usd += job.cost_usd
-            run.state.update(job.shot_id, refunded_usd=record.refunded_usd + job.cost_usd, error_code=result.code)
-        else:  # the provider may have billed it (fal: a 422 after its runner ran): it stays spent
-            money = "it may have been charged"
-            run.state.update(job.shot_id, error_code=result.code)
+        refunded = self.account.refund(job, self.ledger_index(job, task_id), result)
+        money = "refunded" if refunded else "it may have been charged"
         if result.cause == "permanent" and run.provider.charges:
             run.fail(
                 job,
@@ -102,28 +96,40 @@ class TaskEnds:
         return self.replace_task(job, f"{problem} ({money})", code=result.code)
 
     def unusable(self, job: Job, task_id: str, problem: str) -> TaskEnd:
-        """A task completed (and was paid) without a usable clip: it counts against the key's cap."""
+        """A task completed (and was paid) without a usable output (see the module docstring)."""
         run = self.run
-        run.state.change_task(
-            job.key, self.ledger_index(job, task_id), flush=False, outcome="unusable", error=problem
+        index = self.ledger_index(job, task_id)
+        again = run.state.ledger(job.key).tasks[index].outcome == TaskOutcome.UNUSABLE
+        self.account.unusable(job, index, problem)
+        text = f"task {task_id} {problem} (paid)"
+        if again and not self.account.paid_this_run(job) and run.provider.charges:
+            return self.replace_task(job, f"{text}; its output failed again after being fetched a second time")
+        if not run.provider.charges:  # a free provider's task costs nothing to replace
+            return self.replace_task(job, text)
+        keep = run.provider.output_retention
+        kept = f" while {run.provider.name} keeps it ({keep / 86400:g} days)" if keep else ""
+        run.keep_task(
+            job,
+            f"{text}; the next run fetches its output again, free{kept}, and pays a new task only if that fails too",
         )
-        return self.replace_task(job, f"task {task_id} {problem} (paid)")
+        return "stop"
 
     def replace_task(self, job: Job, problem: str, *, code: str | None = None) -> TaskEnd:
-        """Submit a new task for ``job`` when the cap (and the run) allows, else fail the shot."""
+        """Submit a new task for ``job`` when the cap (and the run) allows, else fail the step."""
         run = self.run
-        reason = None if run.stop_submitting else run.submit_refusal(job)
-        if run.stop_submitting or reason is not None:
-            run.fail(job, f"{problem}; {reason}" if reason else problem, code=code)
+        stopped = self.account.stopped
+        reason = stopped if stopped is not None else self.account.refusal(job)
+        if reason is not None:
+            run.fail(job, f"{problem}; {reason}", code=code)
             return "stop"
-        run.state.update(job.shot_id, status="pending", error=problem)
-        run.emit("retry", job, message=problem)
+        run.move(job, Move.REPLACE, message=problem, error=problem)
         return "retry"
 
     async def fetch(self, job: Job, task_id: str, url: str) -> TaskEnd:
+        """Download, check and keep the output of a completed task (``download_attempts`` tries)."""
         run = self.run
         fetch_error: str | None = None
-        bad_clip: str | None = None
+        bad_output: str | None = None
         gone = False
         for _ in range(max(1, run.options.download_attempts)):
             with run.cache.temp_file() as tmp:
@@ -133,12 +139,12 @@ class TaskEnds:
                     if not tmp.is_file() or tmp.stat().st_size == 0:
                         raise DownloadError("the download is empty")
                 except (DownloadError, TransientError) as exc:
-                    fetch_error, bad_clip, gone = str(exc), None, isinstance(exc, OutputGoneError)
+                    fetch_error, bad_output, gone = str(exc), None, isinstance(exc, OutputGoneError)
                     continue
                 try:
                     duration, media = await run.fetcher.call(run.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
-                    fetch_error, bad_clip = None, f"not a valid clip: {exc}"
+                    fetch_error, bad_output = None, f"not a valid clip: {exc}"
                     continue
                 warning = None
                 tolerance = run.options.duration_tolerance
@@ -152,30 +158,26 @@ class TaskEnds:
                         "uses its real length"
                     )
                 digest = await run.fetcher.call(sha256_file, tmp)
-                meta = ClipMeta(duration, job.model, task_id, media)
-                if run.gate is not None:  # to the shared remote first (remote/gate.py), then the cache
-                    entry = await run.gate.keep(job, tmp, meta, digest)
-                else:  # in the pool too: the move syncs the disk and may wait for another run's cache lock
-                    entry = await run.fetcher.call(run.cache.put, run.provider.name, job.key, tmp, meta, sha256=digest)
+                entry = await self.keep(job, tmp, ClipMeta(duration, job.model, task_id, media), digest)
             run.emit("downloaded", job, task_id=task_id)
-            run.state.change_task(job.key, self.ledger_index(job, task_id), flush=False, outcome="done")
-            run.state.update(
-                job.shot_id, status="done", output_sha256=entry.sha256, error=None, finished_at=now_iso()
+            self.account.fetched(job, self.ledger_index(job, task_id))
+            outcome = run.outcome(job)
+            record = run.record(job)
+            own = record.status is Status.SUBMITTED and record.task_id == task_id
+            run.move(
+                job,
+                Move.FETCHED if own else Move.FOLLOWED,  # another machine's task, followed through its claim
+                paid=outcome.cost_usd - outcome.refunded_usd,
+                message=warning,
+                output_sha256=entry.sha256,
+                error=None,
+                finished_at=now_iso(),
             )
             run.record_lock(job, task_id, entry.sha256, entry.duration)
-            outcome = run.report.outcomes[job.shot_id]
-            outcome.status, outcome.clip, outcome.error, outcome.warning = "done", entry.path, None, warning
-            run.emit("done", job, task_id=task_id, cost_usd=outcome.cost_usd - outcome.refunded_usd, message=warning)
+            outcome.clip, outcome.warning = entry.path, warning
             return "done"
-        if bad_clip is not None:
-            return self.unusable(job, task_id, f"gave an unusable result: {bad_clip}")
+        if bad_output is not None:
+            return self.unusable(job, task_id, f"gave an unusable result: {bad_output}")
         if gone and self.gone_for_good(job, task_id, f"its output: {fetch_error}"):
             return "stop"
-        run.fail(
-            job,
-            f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again",
-            keep_task=True,
-        )
-        return "stop"
-
-
+        return self.unusable(job, task_id, f"could not be downloaded: {fetch_error}")

@@ -23,8 +23,6 @@ grow with the number of edits. "Used" is the sidecar's mtime, touched at each us
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import filelock
 
+from kling_render.plan.keys import doc_key
 from kling_render.store.cache import ClipCache, ClipMeta, Quarantined
 
 __all__ = ["AREA", "SegmentStore", "Sweep", "segment_key"]
@@ -46,8 +45,7 @@ MIN_AREA_BYTES = 2 * 1024**3
 
 def segment_key(identity: Mapping[str, object]) -> str:
     """The cache key of a segment: the sha256 of its identity as canonical JSON."""
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return doc_key(identity, ascii_only=True)
 
 
 @dataclass(frozen=True)

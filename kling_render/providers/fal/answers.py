@@ -32,7 +32,8 @@ FREE_ERROR_TYPES = frozenset({
 # Failures of the inputs: the same request fails the same way again.
 INPUT_ERROR_TYPES = frozenset({"content_policy_violation", "validation_error", "bad_request"})
 BALANCE = re.compile(r"\b(balance|exhausted|insufficient (funds|credits?)|top[ -]?up|payment required|locked)\b", re.I)
-ACCOUNT_HINT = "top up the fal balance (or fix FAL_KEY), then run the same command again"
+KEY_HINT = "check FAL_KEY (a key from fal's dashboard, Keys page), then run the same command again"
+BALANCE_HINT = "top up the fal balance (fal's dashboard, Billing), then run the same command again"
 QUEUE_STATES = {"IN_QUEUE": "queued", "IN_PROGRESS": "processing"}
 
 
@@ -93,9 +94,9 @@ def _kind(value: Any) -> str | None:
 def raise_account(reply: FalReply, what: str) -> None:
     """AuthError / AccountError when the answer says the account cannot run requests."""
     if reply.status == 402 or (reply.status in (401, 403) and BALANCE.search(reply.message)):
-        raise AccountError(f"{what}: the account cannot pay ({reply.status}): {reply.message}; {ACCOUNT_HINT}")
+        raise AccountError(f"{what}: the account cannot pay ({reply.status}): {reply.message}; {BALANCE_HINT}")
     if reply.status in (401, 403):
-        raise AuthError(f"{what}: the API key was rejected ({reply.status}): {reply.message}; {ACCOUNT_HINT}")
+        raise AuthError(f"{what}: the API key was rejected ({reply.status}): {reply.message}; {KEY_HINT}")
 
 
 def failure(status: int | None, error_type: str | None) -> tuple[FailureCause, bool]:

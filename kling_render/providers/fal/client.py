@@ -48,6 +48,7 @@ from kling_render.errors import (
 )
 from kling_render.fsutil import atomic_write_json, sha256_file
 from kling_render.jobs import Job, ListedTask, MediaRef, TaskResult, shown_id, valid_task_id
+from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
 from kling_render.providers.download import describe, is_http
@@ -159,12 +160,10 @@ class FalProvider(Provider):
             raise SubmitRefusedError(f"shot {job.shot_id!r}: {exc}", exc.retry_after) from exc
         return {name: _wire(value, urls) for name, value in job.params.items()}
 
-    async def submit(self, job: Job) -> str:
-        return await self.send(job, await self.prepare(job))
-
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
-        """The one paid POST: ``{queue}/{endpoint}``, once. The request id it answers is returned at
-        once (its URLs recorded beside the clip cache first, as fal gave them)."""
+    async def send(self, reservation: Reservation) -> str:
+        """The one paid POST: ``{queue}/{endpoint}`` with the reservation's body, once. The request id
+        it answers is returned at once (its URLs recorded beside the clip cache first, as fal gave them)."""
+        job, body = reservation.job, reservation.use()
         endpoint = job.wire_model
         url = f"{self.queue_url}/{endpoint}"
         what = f"submit of shot {job.shot_id!r} ({job.model})"

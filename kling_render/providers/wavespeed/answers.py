@@ -25,7 +25,8 @@ TRANSIENT_STATES = frozenset({"timeout", "cancelled", "canceled"})
 BALANCE = re.compile(
     r"\b(balance|insufficient (funds|credits?)|top[ -]?up|recharge|out of credits?|payment required)\b", re.I
 )
-ACCOUNT_HINT = "top up the WaveSpeed balance (or fix WAVESPEED_API_KEY), then run the same command again"
+KEY_HINT = "check WAVESPEED_API_KEY (a key from WaveSpeed's API keys page), then run the same command again"
+BALANCE_HINT = "top up the WaveSpeed balance, then run the same command again (it resumes)"
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,9 @@ def raise_account(reply: Reply, what: str) -> None:
     codes = {reply.status, reply.effective}
     if codes & {401, 403}:
         status = 401 if 401 in codes else 403
-        raise AuthError(f"{what}: the API key was rejected ({status}): {reply.message}; {ACCOUNT_HINT}")
+        raise AuthError(f"{what}: the API key was rejected ({status}): {reply.message}; {KEY_HINT}")
     if 402 in codes or (reply.effective != 200 and BALANCE.search(reply.message)):
-        raise AccountError(f"{what}: the account cannot pay {reply.how()}: {reply.message}; {ACCOUNT_HINT}")
+        raise AccountError(f"{what}: the account cannot pay {reply.how()}: {reply.message}; {BALANCE_HINT}")
 
 
 def failure_cause(status: str, code: int | None) -> FailureCause:

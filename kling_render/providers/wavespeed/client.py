@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ from kling_render.jobs import (
     shown_id,
     valid_task_id,
 )
+from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
 from kling_render.providers.download import describe, is_http
@@ -147,10 +149,8 @@ class WaveSpeedProvider(Provider):
             raise SubmitRefusedError(f"shot {job.shot_id!r}: {exc}", exc.retry_after) from exc
         return {name: _wire(value, urls) for name, value in job.params.items()}
 
-    async def submit(self, job: Job) -> str:
-        return await self.send(job, await self.prepare(job))
-
-    async def send(self, job: Job, body: Mapping[str, Any]) -> str:
+    async def send(self, reservation: Reservation) -> str:
+        job, body = reservation.job, reservation.use()
         model = job.model.removeprefix(_MODEL_PREFIX)
         url = f"{self.base_url}/api/v3/{job.wire_model}"
         what = f"submit of shot {job.shot_id!r} ({model})"
@@ -382,6 +382,8 @@ class WaveSpeedProvider(Provider):
         value = reply.data.get("unit_price")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProviderError(f"{what}: the answer has no unit_price")
+        if not math.isfinite(value) or value < 0:  # JSON parsers take NaN, Infinity and 1e999
+            raise ProviderError(f"{what}: the answer's unit_price {value!r} is not a price (a finite number ≥ 0)")
         return float(value)
 
     # -- download -----------------------------------------------------------------------

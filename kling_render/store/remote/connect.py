@@ -10,6 +10,7 @@ from kling_render.retry import RetryPolicy
 from kling_render.store.remote.claims import Claims, Owner
 from kling_render.store.remote.clips import RemoteClips
 from kling_render.store.remote.config import RemoteURL, parse_remote_url, s3_settings
+from kling_render.store.remote.spend import RemoteSpend
 from kling_render.store.remote.store import RemoteStore, open_store
 
 __all__ = ["Remote", "RemoteURL", "open_remote", "remote_for", "resolve_remote_url"]
@@ -26,6 +27,10 @@ class Remote:
     @property
     def url(self) -> RemoteURL:
         return self.store.url
+
+    def spend(self, plan_id: str) -> RemoteSpend:
+        """The project's spend record for ``plan_id`` (store/remote/spend.py)."""
+        return RemoteSpend(self.store, plan_id, self.claims.clock)
 
     def __repr__(self) -> str:
         return f"Remote({str(self.url)!r})"

@@ -54,6 +54,31 @@ CREATE_TRIES = 3  # a create answered 409 while nothing is there (a conflicting 
 # A refusal obstore reports as a generic error (a LIST answered 403 is not mapped to PermissionDenied).
 _DENIED = re.compile(r"status code: 40[13]\b|<Code>(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)</Code>")
 _TRANSIENT = re.compile(r"status code: (5\d\d|429)|HTTP error|SlowDown|InternalError|timed out|connection", re.I)
+_XML_CODE = re.compile(r"<Code>([^<]{1,80})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{1,200})</Message>")
+_STATUS = re.compile(r"status code: (\d{3})")
+# No credentials in the environment: the AWS client then asks the instance metadata service (or
+# an ECS/web-identity source), which is not there off EC2.
+_METADATA = re.compile(r"169\.254\.169\.254|169\.254\.170\.2|fd00:ec2::254|/latest/api/token|credential", re.I)
+_UNREACHABLE = re.compile(
+    r"error sending request|connection refused|dns error|failed to lookup|timed out|tcp connect", re.I
+)
+# What a store's own error code means, and the variable that fixes it.
+_CODES = {
+    "NoSuchBucket": "the bucket {bucket!r} does not exist{at}: check the bucket in KLING_RENDER_REMOTE "
+    "(s3://BUCKET/prefix){endpoint_hint}",
+    "InvalidAccessKeyId": "the store does not know the key id in AWS_ACCESS_KEY_ID{at}: check AWS_ACCESS_KEY_ID "
+    "and AWS_SECRET_ACCESS_KEY{endpoint_hint}",
+    "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID (the signature was refused): "
+    "check both",
+    "ExpiredToken": "the session token has expired: renew AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+    "AWS_SESSION_TOKEN",
+    "InvalidToken": "AWS_SESSION_TOKEN was refused: renew it, or unset it for long-term keys",
+    "AccessDenied": "access denied: the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) may not do this "
+    "on the bucket (reading needs s3:GetObject and s3:ListBucket; rendering also s3:PutObject)",
+    "AuthorizationHeaderMalformed": "the request was refused for its region: set AWS_REGION to the bucket's region",
+    "PermanentRedirect": "the bucket is in another region: set AWS_REGION to the bucket's region",
+}
 
 
 @dataclass(frozen=True)
@@ -99,9 +124,13 @@ class RemoteStore:
         secrets: Iterable[str] = (),
         policy: RetryPolicy | None = None,
         cas_lock: Path | None = None,
+        endpoint: str | None = None,
+        has_keys: bool = False,
     ) -> None:
         self._store = store
         self.url = url
+        self.endpoint = endpoint  # AWS_ENDPOINT_URL, named in messages (None: the provider's own)
+        self.has_keys = has_keys  # credentials came from the AWS variables
         self._secrets = tuple(s for s in secrets if len(s) >= 4)
         self.policy = policy or default_policy()
         self._cas_lock = cas_lock  # file:// only: the lock that makes read-compare-write atomic
@@ -263,27 +292,77 @@ class RemoteStore:
             raise self._map_error(exc, what) from None
 
     def _map_error(self, exc: Exception, what: str) -> RemoteError:
+        """One line: what failed, what is wrong in the user's words, and the variable that fixes it;
+        never the store's XML, its request URL or the metadata service's noise."""
         from obstore.exceptions import GenericError, PermissionDeniedError, UnauthenticatedError
 
         detail = self.redact(_first_lines(str(exc)) or type(exc).__name__)
         where = f"{what} on the remote {self.url}"
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):
-            return RemoteError(
-                f"{where} was refused (access denied): check the credentials (AWS_ACCESS_KEY_ID, "
-                f"AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and what they may do on the bucket; {detail}"
-            )
         if isinstance(exc, filelock.Timeout):
             return RemoteError(f"{where} failed: the lock {exc.lock_file} stayed held for 60 s")
         if "builder error" in detail:  # obstore refuses the URL itself (e.g. http not allowed)
-            return RemoteError(f"{where} failed: the endpoint URL is not usable ({detail})")
+            return RemoteError(f"{where} failed: the endpoint URL is not usable; check AWS_ENDPOINT_URL")
+        explained = self._explain(detail, denied=isinstance(exc, PermissionDeniedError | UnauthenticatedError))
+        if explained is not None and explained.startswith("access denied: "):
+            return RemoteError(f"{where} was refused (access denied): {explained.removeprefix('access denied: ')}")
+        if explained is not None:
+            return RemoteError(f"{where} failed: {explained}")
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or _DENIED.search(detail):
+            return RemoteError(
+                f"{where} was refused (access denied{_code_text(detail)}): check AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) and what they may do on the bucket"
+            )
         if isinstance(exc, GenericError | TimeoutError | ConnectionError) and _TRANSIENT.search(detail):
-            return RemoteTransientError(f"{where} failed: {detail}")
-        return RemoteError(f"{where} failed: {detail}")
+            if _UNREACHABLE.search(detail):
+                return RemoteTransientError(f"{where} failed: {self._unreachable()}")
+            return RemoteTransientError(f"{where} failed: {_short(detail)}")
+        return RemoteError(f"{where} failed: {_short(detail)}")
+
+    def _explain(self, detail: str, *, denied: bool = False) -> str | None:
+        """The cause of an S3 answer in words, from its error code, or from the metadata service
+        being asked (no credentials); None when the detail says neither."""
+        if self.url.scheme != "s3":
+            return None
+        denied = denied or _DENIED.search(detail) is not None
+        # Without keys the client asks the metadata service, or sends the request unsigned: a
+        # refusal then means "no credentials", whatever the store calls it.
+        if not self.has_keys and (_METADATA.search(detail) or denied):
+            return (
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
+                "temporary ones); none are set and no instance role answered"
+            )
+        code = _XML_CODE.search(detail)
+        template = _CODES.get(code.group(1)) if code else None
+        if template is None:
+            return None
+        at = f" at {self.endpoint}" if self.endpoint else ""
+        endpoint_hint = " and AWS_ENDPOINT_URL" if self.endpoint else ""
+        return template.format(bucket=self.url.bucket, at=at, endpoint_hint=endpoint_hint)
+
+    def _unreachable(self) -> str:
+        if self.endpoint:
+            return f"cannot reach {self.endpoint}: check AWS_ENDPOINT_URL (and the network)"
+        return "cannot reach the storage service: check the network, AWS_REGION, or set AWS_ENDPOINT_URL"
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _code_text(detail: str) -> str:
+    code = _XML_CODE.search(detail)
+    return f": {code.group(1)}" if code else ""
+
+
+def _short(detail: str) -> str:
+    """A store's answer without its request line and XML: ``404 Not Found: NoSuchKey (The ...)``."""
+    code, message, status = _XML_CODE.search(detail), _XML_MESSAGE.search(detail), _STATUS.search(detail)
+    if code is None and message is None:
+        return re.sub(r"Error performing \w+ \S+ in [\d.]+\S*s - ", "", detail)
+    parts = [f"status {status.group(1)}" if status else "", code.group(1) if code else ""]
+    text = " ".join(p for p in parts if p)
+    return f"{text} ({message.group(1)})" if message else text
 
 
 def _first_lines(text: str, limit: int = 400) -> str:
@@ -300,7 +379,6 @@ def open_store(url: RemoteURL, s3: S3Settings | None = None, *, policy: RetryPol
     client: ClientConfig = {"connect_timeout": timedelta(seconds=10), "timeout": timedelta(seconds=300)}
     no_retry: RetryConfig = {"max_retries": 0, "retry_timeout": timedelta(seconds=1)}
     prefix = url.prefix or None
-    secrets: tuple[str, ...] = ()
     store: ObjectStore
     if url.scheme == "file":
         assert url.root is not None
@@ -325,11 +403,15 @@ def open_store(url: RemoteURL, s3: S3Settings | None = None, *, policy: RetryPol
         # allow_http is always given: the explicit value overrides an AWS_ALLOW_HTTP in the environment.
         client["allow_http"] = settings.allow_http
         store = S3Store(url.bucket, prefix=prefix, config=config, client_options=client, retry_config=no_retry)
-        secrets = settings.secrets
+        s3_store = RemoteStore(
+            store, url, secrets=settings.secrets, policy=policy, endpoint=settings.endpoint,
+            has_keys=bool(settings.access_key_id and settings.secret_access_key),
+        )  # fmt: skip
+        return s3_store
     elif url.scheme == "gs":
         client["allow_http"] = False
         store = GCSStore(url.bucket, prefix=prefix, client_options=client, retry_config=no_retry)
     else:
         client["allow_http"] = False
         store = AzureStore(url.bucket, prefix=prefix, client_options=client, retry_config=no_retry)
-    return RemoteStore(store, url, secrets=secrets, policy=policy)
+    return RemoteStore(store, url, policy=policy)

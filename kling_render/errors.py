@@ -162,6 +162,12 @@ class DownloadError(ProviderError):
     pass
 
 
+class DownloadInterrupted(DownloadError):
+    """The download did not finish for a reason that is not the output's: the network (after
+    retries) or this machine's disk. The task is kept and fetched again; it never counts as an
+    unusable result (which, found twice, pays for a replacement)."""
+
+
 class OutputGoneError(DownloadError):
     """The output URL answered 404/410: expired (WaveSpeed keeps outputs 7 days) or never there."""
 

@@ -50,6 +50,10 @@ keep keys out of their errors.
 Media: tiny clips (192×108) by default; ``media="720p"``/``"1080p"`` (``--media``) serves what
 Kling delivers instead: H.264 at 24 fps and a real bitrate (a moving, noisy test pattern,
 ``MEDIA``), each size and duration encoded once into ``kling-render-fake-clips`` in the temp dir.
+Every task gets the same clip, unless ``variants=N`` (``--variants N``): then each prompt gets one
+of N distinct clips (other hue, other noise), in the order prompts are first served, the same one
+for as long as the server runs; a stitch benchmark needs distinct clips (identical ones make
+identical segments, which a segment store encodes once).
 ``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
 
@@ -358,10 +362,13 @@ class FakeWaveSpeed:
         api_key: str = "test-key-0123456789",
         faults: Faults | None = None,
         media: str = "tiny",
+        variants: int = 0,
     ) -> None:
         if media != "tiny" and media not in MEDIA:
             raise ValueError(f"media must be tiny or one of {sorted(MEDIA)}")
         self.latency, self.api_key, self.media = latency, api_key, media
+        self.variants = variants  # 0: one clip for every task; N: one of N distinct clips per prompt
+        self._variant_of: dict[str, int] = {}
         self.faults = faults or Faults()
         self.requests: list[Recorded] = []
         self.tasks: dict[str, Task] = {}
@@ -422,6 +429,15 @@ class FakeWaveSpeed:
                                  "failed": t.error is not None, "code": t.code, "body": t.body,
                                  "requests": self.task_requests[t.id]} for t in self.tasks.values()},
             }  # fmt: skip
+
+    def variant_of(self, task: Task) -> int:
+        """The clip variant a task is served: 0 (the one clip) unless ``variants``; then 1..N by the
+        order its prompt was first served (cycling), so one prompt always gets the same clip."""
+        if not self.variants:
+            return 0
+        prompt = json.dumps(task.body.get("prompt", task.body.get("multi_prompt")), sort_keys=True)
+        with self.lock:
+            return self._variant_of.setdefault(prompt, len(self._variant_of) % self.variants + 1)
 
     def status_of(self, task: Task) -> str:
         elapsed = time.monotonic() - task.created
@@ -748,7 +764,7 @@ class _Handler(BaseHTTPRequestHandler):
         if task.model == "kling-v4.0/video-extend":  # the input clip with the new part joined after it
             seconds += self.fake.extend_input_seconds
         aspect = wanted.get("aspect_ratio", "16:9")
-        data = clip_bytes(seconds, aspect, bool(wanted.get("sound")), self.fake.media)
+        data = clip_bytes(seconds, aspect, bool(wanted.get("sound")), self.fake.media, self.fake.variant_of(task))
         return 200, data, {"Content-Type": "video/mp4"}
 
     def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
@@ -870,7 +886,7 @@ def _corrupt(data: bytes) -> bytes:
 
 
 _clip_lock = threading.Lock()
-_clips: dict[tuple[int, str, bool, str], bytes] = {}
+_clips: dict[tuple[int, str, bool, str, int], bytes] = {}
 
 
 def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
@@ -883,38 +899,51 @@ def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
     return (long, short) if width > height else (short, long) if height > width else (short, short)
 
 
-def clip_bytes(duration: int, aspect: str = "16:9", sound: bool = False, media: str = "tiny") -> bytes:
+def clip_bytes(
+    duration: int, aspect: str = "16:9", sound: bool = False, media: str = "tiny", variant: int = 0
+) -> bytes:
     """A real H.264 MP4 of exactly ``duration`` seconds, generated once and cached on disk: tiny by
-    default, else at ``media`` size and bitrate (``MEDIA``; a noisy moving pattern, ~1-2 MB/s)."""
-    key = (duration, aspect, sound, media)
+    default, else at ``media`` size and bitrate (``MEDIA``; a noisy moving pattern, ~1-2 MB/s);
+    ``variant`` > 0 is another hue and noise seed (a distinct clip of the same kind)."""
+    key = (duration, aspect, sound, media, variant)
     with _clip_lock:
         if key not in _clips:
-            width, height = media_size(aspect, media)
-            cache = Path(tempfile.gettempdir()) / "kling-render-fake-clips"
-            real = "" if media == "tiny" else f"-{MEDIA[media][1]}"
-            dest = cache / f"clip-{duration}s-{width}x{height}{real}-{'a' if sound else 'n'}.mp4"
-            if not dest.exists():
-                from kling_render.media.ffmpeg import run
-
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")
-                if media == "tiny":
-                    lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}"
-                    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-                else:  # temporal noise keeps every frame expensive, as camera grain does
-                    lavfi = f"testsrc2=size={width}x{height}:rate=24:duration={duration},noise=alls=12:allf=t"
-                    rate = MEDIA[media][1]
-                    encode = ["-c:v", "libx264", "-preset", "veryfast", "-b:v", rate, "-maxrate", rate]
-                    encode += ["-bufsize", rate, "-g", "48", "-pix_fmt", "yuv420p"]
-                args = ["-y", "-f", "lavfi", "-i", lavfi]
-                if sound:
-                    args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
-                args += encode
-                args += ["-c:a", "aac"] if sound else []
-                run([*args, "-movflags", "+faststart", str(tmp)], "making a fake clip")
-                os.replace(tmp, dest)
-            _clips[key] = dest.read_bytes()
+            _clips[key] = clip_file(duration, aspect, sound, media, variant).read_bytes()
         return _clips[key]
+
+
+def clip_file(duration: int, aspect: str = "16:9", sound: bool = False, media: str = "tiny", variant: int = 0) -> Path:
+    """The file behind :func:`clip_bytes` (made if missing; its bytes are not held): a benchmark
+    makes the clips a run will serve before it starts the clock."""
+    width, height = media_size(aspect, media)
+    cache = Path(tempfile.gettempdir()) / "kling-render-fake-clips"
+    real = "" if media == "tiny" else f"-{MEDIA[media][1]}"
+    tag = f"-v{variant}" if variant else ""
+    dest = cache / f"clip-{duration}s-{width}x{height}{real}-{'a' if sound else 'n'}{tag}.mp4"
+    if dest.exists():
+        return dest
+    from kling_render.media.ffmpeg import run
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".{os.getpid()}.{threading.get_ident()}.mp4")
+    shade = f",hue=h={variant * 47 % 360}" if variant else ""
+    if media == "tiny":
+        lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}{shade}"
+        encode = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    else:  # temporal noise keeps every frame expensive, as camera grain does
+        seed = f":all_seed={variant}" if variant else ""
+        lavfi = f"testsrc2=size={width}x{height}:rate=24:duration={duration}{shade},noise=alls=12:allf=t{seed}"
+        rate = MEDIA[media][1]
+        encode = ["-c:v", "libx264", "-preset", "veryfast", "-b:v", rate, "-maxrate", rate]
+        encode += ["-bufsize", rate, "-g", "48", "-pix_fmt", "yuv420p"]
+    args = ["-y", "-f", "lavfi", "-i", lavfi]
+    if sound:
+        args += ["-f", "lavfi", "-i", f"sine=frequency={440 + 20 * (variant % 40)}:duration={duration}"]
+    args += encode
+    args += ["-c:a", "aac"] if sound else []
+    run([*args, "-movflags", "+faststart", str(tmp)], "making a fake clip")
+    os.replace(tmp, dest)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -930,6 +959,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-list-inputs", action="store_true", help="the task list ignores include_inputs")
     parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
     parser.add_argument("--media", choices=["tiny", *MEDIA], default="tiny", help="the size of the clips served")
+    parser.add_argument("--variants", type=int, default=0, help="N distinct clips, one per prompt (0: one clip)")
     opts = parser.parse_args(argv)
     kinds = set(opts.chaos_kinds.split(",")) if opts.chaos_kinds else None
     faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds, opts.chaos_fail_code)
@@ -937,7 +967,12 @@ def main(argv: list[str] | None = None) -> int:
         kind, prefix, count = [*spec.split(":"), "/", "1"][:3]
         faults.add(kind, prefix or "/", int(count))
     server = FakeWaveSpeed(
-        host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key, media=opts.media
+        host=opts.host,
+        port=opts.port,
+        latency=opts.latency,
+        api_key=opts.api_key,
+        media=opts.media,
+        variants=opts.variants,
     )
     server.faults = faults
     server.listing_inputs = not opts.no_list_inputs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from kling_render.errors import DownloadError, OutputGoneError, TransientError
+from kling_render.errors import DownloadError, DownloadInterrupted, OutputGoneError, TransientError
 from kling_render.providers import transport as net
 from kling_render.providers.transport import Limits, TooLarge, Transfer
 from kling_render.retry import RetryPolicy
@@ -22,8 +22,9 @@ RetryAfter = Callable[[httpx.Headers], "float | None"]
 async def download(
     client: httpx.AsyncClient, url: str, dest: Path, *, limits: Limits, retry: RetryPolicy, retry_after: RetryAfter
 ) -> None:
-    """Write ``url`` to ``dest`` (a temp path): DownloadError when it cannot (not http(s), over the
-    size cap, stalled, refused), OutputGoneError on 404/410; transient failures are retried."""
+    """Write ``url`` to ``dest`` (a temp path): DownloadError when the output is bad (not http(s), over
+    the size cap, refused, empty), OutputGoneError on 404/410, DownloadInterrupted when the network or
+    this machine's disk failed it (the task is kept); transient failures are retried first."""
     if not is_http(url):
         raise DownloadError(f"refusing a {scheme(url)!r} output URL: only http(s) is downloaded")
     try:
@@ -32,7 +33,7 @@ async def download(
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()  # no partial output behind
         if isinstance(exc, TransientError):
-            raise DownloadError(f"download failed after retries: {exc}") from exc
+            raise DownloadInterrupted(f"download failed after retries: {exc}") from exc
         raise
 
 
@@ -55,7 +56,7 @@ async def _download_once(
                 except httpx.HTTPError as exc:
                     raise DownloadError(f"download: {describe(exc)}") from exc
     except (net.Stalled, net.TimedOut, net.BadEncoding) as exc:
-        raise DownloadError(f"download aborted: {exc}") from exc
+        raise DownloadInterrupted(f"download aborted: {exc}") from exc
     except TooLarge:
         raise DownloadError(f"output exceeds the {limits.download_max_bytes}-byte cap") from None
     raise DownloadError(f"download: more than {MAX_REDIRECTS} redirects")
@@ -76,7 +77,7 @@ async def _save(
         with dest.open("wb") as fh:
             received = await transfer.read(response, fh.write, limits.download_max_bytes)
     except OSError as exc:  # disk full, file too large: the task stays, the next run fetches again
-        raise DownloadError(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
+        raise DownloadInterrupted(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
     encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     if declared is not None and not encoded and received != declared:
         raise TransientError(f"download truncated: {received} of {declared} bytes")

@@ -32,7 +32,7 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from kling_render.errors import DownloadError
+from kling_render.errors import DownloadError, DownloadInterrupted
 from kling_render.fsutil import atomic_path, atomic_write_json
 from kling_render.jobs import Job, MediaRef, TaskResult
 from kling_render.media.ffmpeg import run_async
@@ -326,7 +326,7 @@ class LocalProvider(Provider):
         try:
             await asyncio.to_thread(shutil.copyfile, src, dest)
         except OSError as exc:
-            raise DownloadError(f"cannot copy local clip {src.name}: {exc}") from exc
+            raise DownloadInterrupted(f"cannot copy local clip {src.name}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Stop renders still running (their ffmpeg processes are killed)."""

@@ -29,7 +29,7 @@ from typing import Literal
 from kling_render.errors import AccountError, ProviderError, SubmitRejectedError, SubmitUncertainError
 from kling_render.jobs import Job, shown_id, valid_task_id
 from kling_render.money import Account, Reservation
-from kling_render.records.lifecycle import Status
+from kling_render.records.lifecycle import Move, Status
 from kling_render.run.context import Run
 from kling_render.run.polling import wait_for
 from kling_render.run.reconcile import Reconciler
@@ -87,6 +87,7 @@ class Generator:
         reconcile unknown submits, check the budget. Raises BudgetError before anything is paid."""
         run, account = self.run, self.account
         run.add(jobs)
+        self.orphaned_submits(jobs)
         if self.gate is not None:
             await self.gate.start()  # pull what the remote has, push what only this cache has
         reconciles = run.provider.lists_tasks and run.provider.charges
@@ -112,6 +113,15 @@ class Generator:
         run.state.ensure_all({job.shot_id: job.key for job in jobs})
         self._blocked.update(blocked)
         return actions
+
+    def orphaned_submits(self, jobs: Sequence[Job]) -> None:
+        """A step left ``submitting`` by a process that stopped during its POST is ``unknown``
+        (SPEC §6): a paid task may exist, and only the task list (or --resubmit-unknown) settles it."""
+        for job in jobs:
+            record = self.run.state.get(job.shot_id)
+            if record is not None and record.key == job.key and record.status is Status.SUBMITTING:
+                why = record.error or "the process stopped during its submit"
+                self.run.move(job, Move.KEPT_UNKNOWN, quiet=True, error=why)
 
     def launch(self, jobs: Sequence[Job], actions: dict[str, Action]) -> dict[str, asyncio.Task[None]]:
         """Start the known steps; each task ends when its step does."""

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from kling_render.errors import DownloadError, FFmpegError, OutputGoneError, TransientError
+from kling_render.errors import DownloadError, DownloadInterrupted, FFmpegError, OutputGoneError, TransientError
 from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
 from kling_render.money import ASK_AGAIN, Account
@@ -130,7 +130,7 @@ class TaskEnds:
         run = self.run
         fetch_error: str | None = None
         bad_output: str | None = None
-        gone = False
+        gone = interrupted = False
         for _ in range(max(1, run.options.download_attempts)):
             with run.cache.temp_file() as tmp:
                 try:
@@ -140,6 +140,7 @@ class TaskEnds:
                         raise DownloadError("the download is empty")
                 except (DownloadError, TransientError) as exc:
                     fetch_error, bad_output, gone = str(exc), None, isinstance(exc, OutputGoneError)
+                    interrupted = isinstance(exc, DownloadInterrupted | TransientError)  # not the output's fault
                     continue
                 try:
                     duration, media = await run.fetcher.call(run.verify, tmp)
@@ -179,5 +180,10 @@ class TaskEnds:
         if bad_output is not None:
             return self.unusable(job, task_id, f"gave an unusable result: {bad_output}")
         if gone and self.gone_for_good(job, task_id, f"its output: {fetch_error}"):
+            return "stop"
+        if interrupted:  # the network or this machine's disk: the output may be fine
+            run.keep_task(
+                job, f"downloading the output of task {task_id} failed: {fetch_error}; the next run tries again"
+            )
             return "stop"
         return self.unusable(job, task_id, f"could not be downloaded: {fetch_error}")

@@ -122,28 +122,33 @@ def test_a_corrupt_download_is_fetched_again_and_costs_nothing_more(server: Fake
     assert downloads == [1, 1, 2]
 
 
-def test_a_clip_corrupt_at_every_download_is_unusable_paid_counted_and_replaced(
+def test_a_clip_corrupt_at_every_download_is_kept_and_fetched_again_for_free(
     server: FakeWaveSpeed, tmp_path: Path
 ) -> None:
-    """Both downloads of a's first task are corrupt: that task is unusable (paid, counted in the
-    ledger) and replaced by one new task, whose clip is good: 4 tasks for 3 shots, no more."""
+    """Both downloads of a's task are corrupt: that task is unusable (paid, counted in the ledger)
+    and kept, not paid again this run; the next run fetches it again (free), and it is good now."""
     server.faults.add("corrupt", "/outputs/", count=2)
     report = render(server, tmp_path, concurrency=1)
-    assert report.exit_code == 0, report.to_json()
-    assert submits_by_shot(server) == Counter(a=2, b=1, c=1)
+    assert report.exit_code == 1 and report.outcomes["a"].status == "failed", report.to_json()
+    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)
     ledger = read_ledger(tmp_path / "state.json")[JOBS[0].key]
-    assert [t.outcome for t in ledger.tasks] == ["unusable", "done"]
+    assert [t.outcome for t in ledger.tasks] == ["unusable"]
     assert "not a valid clip" in (ledger.tasks[0].error or "")
+    again = render(server, tmp_path, concurrency=1)
+    assert again.exit_code == 0, again.to_json()
+    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)  # fetched again for free
+    assert [t.outcome for t in read_ledger(tmp_path / "state.json")[JOBS[0].key].tasks] == ["done"]
 
 
 def test_a_clip_corrupt_at_every_task_stops_at_the_lifetime_cap(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("corrupt", "/outputs/", count=100)
-    report = render(server, tmp_path, concurrency=3)
-    assert report.exit_code == 1
-    assert submits_by_shot(server) == Counter(a=3, b=3, c=3)  # the cap of 3, and not one more
+    server.faults.add("corrupt", "/outputs/", count=1000)
+    for paid in (1, 2, 3):  # one paid task per shot and run: each kept task is fetched again first
+        report = render(server, tmp_path, concurrency=3)
+        assert report.exit_code == 1
+        assert submits_by_shot(server) == Counter(a=paid, b=paid, c=paid)
     again = render(server, tmp_path, concurrency=3)
     assert again.exit_code == 1
-    assert submits_by_shot(server) == Counter(a=3, b=3, c=3)  # a later run pays nothing
+    assert submits_by_shot(server) == Counter(a=3, b=3, c=3)  # the cap of 3, and not one more
 
 
 def test_checks_run_at_most_one_per_core(server: FakeWaveSpeed, tmp_path: Path) -> None:

@@ -197,24 +197,32 @@ def test_every_fourth_task_failing_transiently_still_finishes(tmp_path: Path, fa
     [("no_outputs", {}), ("output_url", {"url": ""}), ("output_url", {"url": "{base}/pages/error.html"})],
     ids=["no outputs", "empty URL", "a web page"],
 )
-def test_a_completed_but_unusable_result_is_paid_counted_and_replaced(
+def test_a_completed_but_unusable_result_is_paid_counted_and_fetched_again_before_a_replacement(
     ws: Workspace, fake: FakeProcess, kind: str, options: dict[str, object]
 ) -> None:
+    """Free first (issue 23 item 1): never two paid tasks for a shot in one run; the next run fetches
+    the kept task again (free), and pays a replacement only because that fails too."""
     fake.fault(kind, O3, **options)
-    done = ws.render("--no-stitch")
-    assert done.returncode == 0, done.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=2, gamma=1)
-    assert "beta: retry (task " in done.stderr and "(paid)" in done.stderr and "refunded" not in done.stderr
-    assert "spent $1.5840" in done.stderr  # beta's unusable task is paid: 0.252 + 2 x 0.54 + 0.252
+    first = ws.render("--no-stitch")
+    assert first.returncode == 1, first.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # beta not paid twice
+    assert "(paid)" in first.stderr and "the next run fetches its output again" in first.stderr
+    assert "refunded" not in first.stderr and "spent $1.0440" in first.stderr  # 0.252 + 0.54 + 0.252
+    assert ws.statuses()["beta"] == "submitted"  # its task kept for the next run
+    second = ws.render("--no-stitch")
+    assert second.returncode == 0, second.stderr
+    assert created_by_shot(fake) == Counter(alpha=1, beta=2, gamma=1)  # its task was unusable again: replaced
+    assert "spent $0.5400" in second.stderr
 
 
 def test_the_lifetime_cap_holds_across_runs(ws: Workspace, fake: FakeProcess) -> None:
     fake.fault("no_outputs", O3, count=100)
-    first = ws.render("--no-stitch")
-    assert first.returncode == 1 and created_by_shot(fake)["beta"] == 3
-    assert "beta: failed:" in first.stderr and "the cap of 3" in first.stderr
+    for run, paid in enumerate((1, 2, 3), 1):  # one paid task a run: each kept task fetched again first
+        done = ws.render("--no-stitch")
+        assert done.returncode == 1 and created_by_shot(fake)["beta"] == paid, (run, done.stderr)
     again = ws.render("--no-stitch")
     assert again.returncode == 1 and created_by_shot(fake)["beta"] == 3  # nothing more, ever
+    assert "beta: failed:" in again.stderr and "the cap of 3" in again.stderr
     assert "spent $0.0000" in again.stderr
     fake.clear_faults()
     forced = ws.render("--retry-failed")
@@ -381,7 +389,8 @@ def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(tmp
         ("{wavespeed: {concurrency: 0}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {concurrency: 1.5}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {parallel: 2}}", "provider_options.wavespeed"),
-        ("{fal: {concurrency: 2}}", "provider_options"),
+        ("{replicate: {concurrency: 2}}", "provider_options"),  # not a provider kling-render knows
+        ("{fal: {concurrency: 65}}", "provider_options.fal.concurrency"),
     ],
 )
 def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:

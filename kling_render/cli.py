@@ -339,6 +339,11 @@ def plan(
 )
 @click.option("--no-stitch", is_flag=True, help="Generate the clips only.")
 @click.option(
+    "--until",
+    type=click.Choice(["stills"]),
+    help="Pay for the stills only, then write the report to review them (a later plain render pays for the video).",
+)
+@click.option(
     "--shard",
     metavar="K/N",
     help="Render only shard K of N (a stable split of the shots by key, for a CI matrix); needs a remote, "
@@ -367,6 +372,7 @@ def render(
     resubmit_unknown: bool,
     retry_failed: bool,
     no_stitch: bool,
+    until: str | None,
     shard: str | None,
     force: bool,
     wait_lock: float,
@@ -403,9 +409,14 @@ def render(
         json_events=as_json,
         lock_timeout=wait_lock,
         force=force,
+        until="stills" if until == "stills" else None,
     )
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     report = result.report
+    if until == "stills" and result.exit_code == 0:  # the approval gate: the stills, to review
+        from kling_render.report import html as report_html
+
+        _echo_err(f"report: {report_html.write_report(loaded, provider, None)} (review the stills, then render)")
     if as_json:
         from kling_render.report.jsonout import json_text
 

@@ -34,33 +34,95 @@ def shown_id(value: object) -> str:
 
 @dataclass(frozen=True)
 class MediaRef:
-    """One media input: a local file inside the project (with its sha256), an https URL, or another
-    shot's clip (``from_shot``: its name in the project file; ``path`` and ``sha256`` are the cached
-    clip's once it exists, see ``plan.resolve_clips``)."""
+    """One media input: a local file inside the project (with its sha256) or an https URL.
+
+    A generated input, once made, is a MediaRef too: a still is its image file (keyed by its
+    sha256 exactly as a local file), a frame the PNG extracted from a clip, keyed by ``key``
+    (``frame:<clip sha256>@<frame index>``: the clip and the position, not the PNG's bytes)."""
 
     path: Path | None = None
     url: str | None = None
     sha256: str | None = None
-    from_shot: str | None = None
+    key: str | None = None  # what stands for it in keys when not its own content hash (a frame)
+    filename: str | None = None  # the name it is uploaded under (a still or frame kept by the cache)
+    source: Path | None = None  # a frame not extracted yet: the clip it is taken from
 
     @property
     def key_value(self) -> str:
-        """What stands for this input in a shot's key: content hash for files (and clips), the URL otherwise."""
-        if self.path is not None:
+        """What stands for this input in a shot's key: content hash for files, the URL otherwise."""
+        if self.key is not None:
+            return self.key
+        if self.path is not None or self.url is None:
             return f"sha256:{self.sha256}"
-        if self.from_shot is not None:
-            raise ValueError(f"the clip of shot {self.from_shot!r} is not made yet")
-        assert self.url is not None
         return self.url
 
     @property
-    def resolved(self) -> bool:
-        """False for another shot's clip that does not exist yet."""
-        return self.path is not None or self.url is not None
+    def name(self) -> str:
+        if self.filename is not None:
+            return self.filename
+        return self.path.name if self.path is not None else (self.url or "").rsplit("/", 1)[-1]
+
+
+FramePos = str | float
+"""A frame of a shot's kept (trimmed) range: ``"first"``, ``"last"`` or seconds from its start."""
+
+
+@dataclass(frozen=True)
+class StillRef:
+    """An image input made by a still of the project (``{still: ID}``), not known until it is made."""
+
+    still: str  # the still's id (``<row>/<id>`` in a rows: project)
 
     @property
-    def name(self) -> str:
-        return self.path.name if self.path is not None else (self.url or "").rsplit("/", 1)[-1]
+    def upstream(self) -> str:
+        """The step that makes it: ``still:<id>``."""
+        return f"still:{self.still}"
+
+    @property
+    def label(self) -> str:
+        return f"still {self.still}"
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """An image input taken from another shot's clip (``{from: SHOT, frame: POS}``): that shot's
+    picked take, at ``frame`` of its kept range."""
+
+    shot: str  # the upstream shot's id (``<row>/<id>`` in a rows: project)
+    frame: FramePos
+
+    @property
+    def upstream(self) -> str:
+        """The shot whose clip gives the frame (its picked take)."""
+        return self.shot
+
+    @property
+    def label(self) -> str:
+        return f"{self.shot}@{self.frame:g}s" if isinstance(self.frame, float | int) else f"{self.shot}@{self.frame}"
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """A video input that is another shot's whole clip (``video: {from: SHOT}``: a clip to
+    continue, video-extend): that shot's picked take, as its cached file once it is made."""
+
+    shot: str  # the upstream shot's id (``<row>/<id>`` in a rows: project)
+
+    @property
+    def upstream(self) -> str:
+        """The shot whose clip it is (its picked take)."""
+        return self.shot
+
+    @property
+    def label(self) -> str:
+        return f"the clip of {self.shot}"
+
+
+GeneratedRef = StillRef | FrameRef | ClipRef
+
+
+class UnresolvedInputError(ValueError):
+    """A key was asked of parameters that still hold a generated input whose output is not known."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +148,7 @@ class Job:
     endpoint: str = ""  # the provider's model path (WaveSpeed: kwaivgi/<model>); empty: from ``model``
     provider: str = ""  # the provider the job is for (its params are in that provider's form)
     extends: bool = False  # the output is the input clip with the new part joined: longer than ``duration``
+    kind: Literal["clip", "still"] = "clip"  # a still is one image (``duration`` 0), a clip a video
 
     @property
     def wire_model(self) -> str:

@@ -38,7 +38,7 @@ from kling_render.records.state import ShotState, StateStore
 from kling_render.run.report import RunOptions, RunReport, ShotOutcome
 from kling_render.store.remote.spend import RemoteSpend
 
-__all__ = ["ASK_AGAIN", "Account", "ClaimDoor", "Declined", "Reservation", "RunView"]
+__all__ = ["ASK_AGAIN", "Account", "ClaimDoor", "Declined", "Purse", "Reservation", "RunView"]
 
 EPSILON = 1e-9
 ASK_AGAIN = "change the shot's inputs, bump its `take`, or render with --retry-failed"
@@ -120,16 +120,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")  # the reconciliation's clock
 
 
+@dataclass
+class Purse:
+    """What a render has committed against its budget: paid or possibly paid (less refunds), plus
+    submits in flight. One purse is shared by every account of a render (each provider, each kind
+    of step), so the budget is one budget."""
+
+    committed: float = 0.0
+
+
 class Account:
     """The money of one run (see the module docstring)."""
 
-    def __init__(self, run: RunView, *, charges: bool) -> None:
+    def __init__(self, run: RunView, *, charges: bool, purse: Purse | None = None) -> None:
         self.run = run
+        self.purse = purse or Purse()
         self.charges = charges  # False for a free provider: no budget, no claims, no cap on lost submits
         self.claims: ClaimDoor | None = None
         self.refusals: dict[str, str] = {}  # key -> why nothing may be submitted for it this run
         self.stopped: str | None = None  # why no step submits again this run (budget, account)
-        self._committed = 0.0  # paid or possibly paid by this run (less refunds), plus submits in flight
         self._run_tasks: Counter[str] = Counter()  # tasks created this run, by key
         self.unknown_this_run: set[str] = set()  # steps whose submit this run ended unknown
         self.spend: RemoteSpend | None = None  # the project's spend on the remote: one budget for all machines
@@ -141,7 +150,7 @@ class Account:
 
     @property
     def committed(self) -> float:
-        return self._committed
+        return self.purse.committed
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -212,24 +221,24 @@ class Account:
             run.fail(job, reason)
             return Declined("refused", reason)
         budget = self.budget
-        if budget is not None and self._committed + job.cost_usd > budget + EPSILON:
+        if budget is not None and self.purse.committed + job.cost_usd > budget + EPSILON:
             message = (
-                f"${self._committed:.4f} committed + ${job.cost_usd:.4f} would exceed ${budget:.4f}; "
+                f"${self.purse.committed:.4f} committed + ${job.cost_usd:.4f} would exceed ${budget:.4f}; "
                 "no more submits this run"
             )
             self.stopped = message
             run.report.budget_stopped = True
             run.emit("budget-stop", job, message=message)
             return Declined("budget", message)
-        self._committed += job.cost_usd  # held while the body is prepared and the claim taken
+        self.purse.committed += job.cost_usd  # held while the body is prepared and the claim taken
         hold = await self._hold_remote(job)
         if isinstance(hold, Declined):
-            self._committed -= job.cost_usd
+            self.purse.committed -= job.cost_usd
             return hold
         try:
             body = await prepare()  # uploads: nothing can be created yet
         except BaseException as exc:
-            self._committed -= job.cost_usd
+            self.purse.committed -= job.cost_usd
             self._release(hold)
             if isinstance(exc, AccountError):
                 self.account_stop(job, exc)
@@ -242,7 +251,7 @@ class Account:
         if self.claims is not None:
             route = await self.claims.claim(job, body)  # no two machines pay for one key
             if route != "go":
-                self._committed -= job.cost_usd
+                self.purse.committed -= job.cost_usd
                 self._release(hold)
                 return Declined("elsewhere" if route == "elsewhere" else "failed")
         # The submit is in the ledger before the POST: if this process dies mid-POST, the task it may
@@ -332,7 +341,7 @@ class Account:
     def nothing_created(self, res: Reservation, error: str, *, code: str | int | None = None) -> None:
         """The POST certainly created nothing (refused, rejected): it does not count or cost."""
         job = res.job
-        self._committed -= job.cost_usd
+        self.purse.committed -= job.cost_usd
         self._run_tasks[job.key] -= 1
         self._release(self.run.state.ledger(job.key).tasks[res.index].hold)
         self.run.state.change_task(job.key, res.index, flush=False, outcome=TaskOutcome.ABSENT)
@@ -346,7 +355,7 @@ class Account:
         run = self.run
         run.report.key_rejected |= isinstance(exc, AuthError)
         if res is not None:
-            self._committed -= job.cost_usd
+            self.purse.committed -= job.cost_usd
             self._run_tasks[job.key] -= 1
             self._release(run.state.ledger(job.key).tasks[res.index].hold)
             run.state.change_task(job.key, res.index, flush=False, outcome=TaskOutcome.ABSENT)
@@ -385,7 +394,7 @@ class Account:
             job.key, index, flush=False, outcome=TaskOutcome.FAILED, code=result.code, cause=result.cause,
             error=result.error,
         )  # fmt: skip
-        self._committed -= job.cost_usd
+        self.purse.committed -= job.cost_usd
         run.report.refunded_usd += job.cost_usd
         outcome = run.outcome(job)
         outcome.refunded_usd += job.cost_usd
@@ -412,7 +421,7 @@ class Account:
         run = self.run
         self._release(run.state.ledger(job.key).tasks[index].hold)
         run.state.change_task(job.key, index, flush=False, outcome=TaskOutcome.ABSENT)
-        self._committed -= job.cost_usd
+        self.purse.committed -= job.cost_usd
         self._run_tasks[job.key] -= 1
         run.report.submitted_usd -= job.cost_usd
         outcome = run.outcome(job)
@@ -460,7 +469,7 @@ class Account:
             state.change_task(job.key, index, flush=False, outcome=TaskOutcome.ABSENT)
         if in_run:  # the submit this run counted cost nothing
             run.report.uncertain_usd -= job.cost_usd
-            self._committed -= job.cost_usd
+            self.purse.committed -= job.cost_usd
             self._run_tasks[job.key] -= 1
         text = f"{message}; it may be submitted again"
         run.move(job, Move.ABSENT, message=text, error=text)

@@ -52,7 +52,8 @@ Kling delivers instead: H.264 at 24 fps and a real bitrate (a moving, noisy test
 ``MEDIA``), each size and duration encoded once into ``kling-render-fake-clips`` in the temp dir.
 Every task gets the same clip, unless ``variants=N`` (``--variants N``): then each prompt gets one
 of N distinct clips (other hue, other noise), in the order prompts are first served, the same one
-for as long as the server runs; a stitch benchmark needs distinct clips (identical ones make
+for as long as the server runs; ``distinct`` (``--distinct``) gives every task its own clip, as a
+generative model does (two takes of one request differ); a stitch benchmark needs distinct clips (identical ones make
 identical segments, which a segment store encodes once).
 ``POST /api/v3/model/pricing`` prices ``{model_id, inputs}`` from ``server.prices`` (``PRICES``).
 """
@@ -62,6 +63,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import random
@@ -127,6 +129,14 @@ PRICES: dict[str, tuple[float, float, float | None] | dict[str, float]] = {
     "kling-v4.0/reference-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
     "kling-v4.0/video-edit": {"720p": 0.188, "1080p": 0.282, "4k": 0.564},
     "kling-v4.0/video-extend": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+}
+# Image models: USD per generated image, whatever the inputs.
+IMAGE_PRICES: dict[str, float] = {"bytedance/seedream-v4.5": 0.04, "bytedance/seedream-v4.5/edit": 0.04}
+# Image models the stand-in serves (POST /api/v3/<path>): their fields. A test adds the path of an
+# image model its project declares under `models:` (``FakeWaveSpeed(image_models={...})``).
+IMAGE_MODELS: dict[str, set[str]] = {
+    "bytedance/seedream-v4.5": {"prompt", "size"},
+    "bytedance/seedream-v4.5/edit": {"prompt", "images", "size"},
 }
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
 MEDIA_LISTS = ("images", "keyframes", "videos", "audios")
@@ -348,6 +358,7 @@ class Task:
     fail_status: str = "failed"
     no_outputs: bool = False
     clip_seconds: int | None = None  # the clip's real length, when it differs from the asked one
+    kind: str = "clip"  # "image" for an image model's task (its output is a PNG)
 
 
 class FakeWaveSpeed:
@@ -363,11 +374,14 @@ class FakeWaveSpeed:
         faults: Faults | None = None,
         media: str = "tiny",
         variants: int = 0,
+        distinct: bool = False,
+        image_models: dict[str, set[str]] | None = None,
     ) -> None:
         if media != "tiny" and media not in MEDIA:
             raise ValueError(f"media must be tiny or one of {sorted(MEDIA)}")
         self.latency, self.api_key, self.media = latency, api_key, media
         self.variants = variants  # 0: one clip for every task; N: one of N distinct clips per prompt
+        self.distinct = distinct  # every task its own clip, as a generative model makes (takes, edits upstream)
         self._variant_of: dict[str, int] = {}
         self.faults = faults or Faults()
         self.requests: list[Recorded] = []
@@ -375,6 +389,7 @@ class FakeWaveSpeed:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.task_requests: Counter[str] = Counter()
         self.prices = dict(PRICES)  # per model, as in PRICES; a test may change one
+        self.image_models = {**IMAGE_MODELS, **(image_models or {})}  # path -> fields
         self.listing_inputs = True  # False: the task list ignores include_inputs
         self.extend_input_seconds = 2  # what a video-extend output holds before its new part
         self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
@@ -413,6 +428,11 @@ class FakeWaveSpeed:
         prefix = "/api/v3/kwaivgi/" + (model or "")
         return [r for r in self.requests if r.method == "POST" and r.path.startswith(prefix)]
 
+    def image_submits(self) -> list[Recorded]:
+        """Every submit POST of an image model received (answered or not)."""
+        paths = {f"/api/v3/{m}" for m in self.image_models}
+        return [r for r in self.requests if r.method == "POST" and r.path in paths]
+
     def listings(self) -> list[Recorded]:
         """Every task-list request received."""
         return [r for r in self.requests if r.method == "POST" and r.path == "/api/v3/predictions"]
@@ -433,6 +453,9 @@ class FakeWaveSpeed:
     def variant_of(self, task: Task) -> int:
         """The clip variant a task is served: 0 (the one clip) unless ``variants``; then 1..N by the
         order its prompt was first served (cycling), so one prompt always gets the same clip."""
+        if self.distinct:
+            with self.lock:
+                return self._variant_of.setdefault(task.id, len(self._variant_of) + 1)
         if not self.variants:
             return 0
         prompt = json.dumps(task.body.get("prompt", task.body.get("multi_prompt")), sort_keys=True)
@@ -551,6 +574,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._pricing(body)
         if self.command == "POST" and path.startswith("/api/v3/kwaivgi/"):
             return self._submit(path.removeprefix("/api/v3/kwaivgi/"), body)
+        if self.command == "POST" and path.removeprefix("/api/v3/") in self.fake.image_models:
+            return self._submit_image(path.removeprefix("/api/v3/"), body)
         if self.command == "POST" and path == "/api/v3/predictions":
             return self._list(body)
         poll = re.fullmatch(r"/api/v3/predictions/([\w-]+)/result", path)
@@ -586,6 +611,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
             return _json(400, {"code": 400, "message": "need model_id and inputs"})
         model_id = str(body.get("model_id", ""))
+        if model_id in IMAGE_PRICES:
+            return _ok({"model_id": model_id, "unit_price": IMAGE_PRICES[model_id], "currency": "USD"})
         price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
         if price is None:
             return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})
@@ -638,6 +665,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.max_running = max(self.fake.max_running, running)
         return _ok(self._task_view(task))
 
+    def _submit_image(self, model: str, body: Any) -> Reply:
+        """An image model's submit: the same task life as a clip's; its output is a PNG."""
+        fields = self.fake.image_models[model]
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return _json(400, {"code": 400, "message": "prompt is required"})
+        for name in sorted(set(body) - fields):
+            return _json(400, {"code": 400, "message": f"unknown parameter {name!r} for {model}"})
+        problem = self._check_media(body)
+        if problem:
+            return _json(400, {"code": 400, "message": problem})
+        task = Task(uuid.uuid4().hex, model, body, time.monotonic(), self.fake.latency, kind="image")
+        task.created_at = time.time()
+        with self.fake.lock:
+            self.fake.tasks[task.id] = task
+        return _ok(self._task_view(task))
+
     def _check_media(self, body: dict[str, Any]) -> str | None:
         values = [body[n] for n in MEDIA_FIELDS if n in body] + [v for n in MEDIA_LISTS for v in body.get(n, [])]
         for value in values:
@@ -660,11 +703,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _task_view(self, task: Task) -> dict[str, Any]:
         status = self.fake.status_of(task)
-        output = task.output_url if task.output_url is not None else f"{self.fake.base_url}/outputs/{task.id}.mp4"
+        suffix = ".png" if task.kind == "image" else ".mp4"
+        output = task.output_url if task.output_url is not None else f"{self.fake.base_url}/outputs/{task.id}{suffix}"
         outputs = [output] if status == "completed" and not task.no_outputs else []
         failed = status == task.fail_status and task.error is not None
         view = {
-            "id": task.id, "model": f"kwaivgi/{task.model}", "status": status, "outputs": outputs,
+            "id": task.id, "model": task.model if task.kind == "image" else f"kwaivgi/{task.model}",
+            "status": status, "outputs": outputs,
             "error": task.error if failed else "", "has_nsfw_contents": [],
             "urls": {"get": f"{self.fake.base_url}/api/v3/predictions/{task.id}/result"},
             "created_at": _iso(task.created_at), "timings": {"inference": int(task.latency * 1000)},
@@ -699,7 +744,7 @@ class _Handler(BaseHTTPRequestHandler):
         chosen = [
             t for t in tasks
             if t.created_at >= horizon
-            and (model is None or model == f"kwaivgi/{t.model}")
+            and (model is None or model == (t.model if t.kind == "image" else f"kwaivgi/{t.model}"))
             and (status is None or status == _list_status(self.fake.status_of(t)))
             and (after is None or t.created_at >= after)
             and (before is None or t.created_at <= before)
@@ -760,6 +805,10 @@ class _Handler(BaseHTTPRequestHandler):
             task.downloads += 1
             self.fake.task_requests[task.id] += 1
         wanted = task.body
+        if task.kind == "image":
+            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360"))), {
+                "Content-Type": "image/png"
+            }
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
         if task.model == "kling-v4.0/video-extend":  # the input clip with the new part joined after it
             seconds += self.fake.extend_input_seconds
@@ -899,6 +948,27 @@ def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
     return (long, short) if width > height else (short, long) if height > width else (short, short)
 
 
+def image_bytes(prompt: str, size: str) -> bytes:
+    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    try:
+        w, h = (max(16, min(2048, int(v))) for v in size.replace("x", "*").split("*"))
+    except ValueError:
+        w, h = 640, 360
+    seed = hashlib.sha256(prompt.encode("utf-8")).digest()
+    img = Image.new("RGB", (w, h), (seed[0], seed[1], seed[2]))
+    draw = ImageDraw.Draw(img)
+    for n in range(6):
+        x0, y0 = seed[3 + n] * w // 256, seed[9 + n] * h // 256
+        draw.rectangle((x0, y0, x0 + w // 5, y0 + h // 5), fill=(seed[15 + n], seed[21 + n], seed[27 - n]))
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
 def clip_bytes(
     duration: int, aspect: str = "16:9", sound: bool = False, media: str = "tiny", variant: int = 0
 ) -> bytes:
@@ -960,6 +1030,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], help="KIND[:PATH_PREFIX[:COUNT]]")
     parser.add_argument("--media", choices=["tiny", *MEDIA], default="tiny", help="the size of the clips served")
     parser.add_argument("--variants", type=int, default=0, help="N distinct clips, one per prompt (0: one clip)")
+    parser.add_argument("--distinct", action="store_true", help="every task its own clip (as a generative model)")
+    parser.add_argument(
+        "--image-model", action="append", default=[], metavar="PATH",
+        help="serve an image model at POST /api/v3/PATH (fields prompt, images, size), e.g. a declared one",
+    )  # fmt: skip
     opts = parser.parse_args(argv)
     kinds = set(opts.chaos_kinds.split(",")) if opts.chaos_kinds else None
     faults = Faults(opts.chaos_seed, opts.chaos_rate, kinds, opts.chaos_fail_code)
@@ -973,6 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
         api_key=opts.api_key,
         media=opts.media,
         variants=opts.variants,
+        distinct=opts.distinct,
+        image_models={path: {"prompt", "images", "size"} for path in opts.image_model},
     )
     server.faults = faults
     server.listing_inputs = not opts.no_list_inputs

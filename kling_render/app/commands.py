@@ -11,7 +11,8 @@ from typing import Any
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import ProjectError, UsageError
 from kling_render.plan.plan import Plan, build_plan
-from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
+from kling_render.project.generated import Still
+from kling_render.project.project import Project, Shot, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
 
 
@@ -56,11 +57,11 @@ def validate(project_path: Path, vars_: Sequence[str]) -> dict[str, Any]:
     project = load(project_path, vars_)
     doc: dict[str, Any] = {"project": project.name, "file": project.display, "valid": True, "shots": len(project.shots)}
     if project.rows is not None:
-        from kling_render.plan.plan import clip_keys
+        from kling_render.plan.inputs import unit_keys
 
         doc["rows"] = len(project.rows)
-        found = clip_keys(project, project.provider, lambda where, key: None)
-        doc["clips"] = len({(k.provider, k.key or sid) for sid, k in found.items()})
+        keys = unit_keys(project, project.provider)
+        doc["clips"] = len({keys[n] for n in keys if not n.startswith("still:")})
     return doc
 
 
@@ -82,22 +83,25 @@ def on_provider(project: Project, provider: str | None) -> Project:
     if provider is None:
         return project
     name = pick_provider(project, provider)
-    if name == project.provider and not any(s.provider not in (None, name) for s in project.shots):
+    steps: list[Shot | Still] = [*project.shots, *project.stills]
+    if name == project.provider and not any(s.provider not in (None, name) for s in steps):
         return project
     issues = provider_issues(project, project.shots, name)
     if issues:
         raise ProjectError(issues)
 
-    def moved(shots: list[Any]) -> list[Any]:
-        return [replace(s, provider=None) if s.provider is not None else s for s in shots]
+    def moved(steps: list[Any]) -> list[Any]:
+        return [replace(s, provider=None) if s.provider is not None else s for s in steps]
 
     rows = [replace(row, shots=moved(row.shots)) for row in project.rows] if project.rows is not None else None
-    return replace(project, provider=name, shots=moved(project.shots), rows=rows)
+    return replace(project, provider=name, shots=moved(project.shots), stills=moved(project.stills), rows=rows)
 
 
 def plan_providers(project: Project) -> list[str]:
-    """The providers ``project`` renders on: its own and those its shots name."""
-    return list(dict.fromkeys([pick_provider(project, None), *(s.provider for s in project.shots if s.provider)]))
+    """The providers ``project`` renders on: its own and those its shots and stills name."""
+    steps: list[Shot | Still] = [*project.shots, *project.stills]
+    own = [s.provider for s in steps if s.provider]
+    return list(dict.fromkeys([pick_provider(project, None), *own]))
 
 
 def plan_for(
@@ -146,10 +150,7 @@ def plan_for(
     def is_cached(key: str, where: str) -> bool:
         return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
 
-    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
-        entry = cache.get(where, key)
-        return (entry.path, entry.sha256) if entry is not None else None
-
+    outputs = CachedOutputs(cache)
     with paused_gc():
         the_plan = build_plan(
             project,
@@ -160,7 +161,7 @@ def plan_for(
             cut_settings=manifest.shot_cut_settings,
             lock_cut=lock_cut,
             cut_now=cut_now,
-            clip_of=clip_of,
+            outputs=outputs,
         )
     the_plan = replace(
         the_plan,
@@ -191,11 +192,52 @@ def compare_for(project: Project, only: Sequence[str] | None) -> Any:
     def is_cached(key: str, where: str) -> bool:
         return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
 
-    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
-        entry = cache.get(where, key)
-        return (entry.path, entry.sha256) if entry is not None else None
+    outputs = CachedOutputs(cache)
+    return compare(project, is_cached=is_cached, outputs=outputs, only=list(only) if only else None)
 
-    return compare(project, is_cached=is_cached, clip_of=clip_of, only=list(only) if only else None)
+
+class CachedOutputs:
+    """What the local cache has made (``plan.inputs.Outputs``), each provider's apart: a clip that is
+    an input of another step is checked against its recorded digest and its frames counted; stills
+    and frames come from their areas of the cache (store/cache.py ``stills_of``, ``frames_of``)."""
+
+    def __init__(self, cache: Any) -> None:
+        from kling_render.store.cache import frames_of, stills_of
+
+        self.cache = cache
+        self.stills = stills_of(cache)
+        self.frames = frames_of(cache)
+
+    def still(self, provider: str, key: str) -> Any:
+        from kling_render.media.image_check import image_suffix
+        from kling_render.plan.inputs import StillFacts
+
+        entry = self.stills.use(provider, key)
+        if entry is None:
+            return None
+        return StillFacts(entry.sha256, entry.path, f"{key[:16]}{image_suffix(entry.media)}")
+
+    def frame(self, key_value: str) -> Any:
+        from kling_render.plan.inputs import StillFacts
+        from kling_render.run.frames import FRAMES, frame_store_key
+
+        key = frame_store_key(key_value)
+        entry = self.frames.use(FRAMES, key)
+        return None if entry is None else StillFacts(entry.sha256, entry.path, f"{key[:16]}.png")
+
+    def clip(self, provider: str, key: str) -> Any:
+        from kling_render.errors import FFmpegError
+        from kling_render.media.frames import clip_frames
+        from kling_render.plan.inputs import ClipFacts
+
+        entry = self.cache.use(provider, key)
+        if entry is None:
+            return None
+        try:
+            frames = clip_frames(entry.path)
+        except FFmpegError:
+            return None  # unreadable: its users wait as if it were not made
+        return ClipFacts(entry.sha256, frames, entry.path)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3
@@ -208,7 +250,9 @@ def detailed_exit_code(the_plan: Plan) -> int:
     if the_plan.over_budget:
         return EXIT_OVER_BUDGET
     counts = the_plan.change_counts()
-    if the_plan.to_render or the_plan.restitch or any(n for kind, n in counts.items() if kind != "unchanged"):
+    if the_plan.to_render or the_plan.stills_to_render or the_plan.restitch or any(
+        n for kind, n in counts.items() if kind != "unchanged"
+    ):
         return EXIT_CHANGES
     if the_plan.rows is not None and any(r.restitch for r in the_plan.rows.rows):
         return EXIT_CHANGES
@@ -391,7 +435,10 @@ def model_json(model: Any, prices: Any) -> dict[str, Any]:
         "one_of": [list(g.fields) for g in model.one_of],
         "any_of": [list(g.fields) for g in model.any_of],
         "conflicts": [list(g.fields) for g in model.conflicts],
-        "duration": {
+        "output": model.output,
+        "duration": None
+        if d is None
+        else {
             "min": d.min,
             "max": d.max,
             "default": d.default,
@@ -406,6 +453,7 @@ def model_json(model: Any, prices: Any) -> dict[str, Any]:
         },
         "extends": model.extends,
         "price_per_second_usd": usd(price.per_second) if price and price.per_second is not None else None,
+        "price_per_image_usd": usd(price.per_image) if price and price.per_image is not None else None,
         "sound_multiplier": (
             None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
         ),
@@ -435,6 +483,7 @@ def _price_json(price: Any) -> dict[str, Any] | None:
         return None
     return {
         "per_second_usd": usd(price.per_second) if price.per_second is not None else None,
+        "per_image_usd": usd(price.per_image) if price.per_image is not None else None,
         "per_second_by_resolution_usd": {tier: usd(rate) for tier, rate in price.by_resolution},
         "sound_multiplier": None if price.sound_multiplier is None else str(price.sound_multiplier),
         "video_per_second_usd": usd(price.video_per_second) if price.video_per_second is not None else None,

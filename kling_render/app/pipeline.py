@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
+from kling_render.plan.inputs import step_names
 from kling_render.plan.plan import Plan
 from kling_render.project.project import Project
 from kling_render.records import manifest
@@ -20,11 +22,12 @@ from kling_render.store.cache import CachedClip, ClipCache
 
 if TYPE_CHECKING:
     from kling_render.media.probe import MediaInfo
-    from kling_render.plan.plan import ShotKey
+    from kling_render.plan.inputs import Unit
+    from kling_render.providers.base import Provider
     from kling_render.records.lockfile import LockFile
     from kling_render.records.state import StateStore
+    from kling_render.run.report import RunOptions
     from kling_render.store.remote.connect import Remote
-    from kling_render.store.remote.spend import RemoteSpend
 
 # Seconds between polls when the user does not say: the local provider renders in a second or two,
 # a real Kling task takes one to three minutes.
@@ -46,6 +49,7 @@ class RenderOptions:
     force: bool = False  # stitch even when the final cut is up to date
     reviewed_plan: dict[str, Any] | None = None  # `render --plan`: render exactly this, or refuse
     shard: tuple[int, int] | None = None  # `--shard K/N`: only the shots of shard K of N (shard.py)
+    until: Literal["stills"] | None = None  # `--until stills`: pay for the stills only (the approval gate)
 
 
 @dataclass
@@ -70,15 +74,17 @@ def spend_id(project: Project, provider: str) -> str:
     from kling_render.plan.keys import doc_key
 
     cache = ClipCache.for_project(project.path)
-    keys = {k.key or f"waits:{sid}" for sid, k in _clip_keys(project, provider, cache).items()}
+    keys = {unit.some_key for unit in _clip_keys(project, provider, cache).values()}
     return doc_key({"spend": sorted(keys), "provider": provider})
 
 
 def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = None) -> RenderResult:
     """Generate every shot that is not cached, then stitch the final cut (unless ``no_stitch``)."""
     from kling_render.app.commands import on_provider
-    from kling_render.providers import check_provider, provider_charges
+    from kling_render.app.generation import paid_steps, run_paid_steps, step_providers
+    from kling_render.providers import check_provider, make_provider
     from kling_render.records.lockfile import LockFile
+    from kling_render.records.state import state_path_for
     from kling_render.store.remote.sync import open_for
 
     project = on_provider(project, opts.provider)  # --provider: every shot there (exit 2 if it cannot)
@@ -98,16 +104,16 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         reasons = stale_reasons(opts.reviewed_plan, the_plan)
         if reasons:
             raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    for name in _providers(the_plan):  # a missing key or a bad URL stops the run before it writes
+    for name in step_providers(the_plan):  # a missing key or a bad URL stops the run before it writes
         check_provider(name)
     # The budget is checked by the runner, before anything is submitted, against what this run
     # would submit: a shot whose paid task the state file records is polled again for free,
     # though the plan (which knows only the cache) still counts it as to render.
     budget = budget_for(project, opts.max_cost)
-    if opts.shard is not None and budget is not None and provider_charges(the_plan.provider):
+    if opts.shard is not None and budget is not None and the_plan.charges:
         # One budget for the project, whichever shard runs: a shard refuses to start when the whole
         # project's plan is over it (the spend record on the remote caps what they pay together).
-        whole = float(the_plan.to_render_cost)
+        whole = float(_to_pay(the_plan))
         if whole > budget + 1e-9:
             from kling_render.errors import BudgetError
 
@@ -118,15 +124,40 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
+        names = step_providers(the_plan)
+        steps = paid_steps(the_plan, shard=opts.shard, until=opts.until)
         # Each provider's own state namespace, under the project file's one run lock (state.py), held
         # through the stitch too: another render or stitch of this project would write the same
         # cut, manifest and lock file.
-        lock = LockFile(project.lock_path, paid=any(provider_charges(p) for p in _providers(the_plan)))
-        with _state(project, the_plan.provider, opts) as state:
+        lock = LockFile(project.lock_path, paid=the_plan.charges)
+        with _state(project, the_plan.provider, opts) as state, contextlib.ExitStack() as stack:
+            states = {the_plan.provider: state}
+            for name in names:
+                if name not in states:
+                    states[name] = stack.enter_context(state.sibling(state_path_for(project.path, name)))
             lock.prepare()
-            spend = None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider))
-            report = _generate(project, the_plan, opts, cache, sink, lock, remote, state, spend)
+            providers: dict[str, Provider] = {}
+            try:
+                for name in names:
+                    providers[name] = make_provider(name, cache_dir=cache.root, endpoints=_endpoints(the_plan, name))
+            except BaseException:
+                _close_all(providers)
+                raise
+            report = run_paid_steps(
+                project,
+                steps,
+                providers,
+                states=states,
+                cache=cache,
+                options={name: _run_options(project, p, opts, budget) for name, p in providers.items()},
+                events=sink,
+                lock=lock,
+                remote=remote,
+                spend=None if remote is None or budget is None else remote.spend(spend_id(project, the_plan.provider)),
+            )
             result = RenderResult(report.exit_code, the_plan, report.to_json())
+            if opts.until == "stills":  # the approval gate: nothing of the video is paid yet
+                return result
             if project.rows is not None:  # a cut per row, each as soon as its own clips exist
                 from kling_render.app.rows_pipeline import finish_rows
 
@@ -135,7 +166,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
                 return result
             if not opts.only and opts.shard is None:
                 # A full render succeeded: shots no longer in the project leave the lock file.
-                gone = lock.prune(s.id for s in project.shots)
+                gone = lock.prune(step_names(project))
                 if gone:
                     sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                                     extra={"removed": gone}))
@@ -158,140 +189,65 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
         sink.close()
 
 
-def _providers(the_plan: Plan) -> list[str]:
-    return list(dict.fromkeys([the_plan.provider, *(p.provider for p in the_plan.shots)]))
-
-
-def _state(project: Project, provider: str, opts: RenderOptions) -> Any:
+def _state(project: Project, provider: str, opts: RenderOptions) -> StateStore:
     from kling_render.records.state import StateStore
 
     return StateStore.for_project(project.path, provider, lock_timeout=opts.lock_timeout)
 
 
-def _generate(
-    project: Project,
-    the_plan: Plan,
-    opts: RenderOptions,
-    cache: ClipCache,
-    sink: EventSink,
-    lock: LockFile,
-    remote: Remote | None,
-    state: StateStore,
-    spend: RemoteSpend | None = None,
-) -> Any:
-    """Run the plan's jobs: each provider's in turn (one scheduler per provider, under that
-    provider's state and the project's run lock ``state`` holds), and again for the shots that
-    continue another shot's clip once it exists (re-planned: their keys need its digest)."""
-    from kling_render.plan.shard import in_shard
-    from kling_render.records.state import state_path_for
-    from kling_render.run.report import RunReport
+def _to_pay(the_plan: Plan) -> Fraction:
+    """What rendering the plan pays: its steps to render on providers that charge, each distinct
+    output once (a free provider's steps cost nothing, whatever the plan shows for them)."""
+    from kling_render.providers import provider_charges
 
-    budget = budget_for(project, opts.max_cost)
-    reports: list[RunReport] = []
-    done: set[str] = set()
-    plan_now = the_plan
-    for _ in range(len(the_plan.shots) + 1):
-        ready = [p for p in plan_now.shots if not p.waits_for and p.id not in done]
-        if opts.shard is not None:
-            ready = [p for p in ready if in_shard(p.job.key, *opts.shard)]
-        for provider_name in _providers(plan_now):
-            jobs = [p.job for p in ready if p.provider == provider_name]
-            if not jobs:
-                continue
-            spent = sum(r.spent_usd + r.uncertain_usd for r in reports)
-            left = None if budget is None else max(0.0, budget - spent)
-            own = the_plan.provider == provider_name
-            store = state if own else state.sibling(state_path_for(project.path, provider_name))
-            report = _run_jobs(project, provider_name, jobs, opts, left, cache, sink, lock, remote, store, spend)
-            reports.append(report)
-            if report.interrupted or report.budget_stopped or report.account_stopped:
-                return _merged(reports, budget)
-        done |= {p.id for p in ready}
-        waiting = [p for p in plan_now.shots if p.waits_for and p.id not in done]
-        if not waiting or opts.shard is not None:
-            break
-        plan_now = plan_for(project, None, [p.id for p in waiting])
-        if all(p.waits_for for p in plan_now.shots):  # their input clips were not made: nothing more to do
-            reports.append(_waiting_report(plan_now))
-            break
-    return _merged(reports, budget)
+    clips = {p.job.key: p.cost for p in the_plan.to_render if provider_charges(p.provider)}
+    stills = {s.key or s.id: s.cost for s in the_plan.stills_to_render if provider_charges(s.provider)}
+    return sum(clips.values(), Fraction(0)) + sum(stills.values(), Fraction(0))
 
 
-def _run_jobs(
-    project: Project,
-    provider_name: str,
-    jobs: list[Any],
-    opts: RenderOptions,
-    budget: float | None,
-    cache: ClipCache,
-    sink: EventSink,
-    lock: LockFile,
-    remote: Remote | None,
-    state: StateStore,
-    spend: RemoteSpend | None,
-) -> Any:
+def _endpoints(the_plan: Plan, provider: str) -> list[str]:
+    """The model endpoints the plan's steps on ``provider`` use (fal follows a request by its app)."""
+    from kling_render.plan.inputs import offer_of
+
+    found = [p.job.endpoint for p in the_plan.shots if p.provider == provider]
+    found += [offer_of(s.still.model, provider).endpoint for s in the_plan.stills if s.provider == provider]
+    return list(dict.fromkeys(found))
+
+
+def _run_options(project: Project, provider: Provider, opts: RenderOptions, budget: float | None) -> RunOptions:
+    """How ``provider``'s steps run: its slots (--concurrency, the project's, or its default), poll
+    interval and reconcile grace; the budget applies to a provider that charges."""
     from kling_render import env
-    from kling_render.providers import make_provider
-    from kling_render.run.report import RECONCILE_GRACE
-    from kling_render.run.scheduler import RunOptions, run
+    from kling_render.run.report import RECONCILE_GRACE, RunOptions
 
-    provider = make_provider(provider_name, cache_dir=cache.root, endpoints=[j.endpoint for j in jobs])
     interval = opts.poll_interval
     if interval is None:
-        interval = DEFAULT_POLL_INTERVAL.get(provider_name, 5.0)
+        interval = DEFAULT_POLL_INTERVAL.get(provider.name, 5.0)
     grace = env.reconcile_grace_override()
     # A provider whose task list shows only tasks that have ended (fal) proves an absence later.
     default_grace = max(RECONCILE_GRACE, getattr(provider, "list_lag", 0.0))
-    run_opts = RunOptions(
+    return RunOptions(
         reconcile_grace=default_grace if grace is None else grace,
         # A free provider (local animatics) spends nothing against the budget.
         budget_usd=budget if provider.charges else None,
-        concurrency=opts.concurrency or project.concurrency_for(provider_name),
+        concurrency=opts.concurrency or project.concurrency_for(provider.name),
         poll_interval=interval,
         resubmit_unknown=opts.resubmit_unknown,
         retry_failed=opts.retry_failed,
     )
-    if not provider.charges:  # nothing is spent, whatever the plan's (wavespeed) prices say
-        jobs = [replace(job, cost_usd=0.0) for job in jobs]
-    def go() -> Any:
-        return run(
-            jobs, provider, state=state, cache=cache, options=run_opts, events=sink, lock=lock, remote=remote,
-            spend=spend,
-        )  # fmt: skip
-
-    if state.is_open:
-        return go()
-    with state:
-        return go()
 
 
-def _merged(reports: list[Any], budget: float | None) -> Any:
-    """One report of several runs (a run per provider, per wave)."""
-    from kling_render.run.report import RunReport
+def _close_all(providers: Mapping[str, Provider]) -> None:
+    """Close the providers made so far when another cannot be made (no run will close them)."""
+    import asyncio
 
-    if len(reports) == 1:
-        return reports[0]
-    merged = RunReport(budget_usd=budget)
-    for report in reports:
-        merged.outcomes.update(report.outcomes)
-        merged.submitted_usd += report.submitted_usd
-        merged.refunded_usd += report.refunded_usd
-        merged.uncertain_usd += report.uncertain_usd
-        merged.budget_stopped = merged.budget_stopped or report.budget_stopped
-        merged.account_stopped = merged.account_stopped or report.account_stopped
-        merged.interrupted = merged.interrupted or report.interrupted
-    return merged
+    async def close() -> None:
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
 
-
-def _waiting_report(the_plan: Plan) -> Any:
-    """The shots that could not render: the clips they continue were not made."""
-    from kling_render.run.report import RunReport, ShotOutcome
-
-    report = RunReport()
-    for p in the_plan.shots:
-        error = f"waits for the clip of {', '.join(p.waits_for)}, which was not made"
-        report.outcomes[p.id] = ShotOutcome(p.id, status="failed", error=error)
-    return report
+    if providers:
+        asyncio.run(close())
 
 
 def stitch(
@@ -350,27 +306,29 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
     return lock
 
 
-def _record_clips(project: Project, keys: Mapping[str, ShotKey], cache: ClipCache, lock: LockFile) -> None:
-    """Each shot's cached clip in the lock file, unless already there (a render records its own; this
-    records clips made elsewhere, e.g. by CI's shards, on the machine that makes the cut)."""
+def _record_clips(project: Project, keys: Mapping[str, Unit], cache: ClipCache, lock: LockFile) -> None:
+    """Each shot's cached clip (its picked take's) in the lock file, unless already there (a render
+    records its own; this records clips made elsewhere, e.g. by CI's shards, on the machine that
+    makes the cut)."""
     from kling_render.catalog.catalog import usd
     from kling_render.plan.plan import field_digests
     from kling_render.project.project import cost_of
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockEntry
 
-    for found in keys.values():
-        shot, key, provider = found.shot, found.key, found.provider
+    shots = {shot.id: shot for shot in project.shots}
+    for sid, unit in keys.items():
+        shot, key, provider = shots[sid], unit.key, unit.provider
         entry = cache.use(provider, key) if key is not None else None  # a damaged clip is quarantined
-        if key is None or entry is None or lock.holds(shot.id, key, entry.sha256, shot.prompt or None):
+        if key is None or entry is None or lock.holds(unit.name, key, entry.sha256, shot.prompt or None):
             continue
         price = cost_of(shot, project.prices, provider) if provider_charges(provider) else None
+        fields = field_digests(shot, provider, unit.params, take=unit.take)
         lock.record(
-            shot.id,
+            unit.name,
             LockEntry(
                 key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=field_digests(shot, provider),
-                prompt=shot.prompt or None,
+                usd(price) if price is not None else 0.0, fields=fields, prompt=shot.prompt or None,
             ),
         )  # fmt: skip
 
@@ -477,15 +435,14 @@ def cut_freshness(project: Project, provider: str, *, hash_cut: bool = True) -> 
     return manifest.check(manifest_file(project), prepared.inputs, project.output.path, hash_cut=hash_cut)
 
 
-def _clip_keys(project: Project, provider: str, cache: ClipCache) -> dict[str, ShotKey]:
-    """Each shot's provider and clip key (the key of a shot continuing another's clip needs that clip)."""
-    from kling_render.plan.plan import clip_keys
+def _clip_keys(project: Project, provider: str, cache: ClipCache) -> dict[str, Unit]:
+    """The clip each shot's cut uses: its picked take (plan.inputs.cut_units), with its provider and
+    key against what the cache holds (the key of a shot that takes another's clip or a frame of it
+    names that clip's digest: None until it is made)."""
+    from kling_render.app.commands import CachedOutputs
+    from kling_render.plan.inputs import cut_units
 
-    def clip_of(where: str, key: str) -> tuple[Path, str] | None:
-        entry = cache.get(where, key)
-        return (entry.path, entry.sha256) if entry is not None else None
-
-    return clip_keys(project, provider, clip_of)
+    return cut_units(project, provider, CachedOutputs(cache))
 
 
 def _stitch(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kling_render.errors import FFmpegError, MissingClipsError, StateError, StitchError
+from kling_render.plan.inputs import step_names
 from kling_render.project.project import Project
 from kling_render.project.rows import ProjectRow, row_view
 from kling_render.report.progress import Event, EventSink, make_sink
@@ -106,7 +107,7 @@ def finish_rows(
     """After the run: prune the lock (a full, successful render), then a cut per planned row."""
     assert project.rows is not None
     if result.exit_code == 0 and not opts.only and opts.shard is None:
-        gone = lock.prune((s.id for s in project.shots), rows=[row.key for row in project.rows])
+        gone = lock.prune(step_names(project), rows=[row.key for row in project.rows])
         if gone:
             sink.emit(Event("lock-pruned", message=f"removed from {lock.path.name}: {', '.join(gone)}",
                             extra={"removed": gone}))  # fmt: skip
@@ -164,16 +165,15 @@ def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) 
     """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
     from kling_render.app import pipeline
     from kling_render.app.commands import on_provider
-    from kling_render.plan.plan import clip_keys
+    from kling_render.plan.inputs import cut_keys
 
     project = on_provider(project, provider)
     rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
     doc = pipeline.status(chosen, None)
     by_id = {s["id"]: s for s in doc["shots"]}
-    found = clip_keys(project, project.provider, lambda where, key: None)
-    keys = {sid: (k.provider, k.key or sid) for sid, k in found.items()}
-    users: dict[tuple[str, str], set[str]] = {}
+    users: dict[str, set[str]] = {}
+    keys = cut_keys(project, project.provider)  # each key names its provider: one clip, one key
     for shot in project.shots:  # shared with another row of the table, selected or not
         users.setdefault(keys[shot.id], set()).add(shot.row or "")
     grouped = []

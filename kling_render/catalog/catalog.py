@@ -34,7 +34,9 @@ from kling_render.catalog.prices import (
     parse_fraction,
     parse_price,
     price_problems,
+    rate_problems,
     shot_cost,
+    still_cost,
     tier_of,
     usd,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "parse_models",
     "parse_price",
     "shot_cost",
+    "still_cost",
     "tier_of",
     "usd",
     "wire_params",
@@ -66,7 +69,9 @@ KWAIVGI_PREFIX = "kwaivgi/"
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_IMAGE_FORMATS = ("jpg", "jpeg", "png")
 # Shot keys that are not model inputs (they steer the cut or the cache key): no field may take these names.
-NON_WIRE_KEYS = frozenset({"id", "model", "take", "trim", "transition", "provider"})
+NON_WIRE_KEYS = frozenset({"id", "model", "take", "takes", "pick", "trim", "transition", "provider"})
+# What a model makes: a clip (a shot's model) or an image (a still's model, priced per image).
+OUTPUTS = ("video", "image")
 # Shot keys with a fixed meaning and type in the project schema: a model that declares one of these
 # names must give it this type, so the same key means the same thing for every model.
 SHOT_KEY_TYPES = {
@@ -187,7 +192,7 @@ class Model:
     title: str
     endpoint: str  # WaveSpeed model path: POST {base}/api/v3/<endpoint>
     fields: tuple[FieldSpec, ...]
-    duration: Duration
+    duration: Duration | None  # None for an image model (output: image)
     required: tuple[str, ...] = ()
     one_of: tuple[Group, ...] = ()
     any_of: tuple[Group, ...] = ()
@@ -199,6 +204,7 @@ class Model:
     needs: tuple[Need, ...] = ()
     references: tuple[tuple[str, str], ...] = ()  # prompt tag (Image) -> the field its files are in
     extends: str | None = None  # the input video the output continues (only the new part is kept)
+    output: str = "video"  # one of OUTPUTS: "image" models make stills, "video" models shots
 
     @property
     def price(self) -> Price | None:
@@ -221,6 +227,17 @@ class Model:
         """The paid providers that offer the model, in the catalog's order."""
         return tuple(o.provider for o in self.offers)
 
+    @property
+    def makes_image(self) -> bool:
+        return self.output == "image"
+
+    @property
+    def clip_duration(self) -> Duration:
+        """The duration rules of a video model (an image model has none: a bug to ask)."""
+        if self.duration is None:
+            raise TypeError(f"{self.id} is an image model: it has no duration")
+        return self.duration
+
     @functools.cached_property
     def _by_name(self) -> dict[str, FieldSpec]:
         return {spec.name: spec for spec in self.fields}
@@ -233,7 +250,7 @@ class Model:
         return frozenset(self._by_name)
 
     def takes(self, name: str) -> bool:
-        return name == "duration" or self.field(name) is not None
+        return (name == "duration" and not self.makes_image) or self.field(name) is not None
 
     @property
     def takes_sound(self) -> bool:
@@ -331,7 +348,7 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
                 max_total_seconds=f.get("max_total_seconds"),
             )
         )
-    d = spec["duration"]
+    d = spec.get("duration")
     limits = spec.get("image_limits", {})
     price = None
     if "price" in spec:
@@ -343,7 +360,7 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
     wavespeed = Offer(
         "wavespeed",
         spec["endpoint"],
-        (*(WireField(f.name, f.wire) for f in fields), WireField("duration", "duration")),
+        (*(WireField(f.name, f.wire) for f in fields), *((WireField("duration", "duration"),) if d else ())),
         price,
     )
     others = tuple(
@@ -354,7 +371,9 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
         title=str(spec.get("title", model_id)),
         endpoint=spec["endpoint"],
         fields=tuple(fields),
-        duration=Duration(
+        duration=None
+        if d is None
+        else Duration(
             min=d["min"],
             max=d["max"],
             default=d["default"],
@@ -379,6 +398,7 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
         ),
         references=tuple((str(tag), str(name)) for tag, name in (spec.get("references") or {}).items()),
         extends=spec.get("extends"),
+        output=str(spec.get("output", "video")),
     )
 
 
@@ -433,16 +453,45 @@ def _model_problems(model_id: str, spec: Mapping[str, Any], reserved: frozenset[
         yield from known(("extends",), name)
         if name in fields and fields[name]["type"] != "video":
             yield ("extends",), f"'{name}' is not a video field"
-    yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
-    for path, message in price_problems(spec.get("price") or {}):
-        yield ("price", *path), message
-    if "price" in spec and not price_problems(spec["price"]):
-        try:
-            parse_price(spec["price"], base=None, date="", source="")
-        except (ValueError, ZeroDivisionError) as exc:
-            yield ("price",), f"invalid price: {exc}"
+    image = spec.get("output", "video") == "image"
+    if image:
+        yield from _image_model_problems(spec)
+    elif "duration" not in spec:
+        yield (), "missing required key 'duration' (a video model's durations; an image model says output: image)"
+    else:
+        yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
+    yield from _price_entry_problems(("price",), spec.get("price"), image=image)
     for provider, raw in (spec.get("providers") or {}).items():
-        yield from offer_problems(provider, raw, fields)
+        yield from offer_problems(provider, raw, fields, image=image)
+
+
+def _price_entry_problems(
+    where: tuple[str | int, ...], raw: Mapping[str, Any] | None, *, image: bool
+) -> Iterator[Problem]:
+    """A model's ``price:``: a rate that fits what the model makes, valid numbers."""
+    if raw is None:
+        return
+    fit = rate_problems(raw, image=image)
+    for path, message in fit:
+        yield (*where, *path), message
+    for path, message in price_problems(raw):
+        yield (*where, *path), message
+    if not fit and not price_problems(raw):
+        try:
+            parse_price(raw, base=None, date="", source="")
+        except (ValueError, ZeroDivisionError) as exc:
+            yield where, f"invalid price: {exc}"
+
+
+def _image_model_problems(spec: Mapping[str, Any]) -> Iterator[Problem]:
+    """An image model makes one picture: no duration, no sound, no video inputs."""
+    if "duration" in spec:
+        yield ("duration",), "an image model (output: image) has no duration"
+    for name, f in spec["fields"].items():
+        if f.get("type") in ("video", "videos", "audios", "multi_prompt") or name == "sound":
+            yield ("fields", name), f"'{name}' is a video input; an image model (output: image) cannot take it"
+    if "extends" in spec:
+        yield ("extends",), "an image model (output: image) extends no clip"
 
 
 def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:

@@ -32,7 +32,10 @@ def declared_models(doc: Document) -> tuple[dict[str, Model], list[Issue]]:
     # Every declared id is known to the schema, even one whose entry is broken: its shots are
     # then skipped quietly instead of each reporting an unknown model.
     types = {mid: _field_types(spec) for mid, spec in raw.items() if isinstance(mid, str)}
-    issues = schema_issues(doc, declared=types)
+    images = frozenset(
+        mid for mid, spec in raw.items() if isinstance(spec, Mapping) and spec.get("output") == "image"
+    )
+    issues = schema_issues(doc, declared=types, image_models=images)
     valid = {k: v for k, v in raw.items() if model_id_valid(k) and model_spec_valid(v)}
     builtin = frozenset(load_catalog())
     models, problems = parse_models(valid, builtin=False, source=f"{doc.file} models", reserved=builtin)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kling_render.catalog.prices import Price, parse_price, price_problems
+from kling_render.catalog.prices import Price, parse_price, price_problems, rate_problems
 
 PAID_PROVIDERS = ("wavespeed", "fal")  # the providers that offer (and price) models
 # The form the free ``local`` provider reads (its animatics and keys predate other providers).
@@ -98,15 +98,17 @@ def parse_offer(provider: str, raw: Mapping[str, Any], *, source: str) -> Offer:
     return Offer(provider, raw["endpoint"], tuple(fields), price)
 
 
-def offer_problems(provider: str, raw: Mapping[str, Any], model_fields: Mapping[str, Any]) -> Iterator[Problem]:
+def offer_problems(
+    provider: str, raw: Mapping[str, Any], model_fields: Mapping[str, Any], *, image: bool = False
+) -> Iterator[Problem]:
     """What the JSON Schema cannot check in ``providers.<provider>``: fields the model lacks, wire
-    names sent twice, enums beyond the model's, a missing duration, bad prices."""
+    names sent twice, enums beyond the model's, a missing duration (a video model's), bad prices."""
     where: tuple[str | int, ...] = ("providers", provider)
     fields: Mapping[str, Any] = raw["fields"]
     wires: dict[str, str] = {}
     for name, spec in fields.items():
         path = (*where, "fields", name)
-        if name != "duration" and name not in model_fields:
+        if (name != "duration" or image) and name not in model_fields:
             near = difflib.get_close_matches(name, list(model_fields), n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"fields: {', '.join(model_fields)}"
             yield path, f"'{name}' is not a field of this model ({hint})"
@@ -127,11 +129,12 @@ def offer_problems(provider: str, raw: Mapping[str, Any], model_fields: Mapping[
                 default = model_fields.get(name, {}).get("default")
                 if default is not None and default not in spec["enum"]:
                     yield (*path, "enum"), f"the model's default {default!r} must be one of them (it is sent)"
-    if "duration" not in fields:
+    if "duration" not in fields and not image:
         yield (*where, "fields"), "the duration must be mapped too (duration: duration)"
-    for path, message in price_problems(raw.get("price") or {}):
+    fit = rate_problems(raw.get("price") or {}, image=image) if "price" in raw else []
+    for path, message in [*fit, *price_problems(raw.get("price") or {})]:
         yield (*where, "price", *path), message
-    if "price" in raw and not price_problems(raw["price"]):
+    if "price" in raw and not fit and not price_problems(raw["price"]):
         try:
             parse_price(raw["price"], base=None, date="", source="")
         except (ValueError, ZeroDivisionError) as exc:

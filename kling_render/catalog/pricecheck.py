@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_render import env
-from kling_render.catalog.catalog import Model, Price, shot_cost, tier_of, usd
+from kling_render.catalog.catalog import Model, Price, shot_cost, still_cost, tier_of, usd
 from kling_render.errors import AuthError, ProviderError, UsageError
 
 PER_SECOND_UNIT = re.compile(r"(^|[_ ])(seconds?|sec)$", re.I)  # fal's units: "video_second", "seconds"
@@ -68,7 +68,8 @@ def default_inputs(model: Model) -> dict[str, Any]:
     for spec in model.fields:
         if spec.has_default and spec.only_with is None:
             inputs[spec.wire] = spec.default
-    inputs["duration"] = model.duration.default
+    if model.duration is not None:  # an image model is priced per image, without one
+        inputs["duration"] = model.duration.default
     return inputs
 
 
@@ -83,6 +84,8 @@ def cases(model: Model) -> list[tuple[str, dict[str, Any]]]:
 
 
 def catalog_price(model: Model, price: Price | None, inputs: Mapping[str, Any]) -> Fraction | None:
+    if model.makes_image:
+        return None if price is None else still_cost(price)
     sound_spec = model.field("sound")
     sound = bool(inputs.get(sound_spec.wire)) if sound_spec is not None else False
     tier = tier_of(inputs.get("resolution"), inputs.get("dynamic_range"))

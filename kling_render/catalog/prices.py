@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier")
+PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier", "per_image")
+# Price keys that only a video model's price may have.
+VIDEO_PRICE_KEYS = ("sound_multiplier", "video_per_second", "video_multiplier", "per_second_by_resolution")
 MAX_PRICE = Fraction(10**6)  # a price or multiplier above this is a typo, and would overflow costs
 UNPRICED_CASES = ("video",)  # cases a price may declare unpublished (``unpriced: [video]``)
 HDR = "hdr"  # the dynamic_range value that prices a resolution apart (``1080p hdr``)
@@ -20,13 +22,14 @@ HDR = "hdr"  # the dynamic_range value that prices a resolution apart (``1080p h
 
 @dataclass(frozen=True)
 class Price:
-    per_second: Fraction | None  # None: only the resolutions of ``by_resolution`` are priced
+    per_second: Fraction | None  # None: only the resolutions of ``by_resolution`` are priced (or an image model)
     sound_multiplier: Fraction | None  # None: no sound surcharge known (sound-on shots need `pricing:`)
     video_per_second: Fraction | None
     date: str
     source: str
     by_resolution: tuple[tuple[str, Fraction], ...] = ()  # the rate per resolution (``4k hdr``...)
     unpriced: frozenset[str] = frozenset()  # "video": no published rate with a reference video
+    per_image: Fraction | None = None  # an image model's price per generated image
 
     def rate(self, tier: str | None, *, with_video: bool) -> Fraction | None:
         """USD per second for a shot of ``tier`` (its resolution, ``+ " hdr"``), or None when unpublished."""
@@ -41,7 +44,10 @@ class Price:
         return self.per_second
 
     def rates_text(self) -> str:
-        """``$0.084/s`` or ``720p $0.157/s, 1080p $0.235/s``: the rates as a table cell shows them."""
+        """``$0.084/s``, ``720p $0.157/s, 1080p $0.235/s`` or ``$0.04/image``: the rates as a table
+        cell shows them."""
+        if self.per_image is not None:
+            return f"${usd(self.per_image)}/image"
         parts = [f"{tier} ${usd(rate)}/s" for tier, rate in self.by_resolution]
         if self.per_second is not None:
             parts.insert(0, f"${usd(self.per_second)}/s" + (" otherwise" if parts else ""))
@@ -83,9 +89,12 @@ def parse_price(raw: Mapping[str, Any], *, base: Price | None, date: str, source
 
     ``video_multiplier`` is the video rate as a factor of ``per_second`` (``video_per_second``
     gives it directly). ``per_second_by_resolution`` adds to (or replaces the rates of) the base's
-    table. Raises ValueError or ZeroDivisionError on a bad number, ValueError when nothing prices a
-    shot at all.
+    table. An image model's entry gives ``per_image`` instead. Raises ValueError or
+    ZeroDivisionError on a bad number, ValueError when nothing prices a shot at all.
     """
+    if "per_image" in raw or (base is not None and base.per_image is not None):
+        rate = parse_fraction(raw["per_image"]) if "per_image" in raw else base.per_image if base else None
+        return Price(None, None, None, date, source, per_image=rate)
     per_second = base.per_second if base else None
     if "per_second" in raw:
         per_second = parse_fraction(raw["per_second"])
@@ -125,6 +134,28 @@ def price_problems(raw: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
         except (ValueError, ZeroDivisionError) as exc:
             found.append((("per_second_by_resolution", str(tier)), f"invalid price: {exc}"))
     return found
+
+
+def rate_problems(raw: Mapping[str, Any], *, image: bool) -> list[tuple[tuple[str, ...], str]]:
+    """A price entry whose rate does not fit its model: an image model (``output: image``) is
+    priced ``per_image`` only, a video model per second."""
+    if image:
+        found: list[tuple[tuple[str, ...], str]] = [
+            ((k,), f"{k} prices video; an image model is priced per_image") for k in VIDEO_PRICE_KEYS if k in raw
+        ]
+        if "per_second" in raw:
+            found.insert(0, (("per_second",), "an image model (output: image) is priced per_image, not per_second"))
+        elif "per_image" not in raw:
+            found.append(((), "missing required key 'per_image'"))
+        return found
+    if "per_image" in raw:
+        return [(("per_image",), "a video model is priced per_second, not per_image")]
+    return []
+
+
+def still_cost(price: Price) -> Fraction | None:
+    """Exact cost of one still (one generated image), or None when the price has no per-image rate."""
+    return price.per_image
 
 
 def shot_cost(

@@ -4,12 +4,14 @@ side, with the cheapest provider per shot (pure: cache status comes from a calla
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 from kling_render.catalog.catalog import PAID_PROVIDERS, usd
-from kling_render.plan.plan import ClipLookup, resolve_clips, select_shots, shot_key
+from kling_render.plan.inputs import NothingMade, Outputs, Unit, resolve, take_name
+from kling_render.plan.plan import select_shots
+from kling_render.project.generated import refs_in
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 from kling_render.project.rules import provider_problems
 
@@ -103,12 +105,13 @@ def compare(
     project: Project,
     *,
     is_cached: Callable[[str, str], bool],
-    clip_of: ClipLookup,
+    outputs: Outputs | None = None,
     only: list[str] | None = None,
 ) -> Comparison:
-    """Every selected shot quoted on every paid provider (``local`` is free and renders animatics only)."""
+    """Every selected shot quoted on every paid provider (``local`` is free and renders animatics only).
+    A shot whose inputs another step makes (a still, a frame, a clip to continue) has its key on a
+    provider once those are made there (``outputs``); until then it will render."""
     result = Comparison(project, PAID_PROVIDERS)
-    keys: dict[str, dict[str, tuple[str, str]]] = {p: {} for p in PAID_PROVIDERS}
     for shot in select_shots(project, only):
         quotes: dict[str, Quote] = {}
         for provider in PAID_PROVIDERS:
@@ -121,12 +124,29 @@ def compare(
             if cost is None:
                 quotes[provider] = Quote(provider, reason=missing_price(shot, project.prices, provider))
                 continue
-            resolved, waits = resolve_clips(shot, clip_of, keys[provider].get)
-            if waits:  # its input clip is not made yet on this provider: it will be rendered
+            unit = _unit_on(project, shot, provider, outputs or NothingMade())
+            if unit is None or unit.key is None:  # an input is not made yet on this provider: it will render
                 quotes[provider] = Quote(provider, cost, "render")
                 continue
-            key = shot_key(provider, resolved)
-            keys[provider][shot.id] = (provider, key)
-            quotes[provider] = Quote(provider, cost, "cached" if is_cached(key, provider) else "render", key)
+            quotes[provider] = Quote(provider, cost, "cached" if is_cached(unit.key, provider) else "render", unit.key)
         result.shots.append(ShotQuotes(shot, quotes))
     return result
+
+
+def _unit_on(project: Project, shot: Shot, provider: str, outputs: Outputs) -> Unit | None:
+    """``shot``'s first take as if the whole project rendered on ``provider``; None when a step it
+    needs is not offered there."""
+    if refs_in(shot.params):
+        moved = replace(
+            project,
+            provider=provider,
+            shots=[replace(s, provider=None) for s in project.shots],
+            stills=[replace(s, provider=None) for s in project.stills],
+        )
+        try:
+            res = resolve(moved, provider, outputs, wanted=[shot.id])
+        except ValueError:  # an upstream model is not offered by this provider
+            return None
+    else:
+        res = resolve(replace(project, shots=[replace(shot, provider=None)], stills=[]), provider, outputs)
+    return res.units.get(take_name(shot, shot.take))

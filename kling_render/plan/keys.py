@@ -7,7 +7,10 @@ clip, segment and lock entry made before stays valid:
 - a clip (and a take of it): ``{provider, model, params (local files as sha256:<hex>), take}``,
   plus ``endpoint`` for a model the project declares;
 - a segment: its identity (stitch/segments.py ``segment_identity``), hashed ASCII-escaped;
-- newer kinds (still, frame, audio, join): ``{"kind": ..., ...}``.
+- a still: ``{kind: "still", provider, model, endpoint, params, take}``; in any ``params`` a
+  made still stands as the sha256 of its image (as a local file would), a frame as
+  ``frame:<clip sha256>@<frame index>`` (plan/inputs.py);
+- newer kinds (frame, audio, join): ``{"kind": ..., ...}``.
 
 Nothing else in the package hashes a document into a key: plan, status, report, the lock, the
 stitch and the shards read keys from the plan, never compute them again.
@@ -20,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kling_render.jobs import MediaRef
+from kling_render.jobs import ClipRef, FrameRef, MediaRef, StillRef, UnresolvedInputError
 
 __all__ = [
     "canonical",
@@ -29,6 +32,7 @@ __all__ = [
     "doc_key",
     "field_digests",
     "fingerprint",
+    "still_key",
     "wire_for_key",
 ]
 
@@ -40,11 +44,15 @@ def doc_key(doc: Mapping[str, Any], *, ascii_only: bool = False) -> str:
 
 
 def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are)."""
+    """Wire parameters with every local file replaced by its sha256 (URLs stay as they are), a
+    made still by the sha256 of its image, a frame by ``frame:<clip sha256>@<index>``;
+    UnresolvedInputError for a generated input not made yet (its digest is unknown)."""
 
     def value(v: Any) -> Any:
         if isinstance(v, MediaRef):
             return v.key_value
+        if isinstance(v, StillRef | FrameRef | ClipRef):
+            raise UnresolvedInputError(f"{v.label} is not made yet: its digest is unknown")
         if isinstance(v, list):
             return [value(x) for x in v]
         return v
@@ -64,10 +72,22 @@ def clip_key(provider: str, model: str, params: Mapping[str, Any], take: int, *,
     return doc_key(doc)
 
 
+def still_key(provider: str, model: str, endpoint: str, params: Mapping[str, Any], take: int) -> str:
+    """A still's key: sha256 of {kind: still, provider, model, endpoint, wire params, take}."""
+    doc = {"kind": "still", "provider": provider, "model": model, "endpoint": endpoint,
+           "params": wire_for_key(params), "take": take}  # fmt: skip
+    return doc_key(doc)
+
+
 def field_digests(params: Mapping[str, Any], take: int, *, endpoint: str | None = None) -> dict[str, str]:
-    """A short digest per wire field, kept in the lock so `plan` can say which field changed."""
+    """A short digest per wire field, kept in the lock so `plan` can say which field changed (a
+    field whose generated input is not made yet has none)."""
     out = {}
-    for name, value in sorted(wire_for_key(params).items()):
+    for name in sorted(params):
+        try:
+            value = wire_for_key({name: params[name]})[name]
+        except UnresolvedInputError:
+            continue
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
         out[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     out["take"] = str(take)

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from kling_render.catalog.catalog import usd
+from kling_render.catalog.catalog import usd, wire_params
 from kling_render.errors import Issue, ProjectError, UsageError
-from kling_render.jobs import Job, MediaRef
+from kling_render.jobs import Job
 from kling_render.plan import keys
-from kling_render.plan.keys import clip_key
+from kling_render.plan.inputs import (
+    NothingMade,
+    Outputs,
+    Resolution,
+    Unit,
+    Wait,
+    offer_of,
+    resolve,
+    step_provider,
+    still_cost_of,
+    still_job,
+    take_key,
+    take_name,
+    wait_reason,
+)
+from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, cost_of, missing_price
 from kling_render.suggest import did_you_mean, with_hint
 
@@ -21,54 +36,15 @@ if TYPE_CHECKING:
 PLAN_VERSION = 1
 
 
-def shot_key(provider: str, shot: Shot) -> str:
-    """A shot's key on ``provider`` (plan/keys.py :func:`~kling_render.plan.keys.clip_key`) over the
-    shot's wire body for that provider (its names and value forms), so one shot has one key per
-    provider and WaveSpeed's keys are what they were before fal. A declared model adds the
-    provider's endpoint. Every input clip of another shot must be resolved first (:func:`resolve_clips`)."""
-    endpoint = None if shot.model.builtin else shot.offer(provider).endpoint
-    return clip_key(provider, shot.model.id, shot.wire(provider), shot.take, endpoint=endpoint)
-
-
-def shot_provider(shot: Shot, project_provider: str, override: str | None = None) -> str:
-    """Where a shot renders: ``--provider`` for every shot, else the shot's own ``provider:``, else the project's."""
-    return override or shot.provider or project_provider
-
-
-ClipLookup = Callable[[str, str], "tuple[Any, str] | None"]
-"""(provider, key) -> (path, sha256) of a cached clip, or None."""
-
-
-def resolve_clips(
-    shot: Shot, clip_of: ClipLookup, key_of: Callable[[str], tuple[str, str] | None]
-) -> tuple[Shot, list[str]]:
-    """``shot`` with each ``{from: SHOT}`` input replaced by that shot's cached clip (path and sha256),
-    and the ids of the shots whose clips do not exist yet. ``key_of`` gives an upstream shot's
-    (provider, key), None when it has no key yet (it waits itself)."""
-    waits: list[str] = []
-
-    def resolve(value: Any) -> Any:
-        if isinstance(value, list):
-            return [resolve(v) for v in value]
-        if not isinstance(value, MediaRef) or value.from_shot is None or value.resolved:
-            return value
-        upstream = shot.upstream(value.from_shot)
-        found = key_of(upstream)
-        clip = clip_of(*found) if found is not None else None
-        if clip is None:
-            waits.append(upstream)
-            return value
-        return MediaRef(path=clip[0], sha256=clip[1], from_shot=value.from_shot)
-
-    if not shot.clip_refs():
-        return shot, []
-    params = {name: resolve(value) for name, value in shot.params.items()}
-    return replace(shot, params=params), waits
+def shot_key(provider: str, shot: Shot, *, take: int | None = None) -> str:
+    """A shot's key on ``provider`` (plan/keys.py :func:`~kling_render.plan.keys.clip_key`): of its
+    take ``take`` (default its first); see ``plan.inputs`` for keys with generated inputs."""
+    return take_key(provider, shot, take=take)
 
 
 def provider_issues(project: Project, shots: Sequence[Shot], override: str) -> list[Issue]:
-    """What ``--provider`` cannot render of these shots, located at each shot (the project was
-    checked against its own providers when it was loaded)."""
+    """What ``--provider`` cannot render of these shots (and of the project's stills), located at
+    each (the project was checked against its own providers when it was loaded)."""
     from kling_render.project.rules import provider_problems
 
     issues = []
@@ -77,6 +53,10 @@ def provider_issues(project: Project, shots: Sequence[Shot], override: str) -> l
         for key, message in provider_problems(shot.model, override, given, shot.own):
             where = f"shots[{shot.index}].{key}"
             issues.append(Issue(project.display, shot.line, where, f"{message} (--provider {override})"))
+    for still in project.stills:
+        for key, message in provider_problems(still.model, override, still.params, frozenset(still.params)):
+            where = f"stills[{still.index}].{key}"
+            issues.append(Issue(project.display, still.line, where, f"{message} (--provider {override})"))
     return issues
 
 
@@ -92,15 +72,28 @@ class PlannedShot:
     change: str  # one of CHANGE_KINDS: "re-stitch" = same clip, other cut settings (trim, transition)
     changed_fields: tuple[str, ...] = ()  # the wire fields that changed, or the cut settings for "re-stitch"
     old_prompt: str | None = None  # the prompt the lock recorded, when the prompt changed
-    waits_for: tuple[str, ...] = ()  # shots whose clips are this shot's inputs and do not exist yet
+    take: int | None = None  # the take number (None: the shot's first take)
+    waits: tuple[Wait, ...] = ()  # generated inputs not made yet: no key until they are
+    reason: str | None = None  # why it will (re-)render without a known key
 
     @property
     def provider(self) -> str:
+        """Where the take renders (its key, cache and state are that provider's)."""
         return self.job.provider
 
     @property
     def id(self) -> str:
-        return self.shot.id
+        """The shot's id for its first take, ``<id>#<take>`` for another (plan.inputs.take_name)."""
+        return self.shot.id if self.take is None or self.take == self.shot.take else f"{self.shot.id}#{self.take}"
+
+    @property
+    def key(self) -> str | None:
+        """The clip's key, or None while an input it names is not made."""
+        return None if self.waits else self.job.key
+
+    @property
+    def picked(self) -> bool:
+        return (self.take or self.shot.take) == self.shot.picked_take
 
     @property
     def change_label(self) -> str:
@@ -120,6 +113,41 @@ class PlannedShot:
 
 
 @dataclass(frozen=True)
+class PlannedStill:
+    """A still in the plan: its key (None while an input it names is not made), price and status."""
+
+    still: Still
+    key: str | None
+    cost: Fraction
+    status: str  # "cached" | "render"
+    change: str  # "added" | "changed" | "unchanged" against the lock's ``still:<id>`` entry
+    waits: tuple[Wait, ...] = ()
+    reason: str | None = None
+    job: Job | None = None  # what makes it (kind "still"), once its inputs are made
+    provider: str = "local"  # where it renders
+
+    @property
+    def id(self) -> str:
+        return self.still.step_id
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "still": self.still.id,
+            "model": self.still.model.id,
+            "provider": self.provider,
+            "cost_usd": usd(self.cost),
+            "status": self.status,
+            "change": self.change,
+            "key": self.key,
+        }
+        if self.waits:
+            doc["waits_for"] = sorted({w.upstream for w in self.waits})
+            doc["reason"] = self.reason
+        return doc
+
+
+@dataclass(frozen=True)
 class Plan:
     project: Project
     provider: str
@@ -133,6 +161,7 @@ class Plan:
     charges: bool = True  # False for a free provider (local): the budget does not apply
     rows: RowsPlan | None = None  # a rows: project's plan by row (plan_rows.py)
     remote: str | None = None  # the shared remote whose clips count as cached (its URL), if any
+    stills: list[PlannedStill] = field(default_factory=list)  # the stills the planned shots need
 
     @property
     def over_budget(self) -> bool:
@@ -149,8 +178,13 @@ class Plan:
 
     @property
     def total_cost(self) -> Fraction:
-        """What every shot costs, each distinct clip once: shots with one key (the shared shots of a
-        rows: project, identical shots) are generated once and used by each."""
+        """What every shot and still costs, each distinct clip or image once: shots with one key (the
+        shared shots of a rows: project, identical shots) are generated once and used by each."""
+        return self.video_cost + _still_cost(self.stills)
+
+    @property
+    def video_cost(self) -> Fraction:
+        """The video stage: every take of every shot, each distinct clip once."""
         return sum((p.cost for p in _distinct(self.shots)), Fraction(0))
 
     @property
@@ -158,8 +192,35 @@ class Plan:
         return [p for p in self.shots if p.status == "render"]
 
     @property
+    def stills_to_render(self) -> list[PlannedStill]:
+        return [s for s in self.stills if s.status == "render"]
+
+    @property
     def to_render_cost(self) -> Fraction:
+        """What a render would pay: the stills and takes to render, each distinct one once; a step
+        whose key waits for an input is counted as paid (its new key cannot be known)."""
+        return self.video_to_render_cost + _still_cost(self.stills_to_render)
+
+    @property
+    def video_to_render_cost(self) -> Fraction:
         return sum((p.cost for p in _distinct(self.to_render)), Fraction(0))
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """The cost of the stills stage (`render --until stills`) and of the video stage, apart."""
+        return {
+            "stills": {
+                "count": len(self.stills),
+                "to_render": len(self.stills_to_render),
+                "total_cost_usd": usd(_still_cost(self.stills)),
+                "to_render_cost_usd": usd(_still_cost(self.stills_to_render)),
+            },
+            "video": {
+                "count": len(self.shots),
+                "to_render": len(self.to_render),
+                "total_cost_usd": usd(self.video_cost),
+                "to_render_cost_usd": usd(self.video_to_render_cost),
+            },
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,11 +236,13 @@ class Plan:
                     "cost_usd": usd(p.cost),
                     "status": p.status,
                     "provider": p.provider,
-                    **({"waits_for": list(p.waits_for)} if p.waits_for else {}),
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
-                    "key": p.job.key,
+                    "key": p.key,
                     **({"row": p.shot.row, "shot": p.shot.name} if p.shot.row is not None else {}),
+                    **({"take": p.take, "picked": p.picked} if p.shot.takes > 1 else {}),
+                    **({"waits_for": sorted({w.upstream for w in p.waits}), "reason": p.reason}
+                       if p.waits else {}),
                     **({"prompt_change": dict(zip(("old", "new"), pc, strict=True))}
                        if (pc := p.prompt_change) else {}),
                 }
@@ -190,6 +253,7 @@ class Plan:
             "counts": self.change_counts(),
             "total_cost_usd": usd(self.total_cost),
             "to_render_cost_usd": usd(self.to_render_cost),
+            **({"stills": [s.to_json() for s in self.stills], "stages": self.stages()} if self.stills else {}),
             "budget_usd": self.budget_usd,
             "over_budget": self.over_budget,
             "selected": self.selected,
@@ -201,8 +265,13 @@ class Plan:
 
 
 def _distinct(shots: Sequence[PlannedShot]) -> list[PlannedShot]:
-    """The first shot of each key."""
+    """The first shot of each key (a shot waiting for an input has a key of its own)."""
     return list({p.job.key: p for p in reversed(shots)}.values())
+
+
+def _still_cost(stills: Iterable[PlannedStill]) -> Fraction:
+    """Each distinct still once (a still waiting for an input counts on its own)."""
+    return sum(({s.key or s.id: s.cost for s in stills}.values()), Fraction(0))
 
 
 def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
@@ -228,74 +297,32 @@ def build_plan(
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
     lock_cut: Mapping[str, Any] | None = None,
     cut_now: Mapping[str, Any] | None = None,
-    override: str | None = None,
-    clip_of: ClipLookup | None = None,
+    outputs: Outputs | None = None,
 ) -> Plan:
-    """Resolve every selected shot into a Job with its key, price, cache status and lock change.
+    """Resolve every take of every selected shot (and the stills they need) into a Job with its
+    key, price, cache status and lock change.
 
-    ``provider`` is the project's (or ``--provider``'s); a shot with its own ``provider:`` renders
-    there unless ``override`` (``--provider``) says otherwise for every shot. ``is_cached(key,
-    provider)`` tells a cached clip;
-    ``clip_of(provider, key)`` finds the clip another shot continues (``video: {from: SHOT}``).
-    ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
-    lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
-    re-stitch are told apart from unchanged shots."""
+    ``provider`` is the project's (``--provider`` moves every shot there first: ``on_provider``);
+    a shot or still with its own ``provider:`` renders there. ``is_cached(key, provider)`` tells a
+    cached clip. ``cut_settings`` gives a shot's cut settings as the lock records them; with
+    ``lock_cut`` (the lock's ``cut`` section) and ``cut_now`` (the same for the project as it is),
+    edits that only re-stitch are told apart from unchanged shots. ``outputs`` tells which stills
+    and clips are made (their digests key the steps that use them); without it none is."""
     lock = lock or {}
     selected = select_shots(project, only)
-    if override is not None:
-        issues = provider_issues(project, selected, override)
-        if issues:
-            raise ProjectError(issues)
+    wanted = [s.id for s in selected] if only else None  # every still too, used or not, without --only
+    res = resolve(project, provider, outputs or NothingMade(), wanted=wanted)
     planned: list[PlannedShot] = []
     unpriced: list[tuple[Shot, str]] = []
-    keys: dict[str, tuple[str, str]] = {}  # shot id -> (provider, key): for the shots that continue it
-    lookup = clip_of or (lambda provider, key: None)
-    chosen = {s.id for s in selected}
-    for shot in _upstream_first(project, selected):
-        where = shot_provider(shot, provider, override)
-        if shot.id not in chosen:  # an input of a selected shot: only its key is needed
-            shot, waits = resolve_clips(shot, lookup, keys.get)
-            if not waits and shot.model.offer(where) is not None:
-                keys[shot.id] = (where, shot_key(where, shot))
-            continue
+    for shot in selected:
+        where = step_provider(shot, provider)
         cost = cost_of(shot, project.prices, where)
         if cost is None:
             unpriced.append((shot, where))
             continue
-        shot, waits = resolve_clips(shot, lookup, keys.get)
-        key = shot_key(where, shot) if not waits else _waiting_key(where, shot, waits, keys)
-        if not waits:
-            keys[shot.id] = (where, key)
-        offer = shot.offer(where)
-        job = Job(
-            shot_id=shot.id,
-            model=shot.model.id,
-            endpoint=offer.endpoint,
-            params=shot.wire(where) if not waits else {},
-            duration=shot.duration,
-            sound=shot.sound,
-            aspect_ratio=shot.aspect_ratio,
-            key=key,
-            cost_usd=usd(cost),
-            index=shot.index,
-            prompt=shot.prompt,
-            extra={"fields": field_digests(shot, where)} if not waits else {},
-            provider=where,
-            extends=shot.model.extends is not None,
-        )
-        entry = lock.get(shot.id)
-        change, fields = _change(entry, key, shot, where) if not waits else ("changed" if entry else "added", ())
-        if change == "unchanged" and entry is not None and cut_settings is not None:
-            fields = _cut_change(entry, cut_settings(shot))
-            change = "re-stitch" if fields else change
-        old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
-        cached = not waits and is_cached(key, where)
-        planned.append(
-            PlannedShot(
-                shot, job, cost, "cached" if cached else "render", change, fields,
-                old_prompt if isinstance(old_prompt, str) else None, tuple(waits),
-            )
-        )  # fmt: skip
+        for unit in res.of_shot(shot):
+            planned.append(_planned_take(shot, unit, cost, is_cached, lock, cut_settings))
+    stills = _planned_stills(project, res, is_cached, lock)
     if unpriced:
         raise ProjectError(
             [
@@ -308,48 +335,112 @@ def build_plan(
                 for s, where in unpriced
             ]
         )
-    order = {s.id: n for n, s in enumerate(selected)}
-    planned.sort(key=lambda p: order[p.id])
-    removed = sorted(set(lock) - {s.id for s in project.shots})
+    names = {take_name(s, t) for s in project.shots for t in s.take_numbers} | {s.step_id for s in project.stills}
+    removed = sorted(set(lock) - names)
     restitch = project_cut_change(lock_cut, cut_now) if lock_cut is not None and cut_now is not None else []
-    return Plan(project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch)
+    return Plan(
+        project, provider, planned, removed, lock, list(only) if only else None, restitch=restitch, stills=stills
+    )
 
 
-def _upstream_first(project: Project, shots: Sequence[Shot]) -> list[Shot]:
-    """The shots with each one after the shots whose clips it continues (the file's order otherwise),
-    and before them the shots outside the selection whose clips are inputs (for their keys)."""
-    if not any(s.clip_refs() for s in project.shots):
-        return list(shots)
-    by_id = {s.id: s for s in project.shots}
-    out: list[Shot] = []
-    done: set[str] = set()
+def _planned_take(
+    shot: Shot,
+    unit: Unit,
+    cost: Fraction,
+    is_cached: Callable[[str, str], bool],
+    lock: Mapping[str, Mapping[str, Any]],
+    cut_settings: Callable[[Shot], Mapping[str, Any]] | None,
+) -> PlannedShot:
+    """One take of ``shot`` in the plan: keyed when its inputs are made, else waiting for them."""
+    params = unit.params if unit.params is not None else shot.params
+    key = unit.some_key
+    take = unit.take if unit.take is not None else shot.take
+    job = take_job(shot, unit, cost)
+    entry = lock.get(unit.name)
+    reason = None
+    if unit.key is None:
+        change = "changed" if entry is not None else "added"
+        fields = tuple(dict.fromkeys(w.field for w in unit.waits)) if entry is not None else ()
+        reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+    else:
+        change, fields = _change(entry, key, shot, unit.provider, params, take)
+        if change == "unchanged" and entry is not None and cut_settings is not None and unit.picked:
+            fields = _cut_change(entry, cut_settings(shot))
+            change = "re-stitch" if fields else change
+    old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
+    status = "cached" if unit.key is not None and is_cached(key, unit.provider) else "render"
+    return PlannedShot(
+        shot, job, cost, status, change, fields, old_prompt if isinstance(old_prompt, str) else None,
+        take=take, waits=unit.waits, reason=reason,
+    )  # fmt: skip
 
-    def visit(shot: Shot, trail: frozenset[str]) -> None:
-        if shot.id in done or shot.id in trail:
-            return
-        for ref in shot.clip_refs():
-            upstream = by_id.get(shot.upstream(ref.from_shot or ""))
-            if upstream is not None:
-                visit(upstream, trail | {shot.id})
-        done.add(shot.id)
-        out.append(shot)
 
-    for shot in shots:
-        visit(shot, frozenset())
+def take_job(shot: Shot, unit: Unit, cost: Fraction) -> Job:
+    """The Job that makes one take of ``shot`` (``unit``, its resolution) on the unit's provider, its
+    params in that provider's form: its key is the unit's (a stand-in while an input is not made:
+    such a job is planned, never sent)."""
+    params = unit.params if unit.params is not None else shot.params
+    take = unit.take if unit.take is not None else shot.take
+    offer = offer_of(shot.model, unit.provider)
+    return Job(
+        shot_id=unit.name,
+        model=shot.model.id,
+        endpoint=offer.endpoint,
+        params=wire_params(offer, params),
+        duration=shot.duration,
+        sound=shot.sound,
+        aspect_ratio=shot.aspect_ratio,
+        key=unit.some_key,
+        cost_usd=usd(cost),
+        index=shot.index,
+        prompt=shot.prompt,
+        extra={"fields": field_digests(shot, unit.provider, params, take=take)},
+        provider=unit.provider,
+        extends=shot.model.extends is not None,
+    )
+
+
+def _planned_stills(
+    project: Project,
+    res: Resolution,
+    is_cached: Callable[[str, str], bool],
+    lock: Mapping[str, Mapping[str, Any]],
+) -> list[PlannedStill]:
+    """The stills the resolution reached (those the selected shots need), priced per image on
+    each still's provider."""
+    out: list[PlannedStill] = []
+    unpriced: list[tuple[Still, str]] = []
+    for still in project.stills:
+        unit = res.units.get(still.step_id)
+        if unit is None:
+            continue
+        cost = still_cost_of(still, project.prices, unit.provider)
+        if cost is None:
+            unpriced.append((still, unit.provider))
+            continue
+        entry = lock.get(still.step_id)
+        if unit.key is None:
+            change = "changed" if entry is not None else "added"
+            reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
+            out.append(PlannedStill(still, None, cost, "render", change, unit.waits, reason, provider=unit.provider))
+            continue
+        change = "added" if entry is None else "unchanged" if entry.get("key") == unit.key else "changed"
+        status = "cached" if res.made.get(still.step_id) or is_cached(unit.key, unit.provider) else "render"
+        job = still_job(still, unit, cost)
+        out.append(PlannedStill(still, unit.key, cost, status, change, job=job, provider=unit.provider))
+    if unpriced:
+        raise ProjectError(
+            [Issue(project.display, s.line, f"stills[{s.index}].model",
+                   f"no price for {s.model.id}{'' if p in ('wavespeed', 'local') else f' on {p}'}: "
+                   "add its per_image under pricing:") for s, p in unpriced]
+        )  # fmt: skip
     return out
 
 
-def _waiting_key(provider: str, shot: Shot, waits: list[str], known: Mapping[str, tuple[str, str]]) -> str:
-    """A stand-in key for a shot whose input clip is not made yet: stable, never a cache key (its
-    real key needs that clip's digest); the render plans the shot again once the clip exists."""
-    doc = {"provider": provider, "model": shot.model.id, "waits_for": sorted(waits), "take": shot.take,
-           "upstream": sorted(str(known.get(w)) for w in waits)}  # fmt: skip
-    return "waits-" + keys.doc_key(doc)[:58]
-
-
 def _cut_change(entry: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str, ...]:
-    """The cut settings (trim, transition) that differ from the last cut's; none when it recorded none."""
-    return tuple(k for k in ("trim", "transition") if k in entry and k in now and entry[k] != now[k])
+    """The cut settings (trim, transition, the pick of a shot with takes) that differ from the last
+    cut's; none when it recorded none."""
+    return tuple(k for k in ("trim", "transition", "pick") if k in entry and k in now and entry[k] != now[k])
 
 
 def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -368,14 +459,26 @@ def _exact_usd(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def field_digests(shot: Shot, provider: str) -> dict[str, str]:
-    """A short digest per wire field of ``shot`` on ``provider`` (plan/keys.py), kept in the lock."""
-    endpoint = None if shot.model.builtin else shot.offer(provider).endpoint
-    return keys.field_digests(shot.wire(provider), shot.take, endpoint=endpoint)
+def field_digests(
+    shot: Shot, provider: str, params: Mapping[str, Any] | None = None, *, take: int | None = None
+) -> dict[str, str]:
+    """A short digest per wire field of ``shot`` on ``provider`` (plan/keys.py), kept in the lock
+    (a field whose generated input is not made yet has none)."""
+    offer = offer_of(shot.model, provider)
+    return keys.field_digests(
+        wire_params(offer, shot.params if params is None else params),
+        shot.take if take is None else take,
+        endpoint=None if shot.model.builtin else offer.endpoint,
+    )
 
 
 def _change(
-    entry: Mapping[str, Any] | None, key: str, shot: Shot, provider: str
+    entry: Mapping[str, Any] | None,
+    key: str,
+    shot: Shot,
+    provider: str,
+    params: Mapping[str, Any] | None = None,
+    take: int | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     if entry is None:
         return "added", ()
@@ -388,7 +491,7 @@ def _change(
         fields.append("provider")
     old = entry.get("fields")
     if isinstance(old, Mapping):
-        new = field_digests(shot, provider)
+        new = field_digests(shot, provider, params, take=take)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
 
@@ -402,7 +505,7 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(f"{current.project.display} changed since the plan was made")
     # The lock may have moved only by rendering this plan's own shots (a resumed run); any other
     # change (a merge, another render) means the reviewed costs and changes no longer hold.
-    planned = {p.id: p.job.key for p in current.shots}
+    planned = {p.id: p.key for p in current.shots}
     then = saved.get("lock_keys") or {}
     now = {sid: e.get("key") for sid, e in current.lock_entries.items()}
     moved = sorted(
@@ -414,31 +517,17 @@ def stale_reasons(saved: Mapping[str, Any], current: Plan) -> list[str]:
         reasons.append(
             f"{current.project.lock_path.name} changed since the plan was made ({', '.join(moved)})"
         )
-    saved_keys = {str(s.get("id")): s.get("key") for s in saved.get("shots", []) if isinstance(s, Mapping)}
-    now_keys: dict[str, Any] = {p.id: p.job.key for p in current.shots}
-    if saved_keys != now_keys:
-        differ = sorted(k for k in set(saved_keys) | set(now_keys) if saved_keys.get(k) != now_keys.get(k))
+    saved_shots = [s for s in saved.get("shots", []) if isinstance(s, Mapping)]
+    saved_keys = {str(s.get("id")): s.get("key") for s in saved_shots}
+    # A step that waited for an input when the plan was made gets its key once that input is made
+    # (by this plan's render): only another key than the one it got, or a new step, differs.
+    waited = {str(s.get("id")) for s in saved_shots if s.get("key") is None and s.get("waits_for")}
+    now_keys: dict[str, Any] = {p.id: p.key for p in current.shots}
+    differ = sorted(
+        k
+        for k in set(saved_keys) | set(now_keys)
+        if saved_keys.get(k) != now_keys.get(k) and not (k in waited and k in now_keys)
+    )
+    if differ:
         reasons.append("shots differ from the plan: " + ", ".join(str(k) for k in differ))
     return reasons
-
-
-def clip_keys(project: Project, provider: str, clip_of: ClipLookup) -> dict[str, ShotKey]:
-    """Each shot's provider and clip key, without prices (a stitch, a status): no key for a shot whose
-    input clip (``video: {from: SHOT}``) does not exist yet, or whose provider does not offer its model."""
-    keys: dict[str, tuple[str, str]] = {}
-    out: dict[str, ShotKey] = {}
-    for shot in _upstream_first(project, project.shots):
-        where = shot_provider(shot, provider)
-        resolved, waits = resolve_clips(shot, clip_of, keys.get)
-        key = shot_key(where, resolved) if not waits and shot.model.offer(where) is not None else None
-        if key is not None:
-            keys[shot.id] = (where, key)
-        out[shot.id] = ShotKey(where, key, resolved)
-    return out
-
-
-@dataclass(frozen=True)
-class ShotKey:
-    provider: str
-    key: str | None  # None: the shot has no clip key yet (its input clip is not made)
-    shot: Shot  # with its input clips resolved

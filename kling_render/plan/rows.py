@@ -106,7 +106,7 @@ class RowsPlan:
                 "clips": [
                     {
                         "shot": c.names,
-                        "key": c.first.job.key,
+                        "key": c.first.key,  # None while it waits for a generated input
                         "rows": c.rows,
                         "cost_usd": usd(c.first.cost),
                         "status": c.first.status,

@@ -6,7 +6,7 @@ import contextlib
 import gc
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -14,9 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import Model, Offer, Price, find_model, tier_of, wire_params
 from kling_render.errors import Issue, ProjectError, UsageError
-from kling_render.jobs import MediaRef
+from kling_render.jobs import GeneratedRef, MediaRef
 from kling_render.project import rules
 from kling_render.project.document import DocPath, Document, load_document
+from kling_render.project.generated import (
+    STILL_PREFIX,
+    GraphCheck,
+    RefSite,
+    Still,
+    check_graph,
+    ids_of,
+    not_taken_message,
+    parse_ref,
+    size_problems,
+)
 from kling_render.project.media import AUDIO_EXTENSIONS, MediaIndex, MediaProblem, is_url, resolve_inside
 from kling_render.project.templates import RESERVED_NAMES, ProjectTemplates, ShotTemplates, TemplateProblem
 from kling_render.suggest import did_you_mean, nearby_file, with_hint
@@ -70,10 +81,22 @@ class Shot:
     tier: str | None = None  # what the price depends on: the resolution (``1080p hdr``), if any
     own: frozenset[str] = frozenset()  # the keys the shot itself sets
     given: frozenset[str] = frozenset()  # the inputs set by the shot or by ``defaults:``
+    takes: int = 1  # takes rendered: take .. take + takes - 1
+    pick: int | None = None  # the take number cut (None: the first, ``take``)
 
     @property
     def kept_duration(self) -> float:
         return self.trim.kept(self.duration)
+
+    @property
+    def take_numbers(self) -> range:
+        """The take numbers rendered; each is a key (take 1 is the key a shot always had)."""
+        return range(self.take, self.take + self.takes)
+
+    @property
+    def picked_take(self) -> int:
+        """The take number whose clip the cut uses (and continuity children start from)."""
+        return self.pick if self.pick is not None else self.take
 
     @property
     def name(self) -> str:
@@ -91,14 +114,6 @@ class Shot:
     def wire(self, provider: str) -> dict[str, Any]:
         """The shot's inputs as ``provider`` takes them (its wire names and value forms)."""
         return wire_params(self.offer(provider), self.params)
-
-    def clip_refs(self) -> list[MediaRef]:
-        """The inputs that are other shots' clips (``video: {from: SHOT}``), in input order."""
-        return [ref for ref in _media_refs(self.params) if ref.from_shot is not None]
-
-    def upstream(self, name: str) -> str:
-        """The id of the shot a ``{from: name}`` input names: in the same row of a rows: project."""
-        return name if self.row is None else f"{self.row}/{name}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class Project:
     audio: AudioSpec | None
     prices: dict[tuple[str, str], Price]  # by (provider, model id); see price_of
     vars: dict[str, Any] = field(default_factory=dict)
+    stills: list[Still] = field(default_factory=list)  # images an image model makes, named by shots
     models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per provider (schema-checked)
 
@@ -173,6 +189,11 @@ class Project:
         """Every local file the project reads, with what it is for (outputs must never overwrite one):
         every row's media and music, and the rows data file, in a rows: project."""
         found = input_files(self.shots, self.audio)
+        for still in self.stills:
+            for name, value in still.params.items():
+                for ref in value if isinstance(value, list) else [value]:
+                    if isinstance(ref, MediaRef) and ref.path is not None:
+                        found.append((ref.path, f"the {name} of still {still.id}"))
         for row in self.rows or ():
             if row.audio is not None and row.audio.music is not None:
                 found.append((row.audio.music, f"the music of row {row.key}"))
@@ -191,17 +212,12 @@ class Project:
         raise KeyError(shot_id)
 
 
-def _media_refs(params: Mapping[str, Any]) -> list[MediaRef]:
-    return [ref for value in params.values() for ref in (value if isinstance(value, list) else [value])
-            if isinstance(ref, MediaRef)]  # fmt: skip
-
-
 def input_files(shots: list[Shot], audio: AudioSpec | None) -> list[tuple[Path, str]]:
     found: dict[Path, str] = {}
     for shot in shots:
         for name, value in shot.params.items():
             for ref in value if isinstance(value, list) else [value]:
-                if isinstance(ref, MediaRef) and ref.path is not None and ref.from_shot is None:
+                if isinstance(ref, MediaRef) and ref.path is not None:
                     found.setdefault(ref.path, f"the {name} of shot {shot.id}")
     if audio is not None and audio.music is not None:
         found.setdefault(audio.music, "the music")
@@ -321,6 +337,9 @@ class _Resolver:
         self.templates = ProjectTemplates(self.vars, self.data.get("prompts", {}), str(self.data["name"]))
         self._budget_spent = False
         self.output_text: str | None = None  # output.path as the last cut rendered it (None: unusable)
+        # The last cut's stills and where its generated inputs are used (reset by each cut).
+        self.stills: list[Still] = []
+        self.sites: list[RefSite] = []
 
     def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None:
         self.issues.append(self.doc.issue(path, message, line_path=line_path))
@@ -362,6 +381,7 @@ class _Resolver:
             audio=audio,
             prices=prices,
             vars=self.vars,
+            stills=self.stills,
             models=self.models,
             provider_options={k: dict(v) for k, v in data.get("provider_options", {}).items()},
             remote=self._remote(),
@@ -375,6 +395,8 @@ class _Resolver:
         """The shots, output and audio of one cut, with the current template context (a row's, in
         a rows: project, whose expansion checks the outputs of all rows together instead)."""
         data = self.data
+        self.sites = []
+        self.stills = self._stills()
         shots: list[Shot] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(data["shots"]):
@@ -395,32 +417,15 @@ class _Resolver:
         audio = self._audio()
         output = self._output(name, input_files(shots, audio) if check_output else None)
         self._check_cut(shots, output.fps)
-        self._check_clip_refs(shots)
+        graph = GraphCheck(
+            declared_stills=ids_of(data.get("stills", [])),
+            declared_shots=ids_of(data["shots"]),
+            kept={shot.id: shot for shot in shots},
+            sites=self.sites,
+        )
+        for path, message, line_path in check_graph(graph) + size_problems({s.id: s for s in self.stills}, self.sites):
+            self.add(path, message, line_path)
         return shots, output, audio
-
-    def _check_clip_refs(self, shots: list[Shot]) -> None:
-        """``{from: SHOT}`` names another shot of the cut, and no shot waits for itself in a cycle."""
-        by_name = {shot.name: shot for shot in shots}
-        known = {str(raw.get("id")) for raw in self.data["shots"] if isinstance(raw, dict)}
-        waits: dict[str, list[str]] = {}
-        for shot in shots:
-            for name, value in shot.params.items():
-                values = value if isinstance(value, list) else [value]
-                for i, ref in enumerate(values):
-                    if not isinstance(ref, MediaRef) or ref.from_shot is None:
-                        continue
-                    path: DocPath = ("shots", shot.index, name, *((i,) if isinstance(value, list) else ()), "from")
-                    if ref.from_shot == shot.name:
-                        self.add(path, "a shot cannot continue its own clip")
-                    elif ref.from_shot not in known:
-                        self.add(path, with_hint(f"no shot named '{ref.from_shot}' in this project",
-                                                 did_you_mean(ref.from_shot, sorted(known))))  # fmt: skip
-                    elif ref.from_shot in by_name:
-                        waits.setdefault(shot.name, []).append(ref.from_shot)
-        for shot in shots:
-            cycle = _cycle(shot.name, waits)
-            if cycle and shot.name == min(cycle, key=lambda n: by_name[n].index):  # once, at its first shot
-                self.add(("shots", shot.index), "its input clips form a cycle: " + " -> ".join([*cycle, cycle[0]]))
 
     def _remote(self) -> str | None:
         """``remote:``, checked here rather than by a schema pattern: a schema message would
@@ -471,6 +476,10 @@ class _Resolver:
             if located:
                 continue
             common = {k: v for k, v in spec.items() if k not in PAID_PROVIDERS}
+            misfit = _rate_misfit(raw_id, model, [common, *(spec.get(p) or {} for p in PAID_PROVIDERS if p in spec)])
+            if misfit is not None:
+                self.add(("pricing", raw_id), misfit)
+                continue
             for provider in model.providers:
                 own = spec.get(provider)
                 if not common and own is None:
@@ -572,12 +581,21 @@ class _Resolver:
         model = find_model(str(model_id), self.models)
         if model is None:  # the schema's enum reports it already
             return None
+        if model.makes_image:
+            self.add(
+                (*base, "model"),
+                f"{model.id} is an image model (output: image): it makes stills, not shots; declare a "
+                "still with it under stills: and give the shot image: {still: ID}",
+                line_path=where("model"),
+            )
+            return None
         shot_id = str(raw["id"])
         context = self.templates.for_shot(shot_id, index)
 
         n_before = len(self.issues)
         ctx = rules.ShotContext(model=model, merged=merged, own=own)
         for key, message in rules.check(ctx):
+            message = not_taken_message(key, model, merged.get(key)) or message
             self.add((*base, key), message, line_path=None if key in own or key not in merged else where(key))
         shot_provider = raw.get("provider")
         provider = str(shot_provider or self.data.get("provider", "local"))
@@ -586,9 +604,13 @@ class _Resolver:
             if at == "model" and shot_provider is not None:
                 at = "provider"
             self.add((*base, at), message, line_path=None if at in own else where(at))
+        take, takes = int(raw.get("take", 1)), int(merged.get("takes", 1))
+        pick = raw.get("pick")
+        if isinstance(pick, int) and not take <= pick < take + takes:
+            self.add((*base, "pick"), f"{pick} is not a rendered take ({_rendered(take, takes)})")
 
         duration = rules.effective_duration(model, merged)
-        params, prompt_text = self._params(model, merged, base, where, context)
+        params, prompt_text = self._params(model, merged, base, where, context, owner=shot_id)
         # Every field the model gives a default is sent, so writing the default by hand never
         # changes the shot's key; the duration is always sent.
         params["duration"] = duration
@@ -616,7 +638,7 @@ class _Resolver:
             aspect_ratio=aspect_ratio,
             params=params,
             prompt=prompt_text,
-            take=int(raw.get("take", 1)),
+            take=take,
             trim=trim,
             transition=transition,
             with_video=with_video,
@@ -625,7 +647,60 @@ class _Resolver:
             tier=tier_of(params.get("resolution"), params.get("dynamic_range")),
             own=frozenset(own),
             given=frozenset(k for k in merged if model.takes(k)),
+            takes=takes,
+            pick=pick if isinstance(pick, int) else None,
         )
+
+    def _stills(self) -> list[Still]:
+        """The project's stills, each with its image model's rules and inputs (no defaults: those
+        are the shots'); templates see the project's context without ``shot``."""
+        stills: list[Still] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(self.data.get("stills", [])):
+            if not isinstance(raw, dict) or "model" not in raw:  # the schema has reported it
+                continue
+            still_id = str(raw.get("id", ""))
+            base: DocPath = ("stills", index)
+            if still_id in seen:
+                self.add((*base, "id"), f"duplicate still id '{still_id}' (first used by stills[{seen[still_id]}])")
+            seen.setdefault(still_id, index)
+            model = find_model(str(raw["model"]), self.models)
+            if model is None:
+                continue
+            if not model.makes_image:
+                self.add(
+                    (*base, "model"),
+                    f"{model.id} is a video model: a still needs an image model (output: image), "
+                    "such as bytedance/seedream-v4.5, or bytedance/seedream-v4.5/edit with reference images",
+                )
+                continue
+            n_before = len(self.issues)
+            ctx = rules.ShotContext(model=model, merged=dict(raw), own=set(raw))
+            for key, message in rules.check(ctx):
+                self.add((*base, key), not_taken_message(key, model, raw.get(key)) or message)
+            own_provider = raw.get("provider")
+            provider = str(own_provider or self.data.get("provider", "local"))
+            for key, message in rules.provider_problems(model, provider, raw, set(raw)):
+                at = key if key in raw and key != "model" else "provider" if own_provider is not None else "model"
+                self.add((*base, at), message)
+            params, prompt_text = self._params(
+                model, dict(raw), base, lambda key: None, self.templates.for_cut(), owner=STILL_PREFIX + still_id
+            )
+            if len(self.issues) > n_before:
+                continue
+            stills.append(
+                Still(
+                    id=still_id,
+                    index=index,
+                    model=model,
+                    params=params,
+                    prompt=prompt_text,
+                    take=int(raw.get("take", 1)),
+                    line=self.doc.line(base),
+                    provider=str(own_provider) if own_provider is not None else None,
+                )
+            )
+        return stills
 
     def _params(
         self,
@@ -634,6 +709,8 @@ class _Resolver:
         base: DocPath,
         where: Callable[[str], DocPath | None],
         context: ShotTemplates,
+        *,
+        owner: str,
     ) -> tuple[dict[str, Any], str]:
         """The wire body (media as MediaRef) and the prompt text, from the model's field specs."""
         params: dict[str, Any] = {}
@@ -664,7 +741,7 @@ class _Resolver:
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in value)
             elif kind in ("image", "video"):
-                value = self._input_media(model, kind, value, path, line_path, context)
+                value = self._input_media(model, kind, value, path, line_path, context, owner)
                 if value is None:
                     continue
                 if kind == "video":
@@ -672,8 +749,10 @@ class _Resolver:
             elif kind in ("images", "videos", "audios"):
                 item_kind = kind[:-1]
                 refs = [
-                    self._input_media(model, item_kind, v, (*path, i), None, context) for i, v in enumerate(value)
-                ]
+                    self._input_media(model, item_kind, v, (*path, i), line_path if isinstance(v, dict) else None,
+                                      context, owner)
+                    for i, v in enumerate(value)
+                ]  # fmt: skip
                 value = [r for r in refs if r is not None]
                 if kind != "images":
                     self._check_lengths(spec, value, path, line_path)
@@ -687,23 +766,33 @@ class _Resolver:
         return params, prompt_text
 
     def _input_media(
-        self, model: Model, kind: str, value: Any, path: DocPath, line_path: DocPath | None, context: ShotTemplates
-    ) -> MediaRef | None:
-        """A media input: a file or URL (a template), or for a video ``{from: SHOT}``, another shot's clip."""
+        self,
+        model: Model,
+        kind: str,
+        value: Any,
+        path: DocPath,
+        line_path: DocPath | None,
+        context: ShotTemplates,
+        owner: str,
+    ) -> MediaRef | GeneratedRef | None:
+        """A media input: a file or URL (a template), or a generated one (``{still: ID}``, ``{from:
+        SHOT, frame: POS}``, a video's ``{from: SHOT}``), recorded for the graph check."""
         if isinstance(value, dict):
-            name = str(value.get("from", ""))
-            return MediaRef(from_shot=name)
+            ref = parse_ref(value)
+            if ref is not None:
+                self.sites.append(RefSite(owner, path, ref, line_path, model))
+            return ref
         return self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
 
     def _check_lengths(
-        self, spec: Any, refs: list[MediaRef], path: DocPath, line_path: DocPath | None, *, single: bool = False
+        self, spec: Any, refs: Sequence[object], path: DocPath, line_path: DocPath | None, *, single: bool = False
     ) -> None:
         """Each local file of a video or ``videos``/``audios`` field within the model's lengths, and their sum."""
         if spec.min_seconds is None and spec.max_seconds is None and spec.max_total_seconds is None:
             return
         total = 0.0
         for i, ref in enumerate(refs):
-            if ref.path is None or ref.from_shot is not None:
+            if not isinstance(ref, MediaRef) or ref.path is None:
                 continue  # a URL (not fetched) or another shot's clip (its length is that shot's)
             try:
                 seconds = self.media.duration(ref.path)
@@ -807,19 +896,22 @@ class _Resolver:
                     )
 
 
-def _cycle(start: str, waits: Mapping[str, list[str]]) -> list[str] | None:
-    """The shots from ``start`` back to ``start`` through their input clips, if they loop."""
-    stack: list[tuple[str, list[str]]] = [(start, [start])]
-    seen: set[str] = set()
-    while stack:
-        node, trail = stack.pop()
-        for nxt in waits.get(node, []):
-            if nxt == start:
-                return trail
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append((nxt, [*trail, nxt]))
+def _rate_misfit(raw_id: str, model: Model, entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """A ``pricing:`` entry whose rate does not fit the model: an image model is priced per_image
+    (every entry gives it), a video model per second (none gives per_image)."""
+    given = {k for entry in entries for k in entry}
+    if model.makes_image and not all("per_image" in entry for entry in entries if entry):
+        return f"{raw_id} is an image model, priced per_image" + (", not per_second" if "per_second" in given else "")
+    if not model.makes_image and "per_image" in given:
+        return f"{raw_id} is a video model, priced per_second, not per_image"
     return None
+
+
+def _rendered(take: int, takes: int) -> str:
+    """The takes a shot renders, as the pick message says them."""
+    if takes == 1:
+        return f"the shot renders take {take} only" + ("" if take == 1 else f" (take: {take})")
+    return f"the shot renders takes {take}–{take + takes - 1} (take: {take}, takes: {takes})"
 
 
 def _length_problem(spec: Any, seconds: float, name: str) -> str | None:

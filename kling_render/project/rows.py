@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from kling_render.errors import Issue, ProjectError, UsageError
+from kling_render.project.generated import Still, in_row
 from kling_render.project.media import MediaProblem, resolve_inside
 from kling_render.project.project import AudioSpec, OutputSpec, Project, Shot, input_files
 from kling_render.project.table import CSV_SUFFIXES, LIST_SUFFIXES, Row, Table, known_columns, read_table
@@ -71,6 +72,7 @@ def expand_rows(
         steps=500_000 * factor, chars=50_000_000 * factor, seconds=10.0 * min(len(table.rows), BUDGET_SECONDS_ROWS)
     )
     rows: list[ProjectRow] = []
+    stills: list[Still] = []
     texts: dict[str, str | None] = {}
     found: list[tuple[Row, list[Issue]]] = []
     for row in table.rows:
@@ -80,13 +82,23 @@ def expand_rows(
         found.append((row, resolver.issues[before:]))
         del resolver.issues[before:]
         texts[row.key] = resolver.output_text
-        ids = [replace(shot, id=f"{row.key}/{shot.id}", row=row.key) for shot in shots]
+        # Ids and the generated inputs they name are the row's: a still or shot that does not use
+        # the row still has the same key in every row (its inputs are the same), so it is made once.
+        ids = [
+            replace(shot, id=f"{row.key}/{shot.id}", row=row.key, params=in_row(shot.params, row.key))
+            for shot in shots
+        ]
+        stills.extend(
+            replace(still, id=f"{row.key}/{still.id}", row=row.key, params=in_row(still.params, row.key))
+            for still in resolver.stills
+        )
         rows.append(ProjectRow(row.key, row.line, ids, output, audio))
     resolver.templates.row = None
     problems = _row_issues(found, table, len(table.rows))
     resolver.issues.extend(problems)
     resolver.issues.extend(_output_issues(resolver, table, rows, texts))
     shots = [shot for row in rows for shot in row.shots]
+    resolver.stills = stills
     return shots, rows[0].output, rows[0].audio, rows, table
 
 
@@ -247,7 +259,10 @@ def _same_file(a: str, b: str) -> bool:
 
 def row_view(project: Project, row: ProjectRow) -> Project:
     """The project as one row's cut: its shots, output and audio (for stitch, status, report)."""
-    return replace(project, shots=row.shots, output=row.output, audio=row.audio, rows=None, row_key=row.key)
+    stills = [still for still in project.stills if still.row == row.key]
+    return replace(
+        project, shots=row.shots, stills=stills, output=row.output, audio=row.audio, rows=None, row_key=row.key
+    )
 
 
 def select_rows(project: Project, keys: list[str] | None) -> list[ProjectRow]:

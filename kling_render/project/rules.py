@@ -39,8 +39,8 @@ class ShotContext:
 
 
 def accepted_keys(model: Model) -> set[str]:
-    """Shot keys the model takes: its fields and the duration."""
-    return {*model.field_names, "duration"}
+    """Keys the model takes: its fields, and the duration for a video model."""
+    return {*model.field_names} if model.makes_image else {*model.field_names, "duration"}
 
 
 def given(model: Model, merged: dict[str, Any], name: str) -> bool:
@@ -89,7 +89,8 @@ def check(ctx: ShotContext) -> Iterator[tuple[str, str]]:
                 wanted = " or ".join(str(v) for v in values)
                 yield need.when, need.message or f"{need.when} needs {name} {wanted} (it is {value})"
 
-    yield from _duration(ctx, present)
+    if not model.makes_image:  # a still (an image model's input) has no duration
+        yield from _duration(ctx, present)
     for spec in model.fields:
         if spec.name in present:
             yield from _value(model, spec, m[spec.name], with_video=given(model, m, "video"))
@@ -171,7 +172,7 @@ def effective_duration(model: Model, merged: dict[str, Any]) -> int:
         return int(merged["duration"])
     if "multi_prompt" in merged and model.takes("multi_prompt"):
         return sum(int(p.get("duration", 0)) for p in merged["multi_prompt"])
-    return model.duration.default
+    return model.clip_duration.default
 
 
 def _value(model: Model, spec: FieldSpec, value: Any, *, with_video: bool) -> Iterator[tuple[str, str]]:
@@ -197,7 +198,7 @@ def _value(model: Model, spec: FieldSpec, value: Any, *, with_video: bool) -> It
 
 def _duration(ctx: ShotContext, present: set[str]) -> Iterator[tuple[str, str]]:
     model, m = ctx.model, ctx.merged
-    rule = model.duration
+    rule = model.clip_duration
     duration = effective_duration(model, m)
     if "multi_prompt" in present:
         parts = [p.get("duration", 0) for p in m["multi_prompt"]]

@@ -74,13 +74,18 @@ def _catalog_validator() -> Draft202012Validator:
     return _finite({"$defs": _schema()["$defs"], "$ref": "#/$defs/catalog"})
 
 
-def schema_issues(doc: Document, declared: Mapping[str, Mapping[str, str]] | None = None) -> list[Issue]:
+def schema_issues(
+    doc: Document,
+    declared: Mapping[str, Mapping[str, str]] | None = None,
+    image_models: frozenset[str] = frozenset(),
+) -> list[Issue]:
     """Every schema violation in ``doc``, one Issue each, with file:line and document path.
 
-    ``declared`` maps the ids of the models a project declares to their field types: shots may
-    then name those models and give their fields (see :func:`_with_models`).
+    ``declared`` maps the ids of the models a project declares to their field types: shots (or,
+    for the ids in ``image_models``, stills) may then name those models and give their fields
+    (see :func:`_with_models`).
     """
-    validator = _validator() if not declared else _finite(_with_models(_schema(), declared))
+    validator = _validator() if not declared else _finite(_with_models(_schema(), declared, image_models))
     issues: list[Issue] = []
     for error in validator.iter_errors(doc.data):
         issues.extend(_to_issues(doc, error))
@@ -125,8 +130,8 @@ _FIELD_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
     "number": {"type": "number"},
     "boolean": {"type": "boolean"},
     "list": {"type": "array"},
-    "image": {"type": "string", "minLength": 1},
-    "images": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    "image": {"$ref": "#/$defs/image_input"},
+    "images": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/image_input"}},
     "video": {"$ref": "#/$defs/shot/properties/video"},
     "videos": {"$ref": "#/$defs/shot/properties/videos"},
     "audios": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
@@ -134,28 +139,64 @@ _FIELD_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
 _DEFAULTABLE = frozenset({"string", "integer", "number", "boolean", "list"})
 
 
-def _with_models(base: Mapping[str, Any], declared: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    """The project schema with the declared models' ids and fields added where shots may use them."""
+def _with_models(
+    base: Mapping[str, Any], declared: Mapping[str, Mapping[str, str]], image_models: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The project schema with the declared models' ids and fields added where shots (video
+    models) or stills (``image_models``) may use them."""
     schema = copy.deepcopy(dict(base))
     shot = schema["$defs"]["shot"]["properties"]
+    still = schema["$defs"]["still"]["properties"]
     defaults = schema["properties"]["defaults"]["properties"]
     ids = sorted(declared)
     shot["model"]["enum"] = [*shot["model"]["enum"], *ids]
     pricing = schema["properties"]["pricing"]["propertyNames"]
     pricing["enum"] = [*pricing["enum"], *ids]
-    for fields in declared.values():
+    for model_id, fields in declared.items():
+        target = still if model_id in image_models else shot
         for name, kind in fields.items():
-            if name in shot or kind not in _FIELD_VALUE_SCHEMAS:
-                continue  # a shot key of the base schema keeps its (same) type
-            shot[name] = dict(_FIELD_VALUE_SCHEMAS[kind])
-            if kind in _DEFAULTABLE:
+            if name in target or kind not in _FIELD_VALUE_SCHEMAS:
+                continue  # a key of the base schema keeps its (same) type
+            target[name] = dict(_FIELD_VALUE_SCHEMAS[kind])
+            if kind in _DEFAULTABLE and target is shot:
                 defaults[name] = dict(_FIELD_VALUE_SCHEMAS[kind])
     return schema
+
+
+# anyOf schemas with a title whose failures are explained by the branch the value meant.
+_IMAGE_INPUT = "image input"
+_FRAME_POSITION = "frame position"
+_IMAGE_FORMS = "expected a path or https URL, {still: ID}, or {from: SHOT, frame: first|last|SECONDS}"
+
+
+def _any_of_issues(doc: Document, error: ValidationError) -> list[Issue] | None:
+    """The issues of an image input (or a frame position) that matches none of its forms: those of
+    the form the value was meant to be (a mapping with ``still`` or ``from``), else what the forms are."""
+    schema: Any = error.schema
+    title = schema.get("title") if isinstance(schema, dict) else None
+    path = list(error.absolute_path)
+    inst: Any = error.instance
+    if title == _FRAME_POSITION:
+        return [doc.issue(path, f"{_describe(inst)}: expected first, last or a time in seconds (at least 0)")]
+    if title != _IMAGE_INPUT:
+        return None
+    branch = 1 if isinstance(inst, dict) and "still" in inst else 2 if isinstance(inst, dict) and "from" in inst else 0
+    if branch == 0:
+        return [doc.issue(path, f"{_describe(inst)} is not an image input ({_IMAGE_FORMS})")]
+    issues: list[Issue] = []
+    for sub in error.context or ():
+        if sub.schema_path and sub.schema_path[0] == branch:
+            issues.extend(_to_issues(doc, sub))
+    return issues or [doc.issue(path, _IMAGE_FORMS)]
 
 
 def _to_issues(doc: Document, error: ValidationError) -> list[Issue]:
     path = list(error.absolute_path)
     validator = error.validator
+    if validator == "anyOf":
+        explained = _any_of_issues(doc, error)
+        if explained is not None:
+            return explained
     if validator == "additionalProperties" and isinstance(error.instance, dict):
         schema: Any = error.schema
         allowed = sorted(schema.get("properties", {}))

@@ -11,6 +11,10 @@ to ``long_poll`` seconds for it before answering "processing". Everything
 render recipe ``<task id>.json``. A restarted process can therefore poll a task it never
 submitted: a finished clip is reported at once, and a missing one is rendered again from
 its recipe (it is free and deterministic, so a re-render gives the same clip).
+
+A still (a job of kind ``still``) is a placeholder PNG drawn from its prompt's hash at the size
+its model's fields give (:func:`placeholder_still`), written at submit as ``<task id>.png`` with
+its recipe, so ``init`` and the examples show stills offline.
 """
 
 from __future__ import annotations
@@ -39,7 +43,16 @@ from kling_render.media.ffmpeg import run_async
 from kling_render.money import Reservation
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES, Provider
 
-__all__ = ["Animatic", "LocalProvider", "Still", "ffmpeg_args", "plan_animatic", "task_id_for"]
+__all__ = [
+    "Animatic",
+    "LocalProvider",
+    "Still",
+    "ffmpeg_args",
+    "placeholder_still",
+    "plan_animatic",
+    "still_size",
+    "task_id_for",
+]
 
 FPS = 24
 SAMPLE_RATE = 48000
@@ -55,6 +68,9 @@ RECIPE_VERSION = 1
 # second or two, so one poll usually sees the clip finished however long the poll interval is.
 LONG_POLL_SECONDS = 20.0
 _TASK_ID = re.compile(r"^local-[0-9a-f]{16}\Z")
+DEFAULT_STILL_SIZE = (1024, 1024)  # a still whose model gives no size
+MAX_STILL_SIDE = 8192
+_SIZE = re.compile(r"\s*(\d{1,5})\s*[*xX×]\s*(\d{1,5})\s*")
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,25 @@ def plan_animatic(job: Job) -> Animatic:
     return Animatic(width, height, frames, job.sound, tuple(stills[: max(1, frames // 2)]))
 
 
+_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "mjpeg"), (b"RIFF", "webp"))
+
+
+def _decoder(path: str) -> list[str]:
+    """``-c:v`` for an image whose name does not say its format (a still kept by the cache as
+    ``<key>.img``): ffmpeg's image2 demuxer picks its decoder by the file's suffix."""
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        return []
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return []
+    for magic, codec in _MAGIC:
+        if head.startswith(magic) and (codec != "webp" or head[8:12] == b"WEBP"):
+            return ["-c:v", codec]
+    return []
+
+
 def _segments(frames: int, count: int) -> tuple[list[int], int]:
     """Frame lengths of ``count`` stills and the cross-fade length so the joined clip has ``frames``."""
     if count == 1:
@@ -201,7 +236,7 @@ def ffmpeg_args(anim: Animatic, out: Path) -> list[str]:
             if still.video:
                 inputs += ["-t", "1", "-i", "file:" + still.path]
             else:
-                inputs += ["-f", "image2", "-pattern_type", "none", "-i", "file:" + still.path]
+                inputs += ["-f", "image2", "-pattern_type", "none", *_decoder(still.path), "-i", "file:" + still.path]
             head = f"[{n}:v:0]trim=end_frame=1,{cover}"
         zoom = (
             f"zoompan=z='1+{rate:.8f}*on':x='iw/2-iw/zoom/2':y='ih/2-ih/zoom/2'"
@@ -255,6 +290,54 @@ def ffmpeg_args(anim: Animatic, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def still_size(params: Mapping[str, Any]) -> tuple[int, int]:
+    """The size of a still from its wire fields: ``size`` as ``W*H`` (or ``WxH``), else
+    ``width``/``height``, else DEFAULT_STILL_SIZE; each side 16 to MAX_STILL_SIDE."""
+    width, height = DEFAULT_STILL_SIZE
+    match = _SIZE.fullmatch(str(params.get("size", "")))
+    if match is not None:
+        width, height = int(match.group(1)), int(match.group(2))
+    elif isinstance(params.get("width"), int) and isinstance(params.get("height"), int):
+        width, height = int(params["width"]), int(params["height"])
+    return min(max(width, 16), MAX_STILL_SIDE), min(max(height, 16), MAX_STILL_SIDE)
+
+
+def placeholder_still(prompt: str, width: int, height: int) -> bytes:
+    """A PNG drawn from the prompt's sha256: a muted backdrop, a grid and a few flat shapes, with
+    no antialiasing and no text (a font would depend on the machine), so the same prompt and size
+    give the same bytes every time with the same Pillow. Offline stand-in for an image model."""
+    import io
+
+    from PIL import ImageDraw
+
+    seed = hashlib.sha256(prompt.encode("utf-8")).digest()
+
+    def color(i: int, low: int, span: int) -> tuple[int, int, int]:
+        return (low + seed[i] % span, low + seed[i + 1] % span, low + seed[i + 2] % span)
+
+    image = Image.new("RGB", (width, height), color(0, 40, 80))
+    draw = ImageDraw.Draw(image)
+    step = max(8, min(width, height) // 8)
+    grid = color(3, 70, 60)
+    for x in range(0, width, step):
+        draw.line([(x, 0), (x, height)], fill=grid, width=max(1, step // 32))
+    for y in range(0, height, step):
+        draw.line([(0, y), (width, y)], fill=grid, width=max(1, step // 32))
+    for n in range(4):  # four shapes, placed and coloured by the digest
+        b = seed[6 + 6 * n : 12 + 6 * n]
+        x0, y0 = b[0] * width // 256, b[1] * height // 256
+        x1, y1 = x0 + (32 + b[2]) * width // 512, y0 + (32 + b[3]) * height // 512
+        box = [(x0, y0), (min(x1, width - 1), min(y1, height - 1))]
+        fill = color(6 + 6 * n + 4, 110, 140)
+        if b[4] % 2:
+            draw.ellipse(box, fill=fill)
+        else:
+            draw.rectangle(box, fill=fill)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=6)
+    return out.getvalue()
+
+
 class LocalProvider(Provider):
     """Offline animatics: submit starts an ffmpeg render, poll watches it, download copies it."""
 
@@ -273,6 +356,9 @@ class LocalProvider(Provider):
     def clip_path(self, task_id: str) -> Path:
         return self.work_dir / f"{task_id}.mp4"
 
+    def still_path(self, task_id: str) -> Path:
+        return self.work_dir / f"{task_id}.png"
+
     def _recipe_path(self, task_id: str) -> Path:
         return self.work_dir / f"{task_id}.json"
 
@@ -281,6 +367,12 @@ class LocalProvider(Provider):
         reservation.use()
         job = reservation.job
         task_id = task_id_for(job)
+        if job.kind == "still":
+            width, height = still_size(job.params)
+            recipe = {"version": RECIPE_VERSION, "still": {"prompt": job.prompt, "width": width, "height": height}}
+            atomic_write_json(self._recipe_path(task_id), recipe)
+            await asyncio.to_thread(self._draw_still, task_id, job.prompt, width, height)
+            return task_id
         anim = plan_animatic(job)
         atomic_write_json(self._recipe_path(task_id), anim.to_json())
         running = self._renders.get(task_id)
@@ -291,6 +383,12 @@ class LocalProvider(Provider):
     async def poll(self, task_id: str) -> TaskResult:
         if not _TASK_ID.fullmatch(task_id):
             return TaskResult("failed", error=f"not a local task id: {task_id!r}")
+        still = self.still_path(task_id)
+        if still.is_file():
+            return TaskResult("completed", output_url=still.resolve().as_uri())
+        redrawn = await asyncio.to_thread(self._redraw_still, task_id)
+        if redrawn is not None:
+            return redrawn
         render = self._renders.get(task_id)
         if render is not None and not render.done() and render.get_loop() is not asyncio.get_running_loop():
             render = None  # started under an event loop that is gone: it will never finish
@@ -336,6 +434,23 @@ class LocalProvider(Provider):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
+    def _draw_still(self, task_id: str, prompt: str, width: int, height: int) -> None:
+        if not self.still_path(task_id).is_file():
+            with atomic_path(self.still_path(task_id), suffix=".png") as tmp:
+                tmp.write_bytes(placeholder_still(prompt, width, height))
+
+    def _redraw_still(self, task_id: str) -> TaskResult | None:
+        """A still whose image is gone (a cleaned work dir) drawn again from its recipe; None when
+        the task is not a still."""
+        try:
+            recipe = json.loads(self._recipe_path(task_id).read_text("utf-8"))
+            spec = recipe["still"]
+            prompt, width, height = str(spec["prompt"]), int(spec["width"]), int(spec["height"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._draw_still(task_id, prompt, width, height)
+        return TaskResult("completed", output_url=self.still_path(task_id).resolve().as_uri())
+
     def _start(self, task_id: str, anim: Animatic) -> asyncio.Task[None]:
         render = asyncio.get_running_loop().create_task(self._render(task_id, anim))
         self._renders[task_id] = render
@@ -355,7 +470,7 @@ class LocalProvider(Provider):
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
             raise DownloadError(f"the local provider only downloads its own file:// clips, not {url!r}")
         src = Path(url2pathname(parsed.path)).resolve()
-        if not src.is_relative_to(self.work_dir.resolve()) or src.suffix != ".mp4":
+        if not src.is_relative_to(self.work_dir.resolve()) or src.suffix not in (".mp4", ".png"):
             raise DownloadError(f"{url!r} is not a clip of the local provider")
         if not src.is_file():
             raise DownloadError(f"local clip {src.name} is gone (poll the task again to re-render it)")

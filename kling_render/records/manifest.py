@@ -85,7 +85,10 @@ def cut_settings(start: float, end: float | None, transition: str, duration: flo
 
 
 def shot_cut_settings(shot: Shot) -> dict[str, Any]:
-    return cut_settings(shot.trim.start, shot.trim.end, shot.transition.type, shot.transition.duration)
+    settings = cut_settings(shot.trim.start, shot.trim.end, shot.transition.type, shot.transition.duration)
+    if shot.takes > 1:  # which take is cut: changing it re-stitches (and pays nothing)
+        settings["pick"] = shot.picked_take
+    return settings
 
 
 def _relative(path: Path, root: Path) -> str:

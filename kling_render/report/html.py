@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from kling_render.report import inputs_html
+from kling_render.report.inputs_html import StillCard, TakeCard
+
 if TYPE_CHECKING:
     from kling_render.project.project import Project
 
@@ -38,6 +41,8 @@ __all__ = [
     "Frames",
     "ReportData",
     "ShotCard",
+    "StillCard",
+    "TakeCard",
     "VideoSource",
     "render_html",
     "video_source",
@@ -93,6 +98,7 @@ class ShotCard:
     clip: VideoSource | None = None  # the shot's own clip, playable in the card
     # Inputs the local provider could not fetch (URLs), drawn as a grey slate in its animatic.
     placeholders: tuple[str, ...] = ()
+    takes: tuple[TakeCard, ...] = ()  # a shot with several takes: each, side by side (inputs_html)
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class ReportData:
     final_cut_name: str
     poster: bytes | None = None  # the cut's first frame (JPEG), shown before it plays
     cut_check: CutCheck | None = None
+    stills: tuple[StillCard, ...] = ()  # the project's stills, shown before the shots
 
 
 # -- pure: data -> HTML ------------------------------------------------------------------------
@@ -197,7 +204,7 @@ def _row(name: str, value: str, cls: str = "") -> str:
     return f"<dt>{escape(name)}</dt><dd{attr}>{escape(value)}</dd>"
 
 
-def _card_html(card: ShotCard) -> str:
+def _card_html(card: ShotCard, project_file: str = "the project file") -> str:
     status = escape(card.status)
     rows = [
         _row("model", card.model, "mono"),
@@ -235,7 +242,7 @@ def _card_html(card: ShotCard) -> str:
         f'data-status="{status}">'
         f'<header><span class="num">{card.index + 1:02d}</span>'
         f'<h2>{escape(card.id)}</h2><span class="pill s-{status}">{status}</span></header>'
-        f"{_frames_html(card)}{clip}"
+        f"{_frames_html(card)}{clip}{inputs_html.takes_html(card.id, card.takes, project_file)}"
         f'<blockquote class="prompt">{escape(card.prompt) or "<em>no prompt</em>"}</blockquote>'
         f"{negative}{error}"
         f'<dl>{"".join(rows)}</dl>'
@@ -366,7 +373,7 @@ def render_html(data: ReportData) -> str:
     totals = "".join(
         f"<div><b>{escape(v)}</b><span>{escape(k)}</span></div>" for k, v in _totals(data.shots, data.cut_check)
     )
-    cards = "".join(_card_html(card) for card in data.shots)
+    cards = "".join(_card_html(card, data.project_file) for card in data.shots)
     note = ""
     if data.provider == "local":
         note = " · local animatics are free; list prices show what wavespeed would charge"
@@ -375,13 +382,13 @@ def render_html(data: ReportData) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(data.project)} · kling-render report</title>"
-        f"<style>{CSS}:root{{--aspect:{width}/{height}}}</style></head>\n"
+        f"<style>{CSS}{inputs_html.CSS}:root{{--aspect:{width}/{height}}}</style></head>\n"
         "<body>"
         f'<header class="top"><h1>{escape(data.project)}</h1>'
         f'<div class="sub">{escape(data.project_file)} · provider <b>{escape(data.provider)}</b>'
         f" · generated {escape(_clock(data.generated_at))} UTC{escape(note)}</div>"
         f'<div class="totals">{totals}</div></header>\n'
-        f"<main>{_final_cut_html(data)}"
+        f"<main>{_final_cut_html(data)}{inputs_html.stills_html(data.stills)}"
         f'<section class="sheet"><h2>Shots</h2><div class="grid">{cards}</div></section></main>\n'
         "<footer>kling-render report · self-contained: frames and (when small) the final cut are "
         "embedded in this file</footer>"

@@ -15,6 +15,7 @@ from kling_render.plan.rows import RowPlan, RowsPlan
 from kling_render.report.text import (
     budget_line,
     counts_text,
+    inputs_markdown,
     plan_footer,
     prompt_lines,
     shot_cells,
@@ -180,7 +181,7 @@ def plan_markdown(plan: Plan) -> str:
         "",
     ]
     prompts = prompt_lines(plan, markdown=True)
-    return "\n".join([*out, *([*prompts, ""] if prompts else [])])
+    return "\n".join([*out, *inputs_markdown(plan), *([*prompts, ""] if prompts else [])])
 
 
 def _row_list(keys: Sequence[str], most: int = 4) -> str:

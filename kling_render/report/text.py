@@ -91,9 +91,48 @@ def shot_cells(p: PlannedShot) -> list[str]:
             p.change_label]  # fmt: skip
 
 
+def inputs_lines(plan: Plan) -> list[str]:
+    """The stills (priced per image), why steps waiting for an input will render, and the cost
+    of the stills stage and of the video stage apart; nothing for a project without them."""
+    lines: list[str] = []
+    if plan.stills:
+        rows = [[s.id, s.still.model.id, f"${usd(s.cost):.4f}", s.status, s.change] for s in plan.stills]
+        lines += ["", text_table(["still", "model", "cost", "status", "vs lock"], rows, right=(2,)), ""]
+    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
+    lines += [f"{name}: {reason}" for name, reason in waiting]
+    if waiting:
+        lines.append("(a step waiting for an input has no key until that input is made: counted as to render)")
+    if plan.stills:
+        st = plan.stages()
+        lines.append(
+            f"stages: stills ${st['stills']['to_render_cost_usd']:.4f} to render "
+            f"(of ${st['stills']['total_cost_usd']:.4f}; `render --until stills` pays only these), "
+            f"video ${st['video']['to_render_cost_usd']:.4f} (of ${st['video']['total_cost_usd']:.4f}), "
+            f"total ${usd(plan.to_render_cost):.4f}"
+        )
+    return lines
+
+
+def inputs_markdown(plan: Plan) -> list[str]:
+    """:func:`inputs_lines` for a pull-request comment."""
+    out: list[str] = []
+    if plan.stills:
+        out += ["", "| still | model | cost | status | vs lock |", "|---|---|---:|---|---|"]
+        out += [
+            f"| `{s.id}` | {s.still.model.id} | ${usd(s.cost):.4f} | {s.status} | {s.change} |" for s in plan.stills
+        ]
+        st = plan.stages()
+        out += ["", f"**Stages:** stills ${st['stills']['to_render_cost_usd']:.4f} · "
+                f"video ${st['video']['to_render_cost_usd']:.4f} · total ${usd(plan.to_render_cost):.4f}"]  # fmt: skip
+    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
+    if waiting:
+        out += ["", *(f"- `{name}`: {reason}" for name, reason in waiting)]
+    return out
+
+
 def plan_footer(plan: Plan) -> list[str]:
     """The last lines of a plan table: changes against the lock, the budget, the local-provider hint."""
-    lines = [f"vs lock: {counts_text(plan)}"]
+    lines = [*inputs_lines(plan), f"vs lock: {counts_text(plan)}"]
     budget = budget_line(plan)
     if budget:
         lines.append(budget)
@@ -177,6 +216,7 @@ def plan_markdown_full(plan: Plan) -> str:
             "| shot | model | duration | sound | cost | status | vs lock |",
             "|---|---|---:|---|---:|---|---|",
             *rows,
+            *inputs_markdown(plan),
             "",
             *([*prompts, ""] if prompts else []),
         ]
@@ -190,9 +230,12 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
     rows = []
     for m in catalog:
         d = m["duration"]
-        dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
-        if d["without_end_image"]:
-            dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
+        if d is None:  # an image model
+            dur = "image"
+        else:
+            dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
+            if d["without_end_image"]:
+                dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
         name = m["id"] + (" (project)" if m["declared_in_project"] else "")
         prices = [_offer_price(m, provider) for provider in PAID_PROVIDERS]
         rows.append([name, dur, *prices, ", ".join(m["inputs"])])
@@ -248,12 +291,15 @@ def _model_details(m: dict[str, Any]) -> str:
         if missing:
             line += f"; not taken: {', '.join(missing)}"
         lines.append(line)
-    duration = f"  duration  {d['min']}-{d['max']} s, default {d['default']}"
-    if d["values"]:
-        duration += f", only {'/'.join(str(x) for x in d['values'])}"
-    if d["without_end_image"]:
-        duration += f", only {'/'.join(str(x) for x in d['without_end_image'])} without end_image"
-    lines.append(duration)
+    if d is None:
+        lines.append("  output    one image per still (use it under stills:)")
+    else:
+        duration = f"  duration  {d['min']}-{d['max']} s, default {d['default']}"
+        if d["values"]:
+            duration += f", only {'/'.join(str(x) for x in d['values'])}"
+        if d["without_end_image"]:
+            duration += f", only {'/'.join(str(x) for x in d['without_end_image'])} without end_image"
+        lines.append(duration)
     required = set(m["required"])
     width = max(len(name) for name in m["fields"]) + 1
     for i, (name, spec) in enumerate(m["fields"].items()):

@@ -50,6 +50,8 @@ class Run:
         lock: LockFile | None = None,
         verify: ClipVerifier,
         total: int = 0,
+        report: RunReport | None = None,
+        positions: dict[str, int] | None = None,
     ) -> None:
         self.provider = provider
         self.state = state
@@ -59,9 +61,11 @@ class Run:
         self.lock = lock
         self.verify = verify
         self.jobs: dict[str, Job] = {}
-        self.position: dict[str, int] = {}
+        # Shared by the runs of one render (each provider, each kind of step): one report, one
+        # numbering of the steps in the events.
+        self.position: dict[str, int] = {} if positions is None else positions
         self.total = total  # steps this run shows in its events (``[k/n]``)
-        self.report = RunReport(budget_usd=options.budget_usd)
+        self.report = RunReport(budget_usd=options.budget_usd) if report is None else report
         self.fetcher = FetchPool()  # downloads and clip checks: never hold a provider slot (fetcher.py)
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -72,8 +76,9 @@ class Run:
             if job.shot_id in self.jobs:
                 raise ValueError(f"step {job.shot_id!r} twice in one run")
             self.jobs[job.shot_id] = job
-            self.position[job.shot_id] = len(self.position) + 1
-            self.report.outcomes[job.shot_id] = ShotOutcome(job.shot_id)
+            self.position.setdefault(job.shot_id, len(self.position) + 1)
+            if job.shot_id not in self.report.outcomes:
+                self.report.outcomes[job.shot_id] = ShotOutcome(job.shot_id)
         self.total = max(self.total, len(self.jobs))
 
     def job(self, shot_id: str) -> Job:
@@ -160,6 +165,20 @@ class Run:
             self.move(job, Move.KEEP_TASK, message=error, error=error)
         else:
             self.fail(job, error)
+
+    def skip(self, name: str, why: str) -> None:
+        """A step that never got a job this run (an input it needs was not made): failed, with why."""
+        self.position.setdefault(name, len(self.position) + 1)
+        outcome = self.report.outcomes.setdefault(name, ShotOutcome(name))
+        outcome.status, outcome.error = "failed", why
+        self.emit_named("failed", name, message=why)
+
+    def emit_named(self, kind: str, name: str, **kw: Any) -> None:
+        """An event of a step known by its name only."""
+        try:
+            self.events.emit(Event(kind, shot_id=name, index=self.position.get(name, 0), total=self.total, **kw))
+        except Exception:
+            self.events = NullSink()
 
     def say_unknown(self, job: Job, message: str) -> None:
         """Unknown this run without a record of ours to change (another machine's claim)."""

@@ -28,7 +28,7 @@ from typing import Literal
 
 from kling_render.errors import AccountError, ProviderError, SubmitRejectedError, SubmitUncertainError
 from kling_render.jobs import Job, shown_id, valid_task_id
-from kling_render.money import Account, Reservation
+from kling_render.money import Account, Purse, Reservation
 from kling_render.records.lifecycle import Move, Status
 from kling_render.run.context import Run
 from kling_render.run.polling import wait_for
@@ -55,9 +55,10 @@ class Generator:
         remote: Remote | None = None,
         spend: RemoteSpend | None = None,
         slots: asyncio.Semaphore | None = None,
+        purse: Purse | None = None,
     ) -> None:
         self.run = run
-        self.account = Account(run, charges=run.provider.charges)
+        self.account = Account(run, charges=run.provider.charges, purse=purse)
         self.account.spend = spend if run.provider.charges else None
         concurrency = max(1, run.options.concurrency or run.provider.default_concurrency)
         self.slots = slots or asyncio.Semaphore(concurrency)
@@ -85,6 +86,14 @@ class Generator:
     async def start(self, jobs: Sequence[Job]) -> dict[str, Action]:
         """The steps known at the start: pull and push through the remote, decide what each needs,
         reconcile unknown submits, check the budget. Raises BudgetError before anything is paid."""
+        actions, to_submit = await self.triage(jobs)
+        self.account.check_budget(to_submit + self.pending_cost)
+        self.begin(jobs, to_submit + self.pending_cost)
+        return actions
+
+    async def triage(self, jobs: Sequence[Job]) -> tuple[dict[str, Action], float]:
+        """What each step known at the start needs (remote pulled and pushed, unknown submits
+        reconciled), and what the steps to submit cost. Pays nothing."""
         run, account = self.run, self.account
         run.add(jobs)
         self.orphaned_submits(jobs)
@@ -105,14 +114,17 @@ class Generator:
             for job in jobs:
                 if job.key == moved.key:
                     run.emit("quarantined", job, message=moved.message)
-        to_submit = sum(j.cost_usd for j in jobs if actions[j.shot_id] == "submit")
-        account.check_budget(to_submit + self.pending_cost)
+        self._blocked.update(blocked)
+        return actions, sum(j.cost_usd for j in jobs if actions[j.shot_id] == "submit")
+
+    def begin(self, jobs: Sequence[Job], to_submit: float, *, announce: bool = True) -> None:
+        """After the budget check: the cache ready, the steps' records written, the start said."""
+        run = self.run
         run.cache.prepare()  # before any submit: a cache that cannot keep outputs stops the run here
         run.cache.clean_temp()
-        run.emit("start", message=f"{run.total} shot(s), ${to_submit + self.pending_cost:.4f} to submit")
+        if announce:
+            run.emit("start", message=f"{run.total} shot(s), ${to_submit:.4f} to submit")
         run.state.ensure_all({job.shot_id: job.key for job in jobs})
-        self._blocked.update(blocked)
-        return actions
 
     def orphaned_submits(self, jobs: Sequence[Job]) -> None:
         """A step left ``submitting`` by a process that stopped during its POST is ``unknown``

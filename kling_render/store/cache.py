@@ -102,8 +102,13 @@ def cache_root_for(project_path: Path) -> Path:
 
 
 class ClipCache:
-    def __init__(self, root: Path) -> None:
+    """A content-addressed store of outputs by provider and key. ``suffix`` names its files: clips
+    are ``.mp4``; the stills area (:func:`stills_of`) keeps images as ``.img`` (their format is
+    in the sidecar's ``media``), the frames area (:func:`frames_of`) PNGs."""
+
+    def __init__(self, root: Path, *, suffix: str = ".mp4") -> None:
         self.root = root
+        self.suffix = suffix
         self.tmp_dir = root / "tmp"
         self.quarantine_dir = root / "quarantine"
         self.quarantined: list[Quarantined] = []  # by this instance, in order (for events)
@@ -119,7 +124,7 @@ class ClipCache:
             raise ValueError(f"bad provider name {provider!r}")
         if not _KEY_RE.match(key):
             raise ValueError(f"bad shot key {key!r}")
-        return self.root / provider / key[:2] / f"{key}.mp4"
+        return self.root / provider / key[:2] / f"{key}{self.suffix}"
 
     def meta_path(self, provider: str, key: str) -> Path:
         return self.clip_path(provider, key).with_suffix(".json")
@@ -211,7 +216,8 @@ class ClipCache:
             return keys
         for shard in shards:
             with contextlib.suppress(OSError), os.scandir(shard) as entries:
-                keys.update(e.name[:-4] for e in entries if e.name.endswith(".mp4"))
+                n = len(self.suffix)
+                keys.update(e.name[:-n] for e in entries if e.name.endswith(self.suffix))
         return keys
 
     def verify(self, provider: str, key: str) -> bool:
@@ -248,7 +254,7 @@ class ClipCache:
         put races the move; a clip replaced meanwhile by a fresh put is left where it is."""
         target = self.quarantine_dir / provider
         stem = f"{key}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
-        clip, moved = self.clip_path(provider, key), target / f"{stem}.mp4"
+        clip, moved = self.clip_path(provider, key), target / f"{stem}{self.suffix}"
         try:
             target.mkdir(parents=True, exist_ok=True)
             with filelock.FileLock(str(self.root / ".put.lock"), timeout=60):
@@ -379,6 +385,17 @@ class ClipCache:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+
+def stills_of(cache: ClipCache) -> ClipCache:
+    """The area of ``cache`` that keeps stills (images made by image models), by provider and key."""
+    return ClipCache(cache.root / "stills", suffix=".img")
+
+
+def frames_of(cache: ClipCache) -> ClipCache:
+    """The area of ``cache`` that keeps frames taken from clips for continuity (PNGs), by the
+    frame's key (the clip's digest and the frame's index)."""
+    return ClipCache(cache.root / "frames", suffix=".png")
 
 
 def _age(path: Path) -> float:

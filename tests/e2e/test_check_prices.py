@@ -56,6 +56,8 @@ def test_every_catalog_price_matches_the_live_one(ws: Workspace, server: FakeWav
     assert {"model_id": "kwaivgi/kling-video-o1-std/image-to-video", "inputs": {"duration": 5}} in bodies
     # Kling 4.0: priced at its default resolution (its price depends on it), audio always included.
     assert {"model_id": "kwaivgi/kling-v4.0/image-to-video", "inputs": {"resolution": "720p", "duration": 5}} in bodies
+    # an image model is priced per image: its defaults, no duration
+    assert {"model_id": "bytedance/seedream-v4.5", "inputs": {"size": "2048*2048"}} in bodies
     assert all(r.status != 0 and "submit" not in r.path for r in server.requests)
     assert server.submits() == [] and server.tasks == {}, "pricing never runs a paid task"  # fmt: skip
 
@@ -63,6 +65,8 @@ def test_every_catalog_price_matches_the_live_one(ws: Workspace, server: FakeWav
     assert result[("kling-video-o3-std/image-to-video", "sound on")]["catalog_usd"] == 1.2
     assert result[("kling-video-o3-std/image-to-video", "sound on")]["live_usd"] == 1.2
     # No WaveSpeed page gave the text-to-video sound-on price: shown, not counted as a difference.
+    assert result[("bytedance/seedream-v4.5/edit", "defaults")]["catalog_usd"] == 0.04
+    assert result[("bytedance/seedream-v4.5/edit", "defaults")]["status"] == "match"
     t2v = result[("kling-v3.0-std/text-to-video", "sound on")]
     assert t2v["status"] == "unknown" and t2v["catalog_usd"] is None and t2v["live_usd"] == 0.63
     ws.assert_no_secret()
@@ -76,7 +80,7 @@ def test_a_changed_price_exits_1_and_names_the_model(ws: Workspace, server: Fake
     assert len(rows) == 2 and all(row.startswith("kling-v3.0-pro/image-to-video") for row in rows)
     assert "$0.5600" in rows[0] and "$0.7000" in rows[0]
     # 2 unknown: no WaveSpeed page gives v3.0 std text-to-video's sound-on price, nor any for v4.0 video-edit
-    assert done.stdout.rstrip().endswith("2 differs, 12 match, 2 unknown")
+    assert done.stdout.rstrip().endswith("2 differs, 14 match, 2 unknown")
 
     result = checks(ws.cli("models", "--check-prices", "--json"))
     assert {k for k, c in result.items() if c["status"] == "differs"} == {

@@ -266,7 +266,7 @@ def test_a_non_finite_price_is_an_error_and_the_json_stays_strict(
     assert "is not a price" in pro["error"]
     assert checks[("kling-v3.0-std/image-to-video", "defaults")]["status"] == "match"
     table = ws.cli("models", "--check-prices")
-    assert table.returncode == 1 and table.stdout.rstrip().endswith("2 error, 8 match, 1 unknown")
+    assert table.returncode == 1 and table.stdout.rstrip().endswith("2 error, 10 match, 1 unknown")  # +2 image models
     ws.assert_no_secret()
 
 

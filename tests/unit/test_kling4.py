@@ -16,7 +16,6 @@ from mediagen import make_clip
 from kling_render.cli import cli
 from kling_render.errors import ProjectError
 from kling_render.plan.keys import wire_for_key
-from kling_render.plan.plan import shot_key
 from kling_render.project.project import cost_of, load_project, missing_price
 
 
@@ -166,29 +165,36 @@ def test_video_from_another_shot_is_checked(tmp_path: Path) -> None:
     make_image(tmp_path / "images" / "a.png", 640, 360)
     load_project(project(tmp_path, EXTEND))
     assert errors(project(tmp_path, EXTEND.replace("{from: first}", "{from: frist}"))) == [
-        "shots[1].video.from: no shot named 'frist' in this project (did you mean 'first'?)"
+        "shots[1].video.from: no shot named 'frist' (did you mean 'first'?)"
     ]
     assert errors(project(tmp_path, EXTEND.replace("{from: first}", "{from: more}"))) == [
-        "shots[1].video.from: a shot cannot continue its own clip"
+        "shots[1].video.from: a cycle: more → more (each waits for the next)"
     ]
     loop = EXTEND + '  - {id: back, model: kling-v4.0/video-extend, prompt: x, video: {from: more}}\n'
     loop = loop.replace("{from: first}", "{from: back}")
-    assert errors(project(tmp_path, loop)) == ["shots[1]: its input clips form a cycle: more -> back -> more"]
+    assert errors(project(tmp_path, loop)) == [
+        "shots[2].video.from: a cycle: more → back → more (each waits for the next)"
+    ]
     assert errors(project(tmp_path, EXTEND.replace("{from: first}", "{frm: first}"))) == [
         "shots[1].video: missing required key 'from'", "shots[1].video.frm: unknown key 'frm' (did you mean 'from'?)"
+    ]
+    # A frame is an image input: a video field takes the whole clip.
+    assert errors(project(tmp_path, EXTEND.replace("{from: first}", "{from: first, frame: last}"))) == [
+        "shots[1].video.frame: unknown key 'frame' (did you mean 'from'?)"
     ]
 
 
 def test_an_extended_clip_is_rendered_after_its_input_and_only_the_new_part_is_cut(tmp_path: Path) -> None:
-    """Offline (local animatics): the plan says the extension waits; the render makes the input clip
-    first, then plans the extension again with that clip's digest in its key, and renders it."""
+    """Offline (local animatics): the plan says the extension waits for its input clip; the render
+    makes that clip first, then the extension, its key naming the clip's digest, in one run."""
     make_image(tmp_path / "images" / "a.png", 640, 360)
     path = project(tmp_path, EXTEND, head="output: {path: renders/final.mp4, width: 192, height: 108, fps: 24}\n",
                    provider="local")  # fmt: skip
     runner = CliRunner()
     doc = json.loads(runner.invoke(cli, ["plan", str(path), "--json"]).stdout)
     more = doc["shots"][1]
-    assert more["waits_for"] == ["first"] and more["status"] == "render" and more["key"].startswith("waits-")
+    assert more["waits_for"] == ["first"] and more["status"] == "render" and more["key"] is None
+    assert "the clip it continues comes from first" in more["reason"]
     assert doc["to_render_cost_usd"] == pytest.approx(0.252 + 0.471)
     result = runner.invoke(cli, ["render", str(path), "--poll-interval", "0.05"])
     assert result.exit_code == 0, result.stderr
@@ -197,15 +203,9 @@ def test_an_extended_clip_is_rendered_after_its_input_and_only_the_new_part_is_c
     loaded = load_project(path)
     first_clip = next((tmp_path / ".kling-render" / "cache" / "local").rglob(f"{after['shots'][0]['key']}.mp4"))
     from kling_render.fsutil import sha256_file
+    from kling_render.jobs import ClipRef, MediaRef
+    from kling_render.plan.inputs import take_key
 
-    assert after["shots"][1]["key"] != more["key"]
-    resolved = loaded.shots[1].params["video"]
-    assert resolved.from_shot == "first"
-    from kling_render.jobs import MediaRef
-    from kling_render.plan.plan import resolve_clips
-
-    shot, waits = resolve_clips(loaded.shots[1], lambda p, k: (first_clip, sha256_file(first_clip)),
-                                {"first": ("local", after["shots"][0]["key"])}.get)  # fmt: skip
-    assert not waits and shot.params["video"] == MediaRef(path=first_clip, sha256=sha256_file(first_clip),
-                                                          from_shot="first")  # fmt: skip
-    assert shot_key("local", shot) == after["shots"][1]["key"]
+    assert loaded.shots[1].params["video"] == ClipRef("first")
+    resolved = {**loaded.shots[1].params, "video": MediaRef(path=first_clip, sha256=sha256_file(first_clip))}
+    assert take_key("local", loaded.shots[1], params=resolved) == after["shots"][1]["key"]

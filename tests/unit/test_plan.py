@@ -165,7 +165,7 @@ def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     from kling_render.catalog.catalog import load_catalog
 
     seeds = {mid: m for mid, m in load_catalog().items() if not mid.startswith("kling-v4.0/")}
-    with_images = {mid for mid, m in seeds.items() if m.takes("image") or m.takes("images")}
+    with_images = {mid for mid, m in seeds.items() if not m.makes_image and (m.takes("image") or m.takes("images"))}
     assert len(with_images) == 5
     assert {s["model"] for s in doc["shots"]} == with_images
 

@@ -458,7 +458,7 @@ class FalProvider(Provider):
                 raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
             if hashlib.sha256(data).hexdigest() != digest:
                 raise ProviderError(f"{path.name} changed since it was planned; run the command again")
-            url = await self.retry.call(lambda: self._upload(path.name, data), what=f"upload of {path.name}")
+            url = await self.retry.call(lambda: self._upload(ref.name, data), what=f"upload of {ref.name}")
             await self._uploads.put(digest, url)
             return url
 

@@ -212,9 +212,7 @@ class WaveSpeedProvider(Provider):
             actual = await asyncio.to_thread(_sha256_bytes, data)
             if actual != digest:
                 raise ProviderError(f"{path.name} changed since it was planned; run the command again")
-            download_url = await self.retry.call(
-                lambda: self._upload(path.name, data), what=f"upload of {path.name}"
-            )
+            download_url = await self.retry.call(lambda: self._upload(ref.name, data), what=f"upload of {ref.name}")
             await self._uploads.put(digest, download_url)
             return download_url
 

@@ -210,6 +210,35 @@ def test_shots_on_two_providers_render_in_one_run(tmp_path: Path, fal: FalProces
         ws.assert_no_secret()
 
 
+def test_one_budget_for_shots_on_two_providers_refuses_before_either_is_paid(tmp_path: Path, fal: FalProcess) -> None:
+    """One purse for the run: each provider's share fits the budget, the two together do not, so the
+    render is refused (exit 3) before either stand-in sees a request, and nothing is recorded."""
+    with FakeProcess(SECRET, latency=0.3) as wavespeed:
+        env = {**fal_env(fal.base_url), **ws_env(wavespeed.base_url)}
+        o3 = "    model: kling-video-o3-std/image-to-video\n"
+        text = FAL_SMALL_PROJECT.replace(o3, o3 + "    provider: wavespeed\n")
+        ws = small_workspace(tmp_path / "mixed", env, text)
+        costs = {s["provider"]: 0.0 for s in ws.plan()["shots"]}
+        for shot in ws.plan()["shots"]:
+            costs[shot["provider"]] += shot["cost_usd"]
+        assert costs == pytest.approx({"fal": 0.504, "wavespeed": 0.54})
+        budget = 1.0  # over each provider's share, under the two together ($1.044)
+        assert max(costs.values()) < budget < sum(costs.values())
+        done = ws.render("--max-cost", str(budget))
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "$1.0440, over the budget of $1.0000" in done.stderr
+        assert fal.requests() == [] and wavespeed.requests() == [], "not one request, paid or not"
+        assert fal.stats()["queue"] == {} and wavespeed.submits_by_shot() == {}
+        for provider in ("fal", "wavespeed"):
+            recorded = ws.state_of(provider) if ws.state_path_of(provider).exists() else {}
+            assert not any(s.get("task_id") for s in recorded.values()), provider
+        # The same budget with room for both renders them, each on its own provider, once.
+        again = ws.render("--max-cost", "1.05")
+        assert again.returncode == 0, again.stderr
+        assert fal.submits_by_shot() == {"alpha": 1, "gamma": 1} and wavespeed.submits_by_shot() == {"beta": 1}
+        ws.assert_no_secret()
+
+
 def test_models_check_prices_asks_fals_pricing_api(tmp_path: Path, fal: FalProcess) -> None:
     ws = Workspace(tmp_path, fal_env(fal.base_url))
     done = ws.cli("models", "--check-prices", "--json")

@@ -414,9 +414,9 @@ def render(
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     report = result.report
     if until == "stills" and result.exit_code == 0:  # the approval gate: the stills, to review
-        from kling_render.report import html as report_html
+        from kling_render.report import collect as report_collect
 
-        _echo_err(f"report: {report_html.write_report(loaded, provider, None)} (review the stills, then render)")
+        _echo_err(f"report: {report_collect.write_report(loaded, provider, None)} (review the stills, then render)")
     if as_json:
         from kling_render.report.jsonout import json_text
 
@@ -587,7 +587,7 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
     from kling_render.app import commands
     from kling_render.project.rows import select_rows
-    from kling_render.report import html as report_html
+    from kling_render.report import collect as report_collect
 
     loaded = commands.load(project, vars_)
     rows = select_rows(loaded, _only(row))
@@ -597,7 +597,7 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
         for path in write_row_reports(loaded, provider, rows, out, index=not row):
             _echo_err(f"report: {path}")
         return
-    path = report_html.write_report(loaded, provider, out)
+    path = report_collect.write_report(loaded, provider, out)
     _echo_err(f"report: {path}")
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny real images, a CLI runner, and a real S3 API (moto) for the remote."""
+"""Shared fixtures: tiny real images, a CLI runner, the WaveSpeed stand-in (in this process or as
+its own), and a real S3 API (moto) for the remote. Each is defined here once; under pytest-xdist
+every worker starts its own servers on free ports."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 if TYPE_CHECKING:
+    from e2e_fake import FakeProcess
+    from fake_wavespeed import FakeWaveSpeed
     from moto_s3 import MotoS3
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +82,71 @@ def _reference_clip() -> Path:
     from mediagen import make_clip
 
     return make_clip(Path(tempfile.mkdtemp(prefix="kling-ref-")) / "ref.mp4", duration=0.5, width=64, height=36)
+
+
+# -- the WaveSpeed stand-in (tests/fake_wavespeed.py) ---------------------------------------------
+# A module (or one test) says what it needs with a marker, e.g.
+#     pytestmark = pytest.mark.stand_in(latency=0.3, api_key=KEY)
+# latency: seconds from submit to completed (default 0.2); api_key: the key it accepts (default
+# e2e_cli.SECRET); args: more options of tests/fake_wavespeed.py (fake_process only); faults (a
+# fake_wavespeed.Faults, e.g. seeded chaos) and variants: the in-process stand-in's own options
+# (fake_wavespeed only; the process takes them as args).
+STAND_IN_DEFAULTS: dict[str, Any] = {"latency": 0.2, "api_key": None, "args": (), "faults": None, "variants": 0}
+IN_PROCESS_ONLY = ("faults", "variants")
+
+
+def stand_in_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``stand_in`` marker closest to the test (the test's own, else its module's), over the defaults."""
+    from e2e_cli import SECRET
+
+    marker = request.node.get_closest_marker("stand_in")
+    given = dict(marker.kwargs) if marker is not None else {}
+    unknown = set(given) - set(STAND_IN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"stand_in: unknown options {sorted(unknown)}")
+    options = {**STAND_IN_DEFAULTS, **given}
+    options["api_key"] = options["api_key"] or SECRET
+    return options
+
+
+def _in_process_stand_in(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
+    from fake_wavespeed import FakeWaveSpeed
+
+    options = stand_in_options(request)
+    if options["args"]:
+        raise TypeError("stand_in: args are for fake_process (the stand-in as its own process)")
+    with FakeWaveSpeed(
+        latency=options["latency"], api_key=options["api_key"], faults=options["faults"], variants=options["variants"]
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_wavespeed(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
+    """The stand-in in this process (its server on a thread): faults added with ``.faults.add``,
+    what it received read directly (``.submits()``, ``.requests``, ``.tasks``)."""
+    yield from _in_process_stand_in(request)
+
+
+@pytest.fixture(scope="module")
+def module_fake_wavespeed(request: pytest.FixtureRequest) -> Iterator[FakeWaveSpeed]:
+    """The same stand-in, one for a whole module (options from the module's marker): for a module
+    that renders once and lets its tests copy the result."""
+    yield from _in_process_stand_in(request)
+
+
+@pytest.fixture
+def fake_process(request: pytest.FixtureRequest) -> Iterator[FakeProcess]:
+    """The stand-in as its own process (tests/e2e_fake.py), steered and read over HTTP: for tests
+    that kill or interrupt the real CLI, so the server's threads are never the test's."""
+    from e2e_fake import FakeProcess
+
+    options = stand_in_options(request)
+    given = [name for name in IN_PROCESS_ONLY if options[name] != STAND_IN_DEFAULTS[name]]
+    if given:
+        raise TypeError(f"stand_in: {given} are for fake_wavespeed; the process takes them as args")
+    with FakeProcess(options["api_key"], latency=options["latency"], args=tuple(options["args"])) as proc:
+        yield proc
 
 
 # -- a real S3 API (moto) for the remote ---------------------------------------------------------

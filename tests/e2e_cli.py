@@ -2,15 +2,24 @@
 
 ``Workspace`` owns one project directory, the environment the CLI runs with, and every
 stdout/stderr the CLI printed (so a test can prove the API key never shows up anywhere).
+
+``Workspace(..., in_process=True)`` runs the same commands in this process instead (click's
+runner, with the workspace's environment and working directory swapped in for the call): for
+tests about what a command decides, not about the process (exit codes of the real process,
+kill -9, Ctrl-C, what reaches the file descriptors), which saves the interpreter start and the
+imports of every call. An exception that escapes the command fails the test, as a traceback
+would in the real process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +67,7 @@ class Workspace:
     root: Path
     env: dict[str, str]
     outputs: list[str] = field(default_factory=list)
+    in_process: bool = False  # run the commands in this process (see the module's docstring)
 
     @property
     def project(self) -> Path:
@@ -83,15 +93,13 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """``python -m kling_render [--verbose] ARGS`` with the workspace's environment."""
         cmd = [sys.executable, "-m", "kling_render", *(["--verbose"] if verbose else []), *args]
-        done = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=env if env is not None else self.env,
-            cwd=self.root,
-        )
+        env = env if env is not None else self.env
+        if self.in_process:
+            done = invoke(cmd[3:], env=env, cwd=self.root)
+        else:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=self.root
+            )
         self.outputs += [done.stdout, done.stderr]
         return done
 
@@ -141,6 +149,40 @@ class Workspace:
         return files
 
 
+@contextlib.contextmanager
+def _process_context(env: dict[str, str], cwd: Path) -> Iterator[None]:
+    """This process's environment and working directory are ``env`` and ``cwd`` for the block."""
+    from kling_render.media import caps
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    fresh_ffmpeg = "KLING_RENDER_FFMPEG" in env or "KLING_RENDER_FFMPEG" in saved_env
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    if fresh_ffmpeg:
+        caps.reset()  # the binary is chosen once per process, from the environment
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        if fresh_ffmpeg:
+            caps.reset()
+
+
+def invoke(args: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``kling-render ARGS`` run in this process, as ``Workspace.cli`` runs it as a process: the exit
+    code, stdout and stderr. An exception that escapes the command is raised here."""
+    from click.testing import CliRunner
+
+    from kling_render.cli import cli
+
+    with _process_context(env, cwd):
+        result = CliRunner().invoke(cli, args, prog_name="kling-render", catch_exceptions=False)
+    return subprocess.CompletedProcess(["kling-render", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """The test's environment without any provider (WaveSpeed, fal) or cache settings, plus ``extra``."""
     env = {
@@ -152,11 +194,13 @@ def base_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def small_workspace(root: Path, env: dict[str, str], text: str = SMALL_PROJECT) -> Workspace:
+def small_workspace(
+    root: Path, env: dict[str, str], text: str = SMALL_PROJECT, *, in_process: bool = False
+) -> Workspace:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(EXAMPLE / "images", root / "images")
     (root / "project.yaml").write_text(text)
-    return Workspace(root, env)
+    return Workspace(root, env, in_process=in_process)
 
 
 def ws_env(base_url: str, key: str = SECRET) -> dict[str, str]:
@@ -178,6 +222,7 @@ __all__ = [
     "Workspace",
     "base_env",
     "decodes",
+    "invoke",
     "probe",
     "small_workspace",
     "ws_env",

@@ -2,7 +2,7 @@
 
 In a test::
 
-    with FakeWaveSpeed(latency=0.2) as server:      # or the ``fake_wavespeed`` fixture
+    with FakeWaveSpeed(latency=0.2) as server:      # or the ``fake_wavespeed`` fixture (conftest.py)
         server.faults.add("429", "/api/v3/kwaivgi/", count=2, retry_after=1)
         ... WaveSpeedProvider(server.api_key, server.base_url, cache_dir) ...
         assert len(server.submits()) == 1

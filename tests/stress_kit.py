@@ -1,20 +1,15 @@
 """Helpers for the stress tests (chaos, locking, disk trouble, output safety, key hygiene).
 
-A wavespeed project of N tiny shots, the fake service as a separate process, the real CLI as a
-subprocess, and the checks every stress test shares: the cache is sound, the final cut decodes.
+A wavespeed project of N tiny shots, the real CLI as a subprocess (the stand-in is conftest's
+``fake_process``), and the checks every stress test shares: the cache is sound, the final cut decodes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import subprocess
 import sys
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +20,6 @@ from kling_render.records.lockfile import read_lock
 from kling_render.records.state import ShotState, StateStore, read_state
 from kling_render.store.cache import ClipCache
 
-TESTS = Path(__file__).resolve().parent
-FAKE = TESTS / "fake_wavespeed.py"
 API_KEY = "stress-key-5f3c9a7e1d"
 MODEL = "kling-video-o3-std/image-to-video"
 OTHER_MODEL = "kling-v3.0-std/image-to-video"
@@ -74,47 +67,6 @@ def shot_of(prompt: Any) -> str | None:
     if not isinstance(prompt, str) or not prompt.startswith("shot "):
         return None
     return prompt.split(",", 1)[0].removeprefix("shot ")
-
-
-@dataclass
-class FakeProcess:
-    proc: subprocess.Popen[str]
-    base_url: str
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.base_url + path, timeout=30) as response:
-            return json.loads(response.read())
-
-    def add_fault(self, kind: str, path_prefix: str = "/", count: int = 1, **options: Any) -> None:
-        body = json.dumps({"kind": kind, "path_prefix": path_prefix, "count": count, **options}).encode()
-        request = urllib.request.Request(self.base_url + "/_fake/faults", data=body, method="POST")
-        with urllib.request.urlopen(request, timeout=30):
-            pass
-
-    def requests(self) -> list[dict[str, Any]]:
-        return list(self.get("/_fake/requests"))
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.get("/_fake/stats"))
-
-
-@contextlib.contextmanager
-def fake_process(*args: str) -> Iterator[FakeProcess]:
-    """``tests/fake_wavespeed.py`` in its own process on 127.0.0.1; stopped with SIGTERM."""
-    cmd = [sys.executable, str(FAKE), "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY, *args]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            base = proc.stdout.readline().strip()
-            assert base.startswith("http://127.0.0.1:"), base
-            yield FakeProcess(proc, base)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - only a wedged fake
-                proc.kill()
-                proc.wait()
 
 
 def cli_env(base_url: str, key: str = API_KEY, **extra: str) -> dict[str, str]:

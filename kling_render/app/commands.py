@@ -10,7 +10,8 @@ from typing import Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import ProjectError, UsageError
-from kling_render.plan.plan import Plan, build_plan
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import build_plan
 from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
@@ -121,6 +122,7 @@ def plan_for(
     from kling_render.records import manifest
     from kling_render.records.lockfile import read_lock_file
     from kling_render.store.cache import ClipCache
+    from kling_render.store.outputs import CachedOutputs
 
     project = on_provider(project, provider)
     name = project.provider
@@ -192,52 +194,10 @@ def compare_for(project: Project, only: Sequence[str] | None) -> Any:
     def is_cached(key: str, where: str) -> bool:
         return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
 
+    from kling_render.store.outputs import CachedOutputs
+
     outputs = CachedOutputs(cache)
     return compare(project, is_cached=is_cached, outputs=outputs, only=list(only) if only else None)
-
-
-class CachedOutputs:
-    """What the local cache has made (``plan.inputs.Outputs``), each provider's apart: a clip that is
-    an input of another step is checked against its recorded digest and its frames counted; stills
-    and frames come from their areas of the cache (store/cache.py ``stills_of``, ``frames_of``)."""
-
-    def __init__(self, cache: Any) -> None:
-        from kling_render.store.cache import frames_of, stills_of
-
-        self.cache = cache
-        self.stills = stills_of(cache)
-        self.frames = frames_of(cache)
-
-    def still(self, provider: str, key: str) -> Any:
-        from kling_render.media.image_check import image_suffix
-        from kling_render.plan.inputs import StillFacts
-
-        entry = self.stills.use(provider, key)
-        if entry is None:
-            return None
-        return StillFacts(entry.sha256, entry.path, f"{key[:16]}{image_suffix(entry.media)}")
-
-    def frame(self, key_value: str) -> Any:
-        from kling_render.plan.inputs import StillFacts
-        from kling_render.run.frames import FRAMES, frame_store_key
-
-        key = frame_store_key(key_value)
-        entry = self.frames.use(FRAMES, key)
-        return None if entry is None else StillFacts(entry.sha256, entry.path, f"{key[:16]}.png")
-
-    def clip(self, provider: str, key: str) -> Any:
-        from kling_render.errors import FFmpegError
-        from kling_render.media.frames import clip_frames
-        from kling_render.plan.inputs import ClipFacts
-
-        entry = self.cache.use(provider, key)
-        if entry is None:
-            return None
-        try:
-            frames = clip_frames(entry.path)
-        except FFmpegError:
-            return None  # unreadable: its users wait as if it were not made
-        return ClipFacts(entry.sha256, frames, entry.path)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3

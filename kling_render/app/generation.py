@@ -15,13 +15,13 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Literal
 
-from kling_render.app.commands import CachedOutputs
 from kling_render.jobs import Job
 from kling_render.media.image_check import check_image
 from kling_render.money import Purse
 from kling_render.plan.inputs import resolve, still_cost_of, still_job, wait_reason
 from kling_render.plan.keys import doc_key
-from kling_render.plan.plan import Plan, take_job
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import take_job
 from kling_render.plan.shard import in_shard
 from kling_render.project.project import Project, cost_of
 from kling_render.providers import provider_charges
@@ -36,6 +36,7 @@ from kling_render.run.graph import GraphRun, Kind, PaidStep
 from kling_render.run.report import RunOptions, RunReport
 from kling_render.run.scheduler import default_verify
 from kling_render.store.cache import ClipCache, stills_of
+from kling_render.store.outputs import CachedOutputs
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.spend import RemoteSpend
 from kling_render.workers import cpu_cores

@@ -11,12 +11,14 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from kling_render.app.commands import plan_for
 from kling_render.errors import KlingRenderError, MissingClipsError
-from kling_render.plan.inputs import step_names
-from kling_render.plan.plan import Plan
+from kling_render.plan.inputs import resolve, step_names, still_cost_of, still_job
+from kling_render.plan.model import Plan
+from kling_render.plan.plan import take_job
 from kling_render.project.project import Project
 from kling_render.records import manifest
 from kling_render.records.manifest import CutRecord
-from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.report.progress import Event, EventSink
+from kling_render.report.sinks import make_sink
 from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
 from kling_render.store.cache import CachedClip, ClipCache
 
@@ -302,35 +304,42 @@ def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventS
                 break
             keys = again
     lock = LockFile(project.lock_path, paid=any(provider_charges(k.provider) for k in keys.values()))
-    _record_clips(project, keys, cache, lock)
+    _record_clips(project, provider, cache, lock)
     return lock
 
 
-def _record_clips(project: Project, keys: Mapping[str, Unit], cache: ClipCache, lock: LockFile) -> None:
-    """Each shot's cached clip (its picked take's) in the lock file, unless already there (a render
-    records its own; this records clips made elsewhere, e.g. by CI's shards, on the machine that
-    makes the cut)."""
-    from kling_render.catalog.catalog import usd
-    from kling_render.plan.plan import field_digests
+def _record_clips(project: Project, provider: str, cache: ClipCache, lock: LockFile) -> None:
+    """Each made step (every take, every still) in the lock file, unless already there: a render
+    records its own; this records those made elsewhere (CI's shards, a teammate through the
+    remote) on the machine that makes the cut. Keys and jobs come from the plan's resolution, the
+    one place they are computed (a continuity shot's key names its upstream clip's digest), each
+    on its own provider (``provider`` is the project's)."""
     from kling_render.project.project import cost_of
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockEntry
+    from kling_render.store.cache import stills_of
+    from kling_render.store.outputs import CachedOutputs
 
-    shots = {shot.id: shot for shot in project.shots}
-    for sid, unit in keys.items():
-        shot, key, provider = shots[sid], unit.key, unit.provider
-        entry = cache.use(provider, key) if key is not None else None  # a damaged clip is quarantined
-        if key is None or entry is None or lock.holds(unit.name, key, entry.sha256, shot.prompt or None):
+    res = resolve(project, provider, CachedOutputs(cache))
+    shots = {s.id: s for s in project.shots}
+    stills = {s.step_id: s for s in project.stills}
+    still_cache = stills_of(cache)
+    for unit in res.units.values():
+        if unit.key is None:
             continue
-        price = cost_of(shot, project.prices, provider) if provider_charges(provider) else None
-        fields = field_digests(shot, provider, unit.params, take=unit.take)
-        lock.record(
-            unit.name,
-            LockEntry(
-                key, shot.model.id, provider, entry.task_id, entry.sha256, entry.duration,
-                usd(price) if price is not None else 0.0, fields=fields, prompt=shot.prompt or None,
-            ),
-        )  # fmt: skip
+        paid = provider_charges(unit.provider)
+        if unit.kind == "still":
+            still = stills[unit.name]
+            cost = still_cost_of(still, project.prices, unit.provider) if paid else None
+            job = still_job(still, unit, cost or Fraction(0))
+            entry = still_cache.use(unit.provider, unit.key)
+        else:
+            shot = shots[unit.name.split("#", 1)[0]]
+            job = take_job(shot, unit, (cost_of(shot, project.prices, unit.provider) if paid else None) or Fraction(0))
+            entry = cache.use(unit.provider, unit.key)  # a damaged clip is quarantined (reported by _stitch)
+        if entry is None or lock.holds(job.shot_id, job.key, entry.sha256, job.prompt or None):
+            continue
+        lock.record(job.shot_id, LockEntry.of(job, unit.provider, entry.task_id, entry.sha256, entry.duration))
 
 
 @dataclass(frozen=True)
@@ -439,8 +448,8 @@ def _clip_keys(project: Project, provider: str, cache: ClipCache) -> dict[str, U
     """The clip each shot's cut uses: its picked take (plan.inputs.cut_units), with its provider and
     key against what the cache holds (the key of a shot that takes another's clip or a frame of it
     names that clip's digest: None until it is made)."""
-    from kling_render.app.commands import CachedOutputs
     from kling_render.plan.inputs import cut_units
+    from kling_render.store.outputs import CachedOutputs
 
     return cut_units(project, provider, CachedOutputs(cache))
 

@@ -20,7 +20,8 @@ from kling_render.errors import FFmpegError, MissingClipsError, StateError, Stit
 from kling_render.plan.inputs import step_names
 from kling_render.project.project import Project
 from kling_render.project.rows import ProjectRow, row_view
-from kling_render.report.progress import Event, EventSink, make_sink
+from kling_render.report.progress import Event, EventSink
+from kling_render.report.sinks import make_sink
 from kling_render.store.cache import ClipCache
 
 if TYPE_CHECKING:

@@ -10,112 +10,12 @@ sum of both, which is what rendering every row costs (each distinct key once).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kling_render.catalog.catalog import usd
-from kling_render.plan.plan import Plan, PlannedShot, project_cut_change
-
-
-@dataclass(frozen=True)
-class RowPlan:
-    key: str
-    line: int
-    output: Path
-    shots: list[PlannedShot]  # every shot of the row, shared ones included
-    own: list[PlannedShot]  # the shots whose clip no other planned row uses
-    restitch: list[str] = field(default_factory=list)  # cut edits since this row's last cut
-
-    @property
-    def cost(self) -> Fraction:
-        return sum((p.cost for p in self.own), Fraction(0))
-
-    @property
-    def to_render_cost(self) -> Fraction:
-        return sum((p.cost for p in self.own if p.status == "render"), Fraction(0))
-
-    @property
-    def to_render(self) -> int:
-        return sum(1 for p in self.own if p.status == "render")
-
-    @property
-    def changes(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in self.shots:
-            counts[p.change] = counts.get(p.change, 0) + 1
-        return counts
-
-
-@dataclass(frozen=True)
-class SharedClip:
-    """A clip used by several rows: the first row's shot stands for it."""
-
-    first: PlannedShot
-    rows: list[str]
-
-    @property
-    def names(self) -> str:
-        return self.first.shot.name
-
-
-@dataclass(frozen=True)
-class RowsPlan:
-    table: str  # the data file, relative to the project
-    key_column: str
-    root: Path  # the project's directory (paths in JSON are relative to it)
-    rows: list[RowPlan]
-    shared: list[SharedClip]
-
-    @property
-    def shared_cost(self) -> Fraction:
-        return sum((c.first.cost for c in self.shared), Fraction(0))
-
-    @property
-    def shared_to_render_cost(self) -> Fraction:
-        return sum((c.first.cost for c in self.shared if c.first.status == "render"), Fraction(0))
-
-    @property
-    def clips(self) -> int:
-        """Distinct clips: what rendering every planned row generates at most."""
-        return sum(len(r.own) for r in self.rows) + len(self.shared)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "key": self.key_column,
-            "rows": [
-                {
-                    "key": r.key,
-                    "line": r.line,
-                    "output": _relative(r.output, self.root),
-                    "shots": [p.id for p in r.shots],
-                    "own_shots": [p.id for p in r.own],
-                    "cost_usd": usd(r.cost),
-                    "to_render_cost_usd": usd(r.to_render_cost),
-                    "to_render": r.to_render,
-                    "changes": r.changes,
-                    "restitch": r.restitch,
-                }
-                for r in self.rows
-            ],
-            "shared": {
-                "cost_usd": usd(self.shared_cost),
-                "to_render_cost_usd": usd(self.shared_to_render_cost),
-                "clips": [
-                    {
-                        "shot": c.names,
-                        "key": c.first.key,  # None while it waits for a generated input
-                        "rows": c.rows,
-                        "cost_usd": usd(c.first.cost),
-                        "status": c.first.status,
-                    }
-                    for c in self.shared
-                ],
-            },
-            "clips": self.clips,
-        }
+from kling_render.plan.model import Plan, PlannedShot, RowPlan, RowsPlan, SharedClip, relative_posix
+from kling_render.plan.plan import project_cut_change
 
 
 def rows_plan(
@@ -157,14 +57,8 @@ def rows_plan(
         if isinstance(then, Mapping) and cut_now is not None:
             restitch = project_cut_change(then, cut_now(row.key))
         rows.append(RowPlan(row.key, row.line, row.output.path, planned, own, restitch))
-    table = _relative(project.table.path, project.root)
+    table = relative_posix(project.table.path, project.root)
     return RowsPlan(table, project.table.key_column, project.root, rows, shared)
-
-
-def _relative(path: Path, root: Path) -> str:
-    import os
-
-    return Path(os.path.relpath(path, root)).as_posix()
 
 
 def with_rows(plan: Plan, lock_cut: Mapping[str, Any] | None) -> Plan:

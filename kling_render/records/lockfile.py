@@ -40,6 +40,7 @@ from typing import Any
 
 from kling_render.errors import StateError
 from kling_render.fsutil import atomic_write_json
+from kling_render.jobs import Job
 
 LOCK_VERSION = 1
 
@@ -58,6 +59,17 @@ class LockEntry:
     prompt: str | None = None  # the rendered prompt sent for this clip
     # The shot's cut settings in the last final cut ({"trim": {...}, "transition": {...}}).
     cut: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: Job, provider: str, task_id: str | None, sha256: str, duration: float) -> LockEntry:
+        """The entry of the clip (or still) ``job`` made: its key, model, the field digests and the
+        prompt the plan gave it. ``cost_usd`` is the step's price, not a run's spend (retries live
+        in the state file), so re-rendering the same clip gives the same lock file."""
+        fields = job.extra.get("fields")
+        return cls(
+            job.key, job.model, provider, task_id, sha256, duration, job.cost_usd,
+            fields=dict(fields) if isinstance(fields, dict) else None, prompt=job.prompt or None,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -11,7 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from kling_render.catalog.catalog import usd
-from kling_render.errors import FFmpegError
+from kling_render.errors import FFmpegError, StateError
+from kling_render.fsutil import atomic_write_text
 from kling_render.project.project import Project
 from kling_render.report.html import (
     EMBED_CLIP_MAX_BYTES,
@@ -23,6 +24,7 @@ from kling_render.report.html import (
     ReportData,
     ShotCard,
     VideoSource,
+    render_html,
     video_source,
 )
 
@@ -34,6 +36,7 @@ __all__ = [
     "extract_frames",
     "extract_poster",
     "url_inputs",
+    "write_report",
 ]
 
 
@@ -248,3 +251,25 @@ def check_cut(project: Project, provider: str, data: bytes | None) -> CutCheck:
     fps = float(info.fps) if info.fps else None
     frames = round(info.duration * fps) if fps else None
     return CutCheck("unverified", (), frames, fps, info.duration, True)
+
+
+def write_report(project: Project, provider: str | None, dest: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of ``project`` and return its path.
+
+    ``dest`` defaults to ``<project dir>/renders/<stem>-report.html``; the write is atomic.
+    Each shot's first and last frame are embedded as JPEG data: URIs, and its clip when small;
+    shots without a cached clip are pending placeholders. The final cut (``output.path``) is
+    embedded as a data: URI when under ``EMBED_VIDEO_MAX_BYTES`` (50 MB), else referenced by its
+    path relative to the report, so a large cut plays only while the report stays where it was
+    written. The cut is checked against its stitch manifest: a stale one is flagged.
+    """
+    from kling_render.app.commands import safe_output
+
+    option = "--out" if dest is not None else "the default report path"
+    target = safe_output(project, dest if dest is not None else default_report_path(project), option).resolve()
+    data = collect(project, provider, target.parent)
+    try:
+        atomic_write_text(target, render_html(data))
+    except OSError as exc:
+        raise StateError(f"cannot write the report {target}: {exc.strerror or exc}") from None
+    return target

@@ -11,7 +11,7 @@ matches the project's clips and settings, or that was made from another provider
 flagged, and the totals give the cut's real length (frames / fps from the stitch).
 
 This module is pure (data in, HTML out); ``report_collect`` does the reading, the ffmpeg frame
-grabs and the checks, and ``write_report`` writes the page.
+grabs and the checks, and ``collect.write_report`` writes the page.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from kling_render.report import inputs_html
 from kling_render.report.inputs_html import StillCard, TakeCard
 
 if TYPE_CHECKING:
-    from kling_render.project.project import Project
+    pass
 
 __all__ = [
     "EMBED_CLIPS_TOTAL_BYTES",
@@ -46,7 +46,6 @@ __all__ = [
     "VideoSource",
     "render_html",
     "video_source",
-    "write_report",
 ]
 
 EMBED_VIDEO_MAX_BYTES = 50 * 1024 * 1024
@@ -157,7 +156,7 @@ def _money(value: float) -> str:
     return f"${value:.4f}" if value else "$0"
 
 
-def _clock(iso: str | None) -> str:
+def clock(iso: str | None) -> str:
     """``2026-11-21T19:33:03+00:00`` -> ``2026-11-21 19:33:03``; other text as it is."""
     if not iso:
         return "-"
@@ -212,10 +211,10 @@ def _card_html(card: ShotCard, project_file: str = "the project file") -> str:
         _row("sound", "yes" if card.sound else "no"),
         _row("cost", f"{_money(card.price_usd)} list · {_money(card.spent_usd)} spent"),
         _row("task", card.task_id or "-", "mono"),
-        _row("submitted", _clock(card.submitted_at)),
+        _row("submitted", clock(card.submitted_at)),
         _row(
             "finished",
-            _clock(card.finished_at)
+            clock(card.finished_at)
             + (f" ({took})" if (took := _elapsed(card.submitted_at, card.finished_at)) else ""),
         ),
         _row("transition in", card.transition),
@@ -274,7 +273,7 @@ def _check_html(check: CutCheck | None) -> str:
     if check is None:
         return ""
     if check.state == "current":
-        when = f" (stitched {_clock(check.stitched_at)} UTC)" if check.stitched_at else ""
+        when = f" (stitched {clock(check.stitched_at)} UTC)" if check.stitched_at else ""
         return f'<p class="ok" data-cut="current">up to date: made from the clips and settings shown below{when}</p>'
     if check.state == "stale":
         items = "".join(f"<li>{escape(r)}</li>" for r in check.reasons)
@@ -386,7 +385,7 @@ def render_html(data: ReportData) -> str:
         "<body>"
         f'<header class="top"><h1>{escape(data.project)}</h1>'
         f'<div class="sub">{escape(data.project_file)} · provider <b>{escape(data.provider)}</b>'
-        f" · generated {escape(_clock(data.generated_at))} UTC{escape(note)}</div>"
+        f" · generated {escape(clock(data.generated_at))} UTC{escape(note)}</div>"
         f'<div class="totals">{totals}</div></header>\n'
         f"<main>{_final_cut_html(data)}{inputs_html.stills_html(data.stills)}"
         f'<section class="sheet"><h2>Shots</h2><div class="grid">{cards}</div></section></main>\n'
@@ -394,28 +393,3 @@ def render_html(data: ReportData) -> str:
         "embedded in this file</footer>"
         "</body></html>\n"
     )
-
-
-def write_report(project: Project, provider: str | None, dest: str | Path | None = None) -> Path:
-    """Write the self-contained HTML report of ``project`` and return its path.
-
-    ``dest`` defaults to ``<project dir>/renders/<stem>-report.html``; the write is atomic.
-    Each shot's first and last frame are embedded as JPEG data: URIs, and its clip when small;
-    shots without a cached clip are pending placeholders. The final cut (``output.path``) is
-    embedded as a data: URI when under ``EMBED_VIDEO_MAX_BYTES`` (50 MB), else referenced by its
-    path relative to the report, so a large cut plays only while the report stays where it was
-    written. The cut is checked against its stitch manifest: a stale one is flagged.
-    """
-    from kling_render.app.commands import safe_output
-    from kling_render.errors import StateError
-    from kling_render.fsutil import atomic_write_text
-    from kling_render.report.collect import collect, default_report_path
-
-    option = "--out" if dest is not None else "the default report path"
-    target = safe_output(project, dest if dest is not None else default_report_path(project), option).resolve()
-    data = collect(project, provider, target.parent)
-    try:
-        atomic_write_text(target, render_html(data))
-    except OSError as exc:
-        raise StateError(f"cannot write the report {target}: {exc.strerror or exc}") from None
-    return target

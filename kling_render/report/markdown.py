@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from kling_render.catalog.catalog import usd
-from kling_render.plan.plan import Plan, PlannedShot
+from kling_render.plan.model import Plan, PlannedShot
+from kling_render.report.cells import budget_line, counts_text
 
 MARKER = "<!-- kling-render-plan -->"
 COMMENT_LIMIT = 60_000
@@ -134,8 +135,6 @@ def fit(plan: Plan, full: str, *, full_note: str | None, limit: int = COMMENT_LI
 def collapsed(plan: Plan, full_size: int, *, full_note: str | None, limit: int = COMMENT_LIMIT) -> str:
     """The plan in at most ``limit``: a summary, then blocks (per row, or the shots that need
     something first) while they fit, then how many are left out."""
-    from kling_render.report import text as report_text
-
     where = full_note or "run `kling-render plan --format markdown --out-full plan.md` to see it whole"
     head = [
         *markers(plan),
@@ -145,7 +144,7 @@ def collapsed(plan: Plan, full_size: int, *, full_note: str | None, limit: int =
         f"The full plan: {clip(where, 400)}.",
         "",
     ]
-    budget = report_text.budget_line(plan)
+    budget = budget_line(plan)
     if plan.over_budget and budget:
         head += [f"> **{budget}**", ""]
     to_render = {p.job.key for p in plan.to_render}
@@ -153,7 +152,7 @@ def collapsed(plan: Plan, full_size: int, *, full_note: str | None, limit: int =
         f"**To render:** {len(to_render)} clip(s), **{money(plan.to_render_cost)}** · "
         f"{len(plan.shots) - len(plan.to_render)} shot(s) cached",
         "",
-        f"**vs lock:** {report_text.counts_text(plan)}",
+        f"**vs lock:** {counts_text(plan)}",
         "",
         f"**Project cost:** {money(plan.total_cost)} {cost_text(plan)}",
         "",

@@ -353,15 +353,3 @@ class JsonLinesSink:
 
     def close(self) -> None:
         self._heartbeat.stop()
-
-
-def make_sink(*, json_lines: bool = False, stream: IO[str] | None = None) -> EventSink:
-    """JSON lines if asked, live bars when ``stream`` (default stderr) is a terminal, else plain lines."""
-    out = stream if stream is not None else sys.stderr
-    if json_lines:
-        return JsonLinesSink(out)
-    if out.isatty():
-        from kling_render.report.live import RichSink  # rich is imported only for a terminal
-
-        return RichSink(out)
-    return PlainSink(out)

@@ -10,9 +10,9 @@ from fractions import Fraction
 from typing import Any
 
 from kling_render.catalog.catalog import usd
-from kling_render.plan.plan import Plan, PlannedShot
-from kling_render.plan.rows import RowPlan, RowsPlan
-from kling_render.report.text import (
+from kling_render.plan.model import Plan, PlannedShot, RowPlan, RowsPlan
+from kling_render.report import markdown
+from kling_render.report.cells import (
     budget_line,
     counts_text,
     inputs_markdown,
@@ -119,8 +119,6 @@ def plan_markdown(plan: Plan) -> str:
     in a collapsed table."""
     rows = _rows(plan)
     shared = {c.first.job.key for c in rows.shared}
-    from kling_render.report import markdown
-
     budget = budget_line(plan)
     clips = {p.job.key for p in plan.to_render}
     own = sum((r.cost for r in rows.rows), Fraction(0))

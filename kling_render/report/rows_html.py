@@ -71,7 +71,7 @@ def write_row_reports(
 
 def index_html(project: Project, provider: str, rows: list[ProjectRow], index: Path) -> str:
     from kling_render.app.rows_pipeline import status_rows
-    from kling_render.report.html import CSS, _clock
+    from kling_render.report.html import CSS, clock
 
     doc = status_rows(project, provider, rows)
     folder = pages_dir(index)
@@ -106,7 +106,7 @@ def index_html(project: Project, provider: str, rows: list[ProjectRow], index: P
         f"<style>{CSS}{INDEX_CSS}</style></head>\n<body>"
         f'<header class="top"><h1>{escape(project.name)}</h1>'
         f'<div class="sub">{escape(project.display)} · rows from {escape(table)} · provider <b>{escape(provider)}</b>'
-        f" · generated {escape(_clock(generated))} UTC</div>"
+        f" · generated {escape(clock(generated))} UTC</div>"
         f'<div class="totals">{boxes}</div></header>\n'
         '<main><section class="sheet"><h2>Rows</h2><table><thead><tr><th>row</th><th>line</th><th>shots done</th>'
         "<th>failed</th><th>spent</th><th>cut</th></tr></thead><tbody>"

@@ -2,68 +2,27 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from kling_render.catalog.catalog import usd
-from kling_render.plan.plan import Plan, PlannedShot
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def budget_line(plan: Plan) -> str | None:
-    if plan.budget_usd is None or not plan.charges:
-        return None
-    if plan.over_budget:
-        return (
-            f"OVER BUDGET: to render ${usd(plan.to_render_cost):.4f} > budget ${plan.budget_usd:.4f}; "
-            "render would refuse to start (exit 3)"
-        )
-    return f"budget ${plan.budget_usd:.4f}: to render ${usd(plan.to_render_cost):.4f} fits"
-
-
-def counts_text(plan: Plan) -> str:
-    """Every non-zero change kind, in the words the "vs lock" column uses."""
-    counts = plan.change_counts()
-    return " · ".join(f"{kind} {n}" for kind, n in counts.items() if n) or "no shots"
-
-
-def prompt_lines(plan: Plan, *, markdown: bool) -> list[str]:
-    lines: list[str] = []
-    for p in plan.shots:
-        change = p.prompt_change
-        if change is None:
-            continue
-        old, new = change
-        if markdown:
-            # A prompt is user text (a rows: table's cell, say): every line keeps its -/+ mark and
-            # the fence is longer than any run of backticks in it, so it cannot close the block.
-            longest = max((len(run) for run in re.findall(r"`+", old + new)), default=0)
-            fence = "`" * max(3, longest + 1)
-            lines += [f"`{p.id}` prompt:", f"{fence}diff", *_marked("- ", old), *_marked("+ ", new), fence]
-        else:
-            lines += [f"{p.id}: prompt changed", *_marked("  - ", old), *_marked("  + ", new)]
-    return lines
-
-
-def _marked(mark: str, text: str) -> list[str]:
-    return [mark + line for line in text.splitlines() or [""]]
+from kling_render.plan.model import Plan
+from kling_render.report import markdown
+from kling_render.report import rows as report_rows
+from kling_render.report.cells import (
+    budget_line,
+    counts_text,
+    inputs_markdown,
+    plan_footer,
+    prompt_lines,
+    shot_cells,
+    text_table,
+    where,
+)
 
 
 def plan_table(plan: Plan) -> str:
     if plan.rows is not None:
-        from kling_render.report import rows as report_rows
-
         return report_rows.plan_table(plan)
     rows = [[p.id, *shot_cells(p)] for p in plan.shots]
     text = text_table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
@@ -82,68 +41,6 @@ def plan_table(plan: Plan) -> str:
     )
     lines += plan_footer(plan)
     return "\n".join(lines)
-
-
-def shot_cells(p: PlannedShot) -> list[str]:
-    """A planned shot's cells after its name: model, duration, sound, cost, status, change vs lock."""
-    shot = p.shot
-    return [shot.model.id, f"{shot.duration}s", "yes" if shot.sound else "no", f"${usd(p.cost):.4f}", p.status,
-            p.change_label]  # fmt: skip
-
-
-def inputs_lines(plan: Plan) -> list[str]:
-    """The stills (priced per image), why steps waiting for an input will render, and the cost
-    of the stills stage and of the video stage apart; nothing for a project without them."""
-    lines: list[str] = []
-    if plan.stills:
-        rows = [[s.id, s.still.model.id, f"${usd(s.cost):.4f}", s.status, s.change] for s in plan.stills]
-        lines += ["", text_table(["still", "model", "cost", "status", "vs lock"], rows, right=(2,)), ""]
-    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
-    lines += [f"{name}: {reason}" for name, reason in waiting]
-    if waiting:
-        lines.append("(a step waiting for an input has no key until that input is made: counted as to render)")
-    if plan.stills:
-        st = plan.stages()
-        lines.append(
-            f"stages: stills ${st['stills']['to_render_cost_usd']:.4f} to render "
-            f"(of ${st['stills']['total_cost_usd']:.4f}; `render --until stills` pays only these), "
-            f"video ${st['video']['to_render_cost_usd']:.4f} (of ${st['video']['total_cost_usd']:.4f}), "
-            f"total ${usd(plan.to_render_cost):.4f}"
-        )
-    return lines
-
-
-def inputs_markdown(plan: Plan) -> list[str]:
-    """:func:`inputs_lines` for a pull-request comment."""
-    out: list[str] = []
-    if plan.stills:
-        out += ["", "| still | model | cost | status | vs lock |", "|---|---|---:|---|---|"]
-        out += [
-            f"| `{s.id}` | {s.still.model.id} | ${usd(s.cost):.4f} | {s.status} | {s.change} |" for s in plan.stills
-        ]
-        st = plan.stages()
-        out += ["", f"**Stages:** stills ${st['stills']['to_render_cost_usd']:.4f} · "
-                f"video ${st['video']['to_render_cost_usd']:.4f} · total ${usd(plan.to_render_cost):.4f}"]  # fmt: skip
-    waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
-    if waiting:
-        out += ["", *(f"- `{name}`: {reason}" for name, reason in waiting)]
-    return out
-
-
-def plan_footer(plan: Plan) -> list[str]:
-    """The last lines of a plan table: changes against the lock, the budget, the local-provider hint."""
-    lines = [*inputs_lines(plan), f"vs lock: {counts_text(plan)}"]
-    budget = budget_line(plan)
-    if budget:
-        lines.append(budget)
-    if plan.provider == "local":
-        lines.append("(local provider: animatics are free; prices show what wavespeed would charge)")
-    return lines
-
-
-def where(provider: str, remote: str | None) -> str:
-    """``wavespeed`` or ``wavespeed, remote s3://bucket/prefix``: what a plan or status is about."""
-    return f"{provider}, remote {remote}" if remote else provider
 
 
 def plan_text(fmt: str, plan: Plan, *, full_note: str | None = None) -> tuple[str, str]:
@@ -166,19 +63,13 @@ def plan_markdown(
 ) -> str:
     """A pull-request comment, collapsed when the whole plan (``full``, made here when None) would
     not fit in one (markdown.py); ``full_note`` says where the whole plan is."""
-    from kling_render.report import markdown
-
     whole = full if full is not None else plan_markdown_full(plan)
     return markdown.fit(plan, whole, full_note=full_note, limit=limit or markdown.COMMENT_LIMIT)
 
 
 def plan_markdown_full(plan: Plan) -> str:
     """What is added, changed, re-stitched, removed and cached, and what it costs: every shot."""
-    from kling_render.report import markdown
-
     if plan.rows is not None:
-        from kling_render.report import rows as report_rows
-
         return report_rows.plan_markdown(plan)
     rows = []
     for p in plan.shots:

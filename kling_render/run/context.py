@@ -195,20 +195,7 @@ class Run:
             return
         if only_if_missing and self.lock.holds(job.shot_id, job.key, sha, job.prompt or None):
             return
-        # cost_usd is the clip's price, not this run's spend (retries live in the state file),
-        # so re-rendering the same clip gives the same lock file.
-        fields = job.extra.get("fields")
-        entry = LockEntry(
-            job.key,
-            job.model,
-            self.provider.name,
-            task_id,
-            sha,
-            duration,
-            job.cost_usd,
-            fields=dict(fields) if isinstance(fields, dict) else None,
-            prompt=job.prompt or None,
-        )
+        entry = LockEntry.of(job, self.provider.name, task_id, sha, duration)
         self.lock.record(job.shot_id, entry)
 
     def summary(self) -> str:

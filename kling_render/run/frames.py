@@ -20,18 +20,12 @@ from typing import Any
 from kling_render.errors import StitchError
 from kling_render.jobs import Job, MediaRef
 from kling_render.media.frames import extract_frame
-from kling_render.plan.keys import doc_key
 from kling_render.store.cache import CachedClip, ClipCache, ClipMeta, frames_of
+from kling_render.store.outputs import FRAMES, frame_store_key
 
-__all__ = ["FRAMES", "FrameMaker", "frame_store_key"]
+__all__ = ["FrameMaker"]
 
-FRAMES = "png"  # the frames area's one namespace: a frame depends on the clip's bytes, not its provider
 _FRAME = re.compile(r"^frame:([0-9a-f]{64})@([0-9]{1,9})\Z")
-
-
-def frame_store_key(key_value: str) -> str:
-    """Where a frame is kept in the frames area: the sha256 of its key value."""
-    return doc_key({"frame": key_value})
 
 
 class FrameMaker:

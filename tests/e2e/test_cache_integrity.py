@@ -2,7 +2,8 @@
 used (stitched, reported, counted as done); a mismatch is a miss, the clip is quarantined (moved
 aside under the cache, never deleted, never reaching a cut) and the events say so. The sidecar's
 stream headers are trusted only for the clip whose digest matches. Temp clean-up removes only the
-names the cache makes. Through the real CLI against the stand-in server, paid tasks counted.
+names the cache makes. Against the stand-in server, paid tasks counted; the first test runs the
+real CLI, the others run the commands in this process (``in_process``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
+from e2e_cli import SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 from mediagen import make_clip
 
@@ -23,22 +23,16 @@ from kling_render.records.lockfile import read_lock
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.2, api_key=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def ws(tmp_path: Path, fake: FakeWaveSpeed) -> Workspace:
-    ws = small_workspace(tmp_path / "p", ws_env(fake.base_url))
+def ws(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> Workspace:
+    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     done = ws.render()
     assert done.returncode == 0, done.stderr
-    assert len(fake.submits()) == 3
+    assert len(fake_wavespeed.submits()) == 3
     return ws
 
 
-def submits_by_shot(fake: FakeWaveSpeed) -> Counter[str]:
-    return Counter(r.body["prompt"].split(":", 1)[0].removeprefix("shot ") for r in fake.submits())
+def submits_by_shot(fake_wavespeed: FakeWaveSpeed) -> Counter[str]:
+    return Counter(r.body["prompt"].split(":", 1)[0].removeprefix("shot ") for r in fake_wavespeed.submits())
 
 
 def clip_of(ws: Workspace, shot: str) -> Path:
@@ -59,7 +53,8 @@ def quarantined(ws: Workspace) -> list[Path]:
     return sorted((ws.cache_dir / "quarantine" / "wavespeed").glob("*.mp4"))
 
 
-def test_a_damaged_clip_never_reaches_a_cut_and_is_rendered_again(ws: Workspace, fake: FakeWaveSpeed) -> None:
+def test_a_damaged_clip_never_reaches_a_cut_and_is_rendered_again(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws.in_process = False
     cut = ws.final_cut.read_bytes()
     victim = clip_of(ws, "beta")
     flip_a_byte(victim)
@@ -77,14 +72,14 @@ def test_a_damaged_clip_never_reaches_a_cut_and_is_rendered_again(ws: Workspace,
 
     again = ws.render()
     assert again.returncode == 0, again.stderr
-    assert submits_by_shot(fake) == Counter({"alpha": 1, "beta": 2, "gamma": 1})  # a miss: one new task
+    assert submits_by_shot(fake_wavespeed) == Counter({"alpha": 1, "beta": 2, "gamma": 1})  # a miss: one new task
     assert sha256_file(victim) == read_lock(ws.root / "project.lock")["beta"].output_sha256
     decodes(ws.final_cut)
     quiet = ws.render()  # and then nothing more
-    assert quiet.returncode == 0 and "3 cached" in quiet.stderr and len(fake.submits()) == 4
+    assert quiet.returncode == 0 and "3 cached" in quiet.stderr and len(fake_wavespeed.submits()) == 4
 
 
-def test_a_run_does_not_count_a_damaged_clip_as_done_and_says_why(ws: Workspace, fake: FakeWaveSpeed) -> None:
+def test_a_run_does_not_count_a_damaged_clip_as_done_and_says_why(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
     flip_a_byte(clip_of(ws, "alpha"))
     done = ws.render("--json")
     assert done.returncode == 0, done.stderr
@@ -93,11 +88,11 @@ def test_a_run_does_not_count_a_damaged_clip_as_done_and_says_why(ws: Workspace,
     assert event["shot_id"] == "alpha" and "does not match its recorded sha256" in event["message"]
     outcome = {s["id"]: s["status"] for s in events[-1]["shots"]}
     assert outcome == {"alpha": "done", "beta": "cached", "gamma": "cached"}
-    assert submits_by_shot(fake) == Counter({"alpha": 2, "beta": 1, "gamma": 1})
+    assert submits_by_shot(fake_wavespeed) == Counter({"alpha": 2, "beta": 1, "gamma": 1})
     assert len(quarantined(ws)) == 1
 
 
-def test_status_and_report_do_not_show_a_damaged_clip_as_cached(ws: Workspace, fake: FakeWaveSpeed) -> None:
+def test_status_and_report_do_not_show_a_damaged_clip_as_cached(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
     flip_a_byte(clip_of(ws, "gamma"))
     status = ws.cli("status", str(ws.project), "--json")
     assert status.returncode == 0, status.stderr
@@ -107,11 +102,11 @@ def test_status_and_report_do_not_show_a_damaged_clip_as_cached(ws: Workspace, f
     assert len(doc["quarantined"]) == 1 and "warning: cached clip" in status.stderr
     report = ws.cli("report", str(ws.project))
     assert report.returncode == 0, report.stderr
-    assert len(fake.submits()) == 3 and len(quarantined(ws)) == 1
+    assert len(fake_wavespeed.submits()) == 3 and len(quarantined(ws)) == 1
 
 
 def test_sidecar_headers_are_trusted_only_for_the_clip_they_describe(
-    ws: Workspace, fake: FakeWaveSpeed, tmp_path: Path
+    ws: Workspace, fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     # Another valid clip (other size, no audio) put in gamma's place, its sidecar's size made to
     # match: the recorded headers (192x108 with the fake's layout) would describe the wrong stream.
@@ -129,14 +124,14 @@ def test_sidecar_headers_are_trusted_only_for_the_clip_they_describe(
     assert len(quarantined(ws)) == 1
     done = ws.render()
     assert done.returncode == 0, done.stderr
-    assert submits_by_shot(fake)["gamma"] == 2 and len(fake.submits()) == 4
+    assert submits_by_shot(fake_wavespeed)["gamma"] == 2 and len(fake_wavespeed.submits()) == 4
     info = decodes(ws.final_cut)
     assert (info.width, info.height) == (320, 180)
 
 
-def test_temp_clean_up_removes_only_names_the_cache_made(tmp_path: Path, fake: FakeWaveSpeed) -> None:
+def test_temp_clean_up_removes_only_names_the_cache_made(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
     shared = tmp_path / "shared-cache"
-    ws = small_workspace(tmp_path / "p", {**ws_env(fake.base_url), "KLING_RENDER_CACHE": str(shared)})
+    ws = small_workspace(tmp_path / "p", {**ws_env(fake_wavespeed.base_url), "KLING_RENDER_CACHE": str(shared)})
     tmp = shared / "tmp"
     tmp.mkdir(parents=True)
     dead = "999999999"  # above any pid_max: no such process
@@ -151,4 +146,4 @@ def test_temp_clean_up_removes_only_names_the_cache_made(tmp_path: Path, fake: F
     assert done.returncode == 0, done.stderr
     left = sorted(p.name for p in tmp.iterdir())
     assert left == sorted([*foreign, f"{dead}-fedcba987654"])
-    assert len(fake.submits()) == len(SMALL_SHOTS)
+    assert len(fake_wavespeed.submits()) == len(SMALL_SHOTS)

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_fake import FakeProcess
 from stress_kit import (
+    API_KEY,
     assert_cache_sound,
     assert_decodes,
     cli_cmd,
     cli_env,
-    fake_process,
     render_args,
     shot_id,
     state_of,
@@ -67,57 +68,62 @@ class Figures:
         )
 
 
-def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kills: int) -> Figures:
+def chaos(seed: int) -> dict[str, Any]:
+    """The stand-in's options for a round: its own process, seeded chaos on every endpoint."""
+    args = ("--chaos-seed", str(seed), "--chaos-rate", "0.1", "--chaos-kinds", CHAOS_KINDS)
+    return {"latency": 0.5, "api_key": API_KEY, "args": args}
+
+
+def chaos_round(fake: FakeProcess, workdir: Path, seed: int, shots: int, *, max_runs: int, max_kills: int) -> Figures:
+    """One round against ``fake``, a stand-in started with ``chaos(seed)``."""
     rng = random.Random(seed)
     project = write_project(workdir / f"round-{seed}", shots)
     figures = Figures(seed, shots)
-    args = ["--latency", "0.5", "--chaos-seed", str(seed), "--chaos-rate", "0.1", "--chaos-kinds", CHAOS_KINDS]
-    with fake_process(*args) as fake:
-        # Scripted faults on top of the chaos: slow tasks, expired output URLs, a 429 storm on polls.
-        fake.add_fault("slow", "/api/v3/kwaivgi/", count=rng.randint(1, 4), latency=3.0)
-        fake.add_fault("expired", "/outputs/", count=rng.randint(1, 4))
-        fake.add_fault("429", "/api/v3/predictions/", count=rng.randint(5, 25), retry_after=0.3)
-        # a short grace, so a killed POST that never arrived is proven absent within the round
-        env = cli_env(fake.base_url, KLING_RENDER_RECONCILE_GRACE="1")
-        recorded: list[tuple[int, dict[str, str]]] = []  # (requests seen, shot -> task id) after each run
-        flags: list[str] = []
-        while figures.runs < max_runs:
-            figures.runs += 1
-            kill_at = rng.uniform(0.3, 4.0) if figures.kills < max_kills and rng.random() < 0.75 else None
-            log = project.parent / f"run-{figures.runs}.log"
-            with (
-                log.open("w") as err,
-                subprocess.Popen(
-                    render_args(project, *flags),
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                ) as proc,
-            ):
-                try:
-                    code = proc.wait(timeout=kill_at or RUN_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    if kill_at is None:
-                        raise
-                    proc.kill()
-                    code = proc.wait()
-                    figures.kills += 1
-            text = log.read_text()
-            assert "Traceback" not in text and "internal error" not in text, text
-            figures.reconciled += text.count(": reconciled (")
-            assert code in (0, 1, -9), (code, text[-2000:])
-            state = state_of(project)
-            seen = len(fake.requests())
-            recorded.append((seen, {sid: rec.task_id for sid, rec in state.items() if rec.task_id}))
-            if code == 0:
-                break
-            unknown = [sid for sid, rec in state.items() if rec.status in ("unknown", "submitting")]
-            capped = [sid for sid, rec in state.items() if rec.status == "failed" and "retry-failed" in str(rec.error)]
-            flags = (["--resubmit-unknown"] if unknown else []) + (["--retry-failed"] if capped else [])
-            figures.known_doubles += len(unknown)
-            figures.retried_failed += len(capped)
-        requests = fake.requests()
-        stats = fake.stats()
+    # Scripted faults on top of the chaos: slow tasks, expired output URLs, a 429 storm on polls.
+    fake.fault("slow", "/api/v3/kwaivgi/", count=rng.randint(1, 4), latency=3.0)
+    fake.fault("expired", "/outputs/", count=rng.randint(1, 4))
+    fake.fault("429", "/api/v3/predictions/", count=rng.randint(5, 25), retry_after=0.3)
+    # a short grace, so a killed POST that never arrived is proven absent within the round
+    env = cli_env(fake.base_url, KLING_RENDER_RECONCILE_GRACE="1")
+    recorded: list[tuple[int, dict[str, str]]] = []  # (requests seen, shot -> task id) after each run
+    flags: list[str] = []
+    while figures.runs < max_runs:
+        figures.runs += 1
+        kill_at = rng.uniform(0.3, 4.0) if figures.kills < max_kills and rng.random() < 0.75 else None
+        log = project.parent / f"run-{figures.runs}.log"
+        with (
+            log.open("w") as err,
+            subprocess.Popen(
+                render_args(project, *flags),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            ) as proc,
+        ):
+            try:
+                code = proc.wait(timeout=kill_at or RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                if kill_at is None:
+                    raise
+                proc.kill()
+                code = proc.wait()
+                figures.kills += 1
+        text = log.read_text()
+        assert "Traceback" not in text and "internal error" not in text, text
+        figures.reconciled += text.count(": reconciled (")
+        assert code in (0, 1, -9), (code, text[-2000:])
+        state = state_of(project)
+        seen = len(fake.requests())
+        recorded.append((seen, {sid: rec.task_id for sid, rec in state.items() if rec.task_id}))
+        if code == 0:
+            break
+        unknown = [sid for sid, rec in state.items() if rec.status in ("unknown", "submitting")]
+        capped = [sid for sid, rec in state.items() if rec.status == "failed" and "retry-failed" in str(rec.error)]
+        flags = (["--resubmit-unknown"] if unknown else []) + (["--retry-failed"] if capped else [])
+        figures.known_doubles += len(unknown)
+        figures.retried_failed += len(capped)
+    requests = fake.requests()
+    stats = fake.stats()
     assert code == 0, f"round {seed} did not converge in {max_runs} runs:\n{text[-3000:]}"
     tasks: dict[str, Any] = stats["tasks"]
     figures.faults = Counter(stats["faults"])
@@ -172,15 +178,21 @@ def report(all_figures: list[Figures]) -> None:
     print(totals)
 
 
-def test_chaos_fast(tmp_path: Path) -> None:
-    figures = [chaos_round(tmp_path, seed, 8, max_runs=12, max_kills=2) for seed in (101, 102)]
-    report(figures)
-    assert sum(f.runs for f in figures) >= 2
+@pytest.mark.parametrize("seed", [pytest.param(seed, marks=pytest.mark.stand_in(**chaos(seed))) for seed in (101, 102)])
+def test_chaos_fast(tmp_path: Path, fake_process: FakeProcess, seed: int) -> None:
+    """Two 8-shot rounds, one test each (the workers run them side by side)."""
+    figures = chaos_round(fake_process, tmp_path, seed, 8, max_runs=12, max_kills=2)
+    report([figures])
+    assert figures.runs >= 1
 
 
 @pytest.mark.slow
 def test_chaos_50_shots_20_rounds(tmp_path: Path) -> None:
-    figures = [chaos_round(tmp_path, seed, 50, max_runs=16, max_kills=4) for seed in range(1, 21)]
+    figures = []
+    for seed in range(1, 21):  # a stand-in per round, from the same options as the fixture's
+        options = chaos(seed)
+        with FakeProcess(options["api_key"], latency=options["latency"], args=options["args"]) as fake:
+            figures.append(chaos_round(fake, tmp_path, seed, 50, max_runs=16, max_kills=4))
     report(figures)
     assert sum(f.kills for f in figures) >= 20
     assert sum(sum(f.faults.values()) for f in figures) >= 200

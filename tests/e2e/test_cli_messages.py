@@ -1,4 +1,7 @@
-"""Issue 13, items 5 and 6: progress people can follow, and the command line's messages."""
+"""Issue 13, items 5 and 6: progress people can follow, and the command line's messages.
+
+The messages run the commands in this process (``in_process``); the lock waited for by another
+process and the JSON on stdout run the real CLI."""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def ws(tmp_path: Path, clips: Path) -> Workspace:
 
 
 def test_verbose_is_accepted_after_the_subcommand(ws: Workspace, tmp_path: Path) -> None:
-    empty = Workspace(ws.root, base_env(KLING_RENDER_CACHE=str(tmp_path / "empty-cache")))
+    empty = Workspace(ws.root, base_env(KLING_RENDER_CACHE=str(tmp_path / "empty-cache")), in_process=True)
     quiet = empty.cli("stitch", str(ws.project))
     assert quiet.returncode == 1 and "no cached clip" in quiet.stderr and "Traceback" not in quiet.stderr
     for args in (["stitch", str(ws.project), "--verbose"], ["--verbose", "stitch", str(ws.project)]):
@@ -68,6 +71,7 @@ def test_verbose_is_accepted_after_the_subcommand(ws: Workspace, tmp_path: Path)
 
 
 def test_provider_is_a_choice(ws: Workspace) -> None:
+    ws.in_process = True
     for command in ("plan", "render", "stitch", "status", "report"):
         done = ws.cli(command, str(ws.project), "--provider", "wavespeeed")
         assert done.returncode == 2, (command, done.stderr)
@@ -76,6 +80,7 @@ def test_provider_is_a_choice(ws: Workspace) -> None:
 
 
 def test_a_directory_finds_its_project_file(ws: Workspace) -> None:
+    ws.in_process = True
     done = ws.cli("validate", str(ws.root))
     assert done.returncode == 0 and "valid (2 shots)" in done.stdout, done.stderr
     assert json.loads(ws.cli("plan", str(ws.root), "--json").stdout)["project"] == "msg"

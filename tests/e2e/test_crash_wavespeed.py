@@ -16,28 +16,23 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, SMALL_CUT_SECONDS, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
+from e2e_cli import SMALL_CUT_SECONDS, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
 from e2e_fake import FakeProcess
 
 from kling_render.store.cache import ClipCache
 
 LATENCY = 1.0  # seconds from submit to completed, on the fake
+pytestmark = pytest.mark.stand_in(latency=LATENCY)
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=LATENCY) as server:
-        yield server
-
-
-@pytest.fixture
-def ws(tmp_path: Path, fake: FakeProcess) -> Workspace:
+def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
     # a short grace: a POST killed before it arrived is proven absent within the test
-    return small_workspace(tmp_path / "small", ws_env(fake.base_url) | {"KLING_RENDER_RECONCILE_GRACE": "1"})
+    return small_workspace(tmp_path / "small", ws_env(fake_process.base_url) | {"KLING_RENDER_RECONCILE_GRACE": "1"})
 
 
 def recorded_state(ws: Workspace) -> dict[str, dict[str, object]]:
@@ -74,8 +69,8 @@ def finish(ws: Workspace) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def assert_converged(ws: Workspace, fake: FakeProcess, had_task: dict[str, str]) -> Counter[str]:
-    submits = fake.submits_by_shot()
+def assert_converged(ws: Workspace, fake_process: FakeProcess, had_task: dict[str, str]) -> Counter[str]:
+    submits = fake_process.submits_by_shot()
     for sid in had_task:  # a recorded task is polled again, never re-submitted
         assert submits[sid] == 1, (sid, submits)
     assert set(submits) == set(SMALL_SHOTS) and all(n <= 2 for n in submits.values()), submits
@@ -101,24 +96,24 @@ def tasks_recorded(ws: Workspace) -> dict[str, str]:
     return {sid: str(rec["task_id"]) for sid, rec in recorded_state(ws).items() if rec.get("task_id")}
 
 
-def test_kill_while_tasks_are_processing(ws: Workspace, fake: FakeProcess) -> None:
+def test_kill_while_tasks_are_processing(ws: Workspace, fake_process: FakeProcess) -> None:
     """Every shot submitted, none complete yet: the next run polls all three, submits none."""
     kill_render_when(ws, lambda: len(tasks_recorded(ws)) == len(SMALL_SHOTS))
     had_task = tasks_recorded(ws)
     assert {rec["status"] for rec in ws.state().values()} == {"submitted"}
-    assert fake.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert fake_process.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     assert ws.clips() == []
     # finishing paid tasks costs nothing: a budget of $0 must not refuse the resume
     resumed = ws.render("--max-cost", "0")
     assert resumed.returncode == 0, resumed.stderr
     assert "spent $0.0000" in resumed.stderr
     finish(ws)
-    assert assert_converged(ws, fake, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert assert_converged(ws, fake_process, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
 
 
-def test_kill_during_a_slow_download(ws: Workspace, fake: FakeProcess) -> None:
+def test_kill_during_a_slow_download(ws: Workspace, fake_process: FakeProcess) -> None:
     """Killed with half a clip in the cache's temp dir: it is cleaned up, the task fetched again."""
-    fake.fault("trickle", "/outputs/", count=1, seconds=30)
+    fake_process.fault("trickle", "/outputs/", count=1, seconds=30)
     tmp_dir = ws.cache_dir / "tmp"
 
     def half_written() -> bool:
@@ -130,39 +125,39 @@ def test_kill_during_a_slow_download(ws: Workspace, fake: FakeProcess) -> None:
     had_task = tasks_recorded(ws)
     assert len(had_task) == len(SMALL_SHOTS)
     finish(ws)
-    assert assert_converged(ws, fake, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert assert_converged(ws, fake_process, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     assert not any(p.exists() for p in partial)
 
 
 @pytest.mark.slow
-def test_kill_right_after_the_first_submit_is_seen(ws: Workspace, fake: FakeProcess) -> None:
+def test_kill_right_after_the_first_submit_is_seen(ws: Workspace, fake_process: FakeProcess) -> None:
     """The server has a POST; the state file may or may not have its task id yet."""
-    kill_render_when(ws, lambda: len(fake.submits()) >= 1)
+    kill_render_when(ws, lambda: len(fake_process.submits()) >= 1)
     had_task = tasks_recorded(ws)
-    seen = fake.submits_by_shot()
+    seen = fake_process.submits_by_shot()
     mid_post = {sid for sid, rec in recorded_state(ws).items() if rec["status"] == "submitting"}
     assert sum(seen.values()) >= 1 and mid_post | set(had_task) >= set(seen)
     finish(ws)
-    submits = assert_converged(ws, fake, had_task)
+    submits = assert_converged(ws, fake_process, had_task)
     # a shot killed between its POST and the answer is found in the task list: nothing paid twice
     assert submits == Counter(dict.fromkeys(SMALL_SHOTS, 1)), submits
     print(f"at the kill: server saw {dict(seen)}, state had tasks for {sorted(had_task)}, mid-POST {mid_post}")
 
 
 @pytest.mark.slow
-def test_kill_when_some_clips_are_cached(ws: Workspace, fake: FakeProcess) -> None:
+def test_kill_when_some_clips_are_cached(ws: Workspace, fake_process: FakeProcess) -> None:
     """One task slower than the others: killed once the two fast clips are in the cache."""
-    fake.fault("slow", "/api/v3/kwaivgi/kling-video-o3-std/reference-to-video", count=1, latency=5)
+    fake_process.fault("slow", "/api/v3/kwaivgi/kling-video-o3-std/reference-to-video", count=1, latency=5)
     kill_render_when(ws, lambda: len(ws.clips()) == 2)
     had_task = tasks_recorded(ws)
     assert ws.state()["gamma"]["status"] == "submitted" and len(had_task) == len(SMALL_SHOTS)
     finish(ws)
-    assert assert_converged(ws, fake, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert assert_converged(ws, fake_process, had_task) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_repeated_kills_at_random_moments_converge(ws: Workspace, fake: FakeProcess, seed: int) -> None:
+def test_repeated_kills_at_random_moments_converge(ws: Workspace, fake_process: FakeProcess, seed: int) -> None:
     """Kill, start again, kill again ... at random moments; then run to the end."""
     rng = random.Random(seed)
     had_task: dict[str, str] = {}
@@ -179,5 +174,5 @@ def test_repeated_kills_at_random_moments_converge(ws: Workspace, fake: FakeProc
             assert had_task.setdefault(sid, task) == task  # a recorded task id is never replaced
     assert kills >= 1
     finish(ws)
-    submits = assert_converged(ws, fake, had_task)
+    submits = assert_converged(ws, fake_process, had_task)
     print(f"seed {seed}: {kills} kills, submits {dict(submits)}, tasks known at a kill {sorted(had_task)}")

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from e2e_cli import EXAMPLE, SECRET, Workspace, ws_env
+from e2e_cli import EXAMPLE, Workspace, ws_env
 from e2e_fake import FakeProcess
 
 from kling_render.cli import cli
 from kling_render.errors import ProjectError
 from kling_render.plan.plan import build_plan, shot_key
 from kling_render.project.project import cost_of, load_project
+
+pytestmark = pytest.mark.stand_in(latency=0.3)
 
 MODEL = """\
 models:
@@ -405,23 +406,17 @@ output: {path: renders/final.mp4, width: 320, height: 180, fps: 24}
 T2V_PATH = "/api/v3/kwaivgi/kling-v3.0-pro/text-to-video"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.3) as server:
-        yield server
-
-
-def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake: FakeProcess) -> None:
+def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake_process: FakeProcess) -> None:
     root = tmp_path / "declared"
     root.mkdir()
     (root / "project.yaml").write_text(DECLARED_PROJECT)
-    ws = Workspace(root, ws_env(fake.base_url))
+    ws = Workspace(root, ws_env(fake_process.base_url))
     plan = ws.plan()
     assert {s["id"]: s["cost_usd"] for s in plan["shots"]} == {"wide": 0.336, "tall": 0.672}
 
     done = ws.render()
     assert done.returncode == 0, done.stderr
-    submits = fake.submits()
+    submits = fake_process.submits()
     assert len(submits) == 2, "one paid task per shot"
     assert {r["path"] for r in submits} == {T2V_PATH}
     assert all(r["status"] == 200 for r in submits)
@@ -441,7 +436,7 @@ def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake: Fak
 
     again = ws.render()
     assert again.returncode == 0, again.stderr
-    assert len(fake.submits()) == 2, "a second render pays nothing"
+    assert len(fake_process.submits()) == 2, "a second render pays nothing"
 
     # Moving the endpoint is a different model: both shots are paid again, at the new path.
     ws.edit("endpoint: kwaivgi/kling-v3.0-pro/text-to-video", "endpoint: kwaivgi/kling-v3.0-std/text-to-video")
@@ -451,7 +446,7 @@ def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake: Fak
     }
     moved = ws.render()
     assert moved.returncode == 0, moved.stderr
-    paths = [r["path"] for r in fake.submits()]
+    paths = [r["path"] for r in fake_process.submits()]
     assert paths.count("/api/v3/kwaivgi/kling-v3.0-std/text-to-video") == 2 and len(paths) == 4
     ws.assert_no_secret()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from e2e_cli import SECRET, Workspace, base_env, small_workspace, ws_env
+from e2e_cli import Workspace, base_env, small_workspace, ws_env
 from e2e_fake import FakeProcess
 
 from kling_render.project.project import load_project
@@ -73,18 +73,17 @@ def test_keys_are_the_same_in_every_process(tmp_path: Path) -> None:
     assert set(runs[0]) == {"alpha", "beta"}
 
 
-def test_an_unchanged_project_submits_nothing_again(tmp_path: Path) -> None:
-    with FakeProcess(SECRET, latency=0.2) as fake:
-        ws = small_workspace(tmp_path / "p", ws_env(fake.base_url), PROJECT)
-        first = ws.render("--no-stitch", env={**ws.env, "PYTHONHASHSEED": "0"})
-        assert first.returncode == 0, first.stderr
-        paid = len(fake.submits())
-        assert paid == 2
-        for seed in SEEDS[1:]:
-            again = ws.render("--no-stitch", env={**ws.env, "PYTHONHASHSEED": seed})
-            assert again.returncode == 0, again.stderr
-        assert len(fake.submits()) == paid, "a re-render of an unchanged project paid again"
-        ws.assert_no_secret()
+def test_an_unchanged_project_submits_nothing_again(tmp_path: Path, fake_process: FakeProcess) -> None:
+    ws = small_workspace(tmp_path / "p", ws_env(fake_process.base_url), PROJECT)
+    first = ws.render("--no-stitch", env={**ws.env, "PYTHONHASHSEED": "0"})
+    assert first.returncode == 0, first.stderr
+    paid = len(fake_process.submits())
+    assert paid == 2
+    for seed in SEEDS[1:]:
+        again = ws.render("--no-stitch", env={**ws.env, "PYTHONHASHSEED": seed})
+        assert again.returncode == 0, again.stderr
+    assert len(fake_process.submits()) == paid, "a re-render of an unchanged project paid again"
+    ws.assert_no_secret()
 
 
 def test_an_unchanged_project_renders_nothing_again_locally(tmp_path: Path) -> None:

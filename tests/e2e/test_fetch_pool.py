@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from kling_render.run.fetcher import FetchPool
 from kling_render.run.scheduler import RunOptions, RunReport, default_verify, run
 from kling_render.store.cache import ClipCache
 
-KEY = "test-key-0123456789"
 MODEL = "kling-v3.0-std/text-to-video"
 
 
@@ -53,15 +51,11 @@ def job(shot_id: str, index: int = 0) -> Job:
 JOBS = [job("a", 0), job("b", 1), job("c", 2)]
 
 
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.2, api_key=KEY) as fake:
-        yield fake
-
-
-def render(server: FakeWaveSpeed, root: Path, *, concurrency: int = 1, verify: Any = default_verify) -> RunReport:
+def render(
+    fake_wavespeed: FakeWaveSpeed, root: Path, *, concurrency: int = 1, verify: Any = default_verify
+) -> RunReport:
     cache = ClipCache(root / "cache")
-    provider = WaveSpeedProvider(KEY, server.base_url, cache.root)
+    provider = WaveSpeedProvider(SECRET, fake_wavespeed.base_url, cache.root)
     options = RunOptions(concurrency=concurrency, poll_interval=0.05)
     with StateStore(root / "state.json") as state:
         return run(JOBS, provider, state=state, cache=cache, options=options, verify=verify)
@@ -71,24 +65,24 @@ def shot_of(body: Any) -> str:
     return str(body["prompt"]).split(":")[0].removeprefix("shot ") if isinstance(body, dict) else "?"
 
 
-def submits_by_shot(server: FakeWaveSpeed) -> Counter[str]:
-    return Counter(shot_of(r.body) for r in server.submits())
+def submits_by_shot(fake_wavespeed: FakeWaveSpeed) -> Counter[str]:
+    return Counter(shot_of(r.body) for r in fake_wavespeed.submits())
 
 
 def test_a_slow_download_holds_no_slot_other_shots_are_submitted_and_finished_meanwhile(
-    server: FakeWaveSpeed, tmp_path: Path
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     """One task at a time; shot a's download hangs half-sent until b and c have both been
     submitted *and* downloaded, so the run can only finish if a's download holds no slot. If it
     did, the hang would last its full 60 s and the test fail on the timing record below."""
     release = threading.Event()
-    server.faults.add("trickle", "/outputs/", count=1, seconds=60, release=release)
+    fake_wavespeed.faults.add("trickle", "/outputs/", count=1, seconds=60, release=release)
     seen: dict[str, float] = {}
 
     def watch() -> None:
         while not release.is_set():
-            outputs = [r for r in server.requests if r.method == "GET" and r.path.startswith("/outputs/")]
-            if len(server.submits()) == 3 and len(outputs) == 3 and all(r.status == 200 for r in outputs[1:]):
+            outputs = [r for r in fake_wavespeed.requests if r.method == "GET" and r.path.startswith("/outputs/")]
+            if len(fake_wavespeed.submits()) == 3 and len(outputs) == 3 and all(r.status == 200 for r in outputs[1:]):
                 seen["released"] = time.monotonic()
                 release.set()
             time.sleep(0.01)
@@ -96,62 +90,64 @@ def test_a_slow_download_holds_no_slot_other_shots_are_submitted_and_finished_me
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     started = time.monotonic()
-    report = render(server, tmp_path, concurrency=1)
+    report = render(fake_wavespeed, tmp_path, concurrency=1)
     release.set()
     watcher.join(timeout=5)
     assert report.exit_code == 0, report.to_json()
     assert report.by_status("done") == ["a", "b", "c"]
-    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)  # nothing paid twice
-    assert server.max_running == 1
-    assert sorted(t.downloads for t in server.tasks.values()) == [1, 1, 1]  # a's slow download was never cut
+    assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)  # nothing paid twice
+    assert fake_wavespeed.max_running == 1
+    assert sorted(t.downloads for t in fake_wavespeed.tasks.values()) == [1, 1, 1]  # a's slow download was never cut
     # the slow download was released by b's and c's progress, not by its 60 s running out
     assert "released" in seen and seen["released"] - started < 55
-    first_output = next(r for r in server.requests if r.method == "GET" and r.path.startswith("/outputs/"))
-    b_submit = next(r for r in server.submits() if shot_of(r.body) == "b")
+    first_output = next(r for r in fake_wavespeed.requests if r.method == "GET" and r.path.startswith("/outputs/"))
+    b_submit = next(r for r in fake_wavespeed.submits() if shot_of(r.body) == "b")
     assert b_submit.at > first_output.at  # b was submitted while a's clip was still coming in
 
 
-def test_a_corrupt_download_is_fetched_again_and_costs_nothing_more(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_a_corrupt_download_is_fetched_again_and_costs_nothing_more(
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
+) -> None:
     """Bit rot in the middle of a clip (length and container intact) fails the full decode; a
     second download of the same task is clean: one task per shot."""
-    server.faults.add("corrupt", "/outputs/", count=1)
-    report = render(server, tmp_path, concurrency=3)
+    fake_wavespeed.faults.add("corrupt", "/outputs/", count=1)
+    report = render(fake_wavespeed, tmp_path, concurrency=3)
     assert report.exit_code == 0, report.to_json()
-    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)
-    downloads = sorted(t.downloads for t in server.tasks.values())
+    assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)
+    downloads = sorted(t.downloads for t in fake_wavespeed.tasks.values())
     assert downloads == [1, 1, 2]
 
 
 def test_a_clip_corrupt_at_every_download_is_kept_and_fetched_again_for_free(
-    server: FakeWaveSpeed, tmp_path: Path
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     """Both downloads of a's task are corrupt: that task is unusable (paid, counted in the ledger)
     and kept, not paid again this run; the next run fetches it again (free), and it is good now."""
-    server.faults.add("corrupt", "/outputs/", count=2)
-    report = render(server, tmp_path, concurrency=1)
+    fake_wavespeed.faults.add("corrupt", "/outputs/", count=2)
+    report = render(fake_wavespeed, tmp_path, concurrency=1)
     assert report.exit_code == 1 and report.outcomes["a"].status == "failed", report.to_json()
-    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)
+    assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)
     ledger = read_ledger(tmp_path / "state.json")[JOBS[0].key]
     assert [t.outcome for t in ledger.tasks] == ["unusable"]
     assert "not a valid clip" in (ledger.tasks[0].error or "")
-    again = render(server, tmp_path, concurrency=1)
+    again = render(fake_wavespeed, tmp_path, concurrency=1)
     assert again.exit_code == 0, again.to_json()
-    assert submits_by_shot(server) == Counter(a=1, b=1, c=1)  # fetched again for free
+    assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)  # fetched again for free
     assert [t.outcome for t in read_ledger(tmp_path / "state.json")[JOBS[0].key].tasks] == ["done"]
 
 
-def test_a_clip_corrupt_at_every_task_stops_at_the_lifetime_cap(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("corrupt", "/outputs/", count=1000)
+def test_a_clip_corrupt_at_every_task_stops_at_the_lifetime_cap(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("corrupt", "/outputs/", count=1000)
     for paid in (1, 2, 3):  # one paid task per shot and run: each kept task is fetched again first
-        report = render(server, tmp_path, concurrency=3)
+        report = render(fake_wavespeed, tmp_path, concurrency=3)
         assert report.exit_code == 1
-        assert submits_by_shot(server) == Counter(a=paid, b=paid, c=paid)
-    again = render(server, tmp_path, concurrency=3)
+        assert submits_by_shot(fake_wavespeed) == Counter(a=paid, b=paid, c=paid)
+    again = render(fake_wavespeed, tmp_path, concurrency=3)
     assert again.exit_code == 1
-    assert submits_by_shot(server) == Counter(a=3, b=3, c=3)  # the cap of 3, and not one more
+    assert submits_by_shot(fake_wavespeed) == Counter(a=3, b=3, c=3)  # the cap of 3, and not one more
 
 
-def test_checks_run_at_most_one_per_core(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_checks_run_at_most_one_per_core(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     running, most = 0, 0
     lock = threading.Lock()
 
@@ -166,7 +162,7 @@ def test_checks_run_at_most_one_per_core(server: FakeWaveSpeed, tmp_path: Path) 
             with lock:
                 running -= 1
 
-    report = render(server, tmp_path, concurrency=3, verify=verify)
+    report = render(fake_wavespeed, tmp_path, concurrency=3, verify=verify)
     assert report.exit_code == 0, report.to_json()
     assert 1 <= most <= FetchPool().workers
 
@@ -187,36 +183,31 @@ def test_the_stand_in_serves_real_720p_media(tmp_path: Path) -> None:
 # -- the real CLI, killed mid-download -------------------------------------------------------
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.5) as proc:
-        yield proc
-
-
+@pytest.mark.stand_in(latency=0.5)
 def test_a_kill_during_a_download_while_the_next_shot_runs_then_resume_pays_nothing(
-    tmp_path: Path, fake: FakeProcess
+    tmp_path: Path, fake_process: FakeProcess
 ) -> None:
     """One slot; alpha's clip hangs half-sent; the CLI is killed once beta's task was submitted
     meanwhile. The resume downloads alpha's and beta's tasks again, pays for gamma only."""
-    ws: Workspace = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-    fake.fault("trickle", "/outputs/", count=1, seconds=60)
+    ws: Workspace = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    fake_process.fault("trickle", "/outputs/", count=1, seconds=60)
     cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--poll-interval", "0.05",
            "--concurrency", "1"]  # fmt: skip
     with subprocess.Popen(cmd, env=ws.env, cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if len(fake.gets("/outputs/")) >= 1 and sum(fake.submits_by_shot().values()) >= 2:
+            if len(fake_process.gets("/outputs/")) >= 1 and sum(fake_process.submits_by_shot().values()) >= 2:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, proc.communicate()[1]
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
-    before = fake.submits_by_shot()
+    before = fake_process.submits_by_shot()
     assert sum(before.values()) == 2 and before["alpha"] == 1, before  # alpha downloading, beta submitted
     state = ws.state()
     assert state["alpha"]["status"] == "submitted" and state["alpha"]["task_id"]  # recorded before the download
     done = ws.render()
     assert done.returncode == 0, done.stderr
-    assert fake.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))  # 0 extra tasks
+    assert fake_process.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))  # 0 extra tasks
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
     assert ws.state()["alpha"]["task_id"] == state["alpha"]["task_id"]

@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,14 +37,10 @@ from stress_kit import (
 
 from kling_render.records.state import StateStore
 
+pytestmark = pytest.mark.stand_in(latency=0.3, api_key=API_KEY)
+
 SHOTS = 3
 FSIZE_LIMIT = 16_000  # bytes: more than the state file of 3 shots, less than one fake clip
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.3, api_key=API_KEY) as server:
-        yield server
 
 
 def run(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -64,9 +60,9 @@ def assert_one_clean_error(stderr: str, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
-def submits_per_shot(fake: FakeWaveSpeed) -> dict[str, int]:
+def submits_per_shot(fake_wavespeed: FakeWaveSpeed) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for r in fake.submits():
+    for r in fake_wavespeed.submits():
         sid = r.body["prompt"].split(",", 1)[0].removeprefix("shot ")
         counts[sid] = counts.get(sid, 0) + 1
     return counts
@@ -82,29 +78,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 # -- two runs of one project ------------------------------------------------------------------
 
 
-def test_second_run_exits_with_a_clear_lock_message(fake: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake.latency = 3600.0  # the first run's tasks stay running until the second run has been refused
+def test_second_run_exits_with_a_clear_lock_message(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.latency = 3600.0  # the first run's tasks stay running until the second run has been refused
     project = write_project(tmp_path, SHOTS)
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     owner = StateStore.for_project(project, "wavespeed").owner_path
     with subprocess.Popen(render_args(project), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
         wait_for(owner.exists)
         second = run(render_args(project), env)
-        with fake.lock:  # now let the first run finish: its tasks complete at once
-            fake.latency = 0.0
-            for task in fake.tasks.values():
+        with fake_wavespeed.lock:  # now let the first run finish: its tasks complete at once
+            fake_wavespeed.latency = 0.0
+            for task in fake_wavespeed.tasks.values():
                 task.latency = 0.0
         assert first.wait(timeout=60) == 0
     assert second.returncode == 1
     assert_one_clean_error(second.stderr, "another kling-render run of this project holds", "pid ")
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}
     assert_cache_sound(project, SHOTS)
 
 
-def test_two_runs_started_together_one_waits(fake: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake.latency = 1.0
+def test_two_runs_started_together_one_waits(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.latency = 1.0
     project = write_project(tmp_path, SHOTS)
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     args = render_args(project, "--wait-lock", "60", "--json")
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -112,14 +108,14 @@ def test_two_runs_started_together_one_waits(fake: FakeWaveSpeed, tmp_path: Path
     finished = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     spent = sorted(doc["spent_usd"] for doc in finished)
     assert spent[0] == 0 and spent[1] > 0  # the one that waited found every clip cached
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}
     assert_cache_sound(project, SHOTS)
 
 
-def test_two_runs_started_together_without_waiting(fake: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake.latency = 1.0
+def test_two_runs_started_together_without_waiting(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.latency = 1.0
     project = write_project(tmp_path, SHOTS)
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     procs = [
         subprocess.Popen(render_args(project), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in "ab"
@@ -129,32 +125,32 @@ def test_two_runs_started_together_without_waiting(fake: FakeWaveSpeed, tmp_path
     assert codes == [0, 1], outs
     loser = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 1)
     assert_one_clean_error(loser, "another kling-render run of this project holds")
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}
     assert_cache_sound(project, SHOTS)
 
 
 # -- an unusable cache, a full disk -----------------------------------------------------------
 
 
-def test_cache_path_that_is_a_file_stops_before_any_submit(fake: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_cache_path_that_is_a_file_stops_before_any_submit(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     project = write_project(tmp_path, SHOTS)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache should be")
     for cache in (blocker, blocker / "sub"):
-        failed = run(render_args(project), cli_env(fake.base_url, KLING_RENDER_CACHE=str(cache)))
+        failed = run(render_args(project), cli_env(fake_wavespeed.base_url, KLING_RENDER_CACHE=str(cache)))
         assert failed.returncode == 1, failed.stderr
         assert_one_clean_error(failed.stderr, "clip cache", "not a writable directory")
-        assert not fake.submits()  # nothing paid for a clip that could not be kept
+        assert not fake_wavespeed.submits()  # nothing paid for a clip that could not be kept
         assert all(rec.status == "pending" for rec in state_of(project).values())
-    resumed = run(render_args(project), cli_env(fake.base_url))
+    resumed = run(render_args(project), cli_env(fake_wavespeed.base_url))
     assert resumed.returncode == 0, resumed.stderr
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}
     assert_cache_sound(project, SHOTS)
 
 
-def test_full_disk_fails_the_shots_keeps_their_tasks_and_resumes(fake: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_full_disk_fails_the_shots_keeps_their_tasks_and_resumes(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     project = write_project(tmp_path, SHOTS)
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     full = run(render_args(project), env, preexec_fn=small_disk)
     assert full.returncode == 1, full.stderr
     assert "Traceback" not in full.stderr and "internal error" not in full.stderr, full.stderr
@@ -167,7 +163,7 @@ def test_full_disk_fails_the_shots_keeps_their_tasks_and_resumes(fake: FakeWaveS
 
     resumed = run(render_args(project), env)
     assert resumed.returncode == 0, resumed.stderr
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}  # polled again, not re-paid
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}  # polled again, not re-paid
     assert_cache_sound(project, SHOTS)
 
     stitch = cli_cmd("stitch", str(project), "--provider", "wavespeed")
@@ -183,10 +179,10 @@ def test_full_disk_fails_the_shots_keeps_their_tasks_and_resumes(fake: FakeWaveS
 # -- a vanished output directory --------------------------------------------------------------
 
 
-def test_output_directory_deleted_between_runs_and_mid_run(fake: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake.latency = 1.0
+def test_output_directory_deleted_between_runs_and_mid_run(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.latency = 1.0
     project = write_project(tmp_path, SHOTS)
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     renders = tmp_path / "renders"
     renders.mkdir()
     (renders / "old.txt").write_text("from before")
@@ -203,7 +199,7 @@ def test_output_directory_deleted_between_runs_and_mid_run(fake: FakeWaveSpeed, 
     again = run(args, env)
     assert again.returncode == 0, again.stderr
     assert_decodes(renders / "final.mp4", 3.0 * SHOTS)
-    assert submits_per_shot(fake) == {f"s{n:03d}": 1 for n in range(SHOTS)}
+    assert submits_per_shot(fake_wavespeed) == {f"s{n:03d}": 1 for n in range(SHOTS)}
     assert_cache_sound(project, SHOTS)
 
 

@@ -1,5 +1,9 @@
-"""Issue 13, items 2-4 through the real CLI: the stitch is skipped when nothing changed, the plan
-says what an edit will do, and the report says whether the cut on disk is the project's."""
+"""Issue 13, items 2-4 through the CLI: the stitch is skipped when nothing changed, the plan says
+what an edit will do, and the report says whether the cut on disk is the project's.
+
+The project is rendered once per module (local provider, music, a fade) and each test works on a
+copy of it; the commands run in this process (``in_process``), except in the first test, which
+runs the real CLI."""
 
 from __future__ import annotations
 
@@ -44,23 +48,27 @@ def identity(path: Path) -> tuple[int, int, str]:
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One clip cache for the module: each test's workspace stitches its own cut from it."""
-    return tmp_path_factory.mktemp("clips")
-
-
-@pytest.fixture
-def ws(tmp_path: Path, clips: Path) -> Workspace:
-    root = tmp_path / "inc"
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The project rendered once, its clips in a cache outside it (shared by every copy)."""
+    clips = tmp_path_factory.mktemp("clips")
+    root = tmp_path_factory.mktemp("rendered") / "inc"
     root.mkdir()
     shutil.copytree(EXAMPLE / "images", root / "images")
     shutil.copytree(EXAMPLE / "audio", root / "audio")
     (root / "project.yaml").write_text(PROJECT)
-    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(clips)))
+    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(clips)), in_process=True)
     done = ws.render()
     assert done.returncode == 0, done.stderr
     assert "final cut: " in done.stderr
     return ws
+
+
+@pytest.fixture
+def ws(tmp_path: Path, rendered: Workspace) -> Workspace:
+    """A copy of the rendered project (files, state, lock, cut and stitch record; times kept)."""
+    root = tmp_path / "inc"
+    shutil.copytree(rendered.root, root)
+    return Workspace(root, dict(rendered.env), in_process=True)
 
 
 def lock(ws: Workspace) -> dict[str, object]:
@@ -79,6 +87,7 @@ def events(stdout: str) -> list[dict[str, object]]:
 
 
 def test_nothing_changed_leaves_the_cut_untouched(ws: Workspace) -> None:
+    ws.in_process = False  # the real CLI: exit codes, and stdout that is only JSON events
     before = identity(ws.final_cut)
     again = ws.render()
     assert again.returncode == 0, again.stderr

@@ -1,5 +1,6 @@
 """Issue 11 through the real CLI against the stand-in as its own process: every path that can
-spend money, each counting the tasks the stand-in created (SPEC §5, §6)."""
+spend money, each counting the tasks the stand-in created (SPEC §5, §6). The refusals before
+anything is sent run the commands in this process (``in_process``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,31 +18,27 @@ from e2e_cli import SECRET, SMALL_CUT_SECONDS, SMALL_SHOTS, Workspace, base_env,
 from e2e_fake import FakeProcess
 from stress_kit import write_project
 
+pytestmark = pytest.mark.stand_in(latency=0.3)
+
 SUBMIT = "/api/v3/kwaivgi/"
 O3 = SUBMIT + "kling-video-o3-std/image-to-video"  # beta's model
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.3) as server:
-        yield server
+def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
+    return small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
 
 
-@pytest.fixture
-def ws(tmp_path: Path, fake: FakeProcess) -> Workspace:
-    return small_workspace(tmp_path / "small", ws_env(fake.base_url))
-
-
-def tasks(fake: FakeProcess) -> dict[str, dict[str, object]]:
+def tasks(fake_process: FakeProcess) -> dict[str, dict[str, object]]:
     """The tasks the stand-in created (each is paid at submit)."""
-    stats: dict[str, dict[str, object]] = fake.stats()["tasks"]
+    stats: dict[str, dict[str, object]] = fake_process.stats()["tasks"]
     return stats
 
 
-def created_by_shot(fake: FakeProcess) -> Counter[str]:
+def created_by_shot(fake_process: FakeProcess) -> Counter[str]:
     """Tasks created per shot (every project here names its shot in its prompts: ``shot <id>``)."""
     counts: Counter[str] = Counter()
-    for task in tasks(fake).values():
+    for task in tasks(fake_process).values():
         body = task["body"]
         prompt = body.get("prompt", "") if isinstance(body, dict) else ""
         match = re.match(r"shot (\w+)", str(prompt))
@@ -50,28 +46,30 @@ def created_by_shot(fake: FakeProcess) -> Counter[str]:
     return counts
 
 
-def eight_shots(tmp_path: Path, fake: FakeProcess) -> Workspace:
+def eight_shots(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
     """Eight 3-second o3 shots ($0.54 each), prompts ``shot s000`` ... ``shot s007``."""
     project = write_project(tmp_path / "eight", 8)
-    return Workspace(project.parent, ws_env(fake.base_url))
+    return Workspace(project.parent, ws_env(fake_process.base_url))
 
 
 # -- rejected and account problems ------------------------------------------------------------
 
 
-def test_an_error_envelope_reaches_the_user_and_the_shot_is_not_unknown(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("envelope", O3, code=400, message="end_image aspect ratio differs from image")
+def test_an_error_envelope_reaches_the_user_and_the_shot_is_not_unknown(
+    ws: Workspace, fake_process: FakeProcess
+) -> None:
+    fake_process.fault("envelope", O3, code=400, message="end_image aspect ratio differs from image")
     done = ws.render("--no-stitch")
     assert done.returncode == 1
     assert "beta: failed: submit failed:" in done.stderr
     assert "rejected (code 400): end_image aspect ratio differs from image" in done.stderr
     assert ws.statuses()["beta"] == "failed" and ws.state()["beta"]["error_code"] == "400"
-    assert created_by_shot(fake) == Counter(alpha=1, gamma=1)  # the rejected submit created nothing
+    assert created_by_shot(fake_process) == Counter(alpha=1, gamma=1)  # the rejected submit created nothing
     assert "up to $" not in done.stderr  # nothing is counted as possibly spent
 
     again = ws.render()  # a rejection costs nothing: the next run simply asks again
     assert again.returncode == 0, again.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)
     ws.assert_no_secret()
 
 
@@ -84,60 +82,63 @@ def test_an_error_envelope_reaches_the_user_and_the_shot_is_not_unknown(ws: Work
     ],
 )
 def test_an_account_problem_stops_every_further_submit(
-    ws: Workspace, fake: FakeProcess, kind: str, options: dict[str, object], words: str
+    ws: Workspace, fake_process: FakeProcess, kind: str, options: dict[str, object], words: str
 ) -> None:
     """Two tasks at a time: alpha and beta are submitted together, beta's answer says the account
     cannot pay; gamma is never submitted, alpha (already running) is still polled to the end."""
-    fake.fault(kind, O3, **options)
+    fake_process.fault(kind, O3, **options)
     done = ws.render("--no-stitch", "--concurrency", "2")
     assert done.returncode == (2 if kind == "401" else 1)  # a rejected key is a setting to fix (issue 23)
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]  # one clear line
     assert words in line and line.endswith("(no more submits this run)")
     assert "internal error" not in done.stderr
-    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits()) == {"shot alpha": 1, "shot beta": 1}
-    assert created_by_shot(fake) == Counter(alpha=1)
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake_process.submits()) == {
+        "shot alpha": 1,
+        "shot beta": 1,
+    }
+    assert created_by_shot(fake_process) == Counter(alpha=1)
     assert ws.statuses() == {"alpha": "done", "beta": "pending", "gamma": "pending"}
 
     again = ws.render()
     assert again.returncode == 0, again.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)
     ws.assert_no_secret()
 
 
-def test_a_key_rejected_while_tasks_run_keeps_their_ids(ws: Workspace, fake: FakeProcess) -> None:
+def test_a_key_rejected_while_tasks_run_keeps_their_ids(ws: Workspace, fake_process: FakeProcess) -> None:
     """The key stops working between submit and poll: no task id is lost, nothing is paid twice."""
-    fake.fault("401", "/api/v3/predictions/", count=1000)
+    fake_process.fault("401", "/api/v3/predictions/", count=1000)
     done = ws.render("--no-stitch", "--concurrency", "3")
     assert done.returncode == 2 and "the API key was rejected (401)" in done.stderr
     state = ws.state()
     assert {sid: rec["status"] for sid, rec in state.items()} == dict.fromkeys(SMALL_SHOTS, "submitted")
-    assert all(rec["task_id"] in tasks(fake) for rec in state.values())
-    fake.clear_faults()  # the key works again
+    assert all(rec["task_id"] in tasks(fake_process) for rec in state.values())
+    fake_process.clear_faults()  # the key works again
     again = ws.render()
     assert again.returncode == 0, again.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # polled, not paid again
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)  # polled, not paid again
 
 
 # -- the base URL -----------------------------------------------------------------------------
 
 
-def test_a_plain_http_base_url_exits_2_before_any_request(tmp_path: Path, fake: FakeProcess) -> None:
+def test_a_plain_http_base_url_exits_2_before_any_request(tmp_path: Path, fake_process: FakeProcess) -> None:
     """The stand-in is also the HTTP proxy: a request to http://example.invalid would reach it."""
     env = base_env(
         WAVESPEED_BASE_URL="http://example.invalid",
         WAVESPEED_API_KEY=SECRET,
-        HTTP_PROXY=fake.base_url,
-        HTTPS_PROXY=fake.base_url,
-        ALL_PROXY=fake.base_url,
+        HTTP_PROXY=fake_process.base_url,
+        HTTPS_PROXY=fake_process.base_url,
+        ALL_PROXY=fake_process.base_url,
     )
     env.pop("NO_PROXY"), env.pop("no_proxy")
-    ws = small_workspace(tmp_path / "small", env)
+    ws = small_workspace(tmp_path / "small", env, in_process=True)
     before = sorted(ws.root.rglob("*"))
     done = ws.render()
     assert done.returncode == 2, done.stderr
     assert "WAVESPEED_BASE_URL 'http://example.invalid' is plain http to a host that is not loopback" in done.stderr
     assert "Traceback" not in done.stderr
-    assert fake.requests() == []
+    assert fake_process.requests() == []
     assert sorted(ws.root.rglob("*")) == before  # nothing written
     ws.assert_no_secret()
     status = ws.cli("status", str(ws.project), "--json")  # status needs no network: it still works
@@ -148,13 +149,13 @@ def test_a_plain_http_base_url_exits_2_before_any_request(tmp_path: Path, fake: 
 
 
 def test_every_fourth_task_failing_by_moderation_is_paid_once_and_never_again(
-    tmp_path: Path, fake: FakeProcess
+    tmp_path: Path, fake_process: FakeProcess
 ) -> None:
-    ws = eight_shots(tmp_path, fake)
-    fake.fault("fail", SUBMIT, count=100, every=4, code=1200, error="the prompt was flagged by moderation")
+    ws = eight_shots(tmp_path, fake_process)
+    fake_process.fault("fail", SUBMIT, count=100, every=4, code=1200, error="the prompt was flagged by moderation")
     first = ws.render("--no-stitch", "--concurrency", "2")
     assert first.returncode == 1
-    created = created_by_shot(fake)
+    created = created_by_shot(fake_process)
     assert len(created) == 8 and set(created.values()) == {1}  # one task per shot, 0 retries
     failed = sorted(sid for sid, status in ws.statuses().items() if status == "failed")
     assert len(failed) == 2
@@ -166,7 +167,7 @@ def test_every_fourth_task_failing_by_moderation_is_paid_once_and_never_again(
     assert "spent $3.2400 ($1.0800 of failed tasks refunded)" in first.stderr
 
     second = ws.render("--no-stitch")  # and the next run: 0 new tasks
-    assert second.returncode == 1 and sum(created_by_shot(fake).values()) == 8
+    assert second.returncode == 1 and sum(created_by_shot(fake_process).values()) == 8
     assert second.stderr.count("failed for good (code 1200)") == 4 and "spent $0.0000" in second.stderr
     doc = json.loads(ws.cli("status", str(ws.project), "--json").stdout)
     for shot in doc["shots"]:
@@ -177,16 +178,16 @@ def test_every_fourth_task_failing_by_moderation_is_paid_once_and_never_again(
             assert shot["ledger"] == {"tasks": 1, "paid_usd": 0.54, "refunded_usd": 0.0, "failed_for_good": False}
 
     forced = ws.render("--no-stitch", "--retry-failed")  # the user asks: each gets a new task
-    assert sum(created_by_shot(fake).values()) == 10
+    assert sum(created_by_shot(fake_process).values()) == 10
     assert forced.returncode == (0 if all(ws.statuses()[sid] == "done" for sid in failed) else 1)
 
 
-def test_every_fourth_task_failing_transiently_still_finishes(tmp_path: Path, fake: FakeProcess) -> None:
-    ws = eight_shots(tmp_path, fake)
-    fake.fault("fail", SUBMIT, count=100, every=4, code=5000, error="internal error")
+def test_every_fourth_task_failing_transiently_still_finishes(tmp_path: Path, fake_process: FakeProcess) -> None:
+    ws = eight_shots(tmp_path, fake_process)
+    fake_process.fault("fail", SUBMIT, count=100, every=4, code=5000, error="internal error")
     done = ws.render("--no-stitch", "--concurrency", "2")
     assert done.returncode == 0, done.stderr
-    created = created_by_shot(fake)
+    created = created_by_shot(fake_process)
     assert sum(created.values()) == 10 and max(created.values()) == 2  # tasks 4 and 8 replaced
     assert "spent $4.3200 ($1.0800 of failed tasks refunded)" in done.stderr
     assert set(ws.statuses().values()) == {"done"}
@@ -198,46 +199,46 @@ def test_every_fourth_task_failing_transiently_still_finishes(tmp_path: Path, fa
     ids=["no outputs", "empty URL", "a web page"],
 )
 def test_a_completed_but_unusable_result_is_paid_counted_and_fetched_again_before_a_replacement(
-    ws: Workspace, fake: FakeProcess, kind: str, options: dict[str, object]
+    ws: Workspace, fake_process: FakeProcess, kind: str, options: dict[str, object]
 ) -> None:
     """Free first (issue 23 item 1): never two paid tasks for a shot in one run; the next run fetches
     the kept task again (free), and pays a replacement only because that fails too."""
-    fake.fault(kind, O3, **options)
+    fake_process.fault(kind, O3, **options)
     first = ws.render("--no-stitch")
     assert first.returncode == 1, first.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # beta not paid twice
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)  # beta not paid twice
     assert "(paid)" in first.stderr and "the next run fetches its output again" in first.stderr
     assert "refunded" not in first.stderr and "spent $1.0440" in first.stderr  # 0.252 + 0.54 + 0.252
     assert ws.statuses()["beta"] == "submitted"  # its task kept for the next run
     second = ws.render("--no-stitch")
     assert second.returncode == 0, second.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=2, gamma=1)  # its task was unusable again: replaced
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=2, gamma=1)  # its task was unusable again: replaced
     assert "spent $0.5400" in second.stderr
 
 
-def test_the_lifetime_cap_holds_across_runs(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("no_outputs", O3, count=100)
+def test_the_lifetime_cap_holds_across_runs(ws: Workspace, fake_process: FakeProcess) -> None:
+    fake_process.fault("no_outputs", O3, count=100)
     for run, paid in enumerate((1, 2, 3), 1):  # one paid task a run: each kept task fetched again first
         done = ws.render("--no-stitch")
-        assert done.returncode == 1 and created_by_shot(fake)["beta"] == paid, (run, done.stderr)
+        assert done.returncode == 1 and created_by_shot(fake_process)["beta"] == paid, (run, done.stderr)
     again = ws.render("--no-stitch")
-    assert again.returncode == 1 and created_by_shot(fake)["beta"] == 3  # nothing more, ever
+    assert again.returncode == 1 and created_by_shot(fake_process)["beta"] == 3  # nothing more, ever
     assert "beta: failed:" in again.stderr and "the cap of 3" in again.stderr
     assert "spent $0.0000" in again.stderr
-    fake.clear_faults()
+    fake_process.clear_faults()
     forced = ws.render("--retry-failed")
     assert forced.returncode == 0, forced.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=4, gamma=1)
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=4, gamma=1)
 
 
 def test_a_clip_of_the_wrong_length_is_kept_and_a_trim_past_its_end_is_a_clear_error(
-    ws: Workspace, fake: FakeProcess
+    ws: Workspace, fake_process: FakeProcess
 ) -> None:
-    fake.fault("length", SUBMIT + "kling-v3.0-std", seconds=2)  # alpha asks 3 s, gets 2 s
+    fake_process.fault("length", SUBMIT + "kling-v3.0-std", seconds=2)  # alpha asks 3 s, gets 2 s
     done = ws.render()
     assert done.returncode == 0, done.stderr
     assert "alpha: warning: the clip lasts 2.00s, the shot 3s: kept" in done.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # not paid again
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)  # not paid again
     assert decodes(ws.final_cut).duration == pytest.approx(SMALL_CUT_SECONDS - 1, abs=2 / 24)  # its real length
     lock = json.loads((ws.root / "project.lock").read_text())["shots"]
     assert lock["alpha"]["duration"] == pytest.approx(2.0, abs=0.05)
@@ -247,7 +248,7 @@ def test_a_clip_of_the_wrong_length_is_kept_and_a_trim_past_its_end_is_a_clear_e
     assert cut.returncode == 1
     assert "alpha: trim end 2.8 is past the clip's end (2.000s)" in cut.stderr
     assert "Traceback" not in cut.stderr and "internal error" not in cut.stderr
-    assert ws.render().returncode == 1 and created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
+    assert ws.render().returncode == 1 and created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)
 
 
 # -- lost answers: reconciliation through the task list ------------------------------------------
@@ -258,43 +259,43 @@ def test_a_clip_of_the_wrong_length_is_kept_and_a_trim_past_its_end_is_a_clear_e
     [("503", {}), ("500", {}), ("502", {}), ("504", {}), ("drop", {}), ("hang", {"seconds": 1})],
 )
 def test_every_third_answer_lost_after_creation_pays_each_shot_once(
-    tmp_path: Path, fake: FakeProcess, kind: str, options: dict[str, object]
+    tmp_path: Path, fake_process: FakeProcess, kind: str, options: dict[str, object]
 ) -> None:
     """The stand-in creates the task, then answers ``kind``: the runner finds each in the task list."""
-    ws = eight_shots(tmp_path, fake)
-    fake.fault(kind, SUBMIT, count=100, every=3, **options)
+    ws = eight_shots(tmp_path, fake_process)
+    fake_process.fault(kind, SUBMIT, count=100, every=3, **options)
     runs = []
     for _ in range(3):
         runs.append(ws.render("--no-stitch", "--concurrency", "2"))
         if runs[-1].returncode == 0:
             break
     assert runs[-1].returncode == 0, runs[-1].stderr
-    created = created_by_shot(fake)
+    created = created_by_shot(fake_process)
     assert len(created) == 8 and set(created.values()) == {1}  # no shot has two tasks
-    lost = sum(1 for r in fake.submits() if r["status"] != 200)
+    lost = sum(1 for r in fake_process.submits() if r["status"] != 200)
     assert lost >= 2 and sum(r.stderr.count(": reconciled (") for r in runs) == lost
     assert "spent $4.3200" in runs[0].stderr and "up to $" not in runs[-1].stderr
     assert set(ws.statuses().values()) == {"done"}
     ws.assert_no_secret()
 
 
-def test_a_submit_that_created_nothing_is_sent_again_after_the_grace(tmp_path: Path, fake: FakeProcess) -> None:
-    ws = small_workspace(tmp_path / "small", ws_env(fake.base_url) | {"KLING_RENDER_RECONCILE_GRACE": "1"})
-    fake.fault("500", O3, create=False)
+def test_a_submit_that_created_nothing_is_sent_again_after_the_grace(tmp_path: Path, fake_process: FakeProcess) -> None:
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url) | {"KLING_RENDER_RECONCILE_GRACE": "1"})
+    fake_process.fault("500", O3, create=False)
     done = ws.render("--no-stitch")
     assert done.returncode == 0, done.stderr
     assert "beta: reconciled (the provider's task list, asked 1s after the submit, has no task" in done.stderr
     assert "the submit created nothing; it may be submitted again" in done.stderr
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
-    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits())["shot beta"] == 2
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake_process.submits())["shot beta"] == 2
     assert "spent $1.0440" in done.stderr
 
 
-def test_the_product_waits_the_full_grace_before_paying_again(tmp_path: Path, fake: FakeProcess) -> None:
+def test_the_product_waits_the_full_grace_before_paying_again(tmp_path: Path, fake_process: FakeProcess) -> None:
     """Without the test knob, a submit seconds old is not proven absent: the run keeps waiting (and
     is stopped here with SIGTERM after 4 s) instead of paying a second time."""
-    ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-    fake.fault("500", O3, create=False)
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    fake_process.fault("500", O3, create=False)
     cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--no-stitch", "--poll-interval", "0.05"]
     with subprocess.Popen(cmd, env=ws.env, cwd=ws.root, stderr=subprocess.PIPE, text=True) as proc:
         time.sleep(4)
@@ -302,46 +303,48 @@ def test_the_product_waits_the_full_grace_before_paying_again(tmp_path: Path, fa
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "beta: unknown" in err and "beta: reconciled" not in err
-    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake.submits())["shot beta"] == 1
-    assert len([r for r in fake.requests() if r["path"] == "/api/v3/predictions"]) >= 1  # it did ask
+    assert Counter(r["body"]["prompt"].split(":")[0] for r in fake_process.submits())["shot beta"] == 1
+    assert len([r for r in fake_process.requests() if r["path"] == "/api/v3/predictions"]) >= 1  # it did ask
     assert ws.state()["beta"]["status"] == "unknown"
 
 
-def test_ambiguous_lost_answers_stay_unknown_and_say_how_many(tmp_path: Path) -> None:
-    with FakeProcess(SECRET, latency=0.3, args=("--no-list-inputs",)) as fake:
-        ws = eight_shots(tmp_path, fake)
-        fake.fault("503", SUBMIT, count=2)  # the first two submits lose their answers
-        first = ws.render("--no-stitch", "--concurrency", "2")
-        assert first.returncode == 1
-        unknown = sorted(sid for sid, st in ws.statuses().items() if st == "unknown")
-        assert len(unknown) == 2
-        for sid in unknown:
-            assert re.search(rf"{sid}: unknown: .*not resolved: \d+ tasks in the provider's task list", first.stderr)
-        again = ws.render("--no-stitch")  # the other tasks are known now: exactly two candidates
-        assert again.returncode == 1 and again.stderr.count("not resolved: 2 tasks in the provider's task list") >= 2
-        assert sum(created_by_shot(fake).values()) == 8
-        forced = ws.render("--no-stitch", "--resubmit-unknown")
-        assert forced.returncode == 0, forced.stderr
-        assert sum(created_by_shot(fake).values()) == 10  # the override pays for the two again
+@pytest.mark.stand_in(latency=0.3, args=("--no-list-inputs",))
+def test_ambiguous_lost_answers_stay_unknown_and_say_how_many(tmp_path: Path, fake_process: FakeProcess) -> None:
+    ws = eight_shots(tmp_path, fake_process)
+    fake_process.fault("503", SUBMIT, count=2)  # the first two submits lose their answers
+    first = ws.render("--no-stitch", "--concurrency", "2")
+    assert first.returncode == 1
+    unknown = sorted(sid for sid, st in ws.statuses().items() if st == "unknown")
+    assert len(unknown) == 2
+    for sid in unknown:
+        assert re.search(rf"{sid}: unknown: .*not resolved: \d+ tasks in the provider's task list", first.stderr)
+    again = ws.render("--no-stitch")  # the other tasks are known now: exactly two candidates
+    assert again.returncode == 1 and again.stderr.count("not resolved: 2 tasks in the provider's task list") >= 2
+    assert sum(created_by_shot(fake_process).values()) == 8
+    forced = ws.render("--no-stitch", "--resubmit-unknown")
+    assert forced.returncode == 0, forced.stderr
+    assert sum(created_by_shot(fake_process).values()) == 10  # the override pays for the two again
 
 
 # -- task ids -------------------------------------------------------------------------------------
 
 
-def test_a_bad_task_id_from_the_server_is_never_used_and_the_task_is_found(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("bad_id", O3, task_id="x" * 70_000)  # the task exists; its answer names it badly
+def test_a_bad_task_id_from_the_server_is_never_used_and_the_task_is_found(
+    ws: Workspace, fake_process: FakeProcess
+) -> None:
+    fake_process.fault("bad_id", O3, task_id="x" * 70_000)  # the task exists; its answer names it badly
     done = ws.render("--no-stitch")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "task id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not a usable id" in done.stderr
     assert "beta: reconciled (found task" in done.stderr and len(done.stderr) < 20_000
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)
-    assert ws.state()["beta"]["task_id"] in tasks(fake)
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)
+    assert ws.state()["beta"]["task_id"] in tasks(fake_process)
 
 
-def test_bad_task_ids_in_the_state_file_never_crash_a_run(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("401", "/api/v3/predictions/", count=1000)  # every shot submitted, none polled
+def test_bad_task_ids_in_the_state_file_never_crash_a_run(ws: Workspace, fake_process: FakeProcess) -> None:
+    fake_process.fault("401", "/api/v3/predictions/", count=1000)  # every shot submitted, none polled
     assert ws.render("--no-stitch", "--concurrency", "3").returncode == 2  # the key was rejected (issue 23 item 8)
-    fake.clear_faults()
+    fake_process.clear_faults()
     doc = json.loads(ws.state_path.read_text())
     doc["shots"]["beta"]["task_id"] = "abc\ndef"  # the ledger still knows beta's task
     doc["shots"]["gamma"]["task_id"] = "y" * 70_000
@@ -362,25 +365,28 @@ def test_bad_task_ids_in_the_state_file_never_crash_a_run(ws: Workspace, fake: F
     assert "Traceback" not in done.stderr and len(done.stderr) < 20_000
     assert "beta: reconciled (the state's task ledger still holds its task" in done.stderr
     assert "gamma: reconciled (found task" in done.stderr  # found again by its inputs
-    assert created_by_shot(fake) == Counter(alpha=1, beta=1, gamma=1)  # nothing paid twice
+    assert created_by_shot(fake_process) == Counter(alpha=1, beta=1, gamma=1)  # nothing paid twice
 
 
 # -- concurrency ----------------------------------------------------------------------------------
 
 
-def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(tmp_path: Path) -> None:
-    runs = {}
-    for name, option, flag in (("default", "", ()), ("project", "1", ()), ("flag", "1", ("--concurrency", "3"))):
-        with FakeProcess(SECRET, latency=0.6) as fake:
-            ws = eight_shots(tmp_path / name, fake)
-            if option:
-                setting = f"provider_options: {{wavespeed: {{concurrency: {option}}}}}"
-                ws.edit("provider: wavespeed\n", f"provider: wavespeed\n{setting}\n")
-            cmd = ["render", str(ws.project), "--no-stitch", "--poll-interval", "0.05", *flag]
-            done = ws.cli(*cmd)
-            assert done.returncode == 0, done.stderr
-            runs[name] = fake.stats()["max_running"]
-    assert runs["default"] == 2 and runs["project"] == 1 and 2 <= runs["flag"] <= 3, runs
+@pytest.mark.stand_in(latency=0.6)
+@pytest.mark.parametrize(
+    ("option", "flag", "most"),
+    [("", (), {2}), ("1", (), {1}), ("1", ("--concurrency", "3"), {2, 3})],
+    ids=["default", "project", "flag"],
+)
+def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(
+    tmp_path: Path, fake_process: FakeProcess, option: str, flag: tuple[str, ...], most: set[int]
+) -> None:
+    ws = eight_shots(tmp_path, fake_process)
+    if option:
+        setting = f"provider_options: {{wavespeed: {{concurrency: {option}}}}}"
+        ws.edit("provider: wavespeed\n", f"provider: wavespeed\n{setting}\n")
+    done = ws.cli("render", str(ws.project), "--no-stitch", "--poll-interval", "0.05", *flag)
+    assert done.returncode == 0, done.stderr
+    assert fake_process.stats()["max_running"] in most
 
 
 @pytest.mark.parametrize(
@@ -394,7 +400,7 @@ def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(tmp
     ],
 )
 def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:
-    ws = small_workspace(tmp_path / "small", base_env())
+    ws = small_workspace(tmp_path / "small", base_env(), in_process=True)
     ws.edit("provider: wavespeed\n", f"provider: wavespeed\nprovider_options: {options}\n")
     done = ws.cli("validate", str(ws.project))
     assert done.returncode == 2, done.stderr

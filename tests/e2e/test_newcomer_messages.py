@@ -12,12 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cli import EXAMPLE, SECRET, Workspace, base_env, ws_env
+from e2e_cli import EXAMPLE, Workspace, base_env, ws_env
+from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
 
 LOCATED = re.compile(r"^error: (?P<file>[^:]+):(?P<line>\d+)(?::(?P<col>\d+))?: (?P<rest>.+)$")
@@ -239,12 +239,6 @@ def test_validate_format_github_annotates_the_lines(root: Path) -> None:
 # -- item 28: strict JSON from --check-prices ------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(api_key=SECRET) as fake:
-        yield fake
-
-
 def strict(text: str) -> Any:
     def refuse(name: str) -> Any:
         raise ValueError(f"not JSON: {name}")
@@ -254,10 +248,10 @@ def strict(text: str) -> Any:
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -0.5])
 def test_a_non_finite_price_is_an_error_and_the_json_stays_strict(
-    tmp_path: Path, server: FakeWaveSpeed, bad: float
+    tmp_path: Path, fake_wavespeed: FakeWaveSpeed, bad: float
 ) -> None:
-    server.prices["kling-v3.0-pro/image-to-video"] = (bad, 1.5, None)
-    ws = Workspace(tmp_path, ws_env(server.base_url))
+    fake_wavespeed.prices["kling-v3.0-pro/image-to-video"] = (bad, 1.5, None)
+    ws = Workspace(tmp_path, ws_env(fake_wavespeed.base_url))
     done = ws.cli("models", "--check-prices", "--json")
     assert done.returncode == 1, done.stderr
     checks = {(c["model"], c["case"]): c for c in strict(done.stdout)}
@@ -283,23 +277,21 @@ def test_a_non_finite_price_is_an_error_and_the_json_stays_strict(
     ],
 )
 def test_key_and_account_problems_say_what_to_fix(
-    tmp_path: Path, kind: str, code: int, says: str, never: str
+    tmp_path: Path, fake_process: FakeProcess, kind: str, code: int, says: str, never: str
 ) -> None:
     from e2e_cli import small_workspace
-    from e2e_fake import FakeProcess
 
-    with FakeProcess(SECRET, latency=0.2) as fake:
-        ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-        fake.fault(kind, "/api/v3/kwaivgi/", count=100)
-        done = ws.render("--no-stitch")
-        assert done.returncode == code, done.stderr
-        [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
-        assert says in line and never not in line, line
-        if code == 2:  # the key first, and what to do about it
-            assert line.index("rejected") < line.index("WAVESPEED_API_KEY"), line
-        else:
-            assert "top up the WaveSpeed balance" in line, line
-        ws.assert_no_secret()
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    fake_process.fault(kind, "/api/v3/kwaivgi/", count=100)
+    done = ws.render("--no-stitch")
+    assert done.returncode == code, done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert says in line and never not in line, line
+    if code == 2:  # the key first, and what to do about it
+        assert line.index("rejected") < line.index("WAVESPEED_API_KEY"), line
+    else:
+        assert "top up the WaveSpeed balance" in line, line
+    ws.assert_no_secret()
 
 
 def test_a_missing_key_is_exit_2_with_nothing_written(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 A Markdown plan always fits in a comment and carries its marker; ``plan --detailed-exitcode``
 tells CI what the plan means; the cost change compares like with like (a free local preview is
 no price baseline); storage errors say in one line what is wrong and which variable to set, and
-plan/status name the remote. Every case runs the real CLI.
+plan/status name the remote. Every case runs the real CLI, except the cost-change counting, which
+runs the commands in this process (``in_process``). The small project rendered by the local
+provider is rendered once per module and copied.
 """
 
 from __future__ import annotations
@@ -129,13 +131,30 @@ def test_a_large_plan_without_rows_collapses_too(tmp_path: Path) -> None:
 
 # -- item 6: plan --detailed-exitcode --------------------------------------------------------------
 
+SMALL_LOCAL = SMALL.replace("provider: wavespeed", "provider: local")
 
-def test_detailed_exitcode_says_nothing_changes_or_over_budget(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "w", SMALL.replace("provider: wavespeed", "provider: local"))
-    assert ws.cli("plan", "--detailed-exitcode").returncode == 2  # everything to render
-    assert ws.cli("plan").returncode == 0  # without the flag: 0 as before
+
+@pytest.fixture(scope="module")
+def rendered_locally(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_LOCAL rendered once (four animatics and the cut; the clip cache is inside the folder)."""
+    ws = workspace(tmp_path_factory.mktemp("rendered") / "w", SMALL_LOCAL)
+    ws.in_process = True
     done = ws.cli("render", "--poll-interval", "0.05")
     assert done.returncode == 0, done.stderr
+    return ws.root
+
+
+def rendered_copy(tmp_path: Path, rendered_locally: Path) -> Workspace:
+    root = tmp_path / "w"
+    shutil.copytree(rendered_locally, root)
+    return Workspace(root, base_env(KLING_RENDER_CACHE=str(root / "cache")))
+
+
+def test_detailed_exitcode_says_nothing_changes_or_over_budget(tmp_path: Path, rendered_locally: Path) -> None:
+    fresh = workspace(tmp_path / "fresh", SMALL_LOCAL)
+    assert fresh.cli("plan", "--detailed-exitcode").returncode == 2  # everything to render
+    assert fresh.cli("plan").returncode == 0  # without the flag: 0 as before
+    ws = rendered_copy(tmp_path, rendered_locally)
     done = ws.cli("plan", "--detailed-exitcode", "--format", "markdown")
     assert done.returncode == 0, done.stdout + done.stderr  # all cached, nothing changed since the lock
     assert done.stdout.startswith(MARKER)
@@ -169,9 +188,9 @@ def test_a_local_preview_is_no_price_baseline(tmp_path: Path) -> None:
             assert "$" in amount, (amount, text)
 
 
-def test_the_change_counts_only_this_providers_clips(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "w", SMALL.replace("provider: wavespeed", "provider: local"))
-    assert ws.cli("render", "--poll-interval", "0.05").returncode == 0
+def test_the_change_counts_only_this_providers_clips(tmp_path: Path, rendered_locally: Path) -> None:
+    ws = rendered_copy(tmp_path, rendered_locally)
+    ws.in_process = True
     lock = json.loads((ws.root / "project.lock").read_text())
     # as if a and b had been rendered by wavespeed at their price (a shared lock after a merge)
     for sid in ("a", "b"):

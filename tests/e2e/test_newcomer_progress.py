@@ -136,12 +136,13 @@ def run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: 
             if ready:
                 try:
                     data = os.read(main, 65536)
-                except OSError:  # the child closed the terminal
+                except OSError:  # EIO: every process holding the terminal has closed it
                     data = b""
-                if data:
-                    chunks.append(data)
-                    continue
-            if proc.poll() is not None and not ready:
+                if not data:
+                    break  # readable but nothing to read: the end (select would say ready forever)
+                chunks.append(data)
+                continue
+            if proc.poll() is not None:
                 break
         code = proc.wait(timeout=30)
     finally:

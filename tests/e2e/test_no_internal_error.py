@@ -3,7 +3,9 @@
 A read-only project folder, a run lock that is a directory, a lock file with bad values and a
 ``--plan`` file with wrong types: each is one ``error:`` line, exit 2 for usage/project problems
 and exit 1 for state/file-system trouble (the same command works once it is fixed), nothing paid
-(the stand-in server counts submits) and nothing half-written. Through the real CLI.
+(the stand-in server counts submits) and nothing half-written. The permission cases run the real
+CLI (it drops capabilities before exec); the damaged-file cases run the commands in this process
+(``in_process``), one of them also through the real CLI.
 
 A read-only folder as root: root ignores permission bits only through CAP_DAC_OVERRIDE and
 CAP_DAC_READ_SEARCH, so the CLI runs with those two dropped from its capability bounding set
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, Workspace, small_workspace, ws_env
+from e2e_cli import Workspace, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
 PR_CAPBSET_DROP = 24
@@ -29,14 +31,8 @@ CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.2, api_key=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def ws(tmp_path: Path, fake: FakeWaveSpeed) -> Workspace:
-    return small_workspace(tmp_path / "p", ws_env(fake.base_url))
+def ws(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> Workspace:
+    return small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
 
 
 def one_error(stderr: str) -> str:
@@ -81,7 +77,7 @@ def read_only(ws: Workspace) -> Iterator[Workspace]:
 # -- a read-only project folder ----------------------------------------------------------------
 
 
-def test_read_only_project_folder(read_only: Workspace, fake: FakeWaveSpeed) -> None:
+def test_read_only_project_folder(read_only: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
     ws = read_only
     probe = cli_obeying_permissions(ws, "validate", str(ws.project))
     assert probe.returncode == 0, probe.stderr
@@ -102,12 +98,12 @@ def test_read_only_project_folder(read_only: Workspace, fake: FakeWaveSpeed) -> 
         assert needle in one_error(done.stderr), done.stderr
     for args in (("validate", str(ws.project)), ("plan", str(ws.project)), ("status", str(ws.project))):
         assert cli_obeying_permissions(ws, *args).returncode == 0  # reading still works
-    assert fake.submits() == []
+    assert fake_wavespeed.submits() == []
     assert sorted(p.name for p in ws.root.iterdir()) == ["images", "project.yaml"]
 
 
 def test_project_folder_read_only_but_state_writable_stops_before_paying(
-    read_only: Workspace, fake: FakeWaveSpeed
+    read_only: Workspace, fake_wavespeed: FakeWaveSpeed
 ) -> None:
     ws = read_only
     (ws.root / ".kling-render").mkdir()  # e.g. restored by a CI cache step into a read-only checkout
@@ -115,38 +111,39 @@ def test_project_folder_read_only_but_state_writable_stops_before_paying(
     done = cli_obeying_permissions(ws, "render", str(ws.project), "--poll-interval", "0.05")
     assert done.returncode == 1
     assert "cannot write the lock file" in one_error(done.stderr)
-    assert fake.submits() == []  # refused before the first paid task, not after
+    assert fake_wavespeed.submits() == []  # refused before the first paid task, not after
 
 
 def test_read_only_output_folder_keeps_the_clips_and_says_how_to_finish(
-    read_only: Workspace, fake: FakeWaveSpeed
+    read_only: Workspace, fake_wavespeed: FakeWaveSpeed
 ) -> None:
     ws = read_only
     (ws.root / "renders").mkdir(mode=0o555)
     done = cli_obeying_permissions(ws, "render", str(ws.project), "--poll-interval", "0.05")
     assert done.returncode == 1
     assert "cannot write the final cut" in one_error(done.stderr) and "kling-render stitch" in done.stderr
-    assert len(fake.submits()) == 3
+    assert len(fake_wavespeed.submits()) == 3
     (ws.root / "renders").chmod(0o755)
     again = cli_obeying_permissions(ws, "stitch", str(ws.project))
     assert again.returncode == 0, again.stderr
-    assert len(fake.submits()) == 3
+    assert len(fake_wavespeed.submits()) == 3
 
 
 # -- a run lock that is a directory ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("provider", ["wavespeed", "local"])
-def test_run_lock_that_is_a_directory(ws: Workspace, fake: FakeWaveSpeed, provider: str) -> None:
+def test_run_lock_that_is_a_directory(ws: Workspace, fake_wavespeed: FakeWaveSpeed, provider: str) -> None:
     lock = ws.root / ".kling-render" / "project.yaml" / "run.lock"
     lock.mkdir(parents=True)
-    done = ws.render("--provider", provider)
+    command = ("--provider", provider, "--only", "alpha", "--no-stitch")  # one clip is enough to take the lock
+    done = ws.render(*command)
     assert done.returncode == 1
     error = one_error(done.stderr)
     assert "cannot take the run lock" in error and str(lock) in error and "Is a directory" in error, error
-    assert fake.submits() == [] and lock.is_dir()
+    assert fake_wavespeed.submits() == [] and lock.is_dir()
     lock.rmdir()
-    assert ws.render("--provider", provider).returncode == 0  # fixed: the same command works
+    assert ws.render(*command).returncode == 0  # fixed: the same command works
 
 
 # -- a lock file with bad values ---------------------------------------------------------------
@@ -184,7 +181,7 @@ BAD_LOCKS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_LOCKS))
-def test_lock_file_with_bad_values(ws: Workspace, fake: FakeWaveSpeed, name: str) -> None:
+def test_lock_file_with_bad_values(ws: Workspace, fake_wavespeed: FakeWaveSpeed, name: str) -> None:
     content = BAD_LOCKS[name]
     lock = ws.root / "project.lock"
     if isinstance(content, bytes):
@@ -198,16 +195,27 @@ def test_lock_file_with_bad_values(ws: Workspace, fake: FakeWaveSpeed, name: str
         error = one_error(done.stderr)
         assert error.startswith(f"error: lock file {lock}") and "restore it from git" in error, error
         assert len(error) < 400
-    assert fake.submits() == [] and lock.read_bytes() == before
+    assert fake_wavespeed.submits() == [] and lock.read_bytes() == before
     assert not (ws.root / "renders").exists()
 
 
-def test_lock_file_that_is_a_directory(ws: Workspace, fake: FakeWaveSpeed) -> None:
+def test_a_bad_lock_file_through_the_real_cli(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws.in_process = False
+    lock = ws.root / "project.lock"
+    lock.write_text(BAD_LOCKS["truncated"])
+    for args in (("plan",), ("render", "--poll-interval", "0.05")):
+        done = ws.cli(args[0], str(ws.project), *args[1:])
+        assert done.returncode == 1, (args, done.stderr)
+        assert one_error(done.stderr).startswith(f"error: lock file {lock}"), done.stderr
+    assert fake_wavespeed.submits() == [] and lock.read_text() == BAD_LOCKS["truncated"]
+
+
+def test_lock_file_that_is_a_directory(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
     (ws.root / "project.lock").mkdir()
     for args in (("plan",), ("render",)):
         done = ws.cli(args[0], str(ws.project))
         assert done.returncode == 1 and "project.lock" in one_error(done.stderr), done.stderr
-    assert fake.submits() == []
+    assert fake_wavespeed.submits() == []
 
 
 # -- a --plan file with wrong types ------------------------------------------------------------
@@ -240,7 +248,7 @@ WRONG_PLANS: dict[str, object] = {
 
 
 @pytest.mark.parametrize("name", sorted(WRONG_PLANS))
-def test_plan_file_with_wrong_types(ws: Workspace, fake: FakeWaveSpeed, name: str) -> None:
+def test_plan_file_with_wrong_types(ws: Workspace, fake_wavespeed: FakeWaveSpeed, name: str) -> None:
     change = WRONG_PLANS[name]
     if isinstance(change, dict):
         doc: object = {k: v for k, v in {**_saved(ws), **change}.items() if v is not ...}
@@ -251,7 +259,7 @@ def test_plan_file_with_wrong_types(ws: Workspace, fake: FakeWaveSpeed, name: st
     assert done.returncode == 2, done.stderr
     error = one_error(done.stderr)
     assert error.startswith("error: --plan plan.json: not a plan file"), error
-    assert fake.submits() == [] and not (ws.root / ".kling-render").exists()
+    assert fake_wavespeed.submits() == [] and not (ws.root / ".kling-render").exists()
 
 
 @pytest.mark.parametrize(
@@ -265,23 +273,25 @@ def test_plan_file_with_wrong_types(ws: Workspace, fake: FakeWaveSpeed, name: st
     ],
     ids=["empty", "truncated", "not-utf8", "deep", "deep-shots"],
 )
-def test_plan_file_that_is_not_json(ws: Workspace, fake: FakeWaveSpeed, content: bytes) -> None:
+def test_plan_file_that_is_not_json(ws: Workspace, fake_wavespeed: FakeWaveSpeed, content: bytes) -> None:
     (ws.root / "plan.json").write_bytes(content)
     done = ws.render("--plan", "plan.json")
     assert done.returncode == 2, done.stderr
     assert one_error(done.stderr).startswith("error: --plan plan.json: not a plan file")
-    assert fake.submits() == []
+    assert fake_wavespeed.submits() == []
 
 
-def test_a_good_saved_plan_still_renders(ws: Workspace, fake: FakeWaveSpeed) -> None:
+def test_a_good_saved_plan_still_renders(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
     _saved(ws)
     done = ws.render("--plan", "plan.json")
     assert done.returncode == 0, done.stderr
-    assert len(fake.submits()) == 3
+    assert len(fake_wavespeed.submits()) == 3
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[" * 100_000], ids=["not-utf8", "deep"])
-def test_a_damaged_state_file_is_one_line_and_pays_nothing(ws: Workspace, fake: FakeWaveSpeed, content: bytes) -> None:
+def test_a_damaged_state_file_is_one_line_and_pays_nothing(
+    ws: Workspace, fake_wavespeed: FakeWaveSpeed, content: bytes
+) -> None:
     state = ws.state_path_of("wavespeed")
     state.parent.mkdir(parents=True)
     state.write_bytes(content)
@@ -289,4 +299,4 @@ def test_a_damaged_state_file_is_one_line_and_pays_nothing(ws: Workspace, fake: 
         done = ws.cli(args[0], str(ws.project), *args[1:])
         assert done.returncode == 1, done.stderr
         assert "is corrupt" in one_error(done.stderr) and "paid tasks" in done.stderr
-    assert fake.submits() == [] and state.read_bytes() == content
+    assert fake_wavespeed.submits() == [] and state.read_bytes() == content

@@ -4,8 +4,9 @@
 written) when they are the project file, its lock file, an input (image, video, music), or lie
 inside ``.kling-render/`` or the clip cache (wherever ``KLING_RENDER_CACHE`` points); also when
 they name a directory or sit under a regular file. The class, not one spelling: the same file via
-``..``, a symlink, a hard link, another case, a trailing slash and an absolute path. Through the
-real CLI; for output.path a located validation error.
+``..``, a symlink, a hard link, another case, a trailing slash and an absolute path; for
+output.path a located validation error. The commands run in this process (``in_process``: what is
+refused and what is written do not depend on it); one case of each kind goes through the real CLI.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def ref_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture
 def ws(tmp_path: Path, ref_clip: bytes) -> Workspace:
     env = base_env(KLING_RENDER_CACHE=str(tmp_path / "p" / "shared-cache"))
-    ws = small_workspace(tmp_path / "p", env, PROJECT)
+    ws = small_workspace(tmp_path / "p", env, PROJECT, in_process=True)
     (ws.root / "media").mkdir()
     (ws.root / "media" / "ref.mp4").write_bytes(ref_clip)
     (ws.root / "renders.mp4").mkdir()  # a directory whose name looks like a cut
@@ -175,3 +176,19 @@ def test_out_elsewhere_is_written(ws: Workspace) -> None:
     code, stderr = _report(ws, "pages/report.html")
     assert code == 0, stderr
     assert (ws.root / "pages" / "report.html").is_file()
+
+
+def test_the_refusals_through_the_real_cli(ws: Workspace) -> None:
+    """The same refusals from the real process: exit 2, one line, nothing written."""
+    ws.in_process = False
+    before = snapshot(ws.root)
+    code, stderr = _plan(ws, "project.lock")
+    assert code == 2 and "the project's lock file" in one_error(stderr), stderr
+    assert snapshot(ws.root) == before
+    ws.edit("output: {path: renders/final.mp4,", "output: {path: 'media/ref.mp4',")
+    before = snapshot(ws.root)
+    for command in ("validate", "render"):
+        done = ws.cli(command, str(ws.project))
+        assert done.returncode == 2, (command, done.stderr)
+        assert "output.path: media/ref.mp4: " in one_error(done.stderr) and "the video of shot delta" in done.stderr
+    assert snapshot(ws.root) == before

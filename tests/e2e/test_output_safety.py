@@ -6,7 +6,6 @@ even with --verbose and when the server rejects it (the fake's 401 echoes the to
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ from stress_kit import API_KEY, OTHER_MODEL, cli_cmd, cli_env, render_args, stat
 
 from kling_render.store.cache import ClipCache
 
+pytestmark = pytest.mark.stand_in(api_key=API_KEY)
+
 SHOTS = 3
 VICTIM = "s001"  # the one shot of OTHER_MODEL: faults are aimed at it by path prefix
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.2, api_key=API_KEY) as server:
-        yield server
 
 
 def files_under(root: Path) -> dict[Path, float]:
@@ -54,16 +49,16 @@ def render(project: Path, env: dict[str, str], *extra: str) -> subprocess.Comple
     ids=["file-url", "ftp-url", "redirect-to-file", "over-the-cap"],
 )
 def test_bad_output_fails_only_that_shot(
-    fake: FakeWaveSpeed, tmp_path: Path, fault: dict[str, str], reason: str
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, fault: dict[str, str], reason: str
 ) -> None:
     project = write_project(tmp_path / "p", SHOTS, models={1: OTHER_MODEL})
     then = fault.pop("then", None)
-    fake.faults.add(fault["kind"], f"/api/v3/kwaivgi/{OTHER_MODEL}", count=10, url=fault["url"])
+    fake_wavespeed.faults.add(fault["kind"], f"/api/v3/kwaivgi/{OTHER_MODEL}", count=10, url=fault["url"])
     if then:
-        fake.faults.add(then, "/outputs/victim/", count=100)
+        fake_wavespeed.faults.add(then, "/outputs/victim/", count=100)
     outside = files_under(Path("/etc")) if fault["url"].startswith("file") else {}
     before = files_under(tmp_path)
-    result = render(project, cli_env(fake.base_url))
+    result = render(project, cli_env(fake_wavespeed.base_url))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     summary = [line for line in result.stderr.splitlines() if line.startswith(f"  {VICTIM}: failed: ")]
@@ -80,10 +75,10 @@ def test_bad_output_fails_only_that_shot(
     assert files_under(Path("/etc")) == outside if outside else True
 
 
-def test_api_key_never_written_or_printed(fake: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_api_key_never_written_or_printed(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", SHOTS)
-    fake.faults.add("500", "/api/v3/kwaivgi/", count=1)  # an uncertain submit: an unknown shot with a message
-    fake.faults.add("429", "/api/v3/predictions/", count=3, retry_after=0.1)
+    fake_wavespeed.faults.add("500", "/api/v3/kwaivgi/", count=1)  # an uncertain submit: an unknown shot with a message
+    fake_wavespeed.faults.add("429", "/api/v3/predictions/", count=3, retry_after=0.1)
     outputs: list[str] = []
 
     def cli(env: dict[str, str], verbose: bool, *args: str) -> None:
@@ -97,7 +92,7 @@ def test_api_key_never_written_or_printed(fake: FakeWaveSpeed, tmp_path: Path) -
         )
         outputs.extend([result.stdout, result.stderr])
 
-    env = cli_env(fake.base_url)
+    env = cli_env(fake_wavespeed.base_url)
     cli(env, True, *render_args(project)[3:])
     cli(env, True, *render_args(project, "--json")[3:])
     cli(env, False, *render_args(project, "--resubmit-unknown")[3:])
@@ -106,10 +101,10 @@ def test_api_key_never_written_or_printed(fake: FakeWaveSpeed, tmp_path: Path) -
     wrong = "wrong-key-9d8c7b6a5f"  # the server rejects it and echoes it in its 401 message
     other = write_project(tmp_path / "q", 1)
     for verbose in (True, False):
-        cli(cli_env(fake.base_url, key=wrong), verbose, *render_args(other)[3:])
+        cli(cli_env(fake_wavespeed.base_url, key=wrong), verbose, *render_args(other)[3:])
     joined = "\n".join(outputs)
     assert "the API key was rejected (401)" in joined, joined[-2000:]
-    assert any(wrong in str(r.body) or r.status == 401 for r in fake.requests)  # the fake did echo it
+    assert any(wrong in str(r.body) or r.status == 401 for r in fake_wavespeed.requests)  # the fake did echo it
     for key in (API_KEY, wrong):
         assert key not in joined
         for path in tmp_path.rglob("*"):

@@ -13,7 +13,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,18 +36,14 @@ from kling_render.app import pipeline
 from kling_render.media.probe import MediaInfo, probe
 from kling_render.project.project import load_project
 
+pytestmark = pytest.mark.stand_in(latency=0.3)
+
 FRAME = 1 / 24
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProcess]:
-    with FakeProcess(SECRET, latency=0.3) as server:
-        yield server
-
-
-@pytest.fixture
-def ws(tmp_path: Path, fake: FakeProcess) -> Workspace:
-    return small_workspace(tmp_path / "small", ws_env(fake.base_url))
+def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
+    return small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
 
 
 def stderr_spent(done: object) -> str:
@@ -123,19 +118,19 @@ SMALL_PROJECT_LOCAL = SMALL_PROJECT.replace("provider: wavespeed\n", "")
 # -- against the fake WaveSpeed server -------------------------------------------------------
 
 
-def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess) -> None:
+def test_render_resume_edit_only_status_budget(ws: Workspace, fake_process: FakeProcess) -> None:
     plan = ws.plan()
     assert plan["provider"] == "wavespeed"
     assert [(s["id"], s["status"]) for s in plan["shots"]] == [(s, "render") for s in SMALL_SHOTS]
     assert plan["to_render_cost_usd"] == pytest.approx(sum(SMALL_COST.values()))
-    assert fake.requests() == []  # plan needs no network
+    assert fake_process.requests() == []  # plan needs no network
 
     # 1. first render: each shot submitted once, the plan's cost spent, a cut of the right length
     first = ws.render("--json")
     assert first.returncode == 0, first.stderr
     report = render_report(first)
     assert report["spent_usd"] == pytest.approx(plan["to_render_cost_usd"])
-    assert fake.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert fake_process.submits_by_shot() == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     assert len(ws.clips()) == 3
     assert decodes(ws.final_cut).duration == pytest.approx(SMALL_CUT_SECONDS, abs=2 * FRAME)
     lock = json.loads((ws.root / "project.lock").read_text())["shots"]
@@ -145,7 +140,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     second = ws.render("--no-stitch")
     assert second.returncode == 0, second.stderr
     assert stderr_spent(second) == "$0.0000"
-    assert len(fake.submits()) == 3
+    assert len(fake_process.submits()) == 3
 
     # 3. one prompt edited: plan says exactly that shot, the run re-generates exactly that shot
     ws.edit("coffee pours into", "espresso pours into")
@@ -159,7 +154,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     third = ws.render("--no-stitch")
     assert third.returncode == 0, third.stderr
     assert stderr_spent(third) == "$0.5400"
-    assert fake.submits_by_shot() == Counter(alpha=1, beta=2, gamma=1)
+    assert fake_process.submits_by_shot() == Counter(alpha=1, beta=2, gamma=1)
 
     # 4. a trim and a transition edited: nothing to generate, but the cut is stitched again
     ws.edit("trim: {start: 0.5}", "trim: {start: 1.0}")
@@ -174,7 +169,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     }
     fourth = ws.render()
     assert fourth.returncode == 0, fourth.stderr
-    assert stderr_spent(fourth) == "$0.0000" and len(fake.submits()) == 4
+    assert stderr_spent(fourth) == "$0.0000" and len(fake_process.submits()) == 4
     assert decodes(ws.final_cut).duration == pytest.approx(SMALL_CUT_SECONDS - 1.0, abs=2 * FRAME)
     assert {s["change"] for s in ws.plan()["shots"]} == {"unchanged"}  # the new cut is recorded
 
@@ -183,7 +178,7 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     ws.edit("the {{ product }} spins", "the {{ product }} turns")
     only = ws.render("--only", "alpha")
     assert only.returncode == 0, only.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2, beta=2, gamma=1)
+    assert fake_process.submits_by_shot() == Counter(alpha=2, beta=2, gamma=1)
     assert "no clip yet for gamma" in only.stderr
     assert ws.statuses() == {"alpha": "done", "beta": "done", "gamma": "pending"}
     stitch = ws.cli("stitch", str(ws.project))
@@ -194,11 +189,11 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     broke = ws.render("--max-cost", "0.1")
     assert broke.returncode == 3, broke.stderr
     assert "budget" in broke.stderr and "Traceback" not in broke.stderr
-    assert len(fake.submits()) == 5 and ws.state_path.read_bytes() == before
+    assert len(fake_process.submits()) == 5 and ws.state_path.read_bytes() == before
 
     rest = ws.render("--no-stitch")
     assert rest.returncode == 0, rest.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2, beta=2, gamma=2)
+    assert fake_process.submits_by_shot() == Counter(alpha=2, beta=2, gamma=2)
     status = ws.status()
     assert {s["id"]: (s["status"], s["cached"]) for s in status["shots"]} == dict.fromkeys(
         SMALL_SHOTS, ("done", True)
@@ -208,27 +203,27 @@ def test_render_resume_edit_only_status_budget(ws: Workspace, fake: FakeProcess)
     assert ws.assert_no_secret() > 10
 
 
-def test_refused_submits_are_retried_and_end_done(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("429", "/api/v3/kwaivgi/kling-v3.0-std", count=2, retry_after=1)
-    fake.fault("429", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", count=1)
+def test_refused_submits_are_retried_and_end_done(ws: Workspace, fake_process: FakeProcess) -> None:
+    fake_process.fault("429", "/api/v3/kwaivgi/kling-v3.0-std", count=2, retry_after=1)
+    fake_process.fault("429", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", count=1)
     started = time.monotonic()
     done = ws.render()
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert elapsed >= 2.0  # two Retry-After: 1 honoured
-    assert fake.submits_by_shot() == Counter(alpha=3, beta=2, gamma=1)
-    statuses = [r["status"] for r in fake.submits()]
+    assert fake_process.submits_by_shot() == Counter(alpha=3, beta=2, gamma=1)
+    statuses = [r["status"] for r in fake_process.submits()]
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
     assert stderr_spent(done) == "$1.0440"  # a refused submit is not paid
     ws.assert_no_secret()
 
 
-def test_submit_500_is_found_in_the_task_list_not_paid_twice(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)  # the task exists, its answer is lost
+def test_submit_500_is_found_in_the_task_list_not_paid_twice(ws: Workspace, fake_process: FakeProcess) -> None:
+    fake_process.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)  # the task exists, its answer is lost
     first = ws.render()
     assert first.returncode == 0, first.stderr
-    assert fake.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)  # never re-sent
+    assert fake_process.submits_by_shot() == Counter(alpha=1, beta=1, gamma=1)  # never re-sent
     assert "alpha: unknown" in first.stderr and "alpha: reconciled (found task" in first.stderr
     assert ws.statuses() == dict.fromkeys(SMALL_SHOTS, "done")
     assert stderr_spent(first) == "$1.0440"
@@ -236,14 +231,14 @@ def test_submit_500_is_found_in_the_task_list_not_paid_twice(ws: Workspace, fake
     ws.assert_no_secret()
 
 
-def test_failed_task_is_replaced_and_dropped_polls_are_retried(ws: Workspace, fake: FakeProcess) -> None:
-    fake.fault("fail", "/api/v3/kwaivgi/kling-v3.0-std", count=1, error="generation failed")
-    fake.fault("drop", "/api/v3/predictions/", count=3, method="GET")
+def test_failed_task_is_replaced_and_dropped_polls_are_retried(ws: Workspace, fake_process: FakeProcess) -> None:
+    fake_process.fault("fail", "/api/v3/kwaivgi/kling-v3.0-std", count=1, error="generation failed")
+    fake_process.fault("drop", "/api/v3/predictions/", count=3, method="GET")
     done = ws.render()
     assert done.returncode == 0, done.stderr
     assert "generation failed" in done.stderr  # the retry says why
-    assert fake.submits_by_shot() == Counter(alpha=2, beta=1, gamma=1)
-    dropped = [r for r in fake.gets("/api/v3/predictions/") if r["status"] == 0]
+    assert fake_process.submits_by_shot() == Counter(alpha=2, beta=1, gamma=1)
+    dropped = [r for r in fake_process.gets("/api/v3/predictions/") if r["status"] == 0]
     assert len(dropped) == 3
     state = ws.state()
     assert state["alpha"]["attempts"] == 2 and state["alpha"]["status"] == "done"
@@ -255,41 +250,41 @@ def test_failed_task_is_replaced_and_dropped_polls_are_retried(ws: Workspace, fa
 
 
 def test_expired_output_fails_the_shot_and_the_next_run_polls_again(
-    ws: Workspace, fake: FakeProcess
+    ws: Workspace, fake_process: FakeProcess
 ) -> None:
     assert ws.render("--only", "alpha", "--no-stitch").returncode == 0
     ws.edit("on a table", "on a shelf")
-    fake.fault("expired", "/outputs/", count=2)  # both download attempts of this run
+    fake_process.fault("expired", "/outputs/", count=2)  # both download attempts of this run
     failed = ws.render("--only", "alpha")
     assert failed.returncode == 1
     assert "expired" in failed.stderr and "alpha: failed" in failed.stderr
     task = ws.state()["alpha"]["task_id"]
     assert task and ws.state()["alpha"]["status"] == "submitted"
-    polls_before = len(fake.gets(f"/api/v3/predictions/{task}/"))
+    polls_before = len(fake_process.gets(f"/api/v3/predictions/{task}/"))
 
     again = ws.render("--only", "alpha")
     assert again.returncode == 0, again.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2)  # no re-submit: the old task is polled
-    assert len(fake.gets(f"/api/v3/predictions/{task}/")) > polls_before
+    assert fake_process.submits_by_shot() == Counter(alpha=2)  # no re-submit: the old task is polled
+    assert len(fake_process.gets(f"/api/v3/predictions/{task}/")) > polls_before
     assert ws.state()["alpha"] == {**ws.state()["alpha"], "status": "done", "task_id": task}
     ws.assert_no_secret()
 
 
-def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> None:
+def test_the_key_never_appears_anywhere(tmp_path: Path, fake_process: FakeProcess) -> None:
     """Rejected key (the fake's 401 echoes it), --verbose, faults: no key in files or output."""
     wrong = "sk-test-WRONG-abcdef0123456789"
-    ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-    rejected = ws.render(env=ws_env(fake.base_url, wrong), verbose=True)
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    rejected = ws.render(env=ws_env(fake_process.base_url, wrong), verbose=True)
     assert rejected.returncode == 2  # a rejected key is a setting to fix (issue 23 item 8)
     assert "401" in rejected.stderr and "rejected" in rejected.stderr
-    assert any(wrong in json.dumps(r["headers"]) for r in fake.requests())  # it was really sent
-    rejected_json = ws.render("--json", env=ws_env(fake.base_url, wrong), verbose=True)
+    assert any(wrong in json.dumps(r["headers"]) for r in fake_process.requests())  # it was really sent
+    rejected_json = ws.render("--json", env=ws_env(fake_process.base_url, wrong), verbose=True)
     assert rejected_json.returncode == 2
 
-    fake.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
-    fake.fault("drop", "/api/v3/predictions/", count=2, method="GET")
-    fake.fault("truncate", "/outputs/", count=1)
-    fake.fault("envelope", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", code=400, message="bad request")
+    fake_process.fault("500", "/api/v3/kwaivgi/kling-v3.0-std", count=1)
+    fake_process.fault("drop", "/api/v3/predictions/", count=2, method="GET")
+    fake_process.fault("truncate", "/outputs/", count=1)
+    fake_process.fault("envelope", "/api/v3/kwaivgi/kling-video-o3-std/image-to-video", code=400, message="bad request")
     first = ws.render(verbose=True)
     assert first.returncode == 1  # beta rejected
     forced = ws.render("--resubmit-unknown", "--json", verbose=True)
@@ -298,23 +293,23 @@ def test_the_key_never_appears_anywhere(tmp_path: Path, fake: FakeProcess) -> No
         assert ws.cli(*args, verbose=True).returncode == 0
     assert ws.cli("plan", str(ws.project), verbose=True).returncode == 0
     # the server saw the real key; none of our files or outputs did
-    assert any(SECRET in json.dumps(r["headers"]) for r in fake.requests())
+    assert any(SECRET in json.dumps(r["headers"]) for r in fake_process.requests())
     for secret in (SECRET, wrong):
         assert ws.assert_no_secret(secret) > 10
 
 
-def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake: FakeProcess) -> None:
-    ws = small_workspace(tmp_path / "small", base_env(WAVESPEED_BASE_URL=fake.base_url))
+def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake_process: FakeProcess) -> None:
+    ws = small_workspace(tmp_path / "small", base_env(WAVESPEED_BASE_URL=fake_process.base_url))
     before = sorted(ws.root.rglob("*"))
     missing = ws.render(verbose=True)
     assert missing.returncode == 2  # not "re-run: resumes" (issue 23 item 8)
     assert "WAVESPEED_API_KEY is not set" in missing.stderr and "--provider local" in missing.stderr
     assert sorted(ws.root.rglob("*")) == before  # nothing written
     bad = "sk-test-SECRET-12345\x01678"
-    malformed = ws.render(env=ws_env(fake.base_url, bad), verbose=True)
+    malformed = ws.render(env=ws_env(fake_process.base_url, bad), verbose=True)
     assert malformed.returncode == 2 and "WAVESPEED_API_KEY" in malformed.stderr
     assert "sk-test-SECRET-12345" not in malformed.stderr + malformed.stdout
-    assert fake.requests() == []
+    assert fake_process.requests() == []
 
 
 def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -354,33 +349,33 @@ def _submitted_days_ago(ws: Workspace, shot: str, days: float, **changes: str) -
 
 
 def test_an_output_past_the_retention_is_given_up_and_the_next_run_resubmits(
-    ws: Workspace, fake: FakeProcess
+    ws: Workspace, fake_process: FakeProcess
 ) -> None:
     assert ws.render("--only", "alpha", "--no-stitch").returncode == 0
     ws.edit("on a table", "on a shelf")
-    fake.fault("expired", "/outputs/", count=2)
+    fake_process.fault("expired", "/outputs/", count=2)
     failed = ws.render("--only", "alpha")
     assert failed.returncode == 1 and ws.state()["alpha"]["status"] == "submitted"  # a young 404 may pass
     task = ws.state()["alpha"]["task_id"]
 
     _submitted_days_ago(ws, "alpha", 8)  # WaveSpeed keeps outputs 7 days
-    fake.fault("expired", "/outputs/", count=2)
+    fake_process.fault("expired", "/outputs/", count=2)
     gone = ws.render("--only", "alpha")
     assert gone.returncode == 1
     assert f"task {task} is gone" in gone.stderr and "submitted 8.0 days ago" in gone.stderr
     assert "the next run submits a new task ($0.2520)" in gone.stderr
     assert ws.state()["alpha"]["status"] == "failed"
-    assert fake.submits_by_shot() == Counter(alpha=2)  # given up, not re-submitted behind the user's back
+    assert fake_process.submits_by_shot() == Counter(alpha=2)  # given up, not re-submitted behind the user's back
 
     again = ws.render("--only", "alpha")
     assert again.returncode == 0, again.stderr
-    assert fake.submits_by_shot() == Counter(alpha=3)
+    assert fake_process.submits_by_shot() == Counter(alpha=3)
     assert ws.state()["alpha"]["status"] == "done" and ws.state()["alpha"]["task_id"] != task
     ws.assert_no_secret()
 
 
 def test_a_task_the_provider_forgot_is_polled_again_until_past_the_retention(
-    ws: Workspace, fake: FakeProcess
+    ws: Workspace, fake_process: FakeProcess
 ) -> None:
     assert ws.render("--only", "alpha", "--no-stitch").returncode == 0
     ws.edit("on a table", "on a shelf")
@@ -395,7 +390,7 @@ def test_a_task_the_provider_forgot_is_polled_again_until_past_the_retention(
         done = ws.render("--only", "alpha")
         assert done.returncode == 1 and "not found (404)" in done.stderr
         assert ws.state()["alpha"]["status"] == status
-        assert fake.submits_by_shot() == Counter(alpha=1)
+        assert fake_process.submits_by_shot() == Counter(alpha=1)
     again = ws.render("--only", "alpha")
     assert again.returncode == 0, again.stderr
-    assert fake.submits_by_shot() == Counter(alpha=2)
+    assert fake_process.submits_by_shot() == Counter(alpha=2)

@@ -8,7 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from e2e_cli import Workspace
+from e2e_cli import Workspace, ws_env
+from fake_wavespeed import FakeWaveSpeed
 from test_rows_validate import PROJECT, workspace
 
 CSV3 = "sku,name,tagline\nmug-01,Blue Mug,coffee\nmug-02,Red Mug,tea\nmug-03,Green Mug,cocoa\n"
@@ -71,14 +72,15 @@ def _fenced(md: str) -> list[list[str]]:
     return blocks
 
 
-def test_formula_and_markdown_cells_stay_text(tmp_path: Path) -> None:
+def test_formula_and_markdown_cells_stay_text(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
     """Cells a spreadsheet would run (=, +, -, @) or Markdown would read (|, backticks, a fence, an
     HTML tag over several lines) are sent as written and shown inside their own cell or block."""
     hostile = '"=HYPERLINK(""http://x"",""y"")"'
     csv = f"sku,name,tagline\nmug-01,{hostile},@SUM(A1)\nmug-02,+cmd|' /C calc'!A0,-2+3\n"
     project = PROJECT.replace('"renders/{{ row.sku }}.mp4"', '"renders/{{ row.tagline }}-{{ row.sku }}.mp4"')
-    ws = workspace(tmp_path, csv, project=project)
-    assert ws.render("--no-stitch").returncode == 0  # local provider: a lock to differ from
+    ws = workspace(tmp_path, csv, project=project.replace("rows:", "provider: wavespeed\nrows:"))
+    ws.env.update(ws_env(fake_wavespeed.base_url))  # the stand-in's tiny clips: a lock to differ from
+    assert ws.render("--no-stitch").returncode == 0
     prompts = {sid: s["prompt"] for sid, s in json.loads(ws.project.with_suffix(".lock").read_text())["shots"].items()}
     assert prompts["mug-01/hero"] == 'shot hero: the =HYPERLINK("http://x","y")'
     assert prompts["mug-02/hero"] == "shot hero: the +cmd|' /C calc'!A0"

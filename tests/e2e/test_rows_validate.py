@@ -1,7 +1,9 @@
 """Issue 15 item 1: a rows: project's table and outputs are checked before anything is paid.
 
-Through the real CLI: every problem is one line naming the data file (or the project file), the
-line and the column; exit 2; nothing written (no state, no renders, no lock)."""
+Every problem is one line naming the data file (or the project file), the line and the column;
+exit 2; nothing written (no state, no renders, no lock). The commands run in this process
+(``in_process``) except where the process matters: a FIFO as the table (a reader would hang; the
+real CLI's timeout catches that) and ``render``/``plan --row`` refusing before paying."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ CSV = "sku,name,tagline\nmug-01,Blue Mug,coffee\nmug-02,Red Mug,tea\n"
 
 
 def workspace(tmp_path: Path, csv: str | bytes = CSV, project: str = PROJECT, data: str = "products.csv") -> Workspace:
-    ws = small_workspace(tmp_path / "p", base_env(), project)
+    ws = small_workspace(tmp_path / "p", base_env(), project, in_process=True)
     (ws.root / "data").mkdir()
     if isinstance(csv, bytes):
         (ws.root / "data" / data).write_bytes(csv)
@@ -254,6 +256,7 @@ def test_where_the_table_is(tmp_path: Path, source: str, expected: str) -> None:
 
 def test_special_and_oversized_data_files_are_never_read(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
+    ws.in_process = False  # a FIFO opened by mistake would hang this process
     data = ws.root / "data" / "products.csv"
     data.unlink()
     os.mkfifo(data)  # a reader that opened it would hang: the CLI's timeout would fail the test
@@ -455,6 +458,7 @@ def test_bad_keys(key: str) -> None:
 
 def test_render_refuses_before_paying(tmp_path: Path) -> None:
     ws = workspace(tmp_path, CSV + "mug-01,x,y\n")
+    ws.in_process = False
     refused(ws, "data/products.csv:4: sku: duplicate key 'mug-01' (first on line 2)", command="render")
     done = subprocess.run(
         [sys.executable, "-m", "kling_render", "plan", str(ws.project), "--row", "mug-01"],

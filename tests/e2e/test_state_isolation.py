@@ -1,7 +1,8 @@
 """Issue 12, state isolation: state is namespaced by the project file's full name and by provider.
 
-Through the real CLI against the stand-in WaveSpeed server (``tests/fake_wavespeed.py``), with
-every paid task counted from what the server received (``server.submits()``):
+Against the stand-in WaveSpeed server (``tests/fake_wavespeed.py``), with every paid task counted
+from what the server received (``fake_wavespeed.submits()``). The render left with running tasks is
+the real CLI stopped by SIGTERM; the commands after it run in this process (``in_process``):
 
 - a ``--provider local`` run while a wavespeed task is ``submitted`` keeps its task id, and the
   next wavespeed run polls it: 0 new tasks;
@@ -18,22 +19,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import filelock
 import pytest
-from e2e_cli import SECRET, SMALL_PROJECT, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
+from e2e_cli import SMALL_PROJECT, SMALL_SHOTS, Workspace, decodes, small_workspace, ws_env
 from fake_wavespeed import FakeWaveSpeed
 
 from kling_render.records.lockfile import read_lock
 from kling_render.records.state import ShotState, legacy_provider_of, read_state
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.2, api_key=SECRET) as server:
-        yield server
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -43,14 +38,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def submits_by_shot(fake: FakeWaveSpeed) -> Counter[str]:
-    return Counter(r.body["prompt"].split(":", 1)[0].removeprefix("shot ") for r in fake.submits())
+def submits_by_shot(fake_wavespeed: FakeWaveSpeed) -> Counter[str]:
+    return Counter(r.body["prompt"].split(":", 1)[0].removeprefix("shot ") for r in fake_wavespeed.submits())
 
 
-def finish_tasks(fake: FakeWaveSpeed) -> None:
+def finish_tasks(fake_wavespeed: FakeWaveSpeed) -> None:
     """Every task the stand-in holds completes now."""
-    with fake.lock:
-        for task in fake.tasks.values():
+    with fake_wavespeed.lock:
+        for task in fake_wavespeed.tasks.values():
             task.latency = 0.0
 
 
@@ -58,10 +53,10 @@ def records(path: Path) -> dict[str, ShotState]:
     return read_state(path) if path.exists() else {}
 
 
-def start_and_interrupt(ws: Workspace, fake: FakeWaveSpeed, shots: tuple[str, ...]) -> dict[str, str]:
+def start_and_interrupt(ws: Workspace, fake_wavespeed: FakeWaveSpeed, shots: tuple[str, ...]) -> dict[str, str]:
     """A wavespeed render whose tasks are still running when it is stopped (SIGTERM, as CI cancels):
     the shots stay ``submitted`` with their (paid) task ids. Returns them."""
-    fake.latency = 600.0
+    fake_wavespeed.latency = 600.0
     cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--poll-interval", "0.05",
            "--concurrency", "3", "--only", ",".join(shots)]  # fmt: skip
     path = ws.state_path_of("wavespeed")
@@ -76,15 +71,15 @@ def start_and_interrupt(ws: Workspace, fake: FakeWaveSpeed, shots: tuple[str, ..
         finally:
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 130
-    fake.latency = 0.2
+    fake_wavespeed.latency = 0.2
     got = records(path)
     return {sid: str(got[sid].task_id) for sid in shots}
 
 
-def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake: FakeWaveSpeed) -> None:
-    ws = small_workspace(tmp_path / "p", ws_env(fake.base_url))
-    paid = start_and_interrupt(ws, fake, SMALL_SHOTS)
-    assert submits_by_shot(fake) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
+    paid = start_and_interrupt(ws, fake_wavespeed, SMALL_SHOTS)
+    assert submits_by_shot(fake_wavespeed) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     wavespeed_state = ws.state_path_of("wavespeed").read_bytes()
 
     # a free preview of the same project, same shot ids, while the paid tasks are still running
@@ -101,10 +96,10 @@ def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake
     # the lock had no entry yet: the preview fills it, marked local
     assert {e.provider for e in read_lock(ws.root / "project.lock").values()} == {"local"}
 
-    finish_tasks(fake)
+    finish_tasks(fake_wavespeed)
     again = ws.render()
     assert again.returncode == 0, again.stderr
-    assert len(fake.submits()) == 3  # 0 new paid tasks: the running ones were polled
+    assert len(fake_wavespeed.submits()) == 3  # 0 new paid tasks: the running ones were polled
     lock = read_lock(ws.root / "project.lock")
     assert {sid: (e.provider, e.task_id) for sid, e in lock.items()} == {
         sid: ("wavespeed", task) for sid, task in paid.items()
@@ -121,11 +116,11 @@ def test_a_local_run_never_touches_a_running_wavespeed_task(tmp_path: Path, fake
     assert all("provider" in s["changed_fields"] for s in plan["shots"])
     assert all(s["change"] == "unchanged" for s in ws.plan()["shots"])  # wavespeed: as the lock says
     final = ws.render()
-    assert final.returncode == 0 and len(fake.submits()) == 3, final.stderr
+    assert final.returncode == 0 and len(fake_wavespeed.submits()) == 3, final.stderr
 
 
-def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake: FakeWaveSpeed) -> None:
-    yaml_ws = small_workspace(tmp_path / "p", ws_env(fake.base_url))
+def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
+    yaml_ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
     yaml_ws.project.rename(yaml_ws.root / "p.yaml")
     yml_text = SMALL_PROJECT.replace("on a table", "on a shelf")  # alpha differs, beta and gamma do not
     (yaml_ws.root / "p.yml").write_text(yml_text)
@@ -135,11 +130,11 @@ def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake: FakeWaveSpe
 
     first = cli("p.yaml", "render", "--poll-interval", "0.05")
     assert first.returncode == 0, first.stderr
-    assert submits_by_shot(fake) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
+    assert submits_by_shot(fake_wavespeed) == Counter(dict.fromkeys(SMALL_SHOTS, 1))
     second = cli("p.yml", "render", "--poll-interval", "0.05")
     assert second.returncode == 0, second.stderr
     # only p.yml's alpha is new content; beta and gamma come from the shared content-addressed cache
-    assert submits_by_shot(fake) == Counter({"alpha": 2, "beta": 1, "gamma": 1})
+    assert submits_by_shot(fake_wavespeed) == Counter({"alpha": 2, "beta": 1, "gamma": 1})
 
     work = yaml_ws.root / ".kling-render"
     yaml_state = read_state(work / "p.yaml" / "wavespeed" / "state.json")
@@ -164,12 +159,12 @@ def test_p_yaml_and_p_yml_render_independently(tmp_path: Path, fake: FakeWaveSpe
         assert again.returncode == 0 and "3 cached" in again.stderr, again.stderr
         status = json.loads(cli(name, "status", "--json").stdout)
         assert set(status["counts"]) == {"done"}
-    assert len(fake.submits()) == 4  # nothing paid twice
+    assert len(fake_wavespeed.submits()) == 4  # nothing paid twice
 
 
-def test_legacy_state_is_migrated_without_losing_a_paid_task(tmp_path: Path, fake: FakeWaveSpeed) -> None:
-    ws = small_workspace(tmp_path / "p", ws_env(fake.base_url))
-    paid = start_and_interrupt(ws, fake, ("alpha", "beta"))
+def test_legacy_state_is_migrated_without_losing_a_paid_task(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
+    ws = small_workspace(tmp_path / "p", ws_env(fake_wavespeed.base_url), in_process=True)
+    paid = start_and_interrupt(ws, fake_wavespeed, ("alpha", "beta"))
     preview = ws.cli("render", str(ws.project), "--provider", "local", "--only", "gamma", "--no-stitch")
     assert preview.returncode == 0, preview.stderr
     # Rebuild the layout of earlier versions: one shared .kling-render/<stem>/state.json
@@ -199,16 +194,16 @@ def test_legacy_state_is_migrated_without_losing_a_paid_task(tmp_path: Path, fak
     assert all(r.status == "submitted" for r in migrated.values())
     assert legacy.read_bytes() == legacy_bytes  # left in place, untouched, and never read again
 
-    finish_tasks(fake)
+    finish_tasks(fake_wavespeed)
     first = ws.render()
     assert first.returncode == 0, first.stderr
     # alpha and beta were polled (their tasks were paid before the upgrade); gamma never had a task
-    assert submits_by_shot(fake) == Counter({"alpha": 1, "beta": 1, "gamma": 1})
+    assert submits_by_shot(fake_wavespeed) == Counter({"alpha": 1, "beta": 1, "gamma": 1})
     again = ws.render()
     assert again.returncode == 0 and "3 cached" in again.stderr, again.stderr
-    assert len(fake.submits()) == 3
+    assert len(fake_wavespeed.submits()) == 3
     legacy.write_text("{ damaged")  # never read again: a damaged legacy file changes nothing
-    assert ws.render().returncode == 0 and len(fake.submits()) == 3
+    assert ws.render().returncode == 0 and len(fake_wavespeed.submits()) == 3
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from fake_wavespeed import FakeWaveSpeed, clip_bytes
 
 KEY = "sk-test-variants-0123456789"
+pytestmark = pytest.mark.stand_in(latency=0.05, api_key=KEY)
 MODEL = "kling-v3.0-std/image-to-video"
 
 
@@ -24,11 +26,11 @@ def clip_for(client: httpx.Client, prompt: str) -> bytes:
     raise AssertionError(f"task {task} never completed")
 
 
-def test_variants_give_each_prompt_its_own_clip_and_keep_it() -> None:
-    with FakeWaveSpeed(latency=0.05, api_key=KEY, variants=2) as server:
-        headers = {"Authorization": f"Bearer {KEY}"}
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
-            a, b, a_again, c = (clip_for(client, p) for p in ("shot a", "shot b", "shot a", "shot c"))
+@pytest.mark.stand_in(latency=0.05, api_key=KEY, variants=2)
+def test_variants_give_each_prompt_its_own_clip_and_keep_it(fake_wavespeed: FakeWaveSpeed) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=fake_wavespeed.base_url, headers=headers, timeout=30) as client:
+        a, b, a_again, c = (clip_for(client, p) for p in ("shot a", "shot b", "shot a", "shot c"))
     assert a == a_again  # one prompt, one clip, however often it is rendered
     assert a != b  # two prompts, two clips
     assert c == a  # a third prompt cycles back to the first of the 2 variants
@@ -36,9 +38,8 @@ def test_variants_give_each_prompt_its_own_clip_and_keep_it() -> None:
     assert a[4:8] == b[4:8] == b"ftyp"  # real MP4s
 
 
-def test_without_variants_every_task_gets_the_one_clip() -> None:
-    with FakeWaveSpeed(latency=0.05, api_key=KEY) as server:
-        headers = {"Authorization": f"Bearer {KEY}"}
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
-            clips = {clip_for(client, p) for p in ("shot a", "shot b")}
+def test_without_variants_every_task_gets_the_one_clip(fake_wavespeed: FakeWaveSpeed) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=fake_wavespeed.base_url, headers=headers, timeout=30) as client:
+        clips = {clip_for(client, p) for p in ("shot a", "shot b")}
     assert clips == {clip_bytes(3)}

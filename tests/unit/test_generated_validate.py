@@ -305,16 +305,6 @@ def test_pricing_overrides_an_image_models_price_per_image(root: Path) -> None:
     ]  # fmt: skip
 
 
-def test_render_and_stitch_refuse_what_the_clip_runner_cannot_make(root: Path) -> None:
-    (root / "p.yaml").write_text(HEAD)
-    before = listing(root)
-    for command in ("render", "stitch"):
-        result = CliRunner().invoke(cli, [command, "p.yaml"])
-        assert result.exit_code == 2, result.output
-        assert "stills, continuity and takes are validated and planned" in result.stderr
-    assert listing(root) == before
-
-
 def test_a_stills_size_is_checked_against_the_image_limits_of_the_model_it_feeds(root: Path) -> None:
     text = HEAD.replace("    prompt: a mug\n", '    prompt: a mug\n    size: "2048*512"\n')
     aspect = "needs an aspect ratio between 1:2.5 and 2.5:1"

@@ -170,12 +170,22 @@ def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     assert {s["model"] for s in doc["shots"]} == with_images
 
 
+REGENERATE = "python -m kling_render schema > schemas/project.schema.json"
+
+
 def test_schema_command_prints_the_published_schema(runner: CliRunner) -> None:
+    """One source: the package's copy (kling_render/data/project.schema.json, what validation and
+    `init` use). schemas/project.schema.json, which editors reference, is generated from it."""
+    source = (REPO / "kling_render" / "data" / "project.schema.json").read_bytes()
     result = runner.invoke(cli, ["schema"])
     assert result.exit_code == 0
-    published = (REPO / "schemas" / "project.schema.json").read_text()
-    assert result.stdout == published
-    assert json.loads(published)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert result.stdout_bytes == source
+    published = (REPO / "schemas" / "project.schema.json").read_bytes()
+    assert published == source, (
+        "schemas/project.schema.json is generated from kling_render/data/project.schema.json (edit that "
+        f"one); regenerate it with: {REGENERATE}"
+    )
+    assert json.loads(source)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
 def test_models_command_lists_prices(runner: CliRunner) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ from kling_render.records.state import ShotState
 from kling_render.report.progress import ListSink
 from kling_render.run.reconcile import decide, inputs_match
 from kling_render.run.scheduler import RunOptions
+
+pytestmark = pytest.mark.stand_in(latency=0.15, api_key=KEY)
 
 NOW = 1_700_000_000.0
 BODY = {"prompt": "a mug", "image": "https://cdn/a.png", "duration": 5, "cfg_scale": 0.5}
@@ -209,56 +210,55 @@ def test_an_unknown_older_than_the_retention_may_be_submitted_again(world: World
 # -- the task list of the stand-in ----------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.15, api_key=KEY) as fake:
-        yield fake
-
-
 def add_tasks(
-    server: FakeWaveSpeed, n: int, model: str = O3, start: float | None = None, prefix: str = "task"
+    fake_wavespeed: FakeWaveSpeed, n: int, model: str = O3, start: float | None = None, prefix: str = "task"
 ) -> list[str]:
     ids = []
     base = time.time() if start is None else start
     for i in range(n):
         task = Task(f"{prefix}{i:04d}", model, {"prompt": f"p{i}"}, time.monotonic(), 1000.0)  # never done
         task.created_at = base - i  # task0000 is the newest
-        server.tasks[task.id] = task
+        fake_wavespeed.tasks[task.id] = task
         ids.append(task.id)
     return ids
 
 
-def test_the_task_list_is_paged_newest_first_with_inputs(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    ids = add_tasks(server, 230)
-    add_tasks(server, 5, model="kling-v3.0-std/image-to-video", start=time.time() + 10, prefix="v3")  # another model
+def test_the_task_list_is_paged_newest_first_with_inputs(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    ids = add_tasks(fake_wavespeed, 230)
+    # another model
+    add_tasks(fake_wavespeed, 5, model="kling-v3.0-std/image-to-video", start=time.time() + 10, prefix="v3")
     now = time.time()
-    tasks = run(make(server, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 3600, now + 60))
+    tasks = run(make(fake_wavespeed, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 3600, now + 60))
     assert [t.id for t in tasks] == ids  # every page, newest first, one model
     assert all(t.inputs == {"prompt": f"p{i}"} for i, t in enumerate(tasks))
-    bodies = [r.body for r in server.listings()]
+    bodies = [r.body for r in fake_wavespeed.listings()]
     assert [b["page"] for b in bodies] == [1, 2, 3]
     assert all(b["page_size"] == 100 and b["include_inputs"] is True for b in bodies)
     assert all(b["model"] == f"kwaivgi/{O3}" for b in bodies)
 
 
-def test_the_task_list_stops_at_the_window(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    add_tasks(server, 150)
+def test_the_task_list_stops_at_the_window(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    add_tasks(fake_wavespeed, 150)
     now = time.time()
-    tasks = run(make(server, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 20, now + 60))
-    expected = [t.id for t in sorted(server.tasks.values(), key=lambda t: -t.created_at) if t.created_at >= now - 20]
+    tasks = run(make(fake_wavespeed, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 20, now + 60))
+    newest_first = sorted(fake_wavespeed.tasks.values(), key=lambda t: -t.created_at)
+    expected = [t.id for t in newest_first if t.created_at >= now - 20]
     assert [t.id for t in tasks] == expected and len(expected) in (20, 21)
-    assert len(server.listings()) == 1  # one page: the service applied the window
+    assert len(fake_wavespeed.listings()) == 1  # one page: the service applied the window
 
 
-def test_the_stand_in_lists_only_seven_days_and_checks_its_filters(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    old, new = add_tasks(server, 2)
-    server.tasks[old].created_at = time.time() - 8 * 24 * 3600
+def test_the_stand_in_lists_only_seven_days_and_checks_its_filters(
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
+) -> None:
+    old, new = add_tasks(fake_wavespeed, 2)
+    fake_wavespeed.tasks[old].created_at = time.time() - 8 * 24 * 3600
     now = time.time()
-    tasks = run(make(server, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 30 * 24 * 3600, now + 60))
+    month = 30 * 24 * 3600
+    tasks = run(make(fake_wavespeed, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - month, now + 60))
     assert [t.id for t in tasks] == [new]
     import httpx
 
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+    with httpx.Client(base_url=fake_wavespeed.base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
         for bad in ({"page": 1, "page_size": 101}, {"page": 0, "page_size": 10}, {"page": 1}):
             answer = client.post("/api/v3/predictions", json=bad)
             assert answer.status_code == 400 and answer.json()["code"] == 400
@@ -266,19 +266,19 @@ def test_the_stand_in_lists_only_seven_days_and_checks_its_filters(server: FakeW
         assert done.json()["data"]["items"] == []  # both are still processing
 
 
-def test_without_include_inputs_the_items_carry_none(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.listing_inputs = False
+def test_without_include_inputs_the_items_carry_none(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.listing_inputs = False
 
     async def work(p):  # type: ignore[no-untyped-def]
         task_id = await paid_submit(p, job(O3, SIMPLE))
         now = time.time()
         return task_id, await p.list_tasks("kwaivgi/" + O3, now - 60, now + 60)
 
-    task_id, tasks = run(make(server, tmp_path), work)
+    task_id, tasks = run(make(fake_wavespeed, tmp_path), work)
     assert [(t.id, t.inputs) for t in tasks] == [(task_id, None)]
 
 
-def test_a_listed_task_carries_the_body_as_sent(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_a_listed_task_carries_the_body_as_sent(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     async def work(p):  # type: ignore[no-untyped-def]
         res = await reserve(p, job(O3, SIMPLE))
         body = res.body
@@ -286,16 +286,16 @@ def test_a_listed_task_carries_the_body_as_sent(server: FakeWaveSpeed, tmp_path:
         now = time.time()
         return body, await p.list_tasks("kwaivgi/" + O3, now - 60, now + 60)
 
-    body, tasks = run(make(server, tmp_path), work)
+    body, tasks = run(make(fake_wavespeed, tmp_path), work)
     assert len(tasks) == 1 and inputs_match(fingerprint(body), tasks[0].inputs or {})
 
 
-def test_the_task_list_honours_its_envelope(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    add_tasks(server, 3)
+def test_the_task_list_honours_its_envelope(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    add_tasks(fake_wavespeed, 3)
     now = time.time()
-    server.faults.add("envelope", "/api/v3/predictions", method="POST", code=500)  # retried
-    tasks = run(make(server, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 60, now + 60))
-    assert len(tasks) == 3 and [r.status for r in server.listings()] == [200, 200]
-    server.faults.add("envelope", "/api/v3/predictions", method="POST", code=400, message="bad filter")
+    fake_wavespeed.faults.add("envelope", "/api/v3/predictions", method="POST", code=500)  # retried
+    tasks = run(make(fake_wavespeed, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 60, now + 60))
+    assert len(tasks) == 3 and [r.status for r in fake_wavespeed.listings()] == [200, 200]
+    fake_wavespeed.faults.add("envelope", "/api/v3/predictions", method="POST", code=400, message="bad filter")
     with pytest.raises(ProviderError, match=r"rejected \(code 400\): bad filter"):
-        run(make(server, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 60, now + 60))
+        run(make(fake_wavespeed, tmp_path), lambda p: p.list_tasks("kwaivgi/" + O3, now - 60, now + 60))

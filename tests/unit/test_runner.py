@@ -22,7 +22,8 @@ from kling_render.records.ledger import KeyLedger
 from kling_render.records.lifecycle import Status
 from kling_render.records.lockfile import LockFile, read_lock
 from kling_render.records.state import ShotState, StateStore, read_ledger, read_state
-from kling_render.report.progress import Event, JsonLinesSink, ListSink, PlainSink, make_sink
+from kling_render.report.progress import Event, JsonLinesSink, ListSink, PlainSink
+from kling_render.report.sinks import make_sink
 from kling_render.run.scheduler import RunOptions, RunReport, execute, run
 from kling_render.store.cache import ClipCache
 

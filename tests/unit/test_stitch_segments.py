@@ -529,23 +529,26 @@ def test_sweep_bounds_the_area_least_recently_used_first(
 
 
 def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> None:
-    """Through the CLI: a trim edit re-encodes one segment of four, the replaced segment is kept
-    (an undo is free) until the sweep's rules drop it, and an unchanged cut encodes nothing."""
+    """Through the CLI's render command (in this process): a trim edit re-encodes one segment of
+    four, the replaced segment is kept (an undo is free) until the sweep's rules drop it, and an
+    unchanged cut encodes nothing."""
     root = tmp_path / "p"
     root.mkdir()
     shutil.copytree(EXAMPLE / "images", root / "images")
+    # four different clips (the animatic shows the image for the duration): the shortest that differ
+    looks = [("mug.png", 3), ("mug-side.png", 3), ("mug-full.png", 3), ("mug.png", 4)]
     shots = "".join(
-        f"  - {{id: s{i}, prompt: take {i}, image: images/mug.png, duration: {3 + i}"  # four different clips
+        f"  - {{id: s{i}, prompt: take {i}, image: images/{image}, duration: {seconds}"
         + (", transition: {type: fade, duration: 0.25}" if i else "")
         + "}\n"
-        for i in range(4)
+        for i, (image, seconds) in enumerate(looks)
     )
     (root / "project.yaml").write_text(
         "version: 1\nname: seg\nprovider: local\n"
         "defaults: {model: kling-video-o3-std/image-to-video, duration: 3}\n"
         f"shots:\n{shots}output: {{path: renders/final.mp4, width: 160, height: 90, fps: 24}}\n"
     )
-    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / "cache")))
+    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / "cache")), in_process=True)
 
     def stitched(*args: str) -> dict[str, object]:
         done = ws.render("--json", *args)
@@ -555,7 +558,7 @@ def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> N
 
     first = stitched()
     assert (first["segments"], first["segments_encoded"]) == (4, 4)
-    shot = "{id: s2, prompt: take 2, image: images/mug.png, duration: 5"
+    shot = "{id: s2, prompt: take 2, image: images/mug-full.png, duration: 3"
     ws.edit(shot, shot + ", trim: {end: 2.5}")
     second = stitched()
     assert (second["segments"], second["segments_encoded"]) == (4, 1)

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_cli import SECRET, small_workspace, ws_env
+from e2e_cli import small_workspace, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
 from money_kit import submit as paid_submit
@@ -23,20 +22,16 @@ from kling_render.jobs import TaskResult
 from kling_render.providers.transport import Limits, Redactor, StallGuard
 from kling_render.providers.wavespeed.client import WaveSpeedProvider
 
+pytestmark = pytest.mark.stand_in(latency=0.15, api_key=KEY)
+
 FAST_LIMITS = Limits(api_deadline=1.0, download_deadline=5.0, stall_rate=1024, stall_window=0.5)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.15, api_key=KEY) as fake:
-        yield fake
-
-
-def poll_once(server: FakeWaveSpeed, tmp_path: Path, **kwargs: object) -> TaskResult:
+def poll_once(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, **kwargs: object) -> TaskResult:
     async def work(p: WaveSpeedProvider) -> TaskResult:
         return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
-    return run(make(server, tmp_path, **kwargs), work)
+    return run(make(fake_wavespeed, tmp_path, **kwargs), work)
 
 
 def render_one(provider: WaveSpeedProvider, dest: Path) -> None:
@@ -80,64 +75,66 @@ def test_stall_guard_windows() -> None:
 
 
 @pytest.mark.parametrize("announce", [True, False], ids=["announced", "unannounced"])
-def test_a_huge_poll_answer_is_refused_at_the_cap(server: FakeWaveSpeed, tmp_path: Path, announce: bool) -> None:
-    server.faults.add("huge", POLL, size=256 * 1024 * 1024, announce=announce)
+def test_a_huge_poll_answer_is_refused_at_the_cap(
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, announce: bool
+) -> None:
+    fake_wavespeed.faults.add("huge", POLL, size=256 * 1024 * 1024, announce=announce)
     with pytest.raises(ProviderError, match="8388608-byte cap") as info:
-        poll_once(server, tmp_path)
+        poll_once(fake_wavespeed, tmp_path)
     assert not isinstance(info.value, TransientError)  # not fetched again and again
 
 
-def test_a_gzip_bomb_is_refused_at_the_cap(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("gzip", POLL, size=64 * 1024 * 1024)
+def test_a_gzip_bomb_is_refused_at_the_cap(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("gzip", POLL, size=64 * 1024 * 1024)
     with pytest.raises(ProviderError, match="exceeds the 8388608-byte cap"):
-        poll_once(server, tmp_path)
+        poll_once(fake_wavespeed, tmp_path)
 
 
-def test_a_gzip_answer_within_the_cap_is_read(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("gzip", POLL, size=1024 * 1024)
-    assert poll_once(server, tmp_path).status == "processing"
+def test_a_gzip_answer_within_the_cap_is_read(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("gzip", POLL, size=1024 * 1024)
+    assert poll_once(fake_wavespeed, tmp_path).status == "processing"
 
 
-def test_a_poll_that_never_completes_is_cut_at_the_deadline(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("hang", POLL, count=10, seconds=30)
+def test_a_poll_that_never_completes_is_cut_at_the_deadline(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("hang", POLL, count=10, seconds=30)
     started = time.monotonic()
     with pytest.raises(TransientError, match=r"no complete answer within 1s"):
-        poll_once(server, tmp_path, limits=FAST_LIMITS)
+        poll_once(fake_wavespeed, tmp_path, limits=FAST_LIMITS)
     assert time.monotonic() - started < 25  # four attempts of 1 s, not four of 30
 
 
-def test_a_submit_cut_at_the_deadline_is_uncertain(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("hang", SUBMIT, seconds=30)
+def test_a_submit_cut_at_the_deadline_is_uncertain(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("hang", SUBMIT, seconds=30)
     with pytest.raises(SubmitUncertainError, match=r"no complete answer within 1s.*a paid task may exist"):
-        run(make(server, tmp_path, limits=FAST_LIMITS), lambda p: paid_submit(p, job(O3, SIMPLE)))
-    assert len(server.submits()) == 1
+        run(make(fake_wavespeed, tmp_path, limits=FAST_LIMITS), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    assert len(fake_wavespeed.submits()) == 1
 
 
 # -- downloads ------------------------------------------------------------------------------------
 
 
-def test_a_stalled_download_is_aborted(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("stall", "/outputs/", rate=100, seconds=30)
+def test_a_stalled_download_is_aborted(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("stall", "/outputs/", rate=100, seconds=30)
     dest = tmp_path / "o.mp4"
     started = time.monotonic()
     with pytest.raises(DownloadError, match=r"stalled: under 1024 bytes/s for 0.5s"):
-        render_one(make(server, tmp_path, limits=FAST_LIMITS), dest)
+        render_one(make(fake_wavespeed, tmp_path, limits=FAST_LIMITS), dest)
     assert time.monotonic() - started < 20 and not dest.exists()
 
 
-def test_a_slow_but_steady_download_is_not_a_stall(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_a_slow_but_steady_download_is_not_a_stall(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     limits = Limits(stall_rate=1024, stall_window=0.5)
-    server.faults.add("stall", "/outputs/", rate=500_000, seconds=60)  # slower than a LAN, above the floor
+    fake_wavespeed.faults.add("stall", "/outputs/", rate=500_000, seconds=60)  # slower than a LAN, above the floor
     dest = tmp_path / "o.mp4"
-    render_one(make(server, tmp_path, limits=limits), dest)
+    render_one(make(fake_wavespeed, tmp_path, limits=limits), dest)
     assert dest.stat().st_size > 0
 
 
-def test_a_download_over_the_total_deadline_is_aborted(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_a_download_over_the_total_deadline_is_aborted(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     limits = Limits(download_deadline=1.0, stall_rate=1, stall_window=30)
-    server.faults.add("stall", "/outputs/", rate=2000, seconds=30)
+    fake_wavespeed.faults.add("stall", "/outputs/", rate=2000, seconds=30)
     with pytest.raises(DownloadError, match=r"no complete answer within 1s"):
-        render_one(make(server, tmp_path, limits=limits), tmp_path / "o.mp4")
+        render_one(make(fake_wavespeed, tmp_path, limits=limits), tmp_path / "o.mp4")
 
 
 # -- redaction ------------------------------------------------------------------------------------
@@ -149,44 +146,44 @@ def test_the_redactor_removes_the_key_in_every_spelling() -> None:
     assert redact.line("line\none\x1b[31m\tred " + "x" * 400, limit=30) == "line one [31m red xxxxxxxxx..."
 
 
-def test_an_upload_url_that_echoes_the_key_is_refused(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_an_upload_url_that_echoes_the_key_is_refused(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     from test_wavespeed import image
 
-    original = server.base_url
-    server.base_url = f"{original}/{KEY}"  # the stand-in's upload answers now carry the key
+    original = fake_wavespeed.base_url
+    fake_wavespeed.base_url = f"{original}/{KEY}"  # the stand-in's upload answers now carry the key
 
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     provider = WaveSpeedProvider(KEY, original, tmp_path / "cache")
     with pytest.raises(ProviderError, match="carries the API key") as info:
         run(provider, lambda p: paid_submit(p, shot))
-    assert KEY not in str(info.value) and server.submits() == []
+    assert KEY not in str(info.value) and fake_wavespeed.submits() == []
     assert not (tmp_path / "cache" / "uploads.json").exists()
 
 
 # -- through the CLI: memory ----------------------------------------------------------------------
 
 
-def test_a_256_mb_poll_answer_costs_the_cli_little_memory(tmp_path: Path) -> None:
+@pytest.mark.stand_in(latency=0.3)
+def test_a_256_mb_poll_answer_costs_the_cli_little_memory(tmp_path: Path, fake_process: FakeProcess) -> None:
     """The CLI's peak resident memory while the stand-in answers every poll with 256 MB (issue 12
     saw 815 MB): measured by a parent process whose only child is the CLI."""
-    with FakeProcess(SECRET, latency=0.3) as fake:
-        ws = small_workspace(tmp_path / "small", ws_env(fake.base_url))
-        fake.fault("huge", "/api/v3/predictions/", count=100, size=256 * 1024 * 1024, announce=False)
-        measure = textwrap.dedent(
-            """
-            import resource, subprocess, sys
-            done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-            print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-            sys.stderr.write(done.stderr)
-            """
-        )
-        cmd = [sys.executable, "-c", measure, sys.executable, "-m", "kling_render", "render", str(ws.project),
-               "--no-stitch", "--poll-interval", "0.05"]  # fmt: skip
-        done = subprocess.run(cmd, env=ws.env, cwd=ws.root, capture_output=True, text=True, timeout=300, check=False)
-        code, peak_kb = (int(x) for x in done.stdout.split())
-        assert code == 1, done.stderr
-        assert "exceeds the 8388608-byte cap" in done.stderr and "the next run polls it again" in done.stderr
-        print(f"CLI peak resident memory with 256 MB poll answers: {peak_kb / 1024:.0f} MB")
-        assert peak_kb < 200 * 1024, f"peak {peak_kb / 1024:.0f} MB"
-        state = json.loads(ws.state_path.read_text())["shots"]
-        assert all(rec["status"] == "submitted" and rec["task_id"] for rec in state.values())  # ids kept
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    fake_process.fault("huge", "/api/v3/predictions/", count=100, size=256 * 1024 * 1024, announce=False)
+    measure = textwrap.dedent(
+        """
+        import resource, subprocess, sys
+        done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+        print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        sys.stderr.write(done.stderr)
+        """
+    )
+    cmd = [sys.executable, "-c", measure, sys.executable, "-m", "kling_render", "render", str(ws.project),
+           "--no-stitch", "--poll-interval", "0.05"]  # fmt: skip
+    done = subprocess.run(cmd, env=ws.env, cwd=ws.root, capture_output=True, text=True, timeout=300, check=False)
+    code, peak_kb = (int(x) for x in done.stdout.split())
+    assert code == 1, done.stderr
+    assert "exceeds the 8388608-byte cap" in done.stderr and "the next run polls it again" in done.stderr
+    print(f"CLI peak resident memory with 256 MB poll answers: {peak_kb / 1024:.0f} MB")
+    assert peak_kb < 200 * 1024, f"peak {peak_kb / 1024:.0f} MB"
+    state = json.loads(ws.state_path.read_text())["shots"]
+    assert all(rec["status"] == "submitted" and rec["task_id"] for rec in state.values())  # ids kept

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,17 +32,12 @@ from kling_render.providers.wavespeed.client import UPLOADS_FILE, WaveSpeedProvi
 from kling_render.retry import RetryPolicy, parse_retry_after
 
 KEY = "sk-live-SECRET-7f3a9c2e"
+pytestmark = pytest.mark.stand_in(latency=0.15, api_key=KEY)
 SUBMIT = "/api/v3/kwaivgi/"
 POLL = "/api/v3/predictions/"
 SIMPLE = {"prompt": "x", "image": "https://cdn.example.com/a.png", "duration": 5}
 O3 = "kling-video-o3-std/image-to-video"
 T = TypeVar("T")
-
-
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.15, api_key=KEY) as fake:
-        yield fake
 
 
 class Sleeps:
@@ -57,10 +52,10 @@ class Sleeps:
 
 
 def make(
-    server: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | None = None, *, key: str = KEY, **kwargs: Any
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | None = None, *, key: str = KEY, **kwargs: Any
 ) -> WaveSpeedProvider:
     policy = RetryPolicy(attempts=4, base_delay=0.01, sleep=sleeps or Sleeps())
-    return WaveSpeedProvider(key, server.base_url, tmp_path / "cache", retry=policy, **kwargs)
+    return WaveSpeedProvider(key, fake_wavespeed.base_url, tmp_path / "cache", retry=policy, **kwargs)
 
 
 def run(provider: WaveSpeedProvider, work: Callable[[WaveSpeedProvider], Awaitable[T]]) -> T:
@@ -100,8 +95,8 @@ async def render(provider: WaveSpeedProvider, shot: Job, dest: Path) -> TaskResu
     return result
 
 
-def paths(server: FakeWaveSpeed, method: str, prefix: str) -> list[str]:
-    return [r.path for r in server.requests if r.method == method and r.path.startswith(prefix)]
+def paths(fake_wavespeed: FakeWaveSpeed, method: str, prefix: str) -> list[str]:
+    return [r.path for r in fake_wavespeed.requests if r.method == method and r.path.startswith(prefix)]
 
 
 # -- happy paths ----------------------------------------------------------------------------
@@ -149,7 +144,7 @@ MODEL_CASES: list[tuple[str, Callable[[MediaRef, MediaRef], dict[str, Any]], tup
 
 @pytest.mark.parametrize(("model", "params", "clip"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_happy_path_per_model(
-    server: FakeWaveSpeed,
+    fake_wavespeed: FakeWaveSpeed,
     tmp_path: Path,
     model: str,
     params: Callable[[MediaRef, MediaRef], dict[str, Any]],
@@ -158,26 +153,26 @@ def test_happy_path_per_model(
     a, b = image(tmp_path, "a.png"), image(tmp_path, "b.png")
     dest = tmp_path / "out.mp4"
     shot = job(model, params(a, b))
-    result = run(make(server, tmp_path), lambda p: render(p, shot, dest))
+    result = run(make(fake_wavespeed, tmp_path), lambda p: render(p, shot, dest))
 
     assert result.completed
     assert dest.read_bytes() == clip_bytes(3, *clip)
-    [submit] = server.submits(model)
+    [submit] = fake_wavespeed.submits(model)
     assert submit.status == 200 and submit.headers["Authorization"] == f"Bearer {KEY}"
     sent = json.dumps(submit.body)
-    assert "MediaRef" not in sent and f"{server.base_url}/media/" in sent
+    assert "MediaRef" not in sent and f"{fake_wavespeed.base_url}/media/" in sent
     if "images" in submit.body:
         assert submit.body["images"][-1] == "https://cdn.example.com/side.png"
         assert len(submit.body["images"]) == 3
-    puts = [r for r in server.requests if r.method == "PUT"]
+    puts = [r for r in fake_wavespeed.requests if r.method == "PUT"]
     assert len(puts) == len({r for r in shot.media() if r.path}) >= 1
     assert all("Authorization" not in r.headers for r in puts)
-    download = next(r for r in server.requests if r.path.startswith("/outputs/"))
+    download = next(r for r in fake_wavespeed.requests if r.path.startswith("/outputs/"))
     assert "Authorization" not in download.headers  # the key goes only to the API
 
 
 def test_uploads_reused_across_shots_and_runs_and_redone_after_six_days(
-    server: FakeWaveSpeed, tmp_path: Path
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     a = image(tmp_path, "a.png")
     now = [1_700_000_000.0]
@@ -189,41 +184,44 @@ def test_uploads_reused_across_shots_and_runs_and_redone_after_six_days(
             paid_submit(p, job(model, {"prompt": "y", "image": a}, "two", 5)),
         )
 
-    run(make(server, tmp_path, wall_clock=lambda: now[0]), two_shots)
-    assert len(paths(server, "POST", "/api/v3/media/uploads")) == 1
+    run(make(fake_wavespeed, tmp_path, wall_clock=lambda: now[0]), two_shots)
+    assert len(paths(fake_wavespeed, "POST", "/api/v3/media/uploads")) == 1
     records = json.loads((tmp_path / "cache" / UPLOADS_FILE).read_text())
-    assert set(records) == {a.sha256} and records[a.sha256]["download_url"].startswith(server.base_url)
+    assert set(records) == {a.sha256} and records[a.sha256]["download_url"].startswith(fake_wavespeed.base_url)
 
     now[0] += 6 * 24 * 3600 - 60  # a later run, still inside the 6 days: reused
-    run(make(server, tmp_path, wall_clock=lambda: now[0]), two_shots)
-    assert len(paths(server, "POST", "/api/v3/media/uploads")) == 1
+    run(make(fake_wavespeed, tmp_path, wall_clock=lambda: now[0]), two_shots)
+    assert len(paths(fake_wavespeed, "POST", "/api/v3/media/uploads")) == 1
 
     now[0] += 120  # now older than 6 days: uploaded again, once
-    run(make(server, tmp_path, wall_clock=lambda: now[0]), two_shots)
-    assert len(paths(server, "POST", "/api/v3/media/uploads")) == 2
-    assert len(server.submits()) == 6
+    run(make(fake_wavespeed, tmp_path, wall_clock=lambda: now[0]), two_shots)
+    assert len(paths(fake_wavespeed, "POST", "/api/v3/media/uploads")) == 2
+    assert len(fake_wavespeed.submits()) == 6
 
 
-def test_changed_file_is_not_uploaded_under_its_old_hash(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_changed_file_is_not_uploaded_under_its_old_hash(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     a = image(tmp_path, "a.png")
     assert a.path is not None
     a.path.write_bytes(b"edited after planning")
     shot = job("kling-video-o3-std/image-to-video", {"prompt": "x", "image": a}, duration=5)
     with pytest.raises(ProviderError, match="changed since it was planned"):
-        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
-    assert server.submits() == []
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, shot))
+    assert fake_wavespeed.submits() == []
 
 
-def test_missing_media_file_is_a_provider_error(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_missing_media_file_is_a_provider_error(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     gone = MediaRef(path=tmp_path / "gone.png", sha256=None)
     with pytest.raises(ProviderError, match=r"cannot read gone\.png"):
-        run(make(server, tmp_path), lambda p: paid_submit(p, job(O3, {"prompt": "x", "image": gone}, duration=5)))
+        run(
+            make(fake_wavespeed, tmp_path),
+            lambda p: paid_submit(p, job(O3, {"prompt": "x", "image": gone}, duration=5)),
+        )
 
 
-def test_wrong_wire_field_is_the_servers_message(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_wrong_wire_field_is_the_servers_message(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     shot = job("kling-video-o3-std/image-to-video", {"prompt": "x", "image_url": "https://e.com/a.png"})
     with pytest.raises(ProviderError, match=r"rejected \(400\).*unknown parameter 'image_url'"):
-        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, shot))
 
 
 ALIASES = {
@@ -286,46 +284,46 @@ def test_fake_accepts_the_wire_fields_of_each_model() -> None:
 # -- submit: refused, uncertain, unsent ---------------------------------------------------
 
 
-def test_429_retry_after_is_honoured(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("429", SUBMIT, count=2, retry_after=7)
+def test_429_retry_after_is_honoured(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("429", SUBMIT, count=2, retry_after=7)
     sleeps = Sleeps()
-    task_id = run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    task_id = run(make(fake_wavespeed, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert sleeps.waits == [7.0, 7.0]
-    assert [r.status for r in server.submits()] == [429, 429, 200]
-    assert list(server.tasks) == [task_id]
+    assert [r.status for r in fake_wavespeed.submits()] == [429, 429, 200]
+    assert list(fake_wavespeed.tasks) == [task_id]
 
 
-def test_429_retry_after_as_http_date(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("429", SUBMIT, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+def test_429_retry_after_as_http_date(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("429", SUBMIT, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
     sleeps = Sleeps()
-    run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    run(make(fake_wavespeed, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert len(sleeps.waits) == 1 and 27 <= sleeps.waits[0] <= 30
 
 
-def test_refusals_run_out_as_submit_refused(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("429", SUBMIT, count=10, retry_after=1)
+def test_refusals_run_out_as_submit_refused(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("429", SUBMIT, count=10, retry_after=1)
     with pytest.raises(SubmitRefusedError, match="refused \\(429\\)") as info:
-        run(make(server, tmp_path), lambda p: paid_submit(p, job(O3, SIMPLE)))
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert info.value.retry_after == 1.0
-    assert len(server.submits()) == 4 and server.tasks == {}
+    assert len(fake_wavespeed.submits()) == 4 and fake_wavespeed.tasks == {}
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "504", "drop"])
-def test_uncertain_submit_is_sent_exactly_once(server: FakeWaveSpeed, tmp_path: Path, kind: str) -> None:
-    server.faults.add(kind, SUBMIT, count=5)
+def test_uncertain_submit_is_sent_exactly_once(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, kind: str) -> None:
+    fake_wavespeed.faults.add(kind, SUBMIT, count=5)
     sleeps = Sleeps()
     with pytest.raises(SubmitUncertainError, match="paid task may exist"):
-        run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
-    assert len(server.submits()) == 1 and sleeps.waits == []
-    assert len(server.tasks) == 1  # the fake did create it: exactly why it must not be re-sent
+        run(make(fake_wavespeed, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    assert len(fake_wavespeed.submits()) == 1 and sleeps.waits == []
+    assert len(fake_wavespeed.tasks) == 1  # the fake did create it: exactly why it must not be re-sent
 
 
-def test_submit_read_timeout_is_uncertain_and_not_resent(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("hang", SUBMIT, seconds=2)
+def test_submit_read_timeout_is_uncertain_and_not_resent(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("hang", SUBMIT, seconds=2)
     timeout = httpx.Timeout(5.0, read=0.3)
     with pytest.raises(SubmitUncertainError, match="no usable answer"):
-        run(make(server, tmp_path, timeout=timeout), lambda p: paid_submit(p, job(O3, SIMPLE)))
-    assert len(server.submits()) == 1
+        run(make(fake_wavespeed, tmp_path, timeout=timeout), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    assert len(fake_wavespeed.submits()) == 1
 
 
 def test_connection_refused_is_retried_then_refused(tmp_path: Path) -> None:
@@ -340,46 +338,47 @@ def test_connection_refused_is_retried_then_refused(tmp_path: Path) -> None:
     assert len(sleeps.waits) == 2
 
 
-def test_upload_trouble_before_submit_is_a_refusal(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("503", "/upload/", count=10)
+def test_upload_trouble_before_submit_is_a_refusal(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("503", "/upload/", count=10)
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(SubmitRefusedError, match=r"upload of a\.png"):
-        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
-    assert server.submits() == []
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, shot))
+    assert fake_wavespeed.submits() == []
 
 
 # -- poll -----------------------------------------------------------------------------------
 
 
-def test_dropped_and_failing_polls_are_retried(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("drop", POLL, count=1)
-    server.faults.add("500", POLL, count=1)
-    server.faults.add("429", POLL, count=1, retry_after=3)
+@pytest.mark.stand_in(latency=600, api_key=KEY)  # the task is still running after the 4 polls, however slow
+def test_dropped_and_failing_polls_are_retried(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("drop", POLL, count=1)
+    fake_wavespeed.faults.add("500", POLL, count=1)
+    fake_wavespeed.faults.add("429", POLL, count=1, retry_after=3)
     sleeps = Sleeps()
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
         task_id = await paid_submit(p, job(O3, SIMPLE))
         return await p.poll(task_id)
 
-    result = run(make(server, tmp_path, sleeps), work)
+    result = run(make(fake_wavespeed, tmp_path, sleeps), work)
     assert result.status in {"created", "processing"}
-    assert [r.status for r in server.requests if r.path.startswith(POLL)] == [0, 500, 429, 200]
+    assert [r.status for r in fake_wavespeed.requests if r.path.startswith(POLL)] == [0, 500, 429, 200]
     assert sleeps.waits[-1] == 3.0 and len(sleeps.waits) == 3
 
 
-def test_poll_gives_up_with_transient_error(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("503", POLL, count=10)
+def test_poll_gives_up_with_transient_error(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("503", POLL, count=10)
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
         return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
     with pytest.raises(TransientError, match="503"):
-        run(make(server, tmp_path), work)
+        run(make(fake_wavespeed, tmp_path), work)
 
 
-def test_failed_task_reports_the_reason(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("fail", SUBMIT, error="NSFW content detected")
-    result = run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
+def test_failed_task_reports_the_reason(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("fail", SUBMIT, error="NSFW content detected")
+    result = run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
     assert result.failed and result.error == "NSFW content detected" and result.output_url is None
     assert not (tmp_path / "o.mp4").exists()
 
@@ -387,49 +386,49 @@ def test_failed_task_reports_the_reason(server: FakeWaveSpeed, tmp_path: Path) -
 # -- download -------------------------------------------------------------------------------
 
 
-def test_expired_output_is_a_download_error(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("expired")
+def test_expired_output_is_a_download_error(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("expired")
     with pytest.raises(DownloadError, match=r"output URL expired or gone \(404\)"):
-        run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
+        run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_redirects_are_followed_only_to_http(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("redirect")
+def test_redirects_are_followed_only_to_http(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("redirect")
     dest = tmp_path / "o.mp4"
-    run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), dest))
+    run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), dest))
     assert dest.read_bytes() == clip_bytes(5)
 
-    server.faults.add("redirect_file")
+    fake_wavespeed.faults.add("redirect_file")
     with pytest.raises(DownloadError, match="refusing a redirect to a 'file' URL"):
-        run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "p.mp4"))
+        run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "p.mp4"))
     assert not (tmp_path / "p.mp4").exists()
 
 
-def test_non_http_output_url_is_refused(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_non_http_output_url_is_refused(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     for url in ("file:///etc/passwd", "ftp://example.com/a.mp4", "/etc/passwd"):
         with pytest.raises(DownloadError, match="only http"):
-            run(make(server, tmp_path), lambda p, u=url: p.download(u, tmp_path / "o.mp4"))  # type: ignore[misc]
-    assert server.requests == []
+            run(make(fake_wavespeed, tmp_path), lambda p, u=url: p.download(u, tmp_path / "o.mp4"))  # type: ignore[misc]
+    assert fake_wavespeed.requests == []
 
 
-def test_download_over_the_cap_is_refused(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    provider = make(server, tmp_path, max_download_bytes=10_000)
+def test_download_over_the_cap_is_refused(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    provider = make(fake_wavespeed, tmp_path, max_download_bytes=10_000)
     with pytest.raises(DownloadError, match="10000-byte cap"):
         run(provider, lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_truncated_download_is_retried_then_reported(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("truncate", count=1)
+def test_truncated_download_is_retried_then_reported(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("truncate", count=1)
     dest = tmp_path / "o.mp4"
-    run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), dest))
+    run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), dest))
     assert dest.read_bytes() == clip_bytes(5)
-    assert [r.status for r in server.requests if r.path.startswith("/outputs/")] == [0, 200]
+    assert [r.status for r in fake_wavespeed.requests if r.path.startswith("/outputs/")] == [0, 200]
 
-    server.faults.add("truncate", count=10)
+    fake_wavespeed.faults.add("truncate", count=10)
     with pytest.raises(DownloadError, match="after retries"):
-        run(make(server, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "p.mp4"))
+        run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "p.mp4"))
     assert not (tmp_path / "p.mp4").exists()
 
 
@@ -450,11 +449,11 @@ def test_from_env_reads_key_and_base_url(monkeypatch: pytest.MonkeyPatch, tmp_pa
     asyncio.run(provider.aclose())
 
 
-def test_key_never_appears_in_errors(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_key_never_appears_in_errors(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     errors: list[BaseException] = []
 
     def collect(work: Callable[[WaveSpeedProvider], Awaitable[Any]], **kwargs: Any) -> None:
-        provider = make(server, tmp_path, **kwargs)
+        provider = make(fake_wavespeed, tmp_path, **kwargs)
         assert KEY not in repr(provider) and KEY not in str(provider)
         with pytest.raises(Exception) as info:
             run(provider, work)
@@ -465,14 +464,14 @@ def test_key_never_appears_in_errors(server: FakeWaveSpeed, tmp_path: Path) -> N
     collect(lambda p: p.poll("nope"), key=wrong)
     collect(lambda p: paid_submit(p, job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")})), key=wrong)
     for kind in ("500", "drop", "429"):
-        server.faults.add(kind, SUBMIT, count=10)
+        fake_wavespeed.faults.add(kind, SUBMIT, count=10)
         collect(lambda p: paid_submit(p, job(O3, SIMPLE)))
-        server.faults.clear()
-    server.faults.add("503", POLL, count=10)
+        fake_wavespeed.faults.clear()
+    fake_wavespeed.faults.add("503", POLL, count=10)
     collect(lambda p: p.poll("nope"))
     collect(lambda p: p.poll("missing-task"))
     with pytest.raises(AuthError) as bad_header:
-        WaveSpeedProvider(KEY + "\n" + KEY, server.base_url, tmp_path)
+        WaveSpeedProvider(KEY + "\n" + KEY, fake_wavespeed.base_url, tmp_path)
     errors.append(bad_header.value)
 
     assert isinstance(errors[0], AuthError) and "rejected (401)" in str(errors[0])
@@ -556,31 +555,29 @@ def test_fake_runs_as_a_process() -> None:
         proc.stdout.close()
 
 
-def test_safe_faults_still_render(tmp_path: Path) -> None:
+@pytest.mark.stand_in(latency=0.1, api_key=KEY)
+def test_safe_faults_still_render(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     # "Safe" is by endpoint, not by a shared random draw: a 503 on a submit may follow creation
     # (never re-sent, issue 11), so submits get only 429s (nothing created) and polls the 503s.
     # A seeded draw shared by submits and polls put a 503 on a submit whenever a slow machine
     # polled a different number of times.
-    faults = Faults()
-    faults.add("429", "/api/v3/kwaivgi/", count=2, method="POST", every=2, retry_after=0)
-    faults.add("503", "/api/v3/predictions/", count=3, method="GET")
-    with FakeWaveSpeed(latency=0.1, api_key=KEY, faults=faults) as chaotic:
-        policy = RetryPolicy(attempts=8, base_delay=0.001, sleep=Sleeps())
-        provider = WaveSpeedProvider(KEY, chaotic.base_url, tmp_path / "c", retry=policy)
-        shots = [job(O3, {**SIMPLE, "prompt": f"shot {i}"}, f"s{i}") for i in range(3)]
+    fake_wavespeed.faults.add("429", "/api/v3/kwaivgi/", count=2, method="POST", every=2, retry_after=0)
+    fake_wavespeed.faults.add("503", "/api/v3/predictions/", count=3, method="GET")
+    policy = RetryPolicy(attempts=8, base_delay=0.001, sleep=Sleeps())
+    provider = WaveSpeedProvider(KEY, fake_wavespeed.base_url, tmp_path / "c", retry=policy)
+    shots = [job(O3, {**SIMPLE, "prompt": f"shot {i}"}, f"s{i}") for i in range(3)]
 
-        async def work(p: WaveSpeedProvider) -> list[TaskResult]:
-            return [await render(p, s, tmp_path / f"{s.shot_id}.mp4") for s in shots]
+    async def work(p: WaveSpeedProvider) -> list[TaskResult]:
+        return [await render(p, s, tmp_path / f"{s.shot_id}.mp4") for s in shots]
 
-        results = run(provider, work)
-        assert all(r.completed for r in results)
-        assert len(chaotic.tasks) == 3  # refusals never created a task
-        statuses = [r.status for r in chaotic.requests]
-        assert statuses.count(429) == 2 and statuses.count(503) == 3
+    results = run(provider, work)
+    assert all(r.completed for r in results)
+    assert len(fake_wavespeed.tasks) == 3  # refusals never created a task
+    statuses = [r.status for r in fake_wavespeed.requests]
+    assert statuses.count(429) == 2 and statuses.count(503) == 3
 
 
-def test_chaos_can_fail_tasks_when_asked(tmp_path: Path) -> None:
-    faults = Faults(seed=5, rate=1.0, kinds={"fail"})
-    with FakeWaveSpeed(latency=0.05, api_key=KEY, faults=faults) as chaotic:
-        result = run(make(chaotic, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
+@pytest.mark.stand_in(latency=0.05, api_key=KEY, faults=Faults(seed=5, rate=1.0, kinds={"fail"}))
+def test_chaos_can_fail_tasks_when_asked(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    result = run(make(fake_wavespeed, tmp_path), lambda p: render(p, job(O3, SIMPLE), tmp_path / "o.mp4"))
     assert result.failed and result.error == "chaos: generation failed"

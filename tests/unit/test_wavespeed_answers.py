@@ -9,7 +9,6 @@ case counts the tasks the stand-in created.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,19 +28,15 @@ from kling_render.errors import (
 from kling_render.jobs import TaskResult
 from kling_render.providers.wavespeed.client import WaveSpeedProvider, failure_cause
 
-
-@pytest.fixture
-def server() -> Iterator[FakeWaveSpeed]:
-    with FakeWaveSpeed(latency=0.15, api_key=KEY) as fake:
-        yield fake
+pytestmark = pytest.mark.stand_in(latency=0.15, api_key=KEY)
 
 
-def submit_raises(server: FakeWaveSpeed, tmp_path: Path, error: type[Exception], match: str) -> Exception:
+def submit_raises(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, error: type[Exception], match: str) -> Exception:
     sleeps = Sleeps()
     with pytest.raises(error, match=match) as info:
-        run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
+        run(make(fake_wavespeed, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
     assert sleeps.waits == []  # none of these is retried
-    assert len(server.submits()) == 1
+    assert len(fake_wavespeed.submits()) == 1
     return info.value
 
 
@@ -49,19 +44,19 @@ def submit_raises(server: FakeWaveSpeed, tmp_path: Path, error: type[Exception],
 
 
 def test_an_error_envelope_in_a_200_is_a_rejection_with_the_servers_words(
-    server: FakeWaveSpeed, tmp_path: Path
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
-    server.faults.add("envelope", SUBMIT, code=400, message="prompt is too long (max 2500 characters)")
-    exc = submit_raises(server, tmp_path, SubmitRejectedError, r"rejected \(code 400\): prompt is too long")
+    fake_wavespeed.faults.add("envelope", SUBMIT, code=400, message="prompt is too long (max 2500 characters)")
+    exc = submit_raises(fake_wavespeed, tmp_path, SubmitRejectedError, r"rejected \(code 400\): prompt is too long")
     assert isinstance(exc, SubmitRejectedError) and exc.code == 400
-    assert server.tasks == {}  # nothing was created, nothing is paid
+    assert fake_wavespeed.tasks == {}  # nothing was created, nothing is paid
 
 
 @pytest.mark.parametrize("status", ["400", "404", "413", "422"])
-def test_a_4xx_is_a_rejection(server: FakeWaveSpeed, tmp_path: Path, status: str) -> None:
-    server.faults.add(status, SUBMIT, message=f"nope {status}")
-    exc = submit_raises(server, tmp_path, SubmitRejectedError, rf"rejected \({status}\): nope {status}")
-    assert isinstance(exc, SubmitRejectedError) and exc.code == int(status) and server.tasks == {}
+def test_a_4xx_is_a_rejection(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, status: str) -> None:
+    fake_wavespeed.faults.add(status, SUBMIT, message=f"nope {status}")
+    exc = submit_raises(fake_wavespeed, tmp_path, SubmitRejectedError, rf"rejected \({status}\): nope {status}")
+    assert isinstance(exc, SubmitRejectedError) and exc.code == int(status) and fake_wavespeed.tasks == {}
 
 
 @pytest.mark.parametrize(
@@ -76,15 +71,20 @@ def test_a_4xx_is_a_rejection(server: FakeWaveSpeed, tmp_path: Path, status: str
     ],
 )
 def test_account_problems_are_their_own_error(
-    server: FakeWaveSpeed, tmp_path: Path, kind: str, options: dict[str, object], error: type[Exception], match: str
+    fake_wavespeed: FakeWaveSpeed,
+    tmp_path: Path,
+    kind: str,
+    options: dict[str, object],
+    error: type[Exception],
+    match: str,
 ) -> None:
-    server.faults.add(kind, SUBMIT, **options)
-    exc = submit_raises(server, tmp_path, error, match)
+    fake_wavespeed.faults.add(kind, SUBMIT, **options)
+    exc = submit_raises(fake_wavespeed, tmp_path, error, match)
     assert isinstance(exc, AccountError)
     # a rejected key is said to be one, never sent to top up a balance (issue 23 item 8)
     assert ("top up" in str(exc)) == (error is AccountError), str(exc)
     assert ("WAVESPEED_API_KEY" in str(exc)) == (error is AuthError), str(exc)
-    assert server.tasks == {}
+    assert fake_wavespeed.tasks == {}
 
 
 @pytest.mark.parametrize(
@@ -100,70 +100,71 @@ def test_account_problems_are_their_own_error(
     ],
 )
 def test_a_possibly_created_task_is_uncertain_never_resent(
-    server: FakeWaveSpeed, tmp_path: Path, kind: str, options: dict[str, object], match: str
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, kind: str, options: dict[str, object], match: str
 ) -> None:
-    server.faults.add(kind, SUBMIT, **options)
-    exc = submit_raises(server, tmp_path, SubmitUncertainError, match)
+    fake_wavespeed.faults.add(kind, SUBMIT, **options)
+    exc = submit_raises(fake_wavespeed, tmp_path, SubmitUncertainError, match)
     assert len(str(exc)) < 400
-    assert len(server.tasks) == 1  # it exists: exactly why the submit is never sent again
+    assert len(fake_wavespeed.tasks) == 1  # it exists: exactly why the submit is never sent again
 
 
-def test_a_500_that_created_nothing_is_still_uncertain(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("500", SUBMIT, create=False)
-    submit_raises(server, tmp_path, SubmitUncertainError, "a paid task may exist")
-    assert server.tasks == {}  # the client cannot know: the runner asks the task list
+def test_a_500_that_created_nothing_is_still_uncertain(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("500", SUBMIT, create=False)
+    submit_raises(fake_wavespeed, tmp_path, SubmitUncertainError, "a paid task may exist")
+    assert fake_wavespeed.tasks == {}  # the client cannot know: the runner asks the task list
 
 
-def test_only_429_is_retried(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("envelope", SUBMIT, code=429, message="slow down")
+def test_only_429_is_retried(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("envelope", SUBMIT, code=429, message="slow down")
     sleeps = Sleeps()
-    task_id = run(make(server, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
-    assert len(sleeps.waits) == 1 and list(server.tasks) == [task_id]
-    assert [r.status for r in server.submits()] == [200, 200]
+    task_id = run(make(fake_wavespeed, tmp_path, sleeps), lambda p: paid_submit(p, job(O3, SIMPLE)))
+    assert len(sleeps.waits) == 1 and list(fake_wavespeed.tasks) == [task_id]
+    assert [r.status for r in fake_wavespeed.submits()] == [200, 200]
 
 
-def test_an_upload_slot_error_envelope_fails_before_any_submit(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("envelope", "/api/v3/media/uploads", code=400, message="file type not allowed")
+def test_an_upload_slot_error_envelope_fails_before_any_submit(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("envelope", "/api/v3/media/uploads", code=400, message="file type not allowed")
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(ProviderError, match=r"upload of a\.png: rejected \(code 400\): file type not allowed"):
-        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
-    assert server.submits() == []
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, shot))
+    assert fake_wavespeed.submits() == []
 
 
-def test_an_upload_slot_balance_envelope_is_an_account_problem(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("balance", "/api/v3/media/uploads")
+def test_an_upload_slot_balance_envelope_is_an_account_problem(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("balance", "/api/v3/media/uploads")
     shot = job(O3, {"prompt": "x", "image": image(tmp_path, "a.png")}, duration=5)
     with pytest.raises(AccountError):
-        run(make(server, tmp_path), lambda p: paid_submit(p, shot))
-    assert server.submits() == []
+        run(make(fake_wavespeed, tmp_path), lambda p: paid_submit(p, shot))
+    assert fake_wavespeed.submits() == []
 
 
 # -- poll -----------------------------------------------------------------------------------------
 
 
-def poll_once(server: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | None = None) -> TaskResult:
+def poll_once(fake_wavespeed: FakeWaveSpeed, tmp_path: Path, sleeps: Sleeps | None = None) -> TaskResult:
     async def work(p: WaveSpeedProvider) -> TaskResult:
         return await p.poll(await paid_submit(p, job(O3, SIMPLE)))
 
-    return run(make(server, tmp_path, sleeps), work)
+    return run(make(fake_wavespeed, tmp_path, sleeps), work)
 
 
-def test_poll_envelopes_are_honoured(server: FakeWaveSpeed, tmp_path: Path) -> None:
-    server.faults.add("envelope", POLL, code=500)
-    server.faults.add("envelope", POLL, code=429)
+@pytest.mark.stand_in(latency=600, api_key=KEY)  # the task is still running after the retried polls, however slow
+def test_poll_envelopes_are_honoured(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("envelope", POLL, code=500)
+    fake_wavespeed.faults.add("envelope", POLL, code=429)
     sleeps = Sleeps()
-    assert poll_once(server, tmp_path, sleeps).status in ("created", "processing")
+    assert poll_once(fake_wavespeed, tmp_path, sleeps).status in ("created", "processing")
     assert len(sleeps.waits) == 2  # retried like the HTTP statuses
 
-    server.faults.add("envelope", POLL, code=404, message="task not found")
+    fake_wavespeed.faults.add("envelope", POLL, code=404, message="task not found")
     with pytest.raises(TaskGoneError, match=r"not found \(code 404\): task not found"):
-        poll_once(server, tmp_path)
-    server.faults.add("envelope", POLL, code=400, message="bad id")
+        poll_once(fake_wavespeed, tmp_path)
+    fake_wavespeed.faults.add("envelope", POLL, code=400, message="bad id")
     with pytest.raises(ProviderError, match=r"rejected \(code 400\): bad id"):
-        poll_once(server, tmp_path)
-    server.faults.add("balance", POLL)
+        poll_once(fake_wavespeed, tmp_path)
+    fake_wavespeed.faults.add("balance", POLL)
     with pytest.raises(AccountError):
-        poll_once(server, tmp_path)
+        poll_once(fake_wavespeed, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -181,9 +182,9 @@ def test_poll_envelopes_are_honoured(server: FakeWaveSpeed, tmp_path: Path) -> N
     ],
 )
 def test_a_failed_task_carries_its_code_and_cause(
-    server: FakeWaveSpeed, tmp_path: Path, options: dict[str, object], status: str, code: str | None, cause: str
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, options: dict[str, object], status: str, code: str | None, cause: str
 ) -> None:
-    server.faults.add("fail", SUBMIT, **options)
+    fake_wavespeed.faults.add("fail", SUBMIT, **options)
 
     async def work(p: WaveSpeedProvider) -> TaskResult:
         task_id = await paid_submit(p, job(O3, SIMPLE))
@@ -194,7 +195,7 @@ def test_a_failed_task_carries_its_code_and_cause(
             await asyncio.sleep(0.03)
         raise AssertionError("never finished")
 
-    result = run(make(server, tmp_path), work)
+    result = run(make(fake_wavespeed, tmp_path), work)
     assert (result.status, result.code, result.cause, result.error) == (status, code, cause, options["error"])
     assert result.failed and result.output_url is None
 
@@ -207,10 +208,10 @@ def test_failure_causes() -> None:
 
 
 def test_a_completed_task_without_a_usable_output_is_completed_and_unusable(
-    server: FakeWaveSpeed, tmp_path: Path
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
     for kind, options in (("no_outputs", {}), ("output_url", {"url": ""}), ("output_url", {"url": "   "})):
-        server.faults.add(kind, SUBMIT, **options)
+        fake_wavespeed.faults.add(kind, SUBMIT, **options)
 
         async def work(p: WaveSpeedProvider) -> TaskResult:
             task_id = await paid_submit(p, job(O3, SIMPLE))
@@ -221,15 +222,15 @@ def test_a_completed_task_without_a_usable_output_is_completed_and_unusable(
                 await asyncio.sleep(0.03)
             raise AssertionError("never finished")
 
-        result = run(make(server, tmp_path), work)
+        result = run(make(fake_wavespeed, tmp_path), work)
         assert result.completed and result.output_url is None and not result.failed, (kind, options)
 
 
-def test_bad_task_ids_never_reach_a_url(server: FakeWaveSpeed, tmp_path: Path) -> None:
+def test_bad_task_ids_never_reach_a_url(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     for bad in ("a\nb", "x" * 70_000, "../etc/passwd", "", "-leading-dash", "a/b"):
         with pytest.raises(ProviderError, match="not a usable task id"):
-            run(make(server, tmp_path), lambda p, b=bad: p.poll(b))  # type: ignore[misc]
-    assert server.requests == []
+            run(make(fake_wavespeed, tmp_path), lambda p, b=bad: p.poll(b))  # type: ignore[misc]
+    assert fake_wavespeed.requests == []
 
 
 # -- the base URL ---------------------------------------------------------------------------------

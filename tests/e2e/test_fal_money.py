@@ -21,6 +21,10 @@ from teams_kit import Checkout, kill9, kinds, wait_until
 RUN_TIMEOUT = 300.0
 CHAOS_KINDS = "429,500,502,503,504,drop,truncate,fail"
 SUBMIT_PREFIX = "/fal-ai/kling-video/o3/"  # write_project's model: O3 std image-to-video
+SLOW_SECONDS = 3.0  # how long a request under the "slow" fault runs
+# fal lists a request once it has ended: a lost submit's request is proven absent only after the
+# longest request could have ended, so the grace outlasts a slow request (with a margin for load).
+CHAOS_GRACE = SLOW_SECONDS + 3.0
 
 
 @dataclass
@@ -53,11 +57,11 @@ def chaos_round(workdir: Path, seed: int, shots: int, *, max_runs: int, max_kill
     figures = Figures(seed, shots)
     args = ("--chaos-seed", str(seed), "--chaos-rate", "0.1", "--chaos-kinds", CHAOS_KINDS)
     with FalProcess(SECRET, latency=0.5, args=args) as fal:
-        fal.fault("slow", SUBMIT_PREFIX, count=rng.randint(1, 3), latency=3.0)
+        fal.fault("slow", SUBMIT_PREFIX, count=rng.randint(1, 3), latency=SLOW_SECONDS)
         fal.fault("expired", "/files/", count=rng.randint(1, 3))
         fal.fault("429", "/fal-ai/kling-video/requests/", count=rng.randint(5, 20), retry_after=0.3)
-        # A short grace: the stand-in's requests end within a second, so the list shows them by then.
-        env = fal_env(fal.base_url, KLING_RENDER_RECONCILE_GRACE="2")
+        # A short grace (the product waits for fal's list lag), longer than any request here runs.
+        env = fal_env(fal.base_url, KLING_RENDER_RECONCILE_GRACE=str(CHAOS_GRACE))
         recorded: list[tuple[int, dict[str, str]]] = []
         flags: list[str] = []
         code = None

@@ -14,6 +14,7 @@ import click
 
 from kling_render import __version__
 from kling_render.errors import KlingRenderError, ProjectError, UsageError
+from kling_render.masking import masked_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,40 +30,48 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        root = click.get_current_context().find_root()
-        verbose = bool(root.params.get("verbose") or root.meta.get(_VERBOSE))
-        try:
-            return func(*args, **kwargs)
-        except ProjectError as exc:
-            for issue in exc.issues:
-                _echo_err(f"error: {issue}")
-            _echo_err(f"{len(exc.issues)} error(s); nothing was written")
-            sys.exit(exc.exit_code)
-        except KlingRenderError as exc:
-            if verbose:
-                traceback.print_exc()
-            _echo_err(f"error: {exc}")
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _echo_err("interrupted: state saved; run the same command again to resume")
-            sys.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException):
-            raise
-        except OSError as exc:
-            # File-system trouble the core did not name (a read-only folder, a full disk): one line,
-            # exit 1 like a StateError; the state file is written atomically, so it is intact.
-            if verbose:
-                traceback.print_exc()
-            where = f": {exc.filename}" if exc.filename else ""
-            _echo_err(f"error: {exc.strerror or type(exc).__name__}{where}")
-            sys.exit(1)
-        except Exception as exc:
-            if verbose:
-                traceback.print_exc()
-            _echo_err(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for details)")
-            sys.exit(1)
+        # Everything the command prints (progress, --json documents, these error lines, --verbose
+        # tracebacks) goes through the masked streams: no known secret reaches the terminal.
+        with masked_streams():
+            return _handled(func, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _handled(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func`` with every library error turned into its lines and exit code (see handle_errors)."""
+    root = click.get_current_context().find_root()
+    verbose = bool(root.params.get("verbose") or root.meta.get(_VERBOSE))
+    try:
+        return func(*args, **kwargs)
+    except ProjectError as exc:
+        for issue in exc.issues:
+            _echo_err(f"error: {issue}")
+        _echo_err(f"{len(exc.issues)} error(s); nothing was written")
+        sys.exit(exc.exit_code)
+    except KlingRenderError as exc:
+        if verbose:
+            traceback.print_exc()
+        _echo_err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _echo_err("interrupted: state saved; run the same command again to resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except (click.exceptions.Exit, click.ClickException):
+        raise
+    except OSError as exc:
+        # File-system trouble the core did not name (a read-only folder, a full disk): one line,
+        # exit 1 like a StateError; the state file is written atomically, so it is intact.
+        if verbose:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        _echo_err(f"error: {exc.strerror or type(exc).__name__}{where}")
+        sys.exit(1)
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        _echo_err(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for details)")
+        sys.exit(1)
 
 
 _VERBOSE = "kling_render.verbose"
@@ -557,7 +566,7 @@ def status(
         doc = rows_pipeline.status_rows(loaded, provider, rows)
     else:
         doc = pipeline.status(loaded, provider)
-    for message in doc.get("quarantined", []):
+    for message in [*doc.get("quarantined", []), *doc.get("differs_from_team", [])]:
         _echo_err(f"warning: {message}")
     if as_json:
         _print_json(doc)

@@ -19,7 +19,8 @@
     │       └── OutputGoneError      the output URL answered 404/410 (expired or never there)
     ├── RemoteError                  the shared remote (object store) failed or refused access
     │   ├── RemoteTransientError     5xx, timeouts, dropped connections: retried by the one policy first
-    │   └── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
+    │   ├── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
+    │   └── RemoteVersionError       a claim or record written by a newer kling-render: never rewritten
     ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
     └── StitchError                  the final cut cannot be made
         └── MissingClipsError        clips not in the cache (names the shots)
@@ -49,6 +50,7 @@ __all__ = [
     "RemoteError",
     "RemoteIntegrityError",
     "RemoteTransientError",
+    "RemoteVersionError",
     "StateError",
     "StitchError",
     "SubmitRefusedError",
@@ -186,6 +188,11 @@ class RemoteTransientError(RemoteError):
 
 class RemoteIntegrityError(RemoteError):
     """An object read from the remote is not what its record says (size or sha256): never accepted."""
+
+
+class RemoteVersionError(RemoteError):
+    """A claim or clip record on the remote has a newer schema than this kling-render reads: it is
+    neither used nor taken over (as a newer state file is refused); nothing is paid for its key."""
 
 
 class FFmpegError(KlingRenderError):

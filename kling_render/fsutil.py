@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kling_render.masking import mask_bytes, mask_json
+
 CHUNK = 1024 * 1024
 
 
@@ -102,8 +104,10 @@ def atomic_path(dest: Path, suffix: str = "", *, durable: bool = True) -> Iterat
 
 
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically, every known secret masked (masking.py: the door of
+    every record kling-render keeps on disk)."""
     with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
+        tmp.write_bytes(mask_bytes(data))
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
@@ -111,4 +115,5 @@ def atomic_write_text(dest: Path, text: str) -> None:
 
 
 def atomic_write_json(dest: Path, value: Any) -> None:
-    atomic_write_text(dest, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """``value`` as JSON, its strings masked one by one first (so the file stays valid JSON)."""
+    atomic_write_text(dest, json.dumps(mask_json(value), indent=2, sort_keys=True) + "\n")

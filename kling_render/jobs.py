@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kling_render.masking import contains_secret, mask
+
 # Task states as the provider reports them (SPEC §5).
 RUNNING_STATES = frozenset({"created", "processing", "queued", "pending", "running"})
 TERMINAL_FAILED_STATES = frozenset({"failed", "cancelled", "canceled", "timeout", "deleted"})
@@ -23,12 +25,17 @@ code (or no code) the provider does not document: retried like transient, within
 
 
 def valid_task_id(value: object) -> bool:
-    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None
+    """Whether ``value`` may be used as a task id: the shape of :data:`TASK_ID`, and no known secret
+    inside (a server echoing the API key as a task id: masked it would name no task, kept it would
+    put the key in every file). The one check for ids from every source: a provider's answer, its
+    task list, the state file, the cache's records, the remote's claims and clip records."""
+    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None and not contains_secret(value)
 
 
 def shown_id(value: object) -> str:
-    """A task id (valid or not) as a message may show it: one short line."""
-    text = value if isinstance(value, str) else repr(value)
+    """A task id (valid or not) as a message may show it: one short line, secrets masked first (a
+    cut could leave part of one)."""
+    text = mask(value if isinstance(value, str) else repr(value))
     return repr(text[:40] + "..." if len(text) > 40 else text)
 
 

@@ -33,9 +33,13 @@ for ``output_url``), ``stall`` (send the output at
 ``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
-whole clip, its length right, with bytes in the middle of its bitstream flipped).
-``every`` N applies a fault to every Nth matching request only (``count`` times); a task fault with
-``body_contains`` applies only to a submit whose JSON body contains that text (one row's shot, say).
+whole clip, its length right, with bytes in the middle of its bitstream flipped), ``drip`` (any
+answer, its body sent at ``rate`` bytes/s, and with ``head`` its status line and headers too: an
+answer that never stalls a single read and never ends), ``poll_status`` (a poll answered with
+``status`` as the task's status, ``{token}`` replaced by the bearer token received: a server that
+echoes the key).
+``every`` N applies a fault to every Nth matching request only (``count`` times); a fault with
+``body_contains`` applies only to a request whose body contains that text (one row's shot, say).
 
 As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
 with a bad one still creates its task, unless the fault says ``create: false``; 429 and 4xx
@@ -260,6 +264,7 @@ class Fault:
     release: Any = None  # trickle: a threading.Event that ends the wait early (in-process tests)
     seen: int = 0  # matching requests so far (for ``every``)
     body_contains: str | None = None  # task faults: only a submit whose JSON body contains this text
+    head: bool = False  # drip: the status line and headers drip too
 
     def creates(self) -> bool:
         """On a submit: whether the task is created although the answer is this fault."""
@@ -527,7 +532,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.record_path = path
         with self.fake.lock:
             self.fake.requests.append(self.record)
-        fault = self.fake.faults.take(self.command, path)
+        fault = self.fake.faults.take(self.command, path, body=self.raw.decode("utf-8", "replace"))
         submit = self.command == "POST" and path.startswith("/api/v3/kwaivgi/")
         try:
             if fault is None:
@@ -546,6 +551,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             if kind == "huge":
                 return self._huge(fault)
+            if kind == "drip":
+                return self._drip(fault, self._route(path, body))
+            if kind == "poll_status":
+                return self._send(self._echo_status(fault, self._route(path, body)))
             if kind == "gzip":
                 return self._send(self._gzip_bomb(fault))
             if kind in {"envelope", "balance"}:
@@ -766,6 +775,40 @@ class _Handler(BaseHTTPRequestHandler):
             envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
         return _json(200, envelope)
 
+    def _drip(self, fault: Fault, reply: Reply) -> None:
+        """``reply`` sent at ``fault.rate`` bytes/s (its head too with ``fault.head``): every read
+        gets a byte or two in time, the answer takes minutes."""
+        status, data, headers = reply
+        if self.record is not None:
+            self.record.status = status
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in {"Content-Length": str(len(data)), **headers}.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if not fault.head:
+            self.wfile.write(head)
+            self.wfile.flush()
+            head = b""
+        step, pause = max(1, int(fault.rate / 10)), 0.1
+        rest = head + data
+        try:
+            for at in range(0, len(rest), step):
+                self.wfile.write(rest[at : at + step])
+                self.wfile.flush()
+                if self.fake.stopping.wait(pause):
+                    raise _Drop
+        except OSError:  # the client gave up on the drip: what a bounded client does
+            raise _Drop from None
+        self.close_connection = True
+
+    def _echo_status(self, fault: Fault, reply: Reply) -> Reply:
+        """A poll answer whose task status is ``fault.status`` with the bearer token in it."""
+        if reply[0] != 200 or not self.path.startswith("/api/v3/predictions/"):
+            return reply
+        envelope = json.loads(reply[1])
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        envelope["data"]["status"] = fault.status.replace("{token}", token)
+        return _json(200, envelope)
+
     def _gzip_bomb(self, fault: Fault) -> Reply:
         """A small gzip body that inflates to a JSON answer of ``fault.size`` bytes."""
         return 200, _bomb(fault.size), {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -806,7 +849,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.task_requests[task.id] += 1
         wanted = task.body
         if task.kind == "image":
-            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360"))), {
+            variant = self.fake.variant_of(task) if self.fake.distinct else 0  # a generative model's own image
+            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360")), variant), {
                 "Content-Type": "image/png"
             }
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
@@ -948,8 +992,9 @@ def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
     return (long, short) if width > height else (short, long) if height > width else (short, short)
 
 
-def image_bytes(prompt: str, size: str) -> bytes:
-    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash."""
+def image_bytes(prompt: str, size: str, variant: int = 0) -> bytes:
+    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash (and
+    ``variant`` > 0: another image for the same prompt, as two tasks of a generative model give)."""
     import io
 
     from PIL import Image, ImageDraw
@@ -958,7 +1003,7 @@ def image_bytes(prompt: str, size: str) -> bytes:
         w, h = (max(16, min(2048, int(v))) for v in size.replace("x", "*").split("*"))
     except ValueError:
         w, h = 640, 360
-    seed = hashlib.sha256(prompt.encode("utf-8")).digest()
+    seed = hashlib.sha256((prompt if not variant else f"{prompt}#{variant}").encode("utf-8")).digest()
     img = Image.new("RGB", (w, h), (seed[0], seed[1], seed[2]))
     draw = ImageDraw.Draw(img)
     for n in range(6):

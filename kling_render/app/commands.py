@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import load_catalog, usd
 from kling_render.errors import ProjectError, UsageError
@@ -15,6 +16,10 @@ from kling_render.plan.plan import build_plan
 from kling_render.project.generated import Still
 from kling_render.project.project import Project, Shot, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.connect import Remote
 
 
 def load(project_path: Path, vars_: Sequence[str]) -> Project:
@@ -137,22 +142,32 @@ def plan_for(
             "audio": manifest.audio_settings(project),
         }
     providers = plan_providers(project)
+    outputs: CachedOutputs = CachedOutputs(cache)
     listed = {p: cache.listed_keys(p) for p in providers}  # one directory walk per namespace
-    on_remote: dict[str, set[str]] = {p: set() for p in providers}
+    stills_here = {p: outputs.stills.listed_keys(p) for p in providers}
+    listing: dict[str, dict[str, str | None]] = {p: {} for p in providers}
+    team_stills: dict[str, set[str]] = {p: set() for p in providers}
+    team: Remote | None = None
     remote_url = None
     if remote:
-        from kling_render.store.remote.connect import resolve_remote_url
-        from kling_render.store.remote.sync import remote_keys
+        from kling_render.store.remote.sync import open_for
 
-        url = resolve_remote_url(project.remote, project.display)
-        remote_url = str(url) if url is not None else None
-        for p in providers:
-            on_remote[p] = remote_keys(project.remote, project.display, p) or set()
+        team = open_for(project.remote, project.display)
+        if team is not None:
+            from kling_render.store.outputs import TeamOutputs
+
+            remote_url = str(team.url)
+            listing = {p: asyncio.run(team.clips.listing(p)) for p in providers}
+            team_stills = {p: set(asyncio.run(team.stills.listing(p))) for p in providers}
+            outputs = TeamOutputs(cache, team, team_stills)
 
     def is_cached(key: str, where: str) -> bool:
-        return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
+        if key in listing[where] or key in team_stills[where]:
+            return True
+        if key in stills_here[where]:
+            return outputs.stills.contains(where, key)
+        return key in listed[where] and cache.contains(where, key)
 
-    outputs = CachedOutputs(cache)
     with paused_gc():
         the_plan = build_plan(
             project,
@@ -165,6 +180,8 @@ def plan_for(
             cut_now=cut_now,
             outputs=outputs,
         )
+    if team is not None:
+        the_plan = _team_clips(the_plan, team, cache, listing)
     the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
@@ -185,11 +202,12 @@ def compare_for(project: Project, only: Sequence[str] | None) -> Any:
     from kling_render.catalog.catalog import PAID_PROVIDERS
     from kling_render.plan.compare import compare
     from kling_render.store.cache import ClipCache
-    from kling_render.store.remote.sync import remote_keys
+    from kling_render.store.remote.sync import open_for
 
     cache = ClipCache.for_project(project.path)
     listed = {p: cache.listed_keys(p) for p in PAID_PROVIDERS}
-    on_remote = {p: remote_keys(project.remote, project.display, p) or set() for p in PAID_PROVIDERS}
+    team = open_for(project.remote, project.display)  # a remote error: exit 1
+    on_remote = {p: set(asyncio.run(team.clips.listing(p))) if team else set() for p in PAID_PROVIDERS}
 
     def is_cached(key: str, where: str) -> bool:
         return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
@@ -198,6 +216,33 @@ def compare_for(project: Project, only: Sequence[str] | None) -> Any:
 
     outputs = CachedOutputs(cache)
     return compare(project, is_cached=is_cached, outputs=outputs, only=list(only) if only else None)
+
+
+def _team_clips(
+    the_plan: Plan, team: Remote, cache: ClipCache, listing: Mapping[str, dict[str, str | None]]
+) -> Plan:
+    """With a remote, its record is the team's clip: a shot whose clip here differs from it is cut
+    with the team's clip at the next render or stitch, so the plan says it re-stitches (each
+    provider's clips against that provider's records)."""
+    from dataclasses import replace
+
+    from kling_render.store.remote.sync import differing
+
+    kept = [p for p in the_plan.shots if p.change in ("unchanged", "re-stitch")]
+    if not kept:
+        return the_plan
+    differs: set[tuple[str, str]] = set()
+    for where in dict.fromkeys(p.provider for p in kept):
+        keys = [p.job.key for p in kept if p.provider == where]
+        found = asyncio.run(differing(team.clips, where, cache, keys, listing.get(where, {})))
+        differs |= {(where, key) for key in found}
+    shots = [
+        replace(p, change="re-stitch", changed_fields=(*p.changed_fields, "team clip"))
+        if (p.provider, p.job.key) in differs and p.change in ("unchanged", "re-stitch")
+        else p
+        for p in the_plan.shots
+    ]
+    return replace(the_plan, shots=shots)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3

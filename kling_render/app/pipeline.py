@@ -89,8 +89,7 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
     from kling_render.records.state import state_path_for
     from kling_render.store.remote.sync import open_for
 
-    project = on_provider(project, opts.provider)  # --provider: every shot there (exit 2 if it cannot)
-    the_plan = plan_for(project, None, opts.only)
+    project = on_provider(project, opts.provider)  # --provider: every step there (exit 2 if it cannot)
     remote = open_for(project.remote, project.display)  # a bad URL: exit 2, before anything is written
     if opts.shard is not None and remote is None:
         from kling_render.errors import UsageError
@@ -99,34 +98,40 @@ def render(project: Project, opts: RenderOptions, *, stream: IO[str] | None = No
             "--shard needs a remote (KLING_RENDER_REMOTE, or remote: in the project): without one the shards "
             "share no clips and no later stitch can find them"
         )
-    if opts.reviewed_plan is not None:
-        from kling_render.errors import UsageError
-        from kling_render.plan.plan import stale_reasons
-
-        reasons = stale_reasons(opts.reviewed_plan, the_plan)
-        if reasons:
-            raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
-    for name in step_providers(the_plan):  # a missing key or a bad URL stops the run before it writes
-        check_provider(name)
-    # The budget is checked by the runner, before anything is submitted, against what this run
-    # would submit: a shot whose paid task the state file records is polled again for free,
-    # though the plan (which knows only the cache) still counts it as to render.
-    budget = budget_for(project, opts.max_cost)
-    if opts.shard is not None and budget is not None and the_plan.charges:
-        # One budget for the project, whichever shard runs: a shard refuses to start when the whole
-        # project's plan is over it (the spend record on the remote caps what they pay together).
-        whole = float(_to_pay(the_plan))
-        if whole > budget + 1e-9:
-            from kling_render.errors import BudgetError
-
-            raise BudgetError(
-                f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
-                "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
-            )
     cache = ClipCache.for_project(project.path)
     sink = make_sink(json_lines=opts.json_events, stream=stream)
     try:
+        if remote is not None:
+            from kling_render.app.team import gather_team_outputs
+
+            # The team's stills and clips that key other steps, before any key is computed (app/team.py).
+            gather_team_outputs(project, project.provider, cache, remote, sink, cut=False)
+        the_plan = plan_for(project, None, opts.only)
+        if opts.reviewed_plan is not None:
+            from kling_render.errors import UsageError
+            from kling_render.plan.plan import stale_reasons
+
+            reasons = stale_reasons(opts.reviewed_plan, the_plan)
+            if reasons:
+                raise UsageError("stale plan: " + "; ".join(reasons) + " (run `kling-render plan --out` again)")
         names = step_providers(the_plan)
+        for name in names:  # a missing key or a bad URL stops the run before any state is written
+            check_provider(name)
+        # The budget is checked by the runner, before anything is submitted, against what this run
+        # would submit: a shot whose paid task the state file records is polled again for free,
+        # though the plan (which knows only the cache) still counts it as to render.
+        budget = budget_for(project, opts.max_cost)
+        if opts.shard is not None and budget is not None and the_plan.charges:
+            # One budget for the project, whichever shard runs: a shard refuses to start when the whole
+            # project's plan is over it (the spend record on the remote caps what they pay together).
+            whole = float(_to_pay(the_plan))
+            if whole > budget + 1e-9:
+                from kling_render.errors import BudgetError
+
+                raise BudgetError(
+                    f"rendering the whole project would cost ${whole:.4f}, over the budget of ${budget:.4f}; every "
+                    "shard refuses to start: raise the budget (budget.max_usd or --max-cost) or render fewer shots"
+                )
         steps = paid_steps(the_plan, shard=opts.shard, until=opts.until)
         # Each provider's own state namespace, under the project file's one run lock (state.py), held
         # through the stitch too: another render or stitch of this project would write the same
@@ -289,21 +294,14 @@ def stitch(
 def gather_clips(project: Project, provider: str, cache: ClipCache, sink: EventSink, remote: Remote | None) -> LockFile:
     """Before a `stitch` (the caller holds the run lock): the clips the local cache lacks pulled from
     the remote (sha256-checked), and each shot's cached clip recorded in the lock file."""
+    from kling_render.app.commands import plan_providers
+    from kling_render.app.team import gather_team_outputs
     from kling_render.providers import provider_charges
     from kling_render.records.lockfile import LockFile
-    from kling_render.store.remote.sync import pull_missing
 
-    keys = _clip_keys(project, provider, cache)
-    if remote is not None:
-        for _ in range(len(project.shots) + 1):  # a pulled clip gives the key of the shot continuing it
-            for name in dict.fromkeys(k.provider for k in keys.values()):
-                mine = {sid: k.key for sid, k in keys.items() if k.provider == name and k.key is not None}
-                pull_missing(remote, name, mine, cache, sink)
-            again = _clip_keys(project, provider, cache)
-            if again == keys:
-                break
-            keys = again
-    lock = LockFile(project.lock_path, paid=any(provider_charges(k.provider) for k in keys.values()))
+    if remote is not None:  # each pulled still or clip gets the download's own check before it counts
+        gather_team_outputs(project, provider, cache, remote, sink, cut=True)
+    lock = LockFile(project.lock_path, paid=any(provider_charges(p) for p in plan_providers(project)))
     _record_clips(project, provider, cache, lock)
     return lock
 
@@ -578,23 +576,26 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     from kling_render.app.commands import on_provider
     from kling_render.records.ledger import KeyLedger
     from kling_render.records.state import read_project_state_file
-    from kling_render.store.remote.connect import resolve_remote_url
-    from kling_render.store.remote.sync import remote_keys
+    from kling_render.store.remote.sync import open_for, team_view
 
     project = on_provider(project, provider)
     name = project.provider
     cache = ClipCache.for_project(project.path)
     keys = _clip_keys(project, name, cache)
+    remote = open_for(project.remote, project.display)
     states = {}
     for where in dict.fromkeys([name, *(k.provider for k in keys.values())]):
         recorded, ledgers = read_project_state_file(project.path, where)
-        on_remote = remote_keys(project.remote, project.display, where) or set()  # a remote error: exit 1
-        states[where] = (recorded, ledgers, on_remote)
-    remote = resolve_remote_url(project.remote, project.display)
+        on_remote: set[str] = set()
+        differs: dict[str, Any] = {}
+        if remote is not None:  # a remote error: exit 1
+            mine = [k.key for k in keys.values() if k.provider == where and k.key is not None]
+            on_remote, differs = team_view(remote, where, cache, mine)
+        states[where] = (recorded, ledgers, on_remote, differs)
     shots = []
     for shot in project.shots:
         where, key = keys[shot.id].provider, keys[shot.id].key or ""
-        recorded, ledgers, on_remote = states[where]
+        recorded, ledgers, on_remote, _ = states[where]
         rec = recorded.get(shot.id)
         cached = bool(key) and (cache.use(where, key) is not None or key in on_remote)
         ledger = ledgers.get(key, KeyLedger())
@@ -647,10 +648,17 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     return {
         "project": project.name,
         "provider": name,
-        "remote": str(remote) if remote is not None else None,
+        "remote": str(remote.url) if remote is not None else None,
         "shots": shots,
         "counts": counts,
         "quarantined": [moved.message for moved in cache.quarantined],
+        # With a remote its record is the team's clip: one that differs here is replaced by the next
+        # render or stitch (the cut, and the lock, then change).
+        "differs_from_team": [
+            f"{shot_id}: {states[unit.provider][3][unit.key].message} at the next render or stitch"
+            for shot_id, unit in keys.items()
+            if unit.key is not None and unit.key in states[unit.provider][3]
+        ],
         "final_cut": str(project.output.path) if project.output.path.is_file() else None,
     }
 

@@ -19,14 +19,16 @@ import math
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from kling_render import env
 from kling_render.errors import UsageError
 from kling_render.loopback import is_loopback_host
+from kling_render.masking import mask
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES
 
 
@@ -40,6 +42,19 @@ class Limits:
     download_max_bytes: int = MAX_DOWNLOAD_BYTES
     stall_rate: float = 1024.0  # bytes/s a body must keep up ...
     stall_window: float = 30.0  # ... over any window of this many seconds
+
+
+def limits_from_env() -> Limits:
+    """The product's Limits, with the bounds the environment sets (env.http_limits_overrides: tests
+    shrink them to meet a trickling stand-in in seconds)."""
+    given, base = env.http_limits_overrides(), Limits()
+    return replace(
+        base,
+        api_deadline=given.get("api_deadline", base.api_deadline),
+        download_deadline=given.get("download_deadline", base.download_deadline),
+        stall_rate=given.get("stall_rate", base.stall_rate),
+        stall_window=given.get("stall_window", base.stall_window),
+    )
 
 
 class TransferError(Exception):
@@ -279,7 +294,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for variant in self._variants:
             text = text.replace(variant, "***")
-        return text
+        return mask(text)  # and every other known secret (masking.py)
 
     def line(self, text: object, limit: int = 300) -> str:
         """Server-provided text as a message may carry it: no secret, printable, one line, short."""

@@ -34,6 +34,7 @@ import filelock
 from kling_render.errors import LockedError, StateError
 from kling_render.fsutil import atomic_write_json, atomic_write_text
 from kling_render.jobs import shown_id, valid_task_id
+from kling_render.masking import mask_json
 from kling_render.records.ledger import KeyLedger, TaskEntry, seed_from_records, task_ids
 from kling_render.records.lifecycle import Move, Rule, Status, rule_for
 
@@ -467,7 +468,8 @@ def _encode_map(records: Mapping[str, Any], memo: dict[str, Any]) -> str:
     for name, record in sorted(records.items()):
         hit = memo.get(name)
         if hit is None or hit[0] is not record:
-            text = json.dumps(record.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+            # Masked value by value (masking.py): a server's text in an error never brings a secret here.
+            text = json.dumps(mask_json(record.to_json()), indent=2, sort_keys=True).replace("\n", "\n    ")
             hit = memo[name] = (record, text)
         parts.append(f"    {json.dumps(name)}: {hit[1]}")
     return "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"

@@ -40,6 +40,7 @@ EVENT_KINDS = (
     "pulled",  # the shot's clip came from the remote (sha256-checked): not generated here
     "pushed",  # a clip made or cached here went to the remote
     "push-conflict",  # the remote already held another clip for the key: that one is kept and used
+    "replaced",  # the clip cached here differed from the remote's (the team's clip): set aside, replaced
     "claimed",  # this run holds the shot's claim: it pays for the shot
     "following",  # another run holds the claim and its task id: that task is polled and its clip used
     "waiting",  # another run holds the claim and is submitting: wait for its task id or its clip
@@ -93,8 +94,9 @@ class Event:
         return f"{self.shot_id}: {self.kind}{tail}"
 
     def text(self) -> str:
-        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run)."""
-        if self.shot_id is None:
+        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run; none for
+        an event outside a run's steps, e.g. a pull before a stitch)."""
+        if self.shot_id is None or not self.total:
             return self.body()
         return f"[{self.index}/{self.total}] {self.body()}"
 

@@ -12,7 +12,7 @@ a replacement paid, within the key's lifetime cap.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -37,10 +37,13 @@ Keep = Callable[[Job, Path, ClipMeta, str], Awaitable[CachedClip]]
 class TaskEnds:
     """The task-end rules of one run."""
 
-    def __init__(self, run: Run, account: Account, keep: Keep) -> None:
+    def __init__(self, run: Run, account: Account, keep: Keep, followed: Mapping[str, float] | None = None) -> None:
         self.run = run
         self.account = account
         self.keep = keep
+        # task id -> when it was submitted, for tasks followed through another run's claim (by the
+        # store's time of that claim: remote_follow.py); the gate fills it in
+        self.followed: Mapping[str, float] = {} if followed is None else followed
 
     def ledger_index(self, job: Job, task_id: str) -> int:
         """The ledger entry of ``task_id`` (one is added when the state file lacks it)."""
@@ -60,13 +63,10 @@ class TaskEnds:
         count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
         run = self.run
         keep = run.provider.output_retention
-        record = run.state.get(job.shot_id)
-        if keep is None or record is None or not record.submitted_at:
+        submitted = self.submitted_at(job, task_id)
+        if keep is None or submitted is None:
             return False
-        try:
-            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
-        except ValueError:
-            return False
+        age = time.time() - submitted
         if age <= keep:
             return False
         self.account.gone(job, self.ledger_index(job, task_id))
@@ -77,6 +77,20 @@ class TaskEnds:
             f"(${job.cost_usd:.4f})",
         )
         return True
+
+    def submitted_at(self, job: Job, task_id: str) -> float | None:
+        """When ``task_id`` was submitted (epoch seconds, this machine's clock): for a task followed
+        through another run's claim, by the store's time of that claim (remote_follow.py); else the
+        shot's record."""
+        if task_id in self.followed:
+            return self.followed[task_id]
+        record = self.run.state.get(job.shot_id)
+        if record is None or not record.submitted_at:
+            return None
+        try:
+            return datetime.fromisoformat(record.submitted_at).timestamp()
+        except ValueError:
+            return None
 
     def failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
         """A failed task is refunded (unless the provider may have charged it: then it stays spent);

@@ -45,6 +45,8 @@ import filelock
 from kling_render import env
 from kling_render.errors import StateError
 from kling_render.fsutil import atomic_path, atomic_write_json, fsync_dir, pid_alive, sha256_file
+from kling_render.jobs import valid_task_id
+from kling_render.masking import mask_json
 from kling_render.records.state import STATE_DIR, now_iso
 
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")
@@ -191,7 +193,7 @@ class ClipCache:
                 size=int(raw["size"]),
                 duration=float(raw["duration"]),
                 model=str(raw["model"]),
-                task_id=raw.get("task_id"),
+                task_id=raw.get("task_id") if valid_task_id(raw.get("task_id")) else None,
                 created=str(raw["created"]),
                 media=raw.get("media") if isinstance(raw.get("media"), dict) else None,
             )
@@ -267,8 +269,8 @@ class ClipCache:
                 os.replace(clip, moved)  # the clip first: a crash before the sidecar leaves a half entry
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(self.meta_path(provider, key), target / f"{stem}.json")
-            line = json.dumps({"at": now_iso(), "provider": provider, "key": key, "moved_to": str(moved),
-                               "reason": reason})  # fmt: skip
+            line = json.dumps(mask_json({"at": now_iso(), "provider": provider, "key": key,
+                                         "moved_to": str(moved), "reason": reason}))  # fmt: skip
             with (self.quarantine_dir / "log.jsonl").open("a", encoding="utf-8") as log:
                 log.write(line + "\n")
         except (OSError, filelock.Timeout) as exc:

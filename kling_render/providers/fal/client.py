@@ -48,6 +48,7 @@ from kling_render.errors import (
 )
 from kling_render.fsutil import atomic_write_json, sha256_file
 from kling_render.jobs import Job, ListedTask, MediaRef, TaskResult, shown_id, valid_task_id
+from kling_render.masking import register as register_secret
 from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
@@ -113,6 +114,7 @@ class FalProvider(Provider):
         self.rest_url = net.check_base_url(rest_url, variable=variable)
         key = net.check_key(api_key, variable="FAL_KEY")
         self._api_key = key
+        register_secret(key)  # masked wherever text leaves the process, however the key was given
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
         self.retry = retry or RetryPolicy()
@@ -130,7 +132,7 @@ class FalProvider(Provider):
     @classmethod
     def from_env(cls, *, cache_dir: Path, endpoints: Iterable[str] = ()) -> FalProvider:
         key, (queue, api, rest) = cls.settings_from_env()
-        return cls(key, queue, api, rest, cache_dir, endpoints=endpoints)
+        return cls(key, queue, api, rest, cache_dir, endpoints=endpoints, limits=net.limits_from_env())
 
     @staticmethod
     def settings_from_env() -> tuple[str, tuple[str, str, str]]:

@@ -54,6 +54,7 @@ from kling_render.jobs import (
     shown_id,
     valid_task_id,
 )
+from kling_render.masking import register as register_secret
 from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
@@ -107,6 +108,7 @@ class WaveSpeedProvider(Provider):
         self.base_url = _check_base_url(base_url)  # before the key is looked at or sent anywhere
         key = net.check_key(api_key, variable="WAVESPEED_API_KEY")
         self._api_key = key
+        register_secret(key)  # masked wherever text leaves the process, however the key was given
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
         self.retry = retry or RetryPolicy()
@@ -122,7 +124,7 @@ class WaveSpeedProvider(Provider):
     @classmethod
     def from_env(cls, *, cache_dir: Path) -> WaveSpeedProvider:
         key, base_url = cls.settings_from_env()
-        return cls(key, base_url, cache_dir)
+        return cls(key, base_url, cache_dir, limits=net.limits_from_env())
 
     @staticmethod
     def settings_from_env() -> tuple[str, str]:

@@ -264,6 +264,11 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> 
     help="Exit 0 when there is nothing to render or change, 2 when there are changes, 3 when over budget "
     "(an invalid project is exit 2 too: validate first).",
 )
+@click.option(
+    "--compare-providers",
+    is_flag=True,
+    help="Price every shot on every provider that offers its model, side by side, with the cheapest.",
+)
 @verbose_opt
 @handle_errors
 def plan(
@@ -279,6 +284,7 @@ def plan(
     full_url: str | None,
     max_cost: float | None,
     detailed_exitcode: bool,
+    compare_providers: bool,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render.app import commands
@@ -286,6 +292,18 @@ def plan(
     from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
+    if compare_providers:
+        if provider is not None or out is not None or out_full is not None or fmt == "markdown" or detailed_exitcode:
+            raise UsageError(
+                "--compare-providers prices every provider: it takes no --provider, --out, --out-full, "
+                "markdown or --detailed-exitcode"
+            )
+        comparison = commands.compare_for(loaded, only_ids(loaded, _only(row), _only(only)))
+        if as_json or fmt == "json":
+            _print_json(comparison.to_json())
+        else:
+            click.echo(report_text.comparison_table(comparison))
+        return
     guard = commands.output_guard(loaded)
     out_path = commands.safe_output(loaded, out, "--out", guard) if out is not None else None  # before any write
     full_path = commands.safe_output(loaded, out_full, "--out-full", guard) if out_full is not None else None
@@ -318,7 +336,7 @@ def plan(
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed).",
+    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed and fal).",
 )
 @click.option(
     "--poll-interval", type=FiniteFloat(0.01, 600), metavar="SECONDS", help="Seconds between polls."
@@ -605,8 +623,8 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
 @click.option(
     "--check-prices",
     is_flag=True,
-    help="Ask WaveSpeed's pricing endpoint for each model's price at its defaults (needs WAVESPEED_API_KEY); "
-    "exit 1 when one differs from the catalog.",
+    help="Ask the providers' pricing endpoints for each model's price at its defaults (WaveSpeed with "
+    "WAVESPEED_API_KEY, fal with FAL_KEY); exit 1 when one differs from the catalog.",
 )
 @verbose_opt
 @handle_errors

@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 DEFAULT_WAVESPEED_BASE_URL = "https://api.wavespeed.ai"
+# fal's three hosts: the queue (submit, status, result), the platform API (requests list, prices),
+# and the storage API (uploads). KLING_RENDER_FAL_URL replaces all three (one local stand-in).
+DEFAULT_FAL_QUEUE_URL = "https://queue.fal.run"
+DEFAULT_FAL_API_URL = "https://api.fal.ai"
+DEFAULT_FAL_REST_URL = "https://rest.fal.ai"
 
 
 def wavespeed_api_key() -> str | None:
@@ -15,6 +20,22 @@ def wavespeed_api_key() -> str | None:
 
 def wavespeed_base_url() -> str:
     return (os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_WAVESPEED_BASE_URL).rstrip("/")
+
+
+def fal_key() -> str | None:
+    return os.environ.get("FAL_KEY") or None
+
+
+def fal_urls() -> tuple[str, str, str]:
+    """fal's queue, platform API and storage base URLs; ``KLING_RENDER_FAL_URL`` is all three."""
+    override = (os.environ.get("KLING_RENDER_FAL_URL") or "").rstrip("/")
+    if override:
+        return override, override, override
+    return DEFAULT_FAL_QUEUE_URL, DEFAULT_FAL_API_URL, DEFAULT_FAL_REST_URL
+
+
+def fal_url_override() -> str | None:
+    return os.environ.get("KLING_RENDER_FAL_URL") or None
 
 
 def cache_dir_override() -> Path | None:

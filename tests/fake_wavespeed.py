@@ -103,11 +103,23 @@ MODELS: dict[str, set[str]] = {
     },
     "kling-v3.0-std/text-to-video": V3_T2V_FIELDS,
     "kling-v3.0-pro/text-to-video": V3_T2V_FIELDS,
+    # Kling 4.0 (WaveSpeed's docs pages and launch notes): 3-30 s, audio always, no sound switch.
+    "kling-v4.0/text-to-video": {"prompt", "aspect_ratio", "resolution", "dynamic_range", "duration"},
+    "kling-v4.0/image-to-video": {
+        "image", "prompt", "keyframes", "last_image", "aspect_ratio", "resolution", "dynamic_range", "duration",
+    },
+    "kling-v4.0/reference-to-video": {
+        "prompt", "images", "videos", "audios", "keep_original_sound", "aspect_ratio", "resolution", "dynamic_range",
+        "duration",
+    },
+    "kling-v4.0/video-edit": {"prompt", "video", "images", "aspect_ratio", "resolution", "duration"},
+    "kling-v4.0/video-extend": {"video", "prompt", "last_image", "resolution", "duration"},
 }  # fmt: skip
+V4_RESOLUTIONS = ("720p", "1080p", "4k")
 SHOT_TYPES = ("customize", "intelligent")
 # What POST /api/v3/model/pricing answers: USD per second, the sound factor, the rate with a video.
 # The fake's own figures (from WaveSpeed's pages), not the catalog's: a test changes them here.
-PRICES: dict[str, tuple[float, float, float | None]] = {
+PRICES: dict[str, tuple[float, float, float | None] | dict[str, float]] = {
     "kling-video-o3-std/image-to-video": (0.18, 4 / 3, None),
     "kling-v3.0-pro/image-to-video": (0.112, 1.5, None),
     "kling-v3.0-std/image-to-video": (0.084, 1.5, None),
@@ -115,6 +127,13 @@ PRICES: dict[str, tuple[float, float, float | None]] = {
     "kling-video-o3-std/reference-to-video": (0.084, 1.0, 0.126),
     "kling-v3.0-std/text-to-video": (0.084, 1.5, None),
     "kling-v3.0-pro/text-to-video": (0.112, 1.5, None),
+    # Kling 4.0: USD per second by resolution (720p and 1080p are on WaveSpeed's pages; the others
+    # are the fake's own, as WaveSpeed's pricing endpoint would answer what its pages do not show).
+    "kling-v4.0/text-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/image-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/reference-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/video-edit": {"720p": 0.188, "1080p": 0.282, "4k": 0.564},
+    "kling-v4.0/video-extend": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
 }
 # Image models: USD per generated image, whatever the inputs.
 IMAGE_PRICES: dict[str, float] = {"bytedance/seedream-v4.5": 0.04, "bytedance/seedream-v4.5/edit": 0.04}
@@ -125,6 +144,7 @@ IMAGE_MODELS: dict[str, set[str]] = {
     "bytedance/seedream-v4.5/edit": {"prompt", "images", "size"},
 }
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
+MEDIA_LISTS = ("images", "keyframes", "videos", "audios")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
 # media name -> (short side, video bitrate): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips carry
 MEDIA: dict[str, tuple[int, str]] = {"720p": (720, "10M"), "1080p": (1080, "14M")}
@@ -158,6 +178,8 @@ def validate(model: str, body: Any) -> str | None:
     allowed = MODELS[model]
     for name in sorted(set(body) - allowed):
         return f"unknown parameter {name!r} for {model}"
+    if model.startswith("kling-v4.0/"):
+        return _validate_v4(model, body)
     multi, o1, ref = "multi_prompt" in allowed, "o1-std" in model, "reference" in model
     if multi and ("prompt" in body) == ("multi_prompt" in body):
         return "either prompt or multi_prompt must be provided, but not both"
@@ -196,6 +218,29 @@ def validate(model: str, body: Any) -> str | None:
             return "images: at most 7 (4 with a video)"
         if "video" in body and body.get("sound"):
             return "sound is not supported with a reference video"
+    return None
+
+
+def _validate_v4(model: str, body: dict[str, Any]) -> str | None:
+    """Kling 4.0's rules as WaveSpeed's pages state them."""
+    task = model.split("/")[1]
+    if task != "image-to-video" and not isinstance(body.get("prompt"), str):
+        return "prompt is required"
+    duration = body.get("duration", 5)
+    if not isinstance(duration, int) or isinstance(duration, bool) or not 3 <= duration <= 30:
+        return "duration must be an integer from 3 to 30"
+    if body.get("resolution", "720p") not in V4_RESOLUTIONS:
+        return "resolution must be 720p, 1080p or 4k"
+    if "dynamic_range" in body and (body["dynamic_range"] != "hdr" or body.get("resolution") not in ("1080p", "4k")):
+        return "dynamic_range hdr is for 1080p and 4k"
+    required = {"image-to-video": "image", "video-edit": "video", "video-extend": "video"}.get(task)
+    if required and required not in body:
+        return f"{required} is required"
+    if len(body.get("keyframes", [])) > 8:
+        return "keyframes: at most 8"
+    files = sum(len(body.get(n, [])) for n in ("images", "videos", "audios"))
+    if task == "reference-to-video" and (files > 15 or len(body.get("images", [])) > 10):
+        return "references: at most 10 images and 15 files"
     return None
 
 
@@ -354,6 +399,7 @@ class FakeWaveSpeed:
         self.prices = dict(PRICES)  # per model, as in PRICES; a test may change one
         self.image_models = {**IMAGE_MODELS, **(image_models or {})}  # path -> fields
         self.listing_inputs = True  # False: the task list ignores include_inputs
+        self.extend_input_seconds = 2  # what a video-extend output holds before its new part
         self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -582,8 +628,11 @@ class _Handler(BaseHTTPRequestHandler):
         price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
         if price is None:
             return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})
-        rate, sound, video_rate = price
         inputs = body["inputs"]
+        if isinstance(price, dict):  # Kling 4.0: a rate per resolution, audio included
+            unit = price[inputs.get("resolution", "720p")] * inputs.get("duration", 5)
+            return _ok({"model_id": model_id, "unit_price": round(unit, 6), "currency": "USD"})
+        rate, sound, video_rate = price
         if inputs.get("video") and video_rate is not None:
             rate = video_rate
         unit = rate * inputs.get("duration", 5) * (sound if inputs.get("sound") else 1)
@@ -646,7 +695,7 @@ class _Handler(BaseHTTPRequestHandler):
         return _ok(self._task_view(task))
 
     def _check_media(self, body: dict[str, Any]) -> str | None:
-        values = [body[n] for n in MEDIA_FIELDS if n in body] + list(body.get("images", []))
+        values = [body[n] for n in MEDIA_FIELDS if n in body] + [v for n in MEDIA_LISTS for v in body.get(n, [])]
         for value in values:
             if not isinstance(value, str) or not value.startswith(("http://", "https://")):
                 return f"media inputs must be http(s) URLs, got {value!r}"
@@ -809,6 +858,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "Content-Type": "image/png"
             }
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
+        if task.model == "kling-v4.0/video-extend":  # the input clip with the new part joined after it
+            seconds += self.fake.extend_input_seconds
         aspect = wanted.get("aspect_ratio", "16:9")
         data = clip_bytes(seconds, aspect, bool(wanted.get("sound")), self.fake.media, self.fake.variant_of(task))
         return 200, data, {"Content-Type": "video/mp4"}

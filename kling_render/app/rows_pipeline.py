@@ -151,12 +151,14 @@ def stitch_rows(
     lock_timeout: float = 0.0,
 ) -> list[RowCut]:
     """``stitch`` of a rows: project: each (selected) row from cached clips; rows lacking a clip are named."""
-    from kling_render.app.commands import pick_provider
+    from kling_render.app.commands import on_provider
     from kling_render.app.pipeline import gather_clips
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
-    name = pick_provider(project, provider)
+    project = on_provider(project, provider)
+    rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
+    name = project.provider
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)  # exit 2 on a bad remote, before anything is read
     sink = make_sink(json_lines=json_events, stream=stream)
@@ -174,13 +176,16 @@ def stitch_rows(
 def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
     """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
     from kling_render.app import pipeline
+    from kling_render.app.commands import on_provider
     from kling_render.plan.inputs import cut_keys
 
+    project = on_provider(project, provider)
+    rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
-    doc = pipeline.status(chosen, provider)
+    doc = pipeline.status(chosen, None)
     by_id = {s["id"]: s for s in doc["shots"]}
     users: dict[str, set[str]] = {}
-    keys = cut_keys(project, doc["provider"])
+    keys = cut_keys(project, project.provider)  # each key names its provider: one clip, one key
     for shot in project.shots:  # shared with another row of the table, selected or not
         users.setdefault(keys[shot.id], set()).add(shot.row or "")
     grouped = []

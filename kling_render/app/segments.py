@@ -55,15 +55,16 @@ def cut_inputs(
     from kling_render import stitch as stitching
     from kling_render.app.clips import clip_info
     from kling_render.fsutil import sha256_file
-    from kling_render.plan.inputs import cut_keys
+    from kling_render.plan.inputs import cut_units
     from kling_render.stitch.pipelined import CutInputs
     from kling_render.store.outputs import CachedOutputs
 
     headers = info or clip_info
-    keys = cut_keys(project, provider, outputs or CachedOutputs(cache, provider))
+    units = cut_units(project, provider, outputs or CachedOutputs(cache))
     clips: list[stitching.CutClip | stitching.PendingClip] = []
     for shot in project.shots:
-        entry = cache.use(provider, keys[shot.id])
+        unit = units[shot.id]
+        entry = None if unit.key is None else cache.use(unit.provider, unit.key)
         found = None if entry is None else headers(cache, entry, shot.id)
         trims = (shot.trim.start, shot.trim.end, shot.transition.type, shot.transition.duration)
         if entry is None or found is None:
@@ -110,13 +111,13 @@ def cut_is_current(project: Project, provider: str, cache: ClipCache, manifest_p
     """Whether the cut on disk is already the one the cached clips make (by its stitch manifest at
     ``manifest_path``: inputs and file size; no clip is checked, probed or quarantined): then a
     render has nothing to make ahead of its stitch."""
-    from kling_render.plan.inputs import cut_keys
+    from kling_render.plan.inputs import cut_units
     from kling_render.records import manifest
     from kling_render.store.outputs import CachedOutputs
 
     digests = {}
-    for sid, key in cut_keys(project, provider, CachedOutputs(cache, provider)).items():
-        entry = cache.get(provider, key)
+    for sid, unit in cut_units(project, provider, CachedOutputs(cache)).items():
+        entry = None if unit.key is None else cache.get(unit.provider, unit.key)
         if entry is None:
             return False
         digests[sid] = entry.sha256
@@ -128,28 +129,28 @@ class _MemoOutputs:
     """The cache's outputs with each clip's frame count kept by its digest: the cut is planned
     again at every clip's end, and counting a continuity clip's frames runs ffmpeg."""
 
-    def __init__(self, cache: ClipCache, provider: str) -> None:
+    def __init__(self, cache: ClipCache) -> None:
         from kling_render.store.outputs import CachedOutputs
 
-        self.outputs = CachedOutputs(cache, provider)
+        self.outputs = CachedOutputs(cache)
         self.known: dict[str, ClipFacts] = {}
 
-    def still(self, key: str) -> StillFacts | None:
-        return self.outputs.still(key)
+    def still(self, provider: str, key: str) -> StillFacts | None:
+        return self.outputs.still(provider, key)
 
     def frame(self, key_value: str) -> StillFacts | None:
         return self.outputs.frame(key_value)
 
-    def clip(self, key: str) -> ClipFacts | None:
+    def clip(self, provider: str, key: str) -> ClipFacts | None:
         from dataclasses import replace
 
-        entry = self.outputs.cache.use(self.outputs.provider, key)
+        entry = self.outputs.cache.use(provider, key)
         if entry is None:
             return None
         known = self.known.get(entry.sha256)
         if known is not None:
             return replace(known, path=entry.path)
-        found = self.outputs.clip(key)
+        found = self.outputs.clip(provider, key)
         if found is not None:
             self.known[found.sha256] = found
         return found
@@ -186,7 +187,7 @@ def segment_pipeline(
     from kling_render.workers import stitch_workers
 
     info = _memo_info()
-    outputs = _MemoOutputs(cache, provider)
+    outputs = _MemoOutputs(cache)
     store = stitching.SegmentStore(cache)
     out = project.output
 
@@ -243,7 +244,7 @@ def encode_shard_segments(project: Project, provider: str, cache: ClipCache, rem
 
 def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, sink: EventSink) -> int:
     from kling_render import stitch as stitching
-    from kling_render.plan.inputs import cut_keys
+    from kling_render.plan.inputs import cut_units
     from kling_render.run.scheduler import default_verify
     from kling_render.stitch.pipelined import may_stream_copy
     from kling_render.store.outputs import CachedOutputs
@@ -251,17 +252,20 @@ def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, s
     from kling_render.store.remote.sync import pull_missing
 
     shots = list(project.shots)
-    keys = cut_keys(project, provider, CachedOutputs(cache, provider))
-    have = [cache.use(provider, keys[shot.id]) is not None for shot in shots]
+    units = cut_units(project, provider, CachedOutputs(cache))
+    have = [
+        (u := units[shot.id]).key is not None and cache.use(u.provider, u.key) is not None for shot in shots
+    ]
     # A transition's segment reads two clips: when this shard has one, the other is pulled if
     # another shard already put it up, so the segment is made here rather than by the stitch.
-    wanted: dict[str, str] = {}
+    wanted: dict[str, dict[str, str]] = {}  # by provider: shot id -> key
     for i in range(len(shots) - 1):
         if shots[i + 1].transition.duration > 0 and have[i] != have[i + 1]:
-            j = i + 1 if have[i] else i
-            wanted[shots[j].id] = keys[shots[j].id]
-    if wanted:
-        pull_missing(remote.clips, provider, wanted, cache, sink, default_verify, strict=False)
+            unit = units[shots[i + 1 if have[i] else i].id]
+            if unit.key is not None:
+                wanted.setdefault(unit.provider, {})[unit.name] = unit.key
+    for where, keys in wanted.items():
+        pull_missing(remote.clips, where, keys, cache, sink, default_verify, strict=False)
     inputs = cut_inputs(project, provider, cache)
     if may_stream_copy(inputs):
         return 0  # a stream-copy cut has no segments

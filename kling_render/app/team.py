@@ -13,7 +13,7 @@ pushes); a stitch pulls the clips its cut takes as well.
 from __future__ import annotations
 
 from kling_render.media.image_check import check_image
-from kling_render.plan.inputs import edges, take_name, unit_keys
+from kling_render.plan.inputs import edges, resolve, take_name
 from kling_render.project.generated import STILL_PREFIX
 from kling_render.project.project import Project
 from kling_render.report.progress import EventSink
@@ -30,7 +30,8 @@ def gather_team_outputs(
     project: Project, provider: str, cache: ClipCache, remote: Remote, sink: EventSink, *, cut: bool
 ) -> list[str]:
     """Pull (or replace with the team's) every output another step takes as an input, and with
-    ``cut`` every clip the final cut takes; the names of the steps pulled or replaced. ``cut``
+    ``cut`` every clip the final cut takes, each from its own provider's area (``provider`` is the
+    project's); the names of the steps pulled or replaced. ``cut``
     (a stitch): a damaged output on the remote is an error naming it; otherwise (a render) it is
     left to the render's gate, which refuses its step and pays nothing for it. A project whose
     steps take no outputs, rendered, asks the remote nothing here."""
@@ -40,21 +41,27 @@ def gather_team_outputs(
     if not inputs:  # no step takes another's output (and no cut): nothing here keys on the team's outputs
         return []
     stills = stills_of(cache)
-    seen: set[str] = set()  # keys looked for already (a stand-in key is never on the remote)
+    seen: set[tuple[str, str]] = set()  # (provider, key) looked for already (a stand-in key is never on the remote)
     done: list[str] = []
     while True:  # each round's outputs may key the next round's: as many rounds as the chain is deep
-        keys = unit_keys(project, provider, CachedOutputs(cache, provider))
-        fresh = {name: keys[name] for name in inputs if name in keys and keys[name] not in seen}
+        units = resolve(project, provider, CachedOutputs(cache)).units
+        fresh = {
+            name: units[name]
+            for name in inputs
+            if name in units and (units[name].provider, units[name].some_key) not in seen
+        }
         if not fresh:
             return done
-        seen |= set(fresh.values())
-        made = {name: key for name, key in fresh.items() if name.startswith(STILL_PREFIX)}
-        clips = {name: key for name, key in fresh.items() if name not in made}
+        seen |= {(unit.provider, unit.some_key) for unit in fresh.values()}
         pulled: list[str] = []
-        if made:
-            pulled += pull_missing(remote.stills, provider, made, stills, sink, check_image, strict=cut)
-        if clips:
-            pulled += pull_missing(remote.clips, provider, clips, cache, sink, default_verify, strict=cut)
+        for where in dict.fromkeys(unit.provider for unit in fresh.values()):  # each step on its own provider
+            mine = {name: unit for name, unit in fresh.items() if unit.provider == where}
+            made = {name: unit.some_key for name, unit in mine.items() if name.startswith(STILL_PREFIX)}
+            clips = {name: unit.some_key for name, unit in mine.items() if not name.startswith(STILL_PREFIX)}
+            if made:
+                pulled += pull_missing(remote.stills, where, made, stills, sink, check_image, strict=cut)
+            if clips:
+                pulled += pull_missing(remote.clips, where, clips, cache, sink, default_verify, strict=cut)
         if not pulled:  # nothing here changed: no key changes either
             return done
         done += pulled

@@ -169,9 +169,12 @@ def plan_animatic(job: Job) -> Animatic:
     start = _ref(params.get("image"))
     end = _ref(params.get("end_image")) or _ref(params.get("last_image"))
     refs = [r for r in params.get("images") or [] if isinstance(r, MediaRef)]
-    video = _ref(params.get("video"))
+    keyframes = [r for r in params.get("keyframes") or [] if isinstance(r, MediaRef)]  # Kling 4.0, in order
+    videos = [r for r in params.get("videos") or [] if isinstance(r, MediaRef)]
+    video = _ref(params.get("video")) or (videos[0] if videos else None)
 
-    stills = [_still(r) for r in (start, end) if r is not None] + [_still(r) for r in refs]
+    frames_in_order = [start, *keyframes, end] if keyframes else [start, end]
+    stills = [_still(r) for r in frames_in_order if r is not None] + [_still(r) for r in refs]
     if not stills and video is not None:
         stills = [_still(video, video=True)]  # a video-only reference: its first frame
     if not stills:

@@ -263,6 +263,17 @@ def _base_url_problem(text: str) -> str | None:
 
 
 
+def check_key(key: str, *, variable: str) -> str:
+    """The API key, stripped, when it can go in a header; AuthError (said without the value: httpx
+    would echo an invalid header value in its error) when it is empty or holds whitespace."""
+    from kling_render.errors import AuthError
+
+    text = key.strip()
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
+        raise AuthError(f"{variable} is empty or contains whitespace/control characters")
+    return text
+
+
 def _shown_url(text: str) -> str:
     """The URL as an error may show it: scheme and host only (a path could hold anything)."""
     try:

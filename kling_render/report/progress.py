@@ -31,6 +31,7 @@ EVENT_KINDS = (
     "downloaded",
     "retry",  # a task failed and is submitted again
     "reconciled",  # an unknown submit was found in the provider's task list (adopted), or proved absent
+    "cancelled",  # interrupted: a task still queued was dropped by the provider before it ran (not paid)
     "done",
     "failed",
     "unknown",

@@ -8,8 +8,9 @@ resolved from what is made, its continuity frames are extracted (a CPU slot), an
 other step. Until then the budget counts it as spent.
 
 Every paid step runs through a generator (run/generate.py): one per provider and kind of output
-(clips, stills), sharing the provider's slots, one purse for the budget, one report and one
-numbering of the steps in the events. Money goes through each generator's account (money.py).
+(clips, stills), sharing the provider's slots, one purse for the budget (a render on two providers
+has one budget), one report and one numbering of the steps in the events. Money goes through each
+generator's account (money.py).
 
 ``on_end`` is told of each step's end: CPU steps that take the outputs (the pipelined stitch's
 segment encodes, app/segments.py) start from there, beside the paid steps, under the same CPU
@@ -103,7 +104,10 @@ class GraphRun:
             actions[where] = found
             to_submit += cost
         first = next(iter(self.generators.values()))
-        first.account.check_budget(to_submit)
+        # One budget for the whole render, whichever provider pays a step: every generator shares
+        # the purse, and a free provider's account has no budget to check.
+        payer = next((g for g in self.generators.values() if g.account.charges), first)
+        payer.account.check_budget(to_submit)
         for n, (where, jobs) in enumerate(groups.items()):
             self.generators[where].begin(jobs, to_submit, announce=n == 0)
         if not groups:

@@ -93,19 +93,21 @@ class TaskEnds:
             return None
 
     def failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
-        """A failed task is refunded; replaced within the cap unless its code says the inputs are at fault."""
+        """A failed task is refunded (unless the provider may have charged it: then it stays spent);
+        replaced within the cap unless its code says the inputs are at fault."""
         run = self.run
         code = f" (code {result.code})" if result.code else ""
         problem = f"task {task_id} {result.status}{code}: {result.error or 'no reason given'}"
-        self.account.refund(job, self.ledger_index(job, task_id), result)
+        refunded = self.account.refund(job, self.ledger_index(job, task_id), result)
+        money = "refunded" if refunded else "it may have been charged"
         if result.cause == "permanent" and run.provider.charges:
             run.fail(
                 job,
-                f"{problem}; refunded. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
+                f"{problem}; {money}. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
                 code=result.code,
             )
             return "stop"
-        return self.replace_task(job, f"{problem} (refunded)", code=result.code)
+        return self.replace_task(job, f"{problem} ({money})", code=result.code)
 
     def unusable(self, job: Job, task_id: str, problem: str) -> TaskEnd:
         """A task completed (and was paid) without a usable output (see the module docstring)."""
@@ -170,7 +172,11 @@ class TaskEnds:
                     media = checked.media
                 duration, digest = checked.duration, checked.sha256
                 warning = None
-                if abs(duration - job.duration) > run.options.duration_tolerance:
+                tolerance = run.options.duration_tolerance
+                # A clip that continues its input (video-extend) holds that input too: only its new
+                # part must last the shot's duration (the cut keeps that part).
+                longer_ok = job.extends and duration >= job.duration - tolerance
+                if abs(duration - job.duration) > tolerance and not longer_ok:
                     # Paid, and a new task would cost again: kept, and the cut uses its real length.
                     warning = (
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "

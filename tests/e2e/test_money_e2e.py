@@ -395,7 +395,8 @@ def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(
         ("{wavespeed: {concurrency: 0}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {concurrency: 1.5}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {parallel: 2}}", "provider_options.wavespeed"),
-        ("{fal: {concurrency: 2}}", "provider_options"),
+        ("{replicate: {concurrency: 2}}", "provider_options"),  # not a provider kling-render knows
+        ("{fal: {concurrency: 65}}", "provider_options.fal.concurrency"),
     ],
 )
 def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:

@@ -14,6 +14,7 @@ import click
 
 from kling_render import __version__
 from kling_render.errors import KlingRenderError, ProjectError, UsageError
+from kling_render.masking import masked_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,40 +30,48 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        root = click.get_current_context().find_root()
-        verbose = bool(root.params.get("verbose") or root.meta.get(_VERBOSE))
-        try:
-            return func(*args, **kwargs)
-        except ProjectError as exc:
-            for issue in exc.issues:
-                _echo_err(f"error: {issue}")
-            _echo_err(f"{len(exc.issues)} error(s); nothing was written")
-            sys.exit(exc.exit_code)
-        except KlingRenderError as exc:
-            if verbose:
-                traceback.print_exc()
-            _echo_err(f"error: {exc}")
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _echo_err("interrupted: state saved; run the same command again to resume")
-            sys.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException):
-            raise
-        except OSError as exc:
-            # File-system trouble the core did not name (a read-only folder, a full disk): one line,
-            # exit 1 like a StateError; the state file is written atomically, so it is intact.
-            if verbose:
-                traceback.print_exc()
-            where = f": {exc.filename}" if exc.filename else ""
-            _echo_err(f"error: {exc.strerror or type(exc).__name__}{where}")
-            sys.exit(1)
-        except Exception as exc:
-            if verbose:
-                traceback.print_exc()
-            _echo_err(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for details)")
-            sys.exit(1)
+        # Everything the command prints (progress, --json documents, these error lines, --verbose
+        # tracebacks) goes through the masked streams: no known secret reaches the terminal.
+        with masked_streams():
+            return _handled(func, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _handled(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func`` with every library error turned into its lines and exit code (see handle_errors)."""
+    root = click.get_current_context().find_root()
+    verbose = bool(root.params.get("verbose") or root.meta.get(_VERBOSE))
+    try:
+        return func(*args, **kwargs)
+    except ProjectError as exc:
+        for issue in exc.issues:
+            _echo_err(f"error: {issue}")
+        _echo_err(f"{len(exc.issues)} error(s); nothing was written")
+        sys.exit(exc.exit_code)
+    except KlingRenderError as exc:
+        if verbose:
+            traceback.print_exc()
+        _echo_err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _echo_err("interrupted: state saved; run the same command again to resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except (click.exceptions.Exit, click.ClickException):
+        raise
+    except OSError as exc:
+        # File-system trouble the core did not name (a read-only folder, a full disk): one line,
+        # exit 1 like a StateError; the state file is written atomically, so it is intact.
+        if verbose:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        _echo_err(f"error: {exc.strerror or type(exc).__name__}{where}")
+        sys.exit(1)
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        _echo_err(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for details)")
+        sys.exit(1)
 
 
 _VERBOSE = "kling_render.verbose"
@@ -105,7 +114,12 @@ provider_opt = click.option(
     type=click.Choice(_provider_names()),
     help="Provider (and clip cache namespace) to use; default: the project's provider.",
 )
-force_opt = click.option("--force", is_flag=True, help="Stitch again even when the final cut is up to date.")
+force_opt = click.option(
+    "--force",
+    is_flag=True,
+    help="Make the final cut anew even when it is up to date: every segment and the audio are encoded "
+    "again (the segment store and the remote's segments are not read) and replace the stored ones.",
+)
 only_opt = click.option("--only", help="Comma-separated shot ids to work on.")
 row_opt = click.option("--row", "row", metavar="KEY[,KEY]", help="Rows of a rows: project to work on (their keys).")
 json_opt = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, nothing else.")
@@ -250,6 +264,11 @@ def validate(project: Path, vars_: tuple[str, ...], as_json: bool, fmt: str) -> 
     help="Exit 0 when there is nothing to render or change, 2 when there are changes, 3 when over budget "
     "(an invalid project is exit 2 too: validate first).",
 )
+@click.option(
+    "--compare-providers",
+    is_flag=True,
+    help="Price every shot on every provider that offers its model, side by side, with the cheapest.",
+)
 @verbose_opt
 @handle_errors
 def plan(
@@ -265,6 +284,7 @@ def plan(
     full_url: str | None,
     max_cost: float | None,
     detailed_exitcode: bool,
+    compare_providers: bool,
 ) -> None:
     """Show resolved shots, prices, what is cached and what changed since the lock."""
     from kling_render.app import commands
@@ -272,6 +292,18 @@ def plan(
     from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
+    if compare_providers:
+        if provider is not None or out is not None or out_full is not None or fmt == "markdown" or detailed_exitcode:
+            raise UsageError(
+                "--compare-providers prices every provider: it takes no --provider, --out, --out-full, "
+                "markdown or --detailed-exitcode"
+            )
+        comparison = commands.compare_for(loaded, only_ids(loaded, _only(row), _only(only)))
+        if as_json or fmt == "json":
+            _print_json(comparison.to_json())
+        else:
+            click.echo(report_text.comparison_table(comparison))
+        return
     guard = commands.output_guard(loaded)
     out_path = commands.safe_output(loaded, out, "--out", guard) if out is not None else None  # before any write
     full_path = commands.safe_output(loaded, out_full, "--out-full", guard) if out_full is not None else None
@@ -304,7 +336,7 @@ def plan(
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed).",
+    help="Tasks at once (default: provider_options.<provider>.concurrency, else 2 for wavespeed and fal).",
 )
 @click.option(
     "--poll-interval", type=FiniteFloat(0.01, 600), metavar="SECONDS", help="Seconds between polls."
@@ -493,6 +525,7 @@ def stitch(
                 "stream_copy": cut.stream_copy,
                 "sha256": cut.sha256,
                 "size": cut.size,
+                **outcome.steps,
             }
         )
     _echo_err(f"final cut{' up to date' if outcome.up_to_date else ''}: {outcome.path}")
@@ -539,7 +572,7 @@ def status(
         doc = rows_pipeline.status_rows(loaded, provider, rows)
     else:
         doc = pipeline.status(loaded, provider)
-    for message in doc.get("quarantined", []):
+    for message in [*doc.get("quarantined", []), *doc.get("differs_from_team", [])]:
         _echo_err(f"warning: {message}")
     if as_json:
         _print_json(doc)
@@ -590,8 +623,8 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
 @click.option(
     "--check-prices",
     is_flag=True,
-    help="Ask WaveSpeed's pricing endpoint for each model's price at its defaults (needs WAVESPEED_API_KEY); "
-    "exit 1 when one differs from the catalog.",
+    help="Ask the providers' pricing endpoints for each model's price at its defaults (WaveSpeed with "
+    "WAVESPEED_API_KEY, fal with FAL_KEY); exit 1 when one differs from the catalog.",
 )
 @verbose_opt
 @handle_errors

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kling_render.masking import contains_secret, mask
+
 # Task states as the provider reports them (SPEC §5).
 RUNNING_STATES = frozenset({"created", "processing", "queued", "pending", "running"})
 TERMINAL_FAILED_STATES = frozenset({"failed", "cancelled", "canceled", "timeout", "deleted"})
@@ -23,12 +25,17 @@ code (or no code) the provider does not document: retried like transient, within
 
 
 def valid_task_id(value: object) -> bool:
-    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None
+    """Whether ``value`` may be used as a task id: the shape of :data:`TASK_ID`, and no known secret
+    inside (a server echoing the API key as a task id: masked it would name no task, kept it would
+    put the key in every file). The one check for ids from every source: a provider's answer, its
+    task list, the state file, the cache's records, the remote's claims and clip records."""
+    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None and not contains_secret(value)
 
 
 def shown_id(value: object) -> str:
-    """A task id (valid or not) as a message may show it: one short line."""
-    text = value if isinstance(value, str) else repr(value)
+    """A task id (valid or not) as a message may show it: one short line, secrets masked first (a
+    cut could leave part of one)."""
+    text = mask(value if isinstance(value, str) else repr(value))
     return repr(text[:40] + "..." if len(text) > 40 else text)
 
 
@@ -101,7 +108,24 @@ class FrameRef:
         return f"{self.shot}@{self.frame:g}s" if isinstance(self.frame, float | int) else f"{self.shot}@{self.frame}"
 
 
-GeneratedRef = StillRef | FrameRef
+@dataclass(frozen=True)
+class ClipRef:
+    """A video input that is another shot's whole clip (``video: {from: SHOT}``: a clip to
+    continue, video-extend): that shot's picked take, as its cached file once it is made."""
+
+    shot: str  # the upstream shot's id (``<row>/<id>`` in a rows: project)
+
+    @property
+    def upstream(self) -> str:
+        """The shot whose clip it is (its picked take)."""
+        return self.shot
+
+    @property
+    def label(self) -> str:
+        return f"the clip of {self.shot}"
+
+
+GeneratedRef = StillRef | FrameRef | ClipRef
 
 
 class UnresolvedInputError(ValueError):
@@ -112,9 +136,9 @@ class UnresolvedInputError(ValueError):
 class Job:
     """One shot to generate.
 
-    ``params`` holds the wire fields of the model (SPEC §4) exactly as the provider's
-    API names them; media fields hold a MediaRef (``image``, ``end_image``,
-    ``last_image``, ``video``) or a list of MediaRef (``images``).
+    ``params`` holds the wire fields of the model (SPEC §4) exactly as the job's provider's
+    API names them (``Shot.wire``); media fields hold a MediaRef (``image``, ``last_image``,
+    ``start_image_url``, ``video``...) or a list of MediaRef (``images``, ``image_urls``...).
     """
 
     shot_id: str
@@ -129,6 +153,8 @@ class Job:
     prompt: str = ""  # the rendered prompt (or the multi_prompt joined), for reports and animatics
     extra: Mapping[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the provider's model path (WaveSpeed: kwaivgi/<model>); empty: from ``model``
+    provider: str = ""  # the provider the job is for (its params are in that provider's form)
+    extends: bool = False  # the output is the input clip with the new part joined: longer than ``duration``
     kind: Literal["clip", "still"] = "clip"  # a still is one image (``duration`` 0), a clip a video
 
     @property
@@ -152,13 +178,16 @@ class Job:
 class TaskResult:
     """A poll answer: status, the output URL when completed, the reason, code and cause when failed.
 
-    A ``completed`` result without an ``output_url`` is a paid task whose result is unusable."""
+    A ``completed`` result without an ``output_url`` is a paid task whose result is unusable. A failed
+    task is refunded (or never charged) unless ``refunded`` is False: the provider may have charged
+    it (fal: a 422 after a runner spent GPU time on it)."""
 
     status: str
     output_url: str | None = None
     error: str | None = None
     code: str | None = None
     cause: FailureCause | None = None
+    refunded: bool = True
 
     @property
     def completed(self) -> bool:

@@ -376,9 +376,19 @@ class Account:
 
     # -- how a task ended --------------------------------------------------------------------------
 
-    def refund(self, job: Job, index: int, result: TaskResult) -> None:
-        """A failed task: refunded by the provider, so it no longer weighs on the budget."""
+    def refund(self, job: Job, index: int, result: TaskResult) -> bool:
+        """A failed task: refunded by the provider (or never charged), so it no longer weighs on the
+        budget; True. Unless the provider may have charged it (``result.refunded`` False, fal's 422
+        after its runner ran): it stays spent, in the budget and the cap; False."""
         run = self.run
+        if not result.refunded:
+            run.state.change_task(
+                job.key, index, flush=False, outcome=TaskOutcome.FAILED_CHARGED, code=result.code,
+                cause=result.cause, error=result.error,
+            )  # fmt: skip
+            run.outcome(job).error_code = result.code
+            run.state.note(job.shot_id, error_code=result.code)
+            return False
         self._release(run.state.ledger(job.key).tasks[index].hold)
         run.state.change_task(
             job.key, index, flush=False, outcome=TaskOutcome.FAILED, code=result.code, cause=result.cause,
@@ -391,6 +401,7 @@ class Account:
         outcome.error_code = result.code
         record = run.record(job)
         run.state.note(job.shot_id, refunded_usd=record.refunded_usd + job.cost_usd, error_code=result.code)
+        return True
 
     def unusable(self, job: Job, index: int, problem: str) -> None:
         """A task completed (paid) without a usable output: it counts against the key's cap."""
@@ -399,9 +410,26 @@ class Account:
     def foreign_failure(self, job: Job, index: int, result: TaskResult) -> None:
         """Another machine's task, followed through its claim, failed: recorded in the key's ledger
         (it counts against the cap), nothing refunded here (this run did not pay for it)."""
+        outcome = TaskOutcome.FAILED if result.refunded else TaskOutcome.FAILED_CHARGED
         self.run.state.change_task(
-            job.key, index, outcome=TaskOutcome.FAILED, code=result.code, cause=result.cause, error=result.error
+            job.key, index, outcome=outcome, code=result.code, cause=result.cause, error=result.error
         )
+
+    def cancelled(self, job: Job, index: int, task_id: str) -> None:
+        """Interrupted: the provider dropped a queued task before it ran (fal's cancel answered OK):
+        it was never charged, so it counts as never created, and the step is pending again."""
+        run = self.run
+        self._release(run.state.ledger(job.key).tasks[index].hold)
+        run.state.change_task(job.key, index, flush=False, outcome=TaskOutcome.ABSENT)
+        self.purse.committed -= job.cost_usd
+        self._run_tasks[job.key] -= 1
+        run.report.submitted_usd -= job.cost_usd
+        outcome = run.outcome(job)
+        outcome.cost_usd -= job.cost_usd
+        outcome.task_id = None
+        record = run.record(job)
+        why = f"task {task_id} was cancelled while queued (interrupted): nothing was charged"
+        run.move(job, Move.CANCELLED, message=why, task_id=None, error=why, cost_usd=record.cost_usd - job.cost_usd)
 
     def gone(self, job: Job, index: int) -> None:
         """A task whose output expired before it was fetched (paid)."""

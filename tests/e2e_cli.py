@@ -122,7 +122,10 @@ class Workspace:
         return {s["id"]: s["status"] for s in self.status()["shots"]}
 
     def state(self) -> dict[str, dict[str, Any]]:
-        shots: dict[str, dict[str, Any]] = json.loads(self.state_path.read_text())["shots"]
+        return self.state_of("wavespeed")
+
+    def state_of(self, provider: str) -> dict[str, dict[str, Any]]:
+        shots: dict[str, dict[str, Any]] = json.loads(self.state_path_of(provider).read_text())["shots"]
         return shots
 
     def edit(self, old: str, new: str) -> None:
@@ -181,11 +184,11 @@ def invoke(args: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.Com
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any WaveSpeed or cache settings, plus ``extra``."""
+    """The test's environment without any provider (WaveSpeed, fal) or cache settings, plus ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("WAVESPEED_", "KLING_RENDER_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")
+        if not k.startswith(("WAVESPEED_", "KLING_RENDER_", "FAL_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")
     }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return {**env, **extra}

@@ -33,9 +33,14 @@ for ``output_url``), ``stall`` (send the output at
 ``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
-whole clip, its length right, with bytes in the middle of its bitstream flipped).
-``every`` N applies a fault to every Nth matching request only (``count`` times); a task fault with
-``body_contains`` applies only to a submit whose JSON body contains that text (one row's shot, say).
+whole clip, its length, boxes and framing right, with bytes flipped inside one picture's slice
+data: only a decode finds it), ``cut_short`` (the first half of the clip as a complete answer:
+a file truncated before it was served), ``drip`` (any answer, its body sent at ``rate`` bytes/s,
+and with ``head`` its status line and headers too: an answer that never stalls a single read and
+never ends), ``poll_status`` (a poll answered with ``status`` as the task's status, ``{token}``
+replaced by the bearer token received: a server that echoes the key).
+``every`` N applies a fault to every Nth matching request only (``count`` times); a fault with
+``body_contains`` applies only to a request whose body contains that text (one row's shot, say).
 
 As on the real service, a submit answered 5xx (503 included), dropped, hung, without an id or
 with a bad one still creates its task, unless the fault says ``create: false``; 429 and 4xx
@@ -98,11 +103,23 @@ MODELS: dict[str, set[str]] = {
     },
     "kling-v3.0-std/text-to-video": V3_T2V_FIELDS,
     "kling-v3.0-pro/text-to-video": V3_T2V_FIELDS,
+    # Kling 4.0 (WaveSpeed's docs pages and launch notes): 3-30 s, audio always, no sound switch.
+    "kling-v4.0/text-to-video": {"prompt", "aspect_ratio", "resolution", "dynamic_range", "duration"},
+    "kling-v4.0/image-to-video": {
+        "image", "prompt", "keyframes", "last_image", "aspect_ratio", "resolution", "dynamic_range", "duration",
+    },
+    "kling-v4.0/reference-to-video": {
+        "prompt", "images", "videos", "audios", "keep_original_sound", "aspect_ratio", "resolution", "dynamic_range",
+        "duration",
+    },
+    "kling-v4.0/video-edit": {"prompt", "video", "images", "aspect_ratio", "resolution", "duration"},
+    "kling-v4.0/video-extend": {"video", "prompt", "last_image", "resolution", "duration"},
 }  # fmt: skip
+V4_RESOLUTIONS = ("720p", "1080p", "4k")
 SHOT_TYPES = ("customize", "intelligent")
 # What POST /api/v3/model/pricing answers: USD per second, the sound factor, the rate with a video.
 # The fake's own figures (from WaveSpeed's pages), not the catalog's: a test changes them here.
-PRICES: dict[str, tuple[float, float, float | None]] = {
+PRICES: dict[str, tuple[float, float, float | None] | dict[str, float]] = {
     "kling-video-o3-std/image-to-video": (0.18, 4 / 3, None),
     "kling-v3.0-pro/image-to-video": (0.112, 1.5, None),
     "kling-v3.0-std/image-to-video": (0.084, 1.5, None),
@@ -110,6 +127,13 @@ PRICES: dict[str, tuple[float, float, float | None]] = {
     "kling-video-o3-std/reference-to-video": (0.084, 1.0, 0.126),
     "kling-v3.0-std/text-to-video": (0.084, 1.5, None),
     "kling-v3.0-pro/text-to-video": (0.112, 1.5, None),
+    # Kling 4.0: USD per second by resolution (720p and 1080p are on WaveSpeed's pages; the others
+    # are the fake's own, as WaveSpeed's pricing endpoint would answer what its pages do not show).
+    "kling-v4.0/text-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/image-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/reference-to-video": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
+    "kling-v4.0/video-edit": {"720p": 0.188, "1080p": 0.282, "4k": 0.564},
+    "kling-v4.0/video-extend": {"720p": 0.157, "1080p": 0.235, "4k": 0.47},
 }
 # Image models: USD per generated image, whatever the inputs.
 IMAGE_PRICES: dict[str, float] = {"bytedance/seedream-v4.5": 0.04, "bytedance/seedream-v4.5/edit": 0.04}
@@ -120,6 +144,7 @@ IMAGE_MODELS: dict[str, set[str]] = {
     "bytedance/seedream-v4.5/edit": {"prompt", "images", "size"},
 }
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
+MEDIA_LISTS = ("images", "keyframes", "videos", "audios")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
 # media name -> (short side, video bitrate): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips carry
 MEDIA: dict[str, tuple[int, str]] = {"720p": (720, "10M"), "1080p": (1080, "14M")}
@@ -134,7 +159,9 @@ CHAOS_KINDS = {
 UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
 TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
 SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt"}
+OUTPUT_KINDS = {
+    "expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt", "cut_short",
+}  # fmt: skip
 MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden: this key may not use the model"}
 BALANCE_MESSAGE = "Insufficient balance, please top up your account"
 HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
@@ -151,6 +178,8 @@ def validate(model: str, body: Any) -> str | None:
     allowed = MODELS[model]
     for name in sorted(set(body) - allowed):
         return f"unknown parameter {name!r} for {model}"
+    if model.startswith("kling-v4.0/"):
+        return _validate_v4(model, body)
     multi, o1, ref = "multi_prompt" in allowed, "o1-std" in model, "reference" in model
     if multi and ("prompt" in body) == ("multi_prompt" in body):
         return "either prompt or multi_prompt must be provided, but not both"
@@ -192,6 +221,29 @@ def validate(model: str, body: Any) -> str | None:
     return None
 
 
+def _validate_v4(model: str, body: dict[str, Any]) -> str | None:
+    """Kling 4.0's rules as WaveSpeed's pages state them."""
+    task = model.split("/")[1]
+    if task != "image-to-video" and not isinstance(body.get("prompt"), str):
+        return "prompt is required"
+    duration = body.get("duration", 5)
+    if not isinstance(duration, int) or isinstance(duration, bool) or not 3 <= duration <= 30:
+        return "duration must be an integer from 3 to 30"
+    if body.get("resolution", "720p") not in V4_RESOLUTIONS:
+        return "resolution must be 720p, 1080p or 4k"
+    if "dynamic_range" in body and (body["dynamic_range"] != "hdr" or body.get("resolution") not in ("1080p", "4k")):
+        return "dynamic_range hdr is for 1080p and 4k"
+    required = {"image-to-video": "image", "video-edit": "video", "video-extend": "video"}.get(task)
+    if required and required not in body:
+        return f"{required} is required"
+    if len(body.get("keyframes", [])) > 8:
+        return "keyframes: at most 8"
+    files = sum(len(body.get(n, [])) for n in ("images", "videos", "audios"))
+    if task == "reference-to-video" and (files > 15 or len(body.get("images", [])) > 10):
+        return "references: at most 10 images and 15 files"
+    return None
+
+
 @dataclass
 class Fault:
     kind: str
@@ -215,6 +267,7 @@ class Fault:
     release: Any = None  # trickle: a threading.Event that ends the wait early (in-process tests)
     seen: int = 0  # matching requests so far (for ``every``)
     body_contains: str | None = None  # task faults: only a submit whose JSON body contains this text
+    head: bool = False  # drip: the status line and headers drip too
 
     def creates(self) -> bool:
         """On a submit: whether the task is created although the answer is this fault."""
@@ -346,6 +399,7 @@ class FakeWaveSpeed:
         self.prices = dict(PRICES)  # per model, as in PRICES; a test may change one
         self.image_models = {**IMAGE_MODELS, **(image_models or {})}  # path -> fields
         self.listing_inputs = True  # False: the task list ignores include_inputs
+        self.extend_input_seconds = 2  # what a video-extend output holds before its new part
         self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -481,7 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.record_path = path
         with self.fake.lock:
             self.fake.requests.append(self.record)
-        fault = self.fake.faults.take(self.command, path)
+        fault = self.fake.faults.take(self.command, path, body=self.raw.decode("utf-8", "replace"))
         submit = self.command == "POST" and path.startswith("/api/v3/kwaivgi/")
         try:
             if fault is None:
@@ -500,6 +554,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             if kind == "huge":
                 return self._huge(fault)
+            if kind == "drip":
+                return self._drip(fault, self._route(path, body))
+            if kind == "poll_status":
+                return self._send(self._echo_status(fault, self._route(path, body)))
             if kind == "gzip":
                 return self._send(self._gzip_bomb(fault))
             if kind in {"envelope", "balance"}:
@@ -570,8 +628,11 @@ class _Handler(BaseHTTPRequestHandler):
         price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
         if price is None:
             return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})
-        rate, sound, video_rate = price
         inputs = body["inputs"]
+        if isinstance(price, dict):  # Kling 4.0: a rate per resolution, audio included
+            unit = price[inputs.get("resolution", "720p")] * inputs.get("duration", 5)
+            return _ok({"model_id": model_id, "unit_price": round(unit, 6), "currency": "USD"})
+        rate, sound, video_rate = price
         if inputs.get("video") and video_rate is not None:
             rate = video_rate
         unit = rate * inputs.get("duration", 5) * (sound if inputs.get("sound") else 1)
@@ -596,18 +657,19 @@ class _Handler(BaseHTTPRequestHandler):
         problem = validate(model, body) or self._check_media(body)
         if problem:
             return _json(400, {"code": 400, "message": problem})
-        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, json.dumps(body, ensure_ascii=False))
-        slow = self.fake.faults.take("POST", self.record_path, {"slow"})
+        text = json.dumps(body, ensure_ascii=False)  # every task fault may say ``body_contains``
+        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, text)
+        slow = self.fake.faults.take("POST", self.record_path, {"slow"}, text)
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
         task.created_at = time.time()
         if fail is not None:
             task.code, task.fail_status = fail.code, fail.status
-        custom = self.fake.faults.take("POST", self.record_path, {"output_url"})
+        custom = self.fake.faults.take("POST", self.record_path, {"output_url"}, text)
         if custom is not None and custom.url is not None:
             task.output_url = custom.url.format(base=self.fake.base_url, id=task.id)
-        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}) is not None
-        length = self.fake.faults.take("POST", self.record_path, {"length"})
+        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}, text) is not None
+        length = self.fake.faults.take("POST", self.record_path, {"length"}, text)
         if length is not None:
             task.clip_seconds = int(length.seconds)
         with self.fake.lock:
@@ -633,7 +695,7 @@ class _Handler(BaseHTTPRequestHandler):
         return _ok(self._task_view(task))
 
     def _check_media(self, body: dict[str, Any]) -> str | None:
-        values = [body[n] for n in MEDIA_FIELDS if n in body] + list(body.get("images", []))
+        values = [body[n] for n in MEDIA_FIELDS if n in body] + [v for n in MEDIA_LISTS for v in body.get(n, [])]
         for value in values:
             if not isinstance(value, str) or not value.startswith(("http://", "https://")):
                 return f"media inputs must be http(s) URLs, got {value!r}"
@@ -717,6 +779,40 @@ class _Handler(BaseHTTPRequestHandler):
             envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
         return _json(200, envelope)
 
+    def _drip(self, fault: Fault, reply: Reply) -> None:
+        """``reply`` sent at ``fault.rate`` bytes/s (its head too with ``fault.head``): every read
+        gets a byte or two in time, the answer takes minutes."""
+        status, data, headers = reply
+        if self.record is not None:
+            self.record.status = status
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in {"Content-Length": str(len(data)), **headers}.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if not fault.head:
+            self.wfile.write(head)
+            self.wfile.flush()
+            head = b""
+        step, pause = max(1, int(fault.rate / 10)), 0.1
+        rest = head + data
+        try:
+            for at in range(0, len(rest), step):
+                self.wfile.write(rest[at : at + step])
+                self.wfile.flush()
+                if self.fake.stopping.wait(pause):
+                    raise _Drop
+        except OSError:  # the client gave up on the drip: what a bounded client does
+            raise _Drop from None
+        self.close_connection = True
+
+    def _echo_status(self, fault: Fault, reply: Reply) -> Reply:
+        """A poll answer whose task status is ``fault.status`` with the bearer token in it."""
+        if reply[0] != 200 or not self.path.startswith("/api/v3/predictions/"):
+            return reply
+        envelope = json.loads(reply[1])
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        envelope["data"]["status"] = fault.status.replace("{token}", token)
+        return _json(200, envelope)
+
     def _gzip_bomb(self, fault: Fault) -> Reply:
         """A small gzip body that inflates to a JSON answer of ``fault.size`` bytes."""
         return 200, _bomb(fault.size), {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -757,10 +853,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.task_requests[task.id] += 1
         wanted = task.body
         if task.kind == "image":
-            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360"))), {
+            variant = self.fake.variant_of(task) if self.fake.distinct else 0  # a generative model's own image
+            return 200, image_bytes(str(wanted.get("prompt", "")), str(wanted.get("size", "640*360")), variant), {
                 "Content-Type": "image/png"
             }
         seconds = task.clip_seconds if task.clip_seconds is not None else wanted.get("duration", 5)
+        if task.model == "kling-v4.0/video-extend":  # the input clip with the new part joined after it
+            seconds += self.fake.extend_input_seconds
         aspect = wanted.get("aspect_ratio", "16:9")
         data = clip_bytes(seconds, aspect, bool(wanted.get("sound")), self.fake.media, self.fake.variant_of(task))
         return 200, data, {"Content-Type": "video/mp4"}
@@ -776,6 +875,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, HTML_PAGE, {"Content-Type": "text/html"}
         if fault.kind == "corrupt":  # bit rot: right length, right container, a broken bitstream
             return 200, _corrupt(data), reply[2]
+        if fault.kind == "cut_short":  # a complete HTTP answer of half a clip
+            return 200, _cut_short(data), reply[2]
         if fault.kind == "trickle":  # half now, the rest after ``seconds`` (or ``release``)
             self._head(200, len(data), reply[2])
             self.wfile.write(data[: len(data) // 2])
@@ -874,13 +975,31 @@ def _bomb(size: int) -> bytes:
     return b"".join(parts)
 
 
-def _corrupt(data: bytes) -> bytes:
-    """``data`` with a run of bytes in its middle flipped (the length, and so the container, intact)."""
+def _corrupt(data: bytes, sample: int | None = None) -> bytes:
+    """``data`` with bit rot inside one picture: bytes flipped in the slice data of the largest NAL
+    unit of video sample ``sample`` (0-based; the middle one by default). The file's length, boxes
+    and every sample's framing stay intact, so only a decode finds it (the stitch's)."""
+    from kling_render.media.mp4 import parse_movie
+
+    video = parse_movie(data).first("vide")
+    assert video is not None and video.samples
+    n = video.samples // 2 if sample is None else sample
+    pos, end = video.offsets[n], video.offsets[n] + video.sizes[n]
+    units = []
+    while pos + 4 <= end:  # x264 writes 4-byte NAL lengths
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        units.append((pos + 4, pos + 4 + length))
+        pos += 4 + length
+    start, stop = max(units, key=lambda u: u[1] - u[0])
     out = bytearray(data)
-    start = len(out) // 2
-    for i in range(start, min(len(out), start + max(64, len(out) // 50)), 7):
+    for i in range(start + 8, stop, 5):  # past the NAL header and the start of the slice header
         out[i] ^= 0x5A
     return bytes(out)
+
+
+def _cut_short(data: bytes) -> bytes:
+    """The first half of a clip, served as a complete answer (a file truncated before upload)."""
+    return data[: len(data) // 2]
 
 
 _clip_lock = threading.Lock()
@@ -897,8 +1016,9 @@ def media_size(aspect: str, media: str = "tiny") -> tuple[int, int]:
     return (long, short) if width > height else (short, long) if height > width else (short, short)
 
 
-def image_bytes(prompt: str, size: str) -> bytes:
-    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash."""
+def image_bytes(prompt: str, size: str, variant: int = 0) -> bytes:
+    """What an image model delivers, deterministically: a PNG drawn from the prompt's hash (and
+    ``variant`` > 0: another image for the same prompt, as two tasks of a generative model give)."""
     import io
 
     from PIL import Image, ImageDraw
@@ -907,7 +1027,7 @@ def image_bytes(prompt: str, size: str) -> bytes:
         w, h = (max(16, min(2048, int(v))) for v in size.replace("x", "*").split("*"))
     except ValueError:
         w, h = 640, 360
-    seed = hashlib.sha256(prompt.encode("utf-8")).digest()
+    seed = hashlib.sha256((prompt if not variant else f"{prompt}#{variant}").encode("utf-8")).digest()
     img = Image.new("RGB", (w, h), (seed[0], seed[1], seed[2]))
     draw = ImageDraw.Draw(img)
     for n in range(6):

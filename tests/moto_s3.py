@@ -9,6 +9,9 @@ As a process (the first stdout line is the port; it stops when its stdin closes)
 
     python tests/moto_s3.py
 
+The store's clock can be moved (``set_clock(seconds)``: objects written from then on carry a
+Last-Modified that many seconds off), to stand for objects written long ago.
+
 The child serves until its stdin reaches EOF. The test process holds the only write end of
 that pipe, so the child stops with it however the test process ends: a finished session,
 Ctrl-C, or kill -9 (the kernel closes the pipe). Nothing listens beyond 127.0.0.1.
@@ -112,6 +115,15 @@ class MotoS3:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
+    def set_clock(self, offset: float) -> None:
+        """Objects written from now on get a Last-Modified ``offset`` seconds off the real time
+        (0: the real clock again); waits until the server has applied it."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"clock {offset}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line.strip() == b"ok", line
+
     def stop(self) -> None:
         self._http.close()
         _stop(self.proc)
@@ -130,7 +142,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
+    import datetime
+
+    import moto.s3.models
     from moto.server import ThreadedMotoServer
+
+    real_now = moto.s3.models.utcnow
+    offset = [0.0]
+    moto.s3.models.utcnow = lambda: real_now() + datetime.timedelta(seconds=offset[0])  # the store's clock
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -138,8 +157,12 @@ def main() -> int:
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
     try:
-        while sys.stdin.buffer.read(65536):  # until EOF: the test process is gone
-            pass
+        for line in sys.stdin.buffer:  # commands, until EOF: the test process is gone
+            words = line.split()
+            if len(words) == 2 and words[0] == b"clock":
+                offset[0] = float(words[1])
+                sys.stdout.write("ok\n")
+                sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     server.stop()

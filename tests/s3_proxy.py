@@ -9,7 +9,8 @@ network) do, so the remote's handling of those answers is tested over real HTTP:
 Rule kinds:
 - ``rewrite-412-to-409``: forward; a 412 Precondition Failed from moto is answered as
   409 Conflict (ConditionalRequestConflict), as some S3-compatible stores do;
-- ``status``: answer ``status`` without forwarding (503 SlowDown, 403 AccessDenied, ...);
+- ``status``: answer ``status`` without forwarding (503 SlowDown, 403 AccessDenied, ...), with
+  ``body`` if given (say, a store that echoes a credential back);
 - ``land-then-503``: forward (the write lands), then answer 503: a reply lost after the fact.
 
 A rule fires ``count`` times (None: always) on requests whose method and path match.
@@ -41,6 +42,7 @@ class Rule:
     status: int = 503
     count: int | None = None
     hits: int = 0
+    body: bytes | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.count is not None and self.hits >= self.count:
@@ -102,7 +104,7 @@ class S3Proxy:
                 rule = proxy._rule_for(self.command, self.path)
                 if rule is not None and rule.kind == "status":
                     self._fire(rule)
-                    return self._answer(rule.status, {}, _BODIES.get(rule.status, b""))
+                    return self._answer(rule.status, {}, rule.body or _BODIES.get(rule.status, b""))
                 status, headers, data = self._forward(body)
                 if rule is not None and rule.kind == "rewrite-412-to-409" and status == 412:
                     self._fire(rule)

@@ -30,16 +30,21 @@ def shot_id(n: int) -> str:
 
 
 def write_project(
-    root: Path, shots: int, *, models: dict[int, str] | None = None, output: str = "renders/final.mp4"
+    root: Path,
+    shots: int,
+    *,
+    models: dict[int, str] | None = None,
+    output: str = "renders/final.mp4",
+    provider: str = "wavespeed",
 ) -> Path:
-    """A wavespeed project of ``shots`` 3-second shots; each prompt names its shot (``shot sNNN``)."""
+    """A project of ``shots`` 3-second shots on ``provider``; each prompt names its shot (``shot sNNN``)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir(exist_ok=True)
     Image.new("RGB", (640, 360), (40, 90, 120)).save(root / "images" / "a.png")
     lines = [
         "version: 1",
         "name: stress",
-        "provider: wavespeed",
+        f"provider: {provider}",
         f"defaults: {{model: {MODEL}, duration: 3, sound: false}}",
         f"output: {{path: {output}, width: 192, height: 108, fps: 24}}",
         "shots:",
@@ -65,7 +70,7 @@ def shot_of(prompt: Any) -> str | None:
 
 
 def cli_env(base_url: str, key: str = API_KEY, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WAVESPEED_", "KLING_RENDER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WAVESPEED_", "KLING_RENDER_", "FAL_"))}
     env.update(WAVESPEED_API_KEY=key, WAVESPEED_BASE_URL=base_url, **extra)
     return env
 
@@ -74,15 +79,15 @@ def cli_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "kling_render", *args]
 
 
-def render_args(project: Path, *extra: str, concurrency: int = 10) -> list[str]:
+def render_args(project: Path, *extra: str, concurrency: int = 10, provider: str = "wavespeed") -> list[str]:
     return cli_cmd(
-        "render", str(project), "--provider", "wavespeed", "--poll-interval", "0.05",
+        "render", str(project), "--provider", provider, "--poll-interval", "0.05",
         "--concurrency", str(concurrency), "--no-stitch", *extra,
     )  # fmt: skip
 
 
-def state_of(project: Path) -> dict[str, ShotState]:
-    return read_state(StateStore.for_project(project, "wavespeed").path)
+def state_of(project: Path, provider: str = "wavespeed") -> dict[str, ShotState]:
+    return read_state(StateStore.for_project(project, provider).path)
 
 
 def submits_by_shot(requests: Sequence[dict[str, Any]], *, created_only: bool = True) -> Counter[str]:
@@ -101,24 +106,24 @@ def submits_by_shot(requests: Sequence[dict[str, Any]], *, created_only: bool = 
     return counts
 
 
-def assert_cache_sound(project: Path, shots: int, cache_root: Path | None = None) -> None:
+def assert_cache_sound(project: Path, shots: int, cache_root: Path | None = None, provider: str = "wavespeed") -> None:
     """Every shot has one complete entry whose clip hashes to its sidecar; no temp files anywhere."""
     root = cache_root or project.parent / ".kling-render" / "cache"
     cache = ClipCache(root)
-    clips = sorted((root / "wavespeed").rglob("*.mp4"))
-    sidecars = sorted((root / "wavespeed").rglob("*.json"))
+    clips = sorted((root / provider).rglob("*.mp4"))
+    sidecars = sorted((root / provider).rglob("*.json"))
     assert len(clips) == len(sidecars) == shots, (len(clips), len(sidecars))
     for clip in clips:
-        assert cache.verify("wavespeed", clip.stem), f"{clip} does not match its sidecar"
+        assert cache.verify(provider, clip.stem), f"{clip} does not match its sidecar"
     leftovers = list(cache.tmp_dir.iterdir()) if cache.tmp_dir.exists() else []
     assert not leftovers, leftovers
     temp = [p for p in project.parent.rglob("*.tmp")]
     assert not temp, temp
-    state = state_of(project)
+    state = state_of(project, provider)
     lock = read_lock(project.with_suffix(".lock"))
     for n in range(shots):
         sid = shot_id(n)
-        entry = cache.get("wavespeed", state[sid].key)
+        entry = cache.get(provider, state[sid].key)
         assert entry is not None, sid
         assert state[sid].status == "done", (sid, state[sid])
         assert state[sid].output_sha256 == entry.sha256 == lock[sid].output_sha256

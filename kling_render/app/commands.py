@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.catalog.catalog import load_catalog, usd
-from kling_render.errors import UsageError
+from kling_render.errors import ProjectError, UsageError
 from kling_render.plan.model import Plan
 from kling_render.plan.plan import build_plan
-from kling_render.project.project import Project, load_project, parse_var_overrides, paused_gc
+from kling_render.project.generated import Still
+from kling_render.project.project import Project, Shot, load_project, parse_var_overrides, paused_gc
 from kling_render.providers import PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.connect import Remote
 
 
 def load(project_path: Path, vars_: Sequence[str]) -> Project:
@@ -72,6 +78,38 @@ def pick_provider(project: Project, provider: str | None) -> str:
     return name
 
 
+def on_provider(project: Project, provider: str | None) -> Project:
+    """``project`` as ``--provider`` renders it: every shot on that provider (a shot's own
+    ``provider:`` included), or ``project`` itself without one. What that provider cannot render
+    is a located error (exit 2), naming the providers that can."""
+    from dataclasses import replace
+
+    from kling_render.plan.plan import provider_issues
+
+    if provider is None:
+        return project
+    name = pick_provider(project, provider)
+    steps: list[Shot | Still] = [*project.shots, *project.stills]
+    if name == project.provider and not any(s.provider not in (None, name) for s in steps):
+        return project
+    issues = provider_issues(project, project.shots, name)
+    if issues:
+        raise ProjectError(issues)
+
+    def moved(steps: list[Any]) -> list[Any]:
+        return [replace(s, provider=None) if s.provider is not None else s for s in steps]
+
+    rows = [replace(row, shots=moved(row.shots)) for row in project.rows] if project.rows is not None else None
+    return replace(project, provider=name, shots=moved(project.shots), stills=moved(project.stills), rows=rows)
+
+
+def plan_providers(project: Project) -> list[str]:
+    """The providers ``project`` renders on: its own and those its shots and stills name."""
+    steps: list[Shot | Still] = [*project.shots, *project.stills]
+    own = [s.provider for s in steps if s.provider]
+    return list(dict.fromkeys([pick_provider(project, None), *own]))
+
+
 def plan_for(
     project: Project,
     provider: str | None,
@@ -91,7 +129,8 @@ def plan_for(
     from kling_render.store.cache import ClipCache
     from kling_render.store.outputs import CachedOutputs
 
-    name = pick_provider(project, provider)
+    project = on_provider(project, provider)
+    name = project.provider
     cache = ClipCache.for_project(project.path)
     entries, lock_cut = read_lock_file(project.lock_path)
     lock = {sid: entry.to_json() for sid, entry in entries.items()}
@@ -102,22 +141,38 @@ def plan_for(
             "output": manifest.output_settings(project),
             "audio": manifest.audio_settings(project),
         }
-    listed = cache.listed_keys(name)  # one directory walk instead of a stat + read per shot
-    outputs = CachedOutputs(cache, name)
-    on_remote: set[str] = set()
+    providers = plan_providers(project)
+    outputs: CachedOutputs = CachedOutputs(cache)
+    listed = {p: cache.listed_keys(p) for p in providers}  # one directory walk per namespace
+    stills_here = {p: outputs.stills.listed_keys(p) for p in providers}
+    listing: dict[str, dict[str, str | None]] = {p: {} for p in providers}
+    team_stills: dict[str, set[str]] = {p: set() for p in providers}
+    team: Remote | None = None
     remote_url = None
     if remote:
-        from kling_render.store.remote.connect import resolve_remote_url
-        from kling_render.store.remote.sync import remote_keys
+        from kling_render.store.remote.sync import open_for
 
-        url = resolve_remote_url(project.remote, project.display)
-        remote_url = str(url) if url is not None else None
-        on_remote = remote_keys(project.remote, project.display, name) or set()
+        team = open_for(project.remote, project.display)
+        if team is not None:
+            from kling_render.store.outputs import TeamOutputs
+
+            remote_url = str(team.url)
+            listing = {p: asyncio.run(team.clips.listing(p)) for p in providers}
+            team_stills = {p: set(asyncio.run(team.stills.listing(p))) for p in providers}
+            outputs = TeamOutputs(cache, team, team_stills)
+
+    def is_cached(key: str, where: str) -> bool:
+        if key in listing[where] or key in team_stills[where]:
+            return True
+        if key in stills_here[where]:
+            return outputs.stills.contains(where, key)
+        return key in listed[where] and cache.contains(where, key)
+
     with paused_gc():
         the_plan = build_plan(
             project,
             name,
-            is_cached=lambda key: key in on_remote or (key in listed and cache.contains(name, key)),
+            is_cached=is_cached,
             lock=lock,
             only=only,
             cut_settings=manifest.shot_cut_settings,
@@ -125,11 +180,13 @@ def plan_for(
             cut_now=cut_now,
             outputs=outputs,
         )
+    if team is not None:
+        the_plan = _team_clips(the_plan, team, cache, listing)
     the_plan = replace(
         the_plan,
         project_sha256=sha256_file(project.path),
         budget_usd=max_cost if max_cost is not None else project.budget_usd,
-        charges=provider_charges(name),
+        charges=any(provider_charges(p) for p in providers),
         remote=remote_url,
     )
     if project.rows is not None:
@@ -137,6 +194,55 @@ def plan_for(
 
         the_plan = with_rows(the_plan, lock_cut)
     return the_plan
+
+
+def compare_for(project: Project, only: Sequence[str] | None) -> Any:
+    """``plan --compare-providers``: the project priced on every paid provider (cache status from the
+    clip cache and, with a remote, the remote's clips)."""
+    from kling_render.catalog.catalog import PAID_PROVIDERS
+    from kling_render.plan.compare import compare
+    from kling_render.store.cache import ClipCache
+    from kling_render.store.remote.sync import open_for
+
+    cache = ClipCache.for_project(project.path)
+    listed = {p: cache.listed_keys(p) for p in PAID_PROVIDERS}
+    team = open_for(project.remote, project.display)  # a remote error: exit 1
+    on_remote = {p: set(asyncio.run(team.clips.listing(p))) if team else set() for p in PAID_PROVIDERS}
+
+    def is_cached(key: str, where: str) -> bool:
+        return key in on_remote[where] or (key in listed[where] and cache.contains(where, key))
+
+    from kling_render.store.outputs import CachedOutputs
+
+    outputs = CachedOutputs(cache)
+    return compare(project, is_cached=is_cached, outputs=outputs, only=list(only) if only else None)
+
+
+def _team_clips(
+    the_plan: Plan, team: Remote, cache: ClipCache, listing: Mapping[str, dict[str, str | None]]
+) -> Plan:
+    """With a remote, its record is the team's clip: a shot whose clip here differs from it is cut
+    with the team's clip at the next render or stitch, so the plan says it re-stitches (each
+    provider's clips against that provider's records)."""
+    from dataclasses import replace
+
+    from kling_render.store.remote.sync import differing
+
+    kept = [p for p in the_plan.shots if p.change in ("unchanged", "re-stitch")]
+    if not kept:
+        return the_plan
+    differs: set[tuple[str, str]] = set()
+    for where in dict.fromkeys(p.provider for p in kept):
+        keys = [p.job.key for p in kept if p.provider == where]
+        found = asyncio.run(differing(team.clips, where, cache, keys, listing.get(where, {})))
+        differs |= {(where, key) for key in found}
+    shots = [
+        replace(p, change="re-stitch", changed_fields=(*p.changed_fields, "team clip"))
+        if (p.provider, p.job.key) in differs and p.change in ("unchanged", "re-stitch")
+        else p
+        for p in the_plan.shots
+    ]
+    return replace(the_plan, shots=shots)
 
 
 EXIT_NOTHING_TO_DO, EXIT_CHANGES, EXIT_OVER_BUDGET = 0, 2, 3
@@ -271,34 +377,35 @@ def save_plan(the_plan: Plan, out: Path) -> None:
 
 
 def models(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The catalog as data: endpoint, fields, limits and prices per model (with a project's declared models)."""
+    """The catalog as data: each model's fields, limits, and every provider's endpoint and price
+    (with a project's declared models and ``pricing:``)."""
+    catalog, prices = _catalog_and_prices(project_path, vars_)
+    return [model_json(model, prices) for model in catalog.values()]
+
+
+def _catalog_and_prices(project_path: Path | None, vars_: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Any]]:
     from kling_render.catalog.catalog import Model
 
     catalog: dict[str, Model] = dict(load_catalog())
-    prices = {mid: m.price for mid, m in catalog.items()}
-    if project_path is not None:
-        project = load(project_path, vars_)
-        catalog.update(project.models)
-        prices = {mid: project.prices.get(mid) for mid in catalog}
-    return [model_json(model, prices.get(model.id)) for model in catalog.values()]
+    if project_path is None:
+        prices = {(o.provider, mid): o.price for mid, m in catalog.items() for o in m.offers}
+        return catalog, prices
+    project = load(project_path, vars_)
+    catalog.update(project.models)
+    return catalog, dict(project.prices)
 
 
 def check_prices(project_path: Path | None = None, vars_: Sequence[str] = ()) -> list[Any]:
-    """Every model's price (the project's prices, with its declared models) against WaveSpeed's."""
-    from kling_render.catalog.catalog import Model, Price
+    """Every model's price (the project's prices, with its declared models) against each provider's."""
     from kling_render.catalog.pricecheck import check_prices as ask
 
-    catalog: dict[str, Model] = dict(load_catalog())
-    prices: dict[str, Price | None] = {mid: m.price for mid, m in catalog.items()}
-    if project_path is not None:
-        project = load(project_path, vars_)
-        catalog.update(project.models)
-        prices = {mid: project.prices.get(mid) for mid in catalog}
+    catalog, prices = _catalog_and_prices(project_path, vars_)
     return ask(catalog.values(), prices)
 
 
-def model_json(model: Any, price: Any) -> dict[str, Any]:
-    """One catalog entry as plain data (``models --json``)."""
+def model_json(model: Any, prices: Any) -> dict[str, Any]:
+    """One catalog entry as plain data (``models --json``): the WaveSpeed offer at the top (as
+    before fal), every provider's under ``providers``."""
     d = model.duration
     fields = {}
     for spec in model.fields:
@@ -314,10 +421,14 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             ("max_items", spec.max_items),
             ("max_items_with_video", spec.max_items_with_video),
             ("only_with", spec.only_with),
+            ("min_seconds", spec.min_seconds),
+            ("max_seconds", spec.max_seconds),
+            ("max_total_seconds", spec.max_total_seconds),
         ):
             if value is not None:
                 entry[key] = value
         fields[spec.name] = entry
+    price = prices.get(("wavespeed", model.id))
     return {
         "id": model.id,
         "title": model.title,
@@ -345,7 +456,8 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
             "min_side": model.image_limits.min_side,
             "max_aspect": model.image_limits.max_aspect,
         },
-        "price_per_second_usd": usd(price.per_second) if price and not model.makes_image else None,
+        "extends": model.extends,
+        "price_per_second_usd": usd(price.per_second) if price and price.per_second is not None else None,
         "price_per_image_usd": usd(price.per_image) if price and price.per_image is not None else None,
         "sound_multiplier": (
             None if price is None or price.sound_multiplier is None else str(price.sound_multiplier)
@@ -355,4 +467,33 @@ def model_json(model: Any, price: Any) -> dict[str, Any]:
         ),
         "price_date": price.date if price else None,
         "price_source": price.source if price else None,
+        "providers": {o.provider: _offer_json(o, prices.get((o.provider, model.id))) for o in model.offers},
+    }
+
+
+def _offer_json(offer: Any, price: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for f in offer.fields:
+        spec: dict[str, Any] = {"wire": f.wire}
+        if f.string:
+            spec["form"] = "string"
+        if f.enum is not None:
+            spec["enum"] = list(f.enum)
+        fields[f.name] = spec
+    return {"endpoint": offer.endpoint, "fields": fields, "price": _price_json(price)}
+
+
+def _price_json(price: Any) -> dict[str, Any] | None:
+    if price is None:
+        return None
+    return {
+        "per_second_usd": usd(price.per_second) if price.per_second is not None else None,
+        "per_image_usd": usd(price.per_image) if price.per_image is not None else None,
+        "per_second_by_resolution_usd": {tier: usd(rate) for tier, rate in price.by_resolution},
+        "sound_multiplier": None if price.sound_multiplier is None else str(price.sound_multiplier),
+        "video_per_second_usd": usd(price.video_per_second) if price.video_per_second is not None else None,
+        "unpriced": sorted(price.unpriced),
+        "text": price.rates_text(),
+        "date": price.date,
+        "source": price.source,
     }

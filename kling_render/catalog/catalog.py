@@ -1,10 +1,10 @@
-"""The model catalog: each model's endpoint, input fields, durations, image limits and price, as data.
+"""The model catalog: each model's inputs, durations, image limits, and where it is offered, as data.
 
 The built-in catalog (``data/models.yaml``) and the models a project declares under ``models:``
 are one format, read by one loader (:func:`parse_models`) after one JSON Schema
 (``$defs/models`` of the project schema): a project model is a catalog entry. The generic
-rules (``rules.py``) and the wire body (``project.py``) are driven by the field specs, so a
-new Kling endpoint needs data, not code.
+rules (``rules.py``) and the wire body (``offers.wire_params``) are driven by the field specs
+and the providers' offers, so a new Kling endpoint (or provider) needs data, not code.
 """
 
 from __future__ import annotations
@@ -14,15 +14,62 @@ import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from importlib import resources
 from typing import Any
+
+from kling_render.catalog.offers import (
+    LOCAL_FORM,
+    PAID_PROVIDERS,
+    Offer,
+    WireField,
+    offer_problems,
+    parse_offer,
+    wire_params,
+)
+from kling_render.catalog.prices import (
+    MAX_PRICE,
+    PRICE_KEYS,
+    Price,
+    missing_rate,
+    parse_fraction,
+    parse_price,
+    price_problems,
+    rate_problems,
+    shot_cost,
+    still_cost,
+    tier_of,
+    usd,
+)
+
+__all__ = [
+    "MAX_PRICE",
+    "PAID_PROVIDERS",
+    "PRICE_KEYS",
+    "Duration",
+    "FieldSpec",
+    "Model",
+    "Offer",
+    "Price",
+    "WireField",
+    "canonical_model_id",
+    "find_model",
+    "load_catalog",
+    "missing_rate",
+    "parse_fraction",
+    "parse_models",
+    "parse_price",
+    "shot_cost",
+    "still_cost",
+    "tier_of",
+    "usd",
+    "wire_params",
+]
 
 KWAIVGI_PREFIX = "kwaivgi/"
 IMAGE_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_IMAGE_FORMATS = ("jpg", "jpeg", "png")
 # Shot keys that are not model inputs (they steer the cut or the cache key): no field may take these names.
-NON_WIRE_KEYS = frozenset({"id", "model", "take", "takes", "pick", "trim", "transition"})
+NON_WIRE_KEYS = frozenset({"id", "model", "take", "takes", "pick", "trim", "transition", "provider"})
 # What a model makes: a clip (a shot's model) or an image (a still's model, priced per image).
 OUTPUTS = ("video", "image")
 # Shot keys with a fixed meaning and type in the project schema: a model that declares one of these
@@ -35,6 +82,11 @@ SHOT_KEY_TYPES = {
     "end_image": "image",
     "images": "images",
     "video": "video",
+    "videos": "videos",
+    "audios": "audios",
+    "keyframes": "images",
+    "resolution": "string",
+    "dynamic_range": "string",
     "sound": "boolean",
     "keep_original_sound": "boolean",
     "aspect_ratio": "string",
@@ -42,22 +94,20 @@ SHOT_KEY_TYPES = {
     "element_list": "list",
     "shot_type": "string",
 }
-# Types with one meaning in the rules: only the field of that name may have them.
-SPECIAL_TYPES = {"multi_prompt": "multi_prompt", "images": "images", "video": "video"}
-MEDIA_TYPES = frozenset({"image", "images", "video"})
+# Types with one meaning in the rules: only the fields of these names may have them.
+SPECIAL_TYPES = {
+    "multi_prompt": ("multi_prompt",),
+    "images": ("images", "keyframes"),
+    "video": ("video",),
+    "videos": ("videos",),
+    "audios": ("audios",),
+}
+MEDIA_TYPES = frozenset({"image", "images", "video", "videos", "audios"})
+LIST_MEDIA_TYPES = frozenset({"images", "videos", "audios"})
+TIMED_MEDIA_TYPES = frozenset({"video", "videos", "audios"})  # media with a length (min/max_seconds)
 _NO_DEFAULT = object()
 
 Problem = tuple[tuple[str | int, ...], str]  # (path below the model, message)
-
-
-@dataclass(frozen=True)
-class Price:
-    per_second: Fraction  # 0 for an image model, which is priced per_image
-    sound_multiplier: Fraction | None  # None: no sound surcharge known (sound-on shots need `pricing:`)
-    video_per_second: Fraction | None
-    date: str
-    source: str
-    per_image: Fraction | None = None  # an image model's price per generated image
 
 
 @dataclass(frozen=True)
@@ -74,6 +124,9 @@ class FieldSpec:
     max_items: int | None = None
     max_items_with_video: int | None = None
     only_with: str | None = None  # sent only when this field is given (dropped otherwise)
+    min_seconds: float | None = None  # media with a length: each file at least this long
+    max_seconds: float | None = None
+    max_total_seconds: float | None = None  # a list of media: their lengths together
 
     @property
     def has_default(self) -> bool:
@@ -89,6 +142,23 @@ class Group:
 
     def text(self, model_id: str) -> str | None:
         return self.message.replace("{model}", model_id) if self.message else None
+
+
+@dataclass(frozen=True)
+class FileLimit:
+    """At most ``max`` files in these fields together."""
+
+    fields: tuple[str, ...]
+    max: int
+
+
+@dataclass(frozen=True)
+class Need:
+    """When field ``when`` is given, each field of ``then`` must have one of its values."""
+
+    when: str
+    then: tuple[tuple[str, tuple[Any, ...]], ...]
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,9 +198,34 @@ class Model:
     any_of: tuple[Group, ...] = ()
     conflicts: tuple[Group, ...] = ()
     image_limits: ImageLimits = ImageLimits()
-    price: Price | None = None
     builtin: bool = True
+    offers: tuple[Offer, ...] = ()  # by provider: WaveSpeed's (the top level) first
+    max_files: tuple[FileLimit, ...] = ()
+    needs: tuple[Need, ...] = ()
+    references: tuple[tuple[str, str], ...] = ()  # prompt tag (Image) -> the field its files are in
+    extends: str | None = None  # the input video the output continues (only the new part is kept)
     output: str = "video"  # one of OUTPUTS: "image" models make stills, "video" models shots
+
+    @property
+    def price(self) -> Price | None:
+        """WaveSpeed's price (the catalog's first provider); other providers': ``offer(p).price``."""
+        offer = self.offer("wavespeed")
+        return offer.price if offer is not None else None
+
+    def offer(self, provider: str) -> Offer | None:
+        """How ``provider`` takes the model, or None when it does not offer it. The free ``local``
+        provider renders every model, reading WaveSpeed's form (its keys predate other providers)."""
+        for offer in self.offers:
+            if offer.provider == provider:
+                return offer
+        if provider == "local":
+            return self.offer(LOCAL_FORM) or (self.offers[0] if self.offers else None)
+        return None
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The paid providers that offer the model, in the catalog's order."""
+        return tuple(o.provider for o in self.offers)
 
     @property
     def makes_image(self) -> bool:
@@ -178,54 +273,6 @@ class Model:
 def canonical_model_id(model_id: str) -> str:
     """Strip the optional ``kwaivgi/`` prefix."""
     return model_id[len(KWAIVGI_PREFIX) :] if model_id.startswith(KWAIVGI_PREFIX) else model_id
-
-
-PRICE_KEYS = ("per_second", "sound_multiplier", "video_per_second", "video_multiplier", "per_image")
-MAX_PRICE = Fraction(10**6)  # a price or multiplier above this is a typo, and would overflow costs
-
-
-def parse_fraction(value: Any) -> Fraction:
-    """A price or multiplier from data: ``0.18``, ``"0.18"`` or ``"4/3"``, kept exact.
-
-    ValueError (or ZeroDivisionError for ``"1/0"``) for anything that is not a finite number
-    from 0 to MAX_PRICE: NaN, inf or a negative price would break or switch off the budget.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
-    if isinstance(value, int | str):
-        result = Fraction(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"not a number: {value!r}")
-        result = Fraction(str(value))
-    else:
-        raise ValueError(f"not a number: {value!r}")
-    if result < 0:
-        raise ValueError(f"{value!r:.40} must be at least 0")
-    if result > MAX_PRICE:
-        raise ValueError(f"{value!r:.40} is too large (at most {MAX_PRICE})")
-    return result
-
-
-def parse_price(raw: Mapping[str, Any], *, base: Price | None, date: str, source: str) -> Price:
-    """A Price from a ``price:`` or ``pricing:`` entry; keys it leaves out come from ``base``.
-
-    ``video_multiplier`` is the video rate as a factor of ``per_second`` (``video_per_second``
-    gives it directly). An image model's entry gives ``per_image`` instead of ``per_second``.
-    Raises ValueError or ZeroDivisionError on a bad number, KeyError when neither rate is given.
-    """
-    if "per_image" in raw:
-        return Price(Fraction(0), None, None, date, source, per_image=parse_fraction(raw["per_image"]))
-    per_second = parse_fraction(raw["per_second"])
-    sound: Fraction | None = base.sound_multiplier if base else None
-    if "sound_multiplier" in raw:
-        sound = parse_fraction(raw["sound_multiplier"])
-    video: Fraction | None = base.video_per_second if base else None
-    if "video_per_second" in raw:
-        video = parse_fraction(raw["video_per_second"])
-    elif "video_multiplier" in raw:
-        video = per_second * parse_fraction(raw["video_multiplier"])
-    return Price(per_second, sound, video, date, source)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -277,25 +324,6 @@ def find_model(model_id: str, declared: Mapping[str, Model] | None = None) -> Mo
     return load_catalog().get(canonical)
 
 
-def still_cost(price: Price) -> Fraction | None:
-    """Exact cost of one still (one generated image), or None when the price has no per-image rate."""
-    return price.per_image
-
-
-def shot_cost(price: Price, duration: int, *, sound: bool, with_video: bool) -> Fraction:
-    """Exact cost of one shot: rate × seconds × sound factor (SPEC §4)."""
-    rate = price.video_per_second if with_video and price.video_per_second is not None else price.per_second
-    cost = rate * duration
-    if sound and price.sound_multiplier is not None:
-        cost *= price.sound_multiplier
-    return cost
-
-
-def usd(value: Fraction) -> float:
-    """Round a cost to 4 decimals, as printed and stored."""
-    return round(float(value), 4)
-
-
 def _group(raw: Mapping[str, Any]) -> Group:
     return Group(tuple(raw["fields"]), raw.get("message"))
 
@@ -315,6 +343,9 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
                 max_items=f.get("max_items"),
                 max_items_with_video=f.get("max_items_with_video"),
                 only_with=f.get("only_with"),
+                min_seconds=f.get("min_seconds"),
+                max_seconds=f.get("max_seconds"),
+                max_total_seconds=f.get("max_total_seconds"),
             )
         )
     d = spec.get("duration")
@@ -325,6 +356,16 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
         price = parse_price(
             raw, base=None, date=str(raw.get("date", "")), source=str(raw.get("source", "") or source)
         )
+    # WaveSpeed's offer is the top level: its endpoint, the fields' wire names, its price.
+    wavespeed = Offer(
+        "wavespeed",
+        spec["endpoint"],
+        (*(WireField(f.name, f.wire) for f in fields), *((WireField("duration", "duration"),) if d else ())),
+        price,
+    )
+    others = tuple(
+        parse_offer(name, raw, source=source) for name, raw in (spec.get("providers") or {}).items()
+    )
     return Model(
         id=model_id,
         title=str(spec.get("title", model_id)),
@@ -348,8 +389,15 @@ def _model(model_id: str, spec: Mapping[str, Any], *, builtin: bool, source: str
             min_side=limits.get("min_side"),
             max_aspect=limits.get("max_aspect"),
         ),
-        price=price,
         builtin=builtin,
+        offers=(wavespeed, *others),
+        max_files=tuple(FileLimit(tuple(g["fields"]), int(g["max"])) for g in spec.get("max_files", ())),
+        needs=tuple(
+            Need(n["if"], tuple((k, tuple(v)) for k, v in n["then"].items()), n.get("message"))
+            for n in spec.get("needs", ())
+        ),
+        references=tuple((str(tag), str(name)) for tag, name in (spec.get("references") or {}).items()),
+        extends=spec.get("extends"),
         output=str(spec.get("output", "video")),
     )
 
@@ -384,45 +432,66 @@ def _model_problems(model_id: str, spec: Mapping[str, Any], reserved: frozenset[
 
     for i, name in enumerate(spec.get("required", ())):
         yield from known(("required", i), name)
-    for kind in ("one_of", "any_of", "conflicts"):
+    for kind in ("one_of", "any_of", "conflicts", "max_files"):
         for i, group in enumerate(spec.get(kind, ())):
             for j, name in enumerate(group["fields"]):
                 yield from known((kind, i, "fields", j), name)
-    if spec.get("output", "video") == "image":
+    for i, need in enumerate(spec.get("needs", ())):
+        yield from known(("needs", i, "if"), need["if"])
+        for name, values in need["then"].items():
+            yield from known(("needs", i, "then", name), name)
+            allowed = fields.get(name, {}).get("enum")
+            for j, value in enumerate(values):
+                if allowed is not None and value not in allowed:
+                    yield ("needs", i, "then", name, j), f"{value!r} is not one of {', '.join(map(str, allowed))}"
+    for tag, name in (spec.get("references") or {}).items():
+        yield from known(("references", tag), name)
+        if name in fields and fields[name]["type"] not in MEDIA_TYPES:
+            yield ("references", tag), f"'{name}' holds no files"
+    if "extends" in spec:
+        name = spec["extends"]
+        yield from known(("extends",), name)
+        if name in fields and fields[name]["type"] != "video":
+            yield ("extends",), f"'{name}' is not a video field"
+    image = spec.get("output", "video") == "image"
+    if image:
         yield from _image_model_problems(spec)
     elif "duration" not in spec:
         yield (), "missing required key 'duration' (a video model's durations; an image model says output: image)"
     else:
         yield from _duration_problems(spec["duration"], has_end_image="end_image" in fields)
-    if "price" in spec:
-        rate = "per_image" if spec.get("output", "video") == "image" else "per_second"
-        other = "per_second" if rate == "per_image" else "per_image"
-        if other in spec["price"]:
-            what = "an image model (output: image)" if rate == "per_image" else "a video model"
-            yield ("price", other), f"{what} is priced {rate}, not {other}"
-        elif rate not in spec["price"]:
-            yield ("price",), f"missing required key '{rate}'"
-        else:
-            try:
-                parse_price(spec["price"], base=None, date="", source="")
-            except (ValueError, ZeroDivisionError) as exc:
-                yield ("price",), f"invalid price: {exc}"
+    yield from _price_entry_problems(("price",), spec.get("price"), image=image)
+    for provider, raw in (spec.get("providers") or {}).items():
+        yield from offer_problems(provider, raw, fields, image=image)
 
 
-# Price keys that only a video model's price may have.
-_VIDEO_PRICE_KEYS = ("sound_multiplier", "video_per_second", "video_multiplier")
+def _price_entry_problems(
+    where: tuple[str | int, ...], raw: Mapping[str, Any] | None, *, image: bool
+) -> Iterator[Problem]:
+    """A model's ``price:``: a rate that fits what the model makes, valid numbers."""
+    if raw is None:
+        return
+    fit = rate_problems(raw, image=image)
+    for path, message in fit:
+        yield (*where, *path), message
+    for path, message in price_problems(raw):
+        yield (*where, *path), message
+    if not fit and not price_problems(raw):
+        try:
+            parse_price(raw, base=None, date="", source="")
+        except (ValueError, ZeroDivisionError) as exc:
+            yield where, f"invalid price: {exc}"
 
 
 def _image_model_problems(spec: Mapping[str, Any]) -> Iterator[Problem]:
-    """An image model makes one picture: no duration, no sound, no video-rate price keys."""
+    """An image model makes one picture: no duration, no sound, no video inputs."""
     if "duration" in spec:
         yield ("duration",), "an image model (output: image) has no duration"
     for name, f in spec["fields"].items():
-        if f.get("type") in ("video", "multi_prompt") or name == "sound":
+        if f.get("type") in ("video", "videos", "audios", "multi_prompt") or name == "sound":
             yield ("fields", name), f"'{name}' is a video input; an image model (output: image) cannot take it"
-    for key in _VIDEO_PRICE_KEYS:
-        if key in spec.get("price", {}):
-            yield ("price", key), f"{key} prices video; an image model is priced per_image"
+    if "extends" in spec:
+        yield ("extends",), "an image model (output: image) extends no clip"
 
 
 def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:
@@ -436,17 +505,22 @@ def _field_problems(name: str, f: Mapping[str, Any]) -> Iterator[Problem]:
     if fixed is not None and kind != fixed:
         yield (*where, "type"), f"'{name}' has type {fixed} in every shot; declare it as type {fixed}"
         return
-    for special, owner in SPECIAL_TYPES.items():
-        if kind == special and name != owner:
-            yield (*where, "type"), f"type {special} is only for the field named '{owner}'"
+    for special, owners in SPECIAL_TYPES.items():
+        if kind == special and name not in owners:
+            named = " or ".join(f"'{o}'" for o in owners)
+            yield (*where, "type"), f"type {special} is only for the field named {named}"
             return
     numeric = kind in ("integer", "number")
     if ("min" in f or "max" in f) and not numeric:
         yield where, f"min/max apply to integer and number fields, not {kind}"
     if "enum" in f and kind not in ("string", "integer", "number"):
         yield (*where, "enum"), f"enum applies to string, integer and number fields, not {kind}"
-    if ("max_items" in f or "max_items_with_video" in f) and kind not in ("images", "list"):
-        yield where, f"max_items applies to images and list fields, not {kind}"
+    if ("max_items" in f or "max_items_with_video" in f) and kind not in (*LIST_MEDIA_TYPES, "list"):
+        yield where, f"max_items applies to list fields, not {kind}"
+    if any(k in f for k in ("min_seconds", "max_seconds", "max_total_seconds")) and kind not in TIMED_MEDIA_TYPES:
+        yield where, f"min_seconds/max_seconds apply to video and audio fields, not {kind}"
+    if "max_total_seconds" in f and kind not in LIST_MEDIA_TYPES:
+        yield where, "max_total_seconds applies to a list of videos or audios"
     for bound in ("min", "max"):
         if bound in f and not _has_type(f[bound], "number"):
             yield (*where, bound), f"{f[bound]} is not a finite number"

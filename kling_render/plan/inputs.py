@@ -6,15 +6,20 @@ Keys (computed by plan/keys.py, the one place keys are made):
   model), exactly as before; take ``k`` of a shot is that document with ``take: k``, so a shot's
   first take keeps the key it always had. ``pick`` is never in a key.
 - A still: ``{kind: "still", provider, model, endpoint, params, take}``.
+- ``params`` are the step's provider's wire body (its names and value forms, ``Offer``), so a
+  shot has one key per provider, and WaveSpeed's keys are what they were before other providers.
 - In ``params`` every input stands for its content: a local file ``sha256:<hex>``, a URL itself,
   a still's image ``sha256:<hex>`` of its bytes (as if it were a local file), a frame
   ``frame:<clip sha256>@<frame index>`` (the upstream's picked clip and the exact frame of it,
-  :mod:`kling_render.media.frames`). A key is therefore known only once the inputs it names are
+  :mod:`kling_render.media.frames`), another shot's whole clip (a clip to continue) the
+  ``sha256:<hex>`` of that clip. A key is therefore known only once the inputs it names are
   made: until then the step waits, and the plan says it will (re-)render and counts its cost.
 
 The plan names steps ``still:<id>`` (a still), ``<id>`` (a shot's first take) and ``<id>#<take>``
 (another take). Edges run from the step that makes an input to each take of the shot that uses
-it (a shot waits only for its own upstreams); a frame's upstream is the upstream shot's picked take.
+it (a shot waits only for its own upstreams); a frame's (or a clip's) upstream is the upstream
+shot's picked take. Each step renders on its own provider (``provider:`` of the shot or still,
+else the project's): its key, cache and state are that provider's.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from kling_render.catalog.catalog import Price, still_cost, usd
-from kling_render.jobs import FrameRef, GeneratedRef, Job, MediaRef, StillRef, UnresolvedInputError
+from kling_render.catalog.catalog import Model, Offer, Price, still_cost, usd, wire_params
+from kling_render.jobs import ClipRef, FrameRef, GeneratedRef, Job, MediaRef, StillRef, UnresolvedInputError
 from kling_render.media.frames import ClipFrames, frame_index, frame_key_value
 from kling_render.plan import keys
 from kling_render.project.generated import STILL_PREFIX, Still, refs_in
@@ -47,6 +52,7 @@ __all__ = [
     "order",
     "resolve",
     "step_names",
+    "step_provider",
     "still_cost_of",
     "still_job",
     "still_key",
@@ -60,23 +66,39 @@ __all__ = [
 # -- keys ----------------------------------------------------------------------------------------
 
 
+def offer_of(model: Model, provider: str) -> Offer:
+    """How ``provider`` takes ``model``; ValueError when it does not offer it (validation and
+    ``--provider`` check that first: this is a bug guard)."""
+    offer = model.offer(provider)
+    if offer is None:
+        raise ValueError(f"{provider} does not offer {model.id}")
+    return offer
+
+
 def take_key(provider: str, shot: Shot, *, take: int | None = None, params: Mapping[str, Any] | None = None) -> str:
-    """The key of take ``take`` (default: the first, ``shot.take``) of ``shot``, with ``params``
-    (default: the shot's own, which must hold no unresolved input)."""
+    """The key of take ``take`` (default: the first, ``shot.take``) of ``shot`` on ``provider``, with
+    ``params`` by field name (default: the shot's own, which must hold no unresolved input), sent as
+    that provider takes them."""
+    offer = offer_of(shot.model, provider)
     return keys.clip_key(
         provider,
         shot.model.id,
-        shot.params if params is None else params,
+        wire_params(offer, shot.params if params is None else params),
         shot.take if take is None else take,
-        endpoint=None if shot.model.builtin else shot.model.endpoint,
+        endpoint=None if shot.model.builtin else offer.endpoint,
     )
 
 
 def still_key(provider: str, still: Still, *, params: Mapping[str, Any] | None = None) -> str:
-    """The key of ``still``: its kind, provider, model, endpoint, inputs and take."""
-    return keys.still_key(
-        provider, still.model.id, still.model.endpoint, still.params if params is None else params, still.take
-    )
+    """The key of ``still`` on ``provider``: its kind, provider, model, endpoint, inputs and take."""
+    offer = offer_of(still.model, provider)
+    body = wire_params(offer, still.params if params is None else params)
+    return keys.still_key(provider, still.model.id, offer.endpoint, body, still.take)
+
+
+def step_provider(node: Still | Shot, provider: str) -> str:
+    """Where a still or shot renders: its own ``provider:``, else the project's ``provider``."""
+    return node.provider or provider
 
 
 def take_name(shot: Shot, take: int) -> str:
@@ -85,9 +107,11 @@ def take_name(shot: Shot, take: int) -> str:
     return shot.id if take == shot.take else f"{shot.id}#{take}"
 
 
-def still_cost_of(still: Still, prices: Mapping[str, Price]) -> Fraction | None:
-    """The exact price of one still, or None when neither the catalog nor the project has one."""
-    price = prices.get(still.model.id)
+def still_cost_of(still: Still, prices: Mapping[tuple[str, str], Price], provider: str) -> Fraction | None:
+    """The exact price of one still on ``provider``, or None when neither the catalog nor the project
+    has one (the free ``local`` provider shows the price of the form it reads: WaveSpeed's)."""
+    offer = still.model.offer(provider)
+    price = prices.get((offer.provider, still.model.id)) if offer is not None else None
     return None if price is None else still_cost(price)
 
 
@@ -183,12 +207,12 @@ class ClipFacts:
 
 class Outputs(Protocol):
     """What is made already (the cache, the remote): None when it is not. A still and a clip by
-    their key; a frame by its key value (``frame:<clip sha256>@<index>``), once extracted as a PNG
-    (a frame not extracted yet still keys its users: only the upload needs the file)."""
+    their provider and key; a frame by its key value (``frame:<clip sha256>@<index>``), once
+    extracted as a PNG (a frame not extracted yet still keys its users: only the upload needs the file)."""
 
-    def still(self, key: str) -> StillFacts | None: ...
+    def still(self, provider: str, key: str) -> StillFacts | None: ...
 
-    def clip(self, key: str) -> ClipFacts | None: ...
+    def clip(self, provider: str, key: str) -> ClipFacts | None: ...
 
     def frame(self, key_value: str) -> StillFacts | None: ...
 
@@ -196,10 +220,10 @@ class Outputs(Protocol):
 class NothingMade:
     """An :class:`Outputs` that knows of nothing (a fresh cache)."""
 
-    def still(self, key: str) -> StillFacts | None:
+    def still(self, provider: str, key: str) -> StillFacts | None:
         return None
 
-    def clip(self, key: str) -> ClipFacts | None:
+    def clip(self, provider: str, key: str) -> ClipFacts | None:
         return None
 
     def frame(self, key_value: str) -> StillFacts | None:
@@ -227,11 +251,12 @@ class Unit:
     name: str
     kind: Literal["still", "clip"]
     key: str | None
-    params: Mapping[str, Any] | None
+    params: Mapping[str, Any] | None  # by field name (the provider's wire body: ``wire_params``)
     waits: tuple[Wait, ...] = ()
     take: int | None = None  # the take number of a clip
     picked: bool = True  # a clip: whether the cut uses this take
     pending_key: str | None = None  # while waiting: a stand-in, the same for steps that will share a key
+    provider: str = "local"  # where it renders (its key, cache and state are that provider's)
 
     @property
     def some_key(self) -> str:
@@ -255,7 +280,8 @@ class Resolution:
 def resolve(project: Project, provider: str, outputs: Outputs, *, wanted: Sequence[str] | None = None) -> Resolution:
     """Each still and each take of each shot (or of the shots ``wanted`` and what they need) with
     its key when its inputs are made, else what it waits for; a frame's index comes from the made
-    clip's frames and the upstream's trim."""
+    clip's frames and the upstream's trim. ``provider`` is the project's: a step with its own
+    ``provider:`` renders there."""
     _, shots = _owners(project)
     res = Resolution()
     still_out: dict[str, StillFacts] = {}
@@ -266,25 +292,27 @@ def resolve(project: Project, provider: str, outputs: Outputs, *, wanted: Sequen
     for node in nodes:
         params, waits = _inputs(node.params, shots, still_out, clip_out, outputs)
         stand_in = _stand_in(params, shots, res) if waits else None
+        where = step_provider(node, provider)
         if isinstance(node, Still):
-            key = None if waits else still_key(provider, node, params=params)
-            facts = outputs.still(key) if key is not None and node.step_id in inputs else None
+            key = None if waits else still_key(where, node, params=params)
+            facts = outputs.still(where, key) if key is not None and node.step_id in inputs else None
             if facts is not None:
                 still_out[node.step_id] = facts
-            pending = None if stand_in is None else _pending(still_key(provider, node, params=stand_in))
+            pending = None if stand_in is None else _pending(still_key(where, node, params=stand_in))
             res.units[node.step_id] = Unit(node.step_id, "still", key, None if waits else params, waits,
-                                           pending_key=pending)  # fmt: skip
+                                           pending_key=pending, provider=where)  # fmt: skip
             res.made[node.step_id] = facts is not None
             continue
         for take in node.take_numbers:
             name = take_name(node, take)
-            key = None if waits else take_key(provider, node, take=take, params=params)
-            clip = outputs.clip(key) if key is not None and name in inputs else None
+            key = None if waits else take_key(where, node, take=take, params=params)
+            clip = outputs.clip(where, key) if key is not None and name in inputs else None
             if clip is not None:
                 clip_out[name] = clip
             picked = take == node.picked_take
-            pending = None if stand_in is None else _pending(take_key(provider, node, take=take, params=stand_in))
-            res.units[name] = Unit(name, "clip", key, None if waits else params, waits, take, picked, pending)
+            pending = None if stand_in is None else _pending(take_key(where, node, take=take, params=stand_in))
+            res.units[name] = Unit(name, "clip", key, None if waits else params, waits, take, picked, pending,
+                                   where)  # fmt: skip
             res.made[name] = clip is not None
     return res
 
@@ -295,11 +323,11 @@ def _stand_in(params: Mapping[str, Any], shots: Mapping[str, Shot], res: Resolut
     (a shot every row shares) have one stand-in, so the plan prices them once."""
 
     def one(value: Any) -> Any:
-        if not isinstance(value, StillRef | FrameRef):
+        if not isinstance(value, StillRef | FrameRef | ClipRef):
             return value
         upstream = res.units.get(_upstream_name(value, shots))
         maker = "?" if upstream is None else upstream.some_key
-        if isinstance(value, StillRef):
+        if isinstance(value, StillRef | ClipRef):
             return MediaRef(key=f"after:{maker}")
         shot = shots.get(value.shot)
         trim = "" if shot is None else f"{shot.trim.start!r}-{shot.trim.end!r}"
@@ -327,9 +355,14 @@ def unit_keys(project: Project, provider: str, outputs: Outputs | None = None) -
 
 def cut_keys(project: Project, provider: str, outputs: Outputs | None = None) -> dict[str, str]:
     """Each shot's picked take's key (its stand-in while waiting), by shot id: what the cut uses.
-    A shot that continues another's clip has its key only once that clip is made (``outputs``)."""
-    keys = unit_keys(project, provider, outputs)
-    return {shot.id: keys[take_name(shot, shot.picked_take)] for shot in project.shots}
+    A shot that takes a frame of another's clip has its key only once that clip is made (``outputs``)."""
+    return {sid: unit.some_key for sid, unit in cut_units(project, provider, outputs).items()}
+
+
+def cut_units(project: Project, provider: str, outputs: Outputs | None = None) -> dict[str, Unit]:
+    """Each shot's picked take (its provider, and its key once its inputs are made), by shot id."""
+    res = resolve(project, provider, outputs or NothingMade())
+    return {shot.id: res.units[take_name(shot, shot.picked_take)] for shot in project.shots}
 
 
 def _inputs(
@@ -350,6 +383,13 @@ def _inputs(
                 waits.append(Wait(name, upstream, value))
                 return value
             return MediaRef(path=facts.path, sha256=facts.sha256, filename=facts.name)
+        if isinstance(value, ClipRef):
+            upstream = _upstream_name(value, shots)
+            made = clip_out.get(upstream)
+            if made is None or made.path is None:
+                waits.append(Wait(name, upstream, value))
+                return value
+            return MediaRef(path=made.path, sha256=made.sha256)  # keyed by the clip's bytes, as a local file
         if isinstance(value, FrameRef):
             shot = shots.get(value.shot)
             upstream = _upstream_name(value, shots)
@@ -379,11 +419,12 @@ def still_job(still: Still, unit: Unit, cost: Fraction) -> Job:
     ``unit`` (its resolution), which must not wait."""
     if unit.key is None or unit.params is None:
         raise UnresolvedInputError(f"{unit.name} waits for {', '.join(w.upstream for w in unit.waits)}")
+    offer = offer_of(still.model, unit.provider)
     return Job(
         shot_id=still.step_id,
         model=still.model.id,
-        endpoint=still.model.endpoint,
-        params=unit.params,
+        endpoint=offer.endpoint,
+        params=wire_params(offer, unit.params),
         duration=0,
         sound=False,
         aspect_ratio=None,
@@ -392,6 +433,7 @@ def still_job(still: Still, unit: Unit, cost: Fraction) -> Job:
         index=still.index,
         prompt=still.prompt,
         kind="still",
+        provider=unit.provider,
     )
 
 
@@ -410,6 +452,8 @@ def wait_reason(waits: Sequence[Wait], changes: Iterable[str] = ()) -> str:
         noun = "frame" if isinstance(wait.ref, FrameRef) else "image"
         where = _FIELD_WORDS.get(wait.field)
         what = f"its {where} {noun}" if where else f"a reference {noun} ({wait.field})"
+        if isinstance(wait.ref, ClipRef):
+            what = "the clip it continues" if wait.field == "video" else f"an input clip ({wait.field})"
         state = "which changes" if wait.upstream in changing else "which is not made yet"
         parts.append(f"{what} comes from {wait.upstream}, {state}")
     verb = "will re-render" if changing else "will render"

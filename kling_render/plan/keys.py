@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kling_render.jobs import FrameRef, MediaRef, StillRef, UnresolvedInputError
+from kling_render.jobs import ClipRef, FrameRef, MediaRef, StillRef, UnresolvedInputError
 
 __all__ = [
     "canonical",
@@ -51,7 +51,7 @@ def wire_for_key(params: Mapping[str, Any]) -> dict[str, Any]:
     def value(v: Any) -> Any:
         if isinstance(v, MediaRef):
             return v.key_value
-        if isinstance(v, StillRef | FrameRef):
+        if isinstance(v, StillRef | FrameRef | ClipRef):
             raise UnresolvedInputError(f"{v.label} is not made yet: its digest is unknown")
         if isinstance(v, list):
             return [value(x) for x in v]

@@ -35,6 +35,11 @@ class PlannedShot:
     reason: str | None = None  # why it will (re-)render without a known key
 
     @property
+    def provider(self) -> str:
+        """Where the take renders (its key, cache and state are that provider's)."""
+        return self.job.provider
+
+    @property
     def id(self) -> str:
         """The shot's id for its first take, ``<id>#<take>`` for another (plan.inputs.take_name)."""
         return self.shot.id if self.take is None or self.take == self.shot.take else f"{self.shot.id}#{self.take}"
@@ -77,6 +82,7 @@ class PlannedStill:
     waits: tuple[Wait, ...] = ()
     reason: str | None = None
     job: Job | None = None  # what makes it (kind "still"), once its inputs are made
+    provider: str = "local"  # where it renders
 
     @property
     def id(self) -> str:
@@ -87,6 +93,7 @@ class PlannedStill:
             "id": self.id,
             "still": self.still.id,
             "model": self.still.model.id,
+            "provider": self.provider,
             "cost_usd": usd(self.cost),
             "status": self.status,
             "change": self.change,
@@ -186,6 +193,7 @@ class Plan:
                     "sound": p.shot.sound,
                     "cost_usd": usd(p.cost),
                     "status": p.status,
+                    "provider": p.provider,
                     "change": p.change,
                     "changed_fields": list(p.changed_fields),
                     "key": p.key,

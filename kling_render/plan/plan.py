@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from kling_render.catalog.catalog import usd
-from kling_render.errors import ProjectError, UsageError
+from kling_render.catalog.catalog import usd, wire_params
+from kling_render.errors import Issue, ProjectError, UsageError
 from kling_render.jobs import Job
 from kling_render.plan import keys
 from kling_render.plan.inputs import (
@@ -15,7 +15,9 @@ from kling_render.plan.inputs import (
     Outputs,
     Resolution,
     Unit,
+    offer_of,
     resolve,
+    step_provider,
     still_cost_of,
     still_job,
     take_key,
@@ -29,9 +31,27 @@ from kling_render.suggest import did_you_mean, with_hint
 
 
 def shot_key(provider: str, shot: Shot, *, take: int | None = None) -> str:
-    """A shot's key (plan/keys.py :func:`~kling_render.plan.keys.clip_key`): of its take ``take``
-    (default its first); see ``plan.inputs`` for keys with generated inputs."""
+    """A shot's key on ``provider`` (plan/keys.py :func:`~kling_render.plan.keys.clip_key`): of its
+    take ``take`` (default its first); see ``plan.inputs`` for keys with generated inputs."""
     return take_key(provider, shot, take=take)
+
+
+def provider_issues(project: Project, shots: Sequence[Shot], override: str) -> list[Issue]:
+    """What ``--provider`` cannot render of these shots (and of the project's stills), located at
+    each (the project was checked against its own providers when it was loaded)."""
+    from kling_render.project.rules import provider_problems
+
+    issues = []
+    for shot in shots:
+        given = {name: shot.params[name] for name in shot.given if name in shot.params}
+        for key, message in provider_problems(shot.model, override, given, shot.own):
+            where = f"shots[{shot.index}].{key}"
+            issues.append(Issue(project.display, shot.line, where, f"{message} (--provider {override})"))
+    for still in project.stills:
+        for key, message in provider_problems(still.model, override, still.params, frozenset(still.params)):
+            where = f"stills[{still.index}].{key}"
+            issues.append(Issue(project.display, still.line, where, f"{message} (--provider {override})"))
+    return issues
 
 
 def select_shots(project: Project, only: Sequence[str] | None) -> list[Shot]:
@@ -51,7 +71,7 @@ def build_plan(
     project: Project,
     provider: str,
     *,
-    is_cached: Callable[[str], bool],
+    is_cached: Callable[[str, str], bool],
     lock: Mapping[str, Mapping[str, Any]] | None = None,
     only: Sequence[str] | None = None,
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None = None,
@@ -62,36 +82,37 @@ def build_plan(
     """Resolve every take of every selected shot (and the stills they need) into a Job with its
     key, price, cache status and lock change.
 
-    ``cut_settings`` gives a shot's cut settings as the lock records them; with ``lock_cut`` (the
-    lock's ``cut`` section) and ``cut_now`` (the same for the project as it is), edits that only
-    re-stitch are told apart from unchanged shots. ``outputs`` tells which stills and clips are
-    made (their digests key the steps that use them); without it none is."""
+    ``provider`` is the project's (``--provider`` moves every shot there first: ``on_provider``);
+    a shot or still with its own ``provider:`` renders there. ``is_cached(key, provider)`` tells a
+    cached clip. ``cut_settings`` gives a shot's cut settings as the lock records them; with
+    ``lock_cut`` (the lock's ``cut`` section) and ``cut_now`` (the same for the project as it is),
+    edits that only re-stitch are told apart from unchanged shots. ``outputs`` tells which stills
+    and clips are made (their digests key the steps that use them); without it none is."""
     lock = lock or {}
     selected = select_shots(project, only)
     wanted = [s.id for s in selected] if only else None  # every still too, used or not, without --only
     res = resolve(project, provider, outputs or NothingMade(), wanted=wanted)
     planned: list[PlannedShot] = []
-    unpriced: list[Shot] = []
+    unpriced: list[tuple[Shot, str]] = []
     for shot in selected:
-        cost = cost_of(shot, project.prices)
+        where = step_provider(shot, provider)
+        cost = cost_of(shot, project.prices, where)
         if cost is None:
-            unpriced.append(shot)
+            unpriced.append((shot, where))
             continue
         for unit in res.of_shot(shot):
-            planned.append(_planned_take(shot, unit, cost, provider, res, is_cached, lock, cut_settings))
+            planned.append(_planned_take(shot, unit, cost, is_cached, lock, cut_settings))
     stills = _planned_stills(project, res, is_cached, lock)
     if unpriced:
-        from kling_render.errors import Issue
-
         raise ProjectError(
             [
                 Issue(
                     project.display,
                     s.line,
                     f"shots[{s.index}].model",
-                    missing_price(s, project.prices) or f"no price for {s.model.id}",
+                    missing_price(s, project.prices, where) or f"no price for {s.model.id}",
                 )
-                for s in unpriced
+                for s, where in unpriced
             ]
         )
     names = {take_name(s, t) for s in project.shots for t in s.take_numbers} | {s.step_id for s in project.stills}
@@ -106,9 +127,7 @@ def _planned_take(
     shot: Shot,
     unit: Unit,
     cost: Fraction,
-    provider: str,
-    res: Resolution,
-    is_cached: Callable[[str], bool],
+    is_cached: Callable[[str, str], bool],
     lock: Mapping[str, Mapping[str, Any]],
     cut_settings: Callable[[Shot], Mapping[str, Any]] | None,
 ) -> PlannedShot:
@@ -124,12 +143,12 @@ def _planned_take(
         fields = tuple(dict.fromkeys(w.field for w in unit.waits)) if entry is not None else ()
         reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
     else:
-        change, fields = _change(entry, key, shot, provider, params, take)
+        change, fields = _change(entry, key, shot, unit.provider, params, take)
         if change == "unchanged" and entry is not None and cut_settings is not None and unit.picked:
             fields = _cut_change(entry, cut_settings(shot))
             change = "re-stitch" if fields else change
     old_prompt = entry.get("prompt") if entry is not None and change == "changed" else None
-    status = "cached" if unit.key is not None and is_cached(key) else "render"
+    status = "cached" if unit.key is not None and is_cached(key, unit.provider) else "render"
     return PlannedShot(
         shot, job, cost, status, change, fields, old_prompt if isinstance(old_prompt, str) else None,
         take=take, waits=unit.waits, reason=reason,
@@ -137,15 +156,17 @@ def _planned_take(
 
 
 def take_job(shot: Shot, unit: Unit, cost: Fraction) -> Job:
-    """The Job that makes one take of ``shot`` (``unit``, its resolution): its key is the unit's
-    (a stand-in while an input is not made: such a job is planned, never sent)."""
+    """The Job that makes one take of ``shot`` (``unit``, its resolution) on the unit's provider, its
+    params in that provider's form: its key is the unit's (a stand-in while an input is not made:
+    such a job is planned, never sent)."""
     params = unit.params if unit.params is not None else shot.params
     take = unit.take if unit.take is not None else shot.take
+    offer = offer_of(shot.model, unit.provider)
     return Job(
         shot_id=unit.name,
         model=shot.model.id,
-        endpoint=shot.model.endpoint,
-        params=params,
+        endpoint=offer.endpoint,
+        params=wire_params(offer, params),
         duration=shot.duration,
         sound=shot.sound,
         aspect_ratio=shot.aspect_ratio,
@@ -153,39 +174,45 @@ def take_job(shot: Shot, unit: Unit, cost: Fraction) -> Job:
         cost_usd=usd(cost),
         index=shot.index,
         prompt=shot.prompt,
-        extra={"fields": field_digests(shot, params, take=take)},
+        extra={"fields": field_digests(shot, unit.provider, params, take=take)},
+        provider=unit.provider,
+        extends=shot.model.extends is not None,
     )
 
 
 def _planned_stills(
-    project: Project, res: Resolution, is_cached: Callable[[str], bool], lock: Mapping[str, Mapping[str, Any]]
+    project: Project,
+    res: Resolution,
+    is_cached: Callable[[str, str], bool],
+    lock: Mapping[str, Mapping[str, Any]],
 ) -> list[PlannedStill]:
-    """The stills the resolution reached (those the selected shots need), priced per image."""
+    """The stills the resolution reached (those the selected shots need), priced per image on
+    each still's provider."""
     out: list[PlannedStill] = []
-    unpriced: list[Still] = []
+    unpriced: list[tuple[Still, str]] = []
     for still in project.stills:
         unit = res.units.get(still.step_id)
         if unit is None:
             continue
-        cost = still_cost_of(still, project.prices)
+        cost = still_cost_of(still, project.prices, unit.provider)
         if cost is None:
-            unpriced.append(still)
+            unpriced.append((still, unit.provider))
             continue
         entry = lock.get(still.step_id)
         if unit.key is None:
             change = "changed" if entry is not None else "added"
             reason = wait_reason(unit.waits, changes=[w.upstream for w in unit.waits if w.upstream in lock])
-            out.append(PlannedStill(still, None, cost, "render", change, unit.waits, reason))
+            out.append(PlannedStill(still, None, cost, "render", change, unit.waits, reason, provider=unit.provider))
             continue
         change = "added" if entry is None else "unchanged" if entry.get("key") == unit.key else "changed"
-        status = "cached" if res.made.get(still.step_id) or is_cached(unit.key) else "render"
-        out.append(PlannedStill(still, unit.key, cost, status, change, job=still_job(still, unit, cost)))
+        status = "cached" if res.made.get(still.step_id) or is_cached(unit.key, unit.provider) else "render"
+        job = still_job(still, unit, cost)
+        out.append(PlannedStill(still, unit.key, cost, status, change, job=job, provider=unit.provider))
     if unpriced:
-        from kling_render.errors import Issue
-
         raise ProjectError(
             [Issue(project.display, s.line, f"stills[{s.index}].model",
-                   f"no price for {s.model.id}: add its per_image under pricing:") for s in unpriced]
+                   f"no price for {s.model.id}{'' if p in ('wavespeed', 'local') else f' on {p}'}: "
+                   "add its per_image under pricing:") for s, p in unpriced]
         )  # fmt: skip
     return out
 
@@ -208,13 +235,16 @@ def project_cut_change(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[
     return changed
 
 
-def field_digests(shot: Shot, params: Mapping[str, Any] | None = None, *, take: int | None = None) -> dict[str, str]:
-    """A short digest per wire field of ``shot`` (plan/keys.py), kept in the lock (a field whose
-    generated input is not made yet has none)."""
+def field_digests(
+    shot: Shot, provider: str, params: Mapping[str, Any] | None = None, *, take: int | None = None
+) -> dict[str, str]:
+    """A short digest per wire field of ``shot`` on ``provider`` (plan/keys.py), kept in the lock
+    (a field whose generated input is not made yet has none)."""
+    offer = offer_of(shot.model, provider)
     return keys.field_digests(
-        shot.params if params is None else params,
+        wire_params(offer, shot.params if params is None else params),
         shot.take if take is None else take,
-        endpoint=None if shot.model.builtin else shot.model.endpoint,
+        endpoint=None if shot.model.builtin else offer.endpoint,
     )
 
 
@@ -237,7 +267,7 @@ def _change(
         fields.append("provider")
     old = entry.get("fields")
     if isinstance(old, Mapping):
-        new = field_digests(shot, params, take=take)
+        new = field_digests(shot, provider, params, take=take)
         fields.extend(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
     return "changed", tuple(dict.fromkeys(fields))
 

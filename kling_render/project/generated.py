@@ -1,5 +1,6 @@
 """Generated inputs: stills (images an image model makes) and the image fields that take one
-(``{still: ID}``) or a frame of another shot's clip (``{from: SHOT, frame: first|last|SECONDS}``).
+(``{still: ID}``) or a frame of another shot's clip (``{from: SHOT, frame: first|last|SECONDS}``),
+and the video fields that take another shot's whole clip (``{from: SHOT}``: a clip to continue).
 
 Pure: the resolver (``project.py``) parses each field and records where every generated input
 is used (:class:`RefSite`); :func:`check_graph` then finds, all at once and each at its line, a
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kling_render.catalog.catalog import Model
-from kling_render.jobs import FramePos, FrameRef, GeneratedRef, StillRef
+from kling_render.jobs import ClipRef, FramePos, FrameRef, GeneratedRef, StillRef
 
 DocPath = tuple[str | int, ...]
 STILL_PREFIX = "still:"  # a still's step id, and how plans and reports name it: ``still:hero-frame``
@@ -31,11 +32,12 @@ class Still:
     id: str  # ``<row>/<id>`` in a rows: project
     index: int
     model: Model
-    params: dict[str, Any]
+    params: dict[str, Any]  # inputs by field name (``wire_params`` makes a provider's body)
     prompt: str
     take: int
     line: int
     row: str | None = None
+    provider: str | None = None  # the still's own ``provider:`` (None: the project's)
 
     @property
     def name(self) -> str:
@@ -68,11 +70,12 @@ class KeptRange(Protocol):
 
 
 def parse_ref(value: Mapping[str, Any]) -> GeneratedRef | None:
-    """``{still: ID}`` or ``{from: SHOT, frame: POS}`` (already schema-checked) as a ref; None otherwise."""
+    """``{still: ID}``, ``{from: SHOT, frame: POS}`` or ``{from: SHOT}`` (a video field's: the whole
+    clip; already schema-checked) as a ref; None otherwise."""
     if "still" in value and isinstance(value["still"], str):
         return StillRef(value["still"])
-    if "from" in value and isinstance(value["from"], str) and "frame" in value:
-        return FrameRef(value["from"], _frame(value["frame"]))
+    if "from" in value and isinstance(value["from"], str):
+        return FrameRef(value["from"], _frame(value["frame"])) if "frame" in value else ClipRef(value["from"])
     return None
 
 
@@ -87,7 +90,7 @@ def refs_in(params: Mapping[str, Any]) -> list[tuple[str, GeneratedRef]]:
     found: list[tuple[str, GeneratedRef]] = []
     for name, value in params.items():
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, StillRef | FrameRef):
+            if isinstance(item, StillRef | FrameRef | ClipRef):
                 found.append((name, item))
     return found
 
@@ -100,6 +103,8 @@ def in_row(params: Mapping[str, Any], row: str) -> dict[str, Any]:
             return StillRef(f"{row}/{value.still}")
         if isinstance(value, FrameRef):
             return FrameRef(f"{row}/{value.shot}", value.frame)
+        if isinstance(value, ClipRef):
+            return ClipRef(f"{row}/{value.shot}")
         return value
 
     return {k: [one(v) for v in value] if isinstance(value, list) else one(value) for k, value in params.items()}
@@ -112,6 +117,10 @@ def not_taken_message(key: str, model: Model, value: Any) -> str | None:
     ref = next((parse_ref(v) for v in items if isinstance(v, Mapping) and parse_ref(v) is not None), None)
     if ref is None:
         return None
+    if isinstance(ref, ClipRef):
+        takes_video = [spec.name for spec in model.fields if spec.type == "video"]
+        hint = f" (it takes {', '.join(takes_video)})" if takes_video else " (it takes no video)"
+        return f"{model.id} does not take {key}: the clip of '{ref.shot}' cannot be given here{hint}"
     what = f"still '{ref.still}'" if isinstance(ref, StillRef) else f"a frame of '{ref.shot}'"
     takes_images = [spec.name for spec in model.fields if spec.type in ("image", "images")]
     hint = f" (it takes {', '.join(takes_images)})" if takes_images else " (it takes no image)"
@@ -138,13 +147,15 @@ def check_graph(check: GraphCheck) -> list[tuple[DocPath, str, DocPath | None]]:
         if isinstance(ref, StillRef) and ref.still not in stills:
             hint = _near(ref.still, check.declared_stills, "stills")
             out.append(((*site.path, "still"), f"no still named '{ref.still}' ({hint})", site.line_path))
-        elif isinstance(ref, FrameRef):
+        elif isinstance(ref, FrameRef | ClipRef):
             if ref.shot not in shots:
                 hint = _near(ref.shot, check.declared_shots, "shots")
                 out.append(((*site.path, "from"), f"no shot named '{ref.shot}' ({hint})", site.line_path))
                 continue
             upstream = check.kept.get(ref.shot)
-            problem = None if upstream is None else frame_problem(ref, upstream.kept_duration)
+            if upstream is None or isinstance(ref, ClipRef):  # a whole clip: no frame to check
+                continue
+            problem = frame_problem(ref, upstream.kept_duration)
             if problem is not None:
                 out.append(((*site.path, "frame"), problem, site.line_path))
     out.extend(_cycles(check.sites, stills, shots))
@@ -207,7 +218,7 @@ def _cycles(
     edges: dict[str, list[RefSite]] = {}
     for site in sites:
         known = (isinstance(site.ref, StillRef) and site.ref.still in stills) or (
-            isinstance(site.ref, FrameRef) and site.ref.shot in shots
+            isinstance(site.ref, FrameRef | ClipRef) and site.ref.shot in shots
         )
         if known:
             edges.setdefault(site.owner, []).append(site)

@@ -57,6 +57,7 @@ class MediaIndex:
         self._images: dict[Path, ImageInfo | MediaProblem] = {}
         self._hashes: dict[Path, str] = {}
         self._streams: dict[tuple[Path, str], MediaProblem | None] = {}
+        self._durations: dict[Path, float | MediaProblem] = {}
 
     def image(self, path: Path) -> ImageInfo:
         info = self._images.get(path)
@@ -85,6 +86,23 @@ class MediaIndex:
         problem = self._streams[key]
         if problem is not None:
             raise problem
+
+
+    def duration(self, path: Path) -> float:
+        """Seconds of a reference video or audio (from its headers); MediaProblem when unreadable."""
+        found = self._durations.get(path)
+        if found is None:
+            from kling_render.errors import FFmpegError
+            from kling_render.media.probe import probe
+
+            try:
+                found = float(probe(path).duration)
+            except FFmpegError:
+                found = MediaProblem(f"{path.name} is not readable media")
+            self._durations[path] = found
+        if isinstance(found, MediaProblem):
+            raise found
+        return found
 
 
 def _probe_problem(path: Path, stream: str) -> MediaProblem | None:

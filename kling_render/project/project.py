@@ -6,15 +6,15 @@ import contextlib
 import gc
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kling_render.catalog.catalog import PRICE_KEYS, Model, Price, find_model, parse_fraction, parse_price
+from kling_render.catalog.catalog import Model, Offer, Price, find_model, tier_of, wire_params
 from kling_render.errors import Issue, ProjectError, UsageError
-from kling_render.jobs import FrameRef, MediaRef, StillRef
+from kling_render.jobs import GeneratedRef, MediaRef
 from kling_render.project import rules
 from kling_render.project.document import DocPath, Document, load_document
 from kling_render.project.generated import (
@@ -57,7 +57,11 @@ class Transition:
 
 @dataclass(frozen=True)
 class Shot:
-    """One resolved shot: templates rendered, defaults merged, wire parameters built."""
+    """One resolved shot: templates rendered, defaults merged, inputs built.
+
+    ``params`` are the model's inputs by shot key (``duration`` last), media as MediaRef; a
+    provider's wire body is :meth:`wire` (its names and value forms). ``given`` holds the inputs
+    the shot or ``defaults:`` set (the others are the model's own defaults)."""
 
     id: str
     index: int
@@ -65,7 +69,7 @@ class Shot:
     duration: int
     sound: bool
     aspect_ratio: str | None
-    params: dict[str, Any]  # wire fields; media as MediaRef / list[MediaRef]
+    params: dict[str, Any]  # inputs by shot key; media as MediaRef / list[MediaRef]
     prompt: str
     take: int
     trim: Trim
@@ -73,6 +77,10 @@ class Shot:
     with_video: bool
     line: int
     row: str | None = None  # the row's key in a rows: project (then ``id`` is ``<row>/<shot id>``)
+    provider: str | None = None  # the shot's own ``provider:`` (None: the project's)
+    tier: str | None = None  # what the price depends on: the resolution (``1080p hdr``), if any
+    own: frozenset[str] = frozenset()  # the keys the shot itself sets
+    given: frozenset[str] = frozenset()  # the inputs set by the shot or by ``defaults:``
     takes: int = 1  # takes rendered: take .. take + takes - 1
     pick: int | None = None  # the take number cut (None: the first, ``take``)
 
@@ -94,6 +102,18 @@ class Shot:
     def name(self) -> str:
         """The shot's id in the project file (``id`` without the row)."""
         return self.id if self.row is None else self.id[len(self.row) + 1 :]
+
+    def offer(self, provider: str) -> Offer:
+        """How ``provider`` takes the shot's model; ValueError when it does not offer it (a plan
+        checks that first, with :func:`kling_render.project.rules.provider_problems`)."""
+        offer = self.model.offer(provider)
+        if offer is None:
+            raise ValueError(f"{provider} does not offer {self.model.id}")
+        return offer
+
+    def wire(self, provider: str) -> dict[str, Any]:
+        """The shot's inputs as ``provider`` takes them (its wire names and value forms)."""
+        return wire_params(self.offer(provider), self.params)
 
 
 @dataclass(frozen=True)
@@ -123,7 +143,7 @@ class Project:
     shots: list[Shot]
     output: OutputSpec
     audio: AudioSpec | None
-    prices: dict[str, Price]
+    prices: dict[tuple[str, str], Price]  # by (provider, model id); see price_of
     vars: dict[str, Any] = field(default_factory=dict)
     stills: list[Still] = field(default_factory=list)  # images an image model makes, named by shots
     models: dict[str, Model] = field(default_factory=dict)  # the models the project declares
@@ -301,7 +321,7 @@ class _Resolver:
         self.data: dict[str, Any] = doc.data
         self.issues = issues
         self.media = MediaIndex()
-        self._media_memo: dict[tuple[str, str, bool], tuple[MediaRef | None, list[str]]] = {}
+        self._media_memo: dict[tuple[str, str, str], tuple[MediaRef | None, list[str]]] = {}
         declared_vars: dict[str, Any] = self.data.get("vars", {})
         self.vars: dict[str, Any] = {**declared_vars, **overrides}
         for name in self.vars:
@@ -424,37 +444,55 @@ class _Resolver:
 
     # -- prices, output, audio ---------------------------------------------------------------
 
-    def _prices(self) -> dict[str, Price]:
-        from kling_render.catalog.catalog import canonical_model_id, load_catalog
+    def _prices(self) -> dict[tuple[str, str], Price]:
+        """Every provider's price of every model, by (provider, model id): the catalog's (and the
+        declared models'), then ``pricing:`` (its keys for every provider of the model, its
+        ``wavespeed:``/``fal:`` entries for one)."""
+        from kling_render.catalog.catalog import PAID_PROVIDERS, canonical_model_id, load_catalog, parse_price
+        from kling_render.catalog.prices import price_problems
 
+        models = {**load_catalog(), **self.models}
         prices = {
-            mid: m.price for mid, m in {**load_catalog(), **self.models}.items() if m.price is not None
+            (offer.provider, mid): offer.price
+            for mid, model in models.items()
+            for offer in model.offers
+            if offer.price is not None
         }
         for raw_id, spec in self.data.get("pricing", {}).items():
             mid = canonical_model_id(raw_id)
+            model = models.get(mid)
+            if model is None:  # the schema's enum reports it
+                continue
             located = False
-            for key in PRICE_KEYS:
-                if key in spec:
-                    try:
-                        parse_fraction(spec[key])
-                    except (ValueError, ZeroDivisionError) as exc:
-                        self.add(("pricing", raw_id, key), f"invalid price: {exc}")
-                        located = True
+            for sub in (None, *PAID_PROVIDERS):
+                entry = spec if sub is None else spec.get(sub)
+                for path, message in price_problems(entry or {}):
+                    self.add(("pricing", raw_id, *((sub,) if sub else ()), *path), message)
+                    located = True
+                if sub is not None and entry is not None and model.offer(sub) is None:
+                    offered = ", ".join(model.providers)
+                    self.add(("pricing", raw_id, sub), f"{sub} does not offer {mid} (offered by {offered})")
+                    located = True
             if located:
                 continue
-            model = find_model(mid, self.models)
-            rate = "per_image" if model is not None and model.makes_image else "per_second"
-            if rate not in spec:
-                other = "per_second" if rate == "per_image" else "per_image"
-                kind = "an image model, priced per_image" if rate == "per_image" else "a video model, priced per_second"
-                self.add(("pricing", raw_id), f"{raw_id} is {kind}" + (f", not {other}" if other in spec else ""))
+            common = {k: v for k, v in spec.items() if k not in PAID_PROVIDERS}
+            misfit = _rate_misfit(raw_id, model, [common, *(spec.get(p) or {} for p in PAID_PROVIDERS if p in spec)])
+            if misfit is not None:
+                self.add(("pricing", raw_id), misfit)
                 continue
-            try:
-                prices[mid] = parse_price(
-                    spec, base=prices.get(mid), date="project", source=f"{self.doc.file} pricing"
-                )
-            except (ValueError, ZeroDivisionError) as exc:
-                self.add(("pricing", raw_id), f"invalid price: {exc}")
+            for provider in model.providers:
+                own = spec.get(provider)
+                if not common and own is None:
+                    continue
+                try:
+                    prices[(provider, mid)] = parse_price(
+                        {**common, **(own or {})},
+                        base=prices.get((provider, mid)),
+                        date="project",
+                        source=f"{self.doc.file} pricing",
+                    )
+                except (ValueError, ZeroDivisionError) as exc:
+                    self.add(("pricing", raw_id, *((provider,) if own is not None else ())), f"invalid price: {exc}")
         return prices
 
     def _output(self, name: str, inputs: list[tuple[Path, str]] | None) -> OutputSpec:
@@ -559,6 +597,13 @@ class _Resolver:
         for key, message in rules.check(ctx):
             message = not_taken_message(key, model, merged.get(key)) or message
             self.add((*base, key), message, line_path=None if key in own or key not in merged else where(key))
+        shot_provider = raw.get("provider")
+        provider = str(shot_provider or self.data.get("provider", "local"))
+        for key, message in rules.provider_problems(model, provider, merged, own):
+            at = key if key in merged or key == "model" else "model"
+            if at == "model" and shot_provider is not None:
+                at = "provider"
+            self.add((*base, at), message, line_path=None if at in own else where(at))
         take, takes = int(raw.get("take", 1)), int(merged.get("takes", 1))
         pick = raw.get("pick")
         if isinstance(pick, int) and not take <= pick < take + takes:
@@ -569,11 +614,11 @@ class _Resolver:
         # Every field the model gives a default is sent, so writing the default by hand never
         # changes the shot's key; the duration is always sent.
         params["duration"] = duration
-        sound_spec = model.field("sound")
-        sound = bool(params.get(sound_spec.wire, False)) if sound_spec is not None else False
-        aspect = model.field("aspect_ratio")
-        aspect_ratio = params.get(aspect.wire) if aspect is not None else None
-        with_video = rules.given(model, merged, "video")
+        for key, message in rules.reference_problems(model, params):
+            self.add((*base, key), message, line_path=None if key in own else where(key))
+        sound = bool(params.get("sound", False)) if model.takes_sound else False
+        aspect_ratio = params.get("aspect_ratio") if model.takes("aspect_ratio") else None
+        with_video = rules.given(model, merged, "video") or rules.given(model, merged, "videos")
         if len(self.issues) > n_before:
             return None
         trim_raw = raw.get("trim", {})
@@ -598,6 +643,10 @@ class _Resolver:
             transition=transition,
             with_video=with_video,
             line=self.doc.line(base),
+            provider=str(shot_provider) if shot_provider is not None else None,
+            tier=tier_of(params.get("resolution"), params.get("dynamic_range")),
+            own=frozenset(own),
+            given=frozenset(k for k in merged if model.takes(k)),
             takes=takes,
             pick=pick if isinstance(pick, int) else None,
         )
@@ -629,6 +678,11 @@ class _Resolver:
             ctx = rules.ShotContext(model=model, merged=dict(raw), own=set(raw))
             for key, message in rules.check(ctx):
                 self.add((*base, key), not_taken_message(key, model, raw.get(key)) or message)
+            own_provider = raw.get("provider")
+            provider = str(own_provider or self.data.get("provider", "local"))
+            for key, message in rules.provider_problems(model, provider, raw, set(raw)):
+                at = key if key in raw and key != "model" else "provider" if own_provider is not None else "model"
+                self.add((*base, at), message)
             params, prompt_text = self._params(
                 model, dict(raw), base, lambda key: None, self.templates.for_cut(), owner=STILL_PREFIX + still_id
             )
@@ -643,6 +697,7 @@ class _Resolver:
                     prompt=prompt_text,
                     take=int(raw.get("take", 1)),
                     line=self.doc.line(base),
+                    provider=str(own_provider) if own_provider is not None else None,
                 )
             )
         return stills
@@ -685,46 +740,78 @@ class _Resolver:
                     for i, p in enumerate(value)
                 ]
                 prompt_text = " | ".join(p["prompt"] for p in value)
-            elif kind == "image" and isinstance(value, dict):
-                value = self._generated(value, path, line_path, owner, model)
-                if value is None:
-                    continue
             elif kind in ("image", "video"):
-                value = self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
+                value = self._input_media(model, kind, value, path, line_path, context, owner)
                 if value is None:
                     continue
-            elif kind == "images":
+                if kind == "video":
+                    self._check_lengths(spec, [value], path, line_path, single=True)
+            elif kind in ("images", "videos", "audios"):
+                item_kind = kind[:-1]
                 refs = [
-                    self._generated(v, (*path, i), line_path, owner, model)
-                    if isinstance(v, dict)
-                    else self._media(self._render(context, str(v), (*path, i), None), (*path, i), None, model, "image")
+                    self._input_media(model, item_kind, v, (*path, i), line_path if isinstance(v, dict) else None,
+                                      context, owner)
                     for i, v in enumerate(value)
-                ]
+                ]  # fmt: skip
                 value = [r for r in refs if r is not None]
+                if kind != "images":
+                    self._check_lengths(spec, value, path, line_path)
             elif kind == "number":
                 value = float(value)
             elif kind == "integer":
                 value = int(value)
             elif kind == "boolean":
                 value = bool(value)
-            params[spec.wire] = value
+            params[spec.name] = value
         return params, prompt_text
 
-    def _generated(
-        self, value: dict[str, Any], path: DocPath, line_path: DocPath | None, owner: str, model: Model
-    ) -> StillRef | FrameRef | None:
-        """A ``{still: ...}`` or ``{from: ..., frame: ...}`` input, recorded for the graph check."""
-        ref = parse_ref(value)
-        if ref is not None:
-            self.sites.append(RefSite(owner, path, ref, line_path, model))
-        return ref
+    def _input_media(
+        self,
+        model: Model,
+        kind: str,
+        value: Any,
+        path: DocPath,
+        line_path: DocPath | None,
+        context: ShotTemplates,
+        owner: str,
+    ) -> MediaRef | GeneratedRef | None:
+        """A media input: a file or URL (a template), or a generated one (``{still: ID}``, ``{from:
+        SHOT, frame: POS}``, a video's ``{from: SHOT}``), recorded for the graph check."""
+        if isinstance(value, dict):
+            ref = parse_ref(value)
+            if ref is not None:
+                self.sites.append(RefSite(owner, path, ref, line_path, model))
+            return ref
+        return self._media(self._render(context, str(value), path, line_path), path, line_path, model, kind)
+
+    def _check_lengths(
+        self, spec: Any, refs: Sequence[object], path: DocPath, line_path: DocPath | None, *, single: bool = False
+    ) -> None:
+        """Each local file of a video or ``videos``/``audios`` field within the model's lengths, and their sum."""
+        if spec.min_seconds is None and spec.max_seconds is None and spec.max_total_seconds is None:
+            return
+        total = 0.0
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, MediaRef) or ref.path is None:
+                continue  # a URL (not fetched) or another shot's clip (its length is that shot's)
+            try:
+                seconds = self.media.duration(ref.path)
+            except MediaProblem as exc:
+                self.add(path if single else (*path, i), str(exc), line_path if single else None)
+                continue
+            total += seconds
+            problem = _length_problem(spec, seconds, ref.path.name)
+            if problem:
+                self.add(path if single else (*path, i), problem, line_path if single else None)
+        if spec.max_total_seconds is not None and total > spec.max_total_seconds + 1e-6:
+            self.add(path, f"{total:.1f} s in all; at most {spec.max_total_seconds:g} s together", line_path)
 
     def _media(
         self, value: str, path: DocPath, line_path: DocPath | None, model: Model, kind: str
     ) -> MediaRef | None:
         if is_url(value) and value.lower().startswith("https://"):
             return MediaRef(url=value)
-        memo_key = (value, model.id, kind == "video")
+        memo_key = (value, model.id, kind)
         found = self._media_memo.get(memo_key)
         if found is None:
             found = self._media_memo[memo_key] = self._inspect(value, model, kind)
@@ -748,6 +835,13 @@ class _Resolver:
                 return None, [f"{resolved.name}: the reference video must be .mp4 or .mov"]
             try:
                 self.media.check_media(resolved, "video")
+            except MediaProblem as exc:
+                return None, [str(exc)]
+        elif kind == "audio":
+            if resolved.suffix.lower() not in AUDIO_EXTENSIONS:
+                return None, [f"{resolved.name} is not an audio file ({', '.join(AUDIO_EXTENSIONS)})"]
+            try:
+                self.media.check_media(resolved, "audio")
             except MediaProblem as exc:
                 return None, [str(exc)]
         else:
@@ -802,6 +896,17 @@ class _Resolver:
                     )
 
 
+def _rate_misfit(raw_id: str, model: Model, entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """A ``pricing:`` entry whose rate does not fit the model: an image model is priced per_image
+    (every entry gives it), a video model per second (none gives per_image)."""
+    given = {k for entry in entries for k in entry}
+    if model.makes_image and not all("per_image" in entry for entry in entries if entry):
+        return f"{raw_id} is an image model, priced per_image" + (", not per_second" if "per_second" in given else "")
+    if not model.makes_image and "per_image" in given:
+        return f"{raw_id} is a video model, priced per_second, not per_image"
+    return None
+
+
 def _rendered(take: int, takes: int) -> str:
     """The takes a shot renders, as the pick message says them."""
     if takes == 1:
@@ -809,20 +914,53 @@ def _rendered(take: int, takes: int) -> str:
     return f"the shot renders takes {take}–{take + takes - 1} (take: {take}, takes: {takes})"
 
 
-def cost_of(shot: Shot, prices: Mapping[str, Price]) -> Fraction | None:
-    """Exact price of a shot, or None when the catalog (and the project) lack one (see missing_price)."""
+def _length_problem(spec: Any, seconds: float, name: str) -> str | None:
+    low, high = spec.min_seconds, spec.max_seconds
+    if low is not None and seconds < low - 1e-6:
+        return f"{name} lasts {seconds:.1f} s; each must last at least {low:g} s"
+    if high is not None and seconds > high + 1e-6:
+        return f"{name} lasts {seconds:.1f} s; each must last at most {high:g} s"
+    return None
+
+
+def price_of(prices: Mapping[tuple[str, str], Price], model: Model, provider: str) -> Price | None:
+    """``provider``'s price of ``model`` (the free ``local`` provider shows the price of the form it
+    reads: WaveSpeed's), or None."""
+    offer = model.offer(provider)
+    return prices.get((offer.provider, model.id)) if offer is not None else None
+
+
+def cost_of(shot: Shot, prices: Mapping[tuple[str, str], Price], provider: str) -> Fraction | None:
+    """Exact price of a shot on ``provider``, or None when nobody publishes one (see missing_price)."""
     from kling_render.catalog.catalog import shot_cost
 
-    if missing_price(shot, prices) is not None:
+    if missing_price(shot, prices, provider) is not None:
         return None
-    return shot_cost(prices[shot.model.id], shot.duration, sound=shot.sound, with_video=shot.with_video)
+    price = price_of(prices, shot.model, provider)
+    assert price is not None
+    return shot_cost(price, shot.duration, sound=shot.sound, with_video=shot.with_video, tier=shot.tier)
 
 
-def missing_price(shot: Shot, prices: Mapping[str, Price]) -> str | None:
-    """Why the shot has no price (what to add under ``pricing:``), or None when it has one."""
-    price = prices.get(shot.model.id)
-    if price is None:
-        return f"no price for {shot.model.id}: add it under pricing:"
-    if shot.sound and price.sound_multiplier is None:
-        return f"no sound-on price for {shot.model.id}: add its sound_multiplier under pricing:"
-    return None
+def missing_price(shot: Shot, prices: Mapping[tuple[str, str], Price], provider: str) -> str | None:
+    """Why the shot has no price on ``provider`` (what to add under ``pricing:``), or None when it has one."""
+    from kling_render.catalog.catalog import missing_rate
+
+    offer = shot.model.offer(provider)
+    # WaveSpeed's prices are the catalog's first (and what local animatics show): named only for others.
+    on = f" on {offer.provider}" if offer is not None and offer.provider != "wavespeed" else ""
+    model = shot.model.id
+    what = missing_rate(
+        price_of(prices, shot.model, provider), sound=shot.sound, with_video=shot.with_video, tier=shot.tier
+    )
+    if what is None:
+        return None
+    if what == "sound-on":
+        return f"no sound-on price for {model}{on}: add its sound_multiplier under pricing:"
+    if what == "reference-video":
+        return f"no price with a reference video for {model}{on} (none is published): add it under pricing:"
+    if what:
+        return (
+            f"no {what} price for {model}{on} (none is published): add it under pricing: "
+            f"(per_second_by_resolution: {{{what}: ...}})"
+        )
+    return f"no price for {model}{on}: add it under pricing:"

@@ -134,7 +134,9 @@ _FIELD_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
     "list": {"type": "array"},
     "image": {"$ref": "#/$defs/image_input"},
     "images": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/image_input"}},
-    "video": {"type": "string", "minLength": 1},
+    "video": {"$ref": "#/$defs/shot/properties/video"},
+    "videos": {"$ref": "#/$defs/shot/properties/videos"},
+    "audios": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
 }
 _DEFAULTABLE = frozenset({"string", "integer", "number", "boolean", "list"})
 

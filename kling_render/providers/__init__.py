@@ -1,14 +1,16 @@
-"""Providers behind one seam (``base.Provider``): ``wavespeed`` (real) and ``local`` (offline)."""
+"""Providers behind one seam (``base.Provider``): ``wavespeed`` and ``fal`` (real), ``local`` (offline)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
+from kling_render.catalog.catalog import PAID_PROVIDERS
 from kling_render.errors import UsageError
 from kling_render.providers.base import Provider
 
-PROVIDER_NAMES = ("local", "wavespeed")
+PROVIDER_NAMES = ("local", *PAID_PROVIDERS)
 
 # httpx's package imports its own command-line client (httpx._main) whenever rich, pygments and
 # click are installed, as they are with kling-render: about 0.1 s of CPU at every start, for a
@@ -17,8 +19,9 @@ PROVIDER_NAMES = ("local", "wavespeed")
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
-def make_provider(name: str, *, cache_dir: Path) -> Provider:
-    """The provider called ``name``; ``cache_dir`` is the clip cache root (for upload records)."""
+def make_provider(name: str, *, cache_dir: Path, endpoints: Iterable[str] = ()) -> Provider:
+    """The provider called ``name``; ``cache_dir`` is the clip cache root (for upload records),
+    ``endpoints`` the model endpoints its jobs use (fal follows a request by its app)."""
     if name == "local":
         from kling_render.providers.local import LocalProvider
 
@@ -27,7 +30,26 @@ def make_provider(name: str, *, cache_dir: Path) -> Provider:
         from kling_render.providers.wavespeed.client import WaveSpeedProvider
 
         return WaveSpeedProvider.from_env(cache_dir=cache_dir)
+    if name == "fal":
+        from kling_render.providers.fal.client import FalProvider
+
+        return FalProvider.from_env(cache_dir=cache_dir, endpoints=endpoints)
     raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
+
+
+def check_provider(name: str) -> None:
+    """Raise what ``make_provider(name)`` would (a missing or malformed key, a bad URL) without
+    making a client: a run checks every provider it needs before it writes anything."""
+    if name == "wavespeed":
+        from kling_render.providers.wavespeed.client import WaveSpeedProvider
+
+        WaveSpeedProvider.settings_from_env()
+    elif name == "fal":
+        from kling_render.providers.fal.client import FalProvider
+
+        FalProvider.settings_from_env()
+    elif name != "local":
+        raise UsageError(f"unknown provider {name!r} (choose from {', '.join(PROVIDER_NAMES)})")
 
 
 def provider_charges(name: str) -> bool:

@@ -16,6 +16,8 @@ Contract:
   are retried inside with backoff honouring Retry-After, then TransientError. A failed
   task carries its code and its cause (permanent, transient, unclassified).
 - ``poll`` raises TaskGoneError when the provider does not know the task (404).
+- ``cancel`` (optional, best effort) drops a task still queued; the run asks it on an interrupt only
+  for tasks last seen queued, and counts the task as never created only when it answers True.
 - ``list_tasks`` (when ``lists_tasks``) returns the provider's tasks of a model created in a
   time window, newest first, with their inputs when the provider records them.
 - ``download`` writes the output to ``dest`` (a temp path chosen by the runner) and
@@ -65,6 +67,11 @@ class Provider(abc.ABC):
     async def list_tasks(self, model: str, created_after: float, created_before: float) -> list[ListedTask]:
         """Tasks of ``model`` created in the window (epoch seconds), newest first."""
         raise NotImplementedError(f"{self.name} cannot list its tasks")
+
+    async def cancel(self, task_id: str) -> bool:
+        """Ask the provider to drop a task that has not started; True only when it confirms the task
+        was removed before it ran (nothing created, nothing charged). Default: not supported."""
+        return False
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and subprocesses."""

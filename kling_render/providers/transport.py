@@ -19,14 +19,16 @@ import math
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from kling_render import env
 from kling_render.errors import UsageError
 from kling_render.loopback import is_loopback_host
+from kling_render.masking import mask
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES
 
 
@@ -40,6 +42,19 @@ class Limits:
     download_max_bytes: int = MAX_DOWNLOAD_BYTES
     stall_rate: float = 1024.0  # bytes/s a body must keep up ...
     stall_window: float = 30.0  # ... over any window of this many seconds
+
+
+def limits_from_env() -> Limits:
+    """The product's Limits, with the bounds the environment sets (env.http_limits_overrides: tests
+    shrink them to meet a trickling stand-in in seconds)."""
+    given, base = env.http_limits_overrides(), Limits()
+    return replace(
+        base,
+        api_deadline=given.get("api_deadline", base.api_deadline),
+        download_deadline=given.get("download_deadline", base.download_deadline),
+        stall_rate=given.get("stall_rate", base.stall_rate),
+        stall_window=given.get("stall_window", base.stall_window),
+    )
 
 
 class TransferError(Exception):
@@ -248,6 +263,17 @@ def _base_url_problem(text: str) -> str | None:
 
 
 
+def check_key(key: str, *, variable: str) -> str:
+    """The API key, stripped, when it can go in a header; AuthError (said without the value: httpx
+    would echo an invalid header value in its error) when it is empty or holds whitespace."""
+    from kling_render.errors import AuthError
+
+    text = key.strip()
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
+        raise AuthError(f"{variable} is empty or contains whitespace/control characters")
+    return text
+
+
 def _shown_url(text: str) -> str:
     """The URL as an error may show it: scheme and host only (a path could hold anything)."""
     try:
@@ -268,7 +294,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for variant in self._variants:
             text = text.replace(variant, "***")
-        return text
+        return mask(text)  # and every other known secret (masking.py)
 
     def line(self, text: object, limit: int = 300) -> str:
         """Server-provided text as a message may carry it: no secret, printable, one line, short."""

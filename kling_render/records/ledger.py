@@ -26,7 +26,10 @@ DEFAULT_TASK_CAP = 3
 
 # What became of a task: its lifecycle is records/lifecycle.py's TaskOutcome and TASK_MOVES.
 OUTCOMES = tuple(o.value for o in TaskOutcome)
-FINAL = frozenset({TaskOutcome.DONE, TaskOutcome.FAILED, TaskOutcome.UNUSABLE, TaskOutcome.GONE})
+FINAL = frozenset(
+    {TaskOutcome.DONE, TaskOutcome.FAILED, TaskOutcome.FAILED_CHARGED, TaskOutcome.UNUSABLE, TaskOutcome.GONE}
+)
+FAILED = frozenset({TaskOutcome.FAILED, TaskOutcome.FAILED_CHARGED})
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class KeyLedger:
         """The key's last finished task when it failed for good (a permanent code), else None."""
         for entry in reversed(self.tasks):
             if entry.outcome in FINAL:
-                return entry if entry.outcome == "failed" and entry.cause == "permanent" else None
+                return entry if entry.outcome in FAILED and entry.cause == "permanent" else None
         return None
 
     def open_index(self, shot: str) -> int | None:

@@ -68,6 +68,7 @@ class Move(Enum):
     REFETCH = "refetch"  # a known task's output is fetched again (free while the provider keeps it)
     KEEP_TASK = "keep-task"  # the step failed this run, but its task is kept for the next run
     FAIL = "fail"  # the step failed this run
+    CANCELLED = "cancelled"  # interrupted: the provider dropped its task before it ran (nothing paid)
 
 
 OutcomeStatus = Literal["pending", "cached", "done", "failed", "unknown"]
@@ -106,6 +107,7 @@ MOVES: Final[Mapping[Move, Rule]] = {
     Move.REPLACE: Rule(frozenset({Status.SUBMITTED}), Status.PENDING, "retry", "pending"),
     Move.REFETCH: Rule(frozenset({Status.DONE, Status.FAILED, Status.PENDING}), Status.SUBMITTED, "refetch", "pending"),
     Move.KEEP_TASK: Rule(frozenset({Status.SUBMITTED}), Status.SUBMITTED, "failed", "failed"),
+    Move.CANCELLED: Rule(frozenset({Status.SUBMITTED}), Status.PENDING, "cancelled", "pending"),
     # Fails from anywhere but done: a done step's output exists and nothing can fail it.
     Move.FAIL: Rule(_ANY - {Status.DONE}, Status.FAILED, "failed", "failed"),
 }
@@ -157,6 +159,7 @@ class TaskOutcome(StrEnum):
     SUBMITTED = "submitted"  # the task id is known; the task runs, or ran and is not fetched yet
     DONE = "done"  # its output is in the cache
     FAILED = "failed"  # it failed (refunded); ``cause`` says whether the same inputs would fail again
+    FAILED_CHARGED = "failed_charged"  # it failed, and the provider may have charged it (fal: a 422)
     UNUSABLE = "unusable"  # it completed (paid) but gave no usable output
     GONE = "gone"  # its output expired before it was fetched (paid)
     ABSENT = "absent"  # the submit created nothing (refused, rejected, or not in the task list): not counted
@@ -166,10 +169,12 @@ class TaskOutcome(StrEnum):
 _T = TaskOutcome
 TASK_MOVES: Final[Mapping[TaskOutcome, frozenset[TaskOutcome]]] = {
     _T.SUBMITTING: frozenset({_T.SUBMITTING, _T.SUBMITTED, _T.ABSENT, _T.ABANDONED}),
-    _T.SUBMITTED: frozenset({_T.SUBMITTED, _T.DONE, _T.FAILED, _T.UNUSABLE, _T.GONE}),
+    # ABSENT from SUBMITTED: a queued task the provider confirms it dropped before it ran (cancel).
+    _T.SUBMITTED: frozenset({_T.SUBMITTED, _T.DONE, _T.FAILED, _T.FAILED_CHARGED, _T.UNUSABLE, _T.GONE, _T.ABSENT}),
     # A done task is fetched again (for free) when its cached output was lost; that may fail.
     _T.DONE: frozenset({_T.DONE, _T.UNUSABLE, _T.GONE}),
     _T.FAILED: frozenset({_T.FAILED}),
+    _T.FAILED_CHARGED: frozenset({_T.FAILED_CHARGED}),
     # An unusable result is fetched again for free by the next run, which may then succeed.
     _T.UNUSABLE: frozenset({_T.UNUSABLE, _T.DONE, _T.GONE}),
     _T.GONE: frozenset({_T.GONE}),

@@ -34,6 +34,7 @@ import filelock
 from kling_render.errors import LockedError, StateError
 from kling_render.fsutil import atomic_write_json, atomic_write_text
 from kling_render.jobs import shown_id, valid_task_id
+from kling_render.masking import mask_json
 from kling_render.records.ledger import KeyLedger, TaskEntry, seed_from_records, task_ids
 from kling_render.records.lifecycle import Move, Rule, Status, rule_for
 
@@ -248,6 +249,7 @@ class StateStore:
         self._encoded: dict[str, tuple[ShotState, str]] = {}
         self._encoded_ledger: dict[str, tuple[KeyLedger, str]] = {}
         self._open = False
+        self._sibling = False  # shares another open store's run lock (see ``sibling``)
 
     @classmethod
     def for_project(cls, project_path: Path, provider: str, *, lock_timeout: float = 0.0) -> StateStore:
@@ -258,6 +260,18 @@ class StateStore:
             lock_timeout=lock_timeout,
             legacy_from=project_path,
         )
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def sibling(self, path: Path) -> StateStore:
+        """Another provider's state file of the same project, under this (open) store's run lock:
+        a run of several providers holds the project's one lock throughout (the lock is reentrant)."""
+        other = StateStore(path, lock_path=self.lock_path, lock_timeout=self.lock_timeout)
+        other._lock = self._lock
+        other._sibling = True
+        return other
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -280,7 +294,8 @@ class StateStore:
                 self._migrate_legacy(self.legacy_from)
             self._shots, self._ledger = read_state_file(self.path)
             self._known_ids = task_ids(self._ledger.values())
-            atomic_write_json(self.owner_path, {"pid": os.getpid(), "since": now_iso()})
+            if not self._sibling:
+                atomic_write_json(self.owner_path, {"pid": os.getpid(), "since": now_iso()})
         except OSError as exc:
             self._lock.release()
             raise StateError(f"cannot write beside the state file {self.path}: {_why(exc)}") from None
@@ -318,8 +333,9 @@ class StateStore:
     def close(self) -> None:
         if self._open:
             self._open = False
-            with contextlib.suppress(OSError):
-                self.owner_path.unlink()
+            if not self._sibling:
+                with contextlib.suppress(OSError):
+                    self.owner_path.unlink()
             self._lock.release()
 
     def __enter__(self) -> StateStore:
@@ -452,7 +468,8 @@ def _encode_map(records: Mapping[str, Any], memo: dict[str, Any]) -> str:
     for name, record in sorted(records.items()):
         hit = memo.get(name)
         if hit is None or hit[0] is not record:
-            text = json.dumps(record.to_json(), indent=2, sort_keys=True).replace("\n", "\n    ")
+            # Masked value by value (masking.py): a server's text in an error never brings a secret here.
+            text = json.dumps(mask_json(record.to_json()), indent=2, sort_keys=True).replace("\n", "\n    ")
             hit = memo[name] = (record, text)
         parts.append(f"    {json.dumps(name)}: {hit[1]}")
     return "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"

@@ -158,15 +158,16 @@ def url_inputs(params: Mapping[str, object]) -> tuple[str, ...]:
 def collect(project: Project, provider: str | None, report_dir: Path) -> ReportData:
     """Read the plan, state, lock and cache of ``project`` and grab every cached clip's frames."""
     from kling_render.app import pipeline
-    from kling_render.app.commands import plan_for
+    from kling_render.app.commands import on_provider, plan_for
     from kling_render.records.lockfile import read_lock
     from kling_render.records.state import read_project_state
     from kling_render.store.cache import ClipCache
 
-    plan = plan_for(project, provider, None)
-    status = pipeline.status(project, plan.provider)
+    project = on_provider(project, provider)
+    plan = plan_for(project, None, None)
+    status = pipeline.status(project, None)
     docs = {doc["id"]: doc for doc in status["shots"]}
-    recorded = read_project_state(project.path, plan.provider)
+    states = {where: read_project_state(project.path, where) for where in {p.provider for p in plan.shots}}
     lock = read_lock(project.lock_path)
     cache = ClipCache.for_project(project.path)
     timings: dict[str, tuple[str | None, str | None]] = {}
@@ -176,7 +177,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
     budget = [EMBED_CLIPS_TOTAL_BYTES]
     for planned in plan.shots:
         sid, key = planned.id, planned.job.key
-        rec = recorded.get(sid)
+        rec = states[planned.provider].get(sid)
         if rec is not None and rec.key == key:
             timings[sid] = (rec.submitted_at, rec.finished_at)
             spent[sid] = rec.cost_usd - rec.refunded_usd  # failed tasks are refunded
@@ -185,7 +186,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
             spent[sid] = max(spent.get(sid, 0.0), entry.cost_usd)
             if entry.task_id and not docs.get(sid, {}).get("task_id"):
                 docs[sid] = {**docs.get(sid, {}), "task_id": entry.task_id}
-        clip = cache.use(plan.provider, key)  # only a clip that matches its sha256 is shown
+        clip = cache.use(planned.provider, key)  # only a clip that matches its sha256 is shown
         if clip is not None:
             frames[sid] = extract_frames(clip.path)
             clips[sid] = _clip_source(clip.path, report_dir, budget)

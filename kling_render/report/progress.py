@@ -31,6 +31,7 @@ EVENT_KINDS = (
     "downloaded",
     "retry",  # a task failed and is submitted again
     "reconciled",  # an unknown submit was found in the provider's task list (adopted), or proved absent
+    "cancelled",  # interrupted: a task still queued was dropped by the provider before it ran (not paid)
     "done",
     "failed",
     "unknown",
@@ -39,6 +40,7 @@ EVENT_KINDS = (
     "pulled",  # the shot's clip came from the remote (sha256-checked): not generated here
     "pushed",  # a clip made or cached here went to the remote
     "push-conflict",  # the remote already held another clip for the key: that one is kept and used
+    "replaced",  # the clip cached here differed from the remote's (the team's clip): set aside, replaced
     "claimed",  # this run holds the shot's claim: it pays for the shot
     "following",  # another run holds the claim and its task id: that task is polled and its clip used
     "waiting",  # another run holds the claim and is submitting: wait for its task id or its clip
@@ -49,6 +51,9 @@ EVENT_KINDS = (
     "stitch-progress",  # extra: step ("measuring loudness", "encoding", "joining"), fraction 0..1
     "stitched",  # extra: path, duration, frames, stream_copy, up_to_date (true: kept, not re-encoded)
     "stitch-skipped",  # a partial render: some shots have no clip yet
+    "segments",  # a shard encoded the segments its clips allow: extra: ready, encoded (app/segments.py)
+    "segment",  # one segment made while the clips are generated (the pipelined stitch): extra: segment_of, key, how
+    "warning",  # something the stitch worked around (a segment not pulled or pushed): message says what
     "heartbeat",  # nothing else happened for a while: what is still going on
 )
 TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop", "account-stop"})
@@ -92,8 +97,9 @@ class Event:
         return f"{self.shot_id}: {self.kind}{tail}"
 
     def text(self) -> str:
-        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run)."""
-        if self.shot_id is None:
+        """One plain line: ``[3/12] intro: submitted (task abc123)`` (position in the run; none for
+        an event outside a run's steps, e.g. a pull before a stitch)."""
+        if self.shot_id is None or not self.total:
             return self.body()
         return f"[{self.index}/{self.total}] {self.body()}"
 

@@ -115,7 +115,9 @@ def plan_markdown_full(plan: Plan) -> str:
 
 
 def models_table(catalog: list[dict[str, Any]]) -> str:
-    """The catalog at a glance, then each model's endpoint and fields."""
+    """The catalog at a glance (each provider's price), then each model's endpoints and fields."""
+    from kling_render.catalog.catalog import PAID_PROVIDERS
+
     rows = []
     for m in catalog:
         d = m["duration"]
@@ -125,27 +127,61 @@ def models_table(catalog: list[dict[str, Any]]) -> str:
             dur = "/".join(str(x) for x in d["values"]) + "s" if d["values"] else f"{d['min']}-{d['max']}s"
             if d["without_end_image"]:
                 dur += f" ({'/'.join(str(x) for x in d['without_end_image'])} w/o end_image)"
-        price = f"${m['price_per_second_usd']}/s" if m["price_per_second_usd"] is not None else "-"
-        if m.get("price_per_image_usd") is not None:
-            price = f"${m['price_per_image_usd']}/image"
-        if m["video_price_per_second_usd"] is not None:
-            price += f" (${m['video_price_per_second_usd']}/s with video)"
-        if not m["sound"]:
-            sound = "no"
-        else:
-            sound = f"x{m['sound_multiplier']}" if m["sound_multiplier"] is not None else "price unknown"
         name = m["id"] + (" (project)" if m["declared_in_project"] else "")
-        rows.append([name, dur, price, sound, ", ".join(m["inputs"])])
-    table = text_table(["model", "duration", "price", "sound", "inputs"], rows)
+        prices = [_offer_price(m, provider) for provider in PAID_PROVIDERS]
+        rows.append([name, dur, *prices, ", ".join(m["inputs"])])
+    table = text_table(["model", "duration", *PAID_PROVIDERS, "inputs"], rows)
     blocks = [table, *(_model_details(m) for m in catalog)]
-    dates = sorted({m["price_date"] for m in catalog if m["price_date"]})
-    footer = f"prices as of {', '.join(dates)}; `kling-render models --json` shows each source"
+    dates = sorted({o["price"]["date"] for m in catalog for o in m["providers"].values() if o["price"]})
+    footer = (
+        f"prices as of {', '.join(dates)}; `kling-render models --json` shows each source; "
+        "'not offered': the provider lacks the model; 'no price': declare one under pricing:"
+    )
     return "\n\n".join([*blocks, footer])
+
+
+def _offer_price(m: dict[str, Any], provider: str) -> str:
+    """A provider's price of a model as one cell: rates, sound factor, the rate with a video."""
+    offer = m["providers"].get(provider)
+    if offer is None:
+        return "not offered"
+    price = offer["price"]
+    if price is None:
+        return "no price"
+    text = price["text"]
+    if price["video_per_second_usd"] is not None:
+        text += f" (${price['video_per_second_usd']}/s with video)"
+    if "video" in price["unpriced"]:
+        text += " (video: no price)"
+    if m["sound"] and "sound" in offer["fields"]:
+        factor = price["sound_multiplier"]
+        text += f", sound x{factor}" if factor is not None else ", sound: no price"
+    return str(text)
 
 
 def _model_details(m: dict[str, Any]) -> str:
     d = m["duration"]
-    lines = [f"{m['id']}: {m['title']}", f"  endpoint  POST /api/v3/{m['endpoint']}"]
+    lines = [f"{m['id']}: {m['title']}", f"  endpoint  POST /api/v3/{m['endpoint']} (wavespeed)"]
+    for provider, offer in m["providers"].items():
+        if provider == "wavespeed":
+            continue
+        renamed = [
+            f"{name}->{spec['wire']}{' (text)' if spec.get('form') else ''}"
+            for name, spec in offer["fields"].items()
+            if spec["wire"] != name or spec.get("form") or spec.get("enum")
+        ]
+        limits = [
+            f"{name} {'|'.join(map(str, spec['enum']))}" for name, spec in offer["fields"].items() if spec.get("enum")
+        ]
+        line = f"  {provider:<8}  POST {{queue}}/{offer['endpoint']}"
+        if renamed:
+            line += f"; sent as {', '.join(renamed)}"
+        if limits:
+            line += f"; only {', '.join(limits)}"
+        missing = [name for name in m["fields"] if name not in offer["fields"]]
+        if missing:
+            line += f"; not taken: {', '.join(missing)}"
+        lines.append(line)
     if d is None:
         lines.append("  output    one image per still (use it under stills:)")
     else:
@@ -196,14 +232,14 @@ def _field_text(spec: dict[str, Any]) -> str:
 
 
 def price_checks_table(checks: Sequence[Any]) -> str:
-    """``models --check-prices``: catalog price against WaveSpeed's, one row per model and case."""
+    """``models --check-prices``: catalog price against each provider's, one row per model, provider and case."""
     rows = []
     for c in checks:
         catalog = f"${usd(c.catalog):.4f}" if c.catalog is not None else "unknown"
         live = f"${c.live:.4f}" if c.live is not None else "-"
         inputs = ", ".join(f"{k}={_plain(v)}" for k, v in c.inputs.items())
-        rows.append([c.model, c.case, catalog, live, c.status, c.error or inputs])
-    table = text_table(["model", "priced", "catalog", "wavespeed", "status", "inputs"], rows, right=(2, 3))
+        rows.append([c.model, c.provider, c.case, catalog, live, c.status, c.error or inputs])
+    table = text_table(["model", "provider", "priced", "catalog", "live", "status", "inputs"], rows, right=(3, 4))
     counts: dict[str, int] = {}
     for c in checks:
         counts[c.status] = counts.get(c.status, 0) + 1
@@ -233,3 +269,40 @@ def status_table(doc: dict[str, Any]) -> str:
     cut = doc["final_cut"] or "not stitched yet"
     head = f"{doc['project']} ({where(doc['provider'], doc.get('remote'))}): {counts}"
     return f"{head}\n\n{table}\n\nfinal cut: {cut}"
+
+
+def comparison_table(comparison: Any) -> str:
+    """``plan --compare-providers``: each shot's cost on every provider, the cheapest, the totals."""
+    doc = comparison.to_json()
+    providers = doc["providers"]
+    rows = []
+    notes: list[str] = []
+    for s in doc["shots"]:
+        cells = []
+        for provider in providers:
+            quote = s["prices"][provider]
+            if quote["cost_usd"] is not None:
+                cells.append(f"${quote['cost_usd']:.4f}" + (" cached" if quote.get("status") == "cached" else ""))
+            else:
+                cells.append("not offered" if not quote["offered"] else "no price")
+                notes.append(f"{s['id']} on {provider}: {quote.get('reason')}")
+        rows.append([s["id"], s["model"], f"{s['duration']}s", *cells, s["cheapest"] or "-"])
+    totals = doc["totals"]
+    total_cells = []
+    for provider in providers:
+        t = totals[provider]
+        left = len(t["not_priced"]) + len(t["not_offered"])
+        total_cells.append(f"${t['total_cost_usd']:.4f}" + (f" ({left} shot(s) missing)" if left else ""))
+    rows.append(["total", "", "", *total_cells, ""])
+    table = text_table(["shot", "model", "dur", *providers, "cheapest"], rows)
+    mix = doc["cheapest_mix"]
+    lines = [f"{doc['project']}: every shot on each provider", "", table, ""]
+    lines.append(
+        f"cheapest per shot: ${mix['total_cost_usd']:.4f}"
+        + ("" if mix["complete"] else " (some shots have no price on any provider)")
+    )
+    for provider in providers:
+        if totals[provider]["renders_all"]:
+            lines.append(f"{provider} renders every shot: to render ${totals[provider]['to_render_cost_usd']:.4f}")
+    lines += notes
+    return "\n".join(lines)

@@ -32,7 +32,12 @@ async def wait_for(
     while True:
         delay = start + n * interval - loop.time()
         if delay > 0:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                if last_status == "queued":  # interrupted: a request that never ran is dropped
+                    await _cancel_queued(run, account, ends, job, task_id)
+                raise
         n += 1
         try:
             result = await run.provider.poll(task_id)
@@ -51,3 +56,16 @@ async def wait_for(
             run.keep_task(job, f"task {task_id} still {result.status} after {timeout:g}s; the next run polls it again")
             return None
         n = max(n, math.ceil((loop.time() - start) / interval))  # a slow poll skips grid points
+
+
+async def _cancel_queued(run: Run, account: Account, ends: TaskEnds, job: Job, task_id: str) -> None:
+    """On an interrupt, ask the provider to drop a task last seen queued (best effort, 5 s): when it
+    confirms the task never ran, it counts as never created and the step is pending again;
+    otherwise the task stays submitted and the next run polls it (paid work is never thrown away)."""
+    try:
+        async with asyncio.timeout(5.0):
+            removed = await run.provider.cancel(task_id)
+    except Exception:  # best effort: the task stays submitted
+        return
+    if removed:
+        account.cancelled(job, ends.ledger_index(job, task_id), task_id)

@@ -156,7 +156,9 @@ class Reconciler:
         in_run = job.shot_id in self.account.unknown_this_run
         if (found := self.from_ledger(job, in_run=in_run)) is not None:
             return found
-        for _ in range(3):
+        pause = max(1.0, run.options.poll_interval)
+        give_up = time.monotonic() + (run.options.task_timeout or float("inf"))
+        while True:
             record = run.state.get(job.shot_id)
             submitted = epoch(record.submitted_at) if record else None
             if submitted is None:
@@ -179,10 +181,14 @@ class Reconciler:
                 return ""
             if kind != "wait":
                 return None
-            # Not listed yet: ask again once the grace has passed (a new task may be listed late).
-            await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - time.time()) + 0.05)
-        self.keep_unknown(job, "the provider's task list never answered in time")  # pragma: no cover
-        return None
+            # Not listed yet: ask again, sooner while the task may be about to be listed (a provider
+            # that lists only ended tasks shows it once it ends), at the latest when the grace ends.
+            left = submitted + run.options.reconcile_grace - time.time()
+            if time.monotonic() + min(left, pause) > give_up:
+                self.keep_unknown(job, f"{decision.message}; the next run asks the task list again")
+                return None
+            await asyncio.sleep(max(0.0, min(left, pause)) + 0.05)
+            pause = min(pause * 2, 60.0)
 
     def from_ledger(self, job: Job, *, in_run: bool) -> str | None:
         """The task id the ledger still holds for the shot's open submit (the shot's own record lost

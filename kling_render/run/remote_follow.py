@@ -7,8 +7,15 @@ what that run makes, never submit.
   the claim (within the cap of paid tasks, counted over every machine);
 - the holder is submitting: wait, looking again every poll interval;
 - the holder died before recording a task id: like an ``unknown`` submit, its task is looked for in
-  the provider's task list (by the fingerprint of the body the claim records); only a proven
-  absence lets this run take the claim over and submit.
+  the provider's task list (by the fingerprint of the body the claim records, around when the claim
+  was last written in the store's time); only a proven absence lets this run take the claim over
+  and submit;
+- a followed task the provider no longer knows, older than it keeps tasks (by the store's time of
+  its claim), is given up as a task of this machine would be (task_end.gone_for_good): the shot
+  fails this run and the claim is closed ``failed``, so the next run (here or elsewhere) pays a
+  replacement within the cap instead of following it forever.
+
+Claims are judged by the store's time (Claims.judge / holder_gone), never by a writer's stamp.
 """
 
 from __future__ import annotations
@@ -17,16 +24,16 @@ import asyncio
 import time
 from typing import Protocol
 
-from kling_render.errors import ProviderError, RemoteError
+from kling_render.errors import ProviderError, RemoteError, RemoteVersionError
 from kling_render.jobs import Job, TaskResult
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.run.context import Run
 from kling_render.run.polling import wait_for
-from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide, epoch
+from kling_render.run.reconcile import WINDOW_AFTER, WINDOW_BEFORE, decide
 from kling_render.run.task_end import TaskEnds
 from kling_render.store.cache import CachedClip
-from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
-from kling_render.store.remote.clips import RemoteClip
+from kling_render.store.remote.claims import Claim, Lost, Owner, Won, age
+from kling_render.store.remote.clips import RemoteClip, RemoteClips
 from kling_render.store.remote.connect import Remote
 
 __all__ = ["Follower", "GateView"]
@@ -43,11 +50,14 @@ class GateView(Protocol):
     held: dict[str, Claim]
     ended: dict[str, dict[str, TaskResult | None]]
     on_remote: set[str]
+    followed: dict[str, float]
 
     @property
     def owner(self) -> Owner: ...
 
     async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None: ...
+
+    def area(self, job: Job) -> RemoteClips: ...
 
     def over_cap(self, job: Job, claim: Claim) -> str | None: ...
 
@@ -96,6 +106,9 @@ class Follower:
                 if deadline is not None and loop.time() >= deadline:
                     run.fail(job, f"waited {timeout:g}s for the run that holds its claim on the remote")
                     return False
+        except RemoteVersionError as exc:  # a newer kling-render's claim or record: left alone
+            run.fail(job, str(exc))
+            return False
         except RemoteError as exc:
             run.fail(job, f"the remote could not be read ({exc}); nothing was submitted for it this run")
             return False
@@ -103,14 +116,14 @@ class Follower:
     async def _look(self, job: Job) -> bool | None:
         """One look at the key's clip and claim (see :meth:`elsewhere`); None: look again."""
         run = self.run
-        clip = await self.remote.clips.get(self.provider, job.key)
+        clip = await self.gate.area(job).get(self.provider, job.key)
         if clip is not None:
             await self.use_remote_clip(job, clip)
             return False
         current = await self.remote.claims.read(job.key)
         if current is None:
             return True
-        verdict = judge(current, self.owner)
+        verdict = await self.remote.claims.judge(current)
         if verdict in ("follow", "mine") and current.task_id:
             return await self._follow(job, current, verdict == "mine")
         if verdict in ("mine", "free", "done"):
@@ -133,7 +146,7 @@ class Follower:
         assert task_id is not None
         ended = self.gate.ended.setdefault(job.key, {})
         if task_id in ended:  # it ended without a clip: its holder replaces it, unless it is gone
-            if not (mine or holder_gone(claim, self.owner)):
+            if not (mine or await self.remote.claims.holder_gone(claim)):
                 self.say(job, "waiting", claim, f"{claim.record.owner} replaces its task {task_id}")
                 await asyncio.sleep(max(run.options.poll_interval, MIN_WAIT))
                 return None
@@ -142,17 +155,24 @@ class Follower:
                 return False if await self._failed_for_good(job, claim, task_id, result) else None
             return True
         self.say(job, "following", claim, f"task {task_id} of {claim.record.owner}", task_id=task_id)
+        if not mine and task_id not in self.gate.followed:  # when it was submitted, by the store's time
+            since = age(claim, await self.remote.claims.now())
+            if since is not None:
+                self.gate.followed[task_id] = time.time() - since
         result = await wait_for(run, self.gate.account, self.gate.ends, job, task_id, fresh=False)
         if result is None:  # the poll failed or timed out: the shot failed this run, the task runs on
+            await self._given_up(job, claim, task_id)
             return False
         if result.completed and result.output_url:
-            clip = await self.remote.clips.get(self.provider, job.key)
+            clip = await self.gate.area(job).get(self.provider, job.key)
             if clip is not None:  # its holder pushed it meanwhile
                 await self.use_remote_clip(job, clip)
                 return False
             end = await self.gate.ends.fetch(job, task_id, result.output_url)
             if end == "done" and job.key in self.gate.on_remote:
                 await self._close_followed(job, claim)
+            if end == "stop":
+                await self._given_up(job, claim, task_id)
             if end != "retry":
                 return False
             ended[task_id] = None
@@ -160,6 +180,18 @@ class Follower:
         ended[task_id] = result
         self.gate.account.foreign_failure(job, self.gate.ends.ledger_index(job, task_id), result)
         return None
+
+    async def _given_up(self, job: Job, claim: Claim, task_id: str) -> None:
+        """The followed task was given up here (task_end.gone_for_good: older than the provider keeps
+        tasks): close the claim ``failed``, not permanent, so no machine follows it again and the next
+        run takes the claim over and pays a replacement within the cap."""
+        tasks = self.run.state.ledger(job.key).tasks
+        if not any(t.task_id == task_id and t.outcome == "gone" for t in tasks):
+            return
+        error = f"task {task_id} is gone: older than {self.run.provider.name} keeps tasks"
+        outcome = await self.remote.claims.finish(claim, "failed", error=error)
+        if isinstance(outcome, Won):
+            self.gate.held.pop(job.key, None)
 
     async def _close_followed(self, job: Job, claim: Claim) -> None:
         """The followed task's clip is on the remote now: its claim is done (if the holder has not
@@ -193,10 +225,12 @@ class Follower:
         who = f"claimed by {record.owner}, which stopped before recording a task id"
         if record.wire is None:  # every claim write before a POST carries its wire: nothing was sent
             return await self._take(job, claim, f"took it over from {record.owner} (it stopped before submitting)")
-        submitted = epoch(record.updated_at)
+        # When the holder last wrote the claim (just before its POST) and when the list is asked, both
+        # by the store's clock: the record's own stamps are a writer's clock and are not trusted.
+        submitted = claim.modified
         if not (run.provider.lists_tasks and submitted is not None):
             return await self._unsettled(job, claim, f"{who}; its task cannot be looked for")
-        asked = time.time()
+        asked = await claims.now()
         try:
             tasks = await run.provider.list_tasks(job.wire_model, submitted - WINDOW_BEFORE, submitted + WINDOW_AFTER)
         except ProviderError as exc:
@@ -218,7 +252,7 @@ class Follower:
         if decision.kind == "absent":
             return await self._take(job, claim, f"{who}: {decision.message}")
         if decision.kind == "wait":
-            await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - time.time()) + 0.05)
+            await asyncio.sleep(max(0.0, submitted + run.options.reconcile_grace - asked) + 0.05)
             return None
         return await self._unsettled(job, claim, f"{who}; {decision.message}")
 

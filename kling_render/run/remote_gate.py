@@ -2,8 +2,10 @@
 for one shot. The runner calls it from a few places; everything about the remote lives here.
 
 - :meth:`RemoteGate.start`: one listing of the remote's clips. A shot whose clip is listed and not
-  in the local cache is pulled (size and sha256 checked against its record) instead of generated;
-  a clip cached here and missing there is pushed.
+  in the local cache is pulled (size and sha256 checked against its record, then the download's
+  own clip check) instead of generated; a clip cached here and missing there is pushed; a clip
+  cached here that differs from the remote's record is replaced by it (the remote's record is the
+  team's clip), and the replacement is reported.
 - :meth:`~RemoteGate.claim` (in the runner's submit, the body prepared, a task slot held): before
   any paid submit, the key's claim is created (create-only) or taken over (compare-and-swap),
   carrying the fingerprint of the body about to be sent. Lost: another run holds it, and the
@@ -23,6 +25,11 @@ for one shot. The runner calls it from a few places; everything about the remote
   ``failed`` (``permanent`` when the same inputs fail the same way), ``released`` (nothing was
   submitted); a shot left ``unknown``, or whose task runs on, keeps its claim active.
 
+A step's output lives in the remote's area for its kind (``remote.outputs(job.kind)``: clips, or
+stills), which mirrors the run's local cache area; a pulled still is checked as a downloaded one
+is (the run's ``verify``: media/image_check.py for a generator of stills). Claims are by key, and
+a still's key never equals a clip's, so one claim namespace serves both.
+
 The lifetime cap of paid tasks per key holds across machines: a claim counts the tasks recorded
 on its key by every machine (``attempts``), and the larger of that and the local ledger's count
 is held against the cap. A free provider (``local``) shares clips but takes no claims.
@@ -35,7 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from kling_render.errors import RemoteError, RemoteIntegrityError
+from kling_render.errors import RemoteError, RemoteIntegrityError, RemoteVersionError
 from kling_render.jobs import Job, TaskResult
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.plan.keys import fingerprint
@@ -44,9 +51,10 @@ from kling_render.run.context import Run
 from kling_render.run.remote_follow import Follower
 from kling_render.run.task_end import TaskEnds
 from kling_render.store.cache import CachedClip, ClipMeta
-from kling_render.store.remote.claims import Claim, Lost, Owner, Won, holder_gone, judge
-from kling_render.store.remote.clips import PushConflict, RemoteClip
+from kling_render.store.remote.claims import Claim, Lost, Owner, Won
+from kling_render.store.remote.clips import PushConflict, RemoteClip, RemoteClips
 from kling_render.store.remote.connect import Remote
+from kling_render.store.remote.sync import Differs, differing, replace_local
 
 __all__ = ["RemoteGate"]
 
@@ -62,12 +70,17 @@ class RemoteGate:
     def __init__(self, run: Run, account: Account, remote: Remote) -> None:
         self.run = run
         self.account = account
-        self.ends: TaskEnds = TaskEnds(run, account, self.keep)  # the task-end rules, keeping through the remote
+        # task id -> when it was submitted (epoch, this machine's clock), for tasks followed through
+        # another run's claim: measured by the store's time (task_end.gone_for_good's 7-day rule)
+        self.followed: dict[str, float] = {}
+        # the task-end rules, keeping through the remote
+        self.ends: TaskEnds = TaskEnds(run, account, self.keep, self.followed)
         self.remote = remote
         self.provider = run.provider.name
         self.claims_on = run.provider.charges  # a free provider's shots cost nothing twice
         self.held: dict[str, Claim] = {}  # key -> the claim this run holds, as last written
-        self.on_remote: set[str] = set()  # keys whose clip record the remote holds
+        self.on_remote: set[str] = set()  # keys whose record the remote holds
+        self.listed = False  # whether :meth:`start` listed the remote (this run had steps at its start)
         self.ended: dict[str, dict[str, TaskResult | None]] = {}  # key -> tasks seen ending without a clip
         self.handoffs: dict[str, int] = {}  # shot id -> times its submit found another run's claim
         self.handed: set[str] = set()  # shots whose last claim found another run's: see handed_off
@@ -78,6 +91,13 @@ class RemoteGate:
     def owner(self) -> Owner:
         return self.remote.claims.owner
 
+    def area(self, job: Job) -> RemoteClips:
+        """Where ``job``'s output lives on the remote (clips, or stills)."""
+        return self.remote.outputs(job.kind)
+
+    def noun(self, job: Job) -> str:
+        return self.area(job).area.noun
+
     # -- start of the run --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -85,16 +105,31 @@ class RemoteGate:
         A remote that cannot be listed stops the run (RemoteError, exit 1) before anything is paid."""
         run = self.run
         run.cache.prepare()
-        listed = await self.remote.clips.keys(self.provider)
-        self.on_remote |= listed
         first: dict[str, Job] = {}
         for job in run.jobs.values():
             first.setdefault(job.key, job)
+        listed: set[str] = set()
+        unreadable: dict[str, RemoteError] = {}  # a record that cannot be read (damaged, newer): refused
+        differs: dict[str, Differs] = {}
+        for kind in sorted({job.kind for job in first.values()}):
+            area = self.remote.outputs(kind)
+            listing = await area.listing(self.provider)
+            listed |= set(listing)
+            keys = [key for key, job in first.items() if job.kind == kind]
+            differs |= await differing(area, self.provider, run.cache, keys, listing, errors=unreadable)
+        self.on_remote |= listed
+        self.listed = True
+        for key, exc in unreadable.items():
+            self.account.refusals[key] = f"its {self.noun(first[key])} on the remote is not used: {exc}"
         gate = asyncio.Semaphore(TRANSFERS_AT_ONCE)
 
         async def transfer(job: Job) -> None:
             async with gate:
-                if job.key not in listed:
+                if job.key in unreadable:  # its clip here is used, but whether it is the team's is unknown
+                    self.warn(job, self.account.refusals[job.key])
+                elif job.key in differs:
+                    await self.replace(job, differs[job.key])
+                elif job.key not in listed:
                     entry = run.cache.use(self.provider, job.key)
                     if entry is not None:
                         await self.push_cached(job, entry)
@@ -104,25 +139,41 @@ class RemoteGate:
         await asyncio.gather(*(transfer(job) for job in first.values()))
 
     async def fetch_listed(self, job: Job) -> None:
-        """A step whose key became known during the run: its clip is pulled if the remote had it
-        at the start (a clip recorded since is found by its claim)."""
-        if job.key in self.on_remote and self.run.cache.get(self.provider, job.key) is None:
+        """A step whose key became known during the run: its output is pulled if the remote had it
+        at the start (one recorded since is found by its claim). A run that listed nothing at its
+        start (every step of its kind waited for an input) asks for the key's record: one read."""
+        if self.run.cache.get(self.provider, job.key) is None and (job.key in self.on_remote or not self.listed):
             await self.pull(job)
 
-    async def pull(self, job: Job, clip: RemoteClip | None = None) -> CachedClip | None:
-        """Bring the key's clip from the remote into the local cache; None (and a refusal for the
-        key: nothing is submitted for a clip the remote holds) when it cannot be used."""
-        clips = self.remote.clips
+    async def replace(self, job: Job, differs: Differs) -> None:
+        """This machine's clip for the key differs from the remote's record: the team's clip replaces
+        it (reported with the shot). If the team's cannot be pulled, this machine's is kept."""
+        try:
+            entry = await replace_local(self.area(job), self.run.cache, differs, self.run.verify)
+        except RemoteError as exc:
+            noun = self.noun(job)
+            self.warn(job, f"its {noun} differs from the remote's, which could not be pulled ({exc}); this one is used")
+            return
+        self.run.emit("replaced", job, task_id=entry.task_id, message=differs.message)
+        self.warn(job, f"replaced by the team's {self.noun(job)}: {differs.message}")
+
+    async def pull(self, job: Job, clip: RemoteClip | None = None, *, replace: str | None = None) -> CachedClip | None:
+        """Bring the key's clip from the remote into the local cache, checked as a download is; None
+        (and a refusal for the key: nothing is submitted for a clip the remote holds) when it cannot
+        be used. ``replace``: the local cache's clip for the key is set aside for it (that reason)."""
+        clips, cache, verify = self.area(job), self.run.cache, self.run.verify
         try:
             entry = await (
-                clips.fetch(clip, self.run.cache) if clip else clips.pull(self.provider, job.key, self.run.cache)
+                clips.fetch(clip, cache, verify=verify, replace=replace)
+                if clip
+                else clips.pull(self.provider, job.key, cache, verify=verify)
             )
-        except RemoteIntegrityError as exc:
-            self.account.refusals[job.key] = f"its clip on the remote is not used: {exc}"
+        except (RemoteIntegrityError, RemoteVersionError) as exc:
+            self.account.refusals[job.key] = f"its {self.noun(job)} on the remote is not used: {exc}"
             return None
         except RemoteError as exc:
             self.account.refusals[job.key] = (
-                f"its clip is on the remote but could not be pulled ({exc}); the next run tries again"
+                f"its {self.noun(job)} is on the remote but could not be pulled ({exc}); the next run tries again"
             )
             return None
         if entry is not None:
@@ -134,14 +185,14 @@ class RemoteGate:
         """A clip only the local cache holds (made before the remote was set, or its push failed)."""
         meta = ClipMeta(entry.duration, entry.model, entry.task_id, entry.media)
         try:
-            outcome = await self.remote.clips.push(self.provider, job.key, entry.path, meta, sha256=entry.sha256)
+            outcome = await self.area(job).push(self.provider, job.key, entry.path, meta, sha256=entry.sha256)
         except RemoteError as exc:
-            self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run tries again")
+            self.warn(job, f"its {self.noun(job)} could not be pushed to the remote ({exc}); the next run tries again")
             return
         if isinstance(outcome, PushConflict):
-            self.run.cache.set_aside(self.provider, job.key, "differs from the remote's clip for the same key")
             self.conflict(job, outcome.existing)
-            await self.pull(job, outcome.existing)
+            why = f"differs from the remote's {self.noun(job)} for the same key"
+            await self.pull(job, outcome.existing, replace=why)
             return
         self.on_remote.add(job.key)
         if outcome.created:
@@ -160,6 +211,9 @@ class RemoteGate:
             return "stop"
         try:
             return await self._claim(job, fingerprint(body))
+        except RemoteVersionError as exc:  # a newer kling-render's claim: neither used nor taken over
+            self.run.fail(job, str(exc))
+            return "stop"
         except RemoteError as exc:
             self.run.fail(job, f"its claim on the remote could not be written ({exc}); nothing was submitted")
             return "stop"
@@ -182,15 +236,15 @@ class RemoteGate:
                 held = None
                 outcome = await claims.acquire(job.key, provider=self.provider, model=job.model, wire=wire)
                 continue
-            verdict = judge(current, self.owner)
+            verdict = await claims.judge(current)
             if verdict == "mine":
                 held, outcome = current, await claims.submitting(current, wire)
                 continue
-            if verdict == "follow" and not self._task_ended_and_holder_gone(current):
+            if verdict == "follow" and not await self._task_ended_and_holder_gone(current):
                 return self.hand_off(job)
             if verdict in ("wait", "orphaned"):
                 return self.hand_off(job)
-            if verdict == "done" and await self.remote.clips.get(self.provider, job.key) is not None:
+            if verdict == "done" and await self.area(job).get(self.provider, job.key) is not None:
                 return self.hand_off(job)
             if verdict == "refused" and not self.run.options.retry_failed:
                 self.run.fail(job, self.refused_message(current))
@@ -238,8 +292,8 @@ class RemoteGate:
             f"the same inputs fail the same way, so none is submitted again: {ASK_AGAIN}"
         )
 
-    def _task_ended_and_holder_gone(self, claim: Claim) -> bool:
-        return claim.task_id in self.ended.get(claim.key, {}) and holder_gone(claim, self.owner)
+    async def _task_ended_and_holder_gone(self, claim: Claim) -> bool:
+        return claim.task_id in self.ended.get(claim.key, {}) and await self.remote.claims.holder_gone(claim)
 
     # -- task ids into the claim -------------------------------------------------------------
 
@@ -291,7 +345,7 @@ class RemoteGate:
                 current.task_id not in (None, task_id) and current.record.status == "active"
             ):
                 return  # its clip is made, or another task is recorded: ours is polled all the same
-            elif current.task_id == task_id and not holder_gone(current, self.owner):
+            elif current.task_id == task_id and not await claims.holder_gone(current):
                 return  # a live run already follows it
             else:
                 outcome = await claims.take_over(current, wire=wire, task_id=task_id)
@@ -315,16 +369,17 @@ class RemoteGate:
         into the local cache. A different clip already on the remote for the key is used instead."""
         run = self.run
         try:
-            pushed = await self.remote.clips.push(self.provider, job.key, tmp, meta, sha256=digest)
+            pushed = await self.area(job).push(self.provider, job.key, tmp, meta, sha256=digest)
         except RemoteError as exc:
-            self.warn(job, f"its clip could not be pushed to the remote ({exc}); the next run pushes it")
+            self.warn(job, f"its {self.noun(job)} could not be pushed to the remote ({exc}); the next run pushes it")
             return await self.put(tmp, job, meta, digest)
         if isinstance(pushed, PushConflict):
             self.conflict(job, pushed.existing)
             try:
-                entry = await self.remote.clips.fetch(pushed.existing, run.cache)
+                entry = await self.area(job).fetch(pushed.existing, run.cache, verify=run.verify)
             except RemoteError as exc:
-                self.warn(job, f"the remote's clip for it could not be pulled ({exc}); this machine's is used")
+                noun = self.noun(job)
+                self.warn(job, f"the remote's {noun} for it could not be pulled ({exc}); this machine's is used")
                 return await self.put(tmp, job, meta, digest)
             self.on_remote.add(job.key)
             return entry
@@ -341,11 +396,12 @@ class RemoteGate:
 
     def conflict(self, job: Job, existing: RemoteClip) -> None:
         task = f" (task {existing.task_id})" if existing.task_id else ""
+        noun = self.noun(job)
         self.run.emit(
             "push-conflict",
             job,
-            message=f"the remote already holds another clip for these inputs{task}: that one is used, so every "
-            "machine cuts the same clip",
+            message=f"the remote already holds another {noun} for these inputs{task}: that one is used, so every "
+            f"machine uses the same {noun}",
         )
 
     # -- the end of a shot -------------------------------------------------------------------

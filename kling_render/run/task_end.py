@@ -12,14 +12,14 @@ a replacement paid, within the key's lifetime cap.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from kling_render.errors import DownloadError, DownloadInterrupted, FFmpegError, OutputGoneError, TransientError
-from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
+from kling_render.media.check import CheckedClip
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.records.ledger import TaskEntry
 from kling_render.records.lifecycle import Move, Status, TaskOutcome
@@ -37,10 +37,13 @@ Keep = Callable[[Job, Path, ClipMeta, str], Awaitable[CachedClip]]
 class TaskEnds:
     """The task-end rules of one run."""
 
-    def __init__(self, run: Run, account: Account, keep: Keep) -> None:
+    def __init__(self, run: Run, account: Account, keep: Keep, followed: Mapping[str, float] | None = None) -> None:
         self.run = run
         self.account = account
         self.keep = keep
+        # task id -> when it was submitted, for tasks followed through another run's claim (by the
+        # store's time of that claim: remote_follow.py); the gate fills it in
+        self.followed: Mapping[str, float] = {} if followed is None else followed
 
     def ledger_index(self, job: Job, task_id: str) -> int:
         """The ledger entry of ``task_id`` (one is added when the state file lacks it)."""
@@ -60,13 +63,10 @@ class TaskEnds:
         count it). Within the retention a 404 may be a hiccup: False, the task is kept."""
         run = self.run
         keep = run.provider.output_retention
-        record = run.state.get(job.shot_id)
-        if keep is None or record is None or not record.submitted_at:
+        submitted = self.submitted_at(job, task_id)
+        if keep is None or submitted is None:
             return False
-        try:
-            age = time.time() - datetime.fromisoformat(record.submitted_at).timestamp()
-        except ValueError:
-            return False
+        age = time.time() - submitted
         if age <= keep:
             return False
         self.account.gone(job, self.ledger_index(job, task_id))
@@ -78,20 +78,36 @@ class TaskEnds:
         )
         return True
 
+    def submitted_at(self, job: Job, task_id: str) -> float | None:
+        """When ``task_id`` was submitted (epoch seconds, this machine's clock): for a task followed
+        through another run's claim, by the store's time of that claim (remote_follow.py); else the
+        shot's record."""
+        if task_id in self.followed:
+            return self.followed[task_id]
+        record = self.run.state.get(job.shot_id)
+        if record is None or not record.submitted_at:
+            return None
+        try:
+            return datetime.fromisoformat(record.submitted_at).timestamp()
+        except ValueError:
+            return None
+
     def failed(self, job: Job, task_id: str, result: TaskResult) -> TaskEnd:
-        """A failed task is refunded; replaced within the cap unless its code says the inputs are at fault."""
+        """A failed task is refunded (unless the provider may have charged it: then it stays spent);
+        replaced within the cap unless its code says the inputs are at fault."""
         run = self.run
         code = f" (code {result.code})" if result.code else ""
         problem = f"task {task_id} {result.status}{code}: {result.error or 'no reason given'}"
-        self.account.refund(job, self.ledger_index(job, task_id), result)
+        refunded = self.account.refund(job, self.ledger_index(job, task_id), result)
+        money = "refunded" if refunded else "it may have been charged"
         if result.cause == "permanent" and run.provider.charges:
             run.fail(
                 job,
-                f"{problem}; refunded. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
+                f"{problem}; {money}. The same inputs fail the same way, so none is submitted again: {ASK_AGAIN}",
                 code=result.code,
             )
             return "stop"
-        return self.replace_task(job, f"{problem} (refunded)", code=result.code)
+        return self.replace_task(job, f"{problem} ({money})", code=result.code)
 
     def unusable(self, job: Job, task_id: str, problem: str) -> TaskEnd:
         """A task completed (and was paid) without a usable output (see the module docstring)."""
@@ -141,19 +157,33 @@ class TaskEnds:
                     interrupted = isinstance(exc, DownloadInterrupted | TransientError)  # not the output's fault
                     continue
                 try:
-                    duration, media = await run.fetcher.call(run.verify, tmp)
+                    checked = await run.fetcher.call(run.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_output = None, f"not a valid clip: {exc}"
                     continue
+                if isinstance(checked, CheckedClip):
+                    known = await run.fetcher.call(run.cache.probes.corrupt, checked.sha256)
+                    if known is not None:  # these very bytes failed to decode in an earlier stitch
+                        fetch_error, bad_output = None, f"not a valid clip: it does not decode ({known})"
+                        continue
+                    await run.fetcher.call(run.cache.probes.put, checked)  # the stitch needs no probe
+                    media = checked.info.to_json()
+                else:
+                    media = checked.media
+                duration, digest = checked.duration, checked.sha256
                 warning = None
-                if abs(duration - job.duration) > run.options.duration_tolerance:
+                tolerance = run.options.duration_tolerance
+                # A clip that continues its input (video-extend) holds that input too: only its new
+                # part must last the shot's duration (the cut keeps that part).
+                longer_ok = job.extends and duration >= job.duration - tolerance
+                if abs(duration - job.duration) > tolerance and not longer_ok:
                     # Paid, and a new task would cost again: kept, and the cut uses its real length.
                     warning = (
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
                         "uses its real length"
                     )
-                digest = await run.fetcher.call(sha256_file, tmp)
-                entry = await self.keep(job, tmp, ClipMeta(duration, job.model, task_id, media), digest)
+                meta = ClipMeta(duration, job.model, task_id, media)
+                entry = await self.keep(job, tmp, meta, digest)
             run.emit("downloaded", job, task_id=task_id)
             self.account.fetched(job, self.ledger_index(job, task_id))
             outcome = run.outcome(job)

@@ -48,6 +48,8 @@ def test_every_catalog_price_matches_the_live_one(ws: Workspace, fake_wavespeed:
     assert {"model_id": "kwaivgi/kling-v3.0-pro/image-to-video",
             "inputs": {"cfg_scale": 0.5, "sound": True, "duration": 5}} in bodies
     assert {"model_id": "kwaivgi/kling-video-o1-std/image-to-video", "inputs": {"duration": 5}} in bodies
+    # Kling 4.0: priced at its default resolution (its price depends on it), audio always included.
+    assert {"model_id": "kwaivgi/kling-v4.0/image-to-video", "inputs": {"resolution": "720p", "duration": 5}} in bodies
     # an image model is priced per image: its defaults, no duration
     assert {"model_id": "bytedance/seedream-v4.5", "inputs": {"size": "2048*2048"}} in bodies
     assert all(r.status != 0 and "submit" not in r.path for r in fake_wavespeed.requests)
@@ -72,7 +74,8 @@ def test_a_changed_price_exits_1_and_names_the_model(ws: Workspace, fake_wavespe
     rows = [line for line in done.stdout.splitlines() if " differs " in line]
     assert len(rows) == 2 and all(row.startswith("kling-v3.0-pro/image-to-video") for row in rows)
     assert "$0.5600" in rows[0] and "$0.7000" in rows[0]
-    assert done.stdout.rstrip().endswith("2 differs, 10 match, 1 unknown")
+    # 2 unknown: no WaveSpeed page gives v3.0 std text-to-video's sound-on price, nor any for v4.0 video-edit
+    assert done.stdout.rstrip().endswith("2 differs, 14 match, 2 unknown")
 
     result = checks(ws.cli("models", "--check-prices", "--json"))
     assert {k for k, c in result.items() if c["status"] == "differs"} == {
@@ -99,7 +102,8 @@ def test_a_model_the_service_does_not_price_exits_1(ws: Workspace, fake_wavespee
 def test_no_key_or_a_rejected_key_is_a_usage_error(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
     ws = Workspace(tmp_path, base_env(WAVESPEED_BASE_URL=fake_wavespeed.base_url), in_process=True)
     done = ws.cli("models", "--check-prices")
-    assert done.returncode == 2 and "WAVESPEED_API_KEY" in done.stderr and done.stdout == ""
+    assert done.returncode == 2 and "WAVESPEED_API_KEY" in done.stderr and "FAL_KEY" in done.stderr
+    assert done.stdout == ""
     assert fake_wavespeed.requests == []
     wrong = "sk-wrong-KEY-0987654321"
     done = ws.cli("models", "--check-prices", env=ws_env(fake_wavespeed.base_url, key=wrong))

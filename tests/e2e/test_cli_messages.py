@@ -76,8 +76,8 @@ def test_provider_is_a_choice(ws: Workspace) -> None:
     for command in ("plan", "render", "stitch", "status", "report"):
         done = ws.cli(command, str(ws.project), "--provider", "wavespeeed")
         assert done.returncode == 2, (command, done.stderr)
-        assert "'wavespeeed' is not one of 'local', 'wavespeed'" in done.stderr, done.stderr
-    assert "[local|wavespeed]" in ws.cli("plan", "--help").stdout
+        assert "'wavespeeed' is not one of 'local', 'wavespeed', 'fal'" in done.stderr, done.stderr
+    assert "[local|wavespeed|fal]" in ws.cli("plan", "--help").stdout
 
 
 def test_a_directory_finds_its_project_file(ws: Workspace) -> None:

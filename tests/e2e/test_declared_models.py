@@ -268,7 +268,7 @@ def test_a_declared_model_sends_its_defaults_and_its_wire_names(tmp_path: Path) 
     )
     project = load_project(write(tmp_path, text))
     a, b, c = project.shots
-    assert a.params == {"text": "a mug", "quality": "final", "steps": 20, "strength": 1.0, "duration": 4}
+    assert a.wire("wavespeed") == {"text": "a mug", "quality": "final", "steps": 20, "strength": 1.0, "duration": 4}
     assert shot_key("wavespeed", a) == shot_key("wavespeed", b), "writing the defaults changed the key"
     assert c.params["quality"] == "draft" and c.duration == 8
     assert a.model.endpoint == "acme/video-gen/v1" and not a.model.builtin
@@ -316,7 +316,7 @@ shots:
 
 def test_declared_prices_with_sound_and_video_multipliers(tmp_path: Path) -> None:
     project = load_project(write(tmp_path, PRICED))
-    costs = {s.id: cost_of(s, project.prices) for s in project.shots}
+    costs = {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots}
     assert costs == {
         "plain": Fraction("0.5"),  # 0.1 x 5
         "loud": Fraction("1.0"),  # 0.1 x 5 x 2
@@ -325,7 +325,7 @@ def test_declared_prices_with_sound_and_video_multipliers(tmp_path: Path) -> Non
     }
     overridden = PRICED.replace("shots:", 'pricing:\n  ref: {per_second: "0.2"}\nshots:')
     project = load_project(write(tmp_path, overridden))
-    costs = {s.id: cost_of(s, project.prices) for s in project.shots}
+    costs = {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots}
     # pricing: replaces the rate; what it leaves out (sound, video rate) stays the model's.
     assert costs["plain"] == Fraction("1.0") and costs["loud"] == Fraction("2.0")
     assert costs["video"] == Fraction("0.6")
@@ -366,7 +366,7 @@ def test_a_model_without_a_price_or_a_sound_price_is_an_error_at_plan(tmp_path: 
         'pricing:\n  my-t2v: {per_second: "0.1"}\n'
         '  kling-v3.0-std/text-to-video: {per_second: "0.084", sound_multiplier: "1.5"}\nshots:',
     )
-    plan = build_plan(load_project(write(tmp_path, fixed)), "local", is_cached=lambda _: False)
+    plan = build_plan(load_project(write(tmp_path, fixed)), "local", is_cached=lambda key, provider: False)
     assert [p.cost for p in plan.shots] == [Fraction("0.5"), Fraction("0.63")]
 
 

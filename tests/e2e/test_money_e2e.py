@@ -297,12 +297,19 @@ def test_a_submit_that_created_nothing_is_sent_again_after_the_grace(tmp_path: P
 
 def test_the_product_waits_the_full_grace_before_paying_again(tmp_path: Path, fake_process: FakeProcess) -> None:
     """Without the test knob, a submit seconds old is not proven absent: the run keeps waiting (and
-    is stopped here with SIGTERM after 4 s) instead of paying a second time."""
+    is stopped here with SIGTERM once it has asked the task list and waited 2 s more) instead of
+    paying a second time."""
     ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
     fake_process.fault("500", O3, create=False)
     cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--no-stitch", "--poll-interval", "0.05"]
     with subprocess.Popen(cmd, env=ws.env, cwd=ws.root, stderr=subprocess.PIPE, text=True) as proc:
-        time.sleep(4)
+        deadline = time.monotonic() + 90  # a loaded machine starts the run late: wait for what it did, not a time
+        while time.monotonic() < deadline and proc.poll() is None:
+            asked = any(r["path"] == "/api/v3/predictions" for r in fake_process.requests())
+            if asked and any("shot beta" in str(r["body"].get("prompt")) for r in fake_process.submits()):
+                break
+            time.sleep(0.1)
+        time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -399,7 +406,8 @@ def test_concurrency_is_2_by_default_and_settable_in_the_project_and_by_flag(
         ("{wavespeed: {concurrency: 0}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {concurrency: 1.5}}", "provider_options.wavespeed.concurrency"),
         ("{wavespeed: {parallel: 2}}", "provider_options.wavespeed"),
-        ("{fal: {concurrency: 2}}", "provider_options"),
+        ("{replicate: {concurrency: 2}}", "provider_options"),  # not a provider kling-render knows
+        ("{fal: {concurrency: 65}}", "provider_options.fal.concurrency"),
     ],
 )
 def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: str, problem: str) -> None:

@@ -38,7 +38,8 @@ from e2e_cli import (
 from e2e_fake import FakeProcess
 
 from kling_render.app import pipeline
-from kling_render.media.probe import MediaInfo, probe
+from kling_render.fsutil import sha256_file
+from kling_render.media.probe import probe
 from kling_render.project.project import load_project
 
 pytestmark = pytest.mark.stand_in(latency=0.3)
@@ -336,33 +337,37 @@ def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake_proces
     assert fake_process.requests() == []
 
 
-def test_stitch_takes_clip_headers_from_the_cache(
+def test_stitch_takes_clip_headers_from_the_memo_of_its_own_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_clips: Path
 ) -> None:
-    """The render (the module's, ``--no-stitch``) records each clip's stream headers in its cache
-    sidecar, so a stitch starts no ffmpeg probe per clip; the cut is byte-identical to one made
-    from probed headers."""
+    """The render's download check (the module's render, ``--no-stitch``) remembers each clip's
+    stream headers under its sha256 (the probe memo), so a stitch starts no ffmpeg probe and checks
+    no clip; without the memo (a cache from an older version) each clip is checked once,
+    structurally (no ffmpeg either), and the cut is the same."""
     monkeypatch.delenv("KLING_RENDER_CACHE", raising=False)
     ws = local_copy(tmp_path, local_clips)
     clips = ws.clips("local")
     assert len(clips) == 3
+    from kling_render.store.probes import ProbeMemo
+
+    memo = ProbeMemo(ws.cache_dir)
     for clip in clips:
-        recorded = json.loads(clip.with_suffix(".json").read_text())["media"]
-        assert MediaInfo.from_json(recorded) == probe(clip)
+        checked = memo.get(sha256_file(clip))
+        assert checked is not None and checked.info == probe(clip)
     project = load_project(ws.project)
     probe_module = importlib.import_module("kling_render.media.probe")  # the package re-exports probe()
+    probes_module = importlib.import_module("kling_render.store.probes")
     probed: list[Path] = []
+    checked_paths: list[Path] = []
     monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
-    from_sidecars = pipeline.stitch(project, "local").path.read_bytes()
-    assert probed == []
-    for clip in clips:  # sidecars as an older version wrote them: no headers
-        sidecar = clip.with_suffix(".json")
-        doc = json.loads(sidecar.read_text())
-        del doc["media"]
-        sidecar.write_text(json.dumps(doc))
-    from_probes = pipeline.stitch(project, "local", force=True).path.read_bytes()
-    assert sorted(probed) == clips
-    assert from_sidecars == from_probes
+    real_check = probes_module.check_structure
+    monkeypatch.setattr(probes_module, "check_structure", lambda path: checked_paths.append(path) or real_check(path))
+    from_memo = pipeline.stitch(project, "local").path.read_bytes()
+    assert probed == [] and checked_paths == []
+    shutil.rmtree(ws.cache_dir / "probes")  # as an older version left the cache
+    from_checks = pipeline.stitch(project, "local", force=True).path.read_bytes()
+    assert probed == [] and sorted(checked_paths) == clips
+    assert from_memo == from_checks
 
 
 def _submitted_days_ago(ws: Workspace, shot: str, days: float, **changes: str) -> None:

@@ -41,21 +41,38 @@ def test_the_published_schema_names_every_builtin_model() -> None:
 
 def test_shot_keys_with_a_fixed_type_have_it_in_the_schema() -> None:
     shot = SCHEMA["$defs"]["shot"]["properties"]
+
+    def resolved(schema: dict[str, object]) -> dict[str, object]:
+        ref = schema.get("$ref")
+        return shot[str(ref).rsplit("/", 1)[1]] if ref else schema
+
     for name, kind in SHOT_KEY_TYPES.items():
         if kind == "multi_prompt":
             assert shot[name]["type"] == "array"
             continue
-        # An image field is a $ref to the image input forms (a path, a still, a frame), like the declared ones.
+        # An image field is a $ref to the image input forms (a path, a still, a frame), like the declared
+        # ones; a video field a $ref to the shot's video (a file, a URL, another shot's clip).
         expected = _FIELD_VALUE_SCHEMAS[kind]
-        assert (shot[name].get("type"), shot[name].get("$ref")) == (expected.get("type"), expected.get("$ref")), name
+        assert (shot[name].get("type"), shot[name].get("$ref")) == (
+            resolved(expected).get("type") if "shot/properties" in str(expected.get("$ref")) else expected.get("type"),
+            None if "shot/properties" in str(expected.get("$ref")) else expected.get("$ref"),
+        ), name
 
 
 def test_every_builtin_model_has_its_endpoint_and_a_dated_sourced_price() -> None:
+    unpriced = set()
     for model_id, model in load_catalog().items():
         assert model.builtin
         # Kling's video models live under kwaivgi/; an image model's id is its endpoint.
         assert model.endpoint == (model_id if model.makes_image else f"kwaivgi/{model_id}")
-        assert model.price is not None and model.price.date and model.price.source.startswith(("http", "Kling"))
+        assert model.offers[0].provider == "wavespeed" and model.offers[0].endpoint == model.endpoint
+        for offer in model.offers:
+            if offer.price is None:
+                unpriced.add((offer.provider, model_id))
+                continue
+            assert offer.price.date and offer.price.source.startswith(("http", "Kling")), (offer.provider, model_id)
+    # What no provider publishes: a shot needs its price under `pricing:` (the plan says so).
+    assert unpriced == {("wavespeed", "kling-v4.0/video-edit"), ("fal", "kling-video-o3-std/reference-to-video")}
 
 
 def test_issue_11_item_7_and_the_shot_type_enum() -> None:
@@ -83,7 +100,7 @@ def test_o3_multi_prompt_is_sent_and_checked(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(base)
     shot = load_project(path).shots[0]
-    assert wire_for_key(shot.params) == {
+    assert wire_for_key(shot.wire("wavespeed")) == {
         "multi_prompt": [{"prompt": "one", "duration": 2}, {"prompt": "two", "duration": 3}],
         "image": "https://e.com/a.png",
         "sound": False,

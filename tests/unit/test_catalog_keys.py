@@ -27,6 +27,14 @@ MUG_KEYS = {
         "story": "bf9fcf27643da0fef6eb93b9fbb4bb25cf0a09d2815324b9524e2875ef267d4f",
         "outro": "4cceff3e22803245116bdaa50233edbc9dc1db4a5216ebe9d5583ca25f641ddd",
     },
+    # fal's keys (its wire names and forms: start_image_url, durations as text...), pinned when fal came.
+    "fal": {
+        "intro": "ddeca675cced14ce7544c5b17daa1de274f8e366a0951a8935c922b61a9b8335",
+        "pour": "0462a6e5f41441e57769def972cf4c44da22cf4e3e6b8f04807703c8de6530c5",
+        "hero": "717b61ad85e3d1e4681943528f1ec0232c865527393ca763c287379ef6e45162",
+        "story": "0f7357b540c6ea712244529abb53ab0e6dd8059beacefb9db72324e55480cb32",
+        "outro": "b4da7e610400e3a74f0d88f840777987292f014704a148f5903eace7c91bbcd0",
+    },
     "wavespeed": {
         "intro": "f7e776046fb41141a41b7c8ff3d84ddf5efa689f1e0865deb7fa2d1fd890fe6b",
         "pour": "eb9e7f2db3de67048155cb198ff2edc5d886a8ba7b57d5642d1d614b921bf48f",
@@ -71,18 +79,20 @@ VARIETY_COSTS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("provider", ["local", "wavespeed"])
+@pytest.mark.parametrize("provider", ["local", "wavespeed", "fal"])
 def test_example_project_keys_are_pinned(provider: str) -> None:
     project = load_project(MUG)
     assert {s.id: shot_key(provider, s) for s in project.shots} == MUG_KEYS[provider]
-    assert {s.id: cost_of(s, project.prices) for s in project.shots} == {
+    assert {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots} == {
         k: Fraction(v) for k, v in MUG_COSTS.items()
     }
+    # One shot, one key per provider: two providers' clips are different clips.
+    assert len({shot_key(p, project.shots[0]) for p in MUG_KEYS}) == len(MUG_KEYS)
 
 
 def test_keys_and_prices_of_every_builtin_model_are_pinned() -> None:
     project = load_project(VARIETY)
     assert {s.id: shot_key("wavespeed", s) for s in project.shots} == VARIETY_KEYS
-    assert {s.id: cost_of(s, project.prices) for s in project.shots} == {
+    assert {s.id: cost_of(s, project.prices, "wavespeed") for s in project.shots} == {
         k: Fraction(v) for k, v in VARIETY_COSTS.items()
     }

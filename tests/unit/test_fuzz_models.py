@@ -85,7 +85,7 @@ def _load_and_plan(doc: dict[str, Any]) -> None:
     try:
         project = load_project(path)
         OUTCOMES["loaded"] += 1
-        build_plan(project, "local", is_cached=lambda _: False)
+        build_plan(project, "local", is_cached=lambda key, provider: False)
     except ProjectError as exc:
         OUTCOMES["refused"] += 1
         assert exc.issues and all(i.file.endswith("project.yaml") and i.line >= 0 for i in exc.issues)

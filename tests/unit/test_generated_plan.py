@@ -187,7 +187,7 @@ def test_a_child_of_an_upstream_that_changes_will_re_render(root: Path) -> None:
     (root / "p.yaml").write_text(CHAIN)
     project = load_project(root / "p.yaml")
     lock = {"a": {"key": "0" * 64, "model": "kling-v3.0-std/image-to-video"}, "b": {"key": "1" * 64}}
-    plan = build_plan(project, "local", is_cached=lambda key: False, lock=lock)
+    plan = build_plan(project, "local", is_cached=lambda key, provider: False, lock=lock)
     b = next(p for p in plan.shots if p.id == "b")
     assert b.reason == "will re-render: its start frame comes from a, which changes"
     assert (b.change, b.changed_fields, b.key) == ("changed", ("image",), None)
@@ -205,7 +205,9 @@ def test_changing_pick_only_re_stitches(root: Path) -> None:
             for name, key in keys.items()}  # fmt: skip
     (root / "p.yaml").write_text(CHAIN.replace("takes: 2", "takes: 2\n    pick: 2"))
     after = load_project(root / "p.yaml")
-    plan = build_plan(after, "local", is_cached=lambda key: True, lock=lock, cut_settings=manifest.shot_cut_settings)
+    plan = build_plan(
+        after, "local", is_cached=lambda key, provider: True, lock=lock, cut_settings=manifest.shot_cut_settings
+    )
     a = {p.id: p for p in plan.shots}
     # the take now cut says so; neither take's clip changes, so nothing is paid
     assert (a["a#2"].change, a["a#2"].changed_fields) == ("re-stitch", ("pick",))
@@ -234,10 +236,10 @@ class FakeOutputs:
     ) -> None:
         self.stills, self.clips, self.frames = stills, clips or {}, frames or {}
 
-    def still(self, key: str) -> StillFacts | None:
+    def still(self, provider: str, key: str) -> StillFacts | None:
         return self.stills.get(key)
 
-    def clip(self, key: str) -> ClipFacts | None:
+    def clip(self, provider: str, key: str) -> ClipFacts | None:
         return self.clips.get(key)
 
     def frame(self, key_value: str) -> StillFacts | None:
@@ -335,7 +337,7 @@ def test_what_the_scheduler_gets_once_inputs_are_made(root: Path) -> None:
     d = res.units["d"].params
     assert d is not None and d["image"] == MediaRef(path=png, sha256="f" * 64)
     assert d["image"].key_value == "sha256:" + "f" * 64
-    plan = build_plan(project, "local", is_cached=lambda key: False, outputs=made)
+    plan = build_plan(project, "local", is_cached=lambda key, provider: False, outputs=made)
     job = plan.stills[0].job
     assert job is not None and (job.kind, job.duration, job.key, job.shot_id) == ("still", 0, plan.stills[0].key,
                                                                                   "still:hero")  # fmt: skip

@@ -139,14 +139,14 @@ def test_lock_diff_names_the_changed_field(image_dir: Path) -> None:
             "key": shot_key("local", s),
             "model": s.model.id,
             "provider": "local",
-            "fields": field_digests(s),
+            "fields": field_digests(s, "local"),
             "cost_usd": 0.56,
         }
         for s in project.shots
     }
     lock["gone"] = {"key": "0" * 64, "model": "m", "provider": "local", "cost_usd": 1.0}
     edited = load_project(path, {"thing": "cup"})
-    plan = build_plan(edited, "local", is_cached=lambda key: False, lock=lock)
+    plan = build_plan(edited, "local", is_cached=lambda key, provider: False, lock=lock)
     changes = {p.id: (p.change, p.changed_fields) for p in plan.shots}
     assert changes == {"a": ("changed", ("prompt",)), "b": ("unchanged", ())}
     assert plan.removed == ["gone"]
@@ -164,9 +164,8 @@ def test_example_project_uses_all_five_image_models(runner: CliRunner) -> None:
     doc = _plan_json(runner, REPO / "projects" / "mug-teaser" / "project.yaml")
     from kling_render.catalog.catalog import load_catalog
 
-    with_images = {
-        mid for mid, m in load_catalog().items() if not m.makes_image and (m.takes("image") or m.takes("images"))
-    }
+    seeds = {mid: m for mid, m in load_catalog().items() if not mid.startswith("kling-v4.0/")}
+    with_images = {mid for mid, m in seeds.items() if not m.makes_image and (m.takes("image") or m.takes("images"))}
     assert len(with_images) == 5
     assert {s["model"] for s in doc["shots"]} == with_images
 
@@ -195,7 +194,17 @@ def test_models_command_lists_prices(runner: CliRunner) -> None:
     assert models["kling-video-o3-std/image-to-video"]["price_per_second_usd"] == 0.18
     assert models["kling-video-o3-std/image-to-video"]["sound_multiplier"] == "4/3"
     assert models["kling-video-o1-std/image-to-video"]["sound"] is False
-    assert all(m["price_source"] and m["price_date"] for m in models.values())
+    # Every WaveSpeed price is dated and sourced; the one WaveSpeed does not publish is absent.
+    unpriced = {mid for mid, m in models.items() if m["providers"]["wavespeed"]["price"] is None}
+    assert unpriced == {"kling-v4.0/video-edit"}
+    assert all(m["price_source"] and m["price_date"] for mid, m in models.items() if mid not in unpriced)
+    # fal's offers, with their own endpoints, wire names and prices.
+    v3 = models["kling-v3.0-pro/image-to-video"]["providers"]["fal"]
+    assert v3["endpoint"] == "fal-ai/kling-video/v3/pro/image-to-video"
+    assert v3["fields"]["image"] == {"wire": "start_image_url"}
+    assert v3["fields"]["duration"] == {"wire": "duration", "form": "string"}
+    assert v3["price"]["per_second_usd"] == 0.112 and v3["price"]["sound_multiplier"] == "3/2"
+    assert "fal" not in models["kling-v4.0/video-extend"]["providers"]
     table = runner.invoke(cli, ["models"]).stdout
     assert "kling-v3.0-pro/image-to-video" in table and "$0.112/s" in table
 

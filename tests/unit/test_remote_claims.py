@@ -66,7 +66,7 @@ def test_take_over_keeps_the_paid_count_and_the_history(s3: S3Case) -> None:
     failed = run(a.finish(recorded.claim, "failed", error="task-1 failed: 5000 internal"))
     assert isinstance(failed, Won)
     b, c = open_env_remote("run-b").claims, open_env_remote("run-c").claims
-    assert judge(failed.claim, b.owner) == "free"
+    assert judge(failed.claim, b.owner, now=time.time()) == "free"
     taken = run(b.take_over(failed.claim))
     late = run(c.take_over(failed.claim))  # c judged the same old claim: only one takes it
     assert isinstance(taken, Won) and isinstance(late, Lost)
@@ -88,7 +88,7 @@ def test_a_permanent_failure_refuses_other_machines(s3: S3Case) -> None:
     b = open_env_remote("run-b").claims
     found = run(b.acquire(KEY, provider="wavespeed", model="m"))
     assert isinstance(found, Lost) and found.current is not None
-    assert judge(found.current, b.owner) == "refused"
+    assert judge(found.current, b.owner, now=time.time()) == "refused"
     assert found.current.record.error == "1200 content moderation"
 
 
@@ -151,10 +151,11 @@ def _claim(**changes: object) -> Claim:
         KEY, "wavespeed", "m", Owner("host-a", 4242, "run-a"), created_at="2026-01-01T00:00:00+00:00",
         updated_at="2026-01-01T00:00:00+00:00",
     )  # fmt: skip
-    return Claim(replace(record, **changes), '"etag"')  # type: ignore[arg-type]
+    return Claim(replace(record, **changes), '"etag"', modified=T0)  # type: ignore[arg-type]
 
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+OTHER = Owner("host-b", 1, "run-b")
 
 
 def alive(pid: int) -> bool:
@@ -175,6 +176,9 @@ def dead(pid: int) -> bool:
         ({}, Owner("host-a", 1, "run-b"), T0 + 60, dead, "orphaned"),  # same host, holder died
         ({}, Owner("host-b", 1, "run-b"), T0 + 60, dead, "wait"),  # another host's pid says nothing
         ({}, Owner("host-b", 1, "run-b"), T0 + STALE_AFTER + 1, alive, "orphaned"),
+        # The writer's stamps do not count, only the store's Last-Modified (``modified``, T0 here):
+        ({"updated_at": "2025-12-31T23:40:00+00:00"}, Owner("host-b", 1, "run-b"), T0 + 60, alive, "wait"),
+        ({"updated_at": "2026-01-02T00:00:00+00:00"}, OTHER, T0 + STALE_AFTER + 1, alive, "orphaned"),
         ({"status": "done", "output_sha256": "f" * 64}, Owner("host-b", 1, "run-b"), T0, alive, "done"),
         ({"status": "failed", "permanent": True}, Owner("host-b", 1, "run-b"), T0, alive, "refused"),
         ({"status": "failed"}, Owner("host-b", 1, "run-b"), T0, alive, "free"),
@@ -200,13 +204,13 @@ def test_judge_sees_a_real_dead_holder_on_this_host(s3: S3Case) -> None:
         assert isinstance(run(claims_of_holder.acquire(KEY, provider="wavespeed", model="m")), Won)
         me = open_env_remote("run-me").claims
         found = run(me.read(KEY))
-        assert found is not None and judge(found, me.owner) == "wait"
+        assert found is not None and run(me.judge(found)) == "wait"
     finally:
         holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
-    assert judge(found, me.owner) == "orphaned"
+    assert run(me.judge(found)) == "orphaned"
 
 
 # -- two processes --------------------------------------------------------------------------------

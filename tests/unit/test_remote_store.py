@@ -13,6 +13,7 @@ from s3_proxy import Rule, S3Proxy
 
 from kling_render.errors import FFmpegError, RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
+from kling_render.media.image_check import CheckedImage
 from kling_render.store.cache import ClipCache, ClipMeta
 from kling_render.store.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.store.remote.config import parse_remote_url, s3_settings
@@ -23,6 +24,13 @@ SECRETS = (S3_KEY_ID, S3_SECRET, S3_TOKEN)
 KEY = "ab" * 32
 PROVIDER = "wavespeed"
 META = ClipMeta(5.0, "kwaivgi/kling-v3.0-std/image-to-video", "task-1", {"width": 1920})
+
+
+def measured(path: Path) -> CheckedImage:
+    """A check for these byte-level tests (their clips are random bytes, so not a clip's structural
+    check): what it "measures" depends on the file, so a test can tell the cache took the check's
+    figures, not the record's."""
+    return CheckedImage(sha256_file(path), {"measured": sha256_file(path)[:12]}, 4.25)
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -279,16 +287,17 @@ def test_push_then_pull_on_a_machine_with_an_empty_cache(s3: S3Case, tmp_path: P
     assert record["sha256"] == digest and record["size"] == 6_300_000 and record["task_id"] == "task-1"
 
     other = ClipCache(tmp_path / "machine-b" / "cache")
-    entry = run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, other))
+    entry = run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, other, verify=measured))
     assert entry is not None and entry.sha256 == digest
     assert entry.path.read_bytes() == src.read_bytes()
-    assert (entry.duration, entry.model, entry.task_id) == (5.0, META.model, "task-1")
+    # Duration and stream headers are the check's, measured on the clip; never the record's (5.0, 1920).
+    assert (entry.duration, entry.model, entry.task_id) == (4.25, META.model, "task-1")
     used = other.use(PROVIDER, KEY)  # the sidecar's headers come with a verified use (cache.py)
-    assert used is not None and used.media == {"width": 1920}
+    assert used is not None and used.media == {"measured": digest[:12]}
     assert other.verify(PROVIDER, KEY)
     assert list(other.tmp_dir.iterdir()) == []
     assert run(remote.clips.keys(PROVIDER)) == {KEY}
-    assert run(remote.clips.pull(PROVIDER, "cd" * 32, other)) is None
+    assert run(remote.clips.pull(PROVIDER, "cd" * 32, other, verify=measured)) is None
 
 
 def test_pushing_the_same_clip_again_is_success_and_a_different_one_loses(s3: S3Case, tmp_path: Path) -> None:
@@ -327,7 +336,7 @@ def test_a_tampered_clip_is_never_accepted(s3: S3Case, tmp_path: Path, damage: s
         s3.server.delete_raw(s3.bucket, blob)
     cache = ClipCache(tmp_path / "b" / "cache")
     with pytest.raises(RemoteIntegrityError) as info:
-        run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, cache))
+        run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, cache, verify=measured))
     assert blob_path(digest) in str(info.value)
     assert cache.get(PROVIDER, KEY) is None
     assert not cache.tmp_dir.exists() or list(cache.tmp_dir.iterdir()) == []
@@ -347,11 +356,11 @@ def test_file_remote_clips_round_trip(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "shared" / record_path(PROVIDER, KEY)).is_file()
     assert (tmp_path / "shared" / blob_path(digest)).read_bytes() == src.read_bytes()
     cache = ClipCache(tmp_path / "b" / "cache")
-    entry = run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, cache))
+    entry = run(open_env_remote("run-b").clips.pull(PROVIDER, KEY, cache, verify=measured))
     assert entry is not None and entry.path.read_bytes() == src.read_bytes()
     (tmp_path / "shared" / blob_path(digest)).write_bytes(b"x" * 5_500_000)
     with pytest.raises(RemoteIntegrityError):
-        run(open_env_remote("run-c").clips.pull(PROVIDER, KEY, ClipCache(tmp_path / "c" / "cache")))
+        run(open_env_remote("run-c").clips.pull(PROVIDER, KEY, ClipCache(tmp_path / "c" / "cache"), verify=measured))
 
 
 def test_file_remote_create_only_and_compare_and_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -441,19 +450,20 @@ def test_the_project_remote_is_loaded(tmp_path: Path) -> None:
 
 
 def test_pull_runs_the_callers_check_before_the_cache_takes_the_clip(s3: S3Case, tmp_path: Path) -> None:
-    """The pusher decoded the clip; a puller may check it again (SPEC: decodes, lasts the shot)."""
+    """The pusher checked the clip; a puller checks it again, as a download (SPEC §6): a blob with
+    the right digest that is not a usable clip is an integrity error, and nothing is kept."""
     remote = open_env_remote()
     src, digest = _push(tmp_path / "clip.mp4")
     assert isinstance(run(remote.clips.push(PROVIDER, KEY, src, META)), Pushed)
     cache = ClipCache(tmp_path / "b" / "cache")
     seen: list[str] = []
 
-    def refuse(path: Path) -> None:
+    def refuse(path: Path) -> CheckedImage:
         seen.append(sha256_file(path))
         raise FFmpegError("checking the clip", "Invalid data found when processing input")
 
-    with pytest.raises(FFmpegError):
+    with pytest.raises(RemoteIntegrityError, match="not a usable clip"):
         run(remote.clips.pull(PROVIDER, KEY, cache, verify=refuse))
     assert seen == [digest] and cache.get(PROVIDER, KEY) is None and list(cache.tmp_dir.iterdir()) == []
-    entry = run(remote.clips.pull(PROVIDER, KEY, cache, verify=lambda path: None))
+    entry = run(remote.clips.pull(PROVIDER, KEY, cache, verify=measured))
     assert entry is not None and entry.sha256 == digest

@@ -25,12 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +37,6 @@ import httpx
 from kling_render import env
 from kling_render.errors import (
     AuthError,
-    DownloadError,
-    DownloadInterrupted,
-    OutputGoneError,
     ProviderError,
     SubmitRefusedError,
     SubmitRejectedError,
@@ -49,7 +44,7 @@ from kling_render.errors import (
     TaskGoneError,
     TransientError,
 )
-from kling_render.fsutil import atomic_write_json, sha256_file
+from kling_render.fsutil import sha256_file
 from kling_render.jobs import (
     TERMINAL_FAILED_STATES,
     Job,
@@ -59,10 +54,14 @@ from kling_render.jobs import (
     shown_id,
     valid_task_id,
 )
+from kling_render.masking import register as register_secret
 from kling_render.money import Reservation
 from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
+from kling_render.providers.download import describe, is_http
+from kling_render.providers.download import download as fetch_output
 from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
+from kling_render.providers.uploads import UploadRecords
 from kling_render.providers.wavespeed.answers import (
     PERMANENT_CODES,
     TRANSIENT_CODES,
@@ -79,7 +78,6 @@ from kling_render.retry import RetryPolicy, parse_retry_after
 
 UPLOAD_MAX_AGE = 6 * 24 * 3600.0  # WaveSpeed keeps uploads 7 days; re-upload a day early
 UPLOADS_FILE = "uploads.json"
-MAX_REDIRECTS = 5
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0)
 LIST_PAGE_SIZE = 100  # the most the task list gives per page
 LIST_MAX_PAGES = 20  # 2,000 tasks of one model in one window: more cannot be told apart anyway
@@ -108,11 +106,9 @@ class WaveSpeedProvider(Provider):
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = _check_base_url(base_url)  # before the key is looked at or sent anywhere
-        key = api_key.strip()
-        if not key or not key.isprintable() or any(c.isspace() for c in key):
-            # Said without the value: httpx would echo an invalid header value in its error.
-            raise AuthError("WAVESPEED_API_KEY is empty or contains whitespace/control characters")
+        key = net.check_key(api_key, variable="WAVESPEED_API_KEY")
         self._api_key = key
+        register_secret(key)  # masked wherever text leaves the process, however the key was given
         self._redact = Redactor(key)
         self.cache_dir = cache_dir
         self.retry = retry or RetryPolicy()
@@ -123,15 +119,21 @@ class WaveSpeedProvider(Provider):
         self._wall_clock = wall_clock
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
         self._upload_locks: dict[str, asyncio.Lock] = {}
-        self._record_lock = asyncio.Lock()
+        self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
 
     @classmethod
     def from_env(cls, *, cache_dir: Path) -> WaveSpeedProvider:
+        key, base_url = cls.settings_from_env()
+        return cls(key, base_url, cache_dir, limits=net.limits_from_env())
+
+    @staticmethod
+    def settings_from_env() -> tuple[str, str]:
+        """The key and base URL from the environment, checked (a run checks them before it writes anything)."""
         base_url = _check_base_url(env.wavespeed_base_url())  # exit 2 before anything else
         key = env.wavespeed_api_key()
         if not key:
             raise AuthError("WAVESPEED_API_KEY is not set; set it, or render offline with --provider local")
-        return cls(key, base_url, cache_dir)
+        return net.check_key(key, variable="WAVESPEED_API_KEY"), base_url
 
     def __repr__(self) -> str:
         return f"WaveSpeedProvider(base_url={self.base_url!r}, api_key='***')"
@@ -168,10 +170,10 @@ class WaveSpeedProvider(Provider):
         try:
             answer = await net.request(self._client, "POST", url, self.limits, headers=self._auth(), json_body=body)
         except _NOT_SENT as exc:  # nothing reached the server: as safe to repeat as a refusal
-            raise SubmitRefusedError(self._redact(f"{what}: cannot connect ({_describe(exc)})")) from exc
+            raise SubmitRefusedError(self._redact(f"{what}: cannot connect ({describe(exc)})")) from exc
         except (httpx.HTTPError, TransferError) as exc:
             raise SubmitUncertainError(
-                self._redact(f"{what}: no usable answer ({_describe(exc)}); a paid task may exist")
+                self._redact(f"{what}: no usable answer ({describe(exc)}); a paid task may exist")
             ) from exc
         reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         effective = reply.effective
@@ -202,7 +204,7 @@ class WaveSpeedProvider(Provider):
             raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
         lock = self._upload_locks.setdefault(digest, asyncio.Lock())
         async with lock:  # one upload per content, however many shots share it
-            cached = self._cached_upload(digest)
+            cached = self._uploads.get(digest)
             if cached is not None:
                 return cached
             try:
@@ -213,7 +215,7 @@ class WaveSpeedProvider(Provider):
             if actual != digest:
                 raise ProviderError(f"{path.name} changed since it was planned; run the command again")
             download_url = await self.retry.call(lambda: self._upload(ref.name, data), what=f"upload of {ref.name}")
-            await self._record_upload(digest, download_url)
+            await self._uploads.put(digest, download_url)
             return download_url
 
     async def _upload(self, filename: str, data: bytes) -> str:
@@ -227,14 +229,14 @@ class WaveSpeedProvider(Provider):
         )
         upload = reply.data.get("upload")
         download_url = reply.data.get("download_url")
-        if not isinstance(upload, dict) or not isinstance(download_url, str) or not _is_http(download_url):
+        if not isinstance(upload, dict) or not isinstance(download_url, str) or not is_http(download_url):
             raise ProviderError(f"{what}: unexpected answer (no upload target or download_url)")
         if self._redact(download_url) != download_url:  # it would be stored (uploads.json) and sent on
             raise ProviderError(f"{what}: the answer's download_url carries the API key; refusing it")
         method = str(upload.get("method", "PUT")).upper()
         target = upload.get("url")
         headers = upload.get("headers") or {}
-        if method != "PUT" or not isinstance(target, str) or not _is_http(target):
+        if method != "PUT" or not isinstance(target, str) or not is_http(target):
             raise ProviderError(f"{what}: unexpected upload target ({self._redact.line(method, 20)})")
         if not isinstance(headers, dict):
             raise ProviderError(f"{what}: upload headers are not an object")
@@ -249,7 +251,7 @@ class WaveSpeedProvider(Provider):
                 with contextlib.suppress(TooLarge):  # storage's answer is read only for its message
                     await transfer.read(response, body.extend, 64 * 1024)
         except (httpx.HTTPError, TransferError) as exc:  # a PUT of the same bytes is idempotent
-            raise TransientError(self._redact(f"{what}: {_describe(exc)}")) from exc
+            raise TransientError(self._redact(f"{what}: {describe(exc)}")) from exc
         status = response.status_code
         if status == 429 or status >= 500:
             raise TransientError(f"{what}: storage answered {status}", self._retry_after(response.headers))
@@ -257,37 +259,6 @@ class WaveSpeedProvider(Provider):
             detail = self._redact.line(bytes(body[:600]).decode("utf-8", "replace"), 200)
             raise ProviderError(f"{what}: storage refused the bytes ({status}) {detail}")
         return download_url
-
-    def _load_uploads(self) -> dict[str, Any]:
-        try:
-            value = json.loads((self.cache_dir / UPLOADS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # missing or damaged: it is only a cache, uploads are redone
-        return value if isinstance(value, dict) else {}
-
-    def _cached_upload(self, digest: str) -> str | None:
-        entry = self._load_uploads().get(digest)
-        if not isinstance(entry, dict):
-            return None
-        url, stamp = entry.get("download_url"), entry.get("uploaded_at")
-        if not isinstance(url, str) or not isinstance(stamp, str):
-            return None
-        try:
-            uploaded = datetime.fromisoformat(stamp).timestamp()
-        except ValueError:
-            return None
-        age = self._wall_clock() - uploaded
-        return url if 0 <= age <= UPLOAD_MAX_AGE else None
-
-    async def _record_upload(self, digest: str, url: str) -> None:
-        stamp = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat()
-        async with self._record_lock:  # re-read and merge: other shots record theirs too
-            records = self._load_uploads()
-            records[digest] = {"download_url": url, "uploaded_at": stamp}
-            try:
-                await asyncio.to_thread(atomic_write_json, self.cache_dir / UPLOADS_FILE, records)
-            except OSError as exc:  # before the POST: the shot fails, it is not ``unknown``
-                raise ProviderError(f"cannot record the upload in {UPLOADS_FILE}: {exc.strerror or exc}") from None
 
     # -- poll and list ------------------------------------------------------------------
 
@@ -372,15 +343,15 @@ class WaveSpeedProvider(Provider):
                 self._client, method, url, self.limits, headers=self._auth(), json_body=json_body
             )
         except httpx.TimeoutException as exc:
-            raise TransientError(self._redact(f"{what}: timed out ({_describe(exc)})")) from exc
+            raise TransientError(self._redact(f"{what}: timed out ({describe(exc)})")) from exc
         except httpx.TransportError as exc:
-            raise TransientError(self._redact(f"{what}: connection failed ({_describe(exc)})")) from exc
+            raise TransientError(self._redact(f"{what}: connection failed ({describe(exc)})")) from exc
         except net.Stalled as exc:
             raise TransientError(f"{what}: {exc}") from exc
         except net.TimedOut as exc:
             raise TransientError(f"{what}: {exc}") from exc
         except (httpx.HTTPError, TransferError) as exc:  # over the size cap, undecodable: not retried
-            raise ProviderError(self._redact(f"{what}: {_describe(exc)}")) from exc
+            raise ProviderError(self._redact(f"{what}: {describe(exc)}")) from exc
         reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         effective = reply.effective
         if effective == 429 or effective >= 500:
@@ -418,60 +389,7 @@ class WaveSpeedProvider(Provider):
     # -- download -----------------------------------------------------------------------
 
     async def download(self, url: str, dest: Path) -> None:
-        if not _is_http(url):
-            raise DownloadError(f"refusing a {_scheme(url)!r} output URL: only http(s) is downloaded")
-        try:
-            await self.retry.call(lambda: self._download_once(url, dest), what="download")
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                dest.unlink()  # no partial output behind
-            if isinstance(exc, TransientError):
-                raise DownloadInterrupted(f"download failed after retries: {exc}") from exc
-            raise
-
-    async def _download_once(self, url: str, dest: Path) -> None:
-        current = httpx.URL(url)
-        try:
-            async with Transfer(self.limits.download_deadline, self.limits) as transfer:
-                for _ in range(MAX_REDIRECTS + 1):
-                    try:
-                        async with self._client.stream(
-                            "GET", current, headers={"Accept-Encoding": "identity"}
-                        ) as response:
-                            if response.is_redirect:
-                                current = _redirect_target(response)
-                                continue
-                            await self._save(response, dest, transfer)
-                            return
-                    except httpx.TransportError as exc:  # dropped or truncated mid-body: fetch again
-                        raise TransientError(f"download: {_describe(exc)}") from exc
-                    except httpx.HTTPError as exc:
-                        raise DownloadError(f"download: {_describe(exc)}") from exc
-        except (net.Stalled, net.TimedOut, net.BadEncoding) as exc:
-            raise DownloadInterrupted(f"download aborted: {exc}") from exc
-        except TooLarge:
-            raise DownloadError(f"output exceeds the {self.limits.download_max_bytes}-byte cap") from None
-        raise DownloadError(f"download: more than {MAX_REDIRECTS} redirects")
-
-    async def _save(self, response: httpx.Response, dest: Path, transfer: Transfer) -> None:
-        status = response.status_code
-        if status in (404, 410):
-            raise OutputGoneError(f"output URL expired or gone ({status})")
-        if status == 429 or status >= 500:
-            raise TransientError(f"download: server answered {status}", self._retry_after(response.headers))
-        if status != 200:
-            raise DownloadError(f"download refused ({status})")
-        declared = net.content_length(response)
-        try:
-            with dest.open("wb") as fh:
-                received = await transfer.read(response, fh.write, self.limits.download_max_bytes)
-        except OSError as exc:  # disk full, file too large: the task stays, the next run fetches again
-            raise DownloadInterrupted(f"cannot write the download to {dest.parent}: {exc.strerror or exc}") from None
-        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
-        if declared is not None and not encoded and received != declared:
-            raise TransientError(f"download truncated: {received} of {declared} bytes")
-        if received == 0:
-            raise DownloadError("output is empty (0 bytes)")
+        await fetch_output(self._client, url, dest, limits=self.limits, retry=self.retry, retry_after=self._retry_after)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -500,30 +418,6 @@ def _wire(value: Any, urls: Mapping[MediaRef, str]) -> Any:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _scheme(url: str) -> str:
-    return url.split(":", 1)[0].lower() if ":" in url else ""
-
-
-def _is_http(url: str) -> bool:
-    return _scheme(url) in ("http", "https") and url.lower().startswith(("http://", "https://"))
-
-
-def _redirect_target(response: httpx.Response) -> httpx.URL:
-    location = response.headers.get("Location", "")
-    try:
-        target = response.url.join(location)
-    except httpx.InvalidURL as exc:
-        raise DownloadError("download: invalid redirect location") from exc
-    if target.scheme not in ("http", "https"):
-        raise DownloadError(f"download: refusing a redirect to a {target.scheme!r} URL (only http(s))")
-    return target
-
-
-def _describe(exc: BaseException) -> str:
-    detail = str(exc)
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 __all__ = ["PERMANENT_CODES", "TRANSIENT_CODES", "UPLOADS_FILE", "WaveSpeedProvider", "failure_cause"]

@@ -7,7 +7,12 @@ AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION), ``gs://…``, ``az://…`
 
     clips/<provider>/<key>.json        a clip's record (create-only)       remote/clips.py
     blobs/sha256/<sha[:2]>/<sha>.mp4   its bytes, named by their sha256     remote/clips.py
+    stills/<provider>/<key>.json       a still's record (create-only)      remote/clips.py
+    blobs/sha256/<sha[:2]>/<sha>.img   its bytes                            remote/clips.py
     claims/<key>                       who pays for a shot key + task id    remote/claims.py
+    segments/<key>.json                an encoded segment's record          remote/segments.py
+    clock                              a scratch object: its Last-Modified  remote/store.py
+                                       is the store's time (claims' ages)
 
 Every object-store call goes through remote/store.py (errors, retries, redaction); a run opens
 the remote with remote/connect.py. This package imports nothing itself, so loading a project

@@ -21,6 +21,13 @@ sent (reconcile.fingerprint), so another machine can recognise that POST's task 
 provider's task list if the holder dies before recording its task id. Hence: an active claim
 with neither a task id nor a wire was never followed by a POST, and may be taken over at once.
 
+Claims are judged by the store's time, never a writer's: a claim's age is the store's clock
+(RemoteStore.now) minus the claim's Last-Modified, so a machine whose clock is off by hours or a
+hand-made stamp neither makes a live claim look abandoned nor an abandoned one look fresh. The
+stamps in the record (``created_at``, ``updated_at``, ``submitted_at``) are kept for people only.
+A claim written by a newer kling-render (``version``) is refused, never taken over or rewritten;
+a claim whose task id is not a usable id (jobs.valid_task_id) is damaged.
+
 Claims are kept, never deleted, once their shot is done or failed: they are a few hundred bytes,
 they record who paid for what, and obstore has no conditional delete (a plain delete could
 remove a claim another machine has just taken over). What a run does with a claim it finds
@@ -41,8 +48,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from kling_render.errors import RemoteIntegrityError
+from kling_render import env
+from kling_render.errors import RemoteIntegrityError, RemoteVersionError
 from kling_render.fsutil import pid_alive
+from kling_render.jobs import shown_id, valid_task_id
+from kling_render.masking import mask_json
 from kling_render.records.state import now_iso
 from kling_render.store.remote.store import RemoteStore, Written
 
@@ -52,9 +62,11 @@ __all__ = [
     "ClaimRecord",
     "Claims",
     "Lost",
+    "NewerClaim",
     "Owner",
     "Verdict",
     "Won",
+    "age",
     "holder_gone",
     "judge",
     "new_run_id",
@@ -113,17 +125,27 @@ class ClaimRecord:
     def to_bytes(self) -> bytes:
         doc = asdict(self)
         doc["tasks"] = list(self.tasks)
-        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        doc["version"] = CLAIM_VERSION  # what this kling-render writes (a newer claim is never read)
+        return (json.dumps(mask_json(doc), indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClaimRecord:
-        """Raises ValueError unless ``data`` is a claim record."""
+        """Raises ValueError unless ``data`` is a claim record; NewerClaim when a newer kling-render
+        wrote it."""
         try:
             raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise ValueError("not JSON") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("owner"), dict):
             raise ValueError("not a claim")
+        version = raw.get("version", CLAIM_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"bad version {str(version)[:20]!r}")
+        if version > CLAIM_VERSION:
+            raise NewerClaim(version)
+        task_id = raw.get("task_id")
+        if task_id is not None and not valid_task_id(task_id):
+            raise ValueError(f"its task id {shown_id(task_id)} is not a usable id")
         try:
             owner = Owner(str(raw["owner"]["host"]), int(raw["owner"]["pid"]), str(raw["owner"]["run_id"]))
             record = cls(
@@ -143,14 +165,22 @@ class ClaimRecord:
                 previous=raw.get("previous") if isinstance(raw.get("previous"), dict) else None,
                 version=int(raw.get("version", CLAIM_VERSION)),
                 wire=_wire(raw.get("wire")),
-                tasks=tuple(str(t) for t in raw.get("tasks") or () if isinstance(t, str)),
+                tasks=tuple(t for t in raw.get("tasks") or () if valid_task_id(t)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"a field is missing or wrong ({exc})") from None
         if record.status not in STATUSES:
             raise ValueError(f"unknown status {record.status!r}")
         datetime.fromisoformat(record.updated_at)  # ValueError when it is not a time
         return record
+
+
+class NewerClaim(ValueError):
+    """The claim was written by a newer kling-render (its ``version``)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"version {version}")
+        self.version = version
 
 
 def _opt_str(value: object) -> str | None:
@@ -165,10 +195,12 @@ def _wire(value: object) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim as read or written: its record and the ETag a compare-and-swap must match."""
+    """A claim as read or written: its record, the ETag a compare-and-swap must match, and when it
+    was last written in the store's time (its Last-Modified; None for a claim this run just wrote)."""
 
     record: ClaimRecord
     etag: str | None
+    modified: float | None = None
 
     @property
     def key(self) -> str:
@@ -193,11 +225,17 @@ class Lost:
     current: Claim | None
 
 
+def stale_after() -> float:
+    """How long an active claim without a task id may stay unchanged before its holder counts as
+    gone: STALE_AFTER, or ``KLING_RENDER_CLAIM_STALE`` (tests)."""
+    return env.claim_stale_override() or STALE_AFTER
+
+
 def judge(
     claim: Claim,
     me: Owner,
     *,
-    now: float | None = None,
+    now: float,
     stale_after: float = STALE_AFTER,
     alive: Callable[[int], bool] = pid_alive,
 ) -> Verdict:
@@ -207,7 +245,8 @@ def judge(
     - ``follow``: active with a task id: poll that task and download its clip; never submit;
     - ``wait``: active without a task id, the holder may be submitting right now: look again later;
     - ``orphaned``: active without a task id, and the holder is gone (its pid is dead on this
-      host, or the claim is older than ``stale_after``): like an ``unknown`` shot, a paid task
+      host, or the claim has not changed for ``stale_after`` seconds of the store's time ``now``):
+      like an ``unknown`` shot, a paid task
       may exist: reconcile through the provider's task list, never resubmit blindly;
     - ``done``: the clip is (or was) on the remote: pull it; if it is not there, take over;
     - ``refused``: failed for good (a permanent cause): fail the shot without paying, unless the
@@ -234,19 +273,24 @@ def holder_gone(
     claim: Claim,
     me: Owner,
     *,
-    now: float | None = None,
+    now: float,
     stale_after: float = STALE_AFTER,
     alive: Callable[[int], bool] = pid_alive,
 ) -> bool:
     """Whether the run holding ``claim`` is gone: its pid is dead on this host, or the claim has not
-    changed for ``stale_after`` seconds (a submit takes seconds, and a holder records each task)."""
+    changed for ``stale_after`` seconds (a submit takes seconds, and a holder records each task).
+    The age is the store's time ``now`` less the claim's Last-Modified: no writer's clock counts."""
     record = claim.record
     if record.owner.run_id == me.run_id:
         return False
-    age = (time.time() if now is None else now) - datetime.fromisoformat(record.updated_at).timestamp()
-    if age > stale_after:
+    if claim.modified is not None and now - claim.modified > stale_after:
         return True
     return record.owner.host == me.host and not alive(record.owner.pid)
+
+
+def age(claim: Claim, now: float) -> float | None:
+    """Seconds of the store's time since ``claim`` was last written (None: not known)."""
+    return None if claim.modified is None else max(0.0, now - claim.modified)
 
 
 @dataclass
@@ -267,7 +311,25 @@ class Claims:
         stored = await self.store.read(self.path(key))
         if stored is None:
             return None
-        return Claim(self._parse(key, stored.data), stored.etag)
+        return Claim(self._parse(key, stored.data), stored.etag, stored.modified)
+
+    async def now(self) -> float:
+        """The store's current time: what a claim's age is measured against."""
+        return await self.store.now()
+
+    async def judge(self, claim: Claim) -> Verdict:
+        """:func:`judge` by the store's time (read only when the verdict depends on it)."""
+        return judge(claim, self.owner, now=await self._now_for(claim), stale_after=stale_after())
+
+    async def holder_gone(self, claim: Claim) -> bool:
+        """:func:`holder_gone` by the store's time."""
+        return holder_gone(claim, self.owner, now=await self._now_for(claim), stale_after=stale_after())
+
+    async def _now_for(self, claim: Claim) -> float:
+        record = claim.record
+        if record.status != "active" or record.owner.run_id == self.owner.run_id or claim.modified is None:
+            return 0.0  # the verdict does not depend on the claim's age
+        return await self.store.now()
 
     async def acquire(
         self,
@@ -375,11 +437,17 @@ class Claims:
         if isinstance(outcome, Written):
             return Won(Claim(record, outcome.etag))
         current = outcome.current
-        return Lost(None if current is None else Claim(self._parse(key, current.data), current.etag))
+        return Lost(None if current is None else Claim(self._parse(key, current.data), current.etag, current.modified))
 
     def _parse(self, key: str, data: bytes) -> ClaimRecord:
         try:
             record = ClaimRecord.from_bytes(data)
+        except NewerClaim as exc:
+            raise RemoteVersionError(
+                f"the claim {self.path(key)} on the remote {self.store.url} has schema version {exc.version}, "
+                f"newer than this kling-render understands ({CLAIM_VERSION}): it is neither used nor taken over, "
+                "and nothing is paid for its shot; upgrade kling-render"
+            ) from None
         except ValueError as exc:
             raise RemoteIntegrityError(
                 f"the claim {self.path(key)} on the remote {self.store.url} is damaged ({exc}); "

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from kling_render import env
 from kling_render.errors import UsageError
 from kling_render.retry import RetryPolicy
 from kling_render.store.remote.claims import Claims, Owner
-from kling_render.store.remote.clips import RemoteClips
+from kling_render.store.remote.clips import STILLS, RemoteClips
 from kling_render.store.remote.config import RemoteURL, parse_remote_url, s3_settings
+from kling_render.store.remote.segments import RemoteSegments
 from kling_render.store.remote.spend import RemoteSpend
 from kling_render.store.remote.store import RemoteStore, open_store
 
@@ -23,10 +25,16 @@ class Remote:
     store: RemoteStore
     clips: RemoteClips
     claims: Claims
+    segments: RemoteSegments
+    stills: RemoteClips  # the stills' area (images made by image models), as the local cache's stills_of
 
     @property
     def url(self) -> RemoteURL:
         return self.store.url
+
+    def outputs(self, kind: Literal["clip", "still"]) -> RemoteClips:
+        """The area that keeps outputs of ``kind`` (a Job's ``kind``)."""
+        return self.stills if kind == "still" else self.clips
 
     def spend(self, plan_id: str) -> RemoteSpend:
         """The project's spend record for ``plan_id`` (store/remote/spend.py)."""
@@ -55,7 +63,8 @@ def open_remote(url: RemoteURL, *, owner: Owner | None = None, policy: RetryPoli
     plain http to anything but this machine is a UsageError, before any request)."""
     settings = s3_settings(env.aws_settings()) if url.scheme == "s3" else None
     store = open_store(url, settings, policy=policy)
-    return Remote(store, RemoteClips(store), Claims(store, owner or Owner.here()))
+    claims = Claims(store, owner or Owner.here())
+    return Remote(store, RemoteClips(store), claims, RemoteSegments(store), RemoteClips(store, STILLS))
 
 
 def remote_for(

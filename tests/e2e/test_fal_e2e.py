@@ -1,6 +1,8 @@
-"""The real CLI against the fal stand-in (a separate process): fal's paths and Key header, one paid
+"""The CLI against the fal stand-in (a separate process): fal's paths and Key header, one paid
 request per shot, a 503 on status retried, a lost submit answer settled through the requests list,
-a frame-exact cut, no key anywhere; providers compared and refused by name; a run of two providers."""
+a frame-exact cut, no key anywhere; providers compared and refused by name; a run of two providers.
+The seed models' render and the interrupt are the real CLI; the other commands run in this process
+(``in_process``: what a run decides and pays is the subject, not the interpreter)."""
 
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def fal() -> Iterator[FalProcess]:
 
 
 def fal_workspace(root: Path, fal: FalProcess, text: str = FAL_SMALL_PROJECT, **extra: str) -> Workspace:
-    return small_workspace(root, fal_env(fal.base_url, **extra), text)
+    return small_workspace(root, fal_env(fal.base_url, **extra), text, in_process=True)
 
 
 def cut_frames(ws: Workspace) -> int:
@@ -72,6 +74,7 @@ def cut_frames(ws: Workspace) -> int:
 
 def test_the_seed_models_render_through_fal(tmp_path: Path, fal: FalProcess) -> None:
     ws = fal_workspace(tmp_path / "seeds", fal, SEEDS_PROJECT)
+    ws.in_process = False  # the real CLI
     done = ws.render()
     assert done.returncode == 0, done.stderr
     shots = list(SEEDS_ENDPOINTS)
@@ -135,7 +138,9 @@ def test_a_request_that_fails_with_a_422_is_not_paid_again(tmp_path: Path, fal: 
 
 
 def test_plan_compare_providers_lists_both_prices_per_shot(tmp_path: Path) -> None:
-    ws = small_workspace(tmp_path / "p", base_env(), SEEDS_PROJECT.replace("provider: fal", "provider: wavespeed"))
+    ws = small_workspace(
+        tmp_path / "p", base_env(), SEEDS_PROJECT.replace("provider: fal", "provider: wavespeed"), in_process=True
+    )
     done = ws.cli("plan", str(ws.project), "--compare-providers", "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
@@ -168,7 +173,7 @@ def test_a_shot_on_a_model_only_one_provider_offers_is_refused_naming_it(tmp_pat
     other = small_workspace(tmp_path / "q", fal_env(fal.base_url), FAL_SMALL_PROJECT.replace(
         "    images: [images/mug.png, images/mug-side.png]\n",
         "    images: [images/mug.png, images/mug-side.png]\n    provider: wavespeed\n    video: images/ref.mp4\n",
-    ))  # fmt: skip
+    ), in_process=True)  # fmt: skip
     _reference_video(other.root / "images" / "ref.mp4")
     assert other.cli("validate", str(other.project)).returncode == 0
     done = other.cli("plan", str(other.project), "--provider", "fal")
@@ -189,7 +194,7 @@ def test_shots_on_two_providers_render_in_one_run(tmp_path: Path, fal: FalProces
         env = {**fal_env(fal.base_url), **ws_env(wavespeed.base_url)}
         o3 = "    model: kling-video-o3-std/image-to-video\n"
         text = FAL_SMALL_PROJECT.replace(o3, o3 + "    provider: wavespeed\n")
-        ws = small_workspace(tmp_path / "mixed", env, text)
+        ws = small_workspace(tmp_path / "mixed", env, text, in_process=True)
         plan = ws.plan()
         assert {s["id"]: (s["provider"], s["cost_usd"]) for s in plan["shots"]} == {
             "alpha": ("fal", 0.252), "beta": ("wavespeed", 0.54), "gamma": ("fal", 0.252),
@@ -217,7 +222,7 @@ def test_one_budget_for_shots_on_two_providers_refuses_before_either_is_paid(tmp
         env = {**fal_env(fal.base_url), **ws_env(wavespeed.base_url)}
         o3 = "    model: kling-video-o3-std/image-to-video\n"
         text = FAL_SMALL_PROJECT.replace(o3, o3 + "    provider: wavespeed\n")
-        ws = small_workspace(tmp_path / "mixed", env, text)
+        ws = small_workspace(tmp_path / "mixed", env, text, in_process=True)
         costs = {s["provider"]: 0.0 for s in ws.plan()["shots"]}
         for shot in ws.plan()["shots"]:
             costs[shot["provider"]] += shot["cost_usd"]
@@ -240,7 +245,7 @@ def test_one_budget_for_shots_on_two_providers_refuses_before_either_is_paid(tmp
 
 
 def test_models_check_prices_asks_fals_pricing_api(tmp_path: Path, fal: FalProcess) -> None:
-    ws = Workspace(tmp_path, fal_env(fal.base_url))
+    ws = Workspace(tmp_path, fal_env(fal.base_url), in_process=True)
     done = ws.cli("models", "--check-prices", "--json")
     rows = {c["model"]: c for c in json.loads(done.stdout) if c["provider"] == "fal"}
     assert rows["kling-v3.0-pro/image-to-video"]["status"] == "match"
@@ -287,7 +292,7 @@ output: {path: "renders/{{ row.sku }}.mp4", width: 320, height: 180, fps: 24}
 
 
 def test_a_rows_project_on_fal_bills_a_shared_shot_once(tmp_path: Path, fal: FalProcess) -> None:
-    ws = small_workspace(tmp_path / "catalog", fal_env(fal.base_url), ROWS_PROJECT)
+    ws = small_workspace(tmp_path / "catalog", fal_env(fal.base_url), ROWS_PROJECT, in_process=True)
     (ws.root / "data").mkdir()
     (ws.root / "data" / "products.csv").write_text("sku,name\nmug-01,Blue Mug\nmug-02,Red Mug\nmug-03,Green Mug\n")
     fal.fault("lost", "/fal-ai/kling-video/v3/", body_contains="Red Mug")  # one row's answer lost

@@ -1,7 +1,9 @@
-"""What a stitch leaves when it is edited or killed, through the real CLI: a hand-edited stitch
-manifest means "stitch again" (issue 23 item 27), a killed stitch's temporary cut is removed by the
-next one even when that one finds the cut up to date (item 29), and a local render keeps no second
-copy of its clips (item 17)."""
+"""What a stitch leaves when it is edited or killed: a hand-edited stitch manifest means "stitch
+again" (issue 23 item 27), a killed stitch's temporary cut is removed by the next one even when
+that one finds the cut up to date (item 29), and a local render keeps no second copy of its clips
+(item 17). The stitch that is killed, and the one that must leave a live process's temporary cut
+alone, are the real CLI; the other commands run in this process (``in_process``), and the local
+clips are small animatics (conftest.small_animatics)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,8 +49,9 @@ def ws(tmp_path: Path, clips: Path) -> Workspace:
     root.mkdir()
     shutil.copytree(EXAMPLE / "images", root / "images")
     (root / "project.yaml").write_text(PROJECT)
-    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(clips)))
-    done = ws.render()
+    ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(clips)), in_process=True)
+    with small_animatics():
+        done = ws.render()
     assert done.returncode == 0, done.stderr
     return ws
 
@@ -173,6 +177,7 @@ def test_a_killed_stitch_leaves_nothing_the_next_one_does_not_remove(ws: Workspa
 
 def test_a_temporary_cut_of_a_live_process_is_left_alone(ws: Workspace) -> None:
     """Only what a dead process left goes: another stitch's temporary cut (here: ours, alive) stays."""
+    ws.in_process = False  # the stitch is another process than the one that owns the temporary cut
     renders = ws.root / "renders"
     live = renders / f".final.mp4.{os.getpid()}.abcd1234.mp4.tmp"
     live.write_bytes(b"being written")

@@ -1,5 +1,6 @@
-"""Stills through the shared remote, through the real CLI against the WaveSpeed stand-in (an image
-model, every task its own output) and a real S3 API (moto on 127.0.0.1), counting paid tasks:
+"""Stills through the shared remote, against the WaveSpeed stand-in (an image model, every task its
+own output) and a real S3 API (moto on 127.0.0.1), counting paid tasks; machines started together
+are real CLI processes, one machine alone runs its commands in this process (``machines``):
 
 - two machines sharing one remote pay for a still once (its claim), and for each clip it feeds once;
 - a still lives in the remote's stills area, and a pulled still is checked as an image (not as a
@@ -72,13 +73,15 @@ def fake(fake_process: FakeProcess) -> FakeProcess:
 
 
 def machines(tmp_path: Path, env: dict[str, str], count: int) -> list[Checkout]:
-    """``count`` checkouts of the project (separate directories, separate local caches)."""
+    """``count`` checkouts of the project (separate directories, separate local caches). Machines
+    started together are real CLI processes (``start_render``); one machine's command while no other
+    runs runs in this process (``in_process``, as teams_kit.checkouts)."""
     out = []
     for n in range(1, count + 1):
         root = tmp_path / f"machine-{n}"
         root.mkdir()
         (root / "project.yaml").write_text(PROJECT, encoding="utf-8")
-        out.append(Checkout(root, dict(env)))
+        out.append(Checkout(root, dict(env), in_process=True))
     return out
 
 

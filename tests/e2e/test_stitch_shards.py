@@ -1,6 +1,8 @@
-"""Distributed stitch (issue 20 item 7) through the real CLI: two shards render their shots and
+"""Distributed stitch (issue 20 item 7) through the CLI's commands: two shards render their shots and
 encode the segments their clips allow, putting them on the shared remote; `stitch` on a third
-machine with an empty cache encodes none of them and makes the cut a single machine makes."""
+machine with an empty cache encodes none of them and makes the cut a single machine makes. The
+machines run one after the other, in this process (``in_process``), on small animatics
+(conftest.small_animatics): segments and the remote are the subject, not the pictures."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e_cli import EXAMPLE, Workspace, base_env
 
 from kling_render.plan.shard import shard_of
@@ -35,7 +38,7 @@ def machine(tmp_path: Path, name: str, **env: str) -> Workspace:
     root.mkdir()
     shutil.copytree(EXAMPLE / "images", root / "images")
     (root / "project.yaml").write_text(project())
-    return Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / f"cache-{name}"), **env))
+    return Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / f"cache-{name}"), **env), in_process=True)
 
 
 def events(done: Any) -> list[dict[str, Any]]:
@@ -43,6 +46,7 @@ def events(done: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines()[1:]]
 
 
+@pytest.mark.usefixtures("small_local")
 def test_two_shards_then_a_stitch_elsewhere_encodes_nothing_the_shards_made(tmp_path: Path) -> None:
     remote = {"KLING_RENDER_REMOTE": f"file://{tmp_path / 'shared'}"}
     made: dict[int, int] = {}

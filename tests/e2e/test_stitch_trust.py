@@ -1,7 +1,8 @@
 """What the stitch believes about a clip comes from the clip's own bytes (issue 23 items 4 and 19,
-issue 20 item 6), through the real CLI: an edited cache sidecar, an edited probe memo or an edited
-remote record changes nothing in the cut; a remote blob of random bytes under a matching digest is
-refused; segments go through the remote so a second machine encodes none."""
+issue 20 item 6), through the CLI's commands (run in this process, ``in_process``): an edited cache
+sidecar, an edited probe memo or an edited remote record changes nothing in the cut; a remote blob
+of random bytes under a matching digest is refused; segments go through the remote so a second
+machine encodes none."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def workspace(root: Path, cache: Path, **env: str) -> Workspace:
     root.mkdir(parents=True)
     shutil.copytree(EXAMPLE / "images", root / "images")
     (root / "project.yaml").write_text(PROJECT)
-    return Workspace(root, base_env(KLING_RENDER_CACHE=str(cache), **env))
+    return Workspace(root, base_env(KLING_RENDER_CACHE=str(cache), **env), in_process=True)
 
 
 def stitched(ws: Workspace, command: str, *args: str) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def rendered(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Workspa
     for name in ("a", "cache-a", "shared"):
         shutil.copytree(base / name, tmp_path / name, symlinks=True)
     env = base_env(KLING_RENDER_CACHE=str(tmp_path / "cache-a"), KLING_RENDER_REMOTE=f"file://{tmp_path / 'shared'}")
-    return Workspace(tmp_path / "a", env), first
+    return Workspace(tmp_path / "a", env, in_process=True), first
 
 
 def test_an_edited_sidecar_or_memo_changes_nothing(rendered: tuple[Workspace, dict[str, Any]], tmp_path: Path) -> None:

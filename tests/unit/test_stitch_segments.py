@@ -530,6 +530,7 @@ def test_sweep_bounds_the_area_least_recently_used_first(
     assert left == keys[:2]
 
 
+@pytest.mark.usefixtures("small_local")  # four small animatics: the segments are the subject
 def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> None:
     """Through the CLI's render command (in this process): a trim edit re-encodes one segment of
     four, the replaced segment is kept (an undo is free) until the sweep's rules drop it, and an

@@ -16,14 +16,16 @@
     │   ├── TaskFailedError          the task ended failed/cancelled/timeout/deleted
     │   ├── TaskGoneError            poll answered 404: the provider no longer knows the task
     │   └── DownloadError            the output could not be fetched or is not a valid clip
-    │       └── OutputGoneError      the output URL answered 404/410 (expired or never there)
+    │       ├── OutputGoneError      the output URL answered 404/410 (expired or never there)
+    │       └── InvalidClipError     the bytes are not a usable clip (the structural check says why)
     ├── RemoteError                  the shared remote (object store) failed or refused access
     │   ├── RemoteTransientError     5xx, timeouts, dropped connections: retried by the one policy first
     │   ├── RemoteIntegrityError     an object on the remote does not match its recorded sha256/size
     │   └── RemoteVersionError       a claim or record written by a newer kling-render: never rewritten
     ├── FFmpegError                  an ffmpeg step failed (step name + the stderr lines that matter)
     └── StitchError                  the final cut cannot be made
-        └── MissingClipsError        clips not in the cache (names the shots)
+        ├── MissingClipsError        clips not in the cache (names the shots)
+        └── CorruptClipError         a cached clip failed to decode: quarantined, to be fetched again
 
 httpx errors are mapped to ProviderError subclasses at the provider seam, never above it;
 object-store (obstore) errors to RemoteError subclasses at the remote seam (remote/store.py).
@@ -38,8 +40,10 @@ __all__ = [
     "AccountError",
     "AuthError",
     "BudgetError",
+    "CorruptClipError",
     "DownloadError",
     "FFmpegError",
+    "InvalidClipError",
     "Issue",
     "KlingRenderError",
     "LockedError",
@@ -174,6 +178,11 @@ class OutputGoneError(DownloadError):
     """The output URL answered 404/410: expired (WaveSpeed keeps outputs 7 days) or never there."""
 
 
+class InvalidClipError(DownloadError):
+    """The bytes are not a usable clip (truncated, not a video, damaged framing): the structural
+    check (media/check.py) says what and where."""
+
+
 class TaskGoneError(ProviderError):
     """The provider does not know the task id (404 on poll): expired with its output, or never there."""
 
@@ -196,16 +205,47 @@ class RemoteVersionError(RemoteError):
 
 
 class FFmpegError(KlingRenderError):
-    def __init__(self, step: str, stderr: str = "") -> None:
+    """``ran`` is False when ffmpeg never ran to an exit status (it could not start, or timed out)."""
+
+    def __init__(self, step: str, stderr: str = "", *, ran: bool = True) -> None:
         self.step = step
         self.stderr = stderr
+        self.ran = ran
         self.stderr_tail = _relevant_lines(stderr)
         detail = f": {' | '.join(self.stderr_tail)}" if self.stderr_tail else ""
         super().__init__(f"ffmpeg failed while {step}{detail}")
 
+    @property
+    def detail(self) -> str:
+        """The lines of ffmpeg's output that say what went wrong (without the step)."""
+        return " | ".join(self.stderr_tail) or "ffmpeg failed"
+
 
 class StitchError(KlingRenderError):
     pass
+
+
+class CorruptClipError(StitchError):
+    """A cached clip is damaged: its bitstream failed to decode in the stitch (the one full decode
+    every clip gets), or it fails the structural check.
+
+    The clip was moved out of the cache (``moved_to``) and nothing it made is kept: the shot's
+    clip is fetched again, which is free while the provider keeps its task's output. ``key`` is
+    the clip's cache key (None when the clip is not in a cache), ``sha256`` its digest."""
+
+    def __init__(
+        self, shot_id: str, key: str | None, sha256: str | None, detail: str, moved_to: str | None = None
+    ) -> None:
+        self.shot_id = shot_id
+        self.key = key
+        self.sha256 = sha256
+        self.detail = detail
+        self.moved_to = moved_to
+        where = f"quarantined to {moved_to}" if moved_to else "it is not used"
+        super().__init__(
+            f"{shot_id}: its clip is damaged ({detail}); {where}, and it will be fetched again "
+            "from its task's output (free while the provider keeps it)"
+        )
 
 
 class MissingClipsError(StitchError):

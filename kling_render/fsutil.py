@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,15 +59,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_dead_temps(dest: Path) -> None:
-    """Remove ``dest``'s temp files left by processes that died (kill -9) before renaming them."""
+def remove_dead_temps(dest: Path, *, stale_after: float | None = None) -> None:
+    """Remove ``dest``'s temp files (:func:`atomic_path` names them ``.<name>.<pid>.<random><suffix>.tmp``)
+    left by processes that died (kill -9) before renaming them; with ``stale_after``, also those
+    older than that many seconds (their pid may have been reused by another process)."""
     prefix = f".{dest.name}."
+    now = time.time()
     with contextlib.suppress(OSError), os.scandir(dest.parent) as entries:
         for entry in entries:
             if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
                 continue
             pid = entry.name[len(prefix) :].split(".", 1)[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
+            if not pid.isdigit() or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                old = stale_after is not None and now - entry.stat(follow_symlinks=False).st_mtime > stale_after
+                dead = not pid_alive(int(pid))
+            except (OSError, OverflowError):
+                continue
+            if dead or old:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
@@ -84,7 +95,7 @@ def atomic_path(dest: Path, suffix: str = "", *, durable: bool = True) -> Iterat
     loss, at a cost that grows with the file (18 ms for a 63 MB cut here).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temps(dest)
+    remove_dead_temps(dest)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -33,11 +33,12 @@ for ``output_url``), ``stall`` (send the output at
 ``rate`` bytes/s for ``seconds``, then hang up), ``html`` (an HTML page instead of the clip),
 ``trickle`` (announce the whole clip, send half, wait ``seconds`` or until ``release`` (a
 threading.Event, in process) is set, then send the rest: a slow download), ``corrupt`` (the
-whole clip, its length right, with bytes in the middle of its bitstream flipped), ``drip`` (any
-answer, its body sent at ``rate`` bytes/s, and with ``head`` its status line and headers too: an
-answer that never stalls a single read and never ends), ``poll_status`` (a poll answered with
-``status`` as the task's status, ``{token}`` replaced by the bearer token received: a server that
-echoes the key).
+whole clip, its length, boxes and framing right, with bytes flipped inside one picture's slice
+data: only a decode finds it), ``cut_short`` (the first half of the clip as a complete answer:
+a file truncated before it was served), ``drip`` (any answer, its body sent at ``rate`` bytes/s,
+and with ``head`` its status line and headers too: an answer that never stalls a single read and
+never ends), ``poll_status`` (a poll answered with ``status`` as the task's status, ``{token}``
+replaced by the bearer token received: a server that echoes the key).
 ``every`` N applies a fault to every Nth matching request only (``count`` times); a fault with
 ``body_contains`` applies only to a request whose body contains that text (one row's shot, say).
 
@@ -158,7 +159,9 @@ CHAOS_KINDS = {
 UNCERTAIN = {"500", "502", "503", "504", "drop", "hang", "huge", "gzip", "no_id", "bad_id"}
 TASK_KINDS = {"fail", "slow", "output_url", "no_outputs", "length"}
 SUBMIT_ANSWER_KINDS = {"no_id", "bad_id"}
-OUTPUT_KINDS = {"expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt"}
+OUTPUT_KINDS = {
+    "expired", "truncate", "redirect", "redirect_file", "oversize", "stall", "html", "trickle", "corrupt", "cut_short",
+}  # fmt: skip
 MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden: this key may not use the model"}
 BALANCE_MESSAGE = "Insufficient balance, please top up your account"
 HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
@@ -654,18 +657,19 @@ class _Handler(BaseHTTPRequestHandler):
         problem = validate(model, body) or self._check_media(body)
         if problem:
             return _json(400, {"code": 400, "message": problem})
-        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, json.dumps(body, ensure_ascii=False))
-        slow = self.fake.faults.take("POST", self.record_path, {"slow"})
+        text = json.dumps(body, ensure_ascii=False)  # every task fault may say ``body_contains``
+        fail = self.fake.faults.take("POST", self.record_path, {"fail"}, text)
+        slow = self.fake.faults.take("POST", self.record_path, {"slow"}, text)
         latency = slow.latency if slow else self.fake.latency
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), latency, fail.error if fail else None)
         task.created_at = time.time()
         if fail is not None:
             task.code, task.fail_status = fail.code, fail.status
-        custom = self.fake.faults.take("POST", self.record_path, {"output_url"})
+        custom = self.fake.faults.take("POST", self.record_path, {"output_url"}, text)
         if custom is not None and custom.url is not None:
             task.output_url = custom.url.format(base=self.fake.base_url, id=task.id)
-        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}) is not None
-        length = self.fake.faults.take("POST", self.record_path, {"length"})
+        task.no_outputs = self.fake.faults.take("POST", self.record_path, {"no_outputs"}, text) is not None
+        length = self.fake.faults.take("POST", self.record_path, {"length"}, text)
         if length is not None:
             task.clip_seconds = int(length.seconds)
         with self.fake.lock:
@@ -871,6 +875,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, HTML_PAGE, {"Content-Type": "text/html"}
         if fault.kind == "corrupt":  # bit rot: right length, right container, a broken bitstream
             return 200, _corrupt(data), reply[2]
+        if fault.kind == "cut_short":  # a complete HTTP answer of half a clip
+            return 200, _cut_short(data), reply[2]
         if fault.kind == "trickle":  # half now, the rest after ``seconds`` (or ``release``)
             self._head(200, len(data), reply[2])
             self.wfile.write(data[: len(data) // 2])
@@ -969,13 +975,31 @@ def _bomb(size: int) -> bytes:
     return b"".join(parts)
 
 
-def _corrupt(data: bytes) -> bytes:
-    """``data`` with a run of bytes in its middle flipped (the length, and so the container, intact)."""
+def _corrupt(data: bytes, sample: int | None = None) -> bytes:
+    """``data`` with bit rot inside one picture: bytes flipped in the slice data of the largest NAL
+    unit of video sample ``sample`` (0-based; the middle one by default). The file's length, boxes
+    and every sample's framing stay intact, so only a decode finds it (the stitch's)."""
+    from kling_render.media.mp4 import parse_movie
+
+    video = parse_movie(data).first("vide")
+    assert video is not None and video.samples
+    n = video.samples // 2 if sample is None else sample
+    pos, end = video.offsets[n], video.offsets[n] + video.sizes[n]
+    units = []
+    while pos + 4 <= end:  # x264 writes 4-byte NAL lengths
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        units.append((pos + 4, pos + 4 + length))
+        pos += 4 + length
+    start, stop = max(units, key=lambda u: u[1] - u[0])
     out = bytearray(data)
-    start = len(out) // 2
-    for i in range(start, min(len(out), start + max(64, len(out) // 50)), 7):
+    for i in range(start + 8, stop, 5):  # past the NAL header and the start of the slice header
         out[i] ^= 0x5A
     return bytes(out)
+
+
+def _cut_short(data: bytes) -> bytes:
+    """The first half of a clip, served as a complete answer (a file truncated before upload)."""
+    return data[: len(data) // 2]
 
 
 _clip_lock = threading.Lock()

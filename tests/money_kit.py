@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kling_render.jobs import Job
+from kling_render.media.check import CheckedClip
 from kling_render.money import Account, Reservation
 from kling_render.providers.base import Provider
 from kling_render.records.state import StateStore
@@ -39,5 +40,5 @@ async def submit(provider: Provider, job: Job) -> str:
     return await provider.send(await reserve(provider, job))
 
 
-def _no_check(path: Path) -> tuple[float, None]:
+def _no_check(path: Path) -> CheckedClip:
     raise AssertionError("nothing is downloaded here")

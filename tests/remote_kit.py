@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,14 +39,29 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+@functools.cache
+def _tiny_clip() -> bytes:
+    """One real, tiny MP4 per test session (pulls check a clip's structure)."""
+    from mediagen import make_clip
+
+    return make_clip(Path(tempfile.mkdtemp(prefix="kling-remote-kit-")) / "tiny.mp4", width=64, height=36).read_bytes()
+
+
 def clip_file(path: Path, size: int, seed: int = 0) -> Path:
-    """A stand-in clip: ``size`` bytes that differ per ``seed`` (the remote does not decode clips)."""
+    """A stand-in clip: a real tiny MP4 padded with a ``free`` box to exactly ``size`` bytes that
+    differ per ``seed`` (a pull checks the structure; nothing decodes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clip = _tiny_clip()
+    pad = size - len(clip)
+    if pad < 8:
+        raise ValueError(f"a stand-in clip needs at least {len(clip) + 8} bytes")
     pattern = bytes((i * 131 + seed * 17 + 7) % 251 for i in range(4093)) + seed.to_bytes(4, "big")
     with path.open("wb") as fh:
-        written = 0
-        while written < size:
-            chunk = pattern[: min(len(pattern), size - written)]
+        fh.write(clip)
+        fh.write(pad.to_bytes(4, "big") + b"free")
+        written = 8
+        while written < pad:
+            chunk = pattern[: min(len(pattern), pad - written)]
             fh.write(chunk)
             written += len(chunk)
     return path

@@ -1,8 +1,11 @@
 """Helpers for the teams tests: several checkouts of one project (separate directories, separate
 local caches) sharing one remote (moto on 127.0.0.1) and one stand-in WaveSpeed process.
 
-Every checkout runs the real CLI in a subprocess with its own environment: the stand-in's URL and
-key, the remote's variables, and a short reconciliation grace (the stand-in lists tasks at once).
+Every checkout has its own environment: the stand-in's URL and key, the remote's variables, and a
+short reconciliation grace (the stand-in lists tasks at once). Machines running at the same time
+are real CLI processes (``Checkout.start``); one machine's command run while no other is running
+(``render``, ``plan``, ``cli``) runs in this process unless the checkout says otherwise
+(``in_process``, as in e2e_cli.Workspace).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class Checkout(Workspace):
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """``render`` (or any command given in ``args``) in the background, JSON events on stdout.
+        """``render`` (or any command given in ``args``) in the background as the real CLI process
+        (whatever ``in_process`` says), JSON events on stdout.
 
         Its stdout and stderr go to files beside the checkout, not pipes: a pipe nobody reads while
         another machine is waited for fills up, and the process blocks on a write while it holds
@@ -78,14 +82,16 @@ class Checkout(Workspace):
         return self.final_cut.read_bytes()
 
 
-def checkouts(root: Path, env: dict[str, str], count: int, shots: int = 8) -> list[Checkout]:
+def checkouts(
+    root: Path, env: dict[str, str], count: int, shots: int = 8, *, in_process: bool = True
+) -> list[Checkout]:
     """``count`` checkouts of one ``shots``-shot project (identical files, separate directories)."""
     first = write_project(root / "machine-1", shots)
-    result = [Checkout(first.parent, dict(env))]
+    result = [Checkout(first.parent, dict(env), in_process=in_process)]
     for n in range(2, count + 1):
         other = root / f"machine-{n}"
         shutil.copytree(first.parent, other)
-        result.append(Checkout(other, dict(env)))
+        result.append(Checkout(other, dict(env), in_process=in_process))
     return result
 
 

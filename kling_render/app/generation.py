@@ -1,5 +1,6 @@
 """The paid part of `render`: the plan's stills and takes as steps of one graph (run/graph.py),
-wired to their providers, state, caches, remote and budget.
+wired to their providers, state, caches, remote and budget; and, beside them, the pipelined
+stitch's segment encodes (stitch/pipelined.py), started as the clip steps end.
 
 A render may use several providers (a shot's or a still's own ``provider:``): each step carries
 its provider, and the graph runs one generator per (provider, kind of output), each with its
@@ -35,15 +36,27 @@ from kling_render.run.generate import Generator
 from kling_render.run.graph import GraphRun, Kind, PaidStep
 from kling_render.run.report import RunOptions, RunReport
 from kling_render.run.scheduler import default_verify
+from kling_render.stitch.pipelined import SegmentPipeline
 from kling_render.store.cache import ClipCache, stills_of
 from kling_render.store.outputs import CachedOutputs
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.spend import RemoteSpend
-from kling_render.workers import cpu_cores
+from kling_render.workers import stitch_workers
 
-__all__ = ["paid_steps", "run_paid_steps", "step_providers"]
+__all__ = ["Pipelined", "cpu_slots", "paid_steps", "run_paid_steps", "step_providers"]
 
 Until = Literal["stills"] | None
+
+Pipelined = Callable[[asyncio.Semaphore], SegmentPipeline]
+"""Makes the pipelined stitch of a run, given the run's CPU slots (app/segments.py)."""
+
+
+def cpu_slots(project: Project) -> int:
+    """CPU steps a run may hold at once (frames, segment encodes): the cores, within the stitch's
+    memory budget at the project's output size (workers.py)."""
+    from kling_render.env import stitch_memory_mb
+
+    return stitch_workers(project.output.width, project.output.height, stitch_memory_mb())
 
 
 def paid_steps(the_plan: Plan, *, shard: tuple[int, int] | None, until: Until) -> list[PaidStep]:
@@ -130,12 +143,17 @@ def run_paid_steps(
     lock: LockFile,
     remote: Remote | None,
     spend: RemoteSpend | None,
+    segments: Pipelined | None = None,
 ) -> RunReport:
     """Run ``steps`` in a fresh event loop, each through its provider's generator (``providers``,
     ``states`` and ``options`` by provider name: the step's provider's state file, slots, poll
     interval and grace); closes every provider. Ctrl-C stops the run with every move already
     flushed and returns the report with ``interrupted`` (exit code 130). Raises BudgetError before
-    anything is paid when the render would pass the budget (one check for every provider)."""
+    anything is paid when the render would pass the budget (one check for every provider).
+
+    ``segments``: the pipelined stitch, told of every clip step's end; when the steps are over,
+    its running encodes finish (those still queued are left to the stitch); on an error or Ctrl-C
+    they are stopped."""
     budget = next((o.budget_usd for o in options.values() if o.budget_usd is not None), None)
     report = RunReport(budget_usd=budget)
     positions: dict[str, int] = {}
@@ -143,7 +161,7 @@ def run_paid_steps(
     async def main() -> RunReport:
         try:
             purse = Purse()
-            cpu = asyncio.Semaphore(max(1, cpu_cores()))
+            cpu = asyncio.Semaphore(cpu_slots(project))
             kinds: dict[str, set[Kind]] = {}
             for step in steps:
                 kinds.setdefault(step.provider, set()).add(step.kind)
@@ -161,8 +179,24 @@ def run_paid_steps(
                         positions=positions,
                     )  # fmt: skip
                     generators[(name, kind)] = Generator(run, remote=remote, spend=spend, slots=slots, purse=purse)
-            graph = GraphRun(steps, generators, resolve=resolver(project, cache), frames=FrameMaker(cache, cpu))
-            return await graph.run()
+            pipeline = segments(cpu) if segments is not None else None
+
+            def ended(step: PaidStep) -> None:
+                if pipeline is not None and step.kind == "clip":
+                    pipeline.clip_ended()
+
+            graph = GraphRun(
+                steps, generators, resolve=resolver(project, cache), frames=FrameMaker(cache, cpu), on_end=ended
+            )
+            try:
+                done = await graph.run()
+            except BaseException:
+                if pipeline is not None:
+                    await pipeline.abort()
+                raise
+            if pipeline is not None:
+                await pipeline.finish()
+            return done
         finally:
             for provider in providers.values():
                 with contextlib.suppress(Exception):  # one provider's close never skips another's

@@ -87,7 +87,7 @@ def run(
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FFmpegError(step, str(exc)) from exc
+            raise FFmpegError(step, str(exc), ran=False) from exc
         if proc.returncode != 0:
             raise FFmpegError(step, proc.stderr)
         return proc.stderr
@@ -106,7 +106,7 @@ def _run_with_progress(args: Sequence[str], step: str, timeout: float | None, pr
             errors="replace",
         )
     except OSError as exc:
-        raise FFmpegError(step, str(exc)) from exc
+        raise FFmpegError(step, str(exc), ran=False) from exc
     assert proc.stdout is not None and proc.stderr is not None
     stderr_pipe = proc.stderr
     err_chunks: list[str] = []
@@ -150,7 +150,7 @@ def _run_with_progress(args: Sequence[str], step: str, timeout: float | None, pr
     stderr = "".join(err_chunks)
     if proc.returncode != 0:
         if timed_out.is_set():
-            raise FFmpegError(step, f"timed out after {timeout:g} s")
+            raise FFmpegError(step, f"timed out after {timeout:g} s", ran=False)
         raise FFmpegError(step, stderr)
     return stderr
 

@@ -3,6 +3,8 @@ image kling-render can send on (PNG, JPEG or WebP), within the size a Kling mode
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +12,29 @@ from PIL import Image, UnidentifiedImageError
 
 from kling_render.errors import DownloadError
 
-__all__ = ["FORMATS", "MAX_IMAGE_BYTES", "check_image", "image_suffix"]
+__all__ = ["FORMATS", "MAX_IMAGE_BYTES", "CheckedImage", "check_image", "image_suffix"]
 
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # what a Kling model takes as an image input (SPEC §4)
 MAX_PIXELS = 89_478_485  # Pillow's bomb limit: refused undecoded above it
 
 
-def check_image(path: Path) -> tuple[float, dict[str, Any]]:
-    """(0.0, its media facts: format, width, height) when ``path`` is a whole image of an accepted
-    format; DownloadError otherwise (an HTML page, a truncated file, a bomb)."""
+@dataclass(frozen=True)
+class CheckedImage:
+    """A still that passed its check: the digest of the bytes checked and its media facts."""
+
+    sha256: str
+    media: dict[str, Any]  # format, width, height
+    duration: float = 0.0  # a still lasts nothing (the run's checks share one shape)
+
+
+def check_image(path: Path) -> CheckedImage:
+    """The image at ``path`` when it is a whole image of an accepted format; DownloadError
+    otherwise (an HTML page, a truncated file, a bomb)."""
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
         raise DownloadError(f"the image is {size} bytes, over the {MAX_IMAGE_BYTES} a Kling model takes")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         with Image.open(path) as img:
             fmt = img.format or ""
@@ -31,7 +43,7 @@ def check_image(path: Path) -> tuple[float, dict[str, Any]]:
             if img.width * img.height > MAX_PIXELS:
                 raise DownloadError(f"the image is {img.width}x{img.height}: too many pixels")
             img.load()  # decode in full: a truncated file fails here
-            return 0.0, {"format": FORMATS[fmt], "width": img.width, "height": img.height}
+            return CheckedImage(digest, {"format": FORMATS[fmt], "width": img.width, "height": img.height})
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DownloadError(f"not a valid image: {exc}") from None
 

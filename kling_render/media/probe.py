@@ -1,7 +1,8 @@
 """Media inspection with ffmpeg alone (no ffprobe): parse the ``ffmpeg -i`` stream dump.
 
-``probe`` reads headers only; ``check_clip`` (and ``verify_clip``) also decodes every packet,
-so a truncated or corrupt file fails here rather than halfway through a stitch.
+``probe`` reads headers only; ``copy_check`` also reads every packet without decoding it (the
+structural check's fallback for files :mod:`kling_render.media.check` does not read itself);
+``check_clip`` (and ``verify_clip``) decodes every packet: a corrupt bitstream fails there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from kling_render.errors import FFmpegError
 from kling_render.media import ffmpeg
 
-__all__ = ["ClipCheck", "MediaInfo", "check_clip", "parse_dump", "probe", "verify_clip"]
+__all__ = ["ClipCheck", "MediaInfo", "check_clip", "copy_check", "parse_dump", "parse_fps", "probe", "verify_clip"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _split_top(spec: str) -> list[str]:
     return parts
 
 
-def _parse_fps(text: str) -> Fraction | None:
+def parse_fps(text: str) -> Fraction | None:
     """ffmpeg prints rates rounded to 2 decimals; recover NTSC rates (24000/1001...) exactly."""
     m = _FPS.search(text)
     if not m:
@@ -161,7 +162,7 @@ def parse_dump(text: str) -> MediaInfo:
             width, height = int(size.group(1)), int(size.group(2))
         sar_m = _SAR.search(video)
         sar = sar_m.group(1) if sar_m else ("1:1" if size else None)
-        fps = _parse_fps(video)
+        fps = parse_fps(video)
     acodec = None
     rate = channels = None
     if audio is not None:
@@ -245,7 +246,7 @@ def verify_clip(path: Path) -> MediaInfo:
     return replace(check.headers, duration=check.duration)
 
 
-def check_clip(path: Path) -> ClipCheck:
+def check_clip(path: Path, *, audio_only: bool = False) -> ClipCheck:
     """Read the headers and decode the whole file in one ffmpeg run; FFmpegError if any packet
     is corrupt or missing.
 
@@ -253,18 +254,20 @@ def check_clip(path: Path) -> ClipCheck:
     clip, and a render checks every clip it downloads. The log is read with its level tags:
     ``info`` lines carry the stream dump, ``error``/``fatal`` lines are the problems, and the
     untagged ``key=value`` lines are ``-progress``. The measured duration is decoded video
-    frames / fps, or the last audio timestamp when that is longer.
+    frames / fps, or the last audio timestamp when that is longer. ``audio_only`` decodes only the
+    sound (to find which clip broke an audio pass).
     """
     step = f"decoding {path.name}"
     if not path.is_file():
         raise FFmpegError(step, f"{path}: No such file or directory")
-    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), "-map", "0:v:0?", "-map", "0:a:0?"]
+    maps = ["-map", "0:a:0?"] if audio_only else ["-map", "0:v:0?", "-map", "0:a:0?"]
+    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), *maps]
     args += ["-f", "null", "-progress", "pipe:2", "-nostats", "-"]
     try:
         stderr = ffmpeg.run(args, step)
     except FFmpegError as exc:
         problems = [text for level, text in _log_lines(exc.stderr) if level in _PROBLEM_LEVELS]
-        raise FFmpegError(step, "\n".join(problems) or exc.stderr) from exc
+        raise FFmpegError(step, "\n".join(problems) or exc.stderr, ran=exc.ran) from exc
     dump: list[str] = []
     problems = []
     frames = 0
@@ -289,6 +292,37 @@ def check_clip(path: Path) -> ClipCheck:
     if measured <= 0:
         raise FFmpegError(step, "no decodable frames")
     return ClipCheck(info, measured)
+
+
+def copy_check(path: Path) -> tuple[MediaInfo, int]:
+    """Read the headers and every packet of ``path`` without decoding (``-c copy`` to null) in one
+    ffmpeg run; returns the headers and the number of video packets. FFmpegError when ffmpeg
+    cannot read the file to its end (truncated, garbage) or finds no stream."""
+    step = f"reading {path.name}"
+    if not path.is_file():
+        raise FFmpegError(step, f"{path}: No such file or directory")
+    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), "-map", "0:v:0?", "-map", "0:a:0?"]
+    args += ["-c", "copy", "-f", "null", "-progress", "pipe:2", "-nostats", "-"]
+    try:
+        stderr = ffmpeg.run(args, step)
+    except FFmpegError as exc:
+        problems = [text for level, text in _log_lines(exc.stderr) if level in _PROBLEM_LEVELS]
+        raise FFmpegError(step, "\n".join(problems) or exc.stderr, ran=exc.ran) from exc
+    dump: list[str] = []
+    problems = []
+    frames = 0
+    for level, text in _log_lines(stderr):
+        if level == "info":
+            dump.append(text)
+        elif level in _PROBLEM_LEVELS:
+            problems.append(text)
+        elif level == "progress":
+            key, _, value = text.partition("=")
+            if key == "frame" and value.strip().isdigit():
+                frames = int(value)
+    if problems:
+        raise FFmpegError(step, "\n".join(problems))
+    return _headers("\n".join(dump), step), frames
 
 
 def _log_lines(stderr: str) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from kling_render.errors import UsageError
 from kling_render.providers.base import Provider
 
 PROVIDER_NAMES = ("local", *PAID_PROVIDERS)
+
+# httpx's package imports its own command-line client (httpx._main) whenever rich, pygments and
+# click are installed, as they are with kling-render: about 0.1 s of CPU at every start, for a
+# command we never run. Marking it absent before the first `import httpx` (every one is under this
+# package) gives httpx its fallback stub instead.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def make_provider(name: str, *, cache_dir: Path, endpoints: Iterable[str] = ()) -> Provider:

@@ -12,6 +12,11 @@ render recipe ``<task id>.json``. A restarted process can therefore poll a task 
 submitted: a finished clip is reported at once, and a missing one is rendered again from
 its recipe (it is free and deterministic, so a re-render gives the same clip).
 
+``download`` *moves* the finished clip (or still) to its destination (the cache's temp
+directory, on the same file system) rather than copying it: the work directory would otherwise
+keep a second copy of every clip for good. A second download of the same task, or a poll after the clip was
+taken, renders it again from its recipe.
+
 A still (a job of kind ``still``) is a placeholder PNG drawn from its prompt's hash at the size
 its model's fields give (:func:`placeholder_still`), written at submit as ``<task id>.png`` with
 its recipe, so ``init`` and the examples show stills offline.
@@ -23,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import warnings
@@ -418,13 +424,19 @@ class LocalProvider(Provider):
 
     async def download(self, url: str, dest: Path) -> None:
         src = self._source_of(url)
+        if not src.is_file():  # taken by an earlier download: render it again from its recipe (free)
+            result = await self.poll(src.stem)
+            while result.status == "processing":
+                result = await self.poll(src.stem)
+            if not src.is_file():
+                raise DownloadError(f"local clip {src.name} is gone and cannot be rendered again: {result.error}")
         size = src.stat().st_size
         if size > MAX_DOWNLOAD_BYTES:
             raise DownloadError(f"local clip {src.name} is {size} bytes, over the download cap")
         try:
-            await asyncio.to_thread(shutil.copyfile, src, dest)
+            await asyncio.to_thread(_move, src, dest)
         except OSError as exc:
-            raise DownloadInterrupted(f"cannot copy local clip {src.name}: {exc}") from exc
+            raise DownloadInterrupted(f"cannot move local clip {src.name}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Stop renders still running (their ffmpeg processes are killed)."""
@@ -470,8 +482,17 @@ class LocalProvider(Provider):
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
             raise DownloadError(f"the local provider only downloads its own file:// clips, not {url!r}")
         src = Path(url2pathname(parsed.path)).resolve()
-        if not src.is_relative_to(self.work_dir.resolve()) or src.suffix not in (".mp4", ".png"):
+        if src.parent != self.work_dir.resolve() or src.suffix not in (".mp4", ".png"):
             raise DownloadError(f"{url!r} is not a clip of the local provider")
-        if not src.is_file():
-            raise DownloadError(f"local clip {src.name} is gone (poll the task again to re-render it)")
+        if not _TASK_ID.fullmatch(src.stem) or not (src.is_file() or self._recipe_path(src.stem).is_file()):
+            raise DownloadError(f"local clip {src.name} was never rendered")
         return src
+
+
+def _move(src: Path, dest: Path) -> None:
+    """``src`` becomes ``dest`` (a rename on one file system; else a copy, then ``src`` removed)."""
+    try:
+        os.replace(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+        src.unlink(missing_ok=True)

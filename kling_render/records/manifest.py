@@ -24,8 +24,9 @@ a cut that is not there. Everything here is pure except :func:`read`, :func:`wri
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,15 +174,90 @@ class Freshness:
     manifest: Manifest | None = None
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
 def read(path: Path) -> Manifest | None:
-    """The manifest at ``path``; None when there is none or it cannot be read (then nothing is skipped)."""
+    """The manifest at ``path``; None when there is none or it cannot be read: anything but the exact
+    shape :func:`write` gives (a hand edit with a wrong type, a huge number, deep nesting, another
+    version) means "no stitch recorded", so the cut is simply made again."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != MANIFEST_VERSION or not isinstance(doc.get("inputs"), dict):
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
             return None
-        return Manifest(doc["inputs"], CutRecord.from_json(doc["cut"]), str(doc.get("stitched_at", "")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        doc = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(doc, dict) or set(doc) != {"version", "inputs", "cut", "stitched_at"}:
+        return None
+    if not _is_int(doc["version"]) or doc["version"] != MANIFEST_VERSION or not isinstance(doc["stitched_at"], str):
+        return None
+    if not _valid_inputs(doc["inputs"]) or not _valid_cut(doc["cut"]):
+        return None
+    return Manifest(doc["inputs"], CutRecord.from_json(doc["cut"]), doc["stitched_at"])
+
+
+_LIMIT = 2**53  # integers beyond what a double holds exactly are not ours
+
+
+def _is_int(value: object, low: int = -_LIMIT, high: int = _LIMIT) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_num(value: object) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value) and abs(value) < _LIMIT)
+
+
+def _is_str(value: object, limit: int = 4096) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def _shape(value: object, keys: dict[str, Callable[[object], bool]]) -> bool:
+    """``value`` is a dict with exactly ``keys``, each value passing its check."""
+    return isinstance(value, dict) and set(value) == set(keys) and all(check(value[k]) for k, check in keys.items())
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _valid_clip(value: object) -> bool:
+    return _shape(value, {
+        "id": _is_str,
+        "sha256": _is_str,
+        "trim": lambda t: _shape(t, {"start": _is_num, "end": _optional(_is_num)}),
+        "transition": lambda t: _shape(t, {"type": _is_str, "duration": _is_num}),
+    })  # fmt: skip
+
+
+def _valid_inputs(value: object) -> bool:
+    return _shape(value, {
+        "kling_render": _is_str,
+        "stitch_format": _is_int,
+        "ffmpeg": lambda f: _shape(f, {"version": _is_str, "identity": _is_str}),
+        "provider": _is_str,
+        "output": lambda o: _shape(o, {"path": _is_str, "width": _is_int, "height": _is_int, "fps": _is_int,
+                                       "fit": _is_str}),
+        "audio": _optional(lambda a: _shape(a, {"music": _optional(_is_str), "music_sha256": _optional(_is_str),
+                                                "music_volume": _is_num, "duck": _is_bool, "normalize": _is_bool})),
+        "clips": lambda c: isinstance(c, list) and len(c) <= 100_000 and all(_valid_clip(x) for x in c),
+    })  # fmt: skip
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _valid_cut(value: object) -> bool:
+    return _shape(value, {
+        "sha256": lambda v: _is_str(v, 64),
+        "size": lambda v: _is_int(v, 0),
+        "frames": lambda v: _is_int(v, 0),
+        "fps": lambda v: _is_int(v, 1, 100_000),
+        "duration": lambda v: _is_num(v) and isinstance(v, int | float) and v >= 0,
+        "stream_copy": _is_bool,
+    })  # fmt: skip
 
 
 def write(path: Path, inputs: Mapping[str, Any], cut: CutRecord, stitched_at: str) -> None:

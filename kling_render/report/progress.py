@@ -51,6 +51,9 @@ EVENT_KINDS = (
     "stitch-progress",  # extra: step ("measuring loudness", "encoding", "joining"), fraction 0..1
     "stitched",  # extra: path, duration, frames, stream_copy, up_to_date (true: kept, not re-encoded)
     "stitch-skipped",  # a partial render: some shots have no clip yet
+    "segments",  # a shard encoded the segments its clips allow: extra: ready, encoded (app/segments.py)
+    "segment",  # one segment made while the clips are generated (the pipelined stitch): extra: segment_of, key, how
+    "warning",  # something the stitch worked around (a segment not pulled or pushed): message says what
     "heartbeat",  # nothing else happened for a while: what is still going on
 )
 TERMINAL_KINDS = frozenset({"skipped-cached", "done", "failed", "unknown", "budget-stop", "account-stop"})

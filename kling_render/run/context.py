@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kling_render.jobs import Job
 from kling_render.providers.base import Provider
@@ -23,11 +23,17 @@ from kling_render.run.fetcher import FetchPool
 from kling_render.run.report import RunOptions, RunReport, ShotOutcome
 from kling_render.store.cache import ClipCache
 
+if TYPE_CHECKING:
+    from kling_render.media.check import CheckedClip
+    from kling_render.media.image_check import CheckedImage
+
 __all__ = ["UNKNOWN_HINT", "ClipVerifier", "Run"]
 
-ClipVerifier = Callable[[Path], tuple[float, dict[str, Any] | None]]
-"""Checks a downloaded clip; returns its measured duration and its stream headers as JSON (kept in
-the cache sidecar, so a stitch needs no probe); raises FFmpegError or DownloadError otherwise."""
+ClipVerifier = Callable[[Path], "CheckedClip | CheckedImage"]
+"""Checks a downloaded output. A clip: its structure (media/check.py: every packet read, none
+decoded; the one full decode is the stitch's), returning what it found (digest, stream headers,
+frames, real duration). A still: decoded in full (media/image_check.py). Raises InvalidClipError
+(a DownloadError), DownloadError or FFmpegError otherwise."""
 
 UNKNOWN_HINT = (
     "the submit may have created a paid task; check the provider's dashboard, "

@@ -11,6 +11,10 @@ Every paid step runs through a generator (run/generate.py): one per provider and
 (clips, stills), sharing the provider's slots, one purse for the budget (a render on two providers
 has one budget), one report and one numbering of the steps in the events. Money goes through each
 generator's account (money.py).
+
+``on_end`` is told of each step's end: CPU steps that take the outputs (the pipelined stitch's
+segment encodes, app/segments.py) start from there, beside the paid steps, under the same CPU
+slots as the frames; the graph itself knows nothing of them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from kling_render.run.frames import FrameMaker
 from kling_render.run.generate import Generator
 from kling_render.run.report import RunReport
 
-__all__ = ["GraphRun", "PaidStep"]
+__all__ = ["GraphRun", "PaidStep", "StepEnded"]
 
 Kind = Literal["still", "clip"]
 
@@ -47,6 +51,11 @@ class PaidStep:
 Resolve = Callable[[PaidStep], Job | str]
 """A waiting step's job now that the steps it waits for have ended, or why it cannot run."""
 
+StepEnded = Callable[[PaidStep], None]
+"""Told when a step has ended, whatever its outcome (done, cached, failed, skipped), on the event
+loop: the CPU steps downstream of it (the pipelined stitch's segments) look for what is ready now.
+It must return at once; what it starts runs beside the paid steps, never inside them."""
+
 
 class GraphRun:
     """One render's paid steps (see the module docstring)."""
@@ -58,11 +67,14 @@ class GraphRun:
         *,
         resolve: Resolve,
         frames: FrameMaker,
+        on_end: StepEnded | None = None,
     ) -> None:
         self.steps = list(steps)
         self.generators = dict(generators)
         self.resolve = resolve
         self.frames = frames
+        self.on_end = on_end
+        self._by_name = {s.name: s for s in self.steps}
         self._ends: dict[str, asyncio.Future[None]] = {}
 
     def _generator(self, step: PaidStep) -> Generator:
@@ -135,9 +147,19 @@ class GraphRun:
             if task is not None:
                 await task
         finally:
-            end = self._ends[name]
-            if not end.done():
-                end.set_result(None)
+            self._ended(name)
+
+    def _ended(self, name: str) -> None:
+        """The step ``name`` ended: the steps waiting for it go on, and ``on_end`` is told (once)."""
+        end = self._ends[name]
+        if end.done():
+            return
+        end.set_result(None)
+        if self.on_end is not None:
+            try:
+                self.on_end(self._by_name[name])
+            except Exception:  # a watcher's failure never touches the paid steps: it is dropped
+                self.on_end = None
 
     async def _wait_then_run(self, step: PaidStep) -> None:
         try:
@@ -153,6 +175,4 @@ class GraphRun:
             job = await self.frames.prepare(found)
             await generator.late(job)
         finally:
-            end = self._ends[step.name]
-            if not end.done():
-                end.set_result(None)
+            self._ended(step.name)

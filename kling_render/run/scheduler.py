@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kling_render.jobs import Job
 from kling_render.providers.base import Provider
@@ -26,14 +26,17 @@ from kling_render.store.cache import ClipCache
 from kling_render.store.remote.connect import Remote
 from kling_render.store.remote.spend import RemoteSpend
 
+if TYPE_CHECKING:
+    from kling_render.media.check import CheckedClip
+
 __all__ = ["RunOptions", "RunReport", "default_verify", "execute", "run"]
 
 
-def default_verify(path: Path) -> tuple[float, dict[str, Any] | None]:
-    from kling_render.media.probe import check_clip
+def default_verify(path: Path) -> CheckedClip:
+    """The download check: structural (media/check.py), no decode (the stitch decodes each clip once)."""
+    from kling_render.media.check import check_structure
 
-    check = check_clip(path)
-    return check.duration, check.headers.to_json()
+    return check_structure(path)
 
 
 async def _generate(run_: Run, jobs: Sequence[Job], remote: Remote | None, spend: RemoteSpend | None) -> RunReport:

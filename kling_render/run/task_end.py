@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from kling_render.errors import DownloadError, DownloadInterrupted, FFmpegError, OutputGoneError, TransientError
-from kling_render.fsutil import sha256_file
 from kling_render.jobs import Job, TaskResult
+from kling_render.media.check import CheckedClip
 from kling_render.money import ASK_AGAIN, Account
 from kling_render.records.ledger import TaskEntry
 from kling_render.records.lifecycle import Move, Status, TaskOutcome
@@ -157,10 +157,20 @@ class TaskEnds:
                     interrupted = isinstance(exc, DownloadInterrupted | TransientError)  # not the output's fault
                     continue
                 try:
-                    duration, media = await run.fetcher.call(run.verify, tmp)
+                    checked = await run.fetcher.call(run.verify, tmp)
                 except (FFmpegError, DownloadError) as exc:
                     fetch_error, bad_output = None, f"not a valid clip: {exc}"
                     continue
+                if isinstance(checked, CheckedClip):
+                    known = await run.fetcher.call(run.cache.probes.corrupt, checked.sha256)
+                    if known is not None:  # these very bytes failed to decode in an earlier stitch
+                        fetch_error, bad_output = None, f"not a valid clip: it does not decode ({known})"
+                        continue
+                    await run.fetcher.call(run.cache.probes.put, checked)  # the stitch needs no probe
+                    media = checked.info.to_json()
+                else:
+                    media = checked.media
+                duration, digest = checked.duration, checked.sha256
                 warning = None
                 tolerance = run.options.duration_tolerance
                 # A clip that continues its input (video-extend) holds that input too: only its new
@@ -172,8 +182,8 @@ class TaskEnds:
                         f"the clip lasts {duration:.2f}s, the shot {job.duration}s: kept, and the cut "
                         "uses its real length"
                     )
-                digest = await run.fetcher.call(sha256_file, tmp)
-                entry = await self.keep(job, tmp, ClipMeta(duration, job.model, task_id, media), digest)
+                meta = ClipMeta(duration, job.model, task_id, media)
+                entry = await self.keep(job, tmp, meta, digest)
             run.emit("downloaded", job, task_id=task_id)
             self.account.fetched(job, self.ledger_index(job, task_id))
             outcome = run.outcome(job)

@@ -1,6 +1,6 @@
 """ffmpeg command lines of the cut: encoder settings, the audio pass (loudness measured, then
 mixed and encoded once for the whole cut), the stream-copy fast path, concat lists, chapters.
-The segmented video encode and the join are in :mod:`kling_render.stitch.encode`.
+The segment encode and the join are steps of :mod:`kling_render.stitch.steps`.
 
 All media reach ffmpeg as arguments (``file:`` paths, no shell); the filter graph, the
 chapter list and the concat list are small text files in a private temp directory.
@@ -39,7 +39,7 @@ __all__ = [
 StitchProgress = Callable[[str, float], None]
 
 
-def _reporter(progress: StitchProgress | None, step: str, total: float) -> ffmpeg.ProgressFn | None:
+def reporter(progress: StitchProgress | None, step: str, total: float) -> ffmpeg.ProgressFn | None:
     """An ffmpeg progress callback that reports ``step`` as a fraction of ``total`` seconds."""
     if progress is None:
         return None
@@ -99,7 +99,7 @@ MANY_INPUTS = 16  # above this, decoders get 2 threads each so memory stays boun
 INLINE_GRAPH_MAX = 64_000  # bigger graphs go through a file (one argv string is capped at 128 KiB)
 
 
-def _graph_args(text: str, script: Path) -> list[str]:
+def graph_args(text: str, script: Path) -> list[str]:
     """Inline for ordinary cuts (any ffmpeg); from a file for huge ones: ``-/filter_complex FILE``
     (ffmpeg >= 7), or ``-filter_complex_script FILE`` on older builds, which lack the former."""
     if len(text) <= INLINE_GRAPH_MAX:
@@ -113,7 +113,7 @@ def _graph_args(text: str, script: Path) -> list[str]:
     return ["-/filter_complex", str(script)]
 
 
-def _file(path: Path) -> str:
+def file_arg(path: Path) -> str:
     return "file:" + str(path)
 
 
@@ -177,9 +177,9 @@ def _inputs(clips: Sequence[CutClip], music: Path | None) -> list[str]:
     args: list[str] = []
     threads = ["-threads", "2"] if len(clips) > MANY_INPUTS else []
     for c in clips:
-        args += [*threads, "-i", _file(c.path)]
+        args += [*threads, "-i", file_arg(c.path)]
     if music is not None:
-        args += ["-stream_loop", "-1", "-i", _file(music)]
+        args += ["-stream_loop", "-1", "-i", file_arg(music)]
     return args
 
 
@@ -192,6 +192,8 @@ def _measure_loudness(
     audio: AudioSettings,
     work: Path,
     progress: StitchProgress | None = None,
+    *,
+    strict: bool = True,
 ) -> dict[str, str] | None:
     """Pass 1 of loudnorm over the audio-only graph; None when the mix is silent."""
     music_input = len(clips) if audio.music is not None else None
@@ -202,8 +204,9 @@ def _measure_loudness(
         [
             "-loglevel",
             "info",
+            *(["-xerror"] if strict else []),
             *_inputs(clips, audio.music),
-            *_graph_args(graph.filter_complex, work / "graph.txt"),
+            *graph_args(graph.filter_complex, work / "graph.txt"),
             "-map",
             graph.audio,
             "-f",
@@ -211,7 +214,7 @@ def _measure_loudness(
             "-",
         ],
         "measuring loudness",
-        progress=_reporter(progress, "measuring loudness", float(graph.timeline.duration)),
+        progress=reporter(progress, "measuring loudness", float(graph.timeline.duration)),
     )
     found = _JSON.findall(stderr)
     if not found:
@@ -231,9 +234,12 @@ def encode_audio(
     dest: Path,
     work: Path,
     progress: StitchProgress | None = None,
+    *,
+    strict: bool = True,
 ) -> None:
     """The whole cut's audio, mixed and encoded once into ``dest`` (AAC in MP4): clip sound with
-    its cross-fades, music, ducking and the two-pass loudness normalisation.
+    its cross-fades, music, ducking and the two-pass loudness normalisation. ``strict`` (``-xerror``)
+    fails on any packet that does not decode instead of concealing it.
 
     Once for the whole cut, not per video segment: AAC frames do not end on segment boundaries
     and every AAC stream starts with priming samples, so audio encoded in pieces would have gaps
@@ -242,7 +248,7 @@ def encode_audio(
     """
     loudnorm = None
     if audio is not None and audio.normalize:
-        measured = _measure_loudness(clips, output, audio, work, progress)
+        measured = _measure_loudness(clips, output, audio, work, progress, strict=strict)
         loudnorm = loudnorm_filter(measured) if measured is not None else None
     music = audio.music if audio is not None else None
     music_input = len(clips) if music is not None else None
@@ -250,18 +256,19 @@ def encode_audio(
     ffmpeg.run(
         [
             "-y",
+            *(["-xerror"] if strict else []),
             *_inputs(clips, music),
-            *_graph_args(graph.filter_complex, work / "audio-graph.txt"),
+            *graph_args(graph.filter_complex, work / "audio-graph.txt"),
             "-map",
             graph.audio,
             *AUDIO_CODEC,
             *BITEXACT_PART,
             "-f",
             "mp4",
-            _file(dest),
+            file_arg(dest),
         ],
         f"stitching the audio of {len(clips)} clips",
-        progress=_reporter(progress, "mixing audio", float(graph.timeline.duration)),
+        progress=reporter(progress, "mixing audio", float(graph.timeline.duration)),
     )
 
 
@@ -302,7 +309,7 @@ def copy_cut(
     ffmpeg.run(
         join_args(listing, safe, meta, tmp),
         f"joining {len(clips)} clips by stream copy",
-        progress=_reporter(progress, "joining", float(at)),
+        progress=reporter(progress, "joining", float(at)),
     )
     return chapters
 
@@ -311,15 +318,15 @@ def join_args(listing: Path, safe: bool, chapters: Path, dest: Path, audio: Path
     """ffmpeg arguments joining the files of a concat ``listing`` by stream copy into ``dest``, with the
     chapters and metadata of an ffmetadata file; the audio comes from the listed files (if they
     have any) or, when given, from the one ``audio`` file (the segmented stitch's single pass)."""
-    inputs = ["-f", "concat", "-safe", "1" if safe else "0", "-i", _file(listing)]
+    inputs = ["-f", "concat", "-safe", "1" if safe else "0", "-i", file_arg(listing)]
     if audio is not None:
-        inputs += ["-i", _file(audio)]
+        inputs += ["-i", file_arg(audio)]
     meta = "2" if audio is not None else "1"
     return [
         "-y",
         *inputs,
-        *["-f", "ffmetadata", "-i", _file(chapters)],
+        *["-f", "ffmetadata", "-i", file_arg(chapters)],
         *["-map", "0:v:0", "-map", "1:a:0" if audio is not None else "0:a:0?"],
         *["-map_chapters", meta, "-map_metadata", meta],
-        *["-c", "copy", *BITEXACT, "-f", "mp4", _file(dest)],
+        *["-c", "copy", *BITEXACT, "-f", "mp4", file_arg(dest)],
     ]

@@ -1,13 +1,15 @@
-"""The re-encoded cut: video segments encoded in parallel, the audio mixed once, a stream-copy join.
+"""The re-encoded cut, all its steps in one process: video segments encoded in parallel, the
+audio mixed once, a stream-copy join (the steps themselves are in :mod:`kling_render.stitch.steps`).
 
-1. The video is planned as segments (:mod:`kling_render.stitch.segments`); each is looked up in
-   the segment store by its identity (:mod:`kling_render.store.segments`) and only the missing
-   ones are encoded, each by its own ffmpeg with at most two clip inputs and the cut's x264
-   settings. A segment starts with an IDR frame (every x264 encode does) and has the same
-   SPS/PPS as every other (``stitchable``, one size, fps and set of colour tags), which is
-   checked before the join.
-2. The audio of the whole cut is mixed and encoded once (:func:`~kling_render.stitch.cut.encode_audio`),
-   in parallel with the segments: no AAC priming or frame-boundary gaps at the joins.
+1. The video is planned as segments (:mod:`kling_render.stitch.plan`); each is looked up in the
+   segment store by its key (:mod:`kling_render.store.segments`), then in the segment source (the
+   shared remote) when there is one, and only the missing ones are encoded, each by its own ffmpeg
+   with at most two clip inputs and the cut's x264 settings. A segment starts with an IDR frame
+   (every x264 encode does) and has the same SPS/PPS as every other (``stitchable``, one size, fps
+   and set of colour tags), which is checked before the join.
+2. The audio of the whole cut is mixed and encoded once (:func:`~kling_render.stitch.steps.mix_audio`),
+   in parallel with the segments: no AAC priming or frame-boundary gaps at the joins. It is kept in
+   the store under its own key, so a re-stitch whose sound did not change does not mix it again.
 3. The segments are joined by the concat demuxer (stream copy, each placed by its exact frame
    count), muxed with the audio and the chapters, ``+faststart``.
 
@@ -22,34 +24,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-from kling_render.errors import StitchError
-from kling_render.media import ffmpeg
-from kling_render.media.mp4 import avc_config
-from kling_render.stitch.cut import (
-    VIDEO_CODEC,
-    StitchProgress,
-    _file,
-    _graph_args,
-    _reporter,
-    chapters_text,
-    encode_audio,
-    join_args,
-    link_for_concat,
-)
-from kling_render.stitch.graph import AudioSettings, CutClip, OutputSettings
-from kling_render.stitch.segments import Segment, plan_segments, segment_identity
-from kling_render.store.segments import SegmentStore, segment_key
+from kling_render.stitch.cut import StitchProgress
+from kling_render.stitch.plan import CutPlan, SegmentStep
+from kling_render.stitch.steps import encode_segment, join, mix_audio
+from kling_render.store.segments import SegmentSource, SegmentStore
 
-__all__ = ["EncodedCut", "encode_cut", "segment_encoder"]
-
-
-def segment_encoder(fps: int) -> list[str]:
-    """Codec and muxer arguments of a segment (part of its identity). The track's timescale is
-    the frame rate, so the join places every segment on an exact frame."""
-    return [*VIDEO_CODEC, "-fflags", "+bitexact", "-flags:v", "+bitexact", "-video_track_timescale", str(fps)]
+__all__ = ["EncodedCut", "encode_cut"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +39,10 @@ class EncodedCut:
     chapters: list[tuple[str, int, int]]  # (shot id, first frame, end frame)
     frames: int
     segments: tuple[str, ...]  # keys of the segments the cut is made of, in order
-    encoded: int  # how many of them this stitch encoded (the rest came from the store)
+    encoded: int  # how many of them this stitch encoded (the rest came from the store or the source)
+    pulled: int = 0  # how many came from the source
+    audio: str = ""  # the audio step's key
+    audio_encoded: bool = False  # the audio was mixed by this stitch
 
 
 class _Stopped(Exception):
@@ -115,106 +100,55 @@ class _Jobs:
 
 
 def encode_cut(
-    clips: Sequence[CutClip],
-    digests: Sequence[str],
-    output: OutputSettings,
-    audio: AudioSettings | None,
+    cut: CutPlan,
     dest: Path,
     work: Path,
     store: SegmentStore,
     progress: StitchProgress | None = None,
     *,
     workers: int = 1,
+    force: bool = False,
+    source: SegmentSource | None = None,
 ) -> EncodedCut:
-    """Re-encode the cut into ``dest``; ``digests`` are the clips' sha256 (in ``clips`` order)."""
-    from kling_render.media.caps import current
-
-    timeline, planned = plan_segments(clips, output)
-    parts = [s for s in planned if s.frames > 0]
-    encoder = segment_encoder(output.fps)
-    identity = current().identity
-    keys = [segment_key(segment_identity(s, [digests[k] for k in s.clips], encoder, identity)) for s in parts]
+    """Make the complete plan ``cut`` into ``dest``: every part and the audio (from the store, the
+    source, or encoded; all encoded anew with ``force``), then the join."""
+    if not cut.complete or cut.audio.key is None:
+        raise ValueError("a cut can be made only once every clip exists")
+    parts = cut.parts
+    unique: dict[str, SegmentStep] = {}
+    for step in parts:
+        unique.setdefault(str(step.key), step)  # the same segment twice in one cut is made once
     paths: dict[str, Path] = {}
-    missing: dict[str, Segment] = {}
-    for segment, key in zip(parts, keys, strict=True):
-        if key in paths or key in missing:
-            continue  # the same segment twice in one cut is encoded once
-        found = store.use(key)
-        if found is None:
-            missing[key] = segment
-        else:
-            paths[key] = found
-
-    audio_file = work / "audio.m4a"
+    how: dict[str, str] = {}
 
     def audio_job(report: Callable[[str, float], None]) -> None:
-        encode_audio(clips, output, audio, audio_file, work, report)
+        done = mix_audio(cut, store, work, force=force, source=source, report=report)
+        paths[str(cut.audio.key)], how[str(cut.audio.key)] = done.path, done.how
+        report("audio", 1.0)
 
-    def segment_job(key: str, segment: Segment) -> Callable[[Callable[[str, float], None]], None]:
+    def segment_job(key: str, step: SegmentStep) -> Callable[[Callable[[str, float], None]], None]:
         def job(report: Callable[[str, float], None]) -> None:
-            paths[key] = _encode_segment(segment, clips, key, encoder, store, output.fps, len(parts), work, report)
+            done = encode_segment(cut, step, store, work, force=force, source=source, report=report)
+            paths[key], how[key] = done.path, done.how
+            report("segment", 1.0)
 
         return job
 
+    # What the store holds costs nothing: only the rest is weighed in the progress.
+    stored = set() if force else {k for k in [*unique, str(cut.audio.key)] if store.use(k) is not None}
     # The audio first: for a long cut it is the longest single job, and it needs no segment.
-    jobs = [audio_job, *(segment_job(k, s) for k, s in missing.items())]
-    weights = [max(1.0, timeline.total_frames / 25), *(float(s.frames) for s in missing.values())]
+    jobs = [audio_job, *(segment_job(k, s) for k, s in unique.items())]
+    weights = [
+        0.01 if str(cut.audio.key) in stored else max(1.0, cut.timeline.total_frames / 25),
+        *(0.01 if k in stored else float(s.frames) for k, s in unique.items()),
+    ]
     _Jobs(weights, progress).run(jobs, workers)
 
-    files = [paths[k] for k in keys]
-    _check_headers(files, [clips[s.index].shot_id for s in parts])
-    listing, safe = link_for_concat(
-        files, work, [clips[s.index].shot_id for s in parts], [Fraction(s.frames, output.fps) for s in parts]
+    keys = [str(s.key) for s in parts]
+    join(cut, [paths[k] for k in keys], paths[str(cut.audio.key)], dest, work, progress)
+    encoded = sum(1 for k in unique if how[k] == "encoded")
+    pulled = sum(1 for k in unique if how[k] == "pulled")
+    audio_key = str(cut.audio.key)
+    return EncodedCut(
+        cut.chapters(), cut.timeline.total_frames, tuple(keys), encoded, pulled, audio_key, how[audio_key] == "encoded"
     )
-    chapters = timeline.chapters([c.shot_id for c in clips])
-    meta = work / "chapters.txt"
-    meta.write_text(chapters_text(chapters, Fraction(1, output.fps)), encoding="utf-8")
-    ffmpeg.run(
-        join_args(listing, safe, meta, dest, audio=audio_file),
-        f"joining {len(parts)} segments",
-        progress=_reporter(progress, "joining", float(timeline.duration)),
-    )
-    return EncodedCut(chapters, timeline.total_frames, tuple(keys), len(missing))
-
-
-def _encode_segment(
-    segment: Segment,
-    clips: Sequence[CutClip],
-    key: str,
-    encoder: Sequence[str],
-    store: SegmentStore,
-    fps: int,
-    count: int,
-    work: Path,
-    report: Callable[[str, float], None],
-) -> Path:
-    inputs = [arg for k in segment.clips for arg in ("-i", _file(clips[k].path))]
-    what = f"stitching segment {segment.index + 1} of {count} ({clips[segment.index].shot_id})"
-    with store.temp_file() as tmp:
-        ffmpeg.run(
-            [
-                "-y",
-                *inputs,
-                *_graph_args(segment.filter_complex, work / f"segment{segment.index:05d}.txt"),
-                "-map",
-                "[vout]",
-                *encoder,
-                "-f",
-                "mp4",
-                _file(tmp),
-            ],
-            what,
-            progress=_reporter(report, what, segment.frames / fps),
-        )
-        return store.put(key, tmp, segment.frames, fps)
-
-
-def _check_headers(files: Sequence[Path], names: Sequence[str]) -> None:
-    """Every segment must carry the same SPS/PPS: the join keeps only the first's."""
-    first = avc_config(files[0]) if files else None
-    for path, name in zip(files, names, strict=True):
-        if avc_config(path) != first:
-            raise StitchError(
-                f"cannot join the cut: the segment of {name} was encoded with other H.264 headers than the "
-                f"first ({path}); remove it and stitch again"
-            )

@@ -29,9 +29,11 @@ __all__ = [
     "CutClip",
     "Graph",
     "OutputSettings",
+    "PendingClip",
     "Timeline",
     "build_graph",
     "check_clips",
+    "decimal_text",
     "kept_duration",
     "max_transition",
     "plan_timeline",
@@ -124,6 +126,20 @@ class CutClip:
 
 
 @dataclass(frozen=True)
+class PendingClip:
+    """A shot whose clip does not exist yet, planned with the duration it is expected to have (the
+    shot's). A segment planned from it is keyed by what it really reads, so a wrong guess only
+    makes a segment no cut uses (stitch/plan.py)."""
+
+    shot_id: str
+    duration: float
+    trim_start: float = 0.0
+    trim_end: float | None = None
+    transition: str = "cut"
+    transition_duration: float = 0.0
+
+
+@dataclass(frozen=True)
 class OutputSettings:
     width: int = 1920
     height: int = 1080
@@ -167,8 +183,10 @@ def max_transition(prev_kept: float, next_kept: float) -> float:
     return min(prev_kept, next_kept) / 2
 
 
-def kept_duration(clip: CutClip) -> float:
-    end = clip.info.duration if clip.trim_end is None else clip.trim_end
+def kept_duration(clip: CutClip | PendingClip) -> float:
+    """The seconds of the clip that the cut keeps (its trim, else all of it)."""
+    whole = clip.info.duration if isinstance(clip, CutClip) else clip.duration
+    end = whole if clip.trim_end is None else clip.trim_end
     return end - clip.trim_start
 
 
@@ -181,7 +199,7 @@ def _round(x: Fraction) -> int:
     return math.floor(x + Fraction(1, 2))
 
 
-def _is_transition(clip: CutClip) -> bool:
+def _is_transition(clip: CutClip | PendingClip) -> bool:
     return clip.transition != "cut" and clip.transition_duration > 0
 
 
@@ -224,7 +242,7 @@ def check_clips(clips: Sequence[CutClip], output: OutputSettings) -> list[str]:
     return problems
 
 
-def plan_timeline(clips: Sequence[CutClip], fps: int) -> Timeline:
+def plan_timeline(clips: Sequence[CutClip | PendingClip], fps: int) -> Timeline:
     """Whole-frame and whole-sample placement of the clips (see the module docstring)."""
     frames: list[int] = []
     samples: list[int] = []
@@ -301,8 +319,8 @@ def _fit_filters(info: MediaInfo, out: OutputSettings) -> str:
     return f"scale={sw}:{sh}:flags={SWS_FLAGS},crop={out.width}:{out.height}:{x}:{y}"
 
 
-def _num(x: Fraction | float) -> str:
-    """A seconds value for a filter option: plain decimal, enough digits to land on the frame."""
+def decimal_text(x: Fraction | float) -> str:
+    """A number for a filter option (seconds, a level): plain decimal, enough digits to land on the frame."""
     text = f"{float(x):.9f}".rstrip("0").rstrip(".")
     return text or "0"
 
@@ -333,7 +351,7 @@ def video_chain(i: int, clip: CutClip, n: int, out: OutputSettings, *, first: in
 def _audio_chain(i: int, clip: CutClip, samples: int) -> str:
     if not clip.info.has_audio:
         return f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{_AFORMAT},atrim=end_sample={samples}[a{i}]"
-    trim = f"atrim=start={_num(clip.trim_start)},asetpts=PTS-STARTPTS," if clip.trim_start > 0 else ""
+    trim = f"atrim=start={decimal_text(clip.trim_start)},asetpts=PTS-STARTPTS," if clip.trim_start > 0 else ""
     return (
         f"[{i}:a:0]asetpts=PTS-STARTPTS,{trim}aresample={SAMPLE_RATE},{_AFORMAT},"
         f"apad=whole_len={samples},atrim=end_sample={samples}[a{i}]"
@@ -352,7 +370,7 @@ class Graph:
 
 def loudnorm_filter(measured: dict[str, str] | None, *, target: float = -16.0) -> str:
     """loudnorm for −16 LUFS; with ``measured`` (pass 1's JSON) it is the exact second pass."""
-    base = f"loudnorm=I={_num(target)}:TP=-1.5:LRA=11"
+    base = f"loudnorm=I={decimal_text(target)}:TP=-1.5:LRA=11"
     if measured is None:
         return base + ":print_format=json"
     return (
@@ -413,7 +431,7 @@ def build_graph(
         offset = Fraction(tl.starts[first], output.fps)
         if include_video:
             chains.append(
-                f"[v{cur}][v{nxt}]xfade=transition={name}:duration={_num(dur)}:offset={_num(offset)}[v_x{g}]"
+                f"[v{cur}][v{nxt}]xfade=transition={name}:duration={decimal_text(dur)}:offset={decimal_text(offset)}[v_x{g}]"
             )
         chains.append(f"[a{cur}][a{nxt}]acrossfade=ns={tl.xfade_samples[first]}:o=1:c1=tri:c2=tri[a_x{g}]")
         cur = f"_x{g}"
@@ -429,8 +447,8 @@ def build_graph(
         fade = min(Fraction(3), seconds / 3)
         chains.append(
             f"[{music_input}:a:0]aresample={SAMPLE_RATE},{_AFORMAT},asetpts=PTS-STARTPTS,"
-            f"atrim=end_sample={total},volume={_num(audio.music_volume)},"
-            f"afade=t=out:st={_num(seconds - fade)}:d={_num(fade)},apad=whole_len={total}[music]"
+            f"atrim=end_sample={total},volume={decimal_text(audio.music_volume)},"
+            f"afade=t=out:st={decimal_text(seconds - fade)}:d={decimal_text(fade)},apad=whole_len={total}[music]"
         )
         music = "[music]"
         if audio.duck:

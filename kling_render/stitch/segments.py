@@ -36,13 +36,14 @@ from kling_render.stitch.graph import (
     SWS_FLAGS,
     CutClip,
     OutputSettings,
+    PendingClip,
     Timeline,
-    _num,
+    decimal_text,
     plan_timeline,
     video_chain,
 )
 
-__all__ = ["SEGMENT_FORMAT", "Segment", "plan_segments", "segment_identity"]
+__all__ = ["SEGMENT_FORMAT", "Segment", "plan_segments", "segment_at", "segment_identity"]
 
 # Bumped whenever the way segments are cut or encoded changes: old cached segments stop matching.
 SEGMENT_FORMAT = 1
@@ -60,20 +61,28 @@ class Segment:
 def plan_segments(clips: Sequence[CutClip], output: OutputSettings) -> tuple[Timeline, list[Segment]]:
     """The timeline and one segment per clip (a segment of 0 frames is skipped by the encoder)."""
     tl = plan_timeline(clips, output.fps)
-    segments: list[Segment] = []
-    for i, clip in enumerate(clips):
-        n, into = tl.frames[i], tl.xfade[i]
-        out = tl.xfade[i + 1] if i + 1 < len(clips) else 0
-        frames = n - into
-        chains = [video_chain(0, clip, n, output, first=into, label="[own]")]
-        if out:
-            chains += _blend_out(clips[i + 1], frames, out, output)
-        else:
-            chains.append("[own]null[cut]")
-        chains.append(f"[cut]{NORMALISE}[vout]")
-        inputs = (i, i + 1) if out else (i,)
-        segments.append(Segment(i, inputs, tl.starts[i] + into, frames, ";\n".join(chains)))
-    return tl, segments
+    return tl, [segment_at(i, clips, tl, output) for i in range(len(clips))]
+
+
+def segment_at(i: int, clips: Sequence[CutClip | PendingClip], tl: Timeline, output: OutputSettings) -> Segment:
+    """Clip ``i``'s segment on the timeline ``tl``; it reads clip ``i`` and, when it ends with a
+    transition, clip ``i + 1`` (both must be clips, not pending ones: their stream headers shape
+    the graph). ValueError when one of them is pending."""
+    clip = clips[i]
+    n, into = tl.frames[i], tl.xfade[i]
+    out = tl.xfade[i + 1] if i + 1 < len(clips) else 0
+    following = clips[i + 1] if out else None
+    if not isinstance(clip, CutClip) or (following is not None and not isinstance(following, CutClip)):
+        raise ValueError(f"segment {i} reads a clip that does not exist yet")
+    frames = n - into
+    chains = [video_chain(0, clip, n, output, first=into, label="[own]")]
+    if following is not None:
+        chains += _blend_out(following, frames, out, output)
+    else:
+        chains.append("[own]null[cut]")
+    chains.append(f"[cut]{NORMALISE}[vout]")
+    inputs = (i, i + 1) if out else (i,)
+    return Segment(i, inputs, tl.starts[i] + into, frames, ";\n".join(chains))
 
 
 # Every segment's frames leave with the same colour tags (none), so every segment gets the same
@@ -100,7 +109,7 @@ def _blend_out(following: CutClip, frames: int, out: int, output: OutputSettings
     chains.append(video_chain(1, following, out, output, label="[head_420]"))
     chains.append(f"[head_420]{_TO_444}[head]")
     blend = "[cut]" if not body else "[blend]"
-    duration = _num(Fraction(out, output.fps))
+    duration = decimal_text(Fraction(out, output.fps))
     chains.append(f"[tail][head]xfade=transition={following.transition}:duration={duration}:offset=0,{_TO_420}{blend}")
     if body:
         # concat hands out microsecond timestamps: back to 1/fps, like every other segment

@@ -13,8 +13,9 @@ Two ways to read an entry:
   counted as done. A clip that does not match is a miss and is *quarantined*: moved with its
   sidecar to ``<root>/quarantine/<provider>/`` (never deleted, never reaching a cut), a line
   appended to ``quarantine/log.jsonl``, and listed in ``quarantined`` for the caller's events.
-  The sidecar's stream headers (``media``) come only with ``use``: they describe the clip that
-  was verified, and a replaced clip must be probed, not trusted.
+  The sidecar's stream headers (``media``) are informational only: anyone can edit a sidecar, so
+  what the stitch relies on comes from the probe memo (:mod:`kling_render.store.probes`), keyed
+  by the clip's sha256 and written only by this machine's own checks.
 
 Re-hashing every clip on every command would cost a no-op render of 20 1080p clips about as
 much as the rest of it (see benchmarks/bench_cache_verify.py), so ``use`` keeps a memo beside
@@ -38,7 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
@@ -48,6 +49,10 @@ from kling_render.fsutil import atomic_path, atomic_write_json, fsync_dir, pid_a
 from kling_render.jobs import valid_task_id
 from kling_render.masking import mask_json
 from kling_render.records.state import STATE_DIR, now_iso
+
+if TYPE_CHECKING:
+    from kling_render.media.check import CheckedClip
+    from kling_render.store.probes import ProbeMemo
 
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -114,6 +119,7 @@ class ClipCache:
         self.tmp_dir = root / "tmp"
         self.quarantine_dir = root / "quarantine"
         self.quarantined: list[Quarantined] = []  # by this instance, in order (for events)
+        self._memo: ProbeMemo | None = None
 
     @classmethod
     def for_project(cls, project_path: Path) -> ClipCache:
@@ -133,6 +139,29 @@ class ClipCache:
 
     def memo_path(self, provider: str, key: str) -> Path:
         return self.clip_path(provider, key).with_suffix(MEMO_SUFFIX)
+
+    def owner_of(self, path: Path) -> tuple[str, str] | None:
+        """(provider, key) when ``path`` is an entry's clip file in this cache; else None."""
+        try:
+            rel = path.resolve().relative_to(self.root.resolve())
+        except (ValueError, OSError):
+            return None
+        parts = rel.parts
+        if len(parts) != 3 or not parts[2].endswith(".mp4"):
+            return None
+        provider, key = parts[0], parts[2][:-4]
+        if not _NAME_RE.match(provider) or not _KEY_RE.match(key) or parts[1] != key[:2]:
+            return None
+        return provider, key
+
+    @property
+    def probes(self) -> ProbeMemo:
+        """What this machine checked about clips, by sha256 (store/probes.py)."""
+        if self._memo is None:
+            from kling_render.store.probes import ProbeMemo
+
+            self._memo = ProbeMemo(self.root)
+        return self._memo
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -241,6 +270,17 @@ class ClipCache:
         with contextlib.suppress(OSError), atomic_path(self.memo_path(provider, key), durable=False) as tmp:
             tmp.write_text(json.dumps({"sha256": sha256, "stat": stamp}), encoding="utf-8")
 
+    def quarantine(self, provider: str, key: str, reason: str) -> Quarantined | None:
+        """Move the entry aside as damaged (``reason`` says why: it failed to decode, say); it is
+        reported in ``quarantined``. None when there is no such clip."""
+        try:
+            stamp = _stamp(self.clip_path(provider, key))
+        except OSError:
+            return None
+        before = len(self.quarantined)
+        self._quarantine(provider, key, stamp, reason)
+        return self.quarantined[-1] if len(self.quarantined) > before else None
+
     def set_aside(self, provider: str, key: str, reason: str) -> None:
         """Move a sound entry aside as the quarantine does (not reported as damage), so that another
         clip can take its key: the shared remote holds a different clip for it, which every
@@ -300,29 +340,43 @@ class ClipCache:
     # -- adding ------------------------------------------------------------------------------
 
     def put(
-        self, provider: str, key: str, src: Path, meta: ClipMeta, *, sha256: str | None = None
+        self,
+        provider: str,
+        key: str,
+        src: Path,
+        meta: ClipMeta,
+        *,
+        sha256: str | None = None,
+        checked: CheckedClip | None = None,
+        replace: bool = False,
     ) -> CachedClip:
         """Move the verified file ``src`` (inside ``tmp/``) into the cache as ``key``.
 
         Idempotent: when ``key`` is already cached the existing entry is kept and ``src`` is
-        removed. ``sha256`` saves re-hashing when the caller already has it.
+        removed, unless ``replace`` (``stitch --force``: the new file takes the entry's place,
+        atomically). ``sha256`` saves re-hashing when the caller already has it; ``checked``, the
+        structural check of these bytes, is memoized under their digest (store/probes.py).
         """
         clip = self.clip_path(provider, key)
         self.use(provider, key)  # a damaged entry is moved aside, not kept in place of this clip
+        if checked is not None:
+            sha256 = sha256 or checked.sha256
+            if checked.sha256 == sha256:
+                self.probes.put(checked)
         try:
-            return self._put(provider, key, clip, src, meta, sha256)
+            return self._put(provider, key, clip, src, meta, sha256, replace)
         except OSError as exc:  # disk full, permissions: the run stops with one clear line
             with contextlib.suppress(OSError):
                 src.unlink()
             raise StateError(f"cannot add {clip.name} to the clip cache {self.root}: {exc.strerror or exc}") from None
 
     def _put(
-        self, provider: str, key: str, clip: Path, src: Path, meta: ClipMeta, sha256: str | None
+        self, provider: str, key: str, clip: Path, src: Path, meta: ClipMeta, sha256: str | None, replace: bool
     ) -> CachedClip:
         clip.parent.mkdir(parents=True, exist_ok=True)
         # One writer at a time across processes sharing this cache (KLING_RENDER_CACHE).
         with filelock.FileLock(str(self.root / ".put.lock"), timeout=60):
-            existing = self.get(provider, key)
+            existing = None if replace else self.get(provider, key)
             if existing is not None:
                 src.unlink(missing_ok=True)
                 return existing
@@ -340,6 +394,8 @@ class ClipCache:
             }
             if meta.media is not None:
                 sidecar["media"] = meta.media
+            if replace:  # the old memo names the old file: gone first, so nothing trusts it meanwhile
+                self.memo_path(provider, key).unlink(missing_ok=True)
             atomic_write_json(self.meta_path(provider, key), sidecar)
             with src.open("rb+") as fh:
                 os.fsync(fh.fileno())

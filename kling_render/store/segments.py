@@ -18,6 +18,12 @@ Clean-up (:meth:`SegmentStore.sweep`, after every stitch that encoded something)
 
 So a project keeps the segments an undo of its latest edits would need, and the area does not
 grow with the number of edits. "Used" is the sidecar's mtime, touched at each use.
+
+The audio pass's result is kept here too, under its own key (stitch/plan.py): a re-stitch whose
+sound did not change (a transition type, the output size) does not mix it again.
+
+A :class:`SegmentSource` (the shared remote's segments, store/remote/segments.py) is asked for a
+segment before it is encoded, and given every segment this machine encodes.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import filelock
 
 from kling_render.plan.keys import doc_key
 from kling_render.store.cache import ClipCache, ClipMeta, Quarantined
 
-__all__ = ["AREA", "SegmentStore", "Sweep", "segment_key"]
+__all__ = ["AREA", "SegmentSource", "SegmentStore", "Sweep", "segment_key"]
 
 AREA = "segments"
 IN_USE_SECONDS = 3600.0
@@ -46,6 +53,21 @@ MIN_AREA_BYTES = 2 * 1024**3
 def segment_key(identity: Mapping[str, object]) -> str:
     """The cache key of a segment: the sha256 of its identity as canonical JSON."""
     return doc_key(identity, ascii_only=True)
+
+
+class SegmentSource(Protocol):
+    """Where segments made elsewhere come from, and where this machine's go (the shared remote)."""
+
+    def fetch(self, key: str, store: SegmentStore, frames: int | None) -> Path | None:
+        """Bring the segment ``key`` into ``store``, checked (its sha256, its size, its structure and,
+        given ``frames``, that it holds that many video frames); its path there, or None when the
+        source has none or only a damaged one."""
+        ...
+
+    def push(self, key: str, path: Path) -> None:
+        """Offer the segment ``key`` (a file in the store) to the others; never raises for a failure
+        to reach them (the next stitch simply encodes it)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,14 +96,24 @@ class SegmentStore:
         return None if entry is None else entry.path
 
     @contextlib.contextmanager
-    def temp_file(self) -> Iterator[Path]:
+    def temp_file(self, suffix: str = ".mp4") -> Iterator[Path]:
         """Where ffmpeg writes a segment before :meth:`put` (removed on exit unless put)."""
-        with self.cache.temp_file(".mp4") as path:
+        with self.cache.temp_file(suffix) as path:
             yield path
 
-    def put(self, key: str, src: Path, frames: int, fps: int) -> Path:
-        entry = self.cache.put(AREA, key, src, ClipMeta(duration=frames / fps, model="segment"))
+    def put(
+        self, key: str, src: Path, seconds: float, *, sha256: str | None = None, replace: bool = False
+    ) -> Path:
+        """Add the encoded ``src`` (a :meth:`temp_file`) of ``seconds`` (0: not known) as ``key``; its
+        path in the store. An entry already there is kept (and ``src`` dropped) unless ``replace``."""
+        meta = ClipMeta(duration=seconds, model="segment")
+        entry = self.cache.put(AREA, key, src, meta, sha256=sha256, replace=replace)
         return entry.path
+
+    def entry(self, key: str) -> tuple[str, int] | None:
+        """(sha256, size) the store records for ``key`` (no check of the file: :meth:`use` does)."""
+        found = self.cache.get(AREA, key)
+        return None if found is None else (found.sha256, found.size)
 
     def sweep(self, keep: Iterable[str], *, now: float | None = None) -> Sweep:
         """Remove unused segments by the rules in the module docstring; never one in ``keep``."""

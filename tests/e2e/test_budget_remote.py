@@ -1,6 +1,7 @@
-"""One budget per project across machines (issue 23 item 24), through the real CLI against the
-stand-in WaveSpeed and a real S3 API (moto): a shard refuses to start when the whole project's
-plan is over the budget, and the spend every machine holds on the remote never passes it."""
+"""One budget per project across machines (issue 23 item 24), against the stand-in WaveSpeed and a
+real S3 API (moto), the machines one after the other (their commands in this process,
+teams_kit.checkouts): a shard refuses to start when the whole project's plan is over the budget,
+and the spend every machine holds on the remote never passes it."""
 
 from __future__ import annotations
 

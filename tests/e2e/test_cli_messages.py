@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
 
 from kling_render.media import ffmpeg
@@ -107,7 +108,10 @@ def test_a_directory_finds_its_project_file(ws: Workspace) -> None:
 
 
 def test_stitch_json_and_wait_lock(ws: Workspace) -> None:
-    assert ws.render("--no-stitch").returncode == 0
+    ws.in_process = True
+    with small_animatics():  # the clips made here (in this process) are small: the lock is the subject
+        assert ws.render("--no-stitch").returncode == 0
+    ws.in_process = False
     store = StateStore.for_project(ws.project, "local").open()  # another run holds the project
     try:
         busy = ws.cli("stitch", str(ws.project), "--wait-lock", "0.3", "--json")

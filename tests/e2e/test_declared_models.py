@@ -3,7 +3,8 @@
 Located errors for every kind of bad field spec; declared fields validated in shots (types by
 the schema, enums and ranges by the model rules); prices with sound and video multipliers; and
 a project whose only model is declared, rendered through the stand-in server as a separate
-process: the paid tasks counted and the exact wire bodies checked.
+process: the paid tasks counted and the exact wire bodies checked (the commands in this process,
+``in_process``).
 """
 
 from __future__ import annotations
@@ -410,7 +411,7 @@ def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake_proc
     root = tmp_path / "declared"
     root.mkdir()
     (root / "project.yaml").write_text(DECLARED_PROJECT)
-    ws = Workspace(root, ws_env(fake_process.base_url))
+    ws = Workspace(root, ws_env(fake_process.base_url), in_process=True)
     plan = ws.plan()
     assert {s["id"]: s["cost_usd"] for s in plan["shots"]} == {"wide": 0.336, "tall": 0.672}
 
@@ -451,6 +452,7 @@ def test_a_declared_model_renders_through_the_stand_in(tmp_path: Path, fake_proc
     ws.assert_no_secret()
 
 
+@pytest.mark.usefixtures("small_local")  # a small 9:16 animatic is still taller than wide
 def test_a_builtin_text_to_video_shot_renders_offline(tmp_path: Path) -> None:
     from e2e_cli import base_env
 
@@ -462,7 +464,7 @@ def test_a_builtin_text_to_video_shot_renders_offline(tmp_path: Path) -> None:
         "  - {id: a, model: kling-v3.0-std/text-to-video, prompt: 'a mug', duration: 3, aspect_ratio: '9:16'}\n"
         "output: {path: renders/final.mp4, width: 180, height: 320, fps: 24}\n"
     )
-    ws = Workspace(root, base_env())
+    ws = Workspace(root, base_env(), in_process=True)
     done = ws.render("--provider", "local")
     assert done.returncode == 0, done.stderr
     (clip,) = ws.clips("local")

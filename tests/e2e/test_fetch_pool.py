@@ -23,6 +23,7 @@ from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed, clip_bytes
 
 from kling_render.jobs import Job
+from kling_render.media.check import CheckedClip
 from kling_render.providers.wavespeed.client import WaveSpeedProvider
 from kling_render.records.state import StateStore, read_ledger
 from kling_render.run.fetcher import FetchPool
@@ -105,12 +106,14 @@ def test_a_slow_download_holds_no_slot_other_shots_are_submitted_and_finished_me
     assert b_submit.at > first_output.at  # b was submitted while a's clip was still coming in
 
 
-def test_a_corrupt_download_is_fetched_again_and_costs_nothing_more(
-    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
+@pytest.mark.parametrize("kind", ["html", "cut_short"])
+def test_a_download_that_fails_its_check_is_fetched_again_and_costs_nothing_more(
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path, kind: str
 ) -> None:
-    """Bit rot in the middle of a clip (length and container intact) fails the full decode; a
-    second download of the same task is clean: one task per shot."""
-    fake_wavespeed.faults.add("corrupt", "/outputs/", count=1)
+    """A web page where the clip should be, or a clip cut short (a complete HTTP answer of half
+    the file) fails the structural check; a second download of the same task is clean: one task
+    per shot."""
+    fake_wavespeed.faults.add(kind, "/outputs/", count=1)
     report = render(fake_wavespeed, tmp_path, concurrency=3)
     assert report.exit_code == 0, report.to_json()
     assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)
@@ -118,26 +121,27 @@ def test_a_corrupt_download_is_fetched_again_and_costs_nothing_more(
     assert downloads == [1, 1, 2]
 
 
-def test_a_clip_corrupt_at_every_download_is_kept_and_fetched_again_for_free(
+def test_a_clip_bad_at_every_download_is_kept_and_fetched_again_for_free(
     fake_wavespeed: FakeWaveSpeed, tmp_path: Path
 ) -> None:
-    """Both downloads of a's task are corrupt: that task is unusable (paid, counted in the ledger)
+    """Both downloads of a's task are cut short: that task is unusable (paid, counted in the ledger)
     and kept, not paid again this run; the next run fetches it again (free), and it is good now."""
-    fake_wavespeed.faults.add("corrupt", "/outputs/", count=2)
+    fake_wavespeed.faults.add("cut_short", "/outputs/", count=2)
     report = render(fake_wavespeed, tmp_path, concurrency=1)
     assert report.exit_code == 1 and report.outcomes["a"].status == "failed", report.to_json()
     assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)
     ledger = read_ledger(tmp_path / "state.json")[JOBS[0].key]
     assert [t.outcome for t in ledger.tasks] == ["unusable"]
     assert "not a valid clip" in (ledger.tasks[0].error or "")
+    assert "truncated" in (ledger.tasks[0].error or "")  # the check says what is wrong
     again = render(fake_wavespeed, tmp_path, concurrency=1)
     assert again.exit_code == 0, again.to_json()
     assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)  # fetched again for free
     assert [t.outcome for t in read_ledger(tmp_path / "state.json")[JOBS[0].key].tasks] == ["done"]
 
 
-def test_a_clip_corrupt_at_every_task_stops_at_the_lifetime_cap(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
-    fake_wavespeed.faults.add("corrupt", "/outputs/", count=1000)
+def test_a_clip_bad_at_every_task_stops_at_the_lifetime_cap(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
+    fake_wavespeed.faults.add("html", "/outputs/", count=1000)
     for paid in (1, 2, 3):  # one paid task per shot and run: each kept task is fetched again first
         report = render(fake_wavespeed, tmp_path, concurrency=3)
         assert report.exit_code == 1
@@ -147,11 +151,24 @@ def test_a_clip_corrupt_at_every_task_stops_at_the_lifetime_cap(fake_wavespeed: 
     assert submits_by_shot(fake_wavespeed) == Counter(a=3, b=3, c=3)  # the cap of 3, and not one more
 
 
+def test_bit_rot_passes_the_download_check_and_is_left_to_the_stitch_decode(
+    fake_wavespeed: FakeWaveSpeed, tmp_path: Path
+) -> None:
+    """Flipped bits inside a NAL unit's payload keep the file's structure: no decode at download
+    (the stitch's segment encode is the one decode, and it fails loudly: unit/test_clip_check.py), so
+    the shot is done with one download and one task."""
+    fake_wavespeed.faults.add("corrupt", "/outputs/", count=100)
+    report = render(fake_wavespeed, tmp_path, concurrency=3)
+    assert report.exit_code == 0, report.to_json()
+    assert submits_by_shot(fake_wavespeed) == Counter(a=1, b=1, c=1)
+    assert sorted(t.downloads for t in fake_wavespeed.tasks.values()) == [1, 1, 1]
+
+
 def test_checks_run_at_most_one_per_core(fake_wavespeed: FakeWaveSpeed, tmp_path: Path) -> None:
     running, most = 0, 0
     lock = threading.Lock()
 
-    def verify(path: Path) -> tuple[float, dict[str, Any] | None]:
+    def verify(path: Path) -> CheckedClip:
         nonlocal running, most
         with lock:
             running += 1
@@ -173,10 +190,10 @@ def test_the_stand_in_serves_real_720p_media(tmp_path: Path) -> None:
     assert data == clip_bytes(3, "16:9", False, "720p")
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(data)
-    duration, media = default_verify(clip)
-    assert duration == pytest.approx(3, abs=1 / 24)
-    assert media is not None and (media["width"], media["height"]) == (1280, 720)
-    assert media["fps"] == "24/1" and media["video_codec"] == "h264"
+    checked = default_verify(clip)
+    assert checked.duration == pytest.approx(3, abs=1 / 24) and checked.frames == 72
+    assert (checked.info.width, checked.info.height) == (1280, 720)
+    assert checked.info.fps == 24 and checked.info.video_codec == "h264"
     assert len(data) / 3 > 800_000  # a real bitrate (~1.25 MB/s), not a test pattern's few KB
 
 

@@ -1,6 +1,7 @@
-"""Generated inputs through the real CLI against the WaveSpeed stand-in (issue 21's "Done when"),
+"""Generated inputs against the WaveSpeed stand-in (issue 21's "Done when", through the real CLI),
 counting paid tasks throughout: an image model declared under `models:` makes a still that feeds
-two shots, a continuity chain a -> b -> c, and a shot with two takes."""
+two shots, a continuity chain a -> b -> c, and a shot with two takes. The other tests run the
+commands in this process (``in_process``)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
     root = tmp_path / "story"
     root.mkdir()
     (root / "project.yaml").write_text(PROJECT, encoding="utf-8")
-    return Workspace(root, ws_env(fake_process.base_url))
+    return Workspace(root, ws_env(fake_process.base_url), in_process=True)
 
 
 def paid(fake_process: FakeProcess) -> Counter[str]:
@@ -80,6 +81,7 @@ def render(ws: Workspace, *args: str) -> None:
 def test_a_still_a_chain_and_takes_pay_each_step_once_and_edits_pay_what_they_change(
     ws: Workspace, fake_process: FakeProcess
 ) -> None:
+    ws.in_process = False  # the real CLI
     render(ws)
     # the still, a and a#2, b, c, d: one task each
     assert paid(fake_process) == Counter(hero=1, a=2, b=1, c=1, d=1)

@@ -14,7 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
+
+# Local clips rendered by a test (an edited shot) are small too: the cut's rules are the subject.
+pytestmark = pytest.mark.usefixtures("small_local")
 
 PROJECT = """\
 version: 1
@@ -57,7 +61,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     shutil.copytree(EXAMPLE / "audio", root / "audio")
     (root / "project.yaml").write_text(PROJECT)
     ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(clips)), in_process=True)
-    done = ws.render()
+    with small_animatics():  # the clips' pictures are no subject here
+        done = ws.render()
     assert done.returncode == 0, done.stderr
     assert "final cut: " in done.stderr
     return ws

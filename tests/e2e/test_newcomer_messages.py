@@ -2,7 +2,10 @@
 
 YAML errors point at the broken line; "did you mean" for near misses; ``validate --json`` and
 ``--format github`` list the errors for machines; PROJECT defaults to the current directory;
-``models --check-prices --json`` is strict JSON. Every case runs the real CLI.
+``models --check-prices --json`` is strict JSON. The commands run in this process (``kr``: click's
+runner with the environment and working directory given, as the process would have them); the
+real CLI where a whole stderr is compared (``--only``'s suggestion, a missing key) and for one
+YAML error.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cli import EXAMPLE, Workspace, base_env, ws_env
+from e2e_cli import EXAMPLE, Workspace, base_env, invoke, ws_env
 from e2e_fake import FakeProcess
 from fake_wavespeed import FakeWaveSpeed
 
@@ -40,6 +43,12 @@ SHOT = """\
 
 
 def kr(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``kling-render ARGS`` in this process (see e2e_cli.invoke)."""
+    return invoke(list(args), env=env or base_env(), cwd=cwd)
+
+
+def kr_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``kling-render ARGS`` as its own process: the real CLI."""
     return subprocess.run(
         [sys.executable, "-m", "kling_render", *args],
         cwd=cwd, env=env or base_env(), capture_output=True, text=True, timeout=120, check=False,
@@ -56,11 +65,12 @@ def files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
-def errors_of(root: Path, text: str, *args: str) -> list[tuple[int, int, str]]:
-    """validate p.yaml: exit 2, located lines only, nothing written; (line, column, rest) per error."""
+def errors_of(root: Path, text: str, *args: str, real: bool = False) -> list[tuple[int, int, str]]:
+    """validate p.yaml: exit 2, located lines only, nothing written; (line, column, rest) per error
+    (``real``: the real CLI)."""
     (root / "p.yaml").write_text(text)
     before = files(root)
-    done = kr("validate", "p.yaml", *args, cwd=root)
+    done = (kr_process if real else kr)("validate", "p.yaml", *args, cwd=root)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -108,7 +118,7 @@ GOOD = HEAD + shots(4)  # shot s3's lines are 18-20
 def test_a_yaml_error_is_reported_at_the_broken_line(
     root: Path, name: str, line_no: int, new: str, at: int, words: str
 ) -> None:
-    ((line, column, rest),) = errors_of(root, _break(GOOD, line_no, new))
+    ((line, column, rest),) = errors_of(root, _break(GOOD, line_no, new), real=name == "a tab")
     assert line == at, (name, line, rest)
     assert column >= 1 and rest.startswith("invalid YAML: ") and words in rest, rest
     assert "{{" not in rest, f"no quoting hint where no {{{{ is involved: {rest}"
@@ -158,7 +168,7 @@ def test_near_misses_get_one_suggestion_on_their_own_line(root: Path) -> None:
 
 def test_only_suggests_the_shot_id(root: Path) -> None:
     (root / "project.yaml").write_text(HEAD + SHOT.format(id="intro", prompt="x") + SHOT.format(id="pour", prompt="y"))
-    done = kr("plan", "--only", "intr", cwd=root)
+    done = kr_process("plan", "--only", "intr", cwd=root)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --only: no shot named intr in project.yaml (did you mean 'intro'?)"
     done = kr("plan", "--only", "zzz", cwd=root)
@@ -251,7 +261,7 @@ def test_a_non_finite_price_is_an_error_and_the_json_stays_strict(
     tmp_path: Path, fake_wavespeed: FakeWaveSpeed, bad: float
 ) -> None:
     fake_wavespeed.prices["kling-v3.0-pro/image-to-video"] = (bad, 1.5, None)
-    ws = Workspace(tmp_path, ws_env(fake_wavespeed.base_url))
+    ws = Workspace(tmp_path, ws_env(fake_wavespeed.base_url), in_process=True)
     done = ws.cli("models", "--check-prices", "--json")
     assert done.returncode == 1, done.stderr
     checks = {(c["model"], c["case"]): c for c in strict(done.stdout)}
@@ -282,7 +292,7 @@ def test_key_and_account_problems_say_what_to_fix(
 ) -> None:
     from e2e_cli import small_workspace
 
-    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    ws = small_workspace(tmp_path / "small", ws_env(fake_process.base_url), in_process=True)
     fake_process.fault(kind, "/api/v3/kwaivgi/", count=100)
     done = ws.render("--no-stitch")
     assert done.returncode == code, done.stderr

@@ -3,9 +3,10 @@
 A Markdown plan always fits in a comment and carries its marker; ``plan --detailed-exitcode``
 tells CI what the plan means; the cost change compares like with like (a free local preview is
 no price baseline); storage errors say in one line what is wrong and which variable to set, and
-plan/status name the remote. Every case runs the real CLI, except the cost-change counting, which
-runs the commands in this process (``in_process``). The small project rendered by the local
-provider is rendered once per module and copied.
+plan/status name the remote. The remote's errors (one line on the process's stderr) and the large
+plans run the real CLI, and so does one ``--detailed-exitcode``; the other exit codes and the
+cost-change counting run the commands in this process (``in_process``). The small project rendered
+by the local provider is rendered once per module and copied.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case
+from conftest import S3_KEY_ID, S3_SECRET, S3_TOKEN, S3Case, small_animatics
 from e2e_cli import EXAMPLE, Workspace, base_env
 from s3_proxy import Rule, S3Proxy
 
@@ -136,10 +137,11 @@ SMALL_LOCAL = SMALL.replace("provider: wavespeed", "provider: local")
 
 @pytest.fixture(scope="module")
 def rendered_locally(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SMALL_LOCAL rendered once (four animatics and the cut; the clip cache is inside the folder)."""
+    """SMALL_LOCAL rendered once (four small animatics and the cut; the clip cache is inside the folder)."""
     ws = workspace(tmp_path_factory.mktemp("rendered") / "w", SMALL_LOCAL)
     ws.in_process = True
-    done = ws.cli("render", "--poll-interval", "0.05")
+    with small_animatics():
+        done = ws.cli("render", "--poll-interval", "0.05")
     assert done.returncode == 0, done.stderr
     return ws.root
 
@@ -152,9 +154,11 @@ def rendered_copy(tmp_path: Path, rendered_locally: Path) -> Workspace:
 
 def test_detailed_exitcode_says_nothing_changes_or_over_budget(tmp_path: Path, rendered_locally: Path) -> None:
     fresh = workspace(tmp_path / "fresh", SMALL_LOCAL)
-    assert fresh.cli("plan", "--detailed-exitcode").returncode == 2  # everything to render
+    assert fresh.cli("plan", "--detailed-exitcode").returncode == 2  # everything to render (the real CLI)
+    fresh.in_process = True
     assert fresh.cli("plan").returncode == 0  # without the flag: 0 as before
     ws = rendered_copy(tmp_path, rendered_locally)
+    ws.in_process = True
     done = ws.cli("plan", "--detailed-exitcode", "--format", "markdown")
     assert done.returncode == 0, done.stdout + done.stderr  # all cached, nothing changed since the lock
     assert done.stdout.startswith(MARKER)
@@ -172,10 +176,13 @@ def test_detailed_exitcode_says_nothing_changes_or_over_budget(tmp_path: Path, r
 # -- item 18: the cost change compares like with like ------------------------------------------------
 
 
-def test_a_local_preview_is_no_price_baseline(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "w", SMALL)
+def test_a_local_preview_is_no_price_baseline(tmp_path: Path, rendered_locally: Path) -> None:
+    # SMALL rendered by `render --provider local` (the same clips and lock as the module's render)
+    ws = rendered_copy(tmp_path, rendered_locally)
+    ws.in_process = True
+    ws.edit("provider: local", "provider: wavespeed")
     done = ws.cli("render", "--provider", "local", "--poll-interval", "0.05")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "4 cached; spent $0.0000" in done.stderr, done.stderr
     ws.edit("shot c", "shot c, pour slowly")  # one o3 shot changes: 4 s x 0.18 = $0.72
     md = plan(ws, "--format", "markdown")  # priced for wavespeed against a lock made by local
     line = next(x for x in md.splitlines() if x.startswith("**Project cost:**"))

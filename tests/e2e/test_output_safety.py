@@ -1,7 +1,8 @@
 """Outputs (SPEC §8): a non-http(s) output URL, a redirect to file:, and a download over the size
 cap fail THAT shot with a clear reason; the other shots complete, nothing is written outside the
 cache, no partial file is left. And the API key appears in no file written and no line printed,
-even with --verbose and when the server rejects it (the fake's 401 echoes the token)."""
+even with --verbose and when the server rejects it (the fake's 401 echoes the token): the real
+CLI. The bad outputs run the render in this process (``e2e_cli.invoke``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from e2e_cli import invoke
 from fake_wavespeed import FakeWaveSpeed
 from stress_kit import API_KEY, OTHER_MODEL, cli_cmd, cli_env, render_args, state_of, write_project
 
@@ -25,14 +27,8 @@ def files_under(root: Path) -> dict[Path, float]:
 
 
 def render(project: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*render_args(project, concurrency=3), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """``kling-render render PROJECT ...`` in this process."""
+    return invoke([*render_args(project, concurrency=3)[3:], *extra], env=env, cwd=project.parent)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,13 @@
-"""Issue 3 end to end: the real ``kling-render`` CLI in a subprocess, as a user runs it.
+"""Issue 3 end to end: the ``kling-render`` CLI as a user runs it.
 
 Offline with ``--provider local`` (no key, no network), and against the fake WaveSpeed server
 running as its own process on 127.0.0.1 (``tests/e2e_fake.py``): submits counted from what the
 server received, resume and cache rules, plan before the run, budget, injected faults, and the
 API key kept out of every file and every line the CLI prints.
+
+The real CLI in a subprocess: the whole resume/edit/budget story, the key never printed, and a
+missing key. The injected faults and the offline renders run the commands in this process
+(``in_process``): what a run decides is the subject there, not the interpreter.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import small_animatics
 from e2e_cli import (
     EXAMPLE,
     SECRET,
@@ -32,8 +37,9 @@ from e2e_cli import (
 )
 from e2e_fake import FakeProcess
 
-from kling_render.app import pipeline
-from kling_render.media.probe import MediaInfo, probe
+from kling_render.app import cut as app_cut
+from kling_render.fsutil import sha256_file
+from kling_render.media.probe import probe
 from kling_render.project.project import load_project
 
 pytestmark = pytest.mark.stand_in(latency=0.3)
@@ -43,7 +49,7 @@ FRAME = 1 / 24
 
 @pytest.fixture
 def ws(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
-    return small_workspace(tmp_path / "small", ws_env(fake_process.base_url))
+    return small_workspace(tmp_path / "small", ws_env(fake_process.base_url), in_process=True)
 
 
 def stderr_spent(done: object) -> str:
@@ -90,17 +96,38 @@ def test_full_example_renders_offline_with_no_key(tmp_path: Path) -> None:
     print(f"full example rendered offline in {elapsed:.1f}s")
 
 
-def test_small_project_renders_offline_with_music(tmp_path: Path) -> None:
-    """Offline and keyless: every clip, then a cut of the right length with a music bed."""
-    text = (
-        SMALL_PROJECT_LOCAL
-        + "audio: {music: audio/bed.mp3, music_volume: 0.3, duck: true, normalize: true}\n"
+SMALL_PROJECT_LOCAL = SMALL_PROJECT.replace("provider: wavespeed\n", "")
+
+
+@pytest.fixture(scope="module")
+def local_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_PROJECT_LOCAL's three animatics (small ones: conftest.small_animatics), rendered once
+    for the module (``--no-stitch``): the offline tests copy the folder (project, state and clip cache)."""
+    ws = small_workspace(tmp_path_factory.mktemp("local") / "small", base_env(), SMALL_PROJECT_LOCAL, in_process=True)
+    with small_animatics():
+        done = ws.cli("render", str(ws.project), "--provider", "local", "--no-stitch")
+    assert done.returncode == 0, done.stderr
+    assert "3 done; spent $0.0000" in done.stderr  # offline and keyless: every clip
+    assert not ws.final_cut.exists()
+    return ws.root
+
+
+def local_copy(tmp_path: Path, local_clips: Path) -> Workspace:
+    shutil.copytree(local_clips, tmp_path / "small")
+    return Workspace(tmp_path / "small", base_env(), in_process=True)
+
+
+def test_small_project_renders_offline_with_music(tmp_path: Path, local_clips: Path) -> None:
+    """Offline and keyless: every clip (the module's render), then a cut of the right length with a
+    music bed."""
+    ws = local_copy(tmp_path, local_clips)
+    ws.project.write_text(
+        SMALL_PROJECT_LOCAL + "audio: {music: audio/bed.mp3, music_volume: 0.3, duck: true, normalize: true}\n"
     )
-    ws = small_workspace(tmp_path / "small", base_env(), text)
     shutil.copytree(EXAMPLE / "audio", ws.root / "audio")
     done = ws.cli("render", str(ws.project), "--provider", "local")
     assert done.returncode == 0, done.stderr
-    assert "3 done; spent $0.0000" in done.stderr
+    assert "3 cached; spent $0.0000" in done.stderr  # music is no input of a clip
     assert len(ws.clips("local")) == 3 and not (ws.cache_dir / "wavespeed").exists()
     info = decodes(ws.final_cut)
     assert info.duration == pytest.approx(SMALL_CUT_SECONDS, abs=2 * FRAME)
@@ -112,13 +139,11 @@ def test_small_project_renders_offline_with_music(tmp_path: Path) -> None:
     assert missing.returncode == 1 and all(s in missing.stderr for s in SMALL_SHOTS)
 
 
-SMALL_PROJECT_LOCAL = SMALL_PROJECT.replace("provider: wavespeed\n", "")
-
-
 # -- against the fake WaveSpeed server -------------------------------------------------------
 
 
 def test_render_resume_edit_only_status_budget(ws: Workspace, fake_process: FakeProcess) -> None:
+    ws.in_process = False  # the real CLI, every step
     plan = ws.plan()
     assert plan["provider"] == "wavespeed"
     assert [(s["id"], s["status"]) for s in plan["shots"]] == [(s, "render") for s in SMALL_SHOTS]
@@ -312,32 +337,37 @@ def test_missing_or_malformed_key_is_one_clear_error(tmp_path: Path, fake_proces
     assert fake_process.requests() == []
 
 
-def test_stitch_takes_clip_headers_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The render records each clip's stream headers in its cache sidecar, so a stitch starts no
-    ffmpeg probe per clip; the cut is byte-identical to one made from probed headers."""
+def test_stitch_takes_clip_headers_from_the_memo_of_its_own_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_clips: Path
+) -> None:
+    """The render's download check (the module's render, ``--no-stitch``) remembers each clip's
+    stream headers under its sha256 (the probe memo), so a stitch starts no ffmpeg probe and checks
+    no clip; without the memo (a cache from an older version) each clip is checked once,
+    structurally (no ffmpeg either), and the cut is the same."""
     monkeypatch.delenv("KLING_RENDER_CACHE", raising=False)
-    ws = small_workspace(tmp_path / "small", base_env(), SMALL_PROJECT_LOCAL)
-    done = ws.cli("render", str(ws.project), "--provider", "local", "--no-stitch")
-    assert done.returncode == 0, done.stderr
+    ws = local_copy(tmp_path, local_clips)
     clips = ws.clips("local")
     assert len(clips) == 3
+    from kling_render.store.probes import ProbeMemo
+
+    memo = ProbeMemo(ws.cache_dir)
     for clip in clips:
-        recorded = json.loads(clip.with_suffix(".json").read_text())["media"]
-        assert MediaInfo.from_json(recorded) == probe(clip)
+        checked = memo.get(sha256_file(clip))
+        assert checked is not None and checked.info == probe(clip)
     project = load_project(ws.project)
     probe_module = importlib.import_module("kling_render.media.probe")  # the package re-exports probe()
+    probes_module = importlib.import_module("kling_render.store.probes")
     probed: list[Path] = []
+    checked_paths: list[Path] = []
     monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
-    from_sidecars = pipeline.stitch(project, "local").path.read_bytes()
-    assert probed == []
-    for clip in clips:  # sidecars as an older version wrote them: no headers
-        sidecar = clip.with_suffix(".json")
-        doc = json.loads(sidecar.read_text())
-        del doc["media"]
-        sidecar.write_text(json.dumps(doc))
-    from_probes = pipeline.stitch(project, "local", force=True).path.read_bytes()
-    assert sorted(probed) == clips
-    assert from_sidecars == from_probes
+    real_check = probes_module.check_structure
+    monkeypatch.setattr(probes_module, "check_structure", lambda path: checked_paths.append(path) or real_check(path))
+    from_memo = app_cut.stitch(project, "local").path.read_bytes()
+    assert probed == [] and checked_paths == []
+    shutil.rmtree(ws.cache_dir / "probes")  # as an older version left the cache
+    from_checks = app_cut.stitch(project, "local", force=True).path.read_bytes()
+    assert probed == [] and sorted(checked_paths) == clips
+    assert from_memo == from_checks
 
 
 def _submitted_days_ago(ws: Workspace, shot: str, days: float, **changes: str) -> None:

@@ -1,6 +1,7 @@
 """The README's rows example (projects/mug-catalog) renders offline with the local provider: three
 cuts at renders/<sku>.mp4 from seven clips (the intro is one clip shared by the three rows), and
-an edit of one row re-generates that row's shot only."""
+an edit of one row re-generates that row's shot only. The first plan is the real CLI; the rest runs
+in this process (``in_process``) with small animatics (conftest.small_animatics)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ CATALOG = REPO / "projects" / "mug-catalog"
 KEYS = ("mug-blue", "mug-red", "mug-green")
 
 
+@pytest.mark.usefixtures("small_local")
 def test_the_catalog_example_renders_offline(tmp_path: Path) -> None:
     root = tmp_path / "mug-catalog"
     shutil.copytree(CATALOG, root, ignore=shutil.ignore_patterns("renders", ".kling-render", "*.lock"))
     ws = Workspace(root, base_env())
     plan = ws.plan()
     assert plan["rows"]["clips"] == 7 and [r["key"] for r in plan["rows"]["rows"]] == list(KEYS)
+    ws.in_process = True
     done = ws.render()
     assert done.returncode == 0, done.stderr
     assert "2 cached, 7 done" in done.stderr  # the shared intro: made once, used by the other two rows

@@ -18,7 +18,8 @@ def test_shards_render_the_rows_once_and_a_third_machine_stitches_every_cut(
     tmp_path: Path, fake_process: FakeProcess, s3: S3Case
 ) -> None:
     env = team_env(fake_process, s3.env())
-    one, two, three = (rows_workspace(tmp_path / f"machine-{n}", dict(env)) for n in (1, 2, 3))
+    # one machine after the other: their commands run in this process (``in_process``)
+    one, two, three = (rows_workspace(tmp_path / f"machine-{n}", dict(env), in_process=True) for n in (1, 2, 3))
 
     for ws, shard in ((one, "1/2"), (two, "2/2")):
         done = ws.render("--shard", shard)

@@ -30,6 +30,10 @@ from fake_wavespeed import FakeWaveSpeed
 from kling_render.records.lockfile import read_lock
 from kling_render.records.state import ShotState, legacy_provider_of, read_state
 
+# The local previews here render small animatics (conftest.small_animatics): the state and the lock
+# are the subject, not the pictures.
+pytestmark = pytest.mark.usefixtures("small_local")
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout

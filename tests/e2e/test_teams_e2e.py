@@ -1,7 +1,8 @@
-"""Issue 14's "Done when", through the real CLI: checkouts on separate directories and local caches
-share one remote (moto on 127.0.0.1) and one stand-in WaveSpeed; every path that can spend money
-counts the tasks the stand-in created. The refusals before anything is sent, and plan/status
-counting the remote's clips, run the commands in this process (``in_process``)."""
+"""Issue 14's "Done when": checkouts on separate directories and local caches share one remote
+(moto on 127.0.0.1) and one stand-in WaveSpeed; every path that can spend money counts the tasks
+the stand-in created. Machines that run at the same time, and a machine killed with -9, are real
+CLI processes (``Checkout.start``); a command run while no other machine runs runs in this process
+(``in_process``, teams_kit.checkouts)."""
 
 from __future__ import annotations
 

@@ -6,18 +6,29 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from kling_render.catalog.catalog import SHOT_KEY_TYPES, load_catalog, parse_models
 from kling_render.errors import ProjectError
 from kling_render.plan.keys import wire_for_key
 from kling_render.project.document import parse_document
 from kling_render.project.project import load_project
-from kling_render.project.schema import _FIELD_VALUE_SCHEMAS, catalog_issues
+from kling_render.project.schema import _FIELD_VALUE_SCHEMAS, _with_models, catalog_issues
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "kling_render" / "data" / "models.yaml"
 # the package's copy: the source (schemas/project.schema.json is generated from it, test_plan.py)
 SCHEMA = json.loads((REPO / "kling_render" / "data" / "project.schema.json").read_text())
+
+
+def test_the_schema_is_valid_draft_2020_12_also_with_declared_models() -> None:
+    """Validation trusts the shipped schema (a command never checks it against the metaschema), so
+    it is checked here, and so is the schema a project's declared models extend it to."""
+    Draft202012Validator.check_schema(SCHEMA)
+    kinds = {f"f_{kind}": kind for kind in _FIELD_VALUE_SCHEMAS}
+    extended = _with_models(SCHEMA, {"acme/video": kinds, "acme/still": kinds}, frozenset({"acme/still"}))
+    assert set(kinds) <= set(extended["$defs"]["shot"]["properties"]) & set(extended["$defs"]["still"]["properties"])
+    Draft202012Validator.check_schema(extended)
 
 
 def test_the_published_schema_names_every_builtin_model() -> None:

@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from kling_render.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
+# The local renders here are small animatics (conftest.small_animatics): the pipeline's outcomes are
+# the subject, not the pictures.
+pytestmark = pytest.mark.usefixtures("small_local")
 
 SMALL = """version: 1
 name: small

@@ -147,6 +147,7 @@ def test_init_project_loads(film: Path) -> None:
     assert [s.id for s in project.shots] == ["intro", "pour", "hero"]
 
 
+@pytest.mark.usefixtures("small_local")  # the run's outcome is the subject, not the animatics' size
 def test_init_command_then_render_offline(tmp_path: Path) -> None:
     """What a new user types: init, then render with the local provider, then a second render costs nothing."""
     from click.testing import CliRunner

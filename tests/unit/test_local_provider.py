@@ -278,6 +278,32 @@ def test_download_accepts_only_its_own_file_urls(tmp_path: Path) -> None:
     assert (tmp_path / "dest.mp4").read_bytes() == b"clip"
 
 
+def test_a_download_moves_the_clip_out_of_the_work_dir_and_a_second_one_renders_it_again(
+    tmp_path: Path, images: dict[str, MediaRef]
+) -> None:
+    """Issue 23 item 17: the work directory kept a copy of every clip the cache also holds. The
+    download now takes the clip; downloading the task again re-renders it, byte for byte."""
+    cache = tmp_path / "cache"
+    job = _job({"image": images["wide"]}, aspect="1:1")
+
+    async def go() -> tuple[bytes, bytes, TaskResult]:
+        provider = LocalProvider(cache_dir=cache, long_poll=5)
+        task_id = await paid_submit(provider, job)
+        done = await _wait(provider, task_id)
+        assert done.output_url is not None
+        await provider.download(done.output_url, tmp_path / "first.mp4")
+        assert list((cache / "local-work").glob("*.mp4")) == []  # no second copy left behind
+        again = await provider.poll(task_id)  # taken: rendered again on demand
+        await provider.download(done.output_url, tmp_path / "second.mp4")
+        return (tmp_path / "first.mp4").read_bytes(), (tmp_path / "second.mp4").read_bytes(), again
+
+    first, second, again = asyncio.run(go())
+    assert first == second and len(first) > 1000
+    assert again.completed or again.status == "processing"
+    assert list((cache / "local-work").glob("*.mp4")) == []
+    assert [p.suffix for p in (cache / "local-work").iterdir()] == [".json"]  # the recipe stays (tiny)
+
+
 def test_task_id_and_declared_concurrency() -> None:
     job = _job({})
     assert task_id_for(job) == f"local-{job.key[:16]}"

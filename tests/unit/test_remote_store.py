@@ -13,6 +13,7 @@ from s3_proxy import Rule, S3Proxy
 
 from kling_render.errors import FFmpegError, RemoteError, RemoteIntegrityError, RemoteTransientError, UsageError
 from kling_render.fsutil import sha256_file
+from kling_render.media.image_check import CheckedImage
 from kling_render.store.cache import ClipCache, ClipMeta
 from kling_render.store.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.store.remote.config import parse_remote_url, s3_settings
@@ -25,10 +26,11 @@ PROVIDER = "wavespeed"
 META = ClipMeta(5.0, "kwaivgi/kling-v3.0-std/image-to-video", "task-1", {"width": 1920})
 
 
-def measured(path: Path) -> tuple[float, dict[str, object]]:
-    """A clip check for these byte-level tests (their clips are random bytes): what it "measures"
-    depends on the file, so a test can tell the cache took the check's figures, not the record's."""
-    return 4.25, {"measured": sha256_file(path)[:12]}
+def measured(path: Path) -> CheckedImage:
+    """A check for these byte-level tests (their clips are random bytes, so not a clip's structural
+    check): what it "measures" depends on the file, so a test can tell the cache took the check's
+    figures, not the record's."""
+    return CheckedImage(sha256_file(path), {"measured": sha256_file(path)[:12]}, 4.25)
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -456,7 +458,7 @@ def test_pull_runs_the_callers_check_before_the_cache_takes_the_clip(s3: S3Case,
     cache = ClipCache(tmp_path / "b" / "cache")
     seen: list[str] = []
 
-    def refuse(path: Path) -> tuple[float, dict[str, object]]:
+    def refuse(path: Path) -> CheckedImage:
         seen.append(sha256_file(path))
         raise FFmpegError("checking the clip", "Invalid data found when processing input")
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from kling_render.cli import cli
 from kling_render.report.html import Frames, ReportData, ShotCard, render_html, video_source
-from tests.conftest import REPO
+from tests.conftest import REPO, small_animatics
 
 CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1400, 2000)
@@ -67,14 +67,16 @@ def _parse(html_text: str) -> _Resources:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-shot project rendered with the local provider (clips, lock, state, final cut)."""
+    """A 2-shot project rendered with the local provider (clips, lock, state, final cut); its
+    animatics small (conftest.small_animatics): the report's frames are scaled to 320 px anyway."""
     root = tmp_path_factory.mktemp("report")
     (root / "images").mkdir()
     for name in ("mug.png", "mug-full.png"):
         shutil.copy(REPO / "projects" / "mug-teaser" / "images" / name, root / "images" / name)
     project = root / "project.yaml"
     project.write_text(PROJECT_YAML, encoding="utf-8")
-    result = CliRunner().invoke(cli, ["render", str(project)])
+    with small_animatics():
+        result = CliRunner().invoke(cli, ["render", str(project)])
     assert result.exit_code == 0, result.output
     assert (root / "renders" / "final.mp4").is_file()
     return project

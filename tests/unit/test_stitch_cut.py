@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mediagen import make_audio, make_clip
 
-from kling_render.errors import FFmpegError, MissingClipsError, StitchError
+from kling_render.errors import CorruptClipError, MissingClipsError, StitchError
 from kling_render.media import ffmpeg
 from kling_render.stitch import (
     TRANSITIONS,
@@ -291,9 +291,9 @@ def test_ffmpeg_failure_leaves_no_partial_file(media: dict[str, Path], tmp_path:
     broken.write_bytes(data[: len(data) // 3])
     dest = tmp_path / "final.mp4"
     clip = CutClip("broken", broken, probe(media["a24"]))  # stale info: the file was damaged since
-    with pytest.raises(FFmpegError) as err:
+    with pytest.raises(CorruptClipError) as err:  # the decode in the stitch names the clip
         stitch([cut(media, "d24"), clip], OUT, None, dest)
-    assert "stitching" in err.value.step
+    assert err.value.shot_id == "broken" and "broken: its clip is damaged" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_cli import EXAMPLE, Workspace, base_env
@@ -342,10 +343,11 @@ def test_a_failing_segment_stops_the_others_and_keeps_what_was_encoded(
     assert len(encodes) == 2  # the jobs after the failure never started
     assert not dest.exists() and not any(dest.parent.iterdir())
     assert list((store.cache.root / "tmp").iterdir()) == []  # no temp segment left behind
-    assert len(list((store.cache.root / AREA).glob("*/*.mp4"))) == 1  # the one that finished is kept
+    # what finished is kept: one segment, and the audio pass (which runs first)
+    assert len(list((store.cache.root / AREA).glob("*/*.mp4"))) == 2
     monkeypatch.setattr(ffmpeg, "run", real)
     again = stitch(four, OUT, None, dest, segments=store)
-    assert again.encoded_segments == 3
+    assert again.encoded_segments == 3 and not again.audio_encoded
 
 
 def test_an_interrupted_stitch_leaves_the_previous_cut_and_no_half_written_one(
@@ -490,7 +492,7 @@ def swept(tmp_path: Path) -> Iterator[tuple[SegmentStore, list[str]]]:
         key = segment_key({"n": n})
         with store.temp_file() as tmp:
             tmp.write_bytes(bytes([n]) * 1000)
-            store.put(key, tmp, 24, 24)
+            store.put(key, tmp, 1.0)
         keys.append(key)
     yield store, keys
 
@@ -528,6 +530,7 @@ def test_sweep_bounds_the_area_least_recently_used_first(
     assert left == keys[:2]
 
 
+@pytest.mark.usefixtures("small_local")  # four small animatics: the segments are the subject
 def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> None:
     """Through the CLI's render command (in this process): a trim edit re-encodes one segment of
     four, the replaced segment is kept (an undo is free) until the sweep's rules drop it, and an
@@ -550,11 +553,15 @@ def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> N
     )
     ws = Workspace(root, base_env(KLING_RENDER_CACHE=str(tmp_path / "cache")), in_process=True)
 
-    def stitched(*args: str) -> dict[str, object]:
+    def stitched(*args: str) -> dict[str, Any]:
+        """The ``stitched`` event, its ``segments_encoded`` counting those the render encoded ahead
+        (the pipelined stitch's ``segment`` events) too."""
         done = ws.render("--json", *args)
         assert done.returncode == 0, done.stderr
         lines = [json.loads(line) for line in done.stdout.splitlines()[1:]]
-        return next(e for e in lines if e["event"] == "stitched")
+        ahead = sum(1 for e in lines if e["event"] == "segment" and e["how"] == "encoded")
+        event: dict[str, Any] = next(e for e in lines if e["event"] == "stitched")
+        return {**event, "segments_encoded": event.get("segments_encoded", 0) + ahead}
 
     first = stitched()
     assert (first["segments"], first["segments_encoded"]) == (4, 4)
@@ -564,6 +571,8 @@ def test_a_trim_edit_re_encodes_one_segment_through_the_cli(tmp_path: Path) -> N
     assert (second["segments"], second["segments_encoded"]) == (4, 1)
     assert stitched()["up_to_date"] is True  # unchanged: not even joined again
     area = ClipCache(tmp_path / "cache").root / AREA
-    assert len(list(area.glob("*/*.mp4"))) == 5  # the replaced segment is still there (young)
-    forced = stitched("--force")
-    assert forced["segments_encoded"] == 0 and forced["sha256"] == second["sha256"]
+    # the replaced segment and the first cut's audio pass are still there (young)
+    assert len(list(area.glob("*/*.mp4"))) == 5 + 2
+    forced = stitched("--force")  # every segment and the audio encoded anew: the same bytes
+    assert forced["segments_encoded"] == 4 and forced["audio_encoded"] is True
+    assert forced["sha256"] == second["sha256"]

@@ -10,6 +10,7 @@ AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION), ``gs://…``, ``az://…`
     stills/<provider>/<key>.json       a still's record (create-only)      remote/clips.py
     blobs/sha256/<sha[:2]>/<sha>.img   its bytes                            remote/clips.py
     claims/<key>                       who pays for a shot key + task id    remote/claims.py
+    segments/<key>.json                an encoded segment's record          remote/segments.py
     clock                              a scratch object: its Last-Modified  remote/store.py
                                        is the store's time (claims' ages)
 

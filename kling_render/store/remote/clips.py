@@ -19,12 +19,15 @@ tells the caller to adopt the remote's clip, so every machine cuts the same byte
 
 A pull streams the bytes into the local cache's temp directory, checks size and sha256 against
 the record, then gives the clip the same check as a download (the ``verify`` the caller passes:
-the download path's own), and only then adds it to the local cache, which stays a cache of the
-remote. A blob with the right digest and random bytes never counts as a clip. Nothing but the
-digest and size is taken from a record: the duration and stream headers kept in the local cache
-are the check's, measured on the clip (a record is editable; its ``duration`` and ``media`` are
-written for people and older versions, never read). A record's task id passes jobs.valid_task_id
-or is dropped; a record from a newer kling-render (``version``) is refused.
+the download path's own: a clip's structural check, media/check.py, or a still's), and only then
+adds it to the local cache, which stays a cache of the remote. A blob with the right digest and
+random bytes never counts as a clip, nor do bytes an earlier stitch found not to decode
+(store/probes.py). Nothing but the digest and size is taken from a record: the duration and stream
+headers kept in the local cache are the check's, measured on the clip, and the stitch takes a
+clip's headers from its own check of the bytes (the probe memo), never from a record (a record is
+editable; its ``duration`` and ``media`` are written for people and older versions, never read).
+A record's task id passes jobs.valid_task_id or is dropped; a record from a newer kling-render
+(``version``) is refused.
 Blobs are never deleted here: identical clips of two keys share one.
 """
 
@@ -42,6 +45,8 @@ from kling_render.errors import KlingRenderError, RemoteError, RemoteIntegrityEr
 from kling_render.fsutil import sha256_file
 from kling_render.jobs import valid_task_id
 from kling_render.masking import mask_json
+from kling_render.media.check import CheckedClip
+from kling_render.media.image_check import CheckedImage
 from kling_render.records.state import now_iso
 from kling_render.store.cache import CachedClip, ClipCache, ClipMeta
 from kling_render.store.remote.store import RemoteStore, Written
@@ -49,9 +54,10 @@ from kling_render.store.remote.store import RemoteStore, Written
 __all__ = ["CLIPS", "STILLS", "Area", "ClipCheck", "PushConflict", "Pushed", "RemoteClip", "RemoteClips"]
 
 RECORD_VERSION = 1
-ClipCheck = Callable[[Path], tuple[float, dict[str, Any] | None]]
-"""The check a clip passes before it counts (the download path's: run/scheduler.default_verify):
-its measured duration and stream headers; raises when the file is not a usable clip."""
+ClipCheck = Callable[[Path], CheckedClip | CheckedImage]
+"""The check an output passes before it counts (the download path's: run/scheduler.default_verify,
+a clip's structure; media/image_check.check_image, a still): what it found (digest, duration, stream
+headers); raises when the file is not usable."""
 
 _KEY_RE = re.compile(r"^[0-9a-f]{16,128}\Z")  # as the local cache: a shot key is hex
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -277,14 +283,20 @@ class RemoteClips:
     ) -> CachedClip:
         """Download the clip of a record already read: size and sha256 against the record, then
         ``verify`` (the download path's check), whose measured duration and stream headers go into
-        the local cache. RemoteIntegrityError when the clip is not usable: nothing is kept.
-        ``replace``: the local cache's clip for the key is set aside first (with this reason), once
-        the remote's has passed its checks."""
+        the local cache (a clip's check into the probe memo too). RemoteIntegrityError when the clip
+        is not usable: nothing is kept. ``replace``: the local cache's clip for the key is set aside
+        first (with this reason), once the remote's has passed its checks."""
         with cache.temp_file() as tmp:
             blob, noun = self.blob_path(clip.sha256), self.area.noun
+            bad = cache.probes.corrupt(clip.sha256) if self.area == CLIPS else None
+            if bad is not None:
+                raise RemoteIntegrityError(
+                    f"{blob} on the remote {self.store.url} does not decode (found by an earlier stitch: {bad}); "
+                    f"not used. Delete it and its record so the {noun} is made again"
+                )
             await self.store.download(blob, tmp, size=clip.size, sha256=clip.sha256)
             try:
-                duration, media = await asyncio.to_thread(verify, tmp)
+                checked = await asyncio.to_thread(verify, tmp)
             except RemoteError:
                 raise
             except (KlingRenderError, ValueError, OSError) as exc:
@@ -292,7 +304,11 @@ class RemoteClips:
                     f"{blob} on the remote {self.store.url} has the digest its record says but is not a usable "
                     f"{noun} ({exc}); not used. Delete it and its record so the {noun} is made again"
                 ) from None
-            meta = ClipMeta(duration, clip.model, clip.task_id, media)
+            memo = checked if isinstance(checked, CheckedClip) else None
+            media = checked.info.to_json() if isinstance(checked, CheckedClip) else checked.media
+            meta = ClipMeta(checked.duration, clip.model, clip.task_id, media)
             if replace is not None:
                 await asyncio.to_thread(cache.set_aside, clip.provider, clip.key, replace)
-            return await asyncio.to_thread(cache.put, clip.provider, clip.key, tmp, meta, sha256=clip.sha256)
+            return await asyncio.to_thread(
+                cache.put, clip.provider, clip.key, tmp, meta, sha256=clip.sha256, checked=memo
+            )

@@ -11,6 +11,7 @@ from kling_render.retry import RetryPolicy
 from kling_render.store.remote.claims import Claims, Owner
 from kling_render.store.remote.clips import STILLS, RemoteClips
 from kling_render.store.remote.config import RemoteURL, parse_remote_url, s3_settings
+from kling_render.store.remote.segments import RemoteSegments
 from kling_render.store.remote.spend import RemoteSpend
 from kling_render.store.remote.store import RemoteStore, open_store
 
@@ -24,6 +25,7 @@ class Remote:
     store: RemoteStore
     clips: RemoteClips
     claims: Claims
+    segments: RemoteSegments
     stills: RemoteClips  # the stills' area (images made by image models), as the local cache's stills_of
 
     @property
@@ -61,7 +63,8 @@ def open_remote(url: RemoteURL, *, owner: Owner | None = None, policy: RetryPoli
     plain http to anything but this machine is a UsageError, before any request)."""
     settings = s3_settings(env.aws_settings()) if url.scheme == "s3" else None
     store = open_store(url, settings, policy=policy)
-    return Remote(store, RemoteClips(store), Claims(store, owner or Owner.here()), RemoteClips(store, STILLS))
+    claims = Claims(store, owner or Owner.here())
+    return Remote(store, RemoteClips(store), claims, RemoteSegments(store), RemoteClips(store, STILLS))
 
 
 def remote_for(

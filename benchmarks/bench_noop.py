@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench_stitch import cached_project, make_clips
 
-from kling_render.app import pipeline
+from kling_render.app import cut as app_cut
 from kling_render.app.commands import plan_for
 from kling_render.media import caps as ffmpeg_caps
 from kling_render.project.project import load_project
@@ -97,10 +97,10 @@ def breakdown(project_file: Path) -> list[tuple[str, float]]:
     steps.append(("plan (keys, cache lookups, lock)", time.perf_counter() - t0))
     cache = ClipCache.for_project(project.path)
     t0 = time.perf_counter()
-    prepared = pipeline.prepare_cut(project, "local", cache)
+    prepared = app_cut.prepare_cut(project, "local", cache)
     steps.append(("stitch inputs (sidecars, music digest)", time.perf_counter() - t0))
     t0 = time.perf_counter()
-    fresh = manifest.check(pipeline.manifest_file(project), prepared.inputs, project.output.path)
+    fresh = manifest.check(app_cut.manifest_file(project), prepared.inputs, project.output.path)
     steps.append((f"hash the cut ({project.output.path.stat().st_size / 1e6:.0f} MB) vs manifest",
                   time.perf_counter() - t0))  # fmt: skip
     assert fresh.up_to_date, fresh.reasons

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kling_render.app import pipeline
+from kling_render.app import cut as app_cut
 from kling_render.media import ffmpeg
 from kling_render.media.probe import check_clip
 from kling_render.plan.plan import shot_key
@@ -127,7 +127,7 @@ def engine_stitch(project: Project) -> bool:
     """``kling-render stitch --force`` minus interpreter start-up (the whole stitch, the cut's
     sha256 for the stitch manifest included); True when it took the stream-copy path."""
     events = io.StringIO()
-    pipeline.stitch(project, "local", stream=events, json_events=True, force=True)
+    app_cut.stitch(project, "local", stream=events, json_events=True, force=True)
     return any(json.loads(line).get("stream_copy") for line in events.getvalue().splitlines())
 
 

@@ -395,6 +395,7 @@ def render(
 ) -> None:
     """Generate every shot that is not cached, then stitch the final cut."""
     from kling_render.app import commands, pipeline
+    from kling_render.app import options as app_options
     from kling_render.plan.shard import parse_shard
     from kling_render.project.rows import only_ids
 
@@ -409,7 +410,7 @@ def render(
             raise UsageError(f"--provider {provider} differs from the plan's ({reviewed.get('provider')})")
         provider = str(reviewed.get("provider"))
         selected = list(reviewed["selected"]) if reviewed.get("selected") else selected
-    opts = pipeline.RenderOptions(
+    opts = app_options.RenderOptions(
         reviewed_plan=reviewed,
         provider=provider,
         only=selected,
@@ -502,7 +503,8 @@ def stitch(
 
     Skipped when the cut is up to date: same clips, cut settings, ffmpeg and kling-render, and the
     file still has the digest recorded when it was made (--force stitches anyway)."""
-    from kling_render.app import commands, pipeline
+    from kling_render.app import commands
+    from kling_render.app import cut as app_cut
     from kling_render.project.rows import select_rows
 
     loaded = commands.load(project, vars_)
@@ -510,7 +512,7 @@ def stitch(
     if loaded.rows is not None:
         _stitch_rows(loaded, provider, rows, force=force, wait_lock=wait_lock, as_json=as_json)
         return
-    outcome = pipeline.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
+    outcome = app_cut.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
     if as_json:
         cut = outcome.cut
         _print_json(
@@ -559,7 +561,8 @@ def status(
     project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, as_json: bool, check: bool
 ) -> None:
     """Per-shot state from the state file: pending, submitted, done, failed, unknown (by row in a rows: project)."""
-    from kling_render.app import commands, pipeline
+    from kling_render.app import commands
+    from kling_render.app import status as app_status
     from kling_render.project.rows import select_rows
     from kling_render.report import text as report_text
 
@@ -571,7 +574,7 @@ def status(
 
         doc = rows_pipeline.status_rows(loaded, provider, rows)
     else:
-        doc = pipeline.status(loaded, provider)
+        doc = app_status.status(loaded, provider)
     for message in [*doc.get("quarantined", []), *doc.get("differs_from_team", [])]:
         _echo_err(f"warning: {message}")
     if as_json:

@@ -25,7 +25,8 @@ from kling_render.report.sinks import make_sink
 from kling_render.store.cache import ClipCache
 
 if TYPE_CHECKING:
-    from kling_render.app.pipeline import RenderOptions, RenderResult, StitchOutcome
+    from kling_render.app.cut import StitchOutcome
+    from kling_render.app.options import RenderOptions, RenderResult
     from kling_render.records.lockfile import LockFile
     from kling_render.store.remote.connect import Remote
 
@@ -84,7 +85,7 @@ def stitch_each(
 
     Each row reports the clips of its own shots quarantined since ``reported`` (by the pulls and the
     lock's checks before the stitches, or by an earlier row's), so a row without a cut says why."""
-    from kling_render.app.pipeline import _stitch
+    from kling_render.app.cut import make_cut
 
     since = len(cache.quarantined) if reported is None else reported
     cuts = []
@@ -93,7 +94,7 @@ def stitch_each(
         cut = RowCut(row.key, row.output.path)
         row_sink = RowSink(sink, row.key)
         try:
-            cut.outcome = _stitch(
+            cut.outcome = make_cut(
                 view, provider, cache, row_sink, force=force, lock=lock, reported=since, remote=remote
             )
         except MissingClipsError as exc:
@@ -152,7 +153,7 @@ def stitch_rows(
 ) -> list[RowCut]:
     """``stitch`` of a rows: project: each (selected) row from cached clips; rows lacking a clip are named."""
     from kling_render.app.commands import on_provider
-    from kling_render.app.pipeline import gather_clips
+    from kling_render.app.cut import gather_clips
     from kling_render.records.state import StateStore
     from kling_render.store.remote.sync import open_for
 
@@ -175,14 +176,15 @@ def stitch_rows(
 
 def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
     """``status`` by row: each row's shots, counts, spend and cut (up to date, stale or not made)."""
-    from kling_render.app import pipeline
     from kling_render.app.commands import on_provider
+    from kling_render.app.cut import cut_freshness
+    from kling_render.app.status import status
     from kling_render.plan.inputs import cut_keys
 
     project = on_provider(project, provider)
     rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
-    doc = pipeline.status(chosen, None)
+    doc = status(chosen, None)
     by_id = {s["id"]: s for s in doc["shots"]}
     users: dict[str, set[str]] = {}
     keys = cut_keys(project, project.provider)  # each key names its provider: one clip, one key
@@ -198,7 +200,7 @@ def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) 
         counts: dict[str, int] = {}
         for entry in shots:
             counts[entry["status"]] = counts.get(entry["status"], 0) + 1
-        fresh = pipeline.cut_freshness(row_view(project, row), doc["provider"], hash_cut=False)
+        fresh = cut_freshness(row_view(project, row), doc["provider"], hash_cut=False)
         exists = row.output.path.is_file()
         cut = _cut_text(project, row, exists, fresh.up_to_date, fresh.reasons)
         grouped.append(

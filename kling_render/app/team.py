@@ -31,10 +31,10 @@ def gather_team_outputs(
 ) -> list[str]:
     """Pull (or replace with the team's) every output another step takes as an input, and with
     ``cut`` every clip the final cut takes, each from its own provider's area (``provider`` is the
-    project's); the names of the steps pulled or replaced. ``cut``
-    (a stitch): a damaged output on the remote is an error naming it; otherwise (a render) it is
-    left to the render's gate, which refuses its step and pays nothing for it. A project whose
-    steps take no outputs, rendered, asks the remote nothing here."""
+    project's); the names of the steps pulled or replaced. ``cut`` (a stitch): a damaged output on
+    the remote is an error naming it; otherwise (a render) it is left to the render's gate, which
+    refuses its step and pays nothing for it. A project whose steps take no outputs, rendered, asks
+    the remote nothing here."""
     inputs = {edge.upstream for edge in edges(project)}
     if cut:
         inputs |= {take_name(shot, shot.picked_take) for shot in project.shots}

@@ -19,10 +19,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kling_render import env
 from kling_render.errors import FFmpegError, Issue
@@ -30,10 +30,42 @@ from kling_render.media import ffmpeg
 
 if TYPE_CHECKING:
     from kling_render.project.document import Document
-    from kling_render.project.project import Project
+
+class _Transition(Protocol):
+    @property
+    def type(self) -> str: ...
+
+
+class _Shot(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def transition(self) -> _Transition: ...
+
+
+class _Audio(Protocol):
+    @property
+    def music(self) -> Any: ...
+    @property
+    def duck(self) -> bool: ...
+    @property
+    def normalize(self) -> bool: ...
+
+
+class CutNeeds(Protocol):
+    """What of a project decides the filters its cut needs (a project.Project is one): its shots'
+    transitions and its audio settings. A Protocol, so media/ knows nothing of project/."""
+
+    @property
+    def shots(self) -> Sequence[_Shot]: ...
+    @property
+    def audio(self) -> _Audio | None: ...
+
+
 
 __all__ = [
     "MIN_VERSION",
+    "CutNeeds",
     "FFmpegBuild",
     "current",
     "inspect",
@@ -255,7 +287,7 @@ def needed_transitions() -> frozenset[str]:
     return TRANSITIONS - {"cut"}
 
 
-def needed_filters(project: Project) -> frozenset[str]:
+def needed_filters(project: CutNeeds) -> frozenset[str]:
     """Every filter a render of ``project`` uses (the local animatics included: any project may be
     rendered with ``--provider local``)."""
     need = set(STITCH_FILTERS | LOCAL_FILTERS)
@@ -279,7 +311,7 @@ def _listed(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))
 
 
-def project_issues(project: Project, doc: Document) -> list[Issue]:
+def project_issues(project: CutNeeds, doc: Document) -> list[Issue]:
     """What the ffmpeg in use lacks for ``project``, as validation issues (empty when it has it all)."""
     try:
         build = current()

@@ -157,7 +157,7 @@ def url_inputs(params: Mapping[str, object]) -> tuple[str, ...]:
 
 def collect(project: Project, provider: str | None, report_dir: Path) -> ReportData:
     """Read the plan, state, lock and cache of ``project`` and grab every cached clip's frames."""
-    from kling_render.app import pipeline
+    from kling_render.app import status as app_status
     from kling_render.app.commands import on_provider, plan_for
     from kling_render.records.lockfile import read_lock
     from kling_render.records.state import read_project_state
@@ -165,7 +165,7 @@ def collect(project: Project, provider: str | None, report_dir: Path) -> ReportD
 
     project = on_provider(project, provider)
     plan = plan_for(project, None, None)
-    status = pipeline.status(project, None)
+    status = app_status.status(project, None)
     docs = {doc["id"]: doc for doc in status["shots"]}
     states = {where: read_project_state(project.path, where) for where in {p.provider for p in plan.shots}}
     lock = read_lock(project.lock_path)
@@ -232,12 +232,12 @@ def check_cut(project: Project, provider: str, data: bytes | None) -> CutCheck:
     is probed from the file. ``data`` is the cut's bytes when they were read already."""
     import hashlib
 
-    from kling_render.app import pipeline
+    from kling_render.app import cut as app_cut
     from kling_render.fsutil import sha256_file
     from kling_render.media.probe import probe
 
     path = project.output.path
-    fresh = pipeline.cut_freshness(project, provider, hash_cut=False)
+    fresh = app_cut.cut_freshness(project, provider, hash_cut=False)
     recorded = fresh.manifest
     digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
     if recorded is not None and recorded.cut.sha256 == digest:

@@ -152,6 +152,11 @@ class Generator:
                 run.fail(job, self._blocked[job.shot_id], code=blocked.code if blocked else None)
             elif action == "follow":
                 followers.append(job)  # once every leader's task exists (a leader may come later)
+            elif action == "refetch":
+                record = run.record(job)
+                run.move(job, Move.REFETCH, message=f"its output is not in the cache: task {record.task_id}'s "
+                                                    "output is fetched again (free)")  # fmt: skip
+                tasks[job.shot_id] = self._carrying[job.key] = asyncio.create_task(self.step(job, "poll"))
             else:
                 step: Step = "poll" if action == "poll" else "reconcile" if action == "reconcile" else "submit"
                 tasks[job.shot_id] = self._carrying[job.key] = asyncio.create_task(self.step(job, step))

@@ -3,13 +3,16 @@ same key, wait for reconciliation, blocked, or submit), decided from state, ledg
 without writing state. Pure decisions over the run's records; the generator acts on them.
 
 The decision is derived from the step's lifecycle status (records/lifecycle.py): a ``submitted``
-step with a task id is polled, a ``submitting``/``unknown`` one is reconciled, anything else is
+step with a task id is polled, a ``done`` one whose output left the cache has its task's output
+fetched again (free first), a ``submitting``/``unknown`` one is reconciled, anything else is
 submitted unless the account refuses it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Literal
 
 from kling_render.jobs import Job
@@ -19,7 +22,7 @@ from kling_render.run.context import Run
 
 __all__ = ["Action", "carriers", "classify"]
 
-Action = Literal["cached", "poll", "submit", "unknown", "follow", "blocked", "reconcile"]
+Action = Literal["cached", "poll", "refetch", "submit", "unknown", "follow", "blocked", "reconcile"]
 
 
 def classify(
@@ -48,6 +51,11 @@ def classify(
         elif record is not None and record.status is Status.SUBMITTED and record.task_id:
             actions[job.shot_id] = "poll"
             leaders.add(job.key)
+        elif record is not None and _refetchable(run, record.status, record.task_id, record.submitted_at):
+            # Done, but its output is not in the cache (quarantined, or deleted): its task's output is
+            # fetched again, free while the provider keeps it, before anything is paid (issue 23 item 1).
+            actions[job.shot_id] = "refetch"
+            leaders.add(job.key)
         elif (
             record is not None
             and record.status in (Status.SUBMITTING, Status.UNKNOWN)
@@ -62,6 +70,21 @@ def classify(
             actions[job.shot_id] = "submit"
             leaders.add(job.key)
     return actions, blocked
+
+
+def _refetchable(run: Run, status: Status, task_id: str | None, submitted_at: str | None) -> bool:
+    """Whether a done step's task may still give its output again: a paid task, submitted within
+    what the provider keeps (an unknown age is tried: a task the provider forgot ends as gone)."""
+    if status is not Status.DONE or not task_id or not run.provider.charges:
+        return False
+    keep = run.provider.output_retention
+    if keep is None or submitted_at is None:
+        return True
+    try:
+        when = datetime.fromisoformat(submitted_at).timestamp()
+    except ValueError:
+        return True
+    return time.time() - when <= keep
 
 
 def carriers(run: Run, jobs: Iterable[Job]) -> dict[str, str]:

@@ -416,3 +416,30 @@ def test_bad_provider_options_are_exit_2_with_a_line(tmp_path: Path, options: st
     done = ws.cli("validate", str(ws.project))
     assert done.returncode == 2, done.stderr
     assert re.search(rf"project\.yaml:4: {re.escape(problem)}", done.stderr), done.stderr
+
+
+# -- a cached clip that goes bad: free first (issue 23 item 1) ---------------------------------
+
+
+@pytest.mark.parametrize("damage", ["rotten bytes", "deleted"])
+def test_a_done_shot_whose_cached_clip_goes_bad_is_fetched_again_from_its_task_for_free(
+    ws: Workspace, fake_process: FakeProcess, damage: str
+) -> None:
+    """A done shot whose clip later fails its digest (quarantined) or leaves the cache gets its
+    task's output again, free while the provider keeps it: no new task, the same bytes, a cut."""
+    first = ws.render()
+    assert first.returncode == 0, first.stderr
+    paid = created_by_shot(fake_process)
+    assert sum(paid.values()) == len(SMALL_SHOTS)
+    clip = ws.clips()[0]
+    good = clip.read_bytes()
+    if damage == "deleted":
+        clip.unlink()
+    else:
+        clip.write_bytes(good[:1000] + b"\0" * 64 + good[1064:])
+    again = ws.render("--force")
+    assert again.returncode == 0, again.stderr
+    assert created_by_shot(fake_process) == paid  # nothing paid again
+    assert "fetched again (free)" in again.stderr
+    assert good in [c.read_bytes() for c in ws.clips()]
+    assert set(ws.statuses().values()) == {"done"}

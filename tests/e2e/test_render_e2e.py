@@ -37,7 +37,7 @@ from e2e_cli import (
 )
 from e2e_fake import FakeProcess
 
-from kling_render.app import pipeline
+from kling_render.app import cut as app_cut
 from kling_render.fsutil import sha256_file
 from kling_render.media.probe import probe
 from kling_render.project.project import load_project
@@ -362,10 +362,10 @@ def test_stitch_takes_clip_headers_from_the_memo_of_its_own_checks(
     monkeypatch.setattr(probe_module, "probe", lambda path: probed.append(path) or probe(path))
     real_check = probes_module.check_structure
     monkeypatch.setattr(probes_module, "check_structure", lambda path: checked_paths.append(path) or real_check(path))
-    from_memo = pipeline.stitch(project, "local").path.read_bytes()
+    from_memo = app_cut.stitch(project, "local").path.read_bytes()
     assert probed == [] and checked_paths == []
     shutil.rmtree(ws.cache_dir / "probes")  # as an older version left the cache
-    from_checks = pipeline.stitch(project, "local", force=True).path.read_bytes()
+    from_checks = app_cut.stitch(project, "local", force=True).path.read_bytes()
     assert probed == [] and sorted(checked_paths) == clips
     assert from_memo == from_checks
 

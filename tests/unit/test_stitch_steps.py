@@ -133,7 +133,8 @@ def trim_edit_work(root: Path, n: int) -> Counter[str]:
 def _trim_edit_work(root: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     import shutil
 
-    from kling_render.app import commands, pipeline
+    from kling_render.app import commands
+    from kling_render.app import cut as app_cut
     from kling_render.plan.plan import shot_key
     from kling_render.store import probes as probes_module
     from kling_render.store.cache import ClipMeta
@@ -149,7 +150,7 @@ def _trim_edit_work(root: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> Coun
         with cache.temp_file() as tmp:
             make_clip(tmp, duration=3.0, tone=200 + 40 * i, width=160, height=90, pattern="testsrc2")
             cache.put("local", shot_key("local", shot), tmp, ClipMeta(3.0, "m"))
-    first = pipeline.stitch(project, "local")
+    first = app_cut.stitch(project, "local")
     assert first.steps["segments_encoded"] == n
     seen: Counter[str] = Counter()
     real_run, real_check, real_hash = ffmpeg.run, probes_module.check_structure, pipeline_hash()
@@ -172,7 +173,7 @@ def _trim_edit_work(root: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> Coun
 
     monkeypatch.setattr("kling_render.store.cache.sha256_file", hashed)
     (root / "project.yaml").write_text(project_text(n, trim_end=2.5))
-    edited = pipeline.stitch(commands.load(root / "project.yaml", ()), "local")
+    edited = app_cut.stitch(commands.load(root / "project.yaml", ()), "local")
     assert edited.steps["segments_encoded"] == 1 and not edited.up_to_date
     return seen
 

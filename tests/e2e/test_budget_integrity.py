@@ -85,9 +85,10 @@ def test_other_float_options_are_finite_too(
 
 def test_zero_means_spend_nothing(tmp_path: Path, fake_wavespeed: FakeWaveSpeed) -> None:
     ws = workspace(tmp_path, fake_wavespeed, "budget: {max_usd: 0}\n", in_process=False)
-    refused = ws.render()
+    refused = ws.render()  # the real CLI: exit 3
     assert refused.returncode == 3 and "over the budget of $0.0000" in refused.stderr, refused.stderr
     assert fake_wavespeed.submits() == []
+    ws.in_process = True
     paid = ws.render("--max-cost", "5")  # the CLI overrides the file
     assert paid.returncode == 0 and len(fake_wavespeed.submits()) == 3, paid.stderr
     cached = ws.render()  # everything cached: a zero budget has nothing to refuse

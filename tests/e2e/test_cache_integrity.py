@@ -2,8 +2,8 @@
 used (stitched, reported, counted as done); a mismatch is a miss, the clip is quarantined (moved
 aside under the cache, never deleted, never reaching a cut) and the events say so. The sidecar's
 stream headers are trusted only for the clip whose digest matches. Temp clean-up removes only the
-names the cache makes. Against the stand-in server, paid tasks counted; the first test runs the
-real CLI, the others run the commands in this process (``in_process``).
+names the cache makes. Against the stand-in server, paid tasks counted; the commands run in this
+process (``in_process``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def quarantined(ws: Workspace) -> list[Path]:
 
 
 def test_a_damaged_clip_never_reaches_a_cut_and_is_rendered_again(ws: Workspace, fake_wavespeed: FakeWaveSpeed) -> None:
-    ws.in_process = False
     cut = ws.final_cut.read_bytes()
     victim = clip_of(ws, "beta")
     flip_a_byte(victim)

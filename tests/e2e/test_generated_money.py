@@ -1,7 +1,7 @@
-"""Generated inputs against the WaveSpeed stand-in (issue 21's "Done when", through the real CLI),
-counting paid tasks throughout: an image model declared under `models:` makes a still that feeds
-two shots, a continuity chain a -> b -> c, and a shot with two takes. The other tests run the
-commands in this process (``in_process``)."""
+"""Generated inputs against the WaveSpeed stand-in (issue 21's "Done when"), counting paid tasks
+throughout: an image model declared under `models:` makes a still that feeds two shots, a
+continuity chain a -> b -> c, and a shot with two takes. The commands run in this process
+(``in_process``); the stand-in is its own process and counts every task."""
 
 from __future__ import annotations
 
@@ -81,7 +81,6 @@ def render(ws: Workspace, *args: str) -> None:
 def test_a_still_a_chain_and_takes_pay_each_step_once_and_edits_pay_what_they_change(
     ws: Workspace, fake_process: FakeProcess
 ) -> None:
-    ws.in_process = False  # the real CLI
     render(ws)
     # the still, a and a#2, b, c, d: one task each
     assert paid(fake_process) == Counter(hero=1, a=2, b=1, c=1, d=1)

@@ -1,8 +1,7 @@
 """Issue 11 against the stand-in as its own process: every path that can spend money, each counting
 the tasks the stand-in created (SPEC §5, §6). The commands run in this process (``in_process``:
 what a run decides and pays is the subject, not the interpreter); the real CLI as a process is
-kept where the process is the point: the first test (a rejection reaching the user's terminal) and
-the run stopped by SIGTERM while it waits out the grace."""
+kept where the process is the point: the run stopped by SIGTERM while it waits out the grace."""
 
 from __future__ import annotations
 
@@ -60,7 +59,6 @@ def eight_shots(tmp_path: Path, fake_process: FakeProcess) -> Workspace:
 def test_an_error_envelope_reaches_the_user_and_the_shot_is_not_unknown(
     ws: Workspace, fake_process: FakeProcess
 ) -> None:
-    ws.in_process = False  # the real CLI
     fake_process.fault("envelope", O3, code=400, message="end_image aspect ratio differs from image")
     done = ws.render("--no-stitch")
     assert done.returncode == 1

@@ -265,6 +265,7 @@ def test_an_unreachable_endpoint_names_aws_endpoint_url(tmp_path: Path, s3: S3Ca
 
 def test_plan_and_status_name_the_remote(tmp_path: Path, s3: S3Case) -> None:
     ws = remote_ws(tmp_path, s3, **s3.env())
+    ws.in_process = True  # what the commands print, not a process's stderr
     assert plan(ws).startswith(f"small (wavespeed, remote {s3.url}): 4 shot(s)")
     assert f"remote `{s3.url}`" in plan(ws, "--format", "markdown")
     assert json.loads(plan(ws, "--json"))["remote"] == s3.url

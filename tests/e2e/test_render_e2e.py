@@ -5,9 +5,10 @@ running as its own process on 127.0.0.1 (``tests/e2e_fake.py``): submits counted
 server received, resume and cache rules, plan before the run, budget, injected faults, and the
 API key kept out of every file and every line the CLI prints.
 
-The real CLI in a subprocess: the whole resume/edit/budget story, the key never printed, and a
-missing key. The injected faults and the offline renders run the commands in this process
-(``in_process``): what a run decides is the subject there, not the interpreter.
+The real CLI in a subprocess: the key never printed (files, stdout, stderr of the process) and a
+missing key. The resume/edit/budget story, the injected faults and the offline renders run the
+commands in this process (``in_process``): what a run decides and pays is the subject there, not
+the interpreter.
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ def test_small_project_renders_offline_with_music(tmp_path: Path, local_clips: P
 
 
 def test_render_resume_edit_only_status_budget(ws: Workspace, fake_process: FakeProcess) -> None:
-    ws.in_process = False  # the real CLI, every step
     plan = ws.plan()
     assert plan["provider"] == "wavespeed"
     assert [(s["id"], s["status"]) for s in plan["shots"]] == [(s, "render") for s in SMALL_SHOTS]

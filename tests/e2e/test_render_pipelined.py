@@ -1,7 +1,8 @@
-"""The pipelined stitch (issue 20 item 4) through the real CLI and the WaveSpeed stand-in: segments
-are encoded while the provider works on the later shots, the stitch after the run encodes only
-what is missing, the cut is the one `stitch --force` makes from the same cache, and a segment
-encode that fails changes nothing about what is paid."""
+"""The pipelined stitch (issue 20 item 4) through the CLI's commands (run in this process,
+``in_process``) and the WaveSpeed stand-in (its own process): segments are encoded while the
+provider works on the later shots, the stitch after the run encodes only what is missing, the cut
+is the one `stitch --force` makes from the same cache, and a segment encode that fails changes
+nothing about what is paid."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def workspace(root: Path, fake: FakeProcess) -> Workspace:
     root.mkdir(parents=True)
     shutil.copytree(EXAMPLE / "images", root / "images")
     (root / "project.yaml").write_text(project())
-    return Workspace(root, ws_env(fake.base_url))
+    return Workspace(root, ws_env(fake.base_url), in_process=True)
 
 
 def events(done: Any) -> list[dict[str, Any]]:

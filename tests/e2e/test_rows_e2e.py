@@ -1,7 +1,7 @@
 """Issue 15 item 1, ``rows:``: one cut per row, against the stand-in WaveSpeed server in its own
-process, counting the tasks it created (each is paid at submit). The issue's "Done when" and the
-keys across processes (PYTHONHASHSEED) run the real CLI; the other tests run the commands in this
-process (``in_process``).
+process, counting the tasks it created (each is paid at submit). The keys across processes
+(PYTHONHASHSEED) run the real CLI; the other tests, the issue's "Done when" too, run the commands in
+this process (``in_process``).
 
 The project: one shot that does not use the row (``intro``, shared by every cut), two that do
 (``hero`` uses the name, ``outro`` the tagline). Every prompt starts ``shot <id>`` and the
@@ -92,8 +92,7 @@ def test_four_rows_pay_nine_tasks_make_four_cuts_and_an_edited_row_pays_one(
     ws: Workspace, fake_process: FakeProcess
 ) -> None:
     """The issue's "Done when": 4 rows x (1 shared + 2 row shots) = 9 paid tasks, 4 cuts at
-    renders/<key>.mp4; editing one row's name re-pays exactly that row's hero. The real CLI."""
-    ws.in_process = False
+    renders/<key>.mp4; editing one row's name re-pays exactly that row's hero."""
     plan = ws.plan()
     assert plan["rows"]["clips"] == 9
     assert plan["rows"]["shared"]["cost_usd"] == pytest.approx(0.252)  # intro: 3 s x $0.084, once

@@ -184,6 +184,7 @@ def test_video_from_another_shot_is_checked(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.usefixtures("small_local")  # small animatics: the order and the keys are the subject
 def test_an_extended_clip_is_rendered_after_its_input_and_only_the_new_part_is_cut(tmp_path: Path) -> None:
     """Offline (local animatics): the plan says the extension waits for its input clip; the render
     makes that clip first, then the extension, its key naming the clip's digest, in one run."""

@@ -32,7 +32,7 @@ from bench_stitch import cached_project, make_clips
 from kling_render.app import cut as app_cut
 from kling_render.app.commands import plan_for
 from kling_render.media import caps as ffmpeg_caps
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 from kling_render.records import manifest
 from kling_render.store.cache import ClipCache
 

@@ -108,7 +108,7 @@ def warm_fake_clip(base_url: str) -> None:
 def engine_run(project_path: Path, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """One full render of the project with a fresh state file and clip cache."""
     from kling_render.app.commands import plan_for
-    from kling_render.project.project import load_project
+    from kling_render.project.loader import load_project
     from kling_render.providers.wavespeed.client import WaveSpeedProvider
     from kling_render.records.state import StateStore
     from kling_render.run.scheduler import RunOptions, run

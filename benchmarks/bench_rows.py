@@ -89,7 +89,7 @@ CHILD = textwrap.dedent(
     t0 = time.perf_counter()
     from pathlib import Path
     from kling_render.app.commands import plan_for
-    from kling_render.project.project import load_project
+    from kling_render.project.loader import load_project
     t_import = time.perf_counter() - t0
     best = best_load = best_cpu = None
     for _ in range(int(sys.argv[2])):

@@ -44,7 +44,8 @@ from kling_render.app import cut as app_cut
 from kling_render.media import ffmpeg
 from kling_render.media.probe import check_clip
 from kling_render.plan.plan import shot_key
-from kling_render.project.project import Project, load_project
+from kling_render.project.loader import load_project
+from kling_render.project.project import Project
 from kling_render.stitch import CutClip, probe
 from kling_render.stitch.cut import AUDIO_CODEC, BITEXACT, VIDEO_CODEC, X264_PRESET, X264_THREADS
 from kling_render.store.cache import ClipCache, ClipMeta

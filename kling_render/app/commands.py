@@ -14,7 +14,8 @@ from kling_render.errors import ProjectError, UsageError
 from kling_render.plan.model import Plan
 from kling_render.plan.plan import build_plan
 from kling_render.project.generated import Still
-from kling_render.project.project import Project, Shot, load_project, parse_var_overrides, paused_gc
+from kling_render.project.loader import load_project, paused_gc
+from kling_render.project.project import Project, Shot, parse_var_overrides
 from kling_render.providers import PROVIDER_NAMES
 
 if TYPE_CHECKING:

@@ -20,20 +20,28 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
 
 from kling_render.errors import Issue, ProjectError, UsageError
+from kling_render.project.document import DocPath, Document
 from kling_render.project.generated import Still, in_row
 from kling_render.project.media import MediaProblem, resolve_inside
-from kling_render.project.project import AudioSpec, OutputSpec, Project, Shot, input_files
+from kling_render.project.project import (
+    AudioSpec,
+    OutputSpec,
+    Project,
+    ProjectRow,
+    Shot,
+    display_path,
+    input_files,
+    missing_file,
+)
 from kling_render.project.table import CSV_SUFFIXES, LIST_SUFFIXES, Row, Table, known_columns, read_table
 from kling_render.project.template_limits import Budget
-from kling_render.project.templates import Labelled
+from kling_render.project.templates import Labelled, ProjectTemplates, ShotTemplates
 from kling_render.suggest import did_you_mean, with_hint
-
-if TYPE_CHECKING:
-    from kling_render.project.project import _Resolver
 
 MAX_ROW_ISSUES = 50  # per-row problems listed before "and N more"
 # The templates of a rows: project render once per row. Their budget (template_limits) grows with
@@ -45,20 +53,32 @@ _UNDEFINED_ROW = re.compile(r"'row\.(.+?)' is undefined")
 _IN_SNIPPET = re.compile(r"in prompts\.([^:]+): ")
 
 
-@dataclass(frozen=True)
-class ProjectRow:
-    """One row's cut: its key, its line in the data file, its shots (ids ``<key>/<shot id>``),
-    output and audio."""
 
-    key: str
-    line: int
-    shots: list[Shot]
-    output: OutputSpec
-    audio: AudioSpec | None
+class Resolving(Protocol):
+    """What a rows: expansion needs of the project loader's resolver (loader.Resolver): it resolves
+    the project once per row by setting the row in the templates and resolving one cut."""
+
+    path: Path
+    root: Path
+    doc: Document
+    data: dict[str, Any]
+    vars: dict[str, Any]
+    issues: list[Issue]
+    templates: ProjectTemplates
+    stills: list[Still]
+    output_text: str | None
+
+    def add(self, path: DocPath, message: str, line_path: DocPath | None = None) -> None: ...
+
+    def render_text(self, context: ShotTemplates, source: str, path: DocPath, line_path: DocPath | None) -> str: ...
+
+    def cut(
+        self, skip: set[str], name: str, *, check_output: bool = True
+    ) -> tuple[list[Shot], OutputSpec, AudioSpec | None]: ...
 
 
 def expand_rows(
-    resolver: _Resolver, skip: set[str], name: str
+    resolver: Resolving, skip: set[str], name: str
 ) -> tuple[list[Shot], OutputSpec, AudioSpec | None, list[ProjectRow], Table | None]:
     """Resolve the project once per row; problems go to ``resolver.issues``."""
     table = _table(resolver)
@@ -102,7 +122,7 @@ def expand_rows(
     return shots, rows[0].output, rows[0].audio, rows, table
 
 
-def _table(resolver: _Resolver) -> Table | None:
+def _table(resolver: Resolving) -> Table | None:
     spec = resolver.data["rows"]
     source, key = str(spec["from"]), str(spec["key"])
     try:
@@ -114,7 +134,6 @@ def _table(resolver: _Resolver) -> Table | None:
     if suffix not in CSV_SUFFIXES + LIST_SUFFIXES:
         resolver.add(("rows", "from"), f"{source}: the data file must be .csv, or a .yaml, .yml or .json list")
         return None
-    from kling_render.project.project import display_path, missing_file
 
     if not path.exists():
         resolver.add(("rows", "from"), missing_file(resolver.root, source))
@@ -164,7 +183,7 @@ def _row_issues(found: list[tuple[Row, list[Issue]]], table: Table, count: int) 
 
 
 def _output_issues(
-    resolver: _Resolver, table: Table, rows: list[ProjectRow], texts: dict[str, str | None]
+    resolver: Resolving, table: Table, rows: list[ProjectRow], texts: dict[str, str | None]
 ) -> list[Issue]:
     """Every row's cut is safe to write (outputs.py) and a file of its own."""
     from kling_render.app.outputs import Guard, protected_for
@@ -216,7 +235,7 @@ def _output_issues(
 _PROBES = ("{}-zz9", "zz9-{}")
 
 
-def _key_probe(resolver: _Resolver, table: Table, texts: dict[str, str | None]) -> list[Issue]:
+def _key_probe(resolver: Resolving, table: Table, texts: dict[str, str | None]) -> list[Issue]:
     """Rows whose output.path does not change with their key; one issue naming the first."""
     raw = str(resolver.data.get("output", {}).get("path", f"renders/{resolver.data['name']}.mp4"))
     same: list[Row] = []
@@ -230,7 +249,7 @@ def _key_probe(resolver: _Resolver, table: Table, texts: dict[str, str | None]) 
                 values = dict(row.values)
                 values[table.key_column] = probe.format(row.key)
                 resolver.templates.row = Labelled("row", **values)
-                other = resolver._render(resolver.templates.for_cut(), raw, ("output", "path"), None)
+                other = resolver.render_text(resolver.templates.for_cut(), raw, ("output", "path"), None)
                 if other and _same_file(other, text):
                     same.append(row)
                     break

@@ -22,7 +22,8 @@ from e2e_fake import FakeProcess
 from kling_render.cli import cli
 from kling_render.errors import ProjectError
 from kling_render.plan.plan import build_plan, shot_key
-from kling_render.project.project import cost_of, load_project
+from kling_render.project.loader import load_project
+from kling_render.project.project import cost_of
 
 pytestmark = pytest.mark.stand_in(latency=0.3)
 

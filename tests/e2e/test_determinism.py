@@ -14,7 +14,7 @@ from pathlib import Path
 from e2e_cli import Workspace, base_env, small_workspace, ws_env
 from e2e_fake import FakeProcess
 
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 
 EVERYTHING = (
     "{% set ns = namespace(n=0) %}"

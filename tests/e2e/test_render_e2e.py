@@ -41,7 +41,7 @@ from e2e_fake import FakeProcess
 from kling_render.app import cut as app_cut
 from kling_render.fsutil import sha256_file
 from kling_render.media.probe import probe
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 
 pytestmark = pytest.mark.stand_in(latency=0.3)
 

@@ -12,7 +12,7 @@ from kling_render.catalog.catalog import SHOT_KEY_TYPES, load_catalog, parse_mod
 from kling_render.errors import ProjectError
 from kling_render.plan.keys import wire_for_key
 from kling_render.project.document import parse_document
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 from kling_render.project.schema import _FIELD_VALUE_SCHEMAS, _with_models, catalog_issues
 
 REPO = Path(__file__).resolve().parents[2]

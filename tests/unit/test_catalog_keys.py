@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kling_render.plan.plan import shot_key
-from kling_render.project.project import cost_of, load_project
+from kling_render.project.loader import load_project
+from kling_render.project.project import cost_of
 
 REPO = Path(__file__).resolve().parents[2]
 MUG = REPO / "projects" / "mug-teaser" / "project.yaml"

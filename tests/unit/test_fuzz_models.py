@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from kling_render.errors import ProjectError
 from kling_render.plan.plan import build_plan
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 
 WORK = Path(tempfile.mkdtemp(prefix="kling-fuzz-models-"))
 OUTCOMES = {"loaded": 0, "refused": 0}

@@ -33,7 +33,7 @@ from kling_render.plan.inputs import (
     take_name,
 )
 from kling_render.plan.plan import build_plan, shot_key
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 from kling_render.records import manifest
 from kling_render.store.cache import ClipCache, ClipMeta
 

@@ -142,7 +142,7 @@ def test_init_extends_an_existing_gitignore(tmp_path: Path) -> None:
 
 
 def test_init_project_loads(film: Path) -> None:
-    project_module = pytest.importorskip("kling_render.project.project")
+    project_module = pytest.importorskip("kling_render.project.loader")
     project = project_module.load_project(film)
     assert [s.id for s in project.shots] == ["intro", "pour", "hero"]
 

@@ -16,7 +16,8 @@ from mediagen import make_clip
 from kling_render.cli import cli
 from kling_render.errors import ProjectError
 from kling_render.plan.keys import wire_for_key
-from kling_render.project.project import cost_of, load_project, missing_price
+from kling_render.project.loader import load_project
+from kling_render.project.project import cost_of, missing_price
 
 
 def project(tmp_path: Path, shots: str, head: str = "", provider: str = "wavespeed") -> Path:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kling_render.cli import cli
 from kling_render.plan.plan import build_plan, shot_key
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 

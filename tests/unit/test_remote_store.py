@@ -441,7 +441,7 @@ def test_a_bad_remote_in_the_project_is_a_located_error_that_never_echoes_a_cred
 def test_the_project_remote_is_loaded(tmp_path: Path) -> None:
     from e2e_cli import SMALL_PROJECT, base_env, small_workspace
 
-    from kling_render.project.project import load_project
+    from kling_render.project.loader import load_project
 
     text = SMALL_PROJECT.replace("provider: wavespeed\n", "provider: wavespeed\nremote: s3://team-bucket/clips\n")
     ws = small_workspace(tmp_path / "p", base_env(), text)

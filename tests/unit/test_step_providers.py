@@ -15,7 +15,7 @@ from kling_render.app.generation import paid_steps, step_providers
 from kling_render.jobs import MediaRef
 from kling_render.plan.inputs import ClipFacts, NothingMade, StillFacts, resolve, still_key, take_key
 from kling_render.plan.plan import build_plan, take_job
-from kling_render.project.project import load_project
+from kling_render.project.loader import load_project
 
 MIXED = """\
 version: 1

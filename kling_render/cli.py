@@ -18,7 +18,7 @@ from kling_render.masking import masked_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # report.outcome says it too
 
 
 def _echo_err(message: str) -> None:
@@ -398,18 +398,14 @@ def render(
     from kling_render.app import options as app_options
     from kling_render.plan.shard import parse_shard
     from kling_render.project.rows import only_ids
+    from kling_render.report import collect as report_collect
+    from kling_render.report import outcome
+    from kling_render.report.jsonout import json_text
 
     shard_k_n = parse_shard(shard) if shard is not None else None  # exit 2 before anything is read
-
     loaded = commands.load(project, vars_)
     selected = only_ids(loaded, _only(row), _only(only))
-    reviewed = None
-    if plan_file is not None:
-        reviewed = commands.load_saved_plan(plan_file)
-        if provider is not None and provider != reviewed.get("provider"):
-            raise UsageError(f"--provider {provider} differs from the plan's ({reviewed.get('provider')})")
-        provider = str(reviewed.get("provider"))
-        selected = list(reviewed["selected"]) if reviewed.get("selected") else selected
+    reviewed, provider, selected = commands.reviewed_plan(plan_file, provider, selected)
     opts = app_options.RenderOptions(
         reviewed_plan=reviewed,
         provider=provider,
@@ -427,56 +423,13 @@ def render(
         until="stills" if until == "stills" else None,
     )
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
-    report = result.report
     if until == "stills" and result.exit_code == 0:  # the approval gate: the stills, to review
-        from kling_render.report import collect as report_collect
-
         _echo_err(f"report: {report_collect.write_report(loaded, provider, None)} (review the stills, then render)")
     if as_json:
-        from kling_render.report.jsonout import json_text
-
-        click.echo(
-            json_text(
-                {
-                    "event": "finished",
-                    "exit_code": result.exit_code,
-                    **report,
-                    "final_cut": str(result.final_cut) if result.final_cut else None,
-                    "final_cut_up_to_date": result.up_to_date,
-                    **({"cuts": result.cuts} if loaded.rows is not None else {}),
-                }
-            )
-        )
+        click.echo(json_text(outcome.render_finished(loaded, result)))
     else:
-        shots = report.get("shots", [])
-        counts: dict[str, int] = {}
-        for shot in shots:
-            counts[shot["status"]] = counts.get(shot["status"], 0) + 1
-        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        spent = f"spent ${report.get('spent_usd', 0):.4f}"
-        if report.get("refunded_usd"):
-            spent += f" (${report['refunded_usd']:.4f} of failed tasks refunded)"
-        if report.get("uncertain_usd"):
-            spent += f" (and up to ${report['uncertain_usd']:.4f} on submits that got no answer)"
-        _echo_err(f"{loaded.name}: {summary}; {spent}")
-        if report.get("account_stopped"):
-            _echo_err(f"error: {report['account_stopped']} (no more submits this run)")
-        for shot in shots:
-            if shot["status"] in ("failed", "unknown") and shot.get("error"):
-                _echo_err(f"  {shot['id']}: {shot['status']}: {shot['error']}")
-            if shot.get("warning"):
-                _echo_err(f"  {shot['id']}: warning: {shot['warning']}")
-        if result.final_cut:
-            _echo_err(f"final cut{' up to date' if result.up_to_date else ''}: {result.final_cut}")
-        if loaded.rows is not None:
-            from kling_render.report import rows as report_rows
-
-            for line in report_rows.cut_lines(result.cuts):
-                _echo_err(line)
-        if result.message:
-            _echo_err(f"error: {result.message}")
-        if result.exit_code == EXIT_INTERRUPTED:
-            _echo_err("interrupted: state saved; run the same command again to resume")
+        for line in outcome.render_lines(loaded, result):
+            _echo_err(line)
     sys.exit(result.exit_code)
 
 
@@ -506,31 +459,17 @@ def stitch(
     from kling_render.app import commands
     from kling_render.app import cut as app_cut
     from kling_render.project.rows import select_rows
+    from kling_render.report import outcome
 
     loaded = commands.load(project, vars_)
     rows = select_rows(loaded, _only(row))
     if loaded.rows is not None:
         _stitch_rows(loaded, provider, rows, force=force, wait_lock=wait_lock, as_json=as_json)
         return
-    outcome = app_cut.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
+    done = app_cut.stitch(loaded, provider, force=force, lock_timeout=wait_lock)
     if as_json:
-        cut = outcome.cut
-        _print_json(
-            {
-                "project": loaded.name,
-                "provider": commands.pick_provider(loaded, provider),
-                "final_cut": str(outcome.path),
-                "up_to_date": outcome.up_to_date,
-                "duration": round(cut.duration, 4),
-                "frames": cut.frames,
-                "fps": cut.fps,
-                "stream_copy": cut.stream_copy,
-                "sha256": cut.sha256,
-                "size": cut.size,
-                **outcome.steps,
-            }
-        )
-    _echo_err(f"final cut{' up to date' if outcome.up_to_date else ''}: {outcome.path}")
+        _print_json(outcome.stitch_document(loaded, commands.pick_provider(loaded, provider), done))
+    _echo_err(f"final cut{' up to date' if done.up_to_date else ''}: {done.path}")
 
 
 def _stitch_rows(loaded: Any, provider: str | None, rows: Any, *, force: bool, wait_lock: float, as_json: bool) -> None:
@@ -564,25 +503,17 @@ def status(
     from kling_render.app import commands
     from kling_render.app import status as app_status
     from kling_render.project.rows import select_rows
+    from kling_render.report import rows as report_rows
     from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
-    rows = select_rows(loaded, _only(row))
-    if loaded.rows is not None:
-        from kling_render.app import rows_pipeline
-        from kling_render.report import rows as report_rows
-
-        doc = rows_pipeline.status_rows(loaded, provider, rows)
-    else:
-        doc = app_status.status(loaded, provider)
+    doc = app_status.status_of(loaded, provider, select_rows(loaded, _only(row)))
     for message in [*doc.get("quarantined", []), *doc.get("differs_from_team", [])]:
         _echo_err(f"warning: {message}")
     if as_json:
         _print_json(doc)
-    elif loaded.rows is not None:
-        click.echo(report_rows.status_table(doc))
     else:
-        click.echo(report_text.status_table(doc))
+        click.echo(report_rows.status_table(doc) if loaded.rows is not None else report_text.status_table(doc))
     if check and any(s["status"] != "done" for s in doc["shots"]):
         sys.exit(1)
 
@@ -605,18 +536,11 @@ def report(project: Path, vars_: tuple[str, ...], provider: str | None, row: str
     """Write a self-contained HTML report: every shot's frames, prompt, cost, timings and the final cut."""
     from kling_render.app import commands
     from kling_render.project.rows import select_rows
-    from kling_render.report import collect as report_collect
+    from kling_render.report import rows_html
 
     loaded = commands.load(project, vars_)
-    rows = select_rows(loaded, _only(row))
-    if loaded.rows is not None:
-        from kling_render.report.rows_html import write_row_reports
-
-        for path in write_row_reports(loaded, provider, rows, out, index=not row):
-            _echo_err(f"report: {path}")
-        return
-    path = report_collect.write_report(loaded, provider, out)
-    _echo_err(f"report: {path}")
+    for path in rows_html.write_reports(loaded, provider, select_rows(loaded, _only(row)), out, index=not row):
+        _echo_err(f"report: {path}")
 
 
 @cli.command()

@@ -283,6 +283,20 @@ def save_text(text: str, out: Path) -> None:
         raise StateError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
+def reviewed_plan(
+    path: Path | None, provider: str | None, selected: list[str] | None
+) -> tuple[dict[str, Any] | None, str | None, list[str] | None]:
+    """`render --plan FILE`: the reviewed plan, and the provider and shots it was made for (a
+    --provider other than the plan's is a usage error); without a file, what was asked."""
+    if path is None:
+        return None, provider, selected
+    reviewed = load_saved_plan(path)
+    if provider is not None and provider != reviewed.get("provider"):
+        raise UsageError(f"--provider {provider} differs from the plan's ({reviewed.get('provider')})")
+    chosen = list(reviewed["selected"]) if reviewed.get("selected") else selected
+    return reviewed, str(reviewed.get("provider")), chosen
+
+
 def load_saved_plan(path: Path) -> dict[str, Any]:
     """A plan written by `plan --out`; a missing, unreadable or malformed file is a usage error."""
     import json

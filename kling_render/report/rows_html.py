@@ -38,6 +38,18 @@ def pages_dir(index: Path) -> Path:
     return index.with_suffix("") if index.suffix else index.with_name(index.name + "-rows")
 
 
+def write_reports(
+    project: Project, provider: str | None, rows: list[ProjectRow], out: str | Path | None, *, index: bool
+) -> list[Path]:
+    """`report`: the project's page, or in a rows: project each asked row's page (and the index
+    page when ``index``); the paths written."""
+    if project.rows is None:
+        from kling_render.report.collect import write_report
+
+        return [write_report(project, provider, out)]
+    return write_row_reports(project, provider, rows, out, index=index)
+
+
 def write_row_reports(
     project: Project, provider: str | None, rows: list[ProjectRow], dest: str | Path | None, *, index: bool
 ) -> list[Path]:

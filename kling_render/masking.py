@@ -99,9 +99,11 @@ def _seen(text: str, secrets: tuple[str, ...]) -> bool:
     return any(form in low for form in forms)
 
 
-def mask(text: str) -> str:
-    """``text`` with every known secret (in each of its forms, in any case) replaced by ``***``."""
-    secrets = _secrets()
+def mask(text: str, secrets: tuple[str, ...] | None = None) -> str:
+    """``text`` with every known secret (in each of its forms, in any case) replaced by ``***``
+    (``secrets``: :func:`_secrets`, when the caller masks many texts at once)."""
+    if secrets is None:
+        secrets = _secrets()
     if not _seen(text, secrets):
         return text
     low = text.lower()
@@ -141,19 +143,37 @@ def mask_bytes(data: bytes) -> bytes:
 
 
 def mask_json(value: Any) -> Any:
-    """A JSON value with every string (keys too) masked: it serializes to valid JSON without a secret."""
-    if not _lowered(_secrets()):
+    """A JSON value with every string (keys too) masked: it serializes to valid JSON without a secret.
+
+    The usual case, no secret anywhere, is found in one pass over the serialized value (the lock
+    and the state are written after every step): JSON escapes character by character, so a string
+    holding any form of a secret (in any case) serializes to text holding that form JSON-escaped
+    (_json_forms). Only when one is seen is every string masked one by one."""
+    secrets = _secrets()
+    if not _lowered(secrets):
         return value
-    return _mask_value(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, check_circular=False).lower()
+    except (TypeError, ValueError, RecursionError):  # not plain JSON: string by string
+        text = None
+    if text is not None and not any(form in text for form in _json_forms(secrets)):
+        return value
+    return _mask_value(value, secrets)
 
 
-def _mask_value(value: Any) -> Any:
+@functools.lru_cache(maxsize=8)
+def _json_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form of ``secrets`` as it reads inside a serialized JSON string, lower-cased."""
+    return tuple(dict.fromkeys(json.dumps(f, ensure_ascii=False)[1:-1].lower() for f in _variants(secrets)))
+
+
+def _mask_value(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return mask(value)
+        return mask(value, secrets)
     if isinstance(value, dict):
-        return {(mask(k) if isinstance(k, str) else k): _mask_value(v) for k, v in value.items()}
+        return {(mask(k, secrets) if isinstance(k, str) else k): _mask_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_mask_value(v) for v in value]
+        return [_mask_value(v, secrets) for v in value]
     return value
 
 

@@ -31,6 +31,16 @@ from kling_render.loopback import is_loopback_host
 from kling_render.masking import mask
 from kling_render.providers.base import MAX_DOWNLOAD_BYTES
 
+# The connection pool of a provider's client. httpx keeps 20 idle connections by default, and
+# httpcore 1.0 closes an idle one whenever the pool holds more than that many in all: a run polling
+# 20 tasks while it downloads their outputs closed and reopened hundreds of connections a minute.
+# 32 covers a run at concurrency 20 with its downloads; more is not kept, because the pool's
+# bookkeeping checks every kept connection on every request (event-loop time, measured).
+POOL = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=5.0)
+
+
+RESCHEDULE_EVERY = 0.1  # seconds between moves of a body's stall deadline
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -164,15 +174,22 @@ class Transfer:
         assert self._timeout is not None
         self._timeout.reschedule(min(self.deadline, guard.deadline()))
         received = 0
+        moved = self._loop.time()  # when the timeout was last moved
         async for chunk in response.aiter_raw():
-            guard.add(len(chunk), self._loop.time())
+            now = self._loop.time()
+            guard.add(len(chunk), now)
             data = inflate(chunk, max_bytes - received + 1)
             received += len(data)
             if received > max_bytes:
                 raise TooLarge(f"the answer exceeds the {max_bytes}-byte cap")
             if data:
                 sink(data)
-            self._timeout.reschedule(min(self.deadline, guard.deadline()))
+            if now - moved >= RESCHEDULE_EVERY:
+                # Not per chunk: moving the loop's timer for every 64 KB of a clip kept the event loop
+                # (which polls the other tasks) busy; a deadline up to this much early is nothing
+                # against a stall window of seconds.
+                self._timeout.reschedule(min(self.deadline, guard.deadline()))
+                moved = now
         tail = inflate(b"", max_bytes - received + 1)
         received += len(tail)
         if received > max_bytes:

@@ -79,6 +79,29 @@ def test_json_files_stay_valid_json_whatever_the_secret_holds(tmp_path: Path) ->
     assert (tmp_path / "b.html").read_text() == f"<p>{MASK}</p><p>{MASK}</p>"
 
 
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_json_document_is_masked_wherever_a_secret_hides_and_left_whole_without_one(
+    monkeypatch: pytest.MonkeyPatch, quoted: bool
+) -> None:
+    """The one-pass check of a whole document (the lock and state are written after every step)
+    finds a secret in any string, key or case, a secret JSON escapes (quote, backslash) too."""
+    if not quoted:
+        monkeypatch.setenv("WAVESPEED_API_KEY", "wave-plain-key-0123")
+    secret = KEY if quoted else "wave-plain-key-0123"
+    clean = {"shots": {f"s{i}": {"prompt": f"take {i}", "n": i, "ok": True, "x": None} for i in range(50)}}
+    assert mask_json(clean) is clean  # nothing to mask: the very same document
+    for doc, where in [
+        ({"a": {"b": [1, {"c": f"said {secret.upper()}!"}]}}, ("a", "b", 1, "c")),
+        ({"a": {f"k-{secret}": 1}}, ("a",)),
+        ({"a": [f"{FAL}"]}, ("a", 0)),
+    ]:
+        masked = mask_json(doc)
+        text = json.dumps(masked, ensure_ascii=False)
+        assert secret not in text and secret.upper() not in text and FAL not in text
+        assert MASK in text, where
+    assert mask_json({"p": Path("/tmp/x")})["p"] == Path("/tmp/x")  # not JSON: still handled, string by string
+
+
 def test_the_state_file_masks_a_servers_text_and_stays_readable(tmp_path: Path) -> None:
     with StateStore.for_project(tmp_path / "p.yaml", "wavespeed") as state:
         state.ensure("alpha", "ab" * 32)

@@ -117,7 +117,7 @@ class WaveSpeedProvider(Provider):
             limits = Limits(**{**limits.__dict__, "download_max_bytes": max_download_bytes})
         self.limits = limits
         self._wall_clock = wall_clock
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=net.POOL)
         self._upload_locks: dict[str, asyncio.Lock] = {}
         self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
 

@@ -164,12 +164,20 @@ def stitch(
             if fast:
                 from kling_render.store.cache import ClipCache
 
-                # Nothing is decoded by a stream copy: each clip is decoded once here (memoized).
+                # Nothing is decoded by a stream copy: each clip is decoded once here (memoized), while
+                # the copy runs (it reads the packets only); a clip that does not decode raises after
+                # the copy, so the cut is never renamed into place.
                 store = segments if segments is not None else SegmentStore(ClipCache(work / "segments"))
                 with ThreadPoolExecutor(max_workers=workers or _cores(), thread_name_prefix="decode") as pool:
-                    for done_check in [pool.submit(steps.decode_once, c, store) for c in clips]:
+                    checks = [pool.submit(steps.decode_once, c, store) for c in clips]
+                    try:
+                        ms = copy_cut(clips, tmp, work, progress)
+                    except BaseException:
+                        for done_check in checks:
+                            done_check.cancel()
+                        raise
+                    for done_check in checks:
                         done_check.result()
-                ms = copy_cut(clips, tmp, work, progress)
                 # The chapters already say where the joined clips end: no second probe of the result.
                 chapters = [(sid, s / 1000, e / 1000) for sid, s, e in ms]
                 duration = ms[-1][2] / 1000

@@ -4,7 +4,7 @@ A re-encoded cut is one segment per clip (stitch/plan.py); a segment needs only 
 next clip's head when it ends in a transition. So while the paid steps run, each time a clip step
 ends, :class:`SegmentPipeline` plans the cut again from what exists now (the clips not made yet are
 :class:`~kling_render.stitch.graph.PendingClip` with their expected durations) and encodes every
-segment that has become ready, in threads (``asyncio.to_thread``: the event loop keeps polling),
+segment that has become ready, in threads of its own (the event loop keeps polling),
 each under one of the run's CPU slots (the semaphore the frame extraction shares). Results go to
 the segment store under the keys the final stitch computes, so the stitch that follows the run
 finds them and encodes only what is missing: the last clips' segments, the audio and the join.
@@ -20,9 +20,11 @@ Nothing here decides anything about a clip or money:
 - a failed encode is dropped (``blame=False``: no culprit search, no quarantine): the final stitch
   encodes that segment again and applies the usual rules to a clip that does not decode;
 - when the run ends (:meth:`SegmentPipeline.finish`), encodes still queued are left to the stitch
-  (which runs them in parallel with the audio pass) and running ones are awaited, so no segment is
-  encoded twice at once; :meth:`SegmentPipeline.abort` (Ctrl-C, an error) also kills the running
-  ffmpegs through their progress callbacks.
+  (which runs them in parallel with the audio pass) and running encodes are awaited, so no segment
+  is encoded twice at once; a running decode (a stream-copy cut) goes on in its thread while the
+  stitch copies, and the stitch waits for it rather than decoding that clip again
+  (:func:`~kling_render.stitch.steps.decode_once`); :meth:`SegmentPipeline.abort` (Ctrl-C, an
+  error) also kills the running ffmpegs through their progress callbacks.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +109,7 @@ class _Job:
     key: str  # what it makes (a segment's key, or "decode:<clip sha256>"): each is taken on once
     shot_id: str
     run: Callable[[Report], str]  # does it (in a thread); says how: "encoded", "stored", ...
+    detach: bool = False  # when the run ends, left running (a decode: the stitch waits for it there)
 
 
 class SegmentPipeline:
@@ -138,7 +142,9 @@ class SegmentPipeline:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._taken: set[str] = set()  # keys queued, running or done
         self._tasks: list[asyncio.Task[None]] = []
-        self._busy: set[asyncio.Task[object] | None] = set()  # workers running a job in a thread
+        self._busy: dict[asyncio.Task[object] | None, _Job] = {}  # workers running a job in a thread
+        self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="segment")
+        self._detached: set[str] = set()  # decodes still running in their threads when the run ended
         self._planner: asyncio.Task[None] | None = None
         self._dirty = False
         self._closing = False  # finish or abort: nothing more is taken on or started
@@ -198,11 +204,17 @@ class SegmentPipeline:
                 self._left += 1
             self._queue.task_done()
         for task in self._tasks:
-            if task in self._busy:
+            job = self._busy.get(task)
+            if job is not None and not (job.detach and not self._stop.is_set()):
                 self._queue.put_nowait(None)  # it ends once its job is done
             else:
-                task.cancel()  # waiting for work or for a CPU slot
+                if job is not None:
+                    self._detached.add(job.key)
+                # Waiting for work or for a CPU slot; or running a decode, which goes on in its thread
+                # beside the stitch's copy (the stitch waits for it: steps.decode_once).
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._threads.shutdown(wait=False)
 
     async def _plan_loop(self) -> None:
         while self._dirty and not self._closing:
@@ -230,7 +242,7 @@ class SegmentPipeline:
                 return []
             memo = self.store.cache.probes
             return [
-                _Job(f"decode:{clip.sha256}", clip.shot_id, self._decoder(clip))
+                _Job(f"decode:{clip.sha256}", clip.shot_id, self._decoder(clip), detach=True)
                 for clip in inputs.clips
                 if isinstance(clip, CutClip)
                 and clip.sha256
@@ -267,7 +279,7 @@ class SegmentPipeline:
                     return
                 await self._one(job)
             except asyncio.CancelledError:  # closed while it waited for a slot: left to the stitch
-                if job is not None:
+                if job is not None and job.key not in self._detached:
                     self._left += 1
                 raise
             finally:
@@ -282,11 +294,11 @@ class SegmentPipeline:
                 self._left += 1
                 return
             me = asyncio.current_task()
-            self._busy.add(me)
+            self._busy[me] = job
             try:
-                notice = await asyncio.to_thread(self._do, job)
+                notice = await asyncio.wrap_future(self._threads.submit(self._do, job))
             finally:
-                self._busy.discard(me)
+                self._busy.pop(me, None)
         self.notices.append(notice)
         if self.notify is not None:
             with contextlib.suppress(Exception):  # a broken event sink never stops the work

@@ -17,7 +17,10 @@ read with damaged packets concealed) and the pass runs again without ``-xerror``
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -173,23 +176,49 @@ def mix_audio(
     return StepResult(path, "encoded")
 
 
+# Decodes running in this process, by clip digest: a stitch that needs a clip the pipelined stitch
+# is decoding right now waits for that decode instead of running a second one (stitch/pipelined.py
+# leaves its running decodes to finish beside the stitch's copy).
+_decoding: dict[str, Future[None]] = {}
+_decoding_lock = threading.Lock()
+
+
 def decode_once(clip: CutClip, store: SegmentStore, *, blame: bool = True) -> None:
     """Decode ``clip`` end to end unless this machine already did (memoized by its sha256): a
     stream-copy cut decodes nothing itself, so this is its clips' one decode. CorruptClipError
     (the clip quarantined and marked) when it does not decode; with ``blame=False`` (a decode
-    ahead of the stitch), the FFmpegError as it is, nothing quarantined."""
+    ahead of the stitch), the FFmpegError as it is, nothing quarantined. A decode of the same
+    clip already running in this process is waited for, not repeated."""
     memo = store.cache.probes
-    if clip.sha256 and memo.decodes(clip.sha256):
+    digest = clip.sha256
+    if digest and memo.decodes(digest):
         return
+    mine: Future[None] | None = None
+    if digest:
+        with _decoding_lock:
+            running = _decoding.get(digest)
+            if running is None:
+                mine = _decoding[digest] = Future()
+        if running is not None:
+            with contextlib.suppress(Exception):
+                running.result()
+            if memo.decodes(digest):
+                return
+            # It failed there: decoded again here, so this caller's rules (blame) apply.
     try:
         check_clip(clip.path)
+        if digest:
+            memo.mark_decodes(digest)  # before the waiters look
     except FFmpegError as exc:
         if not blame:
             raise
         culprit = _culprit([clip], store, exc)
         raise culprit from exc
-    if clip.sha256:
-        memo.mark_decodes(clip.sha256)
+    finally:
+        if mine is not None:
+            with _decoding_lock:
+                _decoding.pop(str(digest), None)
+            mine.set_result(None)
 
 
 def join(

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from issue20_kit import (
+    OUTPUT,
     BenchError,
     Result,
     StitchFigures,
@@ -143,7 +144,7 @@ def measure(work: Path, args: argparse.Namespace) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", type=int, default=24)
-    parser.add_argument("--media", choices=["tiny", "720p", "1080p"], default="720p")
+    parser.add_argument("--media", choices=list(OUTPUT), default="720p")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds each stand-in task takes")
     parser.add_argument("--concurrency", type=int, default=4, help="tasks at once per shard")
     parser.add_argument("--poll-interval", type=float, default=0.5)

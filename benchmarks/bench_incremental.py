@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from issue20_kit import (
+    OUTPUT,
     BenchError,
     Result,
     checkout,
@@ -109,7 +110,7 @@ def measure(work: Path, args: argparse.Namespace) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", type=int, default=48)
-    parser.add_argument("--media", choices=["tiny", "720p", "1080p"], default="720p")
+    parser.add_argument("--media", choices=list(OUTPUT), default="720p")
     parser.add_argument("--fade", type=float, default=0.5)
     parser.add_argument("--edits", type=int, default=2, help="trim edits, each re-stitched and timed")
     parser.add_argument("--trim", type=float, default=0.5, help="seconds an edit cuts off the end of a shot")

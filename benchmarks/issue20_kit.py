@@ -48,7 +48,14 @@ if str(TESTS) not in sys.path:
 API_KEY = "bench-key-0123456789abcdef"
 MODEL = "kling-v3.0-std/image-to-video"
 # Output size per media size: the cut is made at the size of the clips.
-OUTPUT = {"tiny": (192, 108), "720p": (1280, 720), "1080p": (1920, 1080)}
+# The "-clean" media (tests/fake_wavespeed.py MEDIA) have no grain: smooth footage, cheaper to re-encode.
+OUTPUT = {
+    "tiny": (192, 108),
+    "720p": (1280, 720),
+    "1080p": (1920, 1080),
+    "720p-clean": (1280, 720),
+    "1080p-clean": (1920, 1080),
+}
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AKIABENCHKEY000000", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "us-east-1"}
 
 

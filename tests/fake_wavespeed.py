@@ -146,8 +146,16 @@ IMAGE_MODELS: dict[str, set[str]] = {
 MEDIA_FIELDS = ("image", "end_image", "last_image", "video")
 MEDIA_LISTS = ("images", "keyframes", "videos", "audios")
 SIZES = {"16:9": (192, 108), "9:16": (108, 192), "1:1": (128, 128)}
-# media name -> (short side, video bitrate): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips carry
-MEDIA: dict[str, tuple[int, str]] = {"720p": (720, "10M"), "1080p": (1080, "14M")}
+# media name -> (short side, video bitrate, grain): ~1.25 and ~1.75 MB/s, what real 720p/1080p clips
+# carry. Grain is temporal noise (ffmpeg's noise=alls): 12 makes every frame as costly to re-encode as
+# camera grain does (the worst case for a stitch); the "-clean" kinds have none, a moving pattern as
+# smooth as most generated footage, at the same size and bitrate ceiling.
+MEDIA: dict[str, tuple[int, str, int]] = {
+    "720p": (720, "10M", 12),
+    "1080p": (1080, "14M", 12),
+    "720p-clean": (720, "10M", 0),
+    "1080p-clean": (1080, "14M", 0),
+}
 CHAOS_KINDS = {
     "/api/v3/kwaivgi/": ("429", "503", "500", "502", "504", "drop"),
     "/api/v3/predictions/": ("429", "500", "503", "drop"),
@@ -1056,7 +1064,7 @@ def clip_file(duration: int, aspect: str = "16:9", sound: bool = False, media: s
     makes the clips a run will serve before it starts the clock."""
     width, height = media_size(aspect, media)
     cache = Path(tempfile.gettempdir()) / "kling-render-fake-clips"
-    real = "" if media == "tiny" else f"-{MEDIA[media][1]}"
+    real = "" if media == "tiny" else f"-{MEDIA[media][1]}" + ("" if MEDIA[media][2] else "-clean")
     tag = f"-v{variant}" if variant else ""
     dest = cache / f"clip-{duration}s-{width}x{height}{real}-{'a' if sound else 'n'}{tag}.mp4"
     if dest.exists():
@@ -1069,10 +1077,11 @@ def clip_file(duration: int, aspect: str = "16:9", sound: bool = False, media: s
     if media == "tiny":
         lavfi = f"testsrc=size={width}x{height}:rate=24:duration={duration}{shade}"
         encode = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    else:  # temporal noise keeps every frame expensive, as camera grain does
+    else:  # temporal noise (grain) keeps every frame expensive, as camera grain does
+        _, rate, grain = MEDIA[media]
         seed = f":all_seed={variant}" if variant else ""
-        lavfi = f"testsrc2=size={width}x{height}:rate=24:duration={duration}{shade},noise=alls=12:allf=t{seed}"
-        rate = MEDIA[media][1]
+        noise = f",noise=alls={grain}:allf=t{seed}" if grain else ""
+        lavfi = f"testsrc2=size={width}x{height}:rate=24:duration={duration}{shade}{noise}"
         encode = ["-c:v", "libx264", "-preset", "veryfast", "-b:v", rate, "-maxrate", rate]
         encode += ["-bufsize", rate, "-g", "48", "-pix_fmt", "yuv420p"]
     args = ["-y", "-f", "lavfi", "-i", lavfi]

@@ -500,14 +500,13 @@ def status(
     project: Path, vars_: tuple[str, ...], provider: str | None, row: str | None, as_json: bool, check: bool
 ) -> None:
     """Per-shot state from the state file: pending, submitted, done, failed, unknown (by row in a rows: project)."""
-    from kling_render.app import commands
-    from kling_render.app import status as app_status
+    from kling_render.app import commands, rows_pipeline
     from kling_render.project.rows import select_rows
     from kling_render.report import rows as report_rows
     from kling_render.report import text as report_text
 
     loaded = commands.load(project, vars_)
-    doc = app_status.status_of(loaded, provider, select_rows(loaded, _only(row)))
+    doc = rows_pipeline.status_of(loaded, provider, select_rows(loaded, _only(row)))
     for message in [*doc.get("quarantined", []), *doc.get("differs_from_team", [])]:
         _echo_err(f"warning: {message}")
     if as_json:

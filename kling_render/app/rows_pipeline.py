@@ -232,4 +232,13 @@ def _cut_text(project: Project, row: ProjectRow, exists: bool, fresh: bool, reas
     return f"{name}: stale ({'; '.join(reasons[:2])})"
 
 
-__all__ = ["RowCut", "RowSink", "finish_rows", "status_rows", "stitch_each", "stitch_rows"]
+__all__ = ["RowCut", "RowSink", "finish_rows", "status_of", "status_rows", "stitch_each", "stitch_rows"]
+
+
+def status_of(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
+    """`status`: the shots' states, by row in a rows: project (``rows``: the rows asked for)."""
+    if project.rows is None:
+        from kling_render.app.status import status
+
+        return status(project, provider)
+    return status_rows(project, provider, rows)

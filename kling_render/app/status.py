@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kling_render.app.cut import clip_units
-from kling_render.project.project import Project, ProjectRow
+from kling_render.project.project import Project
 from kling_render.store.cache import ClipCache
 
 
@@ -104,11 +104,3 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
 
 __all__ = ["status"]
 
-
-def status_of(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
-    """`status`: the shots' states, by row in a rows: project (``rows``: the rows asked for)."""
-    if project.rows is None:
-        return status(project, provider)
-    from kling_render.app import rows_pipeline
-
-    return rows_pipeline.status_rows(project, provider, rows)

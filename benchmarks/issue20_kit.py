@@ -177,8 +177,8 @@ def remote_segments(moto: Any, bucket: str) -> dict[str, str]:
     bytes it names (``<prefix>/blobs/sha256/<sha[:2]>/<sha>.mp4``): an audio pass has no video track."""
     found: dict[str, str] = {}
     for name in moto.list_raw(bucket):
-        if "/segments/" not in name or not name.endswith(".json"):
-            continue
+        if "/segments/" not in name or not name.endswith(".json") or "/segments/claims/" in name:
+            continue  # a shard's claim (segments/claims/<key>.json) is not a record
         prefix, key = name.split("/segments/", 1)[0], name.rsplit("/", 1)[1][: -len(".json")]
         kind = "video"  # a record this cannot read is counted as a segment
         try:

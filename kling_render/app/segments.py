@@ -8,7 +8,10 @@ holds it now:
   has are encoded (or found) and put on the remote, so the machine that makes the cut encodes only
   what no shard could. A segment ending in a transition reads two clips: when this shard has one
   of them and the remote already holds the other (another shard finished first), that one is
-  pulled and the segment made here; otherwise it is left to the stitch.
+  pulled and the segment made here; otherwise it is left to the stitch. Shards running at once
+  split the segments (and the audio pass) by a create-only claim on the remote
+  (store/remote/segments.py): each is encoded by the first shard to claim it, during its run or
+  after; a claim whose shard died leaves that segment to the stitch, which encodes what is missing.
 
 Shots without a clip are planned on their expected duration (the shot's): if a clip turns out to
 last otherwise, the segments planned on the guess are simply not the ones the cut uses
@@ -203,7 +206,7 @@ def segment_pipeline(
         workers = stitch_workers(out.width, out.height, stitch_memory_mb())
         return SegmentPipeline(
             inputs, store, cpu, workers=workers, source=source, notify=lambda n: sink.emit(notice_event(n)),
-            decode=not shard,
+            decode=not shard, claim=source.claim if shard and source is not None else None,
         )  # fmt: skip
 
     return make
@@ -213,6 +216,7 @@ _HOW = {
     "encoded": "encoded",
     "stored": "already in the segment store",
     "pulled": "pulled from the remote",
+    "claimed": "left to the shard that claimed it",
     "failed": "not made (the stitch does it again)",
     "stopped": "stopped",
 }
@@ -272,21 +276,28 @@ def _encode(project: Project, provider: str, cache: ClipCache, remote: Remote, s
     cut = stitching.steps.plan(inputs.clips, inputs.output, inputs.audio, music_sha256=inputs.music_sha256)
     store = stitching.SegmentStore(cache)
     source = SegmentRemote(remote.segments)
-    encoded = 0
+    encoded = claimed = 0
     with tempfile.TemporaryDirectory(prefix=f"{stitching.WORK_PREFIX}{os.getpid()}-") as work_dir:
         for step in cut.parts:
             if step.ready:
+                if store.entry(str(step.key)) is None and not source.claim(str(step.key)):
+                    claimed += 1  # another shard makes it (shards running at once split the segments)
+                    continue
                 done = stitching.steps.encode_segment(cut, step, store, Path(work_dir), source=source)
                 encoded += done.how == "encoded"
                 if done.how == "stored":
                     source.push(str(step.key), done.path)  # made here before the remote was reachable
-        if cut.audio.key is not None:
+        audio = cut.audio.key
+        if audio is not None and (store.use(audio) is not None or source.claim(audio)):
             done = stitching.steps.mix_audio(cut, store, Path(work_dir), source=source)
             if done.how == "stored":
-                source.push(cut.audio.key, done.path)
+                source.push(audio, done.path)
     ready = sum(1 for s in cut.parts if s.ready)
     for problem in source.problems:
         sink.emit(Event("warning", message=problem))
-    message = f"{ready} of {len(cut.parts)} segments ready on the remote, {encoded} encoded here"
-    sink.emit(Event("segments", message=message, extra={"ready": ready, "encoded": encoded}))
+    message = f"{ready} of {len(cut.parts)} segments ready on the remote or claimed, {encoded} encoded here"
+    if claimed:
+        message += f", {claimed} left to the shards that claimed them"
+    extra = {"ready": ready, "encoded": encoded, "claimed": claimed}
+    sink.emit(Event("segments", message=message, extra=extra))
     return encoded

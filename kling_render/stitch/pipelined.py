@@ -67,7 +67,8 @@ class SegmentNotice:
 
     shot_id: str
     key: str
-    how: str  # "encoded", "stored" (already there), "pulled" (from the source), "decoded" (a clip of a
+    how: str  # "encoded", "stored" (already there), "pulled" (from the source), "claimed" (a shard:
+    # another shard makes it), "decoded" (a clip of a
     # stream-copy cut: its key is "decode:<sha256>"), "failed", "stopped"
     seconds: float  # wall time of the step
     error: str | None = None
@@ -130,9 +131,11 @@ class SegmentPipeline:
         source: SegmentSource | None = None,
         notify: Notify | None = None,
         decode: bool = True,
+        claim: Callable[[str], bool] | None = None,
     ) -> None:
         self.inputs = inputs
         self.decode = decode  # a stream-copy cut's clips decoded ahead (not on a shard: its memo is its own)
+        self.claim = claim  # a shard's: whether this machine encodes a segment (another shard's claim: no)
         self.store = store
         self.cpu = cpu
         self.workers = max(1, workers)
@@ -258,6 +261,8 @@ class SegmentPipeline:
 
     def _encoder(self, cut: CutPlan, step: SegmentStep) -> Callable[[Report], str]:
         def run(report: Report) -> str:
+            if self.claim is not None and step.key is not None and not self.claim(step.key):
+                return "claimed"  # another shard makes it: nothing to pull or encode here
             with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as work:
                 done = encode_segment(cut, step, self.store, Path(work), source=self.source, report=report, blame=False)
             return done.how

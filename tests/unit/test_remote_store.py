@@ -18,6 +18,7 @@ from kling_render.store.cache import ClipCache, ClipMeta
 from kling_render.store.remote.clips import PushConflict, Pushed, blob_path, record_path
 from kling_render.store.remote.config import parse_remote_url, s3_settings
 from kling_render.store.remote.connect import remote_for, resolve_remote_url
+from kling_render.store.remote.segments import RemoteSegments
 from kling_render.store.remote.store import Lost, Written
 
 SECRETS = (S3_KEY_ID, S3_SECRET, S3_TOKEN)
@@ -174,6 +175,34 @@ def test_create_only_write_and_its_lost_race(s3: S3Case) -> None:
     assert isinstance(second, Lost)
     assert second.current is not None and second.current.data == b'{"n": 1}'
     assert s3.server.get_raw(s3.bucket, f"{s3.prefix}/x/one.json") == b'{"n": 1}'
+
+
+def test_one_shard_holds_a_segments_claim_and_a_remote_that_cannot_say_lets_it_encode(s3: S3Case) -> None:
+    """Shards at once split the segments by a create-only claim (store/remote/segments.py); the
+    claim is not a segment record, and a remote that cannot answer means "encode it here"."""
+    from kling_render.store.remote.segments import SegmentRemote, claim_path, record_path
+
+    remote = open_env_remote()
+    mine, theirs = "ab" * 32, "ef" * 32
+    here = SegmentRemote(remote.segments)
+    assert here.claim(mine) is True
+    assert here.claim(mine) is True  # this process's own claim (a segment it failed is tried again)
+    raw = json.loads(s3.server.get_raw(s3.bucket, f"{s3.prefix}/{claim_path(mine)}"))
+    assert set(raw) == {"host", "pid", "token", "since"}
+    other = {**raw, "pid": raw["pid"] + 1, "token": "0" * 32}  # another shard's process
+    run(remote.store.write(claim_path(theirs), json.dumps(other).encode()))
+    assert here.claim(theirs) is False
+    assert run(remote.store.read(record_path(mine))) is None  # no segment record made by a claim
+    dead = SegmentRemote(remote_for_unreachable())
+    assert dead.claim("cd" * 32) is True and "not claimed" in dead.problems[0]
+
+
+def remote_for_unreachable() -> RemoteSegments:
+    from kling_render.store.remote.config import S3Settings
+    from kling_render.store.remote.store import open_store
+
+    closed = S3Settings(endpoint="http://127.0.0.1:9", allow_http=True, access_key_id="k", secret_access_key="s")
+    return RemoteSegments(open_store(parse_remote_url("s3://bucket/p"), closed, policy=fast_policy(1)))
 
 
 def test_compare_and_swap_and_its_lost_race(s3: S3Case) -> None:

@@ -71,9 +71,10 @@ def made(pipe: SegmentPipeline, how: str = "encoded") -> list[str]:
 
 
 def run_pipeline(body: Callable[[SegmentPipeline], object], inputs: Callable[[], CutInputs], store: SegmentStore,
-                 *, slots: int = 2, decode: bool = True) -> SegmentPipeline:  # fmt: skip
+                 *, slots: int = 2, decode: bool = True,
+                 claim: Callable[[str], bool] | None = None) -> SegmentPipeline:  # fmt: skip
     async def main() -> SegmentPipeline:
-        pipe = SegmentPipeline(inputs, store, asyncio.Semaphore(slots), workers=slots, decode=decode)
+        pipe = SegmentPipeline(inputs, store, asyncio.Semaphore(slots), workers=slots, decode=decode, claim=claim)
         step = body(pipe)
         if asyncio.iscoroutine(step):
             await step
@@ -111,6 +112,32 @@ def test_each_segment_is_made_once_its_clips_exist_and_the_stitch_encodes_only_t
     forced = stitch(clips, OUT, None, tmp_path / "forced.mp4", segments=store, workers=1, force=True)
     assert forced.encoded_segments == 4
     assert cut.sha256 == forced.sha256  # pipelined or not: the same bytes
+
+
+def test_a_shard_encodes_only_the_segments_it_claims(four: tuple[ClipCache, list[CutClip]]) -> None:
+    """Shards running at once split the segments by claim: one another shard holds is neither
+    encoded nor pulled here (the claim is asked right before the encode, once per segment)."""
+    cache, clips = four
+    store = SegmentStore(cache)
+    final = steps.plan(clips, OUT, None)
+    theirs = {str(final.segments[1].key)}
+    asked: list[str] = []
+
+    def claim(key: str) -> bool:
+        asked.append(key)
+        return key not in theirs
+
+    arrivals = Arrivals(clips)
+
+    async def body(pipe: SegmentPipeline) -> None:
+        for i in range(4):
+            arrivals.land(i, pipe)
+            await pipe.settled()
+
+    pipe = run_pipeline(body, arrivals, store, claim=claim)
+    assert sorted(made(pipe)) == ["s0", "s2", "s3"] and made(pipe, "claimed") == ["s1"]
+    assert store.use(str(final.segments[1].key)) is None
+    assert sorted(asked) == sorted(str(s.key) for s in final.segments)  # each asked once
 
 
 def test_a_failed_encode_is_left_to_the_stitch(

@@ -3,6 +3,8 @@ machine that shares the remote (CI's shards, the machine that makes the cut) enc
 
     segments/<key>.json                the record: {"version", "key", "sha256", "size", "created"},
                                        created create-only (If-None-Match: *)
+    segments/claims/<key>.json         a shard's claim to encode it ({"host", "pid", "token",
+                                       "since"}, create-only): shards running at once split them
     blobs/sha256/<sha[:2]>/<sha>.mp4   the bytes (the same blob area as the clips)
 
 The key is the step's key (stitch/plan.py): the sha256 of everything that decides its bytes, so
@@ -21,9 +23,13 @@ encoded locally, and the problem reported.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import re
+import socket
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +42,29 @@ from kling_render.store.remote.clips import blob_path
 from kling_render.store.remote.store import RemoteStore, Written
 from kling_render.store.segments import SegmentStore
 
-__all__ = ["RECORD_VERSION", "RemoteSegment", "RemoteSegments", "SegmentRemote", "record_path"]
+__all__ = ["RECORD_VERSION", "RemoteSegment", "RemoteSegments", "SegmentRemote", "claim_path", "record_path"]
 
 RECORD_VERSION = 1
 _KEY_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
+@functools.cache
+def _claimant() -> dict[str, object]:
+    """Who claims, the same bytes for every claim of this process."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "since": now_iso()}
+
+
 def record_path(key: str) -> str:
     if not _KEY_RE.match(key):
         raise ValueError(f"bad segment key {key!r}")
     return f"segments/{key}.json"
+
+
+def claim_path(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise ValueError(f"bad segment key {key!r}")
+    return f"segments/claims/{key}.json"
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,15 @@ class RemoteSegments:
             return record
         return self._parse(outcome.current.data, key)
 
+    async def claim(self, key: str) -> bool:
+        """Take the claim to encode ``key`` (create-only): False when another process holds it (it is
+        making the segment, or made it); True again for this process's own claim (the same bytes: a
+        segment its pipeline claimed and failed is tried again after the run). A claim is never
+        released: a shard that dies holding one leaves that segment to the stitch, which encodes
+        whatever the remote lacks, claimed or not."""
+        data = (json.dumps(_claimant(), sort_keys=True) + "\n").encode("utf-8")
+        return isinstance(await self.store.write(claim_path(key), data), Written)
+
     async def pull(self, key: str, segments: SegmentStore, frames: int | None) -> Path | None:
         """Bring ``key``'s segment into the local store, checked (see the module docstring); None
         when the remote has none. RemoteIntegrityError when what it has is not usable."""
@@ -163,6 +190,15 @@ class SegmentRemote:
         except RemoteError as exc:
             self._problem(f"segment {key[:12]} not pulled ({exc}); encoded here")
             return None
+
+    def claim(self, key: str) -> bool:
+        """Whether this machine should encode ``key`` (a shard): True when it took the claim, or when
+        the remote cannot say (an encode too many costs time, not correctness)."""
+        try:
+            return asyncio.run(self.segments.claim(key))
+        except (RemoteError, OSError) as exc:
+            self._problem(f"segment {key[:12]} not claimed ({exc}); encoded here")
+            return True
 
     def push(self, key: str, path: Path) -> None:
         try:

@@ -260,7 +260,7 @@ def test_models_check_prices_asks_fals_pricing_api(tmp_path: Path, fal: FalProce
 
 
 def test_an_interrupt_cancels_a_request_still_queued_and_nothing_is_paid(tmp_path: Path) -> None:
-    with FalProcess(SECRET, latency=30.0) as fal:  # queued for 3 s, then running
+    with FalProcess(SECRET, latency=100.0) as fal:  # queued for 10 s (a loaded CI machine), then running
         ws = fal_workspace(tmp_path / "small", fal)
         cmd = [sys.executable, "-m", "kling_render", "render", str(ws.project), "--poll-interval", "0.1",
                "--only", "alpha"]  # fmt: skip

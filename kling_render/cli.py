@@ -398,7 +398,6 @@ def render(
     from kling_render.app import options as app_options
     from kling_render.plan.shard import parse_shard
     from kling_render.project.rows import only_ids
-    from kling_render.report import collect as report_collect
     from kling_render.report import outcome
     from kling_render.report.jsonout import json_text
 
@@ -424,6 +423,8 @@ def render(
     )
     result = pipeline.render(loaded, opts, stream=sys.stdout if as_json else None)
     if until == "stills" and result.exit_code == 0:  # the approval gate: the stills, to review
+        from kling_render.report import collect as report_collect  # the HTML report: not on every start
+
         _echo_err(f"report: {report_collect.write_report(loaded, provider, None)} (review the stills, then render)")
     if as_json:
         click.echo(json_text(outcome.render_finished(loaded, result)))

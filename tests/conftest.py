@@ -29,21 +29,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (pyproject's addopts): two workers per core, at most four more than the cores.
-    Most of the suite waits (on a stand-in's task latency, a CLI process, a deadline) rather than
-    computes: on the 2-core VM, 4 workers ran it in 5:14 against 6:53 for 2, all passing; 6 took
-    5:22 and made a timing test flaky. PYTEST_XDIST_AUTO_NUM_WORKERS still decides when set."""
-    given = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
-    if given:
-        return max(1, int(given))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return min(2 * cores, cores + 4)
-
-
 def make_image(
     path: Path, width: int, height: int, fmt: str = "PNG", color: tuple[int, int, int] = (40, 90, 120)
 ) -> Path:

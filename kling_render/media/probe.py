@@ -263,6 +263,33 @@ def check_clip(path: Path, *, audio_only: bool = False) -> ClipCheck:
     maps = ["-map", "0:a:0?"] if audio_only else ["-map", "0:v:0?", "-map", "0:a:0?"]
     args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), *maps]
     args += ["-f", "null", "-progress", "pipe:2", "-nostats", "-"]
+    dump, frames, out_time = _run_to_null(args, step)
+    info = _headers(dump, step)
+    measured = out_time
+    if info.fps and frames:
+        measured = max(measured, float(frames / info.fps))
+    if measured <= 0:
+        raise FFmpegError(step, "no decodable frames")
+    return ClipCheck(info, measured)
+
+
+def copy_check(path: Path) -> tuple[MediaInfo, int]:
+    """Read the headers and every packet of ``path`` without decoding (``-c copy`` to null) in one
+    ffmpeg run; returns the headers and the number of video packets. FFmpegError when ffmpeg
+    cannot read the file to its end (truncated, garbage) or finds no stream."""
+    step = f"reading {path.name}"
+    if not path.is_file():
+        raise FFmpegError(step, f"{path}: No such file or directory")
+    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), "-map", "0:v:0?", "-map", "0:a:0?"]
+    args += ["-c", "copy", "-f", "null", "-progress", "pipe:2", "-nostats", "-"]
+    dump, frames, _ = _run_to_null(args, step)
+    return _headers(dump, step), frames
+
+
+def _run_to_null(args: list[str], step: str) -> tuple[str, int, float]:
+    """Run an ffmpeg pass to the null muxer with a ``level+info`` log and ``-progress`` on stderr:
+    the stream dump, the last frame count and the furthest output time. FFmpegError with the
+    logged problems when it fails or logs any (``-xerror`` stops at the first bad packet)."""
     try:
         stderr = ffmpeg.run(args, step)
     except FFmpegError as exc:
@@ -285,44 +312,7 @@ def check_clip(path: Path, *, audio_only: bool = False) -> ClipCheck:
                 out_time = max(out_time, int(value) / 1e6)
     if problems:
         raise FFmpegError(step, "\n".join(problems))
-    info = _headers("\n".join(dump), step)
-    measured = out_time
-    if info.fps and frames:
-        measured = max(measured, float(frames / info.fps))
-    if measured <= 0:
-        raise FFmpegError(step, "no decodable frames")
-    return ClipCheck(info, measured)
-
-
-def copy_check(path: Path) -> tuple[MediaInfo, int]:
-    """Read the headers and every packet of ``path`` without decoding (``-c copy`` to null) in one
-    ffmpeg run; returns the headers and the number of video packets. FFmpegError when ffmpeg
-    cannot read the file to its end (truncated, garbage) or finds no stream."""
-    step = f"reading {path.name}"
-    if not path.is_file():
-        raise FFmpegError(step, f"{path}: No such file or directory")
-    args = ["-loglevel", "level+info", "-xerror", "-i", _input_arg(path), "-map", "0:v:0?", "-map", "0:a:0?"]
-    args += ["-c", "copy", "-f", "null", "-progress", "pipe:2", "-nostats", "-"]
-    try:
-        stderr = ffmpeg.run(args, step)
-    except FFmpegError as exc:
-        problems = [text for level, text in _log_lines(exc.stderr) if level in _PROBLEM_LEVELS]
-        raise FFmpegError(step, "\n".join(problems) or exc.stderr, ran=exc.ran) from exc
-    dump: list[str] = []
-    problems = []
-    frames = 0
-    for level, text in _log_lines(stderr):
-        if level == "info":
-            dump.append(text)
-        elif level in _PROBLEM_LEVELS:
-            problems.append(text)
-        elif level == "progress":
-            key, _, value = text.partition("=")
-            if key == "frame" and value.strip().isdigit():
-                frames = int(value)
-    if problems:
-        raise FFmpegError(step, "\n".join(problems))
-    return _headers("\n".join(dump), step), frames
+    return "\n".join(dump), frames, out_time
 
 
 def _log_lines(stderr: str) -> list[tuple[str, str]]:

@@ -12,6 +12,11 @@ As a process (the first stdout line is the port; it stops when its stdin closes)
 The store's clock can be moved (``set_clock(seconds)``: objects written from then on carry a
 Last-Modified that many seconds off), to stand for objects written long ago.
 
+The child handles one request at a time (``_atomic``): real S3 applies a conditional write
+(If-None-Match: *, If-Match: <etag>) atomically, and moto checks the condition and then writes,
+so two requests handled at once on a loaded machine could both pass one condition. The claim and
+spend race tests test kling-render against S3's guarantee, not against moto's timing.
+
 The child serves until its stdin reaches EOF. The test process holds the only write end of
 that pipe, so the child stops with it however the test process ends: a finished session,
 Ctrl-C, or kill -9 (the kernel closes the pipe). Nothing listens beyond 127.0.0.1.
@@ -141,19 +146,47 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
+def _atomic(app: Any) -> Any:
+    """The WSGI app, one request at a time. The body is read before the lock is taken, so a
+    client that stalls mid-upload holds up no one but itself."""
+    import io
+    import threading
+
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isdigit():
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
+        elif environ.get("wsgi.input_terminated"):
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read())
+        with lock:
+            return list(app(environ, start_response))
+
+    return serve
+
+
 def main() -> int:
     import datetime
+    import threading
 
     import moto.s3.models
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     real_now = moto.s3.models.utcnow
     offset = [0.0]
     moto.s3.models.utcnow = lambda: real_now() + datetime.timedelta(seconds=offset[0])  # the store's clock
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
+    # moto's ThreadedMotoServer, with its dispatcher made atomic
+    app = _atomic(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
     try:
@@ -165,7 +198,7 @@ def main() -> int:
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass
-    server.stop()
+    server.shutdown()
     return 0
 
 

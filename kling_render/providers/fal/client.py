@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import mimetypes
 import time
@@ -46,7 +45,7 @@ from kling_render.errors import (
     TaskGoneError,
     TransientError,
 )
-from kling_render.fsutil import atomic_write_json, sha256_file
+from kling_render.fsutil import atomic_write_json
 from kling_render.jobs import Job, ListedTask, MediaRef, TaskResult, shown_id, valid_task_id
 from kling_render.masking import register as register_secret
 from kling_render.money import Reservation
@@ -121,7 +120,6 @@ class FalProvider(Provider):
         self.limits = limits or Limits()
         self._wall_clock = wall_clock
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=net.POOL)
-        self._upload_locks: dict[str, asyncio.Lock] = {}
         self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
         self._handles: dict[str, Handle] = {}
         self._record_lock = asyncio.Lock()
@@ -441,28 +439,10 @@ class FalProvider(Provider):
     # -- uploads ------------------------------------------------------------------------
 
     async def _media_url(self, ref: MediaRef) -> str:
-        if ref.path is None:
-            assert ref.url is not None
-            return ref.url
-        path = ref.path
-        try:
-            digest: str = ref.sha256 if ref.sha256 else await asyncio.to_thread(sha256_file, path)
-        except OSError as exc:
-            raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-        lock = self._upload_locks.setdefault(digest, asyncio.Lock())
-        async with lock:  # one upload per content, however many shots share it
-            cached = self._uploads.get(digest)
-            if cached is not None:
-                return cached
-            try:
-                data = await asyncio.to_thread(path.read_bytes)
-            except OSError as exc:
-                raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise ProviderError(f"{path.name} changed since it was planned; run the command again")
-            url = await self.retry.call(lambda: self._upload(ref.name, data), what=f"upload of {ref.name}")
-            await self._uploads.put(digest, url)
-            return url
+        return await self._uploads.media_url(ref, self._retried_upload)
+
+    async def _retried_upload(self, filename: str, data: bytes) -> str:
+        return await self.retry.call(lambda: self._upload(filename, data), what=f"upload of {filename}")
 
     async def _upload(self, filename: str, data: bytes) -> str:
         """fal's storage flow (fal-js ``storage.upload``): initiate (with the key), PUT the bytes to

@@ -22,9 +22,7 @@ never into a message: every text built from a server answer passes through the R
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import math
 import mimetypes
 import time
@@ -44,7 +42,6 @@ from kling_render.errors import (
     TaskGoneError,
     TransientError,
 )
-from kling_render.fsutil import sha256_file
 from kling_render.jobs import (
     TERMINAL_FAILED_STATES,
     Job,
@@ -118,7 +115,6 @@ class WaveSpeedProvider(Provider):
         self.limits = limits
         self._wall_clock = wall_clock
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=net.POOL)
-        self._upload_locks: dict[str, asyncio.Lock] = {}
         self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
 
     @classmethod
@@ -194,29 +190,10 @@ class WaveSpeedProvider(Provider):
     # -- uploads ------------------------------------------------------------------------
 
     async def _media_url(self, ref: MediaRef) -> str:
-        if ref.path is None:
-            assert ref.url is not None
-            return ref.url
-        path = ref.path
-        try:
-            digest: str = ref.sha256 if ref.sha256 else await asyncio.to_thread(sha256_file, path)
-        except OSError as exc:
-            raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-        lock = self._upload_locks.setdefault(digest, asyncio.Lock())
-        async with lock:  # one upload per content, however many shots share it
-            cached = self._uploads.get(digest)
-            if cached is not None:
-                return cached
-            try:
-                data = await asyncio.to_thread(path.read_bytes)
-            except OSError as exc:
-                raise ProviderError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-            actual = await asyncio.to_thread(_sha256_bytes, data)
-            if actual != digest:
-                raise ProviderError(f"{path.name} changed since it was planned; run the command again")
-            download_url = await self.retry.call(lambda: self._upload(ref.name, data), what=f"upload of {ref.name}")
-            await self._uploads.put(digest, download_url)
-            return download_url
+        return await self._uploads.media_url(ref, self._retried_upload)
+
+    async def _retried_upload(self, filename: str, data: bytes) -> str:
+        return await self.retry.call(lambda: self._upload(filename, data), what=f"upload of {filename}")
 
     async def _upload(self, filename: str, data: bytes) -> str:
         what = f"upload of {filename}"
@@ -414,10 +391,6 @@ def _wire(value: Any, urls: Mapping[MediaRef, str]) -> Any:
     if isinstance(value, Mapping):
         return {k: _wire(v, urls) for k, v in value.items()}
     return value
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 __all__ = ["PERMANENT_CODES", "TRANSIENT_CODES", "UPLOADS_FILE", "WaveSpeedProvider", "failure_cause"]

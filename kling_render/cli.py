@@ -494,7 +494,7 @@ def _stitch_rows(loaded: Any, provider: str | None, rows: Any, *, force: bool, w
 @provider_opt
 @row_opt
 @json_opt
-@click.option("--check", is_flag=True, help="Exit 1 unless every shot is done (for CI gates).")
+@click.option("--check", is_flag=True, help="Exit 1 unless every step (take, still) is done (for CI gates).")
 @verbose_opt
 @handle_errors
 def status(
@@ -514,7 +514,7 @@ def status(
         _print_json(doc)
     else:
         click.echo(report_rows.status_table(doc) if loaded.rows is not None else report_text.status_table(doc))
-    if check and any(s["status"] != "done" for s in doc["shots"]):
+    if check and any(s["status"] != "done" for s in [*doc.get("stills", []), *doc["shots"]]):
         sys.exit(1)
 
 

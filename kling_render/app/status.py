@@ -3,41 +3,87 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from kling_render.app.cut import clip_units
 from kling_render.project.project import Project
 from kling_render.store.cache import ClipCache
 
 
 def status(project: Project, provider: str | None) -> dict[str, Any]:
-    """Per-shot state from the state file (pending, submitted, done, failed, unknown), plus cache."""
-    from kling_render.app.commands import on_provider
-    from kling_render.records.ledger import KeyLedger
-    from kling_render.records.state import read_project_state_file
+    """Each step's state from the state file (pending, submitted, done, failed, unknown), plus cache:
+    every take of every shot under ``shots`` (the first take under the shot's id, the others as
+    ``<id>#<n>``, as in the plan), and the stills the shots need under ``stills``."""
+    from kling_render.app.commands import on_provider, plan_for
+    from kling_render.store.outputs import CachedOutputs
     from kling_render.store.remote.sync import open_for, team_view
 
     project = on_provider(project, provider)
     name = project.provider
     cache = ClipCache.for_project(project.path)
-    keys = clip_units(project, name, cache)
     remote = open_for(project.remote, project.display)
+    the_plan = plan_for(project, None, None)  # the steps and their keys: computed once, there
+    clips = [(p.id, p.provider, p.key) for p in the_plan.shots]
     states = {}
-    for where in dict.fromkeys([name, *(k.provider for k in keys.values())]):
-        recorded, ledgers = read_project_state_file(project.path, where)
+    for where in dict.fromkeys([name, *(provider for _, provider, _ in clips)]):
         on_remote: set[str] = set()
         differs: dict[str, Any] = {}
         if remote is not None:  # a remote error: exit 1
-            mine = [k.key for k in keys.values() if k.provider == where and k.key is not None]
+            mine = [key for _, provider, key in clips if provider == where and key is not None]
             on_remote, differs = team_view(remote, where, cache, mine)
-        states[where] = (recorded, ledgers, on_remote, differs)
+        states[where] = (_Recorded(project, where), on_remote, differs)
     shots = []
-    for shot in project.shots:
-        where, key = keys[shot.id].provider, keys[shot.id].key or ""
-        recorded, ledgers, on_remote, _ = states[where]
-        rec = recorded.get(shot.id)
-        cached = bool(key) and (cache.use(where, key) is not None or key in on_remote)
-        ledger = ledgers.get(key, KeyLedger())
+    for step_id, where, key in clips:
+        recorded, on_remote, _ = states[where]
+        cached = key is not None and (cache.use(where, key) is not None or key in on_remote)
+        shots.append(recorded.doc(step_id, key, cached))
+    outputs = CachedOutputs(cache)
+    team_stills: dict[str, set[str]] = {}
+    stills = []
+    for still in the_plan.stills:
+        where, key = still.provider, still.key
+        if where not in states:
+            states[where] = (_Recorded(project, where), set(), {})
+        if remote is not None and where not in team_stills:
+            team_stills[where] = set(asyncio.run(remote.stills.listing(where)))
+        cached = key is not None and (outputs.still(where, key) is not None or key in team_stills.get(where, ()))
+        stills.append(states[where][0].doc(still.id, key, cached))
+    counts: dict[str, int] = {}
+    for doc in [*stills, *shots]:
+        counts[doc["status"]] = counts.get(doc["status"], 0) + 1
+    return {
+        "project": project.name,
+        "provider": name,
+        "remote": str(remote.url) if remote is not None else None,
+        "shots": shots,
+        **({"stills": stills} if stills else {}),
+        "counts": counts,
+        "quarantined": [moved.message for moved in cache.quarantined],
+        # With a remote its record is the team's clip: one that differs here is replaced by the next
+        # render or stitch (the cut, and the lock, then change).
+        "differs_from_team": [
+            f"{step_id}: {states[where][2][key].message} at the next render or stitch"
+            for step_id, where, key in clips
+            if key is not None and key in states[where][2]
+        ],
+        "final_cut": str(project.output.path) if project.output.path.is_file() else None,
+    }
+
+
+class _Recorded:
+    """One provider's state file, read once: each step's row of `status`."""
+
+    def __init__(self, project: Project, provider: str) -> None:
+        from kling_render.records.state import read_project_state_file
+
+        self.provider = provider
+        self.records, self.ledgers = read_project_state_file(project.path, provider)
+
+    def doc(self, step_id: str, key: str | None, cached: bool) -> dict[str, Any]:
+        from kling_render.records.ledger import KeyLedger
+
+        rec = self.records.get(step_id)
+        ledger = self.ledgers.get(key or "", KeyLedger())
         # the key's tasks over all runs: how many count against its cap, paid and refunded apart
         history = {
             "tasks": ledger.created,
@@ -46,10 +92,9 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
             "failed_for_good": ledger.blocked is not None,
         }
         if rec is None or rec.key != key:
-            state = "done" if cached else "pending"
             doc: dict[str, Any] = {
-                "id": shot.id,
-                "status": state,
+                "id": step_id,
+                "status": "done" if cached else "pending",
                 "cached": cached,
                 "task_id": None,
                 "attempts": 0,
@@ -62,12 +107,12 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
             }
         else:
             state = "done" if cached and rec.status in ("pending", "done") else rec.status
-            if state == "done" and not cached:  # its clip is gone or was quarantined: it must be rendered
+            if state == "done" and not cached:  # its output is gone or was quarantined: it must be rendered
                 state = "pending"
             if state == "submitting":  # the POST may have created a task: SPEC §6 calls it unknown
                 state = "unknown"
             doc = {
-                "id": shot.id,
+                "id": step_id,
                 "status": state,
                 "cached": cached,
                 "task_id": rec.task_id,
@@ -79,28 +124,8 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
                 "stale": False,
                 "ledger": history,
             }
-        doc["provider"] = where
-        shots.append(doc)
-    counts: dict[str, int] = {}
-    for doc in shots:
-        counts[doc["status"]] = counts.get(doc["status"], 0) + 1
-    return {
-        "project": project.name,
-        "provider": name,
-        "remote": str(remote.url) if remote is not None else None,
-        "shots": shots,
-        "counts": counts,
-        "quarantined": [moved.message for moved in cache.quarantined],
-        # With a remote its record is the team's clip: one that differs here is replaced by the next
-        # render or stitch (the cut, and the lock, then change).
-        "differs_from_team": [
-            f"{shot_id}: {states[unit.provider][3][unit.key].message} at the next render or stitch"
-            for shot_id, unit in keys.items()
-            if unit.key is not None and unit.key in states[unit.provider][3]
-        ],
-        "final_cut": str(project.output.path) if project.output.path.is_file() else None,
-    }
+        doc["provider"] = self.provider
+        return doc
 
 
 __all__ = ["status"]
-

@@ -262,10 +262,11 @@ def status_table(doc: dict[str, Any]) -> str:
             f"${s['cost_usd'] - s.get('refunded_usd', 0.0):.4f}",
             s["error"] or "",
         ]
-        for s in doc["shots"]
+        for s in [*doc.get("stills", []), *doc["shots"]]
     ]
     counts = ", ".join(f"{n} {k}" for k, n in sorted(doc["counts"].items()))
-    table = text_table(["shot", "status", "cached", "task", "tries", "spent", "error"], rows, right=(4, 5))
+    first = "step" if doc.get("stills") else "shot"  # a still's row is ``still:<id>``, as in the plan
+    table = text_table([first, "status", "cached", "task", "tries", "spent", "error"], rows, right=(4, 5))
     cut = doc["final_cut"] or "not stitched yet"
     head = f"{doc['project']} ({where(doc['provider'], doc.get('remote'))}): {counts}"
     return f"{head}\n\n{table}\n\nfinal cut: {cut}"

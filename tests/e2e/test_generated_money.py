@@ -120,8 +120,19 @@ def test_until_stills_pays_for_the_stills_alone_then_a_plain_render_pays_for_the
     assert paid(fake_process) == Counter(hero=1)
     assert "report:" in gate.stderr and (ws.root / "renders" / "project-report.html").is_file()
     assert not (ws.root / "renders" / "final.mp4").exists()
+    # status names every step as the plan does: the still (paid, done) and each take (pending)
+    doc = ws.status()
+    assert [(s["id"], s["status"], s["cost_usd"]) for s in doc["stills"]] == [("still:hero", "done", 0.03)]
+    assert {s["id"]: s["status"] for s in doc["shots"]} == dict.fromkeys(["a", "a#2", "b", "c", "d"], "pending")
+    assert ws.cli("status", str(ws.project), "--check").returncode == 1
     render(ws)
     assert paid(fake_process) == Counter(hero=1, a=2, b=1, c=1, d=1)
+    doc = ws.status()
+    assert {s["id"]: (s["status"], s["attempts"]) for s in [*doc["stills"], *doc["shots"]]} == {
+        step: ("done", 1) for step in ("still:hero", "a", "a#2", "b", "c", "d")
+    }
+    assert doc["counts"] == {"done": 6}
+    assert ws.cli("status", str(ws.project), "--check").returncode == 0
 
 
 def test_the_plan_prices_the_stills_stage_and_the_video_stage(ws: Workspace, fake_process: FakeProcess) -> None:

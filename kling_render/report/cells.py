@@ -65,13 +65,28 @@ def shot_cells(p: PlannedShot) -> list[str]:
             p.change_label]  # fmt: skip
 
 
+def mixed_providers(plan: Plan) -> bool:
+    """Whether the plan's steps render on more than one provider: its tables then name each step's."""
+    return len({p.provider for p in plan.shots} | {s.provider for s in plan.stills}) > 1
+
+
+def with_provider(cells: list[str], provider: str, mixed: bool) -> list[str]:
+    """``cells`` (model first) with the provider after the model when the plan is ``mixed``."""
+    return [cells[0], provider, *cells[1:]] if mixed else cells
+
+
 def inputs_lines(plan: Plan) -> list[str]:
     """The stills (priced per image), why steps waiting for an input will render, and the cost
     of the stills stage and of the video stage apart; nothing for a project without them."""
     lines: list[str] = []
     if plan.stills:
-        rows = [[s.id, s.still.model.id, f"${usd(s.cost):.4f}", s.status, s.change] for s in plan.stills]
-        lines += ["", text_table(["still", "model", "cost", "status", "vs lock"], rows, right=(2,)), ""]
+        mixed = mixed_providers(plan)
+        rows = [
+            [s.id, *with_provider([s.still.model.id, f"${usd(s.cost):.4f}", s.status, s.change], s.provider, mixed)]
+            for s in plan.stills
+        ]
+        head = ["still", *with_provider(["model", "cost", "status", "vs lock"], "provider", mixed)]
+        lines += ["", text_table(head, rows, right=(3,) if mixed else (2,)), ""]
     waiting = [(p.id, p.reason) for p in plan.stills if p.reason] + [(p.id, p.reason) for p in plan.shots if p.reason]
     lines += [f"{name}: {reason}" for name, reason in waiting]
     if waiting:
@@ -91,9 +106,15 @@ def inputs_markdown(plan: Plan) -> list[str]:
     """:func:`inputs_lines` for a pull-request comment."""
     out: list[str] = []
     if plan.stills:
-        out += ["", "| still | model | cost | status | vs lock |", "|---|---|---:|---|---|"]
+        mixed = mixed_providers(plan)
+        if mixed:
+            out += ["", "| still | model | provider | cost | status | vs lock |", "|---|---|---|---:|---|---|"]
+        else:
+            out += ["", "| still | model | cost | status | vs lock |", "|---|---|---:|---|---|"]
         out += [
-            f"| `{s.id}` | {s.still.model.id} | ${usd(s.cost):.4f} | {s.status} | {s.change} |" for s in plan.stills
+            f"| `{s.id}` | {' | '.join(with_provider([s.still.model.id], s.provider, mixed))} | ${usd(s.cost):.4f} "
+            f"| {s.status} | {s.change} |"
+            for s in plan.stills
         ]
         st = plan.stages()
         out += ["", f"**Stages:** stills ${st['stills']['to_render_cost_usd']:.4f} · "

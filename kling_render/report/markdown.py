@@ -18,7 +18,7 @@ from fractions import Fraction
 
 from kling_render.catalog.catalog import usd
 from kling_render.plan.model import Plan, PlannedShot
-from kling_render.report.cells import budget_line, counts_text
+from kling_render.report.cells import budget_line, counts_text, mixed_providers
 
 MARKER = "<!-- kling-render-plan -->"
 COMMENT_LIMIT = 60_000
@@ -188,15 +188,23 @@ def collapsed(plan: Plan, full_size: int, *, full_note: str | None, limit: int =
     return text
 
 
-def _shot_line(p: PlannedShot, *, row: bool) -> str:
+def _shot_line(p: PlannedShot, *, row: bool, mixed: bool) -> str:
     name = p.shot.name if row else p.id
+    model = clip(p.shot.model.id, 80) + (f" | {p.provider}" if mixed else "")
     return (
-        f"| `{clip(name, 80)}` | {clip(p.shot.model.id, 80)} | {p.shot.duration}s | {'yes' if p.shot.sound else 'no'} "
+        f"| `{clip(name, 80)}` | {model} | {p.shot.duration}s | {'yes' if p.shot.sound else 'no'} "
         f"| {money(p.cost)} | {p.status} | {clip(p.change_label, 120)} |"
     )
 
 
-_TABLE_HEAD = ["| shot | model | duration | sound | cost | status | vs lock |", "|---|---|---:|---|---:|---|---|"]
+def _table_head(mixed: bool) -> list[str]:
+    """The shots' table head; with a provider column when the plan's steps use several (``mixed``)."""
+    if mixed:
+        return [
+            "| shot | model | provider | duration | sound | cost | status | vs lock |",
+            "|---|---|---|---:|---|---:|---|---|",
+        ]
+    return ["| shot | model | duration | sound | cost | status | vs lock |", "|---|---|---:|---|---:|---|---|"]
 
 
 def _prompt_change(p: PlannedShot) -> list[str]:
@@ -210,6 +218,7 @@ def _prompt_change(p: PlannedShot) -> list[str]:
 def _row_blocks(plan: Plan) -> list[str]:
     """One collapsed block per row: its summary line, then its shots (and changed prompts)."""
     assert plan.rows is not None
+    mixed = mixed_providers(plan)
     blocks = []
     for r in plan.rows.rows:
         changes = " · ".join(f"{kind} {n}" for kind, n in r.changes.items()) or "-"
@@ -217,10 +226,10 @@ def _row_blocks(plan: Plan) -> list[str]:
             f"<code>{_html(clip(r.key, 80))}</code>: {len(r.shots)} shot(s), {money(r.cost)}, "
             f"to render {money(r.to_render_cost)} · {_html(changes)}"
         )
-        lines = [f"<details><summary>{summary}</summary>", "", *_TABLE_HEAD]
-        lines += [_shot_line(p, row=True) for p in r.shots[:50]]
+        lines = [f"<details><summary>{summary}</summary>", "", *_table_head(mixed)]
+        lines += [_shot_line(p, row=True, mixed=mixed) for p in r.shots[:50]]
         if len(r.shots) > 50:
-            lines.append(f"| … {len(r.shots) - 50} more | | | | | | |")
+            lines.append(f"| … {len(r.shots) - 50} more | | | | | |{' |' if mixed else ''} |")
         prompts = [line for p in r.shots[:10] for line in _prompt_change(p)]
         lines += ["", *prompts, "", "</details>"] if prompts else ["", "</details>"]
         blocks.append("\n".join(lines))
@@ -230,12 +239,14 @@ def _row_blocks(plan: Plan) -> list[str]:
 def _shot_blocks(plan: Plan, per_block: int = 50) -> list[str]:
     """Blocks of shots, those that need something (to render, added, changed) first."""
     order = sorted(plan.shots, key=lambda p: (p.status != "render", p.change == "unchanged"))
+    mixed = mixed_providers(plan)
     blocks = []
     for start in range(0, len(order), per_block):
         group = order[start : start + per_block]
         render = sum(1 for p in group if p.status == "render")
         summary = f"shots {start + 1}–{start + len(group)}: {render} to render, {len(group) - render} cached"
-        lines = [f"<details><summary>{summary}</summary>", "", *_TABLE_HEAD, *(_shot_line(p, row=False) for p in group)]
+        lines = [f"<details><summary>{summary}</summary>", "", *_table_head(mixed)]
+        lines += [_shot_line(p, row=False, mixed=mixed) for p in group]
         prompts = [line for p in group[:10] for line in _prompt_change(p)]
         lines += ["", *prompts, "", "</details>"] if prompts else ["", "</details>"]
         blocks.append("\n".join(lines))

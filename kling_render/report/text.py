@@ -13,19 +13,23 @@ from kling_render.report.cells import (
     budget_line,
     counts_text,
     inputs_markdown,
+    mixed_providers,
     plan_footer,
     prompt_lines,
     shot_cells,
     text_table,
     where,
+    with_provider,
 )
 
 
 def plan_table(plan: Plan) -> str:
     if plan.rows is not None:
         return report_rows.plan_table(plan)
-    rows = [[p.id, *shot_cells(p)] for p in plan.shots]
-    text = text_table(["shot", "model", "dur", "sound", "cost", "status", "vs lock"], rows, right=(2, 4))
+    mixed = mixed_providers(plan)  # a provider column only when the steps use more than one
+    rows = [[p.id, *with_provider(shot_cells(p), p.provider, mixed)] for p in plan.shots]
+    head = ["shot", *with_provider(["model", "dur", "sound", "cost", "status", "vs lock"], "provider", mixed)]
+    text = text_table(head, rows, right=(3, 5) if mixed else (2, 4))
     lines = [f"{plan.project.name} ({where(plan.provider, plan.remote)}): {len(plan.shots)} shot(s)", "", text, ""]
     for shot_id in plan.removed:
         lines.append(f"removed since the lock: {shot_id}")
@@ -71,13 +75,15 @@ def plan_markdown_full(plan: Plan) -> str:
     """What is added, changed, re-stitched, removed and cached, and what it costs: every shot."""
     if plan.rows is not None:
         return report_rows.plan_markdown(plan)
+    mixed = mixed_providers(plan)
     rows = []
     for p in plan.shots:
+        model = f"{p.shot.model.id} | {p.provider}" if mixed else p.shot.model.id
         rows.append(
-            f"| `{p.id}` | {p.shot.model.id} | {p.shot.duration}s | {'yes' if p.shot.sound else 'no'} "
+            f"| `{p.id}` | {model} | {p.shot.duration}s | {'yes' if p.shot.sound else 'no'} "
             f"| ${usd(p.cost):.4f} | {p.status} | {p.change_label} |"
         )
-    rows.extend(f"| `{sid}` | | | | | | removed |" for sid in plan.removed)
+    rows.extend(f"| `{sid}` | |{' |' if mixed else ''} | | | | removed |" for sid in plan.removed)
     budget = budget_line(plan)
     head = [
         *markdown.markers(plan),
@@ -104,8 +110,10 @@ def plan_markdown_full(plan: Plan) -> str:
             *head,
             *summary,
             "",
-            "| shot | model | duration | sound | cost | status | vs lock |",
-            "|---|---|---:|---|---:|---|---|",
+            "| shot | model | provider | duration | sound | cost | status | vs lock |"
+            if mixed
+            else "| shot | model | duration | sound | cost | status | vs lock |",
+            "|---|---|---|---:|---|---:|---|---|" if mixed else "|---|---|---:|---|---:|---|---|",
             *rows,
             *inputs_markdown(plan),
             "",

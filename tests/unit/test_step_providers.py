@@ -106,3 +106,29 @@ def test_a_waiting_step_resolves_on_its_own_provider_from_its_upstreams_output_o
     assert isinstance(job.params["start_image_url"], MediaRef) and job.params["start_image_url"].sha256 == digest
     assert job.params["duration"] == "3", "fal takes its durations as text"
     assert resolve(project, project.provider, NothingMade()).units["d"].provider == "fal"
+
+
+def test_the_plans_tables_name_each_steps_provider_when_there_are_several(project_path: Path) -> None:
+    from kling_render.report.text import plan_markdown_full, plan_table
+
+    project = load_project(project_path)
+    plan = build_plan(project, project.provider, is_cached=lambda key, provider: False)
+    table = plan_table(plan)
+    head = next(line for line in table.splitlines() if line.startswith("shot "))
+    assert head.split()[:3] == ["shot", "model", "provider"]
+    rows = {line.split()[0]: line.split()[2] for line in table.splitlines() if line[:2] in ("a ", "b ", "c ", "d ")}
+    assert rows == {"a": "fal", "b": "local", "c": "wavespeed", "d": "fal"}
+    still = ["still:hero", "bytedance/seedream-v4.5", "wavespeed"]
+    assert any(line.split()[:3] == still for line in table.splitlines())
+    markdown = plan_markdown_full(plan)
+    assert "| shot | model | provider | duration |" in markdown
+    assert "| `a` | kling-v3.0-std/image-to-video | fal | 3s |" in markdown
+    assert "| `still:hero` | bytedance/seedream-v4.5 | wavespeed | $0.0400 |" in markdown
+
+    # one provider for every step: no provider column (the head line names it)
+    (project_path.parent / "one.yaml").write_text(MIXED.replace("provider: fal, ", "").replace("provider: local, ", ""))
+    single = load_project(project_path.parent / "one.yaml")
+    plan = build_plan(single, single.provider, is_cached=lambda key, provider: False)
+    table = plan_table(plan)
+    assert next(line for line in table.splitlines() if line.startswith("shot ")).split()[:3] == ["shot", "model", "dur"]
+    assert "| shot | model | duration |" in plan_markdown_full(plan)

@@ -156,9 +156,7 @@ def prepare_cut(project: Project, provider: str, cache: ClipCache) -> PreparedCu
     for shot in project.shots:
         entry = entries[shot.id]
         assert entry is not None
-        # A clip that continues its input (video-extend) holds that input then the new part: the cut
-        # keeps only the new part, its last ``duration`` seconds; the shot's trim is within it.
-        offset = max(0.0, entry.duration - shot.duration) if shot.model.extends is not None else 0.0
+        offset = shot.new_part_offset(entry.duration)  # a video-extend clip: only its new part is cut
         clip = stitching.CutClip(
             shot_id=shot.id,
             path=entry.path,

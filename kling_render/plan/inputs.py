@@ -198,11 +198,17 @@ class StillFacts:
 
 @dataclass(frozen=True)
 class ClipFacts:
-    """A made clip: its sha256, its frames, and where it is (when local)."""
+    """A made clip: its sha256, its frames, where it is (when local), and its duration as the
+    cache records it (what the cut counts a video-extend clip's new part from; None: its frames')."""
 
     sha256: str
     frames: ClipFrames
     path: Path | None = None
+    duration: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.duration if self.duration is not None else float(self.frames.count / self.frames.fps)
 
 
 class Outputs(Protocol):
@@ -397,7 +403,7 @@ def _inputs(
             if shot is None or clip is None:
                 waits.append(Wait(name, upstream, value))
                 return value
-            key_value = frame_key_value(clip.sha256, frame_position(value, shot, clip.frames))
+            key_value = frame_key_value(clip.sha256, frame_position(value, shot, clip))
             png = outputs.frame(key_value)
             if png is None:
                 return MediaRef(key=key_value, source=clip.path)  # extracted before it is sent (run/frames.py)
@@ -409,9 +415,12 @@ def _inputs(
     return out, tuple(waits)
 
 
-def frame_position(ref: FrameRef, upstream: Shot, frames: ClipFrames) -> int:
-    """The index, in the upstream's clip of ``frames``, of the frame ``ref`` takes (its kept range)."""
-    return frame_index(ref.frame, upstream.trim.start, upstream.trim.end, frames)
+def frame_position(ref: FrameRef, upstream: Shot, clip: ClipFacts) -> int:
+    """The index, in the upstream's ``clip``, of the frame ``ref`` takes: within the range the cut
+    keeps (its trim, counted from the start of the shot's own part: a video-extend clip's new part)."""
+    offset = upstream.new_part_offset(clip.seconds)
+    end = upstream.trim.end
+    return frame_index(ref.frame, offset + upstream.trim.start, None if end is None else offset + end, clip.frames)
 
 
 def still_job(still: Still, unit: Unit, cost: Fraction) -> Job:

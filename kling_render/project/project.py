@@ -71,6 +71,13 @@ class Shot:
     def kept_duration(self) -> float:
         return self.trim.kept(self.duration)
 
+    def new_part_offset(self, clip_duration: float) -> float:
+        """Where the shot's own part starts in its clip, in seconds: 0, except for a model that
+        continues its input video (video-extend), whose clip holds that input then the new part;
+        the shot's part is the last ``duration`` seconds, and its trim is within it. The cut and a
+        continuity frame taken from the clip both count from here."""
+        return max(0.0, clip_duration - self.duration) if self.model.extends is not None else 0.0
+
     @property
     def take_numbers(self) -> range:
         """The take numbers rendered; each is a key (take 1 is the key a shot always had)."""

@@ -57,7 +57,7 @@ class CachedOutputs:
             frames = clip_frames(entry.path)
         except FFmpegError:
             return None  # unreadable: its users wait as if it were not made
-        return ClipFacts(entry.sha256, frames, entry.path)
+        return ClipFacts(entry.sha256, frames, entry.path, entry.duration)
 
 
 class TeamOutputs(CachedOutputs):

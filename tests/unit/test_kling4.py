@@ -211,3 +211,34 @@ def test_an_extended_clip_is_rendered_after_its_input_and_only_the_new_part_is_c
     assert loaded.shots[1].params["video"] == ClipRef("first")
     resolved = {**loaded.shots[1].params, "video": MediaRef(path=first_clip, sha256=sha256_file(first_clip))}
     assert take_key("local", loaded.shots[1], params=resolved) == after["shots"][1]["key"]
+
+
+def test_a_frame_of_an_extended_clip_counts_from_its_new_part_as_the_cut_does(tmp_path: Path) -> None:
+    """A video-extend clip holds its input then the new part; the cut keeps the new part (the last
+    ``duration`` seconds, the trim within it), and a continuity frame is taken from that same range:
+    ``first`` is the new part's first frame, not the input's."""
+    from kling_render.jobs import FrameRef
+    from kling_render.media.frames import ClipFrames
+    from kling_render.plan.inputs import ClipFacts, frame_position
+
+    make_image(tmp_path / "images" / "a.png", 640, 360)
+    shots = EXTEND + (
+        '  - {id: next, model: kling-v3.0-std/image-to-video, prompt: "shot next", image: {from: more, frame: first},'
+        " duration: 3}\n"
+    )
+    more = load_project(project(tmp_path, shots)).shot("more")
+    clip = ClipFacts("c" * 64, ClipFrames(Fraction(24), 120), duration=5.0)  # 2 s of input, then 3 s new
+    assert more.new_part_offset(clip.seconds) == pytest.approx(2.0)
+    assert frame_position(FrameRef("more", "first"), more, clip) == 48
+    assert frame_position(FrameRef("more", "last"), more, clip) == 119
+    assert frame_position(FrameRef("more", 1.0), more, clip) == 72  # 1 s into the new part
+    with_trim = shots.replace('shot more", video: {from: first}, duration: 3}',
+                              'shot more", video: {from: first}, duration: 3, trim: {start: 0.5, end: 2.5}}')
+    trimmed = load_project(project(tmp_path, with_trim)).shot("more")
+    assert trimmed.trim.start == 0.5
+    assert frame_position(FrameRef("more", "first"), trimmed, clip) == 60
+    assert frame_position(FrameRef("more", "last"), trimmed, clip) == 107  # ceil((2 + 2.5) * 24) - 1
+    first = load_project(project(tmp_path, shots)).shot("first")  # not an extension: from its start
+    assert first.new_part_offset(3.0) == 0.0
+    plain = ClipFacts("d" * 64, ClipFrames(Fraction(24), 72), duration=3.0)
+    assert frame_position(FrameRef("first", "first"), first, plain) == 0

@@ -14,7 +14,8 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     """Each step's state from the state file (pending, submitted, done, failed, unknown), plus cache:
     every take of every shot under ``shots`` (the first take under the shot's id, the others as
     ``<id>#<n>``, as in the plan), and the stills the shots need under ``stills``."""
-    from kling_render.app.commands import on_provider, plan_for
+    from kling_render.app.commands import on_provider
+    from kling_render.plan.plan import build_plan
     from kling_render.store.outputs import CachedOutputs
     from kling_render.store.remote.sync import open_for, team_view
 
@@ -22,7 +23,10 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
     name = project.provider
     cache = ClipCache.for_project(project.path)
     remote = open_for(project.remote, project.display)
-    the_plan = plan_for(project, None, None)  # the steps and their keys: computed once, there
+    outputs = CachedOutputs(cache)
+    # The plan's steps and their keys (computed there, once), without the lock: status reads the
+    # state files and the cache, and answers even when the lock file is damaged.
+    the_plan = build_plan(project, name, is_cached=lambda key, where: False, outputs=outputs)
     clips = [(p.id, p.provider, p.key) for p in the_plan.shots]
     states = {}
     for where in dict.fromkeys([name, *(provider for _, provider, _ in clips)]):
@@ -37,7 +41,6 @@ def status(project: Project, provider: str | None) -> dict[str, Any]:
         recorded, on_remote, _ = states[where]
         cached = key is not None and (cache.use(where, key) is not None or key in on_remote)
         shots.append(recorded.doc(step_id, key, cached))
-    outputs = CachedOutputs(cache)
     team_stills: dict[str, set[str]] = {}
     stills = []
     for still in the_plan.stills:

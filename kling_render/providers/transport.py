@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import select
+import socket
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpcore
 import httpx
 
 from kling_render import env
@@ -37,6 +40,95 @@ from kling_render.providers.base import MAX_DOWNLOAD_BYTES
 # 32 covers a run at concurrency 20 with its downloads; more is not kept, because the pool's
 # bookkeeping checks every kept connection on every request (event-loop time, measured).
 POOL = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=5.0)
+
+
+def client_transport() -> httpx.AsyncHTTPTransport:
+    """The transport of a provider's client: httpx's own, with the ``POOL`` limits, whose
+    connections tell the pool cheaply whether an idle one was closed by the server.
+
+    httpcore's pool asks every idle connection that on every request it queues and every response
+    it closes; through anyio each ask built the socket's attribute table anew (a dict of closures)
+    to find the socket. With 20 tasks polled at once that was about a third of a poll's CPU on the
+    event loop, and the orchestration benchmark's run 0.3 s longer (benchmarks/RESULTS.md). The
+    connections here find their socket once (``_Stream``); everything else is httpcore's."""
+    transport = httpx.AsyncHTTPTransport(limits=POOL)
+    # httpx builds its pool with anyio's backend and takes no other: the same pool, built the same
+    # way (httpx 0.27-0.29: AsyncHTTPTransport.__init__) but for the backend. tests/unit/test_transport.py
+    # checks that the pool in use is this one, so an httpx that stores it elsewhere fails a test.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=POOL.max_connections,
+        max_keepalive_connections=POOL.max_keepalive_connections,
+        keepalive_expiry=POOL.keepalive_expiry,
+        network_backend=_Backend(),
+    )
+    return transport
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """An anyio stream of httpcore's whose socket is looked up once, for ``is_readable``."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._sock: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._sock)
+        return self._inner.get_extra_info(info)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would not block: data, or the server's close (httpcore's rule: a socket that
+    is gone counts as readable, so the pool drops its connection)."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio backend, its streams wrapped in ``_Stream``."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        inner = await self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        return _Stream(inner)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 RESCHEDULE_EVERY = 0.1  # seconds between moves of a body's stall deadline

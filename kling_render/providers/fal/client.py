@@ -119,7 +119,8 @@ class FalProvider(Provider):
         self.retry = retry or RetryPolicy()
         self.limits = limits or Limits()
         self._wall_clock = wall_clock
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=net.POOL)
+        transport = transport if transport is not None else net.client_transport()
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
         self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
         self._handles: dict[str, Handle] = {}
         self._record_lock = asyncio.Lock()

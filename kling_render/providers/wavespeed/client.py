@@ -114,7 +114,8 @@ class WaveSpeedProvider(Provider):
             limits = Limits(**{**limits.__dict__, "download_max_bytes": max_download_bytes})
         self.limits = limits
         self._wall_clock = wall_clock
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, limits=net.POOL)
+        transport = transport if transport is not None else net.client_transport()
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
         self._uploads = UploadRecords(cache_dir / UPLOADS_FILE, UPLOAD_MAX_AGE, wall_clock)
 
     @classmethod

@@ -209,14 +209,14 @@ def measure(args: argparse.Namespace, media: str) -> dict[str, Any]:
             project_path = write_project(Path(tmp) / "project", n)
             warm_fake_clip(server.base_url)
             if args.cli_only:
-                from tests.fake_wavespeed import clip_file
+                from fake_wavespeed import clip_file
 
                 out["clip_bytes"] = clip_file(5, media=media).stat().st_size
                 runs = [cli_run(Path(tmp), server.base_url, args) for _ in range(args.repeat)]
                 out["cli_walls"] = sorted(w for w, _ in runs)
                 out["requests"] = requests_per_task(server.stats(), runs[0][1])
                 return out
-            from tests.fake_wavespeed import clip_bytes
+            from fake_wavespeed import clip_bytes
 
             clip = Path(tmp) / "clip.mp4"
             clip.write_bytes(clip_bytes(5, media=media))
@@ -337,5 +337,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # tests.fake_wavespeed
+    sys.path.insert(0, str(ROOT / "tests"))  # fake_wavespeed
     sys.exit(main())

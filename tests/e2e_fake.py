@@ -9,81 +9,24 @@ over HTTP (``fault``) and reads what it received (``requests``, ``submits_by_sho
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from stand_in_http import StandInProcess
 
 HERE = Path(__file__).resolve().parent
 SUBMIT_PREFIX = "/api/v3/kwaivgi/"
 
 
-class FakeProcess:
+class FakeProcess(StandInProcess):
     """``with FakeProcess(api_key, latency=1.0) as fake: fake.base_url ...``; stopped by its own pid."""
 
-    def __init__(self, api_key: str, *, latency: float = 0.3, args: tuple[str, ...] = ()) -> None:
-        self.api_key = api_key
-        self.latency = latency
-        self.args = args  # more options of tests/fake_wavespeed.py (``--no-list-inputs``, ...)
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def __enter__(self) -> FakeProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
-        env["WAVESPEED_API_KEY"] = self.api_key  # the fake's --api-key default: no key in argv
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), "--port", "0", "--latency", str(self.latency), *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("http://127.0.0.1:"):
-            self.__exit__()
-            raise RuntimeError(f"the fake server did not start (first line {line!r})")
-        self.base_url = line
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    # -- steering and inspecting ----------------------------------------------------------------
-
-    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def fault(self, kind: str, path_prefix: str, count: int = 1, **options: Any) -> None:
-        self._call("/_fake/faults", {"kind": kind, "path_prefix": path_prefix, "count": count, **options})
-
-    def clear_faults(self) -> None:
-        self._call("/_fake/clear", {})
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("/_fake/stats")
-        return result
-
-    def requests(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("/_fake/requests")
-        return result
+    script = Path(__file__).resolve()
+    key_variable = "WAVESPEED_API_KEY"  # the fake's --api-key default: no key in argv
+    what = "the fake server"
 
     def submits(self) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["method"] == "POST" and r["path"].startswith(SUBMIT_PREFIX)]

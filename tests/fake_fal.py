@@ -55,13 +55,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import random
 import re
-import signal
-import socket
 import sys
 import threading
 import time
@@ -69,7 +66,6 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +76,15 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE.parent))
 
 from fake_wavespeed import clip_bytes  # noqa: E402
+from stand_in_http import (  # noqa: E402
+    Drop,
+    Reply,
+    StandIn,
+    StandInHandler,
+    iso,
+    json_reply,
+    serve_until_signalled,
+)
 
 from kling_render.catalog.catalog import load_catalog  # noqa: E402
 
@@ -119,7 +124,6 @@ REQUEST_KINDS = {"fail", "slow", "length"}
 OUTPUT_KINDS = {"expired", "truncate"}
 MESSAGES = {401: "Unauthorized: invalid credentials", 403: "Forbidden"}
 BALANCE_MESSAGE = "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
-Reply = tuple[int, bytes, dict[str, str]]
 
 
 def offers() -> dict[str, Any]:
@@ -285,8 +289,8 @@ class Request:
         return "/".join(self.endpoint.split("/")[:2])
 
 
-class FakeFal:
-    """The fake fal: state, faults and a ThreadingHTTPServer on 127.0.0.1."""
+class FakeFal(StandIn):
+    """The fake fal: state, faults and a threaded HTTP server on 127.0.0.1 (stand_in_http.py)."""
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.2, api_key: str = API_KEY,
@@ -299,33 +303,7 @@ class FakeFal:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.prices = dict(PRICES)
         self.listing_unfinished = False
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self.httpd = _Server((host, port), _Handler)
-        self.httpd.fake = self
-        self.base_url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="fake-fal", daemon=True)
-
-    def start(self) -> FakeFal:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        with self.lock:
-            conns = list(self._conns)
-        for conn in conns:
-            _shut(conn)
-        self.httpd.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> FakeFal:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(host, port, _Handler, "fake-fal")
 
     def submits(self) -> list[Recorded]:
         """Every submit POST received (answered or not)."""
@@ -367,59 +345,20 @@ def _is_submit(path: str) -> bool:
     return path.count("/") >= 3 and "/requests/" not in path and not other
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    request_queue_size = 128
-    fake: FakeFal
-
-
-class _Drop(Exception):
-    """Close the connection without an answer."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
+class _Handler(StandInHandler):
     @property
     def fake(self) -> FakeFal:
-        return self.server.fake
-
-    def setup(self) -> None:
-        super().setup()
-        with self.fake.lock:
-            self.fake._conns.add(self.connection)
-
-    def finish(self) -> None:
-        with self.fake.lock:
-            self.fake._conns.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
+        fake = self.server.fake
+        assert isinstance(fake, FakeFal)
+        return fake
 
     def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.raw = self.rfile.read(length) if length else b""
+        body = self.read_body()
         parts = urlsplit(self.path)
         path, query = parts.path, parts.query
         self.record: Recorded | None = None
         if path.startswith("/_fake/"):
             return self._send(self._control(path))
-        try:
-            body: Any = json.loads(self.raw) if self.raw and self.command == "POST" else len(self.raw)
-        except ValueError:
-            body = len(self.raw)
         self.record = Recorded(self.command, path, query, dict(self.headers.items()), body)
         with self.fake.lock:
             self.fake.requests.append(self.record)
@@ -437,24 +376,21 @@ class _Handler(BaseHTTPRequestHandler):
                 if kind == "no_id" and reply[0] == 200:
                     answer = json.loads(reply[1])
                     answer.pop("request_id", None)
-                    return self._send(_json(200, answer))
+                    return self._send(json_reply(200, answer))
             if kind == "hang":
                 self.fake.stopping.wait(fault.seconds)
             if kind in {"drop", "hang", "lost"}:
-                raise _Drop
+                raise Drop
             if kind == "balance":
-                return self._send(_json(403, {"detail": fault.message or BALANCE_MESSAGE}))
+                return self._send(json_reply(403, {"detail": fault.message or BALANCE_MESSAGE}))
             status = int(kind)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             if status >= 500:
                 headers["X-Fal-Error-Type"] = "runner_scheduling_failure" if status == 503 else "internal_error"
             detail = fault.message or MESSAGES.get(status, f"injected {status}")
-            self._send(_json(status, {"detail": detail}, headers))
-        except _Drop:
-            if self.record is not None:
-                self.record.status = 0
-            self.close_connection = True
-            _shut(self.connection)
+            self._send(json_reply(status, {"detail": detail}, headers))
+        except Drop:
+            self.drop()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -463,13 +399,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> Reply | None:
         header = self.headers.get("Authorization", "")
         if header != f"Key {self.fake.api_key}":  # echoes it: clients must keep keys out of their errors
-            return _json(401, {"detail": f"Unauthorized: invalid credentials {header!r}"})
+            return json_reply(401, {"detail": f"Unauthorized: invalid credentials {header!r}"})
         return None
 
     def _route(self, path: str, query: str, body: Any) -> Reply:
         if path.startswith("/files/"):
             if "Authorization" in self.headers:
-                return _json(400, {"detail": "the CDN takes no Authorization header"})
+                return json_reply(400, {"detail": "the CDN takes no Authorization header"})
             return self._file(path)
         if self.command == "PUT" and path.startswith("/upload/"):
             return self._put(path.removeprefix("/upload/"))
@@ -488,12 +424,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._request(found.group(1), found.group(2), found.group(3) or "")
         if self.command == "POST" and _is_submit(path):
             return self._submit(path.lstrip("/"), body)
-        return _json(404, {"detail": f"no route for {self.command} {path}"})
+        return json_reply(404, {"detail": f"no route for {self.command} {path}"})
 
     def _submit(self, endpoint: str, body: Any) -> Reply:
         problem = validate(endpoint, body) or self._check_media(body)
         if problem:
-            return _json(problem[0], {"detail": [{"loc": ["body"], "msg": problem[1], "type": "value_error"}]})
+            return json_reply(problem[0], {"detail": [{"loc": ["body"], "msg": problem[1], "type": "value_error"}]})
         text = json.dumps(body, ensure_ascii=False)
         fail = self.fake.faults.take("POST", "/" + endpoint, {"fail"}, text)
         slow = self.fake.faults.take("POST", "/" + endpoint, {"slow"}, text)
@@ -506,7 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
             request.clip_seconds = int(length.seconds)
         with self.fake.lock:
             self.fake.queue[request.id] = request
-        return _json(200, {**self._handle(request), "status": "IN_QUEUE", "queue_position": 0})
+        return json_reply(200, {**self._handle(request), "status": "IN_QUEUE", "queue_position": 0})
 
     def _handle(self, request: Request) -> dict[str, Any]:
         base = f"{self.fake.base_url}/{request.app}/requests/{request.id}"
@@ -531,41 +467,41 @@ class _Handler(BaseHTTPRequestHandler):
     def _request(self, app: str, request_id: str, tail: str) -> Reply:
         request = self.fake.queue.get(request_id)
         if request is None or request.app != app:  # status/result URLs name only owner and app
-            return _json(404, {"detail": f"Request {request_id!r} not found"})
+            return json_reply(404, {"detail": f"Request {request_id!r} not found"})
         status = self.fake.status_of(request)
         if tail == "/cancel":
             if self.command != "PUT":
-                return _json(405, {"detail": "use PUT"})
+                return json_reply(405, {"detail": "use PUT"})
             if status == "IN_QUEUE":
                 request.cancelled = True
                 request.error, request.error_type, request.status_code = "Request cancelled", "client_cancelled", 499
-                return _json(200, {"status": "OK"})
+                return json_reply(200, {"status": "OK"})
             if status == "IN_PROGRESS":
-                return _json(202, {"status": "CANCELLATION_REQUESTED"})
-            return _json(400, {"status": "ALREADY_COMPLETED"})
+                return json_reply(202, {"status": "CANCELLATION_REQUESTED"})
+            return json_reply(400, {"status": "ALREADY_COMPLETED"})
         if self.command != "GET":
-            return _json(405, {"detail": "use GET"})
+            return json_reply(405, {"detail": "use GET"})
         if tail == "/status":
             with self.fake.lock:
                 request.polls += 1
             view: dict[str, Any] = {**self._handle(request), "status": status, "logs": None}
             if status == "IN_QUEUE":
                 view["queue_position"] = 0
-                return _json(202, view)
+                return json_reply(202, view)
             if status == "IN_PROGRESS":
-                return _json(202, view)
+                return json_reply(202, view)
             view["metrics"] = {"inference_time": request.latency}
             view["error"], view["error_type"] = request.error, request.error_type
-            return _json(200, view)
+            return json_reply(200, view)
         if status != "COMPLETED":
-            return _json(400, {"detail": "Request is still in progress"})
+            return json_reply(400, {"detail": "Request is still in progress"})
         return self._result(request)
 
     def _result(self, request: Request) -> Reply:
         if request.error is not None:
             headers = {"X-Fal-Error-Type": request.error_type} if request.error_type else {}
-            return _json(request.status_code, {"detail": request.error}, headers)
-        return _json(200, {"video": self._video(request)})
+            return json_reply(request.status_code, {"detail": request.error}, headers)
+        return json_reply(200, {"video": self._video(request)})
 
     def _video(self, request: Request) -> dict[str, Any]:
         return {"url": f"{self.fake.base_url}/files/{request.id}.mp4", "content_type": "video/mp4",
@@ -575,11 +511,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/files/upload/"):
             upload = self.fake.uploads.get(path.split("/")[3])
             if upload is None or upload["data"] is None:
-                return _json(404, {"detail": "not found"})
+                return json_reply(404, {"detail": "not found"})
             return 200, upload["data"], {"Content-Type": upload["content_type"]}
         request = self.fake.queue.get(Path(path).stem)
         if request is None or self.fake.status_of(request) != "COMPLETED" or request.error is not None:
-            return _json(404, {"detail": "not found"})
+            return json_reply(404, {"detail": "not found"})
         duration = request.body.get("duration", 5)
         seconds = request.clip_seconds if request.clip_seconds is not None else int(duration)
         aspect = str(request.body.get("aspect_ratio", "16:9"))
@@ -588,23 +524,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _initiate(self, args: dict[str, str], body: Any) -> Reply:
         if args.get("storage_type") != "fal-cdn-v3":
-            return _json(422, {"detail": "storage_type must be fal-cdn-v3"})
+            return json_reply(422, {"detail": "storage_type must be fal-cdn-v3"})
         if not isinstance(body, dict) or set(body) != {"content_type", "file_name"} or not body["file_name"]:
-            return _json(422, {"detail": "need content_type and file_name"})
+            return json_reply(422, {"detail": "need content_type and file_name"})
         token = uuid.uuid4().hex
         with self.fake.lock:
             self.fake.uploads[token] = {**body, "data": None}
-        return _json(200, {"upload_url": f"{self.fake.base_url}/upload/{token}",
+        return json_reply(200, {"upload_url": f"{self.fake.base_url}/upload/{token}",
                            "file_url": f"{self.fake.base_url}/files/upload/{token}/{body['file_name']}"})  # fmt: skip
 
     def _put(self, token: str) -> Reply:
         upload = self.fake.uploads.get(token)
         if upload is None:
-            return _json(404, {"detail": "no such upload"})
+            return json_reply(404, {"detail": "no such upload"})
         if "Authorization" in self.headers:
-            return _json(400, {"detail": "the signed upload URL takes no Authorization header"})
+            return json_reply(400, {"detail": "the signed upload URL takes no Authorization header"})
         if self.headers.get("Content-Type") != upload["content_type"]:
-            return _json(403, {"detail": "signature mismatch: the Content-Type differs from the announced one"})
+            return json_reply(403, {"detail": "signature mismatch: the Content-Type differs from the announced one"})
         upload["data"] = self.raw
         return 200, b"", {}
 
@@ -612,7 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Requests by endpoint (those that ended, newest end first), filtered and paged by a cursor."""
         endpoints = [e for v in query.get("endpoint_id", []) for e in v.split(",") if e]
         if not endpoints:
-            return _json(422, {"detail": "endpoint_id is required"})
+            return json_reply(422, {"detail": "endpoint_id is required"})
         one = {k: v[-1] for k, v in query.items()}
         try:
             limit = int(one.get("limit", 50))
@@ -620,9 +556,9 @@ class _Handler(BaseHTTPRequestHandler):
             end = _when(one.get("end"), None)
             offset = int(base64.b64decode(one["cursor"]).decode()) if "cursor" in one else 0
         except (ValueError, KeyError):
-            return _json(422, {"detail": "bad limit, start, end or cursor"})
+            return json_reply(422, {"detail": "bad limit, start, end or cursor"})
         if not 1 <= limit <= 100:
-            return _json(422, {"detail": "limit must be between 1 and 100"})
+            return json_reply(422, {"detail": "limit must be between 1 and 100"})
         wanted = one.get("request_id")
         if wanted and "start" not in one:
             start = time.time() - 90 * 24 * 3600
@@ -640,8 +576,8 @@ class _Handler(BaseHTTPRequestHandler):
         payloads = one.get("expand") == "payloads"
         items = []
         for r in page:
-            item: dict[str, Any] = {"request_id": r.id, "endpoint_id": r.endpoint, "sent_at": _iso(r.sent_at),
-                                    "started_at": _iso(r.sent_at), "ended_at": _iso(self.fake.ended_at(r)),
+            item: dict[str, Any] = {"request_id": r.id, "endpoint_id": r.endpoint, "sent_at": iso(r.sent_at),
+                                    "started_at": iso(r.sent_at), "ended_at": iso(self.fake.ended_at(r)),
                                     "status_code": r.status_code, "duration": r.latency}  # fmt: skip
             if payloads:
                 item["json_input"] = r.body
@@ -649,60 +585,39 @@ class _Handler(BaseHTTPRequestHandler):
             items.append(item)
         more = offset + limit < len(chosen)
         cursor = base64.b64encode(str(offset + limit).encode()).decode() if more else None
-        return _json(200, {"items": items, "next_cursor": cursor, "has_more": more})
+        return json_reply(200, {"items": items, "next_cursor": cursor, "has_more": more})
 
     def _pricing(self, args: dict[str, str]) -> Reply:
         ids = [e for e in args.get("endpoint_id", "").split(",") if e]
         if not 1 <= len(ids) <= 50:
-            return _json(422, {"detail": "give 1 to 50 endpoint ids"})
+            return json_reply(422, {"detail": "give 1 to 50 endpoint ids"})
         prices = [{"endpoint_id": e, "unit_price": self.fake.prices[e][0], "unit": self.fake.prices[e][1],
                    "currency": "USD"} for e in ids if e in self.fake.prices]  # fmt: skip
-        return _json(200, {"prices": prices, "next_cursor": None, "has_more": False})
+        return json_reply(200, {"prices": prices, "next_cursor": None, "has_more": False})
 
     def _output_fault(self, fault: Fault, path: str, query: str, body: Any) -> Reply:
         reply = self._route(path, query, body)
         if reply[0] != 200:
             return reply
         if fault.kind in ("expired", "result_gone"):
-            return _json(404, {"detail": "not found"})
+            return json_reply(404, {"detail": "not found"})
         data = reply[1]  # truncate: announce it all, send half, hang up
         self._head(200, len(data), reply[2])
         self.wfile.write(data[: len(data) // 2])
-        raise _Drop
+        raise Drop
 
     def _control(self, path: str) -> Reply:
         if path == "/_fake/requests":
             with self.fake.lock:
-                return _json(200, [asdict(r) for r in self.fake.requests])
+                return json_reply(200, [asdict(r) for r in self.fake.requests])
         if path == "/_fake/stats":
-            return _json(200, self.fake.stats())
+            return json_reply(200, self.fake.stats())
         if path == "/_fake/faults" and self.command == "POST":
-            return _json(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
+            return json_reply(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
         if path == "/_fake/clear" and self.command == "POST":
             self.fake.faults.clear()
-            return _json(200, {"cleared": True})
-        return _json(404, {"detail": "unknown control path"})
-
-    def _send(self, reply: Reply) -> None:
-        status, data, headers = reply
-        self._head(status, len(data), headers)
-        self.wfile.write(data)
-
-    def _head(self, status: int, length: int, headers: dict[str, str]) -> None:
-        if self.record is not None:
-            self.record.status = status
-        self.send_response(status)
-        for name, value in {"Content-Length": str(length), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-
-def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
-    return status, json.dumps(value).encode(), {"Content-Type": "application/json", **(headers or {})}
-
-
-def _iso(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            return json_reply(200, {"cleared": True})
+        return json_reply(404, {"detail": "unknown control path"})
 
 
 def _when(value: str | None, default: float | None) -> Any:
@@ -710,11 +625,6 @@ def _when(value: str | None, default: float | None) -> Any:
         return default
     stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-
-
-def _shut(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.shutdown(socket.SHUT_RDWR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -736,13 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         faults.add(kind, prefix or "/", int(count))
     server = FakeFal(host=opts.host, port=opts.port, latency=opts.latency, api_key=opts.api_key, faults=faults)
     server.listing_unfinished = opts.list_unfinished
-    print(server.base_url, flush=True)
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    with server:
-        done.wait()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -66,15 +66,12 @@ identical segments, which a segment store encodes once).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import hashlib
 import json
 import os
 import random
 import re
-import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -83,10 +80,14 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # run as a file, or imported as tests.fake_wavespeed
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stand_in_http import Drop, Reply, StandIn, StandInHandler, iso, json_reply, serve_until_signalled
 
 V3_FIELDS = {"image", "prompt", "multi_prompt", "negative_prompt", "end_image", "duration", "cfg_scale"}
 V3_FIELDS |= {"sound", "element_list", "shot_type"}
@@ -174,7 +175,6 @@ MESSAGES = {401: "invalid API key", 402: "Insufficient balance", 403: "forbidden
 BALANCE_MESSAGE = "Insufficient balance, please top up your account"
 HTML_PAGE = b"<!doctype html><html><body><h1>Service temporarily unavailable</h1></body></html>"
 RETENTION = 7 * 24 * 3600.0  # the service lists (and keeps) tasks for 7 days
-Reply = tuple[int, bytes, dict[str, str]]
 
 
 def validate(model: str, body: Any) -> str | None:
@@ -377,8 +377,8 @@ class Task:
     kind: str = "clip"  # "image" for an image model's task (its output is a PNG)
 
 
-class FakeWaveSpeed:
-    """The fake service: state, faults and a ThreadingHTTPServer on 127.0.0.1."""
+class FakeWaveSpeed(StandIn):
+    """The fake service: state, faults and a threaded HTTP server on 127.0.0.1 (stand_in_http.py)."""
 
     def __init__(
         self,
@@ -409,35 +409,7 @@ class FakeWaveSpeed:
         self.listing_inputs = True  # False: the task list ignores include_inputs
         self.extend_input_seconds = 2  # what a video-extend output holds before its new part
         self.max_running = 0  # the most tasks running at once (the real service limits it per tier)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self.httpd = _Server((host, port), _Handler)
-        self.httpd.fake = self
-        self.base_url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, args=(0.05,), name="fake-wavespeed", daemon=True
-        )
-
-    def start(self) -> FakeWaveSpeed:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        with self.lock:
-            conns = list(self._conns)
-        for conn in conns:  # wake handlers blocked on idle keep-alive connections
-            _shut(conn)
-        self.httpd.server_close()  # joins the handler threads
-        self._thread.join()
-
-    def __enter__(self) -> FakeWaveSpeed:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(host, port, _Handler, "fake-wavespeed")
 
     def submits(self, model: str | None = None) -> list[Recorded]:
         """Every submit POST received (answered or not), optionally for one model."""
@@ -485,60 +457,19 @@ class FakeWaveSpeed:
         return "created" if elapsed < task.latency / 10 else "processing"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close joins them: no socket outlives the server
-    request_queue_size = 128  # socketserver's default listen backlog of 5 drops bursts of connects
-    fake: FakeWaveSpeed
-
-
-class _Drop(Exception):
-    """Close the connection without an answer."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # TCP_NODELAY, as real HTTP servers set it: http.server sends the headers and the body in two
-    # writes, and with Nagle on, the body waits for the client's delayed ACK (40 ms a request).
-    disable_nagle_algorithm = True
-    server: _Server
-
+class _Handler(StandInHandler):
     @property
     def fake(self) -> FakeWaveSpeed:
-        return self.server.fake
-
-    def setup(self) -> None:
-        super().setup()
-        with self.fake.lock:
-            self.fake._conns.add(self.connection)
-
-    def finish(self) -> None:
-        with self.fake.lock:
-            self.fake._conns.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read ``requests`` instead
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
+        fake = self.server.fake
+        assert isinstance(fake, FakeWaveSpeed)
+        return fake
 
     def _dispatch(self) -> None:
         self.record: Recorded | None = None
-        length = int(self.headers.get("Content-Length") or 0)
-        self.raw = self.rfile.read(length) if length else b""
+        body = self.read_body()
         path = self.path.split("?", 1)[0]
         if path.startswith("/_fake/"):
             return self._send(self._control(path))
-        try:
-            body: Any = json.loads(self.raw) if self.raw and self.command == "POST" else len(self.raw)
-        except ValueError:
-            body = len(self.raw)
         self.record = Recorded(self.command, path, dict(self.headers.items()), body, at=time.monotonic())
         self.record_path = path
         with self.fake.lock:
@@ -559,7 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "hang":
                 self.fake.stopping.wait(fault.seconds)
             if kind in {"drop", "hang"}:
-                raise _Drop
+                raise Drop
             if kind == "huge":
                 return self._huge(fault)
             if kind == "drip":
@@ -571,15 +502,13 @@ class _Handler(BaseHTTPRequestHandler):
             if kind in {"envelope", "balance"}:
                 code = fault.code or 400
                 default = BALANCE_MESSAGE if kind == "balance" else f"injected envelope code {code}"
-                return self._send(_json(200, {"code": code, "message": fault.message or default}))
+                return self._send(json_reply(200, {"code": code, "message": fault.message or default}))
             status = int(kind)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             message = fault.message or MESSAGES.get(status, f"injected {status}")
-            self._send(_json(status, {"code": status, "message": message}, headers))
-        except _Drop:
-            self.record.status = 0
-            self.close_connection = True
-            _shut(self.connection)
+            self._send(json_reply(status, {"code": status, "message": message}, headers))
+        except Drop:
+            self.drop()
         except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (a capped answer)
             self.close_connection = True
 
@@ -587,7 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/api/v3/"):
             token = self.headers.get("Authorization", "").removeprefix("Bearer ")
             if token != self.fake.api_key:  # echoes the token: clients must keep it out of errors
-                return _json(401, {"code": 401, "message": f"invalid API key {token!r}"})
+                return json_reply(401, {"code": 401, "message": f"invalid API key {token!r}"})
         if self.command == "POST" and path == "/api/v3/media/uploads":
             return self._upload_slot(body)
         if self.command == "POST" and path == "/api/v3/model/pricing":
@@ -611,12 +540,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._output(path)
         if self.command == "GET" and path.startswith("/pages/"):  # an output URL that is a web page
             return 200, HTML_PAGE, {"Content-Type": "text/html"}
-        return _json(404, {"code": 404, "message": f"no route for {self.command} {path}"})
+        return json_reply(404, {"code": 404, "message": f"no route for {self.command} {path}"})
 
     def _upload_slot(self, body: Any) -> Reply:
         ok = isinstance(body, dict) and set(body) == {"filename", "size", "content_type"}
         if not ok or not isinstance(body["size"], int) or body["size"] <= 0 or not body["filename"]:
-            return _json(400, {"code": 400, "message": "need filename, size (>0), content_type"})
+            return json_reply(400, {"code": 400, "message": "need filename, size (>0), content_type"})
         token = uuid.uuid4().hex
         with self.fake.lock:
             self.fake.uploads[token] = {**body, "data": None}
@@ -629,13 +558,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _pricing(self, body: Any) -> Reply:
         """``{model_id, inputs}`` -> ``data: {model_id, unit_price, currency}``, as WaveSpeed documents it."""
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
-            return _json(400, {"code": 400, "message": "need model_id and inputs"})
+            return json_reply(400, {"code": 400, "message": "need model_id and inputs"})
         model_id = str(body.get("model_id", ""))
         if model_id in IMAGE_PRICES:
             return _ok({"model_id": model_id, "unit_price": IMAGE_PRICES[model_id], "currency": "USD"})
         price = self.fake.prices.get(model_id.removeprefix("kwaivgi/"))
         if price is None:
-            return _json(400, {"code": 400, "message": f"model {model_id!r} not found"})
+            return json_reply(400, {"code": 400, "message": f"model {model_id!r} not found"})
         inputs = body["inputs"]
         if isinstance(price, dict):  # Kling 4.0: a rate per resolution, audio included
             unit = price[inputs.get("resolution", "720p")] * inputs.get("duration", 5)
@@ -649,22 +578,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _put(self, token: str) -> Reply:
         upload = self.fake.uploads.get(token)
         if upload is None:
-            return _json(404, {"message": "no such upload"})
+            return json_reply(404, {"message": "no such upload"})
         if "Authorization" in self.headers:
-            return _json(400, {"message": "the upload URL takes no Authorization header"})
+            return json_reply(400, {"message": "the upload URL takes no Authorization header"})
         if self.headers.get("x-fake-upload-token") != token or (
             self.headers.get("Content-Type") != upload["content_type"]
         ):
-            return _json(403, {"message": "signature mismatch: send exactly the announced headers"})
+            return json_reply(403, {"message": "signature mismatch: send exactly the announced headers"})
         if len(self.raw) != upload["size"]:
-            return _json(400, {"message": f"got {len(self.raw)} bytes, announced {upload['size']}"})
+            return json_reply(400, {"message": f"got {len(self.raw)} bytes, announced {upload['size']}"})
         upload["data"] = self.raw
         return 200, b"", {}
 
     def _submit(self, model: str, body: Any) -> Reply:
         problem = validate(model, body) or self._check_media(body)
         if problem:
-            return _json(400, {"code": 400, "message": problem})
+            return json_reply(400, {"code": 400, "message": problem})
         text = json.dumps(body, ensure_ascii=False)  # every task fault may say ``body_contains``
         fail = self.fake.faults.take("POST", self.record_path, {"fail"}, text)
         slow = self.fake.faults.take("POST", self.record_path, {"slow"}, text)
@@ -690,12 +619,12 @@ class _Handler(BaseHTTPRequestHandler):
         """An image model's submit: the same task life as a clip's; its output is a PNG."""
         fields = self.fake.image_models[model]
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
-            return _json(400, {"code": 400, "message": "prompt is required"})
+            return json_reply(400, {"code": 400, "message": "prompt is required"})
         for name in sorted(set(body) - fields):
-            return _json(400, {"code": 400, "message": f"unknown parameter {name!r} for {model}"})
+            return json_reply(400, {"code": 400, "message": f"unknown parameter {name!r} for {model}"})
         problem = self._check_media(body)
         if problem:
-            return _json(400, {"code": 400, "message": problem})
+            return json_reply(400, {"code": 400, "message": problem})
         task = Task(uuid.uuid4().hex, model, body, time.monotonic(), self.fake.latency, kind="image")
         task.created_at = time.time()
         with self.fake.lock:
@@ -716,7 +645,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _poll(self, task_id: str) -> Reply:
         task = self.fake.tasks.get(task_id)
         if task is None:
-            return _json(404, {"code": 404, "message": f"task {task_id} not found"})
+            return json_reply(404, {"code": 404, "message": f"task {task_id} not found"})
         with self.fake.lock:
             task.polls += 1
             self.fake.task_requests[task_id] += 1
@@ -733,7 +662,7 @@ class _Handler(BaseHTTPRequestHandler):
             "status": status, "outputs": outputs,
             "error": task.error if failed else "", "has_nsfw_contents": [],
             "urls": {"get": f"{self.fake.base_url}/api/v3/predictions/{task.id}/result"},
-            "created_at": _iso(task.created_at), "timings": {"inference": int(task.latency * 1000)},
+            "created_at": iso(task.created_at), "timings": {"inference": int(task.latency * 1000)},
         }  # fmt: skip
         if not failed:
             view["code"] = 0
@@ -744,19 +673,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _list(self, body: Any) -> Reply:
         """``POST /api/v3/predictions``: the tasks of the last 7 days, newest first, filtered and paged."""
         if not isinstance(body, dict):
-            return _json(400, {"code": 400, "message": "the body must be a JSON object"})
+            return json_reply(400, {"code": 400, "message": "the body must be a JSON object"})
         page, size = body.get("page"), body.get("page_size")
         if not isinstance(page, int) or isinstance(page, bool) or page < 1:
-            return _json(400, {"code": 400, "message": "page must be an integer >= 1"})
+            return json_reply(400, {"code": 400, "message": "page must be an integer >= 1"})
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100:
-            return _json(400, {"code": 400, "message": "page_size must be between 1 and 100"})
+            return json_reply(400, {"code": 400, "message": "page_size must be between 1 and 100"})
         bounds = []
         for name in ("created_after", "created_before"):
             value = body.get(name)
             try:
                 bounds.append(None if value is None else datetime.fromisoformat(str(value)).timestamp())
             except ValueError:
-                return _json(400, {"code": 400, "message": f"{name} must be an ISO 8601 date-time"})
+                return json_reply(400, {"code": 400, "message": f"{name} must be an ISO 8601 date-time"})
         after, before = bounds
         model, status = body.get("model"), body.get("status")
         horizon = time.time() - RETENTION
@@ -785,7 +714,7 @@ class _Handler(BaseHTTPRequestHandler):
             envelope["data"].pop("id", None)
         else:
             envelope["data"]["id"] = fault.task_id if fault.task_id is not None else "bad\nid"
-        return _json(200, envelope)
+        return json_reply(200, envelope)
 
     def _drip(self, fault: Fault, reply: Reply) -> None:
         """``reply`` sent at ``fault.rate`` bytes/s (its head too with ``fault.head``): every read
@@ -807,9 +736,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(rest[at : at + step])
                 self.wfile.flush()
                 if self.fake.stopping.wait(pause):
-                    raise _Drop
+                    raise Drop
         except OSError:  # the client gave up on the drip: what a bounded client does
-            raise _Drop from None
+            raise Drop from None
         self.close_connection = True
 
     def _echo_status(self, fault: Fault, reply: Reply) -> Reply:
@@ -819,7 +748,7 @@ class _Handler(BaseHTTPRequestHandler):
         envelope = json.loads(reply[1])
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         envelope["data"]["status"] = fault.status.replace("{token}", token)
-        return _json(200, envelope)
+        return json_reply(200, envelope)
 
     def _gzip_bomb(self, fault: Fault) -> Reply:
         """A small gzip body that inflates to a JSON answer of ``fault.size`` bytes."""
@@ -848,14 +777,14 @@ class _Handler(BaseHTTPRequestHandler):
                 pad -= len(piece)
             self.wfile.write(tail)
         except OSError:  # the client stopped reading: what a bounded client does
-            raise _Drop from None
+            raise Drop from None
         if not fault.announce:
-            raise _Drop  # the end of the body is the end of the connection
+            raise Drop  # the end of the body is the end of the connection
 
     def _output(self, path: str) -> Reply:
         task = self.fake.tasks.get(Path(path).stem)
         if task is None or self.fake.status_of(task) != "completed":
-            return _json(404, {"message": "NoSuchKey: the object expired or does not exist"})
+            return json_reply(404, {"message": "NoSuchKey: the object expired or does not exist"})
         with self.fake.lock:
             task.downloads += 1
             self.fake.task_requests[task.id] += 1
@@ -874,7 +803,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _output_fault(self, fault: Fault, path: str, reply: Reply) -> Reply:
         if fault.kind == "expired":
-            return _json(404, {"message": "NoSuchKey: the object expired or does not exist"})
+            return json_reply(404, {"message": "NoSuchKey: the object expired or does not exist"})
         if fault.kind in {"redirect", "redirect_file"}:
             target = "file:///etc/passwd" if fault.kind == "redirect_file" else path
             return 302, b"", {"Location": target}
@@ -892,7 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
             deadline = time.monotonic() + fault.seconds
             while time.monotonic() < deadline and not (fault.release is not None and fault.release.is_set()):
                 if self.fake.stopping.wait(0.02):
-                    raise _Drop
+                    raise Drop
             self.wfile.write(data[len(data) // 2 :])
             return 0, b"", {}  # answered already
         if fault.kind == "stall":  # announce it all, then trickle it at ``rate`` bytes/s, then hang up
@@ -908,55 +837,32 @@ class _Handler(BaseHTTPRequestHandler):
                         break
             except OSError:  # the client gave up on the trickle: what a bounded client does
                 pass
-            raise _Drop
+            raise Drop
         if fault.kind == "oversize":  # announce far more than any clip, send a little, hang up
             self._head(200, 3 * 1024**3, reply[2])
             self.wfile.write(data[:1024])
-            raise _Drop
+            raise Drop
         # truncate: announce it all, send half, hang up
         self._head(200, len(data), reply[2])
         self.wfile.write(data[: len(data) // 2])
-        raise _Drop
+        raise Drop
 
     def _control(self, path: str) -> Reply:
         if path == "/_fake/requests":
             with self.fake.lock:
-                return _json(200, [asdict(r) for r in self.fake.requests])
+                return json_reply(200, [asdict(r) for r in self.fake.requests])
         if path == "/_fake/stats":
-            return _json(200, self.fake.stats())
+            return json_reply(200, self.fake.stats())
         if path == "/_fake/faults" and self.command == "POST":
-            return _json(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
+            return json_reply(200, asdict(self.fake.faults.add(**json.loads(self.raw))))
         if path == "/_fake/clear" and self.command == "POST":
             self.fake.faults.clear()
-            return _json(200, {"cleared": True})
-        return _json(404, {"message": "unknown control path"})
-
-    def _send(self, reply: Reply) -> None:
-        status, data, headers = reply
-        if status == 0:  # the handler wrote its answer itself (trickle)
-            return
-        self._head(status, len(data), headers)
-        self.wfile.write(data)
-
-    def _head(self, status: int, length: int, headers: dict[str, str]) -> None:
-        if self.record is not None:
-            self.record.status = status
-        self.send_response(status)
-        for name, value in {"Content-Length": str(length), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-
-def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
-    return status, json.dumps(value).encode(), {"Content-Type": "application/json", **(headers or {})}
+            return json_reply(200, {"cleared": True})
+        return json_reply(404, {"message": "unknown control path"})
 
 
 def _ok(data: dict[str, Any]) -> Reply:
-    return _json(200, {"code": 200, "message": "success", "data": data})
-
-
-def _iso(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json_reply(200, {"code": 200, "message": "success", "data": data})
 
 
 def _list_status(status: str) -> str:
@@ -964,11 +870,6 @@ def _list_status(status: str) -> str:
     if status == "completed":
         return "completed"
     return "processing" if status in ("created", "processing") else "failed"
-
-
-def _shut(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.shutdown(socket.SHUT_RDWR)
 
 
 @functools.lru_cache(maxsize=4)
@@ -1131,13 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.faults = faults
     server.listing_inputs = not opts.no_list_inputs
-    print(server.base_url, flush=True)
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    with server:
-        done.wait()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":

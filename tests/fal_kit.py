@@ -3,18 +3,13 @@ against fal: start it, steer it, read what it received and what it would bill.""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from e2e_cli import SECRET, SMALL_PROJECT, base_env
+from stand_in_http import StandInProcess
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,59 +24,12 @@ def fal_env(base_url: str, key: str = SECRET, **extra: str) -> dict[str, str]:
     return base_env(FAL_KEY=key, KLING_RENDER_FAL_URL=base_url, **extra)
 
 
-class FalProcess:
+class FalProcess(StandInProcess):
     """``with FalProcess(api_key, latency=1.0) as fake: fake.base_url ...``; stopped by its own pid."""
 
-    def __init__(self, api_key: str, *, latency: float = 0.3, args: tuple[str, ...] = ()) -> None:
-        self.api_key, self.latency, self.args = api_key, latency, args
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def __enter__(self) -> FalProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")}
-        env["FAL_KEY"] = self.api_key  # the fake's --api-key default: no key in argv
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "fake_fal.py"), "--port", "0", "--latency", str(self.latency), *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("http://127.0.0.1:"):
-            self.__exit__()
-            raise RuntimeError(f"the fake fal did not start (first line {line!r})")
-        self.base_url = line
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def fault(self, kind: str, path_prefix: str = "/", count: int = 1, **options: Any) -> None:
-        self._call("/_fake/faults", {"kind": kind, "path_prefix": path_prefix, "count": count, **options})
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("/_fake/stats")
-        return result
-
-    def requests(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("/_fake/requests")
-        return result
+    script = HERE / "fake_fal.py"
+    key_variable = "FAL_KEY"  # the fake's --api-key default: no key in argv
+    what = "the fake fal"
 
     def submits(self) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["method"] == "POST" and _is_submit(r["path"])]

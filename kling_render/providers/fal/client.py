@@ -66,6 +66,7 @@ from kling_render.providers.fal.answers import (
     read_reply,
     video_url,
 )
+from kling_render.providers.submit import post_paid
 from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
 from kling_render.providers.uploads import UploadRecords
 from kling_render.retry import RetryPolicy, parse_retry_after
@@ -77,7 +78,6 @@ REQUEST_RECORD_AGE = 30 * 24 * 3600.0  # records older than this are dropped whe
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0)
 LIST_PAGE_SIZE = 100  # the most the requests list gives per page
 LIST_MAX_PAGES = 20
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class FalProvider(Provider):
@@ -184,14 +184,10 @@ class FalProvider(Provider):
 
     async def _post_submit(self, url: str, body: Mapping[str, Any], what: str) -> FalReply:
         """One POST. Only a refusal or an unsent request comes back as a retryable error."""
-        try:
-            answer = await net.request(self._client, "POST", url, self.limits, headers=self._auth(), json_body=body)
-        except _NOT_SENT as exc:  # nothing reached the server: as safe to repeat as a refusal
-            raise SubmitRefusedError(self._redact(f"{what}: cannot connect ({describe(exc)})")) from exc
-        except (httpx.HTTPError, TransferError) as exc:
-            raise SubmitUncertainError(
-                self._redact(f"{what}: no usable answer ({describe(exc)}); a paid request may exist")
-            ) from exc
+        answer = await post_paid(
+            self._client, url, self.limits, headers=self._auth(), body=body, what=what, redact=self._redact,
+            thing="request",
+        )  # fmt: skip
         reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         status = reply.status
         if status == 429:

@@ -57,6 +57,7 @@ from kling_render.providers import transport as net
 from kling_render.providers.base import Provider
 from kling_render.providers.download import describe, is_http
 from kling_render.providers.download import download as fetch_output
+from kling_render.providers.submit import post_paid
 from kling_render.providers.transport import Limits, Redactor, TooLarge, Transfer, TransferError
 from kling_render.providers.uploads import UploadRecords
 from kling_render.providers.wavespeed.answers import (
@@ -80,7 +81,6 @@ LIST_PAGE_SIZE = 100  # the most the task list gives per page
 LIST_MAX_PAGES = 20  # 2,000 tasks of one model in one window: more cannot be told apart anyway
 _MODEL_PREFIX = "kwaivgi/"
 # Connection failures where the request certainly never left this process.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 class WaveSpeedProvider(Provider):
     """Talks to ``{base}/api/v3``; one AsyncClient for the API, uploads and downloads."""
 
@@ -164,14 +164,10 @@ class WaveSpeedProvider(Provider):
 
     async def _post_submit(self, url: str, body: Mapping[str, Any], what: str) -> Reply:
         """One POST. Only a refusal or an unsent request comes back as a retryable error."""
-        try:
-            answer = await net.request(self._client, "POST", url, self.limits, headers=self._auth(), json_body=body)
-        except _NOT_SENT as exc:  # nothing reached the server: as safe to repeat as a refusal
-            raise SubmitRefusedError(self._redact(f"{what}: cannot connect ({describe(exc)})")) from exc
-        except (httpx.HTTPError, TransferError) as exc:
-            raise SubmitUncertainError(
-                self._redact(f"{what}: no usable answer ({describe(exc)}); a paid task may exist")
-            ) from exc
+        answer = await post_paid(
+            self._client, url, self.limits, headers=self._auth(), body=body, what=what, redact=self._redact,
+            thing="task",
+        )  # fmt: skip
         reply = read_reply(answer, self._redact, self._retry_after(answer.headers))
         effective = reply.effective
         if effective == 429:

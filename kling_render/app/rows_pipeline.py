@@ -183,7 +183,9 @@ def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) 
 
     project = on_provider(project, provider)
     rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
-    chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots])
+    chosen_rows = {row.key for row in rows}
+    stills = [s for s in project.stills if s.row is None or s.row in chosen_rows]  # the project's and these rows'
+    chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots], stills=stills)
     doc = status(chosen, None)
     by_id = {s["id"]: s for s in doc["shots"]}
     users: dict[str, set[str]] = {}

@@ -315,6 +315,15 @@ def test_rows_share_a_still_and_the_shot_that_waits_for_it(tmp_path: Path) -> No
     assert len(intros) == rows and all(s["waits_for"] == [f"still:{s['row']}/logo"] for s in intros)
     (shared,) = doc["rows"]["shared"]["clips"]  # the intros will have one key: priced once
     assert (shared["shot"], shared["key"], len(shared["rows"])) == ("intro", None, rows)
+    # status lists the stills as the plan does; with --row, that row's alone
+    status = CliRunner().invoke(cli, ["status", str(project), "--json"])
+    assert status.exit_code == 0, status.output
+    assert sorted(s["id"] for s in json.loads(status.stdout)["stills"]) == sorted(stills)
+    first = doc["rows"]["rows"][0]["key"]
+    status = CliRunner().invoke(cli, ["status", str(project), "--json", "--row", first])
+    assert status.exit_code == 0, status.output
+    chosen = sorted(s["id"] for s in json.loads(status.stdout)["stills"])
+    assert chosen == [f"still:{first}/logo", f"still:{first}/pack"]
 
 
 def test_what_the_scheduler_gets_once_inputs_are_made(root: Path) -> None:

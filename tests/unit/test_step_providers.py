@@ -132,3 +132,16 @@ def test_the_plans_tables_name_each_steps_provider_when_there_are_several(projec
     table = plan_table(plan)
     assert next(line for line in table.splitlines() if line.startswith("shot ")).split()[:3] == ["shot", "model", "dur"]
     assert "| shot | model | duration |" in plan_markdown_full(plan)
+
+
+def test_which_providers_charge_is_what_their_clients_say() -> None:
+    """``provider_charges`` answers from the catalog without loading a client; each client agrees."""
+    from kling_render.providers import PROVIDER_NAMES, provider_charges
+    from kling_render.providers.fal.client import FalProvider
+    from kling_render.providers.local import LocalProvider
+    from kling_render.providers.wavespeed.client import WaveSpeedProvider
+
+    clients = {"local": LocalProvider, "wavespeed": WaveSpeedProvider, "fal": FalProvider}
+    assert set(PROVIDER_NAMES) == set(clients)
+    assert {name: provider_charges(name) for name in PROVIDER_NAMES} == {n: c.charges for n, c in clients.items()}
+    assert provider_charges("local") is False

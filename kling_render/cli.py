@@ -13,12 +13,10 @@ from typing import Any, TypeVar
 import click
 
 from kling_render import __version__
-from kling_render.errors import KlingRenderError, ProjectError, UsageError
+from kling_render.errors import EXIT_INTERRUPTED, KlingRenderError, ProjectError, UsageError
 from kling_render.masking import masked_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_INTERRUPTED = 130  # report.outcome says it too
 
 
 def _echo_err(message: str) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "AccountError",
     "AuthError",
     "BudgetError",
@@ -65,6 +66,9 @@ __all__ = [
     "TransientError",
     "UsageError",
 ]
+
+
+EXIT_INTERRUPTED = 130  # a command stopped by Ctrl-C or SIGTERM, its state flushed (SPEC §2)
 
 
 class KlingRenderError(Exception):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from kling_render.errors import FFmpegError, MissingClipsError, StateError, StitchError
+from kling_render.errors import EXIT_INTERRUPTED, FFmpegError, MissingClipsError, StateError, StitchError
 from kling_render.plan.inputs import step_names
 from kling_render.project.project import Project
 from kling_render.project.rows import ProjectRow, row_view
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from kling_render.app.options import RenderOptions, RenderResult
     from kling_render.records.lockfile import LockFile
     from kling_render.store.remote.connect import Remote
-
-EXIT_INTERRUPTED = 130
 
 
 class RowSink:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kling_render.errors import EXIT_INTERRUPTED
+
 if TYPE_CHECKING:
     from kling_render.app.cut import StitchOutcome
     from kling_render.app.options import RenderResult
     from kling_render.project.project import Project
 
 __all__ = ["render_finished", "render_lines", "stitch_document"]
-
-EXIT_INTERRUPTED = 130
 
 
 def render_finished(project: Project, result: RenderResult) -> dict[str, Any]:

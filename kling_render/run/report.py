@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kling_render.errors import EXIT_INTERRUPTED
 from kling_render.records.ledger import DEFAULT_TASK_CAP
 from kling_render.records.lifecycle import OutcomeStatus
 
@@ -82,7 +83,7 @@ class RunReport:
         """130 interrupted, 3 budget stop, 2 the API key was rejected (a usage problem: re-running
         as it is cannot help), 1 a shot failed or is unknown, else 0 (SPEC §2)."""
         if self.interrupted:
-            return 130
+            return EXIT_INTERRUPTED
         if self.budget_stopped:
             return 3
         if self.key_rejected:

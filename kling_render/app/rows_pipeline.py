@@ -180,9 +180,9 @@ def status_rows(project: Project, provider: str | None, rows: list[ProjectRow]) 
     from kling_render.plan.inputs import cut_keys
 
     project = on_provider(project, provider)
-    rows = [r for r in project.rows or [] if r.key in {row.key for row in rows}]
-    chosen_rows = {row.key for row in rows}
-    stills = [s for s in project.stills if s.row is None or s.row in chosen_rows]  # the project's and these rows'
+    wanted = {row.key for row in rows}
+    rows = [r for r in project.rows or [] if r.key in wanted]
+    stills = [s for s in project.stills if s.row is None or s.row in wanted]  # the project's and these rows'
     chosen = replace(project, rows=rows, shots=[s for row in rows for s in row.shots], stills=stills)
     doc = status(chosen, None)
     by_id = {s["id"]: s for s in doc["shots"]}
@@ -232,7 +232,6 @@ def _cut_text(project: Project, row: ProjectRow, exists: bool, fresh: bool, reas
     return f"{name}: stale ({'; '.join(reasons[:2])})"
 
 
-__all__ = ["RowCut", "RowSink", "finish_rows", "status_of", "status_rows", "stitch_each", "stitch_rows"]
 
 
 def status_of(project: Project, provider: str | None, rows: list[ProjectRow]) -> dict[str, Any]:
@@ -242,3 +241,6 @@ def status_of(project: Project, provider: str | None, rows: list[ProjectRow]) ->
 
         return status(project, provider)
     return status_rows(project, provider, rows)
+
+
+__all__ = ["RowCut", "RowSink", "finish_rows", "status_of", "status_rows", "stitch_each", "stitch_rows"]

@@ -53,7 +53,6 @@ _UNDEFINED_ROW = re.compile(r"'row\.(.+?)' is undefined")
 _IN_SNIPPET = re.compile(r"in prompts\.([^:]+): ")
 
 
-
 class Resolving(Protocol):
     """What a rows: expansion needs of the project loader's resolver (loader.Resolver): it resolves
     the project once per row by setting the row in the templates and resolving one cut."""

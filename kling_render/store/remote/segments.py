@@ -56,15 +56,17 @@ def _claimant() -> dict[str, object]:
 
 
 def record_path(key: str) -> str:
-    if not _KEY_RE.match(key):
-        raise ValueError(f"bad segment key {key!r}")
-    return f"segments/{key}.json"
+    return f"segments/{_checked(key)}.json"
 
 
 def claim_path(key: str) -> str:
+    return f"segments/claims/{_checked(key)}.json"
+
+
+def _checked(key: str) -> str:
     if not _KEY_RE.match(key):
         raise ValueError(f"bad segment key {key!r}")
-    return f"segments/claims/{key}.json"
+    return key
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,16 @@ def _bytecode() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _cli_zygote() -> Iterator[None]:
+    """This worker's zygote: CLI commands of the e2e helpers are forks of it (tests/cli_fork.py)."""
+    import cli_fork
+
+    cli_fork.ZYGOTE.start()
+    yield
+    cli_fork.ZYGOTE.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """What kling-render learns about ffmpeg binaries goes to a per-session directory, not ~/.cache
     (CLI subprocesses inherit it through the environment)."""

@@ -3,6 +3,10 @@
 ``Workspace`` owns one project directory, the environment the CLI runs with, and every
 stdout/stderr the CLI printed (so a test can prove the API key never shows up anywhere).
 
+Each command is its own process, forked from this worker's zygote rather than a new interpreter
+(tests/cli_fork.py says what that keeps and what it skips); ``Workspace(..., fresh=True)`` runs
+``python -m kling_render`` itself, for tests about the interpreter's start.
+
 ``Workspace(..., in_process=True)`` runs the same commands in this process instead (click's
 runner, with the workspace's environment and working directory swapped in for the call): for
 tests about what a command decides, not about the process (exit codes of the real process,
@@ -23,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import cli_fork
 
 from kling_render.media.probe import MediaInfo, probe, verify_clip
 
@@ -68,6 +74,7 @@ class Workspace:
     env: dict[str, str]
     outputs: list[str] = field(default_factory=list)
     in_process: bool = False  # run the commands in this process (see the module's docstring)
+    fresh: bool = False  # each command a new interpreter, not a fork of this one (cli_fork.py)
 
     @property
     def project(self) -> Path:
@@ -96,10 +103,12 @@ class Workspace:
         env = env if env is not None else self.env
         if self.in_process:
             done = invoke(cmd[3:], env=env, cwd=self.root)
-        else:
+        elif self.fresh:
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=self.root
             )
+        else:
+            done = cli_fork.run(cmd[3:], env=env, cwd=self.root, timeout=timeout)
         self.outputs += [done.stdout, done.stderr]
         return done
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cli_fork
 from e2e_cli import SECRET, Workspace, base_env
 from e2e_fake import FakeProcess
 from stress_kit import write_project
@@ -61,7 +62,10 @@ class Checkout(Workspace):
         logs.mkdir(exist_ok=True)
         n = len(self.procs)
         with open(logs / f"{n}.out", "w") as out, open(logs / f"{n}.err", "w") as err:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
+            if self.fresh:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
+            else:
+                proc = cli_fork.popen(args, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
         self.procs.append(proc)
         return proc
 

@@ -176,7 +176,7 @@ def _monitor(request: dict[str, Any], fds: list[int]) -> None:
 
 
 class Zygote:
-    """This worker's zygote (``start`` forks it; ``None`` fields: not started)."""
+    """This worker's zygote: ``start`` forks it, ``spawn`` asks it for a command, ``stop`` ends it."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
@@ -194,7 +194,9 @@ class Zygote:
             try:
                 gc.freeze()  # the worker's objects are never finalized here (they hold its fds)
                 gc.disable()
-                ours.close()
+                keep = theirs.fileno()  # and none of its fds stays open (pipes, sockets, servers)
+                os.closerange(3, keep)
+                os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
                 _serve(theirs)
             except BaseException:
                 code = 1

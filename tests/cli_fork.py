@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -70,7 +71,7 @@ def _fresh_streams(env: dict[str, str]) -> None:
         sys.stdout.reconfigure(write_through=True)
 
 
-def _as_new_interpreter(args: Sequence[str], env: dict[str, str]) -> None:
+def _as_new_interpreter(argv: list[str], env: dict[str, str]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in _RESET_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
@@ -91,7 +92,7 @@ def _as_new_interpreter(args: Sequence[str], env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     _fresh_streams(env)
-    sys.argv = ["kling-render", *args]
+    sys.argv = argv
     gc.enable()
 
     from kling_render.media import caps
@@ -108,14 +109,18 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _command(args: Sequence[str], env: dict[str, str]) -> int:
-    """Run the CLI as ``python -m kling_render ARGS`` would; its exit code."""
+def _command(args: Sequence[str], env: dict[str, str], script: str | None) -> int:
+    """Run the CLI as ``python -m kling_render ARGS`` would (or ``python SCRIPT ARGS``); its exit
+    code."""
     try:
-        _as_new_interpreter(args, env)
-        from kling_render.cli import main
-
+        _as_new_interpreter([script or "kling-render", *args], env)
         try:
-            main()
+            if script is None:
+                from kling_render.cli import main
+
+                main()
+            else:
+                runpy.run_path(script, run_name="__main__")
             return 0
         except SystemExit as exc:
             return _exit_code(exc)
@@ -164,7 +169,7 @@ def _monitor(request: dict[str, Any], fds: list[int]) -> None:
                 os.dup2(fd, target)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # as exec with close_fds would leave it
             os.chdir(request["cwd"])
-            code = _command(request["args"], request["env"])
+            code = _command(request["args"], request["env"], request["script"])
         finally:
             os._exit(code)
     for fd in (stdin, stdout, stderr):
@@ -215,16 +220,19 @@ class Zygote:
             self._sock.close()  # the zygote reads the end and exits
             self._sock = None
 
-    def spawn(self, args: Sequence[str], env: dict[str, str], cwd: Path, fds: tuple[int, int, int]) -> Forked:
+    def spawn(
+        self, cmd: list[str], script: str | None, env: dict[str, str], cwd: Path, fds: tuple[int, int, int]
+    ) -> Forked:
         assert self._sock is not None
         status_r, status_w = os.pipe()
-        request = json.dumps({"args": list(args), "env": env, "cwd": str(cwd)}).encode()
+        args = cmd[2:] if script else cmd[3:]  # after `python SCRIPT` or `python -m kling_render`
+        request = json.dumps({"args": args, "script": script, "env": env, "cwd": str(cwd)}).encode()
         try:
             with self._lock:
                 socket.send_fds(self._sock, [request], [*fds, status_w])
         finally:
             os.close(status_w)
-        return Forked([sys.executable, "-m", "kling_render", *args], status_r)
+        return Forked(cmd, status_r)
 
 
 ZYGOTE = Zygote()
@@ -326,17 +334,19 @@ def popen(
     stdout: Any = None,
     stderr: Any = None,
     text: bool = True,
+    script: Path | None = None,
 ) -> Forked | subprocess.Popen[str]:
-    """``kling-render ARGS`` as its own process: forked by this worker's zygote, or ``python -m
-    kling_render ARGS`` when a fork cannot stand for it (the module's docstring)."""
+    """``kling-render ARGS`` (``script``: ``python SCRIPT ARGS``, a stand-in) as its own process:
+    forked by this worker's zygote, or exec'd when a fork cannot stand for it (the module's
+    docstring)."""
+    cmd = [sys.executable, *([str(script)] if script else ["-m", "kling_render"]), *args]
     if not ZYGOTE.running or needs_new_interpreter(env):
-        cmd = [sys.executable, "-m", "kling_render", *args]
         return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=text)
     stdin_fd = os.open(os.devnull, os.O_RDONLY)
     out_fd, out_r, out_close = _fd(stdout, 1)
     err_fd, err_r, err_close = _fd(stderr, 2)
     try:
-        proc = ZYGOTE.spawn(args, env, cwd, (stdin_fd, out_fd, err_fd))
+        proc = ZYGOTE.spawn(cmd, str(script) if script else None, env, cwd, (stdin_fd, out_fd, err_fd))
     finally:
         for fd in (stdin_fd, out_close, err_close):
             if fd is not None:

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from datetime import UTC, datetime
@@ -172,19 +171,22 @@ class StandInProcess:
     def __init__(self, api_key: str, *, latency: float = 0.3, args: tuple[str, ...] = ()) -> None:
         self.api_key, self.latency = api_key, latency
         self.args = args  # more options of the stand-in's script
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: Any = None  # a subprocess.Popen, or a cli_fork.Forked answering as one
         self.base_url = ""
 
     def __enter__(self) -> Self:
         prefix = self.key_variable.split("_", 1)[0] + "_"  # WAVESPEED_*, FAL_*: none of the caller's
         env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
         env[self.key_variable] = self.api_key
-        self.proc = subprocess.Popen(
-            [sys.executable, str(self.script), "--port", "0", "--latency", str(self.latency), *self.args],
+        import cli_fork  # beside this module
+
+        self.proc = cli_fork.popen(  # a fork of this worker's zygote: no interpreter start
+            ["--port", "0", "--latency", str(self.latency), *self.args],
+            script=self.script,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            text=True,
             env=env,
+            cwd=Path.cwd(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

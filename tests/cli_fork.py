@@ -7,7 +7,8 @@ working directory and standard streams, then exits with its code. To the test it
 any other: its own pid (kill -9, SIGINT and SIGTERM reach it), its own file descriptors, an exit
 code, stdout and stderr through pipes or files (``Forked`` answers as a subprocess.Popen does).
 What it skips is the interpreter's start and the imports: ~0.45 CPU-s a command, and the suite
-runs hundreds on two cores.
+runs hundreds on two cores. The stand-ins' servers (tests/stand_in_http.py) start the same way,
+``popen(..., script=...)`` running their script as ``python SCRIPT ARGS`` would.
 
 What a fork does not give, and where ``python -m kling_render`` is exec'd instead: an environment
 that changes what an interpreter reads at its start (PYTHONHASHSEED, PYTHONPATH, the locale:

@@ -197,7 +197,7 @@ def _shot_line(p: PlannedShot, *, row: bool, mixed: bool) -> str:
     )
 
 
-def _table_head(mixed: bool) -> list[str]:
+def table_head(mixed: bool) -> list[str]:
     """The shots' table head; with a provider column when the plan's steps use several (``mixed``)."""
     if mixed:
         return [
@@ -226,7 +226,7 @@ def _row_blocks(plan: Plan) -> list[str]:
             f"<code>{_html(clip(r.key, 80))}</code>: {len(r.shots)} shot(s), {money(r.cost)}, "
             f"to render {money(r.to_render_cost)} · {_html(changes)}"
         )
-        lines = [f"<details><summary>{summary}</summary>", "", *_table_head(mixed)]
+        lines = [f"<details><summary>{summary}</summary>", "", *table_head(mixed)]
         lines += [_shot_line(p, row=True, mixed=mixed) for p in r.shots[:50]]
         if len(r.shots) > 50:
             lines.append(f"| … {len(r.shots) - 50} more | | | | | |{' |' if mixed else ''} |")
@@ -245,7 +245,7 @@ def _shot_blocks(plan: Plan, per_block: int = 50) -> list[str]:
         group = order[start : start + per_block]
         render = sum(1 for p in group if p.status == "render")
         summary = f"shots {start + 1}–{start + len(group)}: {render} to render, {len(group) - render} cached"
-        lines = [f"<details><summary>{summary}</summary>", "", *_table_head(mixed)]
+        lines = [f"<details><summary>{summary}</summary>", "", *table_head(mixed)]
         lines += [_shot_line(p, row=False, mixed=mixed) for p in group]
         prompts = [line for p in group[:10] for line in _prompt_change(p)]
         lines += ["", *prompts, "", "</details>"] if prompts else ["", "</details>"]
@@ -258,4 +258,6 @@ def _html(text: str) -> str:
 
 
 
-__all__ = ["COMMENT_LIMIT", "MARKER", "cost_change", "cost_text", "fit", "markers", "money", "signed_money"]
+__all__ = [
+    "COMMENT_LIMIT", "MARKER", "cost_change", "cost_text", "fit", "markers", "money", "signed_money", "table_head",
+]  # fmt: skip

@@ -110,10 +110,7 @@ def plan_markdown_full(plan: Plan) -> str:
             *head,
             *summary,
             "",
-            "| shot | model | provider | duration | sound | cost | status | vs lock |"
-            if mixed
-            else "| shot | model | duration | sound | cost | status | vs lock |",
-            "|---|---|---|---:|---|---:|---|---|" if mixed else "|---|---|---:|---|---:|---|---|",
+            *markdown.table_head(mixed),
             *rows,
             *inputs_markdown(plan),
             "",

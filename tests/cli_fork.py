@@ -334,15 +334,14 @@ def popen(
     cwd: Path,
     stdout: Any = None,
     stderr: Any = None,
-    text: bool = True,
     script: Path | None = None,
 ) -> Forked | subprocess.Popen[str]:
     """``kling-render ARGS`` (``script``: ``python SCRIPT ARGS``, a stand-in) as its own process:
     forked by this worker's zygote, or exec'd when a fork cannot stand for it (the module's
-    docstring)."""
+    docstring). Pipes are text, as with ``text=True``."""
     cmd = [sys.executable, *([str(script)] if script else ["-m", "kling_render"]), *args]
     if not ZYGOTE.running or needs_new_interpreter(env):
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=text)
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=True)
     stdin_fd = os.open(os.devnull, os.O_RDONLY)
     out_fd, out_r, out_close = _fd(stdout, 1)
     err_fd, err_r, err_close = _fd(stderr, 2)

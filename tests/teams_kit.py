@@ -65,7 +65,7 @@ class Checkout(Workspace):
             if self.fresh:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
             else:
-                proc = cli_fork.popen(args, stdout=out, stderr=err, text=True, env=self.env, cwd=self.root)
+                proc = cli_fork.popen(args, stdout=out, stderr=err, env=self.env, cwd=self.root)
         self.procs.append(proc)
         return proc
 
